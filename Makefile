@@ -1,0 +1,50 @@
+# zephyr-recipes: `make sft`, `make dpo`, `make test`. The first target you run sets up .venv by itself.
+#   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
+#   make dpo                                  dDPO of that SFT run
+#   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
+#   make show RECIPE=zephyr-7b-beta STAGE=dpo print the resolved config, run nothing
+#   make list                                 shipped recipes and config options
+#   make test                                 the test suite (offline, CPU)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RECIPE ?= tiny
+STAGE  ?= sft
+ARGS   ?=
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup sft dpo run show validate list test clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+sft: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/sft $(ARGS)
+
+dpo: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/dpo $(ARGS)
+
+run: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/$(STAGE) $(ARGS)
+
+show: setup
+	$(PY) -m zephyr_recipes show $(RECIPE)/$(STAGE) $(ARGS)
+
+validate: setup
+	$(PY) -m zephyr_recipes validate $(RECIPE)/$(STAGE) $(ARGS)
+
+list: setup
+	$(PY) -m zephyr_recipes list
+
+test: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs

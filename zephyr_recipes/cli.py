@@ -1,0 +1,140 @@
+"""Command line front end: compose a recipe with Hydra, validate it, freeze it into a run folder, run it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import ZephyrError
+
+EPILOG = """\
+recipes are shipped names (tiny/sft, zephyr-7b-beta/dpo) or paths to any recipe YAML file.
+overrides use Hydra's grammar:
+  key=value              stage.trainer.learning_rate=1e-5   run.name=my-run
+  group=option           hardware=1gpu   model=mistral-7b-v0.1   dataset=ultrachat_200k
+  +key=value             add a key the recipe lacks: +stage.trainer.max_steps=20
+  ~key                   delete a key: ~stage.trainer.eval_steps
+
+examples:
+  zephyr-recipes tiny/sft                                   train the embedded default (CPU, seconds)
+  zephyr-recipes tiny/dpo                                   DPO on its output
+  zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
+  zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
+  zephyr-recipes list                                       shipped recipes and the options of every group
+"""
+
+COMMANDS = ("run", "show", "validate", "list", "cp")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="zephyr-recipes",
+        description="Run Zephyr-style alignment recipes (dSFT, dDPO) on TRL. "
+                    "`zephyr-recipes RECIPE [overrides]` is short for `zephyr-recipes run RECIPE [overrides]`.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in (("run", "compose, validate and run a recipe"),
+                       ("show", "print the fully resolved config of a recipe without running it"),
+                       ("validate", "check a recipe (keys against TRL, types, values) without loading weights")):
+        s = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
+        s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    sub.add_parser("list", help="list shipped recipes and the options of every config group",
+                   description="list shipped recipes and the options of every config group")
+    cp = sub.add_parser("cp", help="copy a shipped recipe to a file you can edit and share",
+                        description="copy a shipped recipe to a file you can edit and share")
+    cp.add_argument("recipe")
+    cp.add_argument("dest")
+    return p
+
+
+def _compose(recipe: str, overrides: list[str]) -> tuple[dict, str]:
+    from .compose import compose
+    from .validate import validate
+
+    raw, name, _ = compose(recipe, overrides)
+    return validate(raw, name), name
+
+
+def cmd_show(args) -> int:
+    import yaml
+
+    cfg, _ = _compose(args.recipe, args.overrides)
+    sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    cfg, name = _compose(args.recipe, args.overrides)
+    print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {cfg['dataset']['path']}, "
+          f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    import yaml
+
+    from .compose import RECIPES_DIR, list_options, list_recipes
+
+    print("recipes:")
+    for name in list_recipes():
+        try:
+            info = (yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()) or {}).get("recipe") or {}
+        except Exception:
+            info = {}
+        print(f"  {name:<28} {info.get('description', '')}")
+    print("\nconfig groups (pick one with group=option):")
+    for group, options in list_options().items():
+        print(f"  {group:<10} {', '.join(options)}")
+    return 0
+
+
+def cmd_cp(args) -> int:
+    from .compose import find_recipe
+
+    src, _ = find_recipe(args.recipe)
+    dest = Path(args.dest)
+    if dest.exists():
+        raise ZephyrError(f"{dest} already exists", "choose another destination; nothing was overwritten")
+    shutil.copyfile(src, dest)
+    print(f"copied {src.name} to {dest}; run it with `zephyr-recipes {dest}`")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import runfolder, worker
+
+    worker.setup_logging()
+    cfg, name = _compose(args.recipe, args.overrides)
+    folder, resume_from = runfolder.prepare(cfg)
+    worker.run(folder, resume_from, argv=["zephyr-recipes", "run", args.recipe, *args.overrides], recipe=name)
+    print(f"run folder: {folder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "run")
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp}
+    try:
+        return handler[args.command](args)
+    except ZephyrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run folder is kept unfinished; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The front end: find a recipe, compose it with Hydra, and hand back a plain dict.
+
+Only this module uses Hydra. Workers read the frozen, resolved YAML that the front end writes into the
+run folder and never compose again.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from .errors import ZephyrError
+
+GROUPS = ("model", "dataset", "stage", "hardware")
+
+
+def _first_existing(*candidates: Path) -> Path:
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[0]
+
+
+PACKAGE = Path(__file__).resolve().parent
+CONF_DIR = _first_existing(PACKAGE.parent / "conf", PACKAGE / "_conf")
+RECIPES_DIR = _first_existing(PACKAGE.parent / "recipes", PACKAGE / "_recipes")
+
+
+def list_recipes() -> list[str]:
+    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
+
+
+def list_options() -> dict[str, list[str]]:
+    return {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in GROUPS}
+
+
+def find_recipe(recipe: str) -> tuple[Path, str]:
+    """Return (file, name) for a shipped recipe name (tiny/sft) or a path to any YAML file."""
+    path = Path(recipe).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ZephyrError(f"recipe file {recipe} does not exist", "check the path, or `zephyr-recipes list`")
+        return path.resolve(), path.stem if path.parent.name in ("", ".") else f"{path.parent.name}/{path.stem}"
+    shipped = RECIPES_DIR / f"{recipe}.yaml"
+    if shipped.is_file():
+        return shipped, recipe
+    names = list_recipes()
+    close = difflib.get_close_matches(recipe, names, n=3, cutoff=0.5)
+    raise ZephyrError(f"no recipe named {recipe!r}",
+                      f"did you mean {' or '.join(close)}?" if close else
+                      f"shipped recipes: {', '.join(names)}; or give a path to a .yaml file")
+
+
+def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, str, Path]:
+    """Compose a recipe with Hydra overrides; returns (resolved dict, recipe name, recipe file)."""
+    import yaml
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path, name = find_recipe(recipe)
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ZephyrError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+                          "fix the YAML syntax (indentation, a missing ':' or an unclosed quote)") from None
+    for o in overrides:
+        if o.startswith("hydra.") or o.startswith("hydra/"):
+            raise ZephyrError(f"override {o!r} changes Hydra itself", "override recipe keys only")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(path.parent), version_base=None):
+            cfg = hydra_compose(config_name=path.stem,
+                                overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return container, name, path
+
+
+def _explain_hydra(message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else "composition failed"
+    return f"cannot compose the recipe: {first}"
+
+
+def _hydra_fix(message: str) -> str:
+    if "Could not find" in message or "not found in" in message:
+        opts = list_options()
+        return "available options: " + "; ".join(f"{g}: {', '.join(o)}" for g, o in opts.items())
+    if "Could not override" in message or "Key '" in message:
+        return "to add a key that the recipe lacks, prefix it with '+' (+stage.trainer.max_steps=10)"
+    return "check the override syntax: key=value, +key=value, ~key, group=option"

@@ -1,0 +1,99 @@
+"""Short instructions with answers a program can compute and check.
+
+These stand in for the open-ended prompts of UltraChat: several kinds of task in one dataset, each with a
+teacher (the correct answer) and typical mistakes (for rejected answers in preference data).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+WORDS = (
+    "apple river stone cloud tiger lemon candle forest window garden silver rocket pencil "
+    "orange violet castle dragon meadow planet coffee breeze island mirror shadow thunder "
+    "marble falcon cotton harbor lantern mango nickel ocean pepper quartz saddle tulip "
+    "velvet walnut yellow zebra anchor basket cactus desert engine feather glacier hammer"
+).split()
+
+
+@dataclass(frozen=True)
+class Task:
+    """One instruction with its correct answer and a plausible wrong one."""
+
+    kind: str
+    instruction: str
+    answer: str
+    wrong: str
+
+
+def _words(rng: random.Random, lo: int = 3, hi: int = 6) -> list[str]:
+    return rng.sample(WORDS, rng.randint(lo, hi))
+
+
+def _numbers(rng: random.Random, lo: int = 3, hi: int = 6) -> list[int]:
+    return [rng.randint(0, 99) for _ in range(rng.randint(lo, hi))]
+
+
+def _corrupt_list(rng: random.Random, items: list[str], right: list[str]) -> list[str]:
+    wrong = list(right)
+    choice = rng.random()
+    if choice < 0.4 and len(wrong) > 1:
+        del wrong[rng.randrange(len(wrong))]
+    elif choice < 0.8:
+        wrong = list(items)  # the lazy answer: repeat the input unchanged
+    else:
+        rng.shuffle(wrong)
+    if wrong == right:
+        wrong = right[:-1] if len(right) > 1 else right + right
+    return wrong
+
+
+def reverse(rng: random.Random) -> Task:
+    items = _words(rng)
+    right = items[::-1]
+    return Task("reverse", "Reverse the words: " + " ".join(items), " ".join(right),
+                " ".join(_corrupt_list(rng, items, right)))
+
+
+def sort_numbers(rng: random.Random) -> Task:
+    nums = _numbers(rng)
+    right = [str(n) for n in sorted(nums)]
+    return Task("sort", "Sort the numbers: " + " ".join(map(str, nums)), " ".join(right),
+                " ".join(_corrupt_list(rng, [str(n) for n in nums], right)))
+
+
+def upper(rng: random.Random) -> Task:
+    items = _words(rng, 2, 4)
+    right = [w.upper() for w in items]
+    wrong = list(right)
+    wrong[rng.randrange(len(wrong))] = items[0]
+    if wrong == right:
+        wrong = items
+    return Task("upper", "Write in capitals: " + " ".join(items), " ".join(right), " ".join(wrong))
+
+
+def count(rng: random.Random) -> Task:
+    items = _words(rng, 2, 7)
+    n = len(items)
+    return Task("count", "Count the words: " + " ".join(items), str(n), str(n + rng.choice([-1, 1])))
+
+
+def add(rng: random.Random) -> Task:
+    a, b = rng.randint(0, 50), rng.randint(0, 50)
+    return Task("add", f"Add {a} and {b}.", str(a + b), str(a + b + rng.choice([-10, -1, 1, 10])))
+
+
+TASKS: dict[str, Callable[[random.Random], Task]] = {
+    "reverse": reverse,
+    "sort": sort_numbers,
+    "upper": upper,
+    "count": count,
+    "add": add,
+}
+
+
+def sample(rng: random.Random, kinds: tuple[str, ...] | None = None) -> Task:
+    kinds = kinds or tuple(TASKS)
+    return TASKS[rng.choice(kinds)](rng)

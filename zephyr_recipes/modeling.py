@@ -1,0 +1,156 @@
+"""Where and how a model runs: device, attention kernel, precision, tokenizer and chat template, weights.
+
+Every choice is made and checked before any weights are loaded, and logged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .embedded import builtin
+from .errors import ZephyrError
+
+log = logging.getLogger("zephyr_recipes")
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass
+class Placement:
+    device: str  # cpu | cuda
+    attn_implementation: str
+    precision: str  # bf16 | fp16 | fp32
+
+    @property
+    def dtype(self):
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def flash_attn_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_placement(hw: dict) -> Placement:
+    """Turn the hardware profile into concrete choices for this machine, or refuse with the fix."""
+    has_cuda = cuda_available()
+    device = hw["device"]
+    if device == "auto":
+        device = "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise ZephyrError(f"hardware profile {hw['name']!r} needs a CUDA GPU, and this machine has none",
+                          "run with hardware=cpu (or hardware=auto) here, or move the run to a GPU machine")
+    attn = hw["attn_implementation"]
+    if attn == "auto":
+        attn = "flash_attention_2" if device == "cuda" and flash_attn_installed() else "sdpa"
+    elif attn == "flash_attention_2":
+        if device != "cuda":
+            raise ZephyrError("flash_attention_2 needs a CUDA GPU, and this run is on the CPU",
+                              "use hardware.attn_implementation=auto (sdpa on the CPU)")
+        if not flash_attn_installed():
+            raise ZephyrError("hardware.attn_implementation=flash_attention_2 but the flash-attn package is not installed",
+                              "pip install 'zephyr-recipes[gpu]' (builds flash-attn), or use hardware.attn_implementation=sdpa")
+    precision = hw["precision"]
+    if precision == "auto":
+        if device == "cuda":
+            import torch
+
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    if precision == "fp16" and device != "cuda":
+        raise ZephyrError("fp16 mixed precision needs a CUDA GPU", "use hardware.precision=fp32 on the CPU")
+    if precision == "bf16" and device == "cuda":
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise ZephyrError("this GPU does not support bf16", "use hardware.precision=fp16")
+    return Placement(device=device, attn_implementation=attn, precision=precision)
+
+
+def is_local_path(name: str) -> bool:
+    return name.startswith(("./", "../", "/", "~")) or Path(name).expanduser().exists()
+
+
+def resolve_source(name: str, what: str = "model") -> str:
+    """A builtin:// name becomes its cache folder; a local path must exist; a hub id passes through."""
+    if builtin.is_builtin(name):
+        return builtin.resolve(name)
+    if is_local_path(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            hint = " (run `make sft` first)" if "runs/" in name else ""
+            raise ZephyrError(f"{what} folder {name} does not exist{hint}",
+                              f"point {what}.name_or_path at a run folder or a saved model, or use a hub id")
+        return str(path.resolve())
+    return name
+
+
+def _hub_error(name: str, exc: Exception, what: str) -> ZephyrError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    fix = ("HF_HUB_OFFLINE is set: download it once with the hub available, or use a local folder"
+           if offline else "check the id and revision, your network, and HF_TOKEN for gated models")
+    return ZephyrError(f"cannot load {what} {name!r}: {str(exc).strip().splitlines()[0]}", fix)
+
+
+def template_text(spec: str) -> str:
+    shipped = TEMPLATES / f"{spec}.jinja"
+    if shipped.is_file():
+        return shipped.read_text()
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path.read_text()
+    names = sorted(p.stem for p in TEMPLATES.glob("*.jinja"))
+    raise ZephyrError(f"model.chat_template={spec!r} is neither a shipped template nor a file",
+                      f"use one of {', '.join(names)}, a path to a .jinja file, or null for the tokenizer's own")
+
+
+def load_tokenizer(model_cfg: dict):
+    from transformers import AutoTokenizer
+
+    name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
+    source = resolve_source(name, "model")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=model_cfg["revision"],
+                                                  trust_remote_code=model_cfg["trust_remote_code"])
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc, "the tokenizer of") from None
+    if model_cfg["chat_template"]:
+        tokenizer.chat_template = template_text(model_cfg["chat_template"])
+        log.info("chat template: %s", model_cfg["chat_template"])
+    elif not getattr(tokenizer, "chat_template", None):
+        raise ZephyrError(f"the tokenizer of {name} has no chat template",
+                          "set model.chat_template=zephyr (or a path to a .jinja file)")
+    else:
+        log.info("chat template: the tokenizer's own")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, model_cfg: dict, placement: Placement):
+    from transformers import AutoModelForCausalLM
+
+    import torch
+
+    source = resolve_source(name, "model")
+    dtype = placement.dtype if model_cfg["dtype"] == "auto" else getattr(torch, model_cfg["dtype"])
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, revision=model_cfg["revision"], dtype=dtype,
+            attn_implementation=placement.attn_implementation,
+            trust_remote_code=model_cfg["trust_remote_code"])
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc, "model") from None
+    return model

@@ -1,0 +1,153 @@
+"""What a finished run folder holds besides weights: provenance, metrics, training curves, a model card."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+PACKAGES = ("zephyr-recipes", "torch", "transformers", "trl", "datasets", "accelerate", "hydra-core",
+            "omegaconf", "tokenizers", "flash-attn", "peft", "deepspeed")
+SECRET_ARG = re.compile(r"((?:token|api_?key|secret|password)[^=\s]*=)\S+", re.I)
+SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,})\b")
+
+
+def redact(text: str) -> str:
+    return SECRET_VALUE.sub("***", SECRET_ARG.sub(r"\1***", text))
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_revision() -> dict | None:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip() != ""
+        return {"commit": rev, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(argv: list[str], recipe: str, placement, data_info: dict, extra: dict) -> dict:
+    return {
+        "command": redact(" ".join(argv)),
+        "recipe": recipe,
+        "versions": versions(),
+        "git": git_revision(),
+        "platform": {"system": platform.platform(), "machine": platform.machine(), "python": sys.executable},
+        "placement": {"device": placement.device, "attn_implementation": placement.attn_implementation,
+                      "precision": placement.precision},
+        "data": data_info,
+        **extra,
+    }
+
+
+def plot_curves(log_history: list[dict], stage: str, path: Path) -> list[str]:
+    """Write a PNG of the training curves; returns the metric names drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wanted = ["loss"] + (["rewards/margins", "rewards/accuracies"] if stage == "dpo" else [])
+    if any("eval_loss" in h for h in log_history):
+        wanted.append("eval_loss")
+    series = {k: [(h["step"], h[k]) for h in log_history if k in h] for k in wanted}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return []
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
+    for ax, (name, points) in zip(axes[0], series.items()):
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="o", markersize=2.5, linewidth=1.2)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{stage} training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return list(series)
+
+
+def model_card(cfg: dict, prov: dict, metrics: dict, curves: list[str]) -> str:
+    stage, model, ds = cfg["stage"], cfg["model"], cfg["dataset"]
+    trainer = yaml.safe_dump(stage["trainer"], sort_keys=True).strip()
+    final = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                      for k, v in metrics.items())
+    ref = f"\nReference model: `{prov.get('reference_model')}`\n" if stage["name"] == "dpo" else ""
+    return f"""---
+library_name: transformers
+tags: [zephyr-recipes, {stage['name']}, trl]
+base_model: {model['name_or_path']}
+datasets: [{ds['path']}]
+---
+
+# {cfg['run']['name']}
+
+{stage['name'].upper()} of `{model['name_or_path']}` on `{ds['path']}` (split `{ds['train_split']}`), trained with
+[zephyr-recipes](https://pypi.org/project/zephyr-recipes/) recipe `{prov['recipe']}` on TRL {prov['versions'].get('trl', '?')}.
+{cfg['recipe'].get('description') or ''}
+{ref}
+## Use
+
+```python
+from transformers import pipeline
+
+chat = pipeline("text-generation", model="{cfg['run']['output_dir']}")
+print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}], max_new_tokens=32)[0]["generated_text"])
+```
+
+## Training
+
+- Device: {prov['placement']['device']}, precision {prov['placement']['precision']}, attention {prov['placement']['attn_implementation']}
+- Training rows: {prov['data'].get('train', {}).get('rows', '?')}
+- Reproduce: `{prov['command']}` (the resolved config is `config.yaml` beside this card)
+
+Trainer arguments (trl.{'SFTConfig' if stage['name'] == 'sft' else 'DPOConfig'}):
+
+```yaml
+{trainer}
+```
+
+## Results
+
+| metric | value |
+| --- | --- |
+{final}
+
+{'![training curves](training_curves.png)' if curves else ''}
+"""
+
+
+def final_metrics(log_history: list[dict]) -> dict:
+    out = {}
+    for h in log_history:
+        for k, v in h.items():
+            if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                out[k] = v
+    losses = [h["loss"] for h in log_history if "loss" in h]
+    if losses:
+        out["first_loss"] = losses[0]
+        out["last_loss"] = losses[-1]
+    return out
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")

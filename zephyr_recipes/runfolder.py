@@ -1,0 +1,109 @@
+"""The run folder: created by the front end, filled by the worker, marked finished only at the very end.
+
+``run.json`` carries the status. It says ``complete`` only after the weights, tokenizer, metrics, curves and
+model card are all written; a run that died says ``running`` or ``failed`` and is resumed, never mistaken
+for a finished one. A finished run is only replaced when the user asks (``run.overwrite=true``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from .errors import ZephyrError
+
+STATUS = "run.json"
+CONFIG = "config.yaml"
+# Keys that may differ between the frozen config and a re-run without making it a different run.
+VOLATILE = {"run.overwrite", "run.resume"}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_status(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / STATUS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def set_status(folder: Path, status: str, **extra) -> None:
+    data = read_status(folder) or {}
+    data.update(status=status, updated=now(), **extra)
+    write_atomic(folder / STATUS, json.dumps(data, indent=2) + "\n")
+
+
+def is_complete(folder: Path) -> bool:
+    return (read_status(Path(folder)) or {}).get("status") == "complete"
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if k not in VOLATILE and a.get(k) != b.get(k))
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def prepare(cfg: dict) -> tuple[Path, Path | None]:
+    """Create or reopen the run folder for cfg; returns (folder, checkpoint to resume from or None).
+
+    Refuses, touching nothing, when the folder holds a finished run (unless run.overwrite), a run of a
+    different config, or something that is not a run folder.
+    """
+    run = cfg["run"]
+    folder = Path(run["output_dir"]).expanduser()
+    resume_from = None
+    if folder.exists() and any(folder.iterdir()):
+        status = read_status(folder)
+        if status is None:
+            raise ZephyrError(f"{folder} exists and is not a run folder", f"choose another run.name or run.output_dir")
+        if status.get("status") == "complete":
+            if not run["overwrite"]:
+                raise ZephyrError(f"{folder} holds a finished run (completed {status.get('finished', '?')})",
+                                  "pass run.overwrite=true to replace it, or run.name=<new name> to keep both")
+            shutil.rmtree(folder)
+        else:
+            frozen = yaml.safe_load((folder / CONFIG).read_text()) if (folder / CONFIG).exists() else {}
+            changed = config_diff(frozen, cfg)
+            if changed and not run["overwrite"]:
+                raise ZephyrError(
+                    f"{folder} holds an unfinished run of a different config (changed: {', '.join(changed[:5])})",
+                    "re-run with the same settings to resume it, run.overwrite=true to start over, "
+                    "or run.name=<new name>")
+            if run["overwrite"] or not run["resume"]:
+                shutil.rmtree(folder)
+            else:
+                resume_from = last_checkpoint(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / CONFIG, yaml.safe_dump(cfg, sort_keys=False))
+    set_status(folder, "running", started=now(), resumed_from=str(resume_from) if resume_from else None)
+    return folder, resume_from

@@ -1,0 +1,86 @@
+"""The runner's own configuration sections, documented once next to their defaults.
+
+Trainer arguments are *not* described here: ``stage.trainer`` passes straight to TRL's config class for
+the stage and is validated by introspecting that class (see :mod:`zephyr_recipes.validate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+
+def _f(default: Any, help: str, **kw):  # noqa: A002 - mirrors dataclasses' own vocabulary
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class RecipeInfo:
+    description: str = _f("", "One line saying what the recipe does; shown by `zephyr-recipes list`.")
+    paper: Optional[str] = _f(None, "Where the recipe's hyperparameters come from, if anywhere.")
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = _f(None, "Run name; defaults to the recipe's name with '/' replaced by '-'.")
+    output_dir: Optional[str] = _f(None, "Run folder; defaults to runs/<run.name> under the current directory.")
+    seed: int = _f(42, "Seed for data shuffling, initialisation of new weights and the trainer.")
+    overwrite: bool = _f(False, "Replace a finished run folder. Without it a finished run is never touched.")
+    resume: bool = _f(True, "Continue an unfinished run from its last checkpoint when the config matches.")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f("???", "Hub id, local folder (start it with ./ or /), or builtin://tiny-mistral.")
+    revision: Optional[str] = _f(None, "Hub revision (branch, tag or commit) of the weights and tokenizer.")
+    tokenizer_name_or_path: Optional[str] = _f(None, "Tokenizer source when it differs from the model's.")
+    chat_template: Optional[str] = _f(
+        "zephyr", "A shipped template name (zephyr), a path to a .jinja file, or null to keep the tokenizer's own.")
+    dtype: str = _f("auto", "Weights dtype: auto (follows hardware.precision), bfloat16, float16 or float32.")
+    trust_remote_code: bool = _f(False, "Allow model code from the hub. Off unless you trust the repository.")
+
+
+@dataclass
+class DatasetConfig:
+    path: str = _f("???", "Hub id, local file or folder (json, jsonl, parquet, csv, save_to_disk), or builtin://...")
+    name: Optional[str] = _f(None, "Hub dataset configuration name, if the dataset has several.")
+    revision: Optional[str] = _f(None, "Hub revision of the dataset.")
+    train_split: str = _f("train", "Split to train on.")
+    test_split: Optional[str] = _f(None, "Split to evaluate on, or null for none.")
+    columns: dict = _f({}, "Map from the stage's column names (messages; prompt, chosen, rejected) to this dataset's.")
+    max_train_samples: Optional[int] = _f(None, "Use at most this many training rows (seeded shuffle, not the first N).")
+    max_test_samples: Optional[int] = _f(None, "Use at most this many evaluation rows.")
+    max_prompt_tokens: Optional[int] = _f(
+        None, "Drop preference rows whose prompt is longer than this many tokens (TRL's old max_prompt_length).")
+
+
+@dataclass
+class StageConfig:
+    name: Literal["sft", "dpo"] = _f("sft", "Which step of the method: sft or dpo.")
+    trainer: dict = _f({}, "Arguments for TRL's config class of the stage (SFTConfig, DPOConfig), passed as is.")
+    ref_model: Optional[str] = _f(
+        None, "DPO only: reference model. null means the policy's starting weights (model.name_or_path).")
+
+
+@dataclass
+class HardwareConfig:
+    name: str = _f("cpu", "Profile name.")
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "Where to train: cuda, cpu, or auto (cuda when present).")
+    num_processes: int = _f(1, "Processes per node. Several are launched through accelerate.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = _f(
+        "auto", "Training precision. auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU.")
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = _f(
+        "auto", "Attention kernel. auto: flash_attention_2 when flash-attn and a CUDA device are present, else sdpa.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+
+
+SECTIONS: dict[str, type] = {
+    "recipe": RecipeInfo,
+    "run": RunConfig,
+    "model": ModelConfig,
+    "dataset": DatasetConfig,
+    "stage": StageConfig,
+    "hardware": HardwareConfig,
+}

@@ -1,0 +1,142 @@
+"""The worker: runs one stage from a frozen, resolved config file. It never composes with Hydra.
+
+    python -m zephyr_recipes.worker runs/tiny-sft
+
+The front end (``zephyr-recipes``) writes ``<run folder>/config.yaml`` and calls :func:`run` in process; a
+multi-process launcher runs this same module under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import data, modeling, report, runfolder
+from .errors import ZephyrError
+from .stages import STAGES
+from .validate import trainer_config_class
+
+log = logging.getLogger("zephyr_recipes")
+
+
+def setup_logging(folder: Path | None = None) -> None:
+    if not any(getattr(h, "_zephyr", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[zephyr] %(message)s"))
+        handler._zephyr = True
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    if folder is not None:
+        for h in list(log.handlers):
+            if isinstance(h, logging.FileHandler):
+                log.removeHandler(h)
+                h.close()
+        fh = logging.FileHandler(folder / "train.log")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(fh)
+
+
+def trainer_args(cfg: dict, placement: modeling.Placement, folder: Path):
+    import dataclasses
+
+    cls = trainer_config_class(cfg["stage"]["name"])
+    fields = {f.name for f in dataclasses.fields(cls)}
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever it has.
+    ckpt_key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return cls(output_dir=str(folder), bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
+               use_cpu=placement.device == "cpu", seed=cfg["run"]["seed"],
+               **{ckpt_key: cfg["hardware"]["gradient_checkpointing"]}, **cfg["stage"]["trainer"])
+
+
+def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | None = None,
+        recipe: str = "?") -> Path:
+    """Train the stage described by ``folder/config.yaml`` and finish the run folder."""
+    folder = Path(folder)
+    cfg = yaml.safe_load((folder / runfolder.CONFIG).read_text())
+    setup_logging(folder)
+    stage = STAGES[cfg["stage"]["name"]]
+    started = time.time()
+    try:
+        placement = modeling.resolve_placement(cfg["hardware"])
+        log.info("device: %s | precision: %s | attention: %s", placement.device, placement.precision,
+                 placement.attn_implementation)
+        tokenizer = modeling.load_tokenizer(cfg["model"])
+        train, eval_dataset, data_info = data.load_for_stage(cfg, tokenizer)
+        args = trainer_args(cfg, placement, folder)
+        log.info("batch: %d per device x %d accumulation x %d processes = %d sequences per step",
+                 args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size,
+                 args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size)
+        model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
+        log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
+                 sum(p.numel() for p in model.parameters()) / 1e6)
+        trainer, extra = stage.build_trainer(
+            cfg, model, tokenizer, train, eval_dataset, args, placement,
+            lambda name: modeling.load_model(name, cfg["model"], placement))
+        prov = report.provenance(argv or sys.argv, recipe, placement, data_info, extra)
+        report.write_json(folder / "provenance.json", prov)
+        if resume_from:
+            log.info("resuming from %s", resume_from)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if trainer.is_world_process_zero():
+            _finish(folder, cfg, trainer, tokenizer, prov, started)
+    except BaseException as exc:
+        _mark_failed(folder, exc)
+        raise
+    return folder
+
+
+def _finish(folder: Path, cfg: dict, trainer, tokenizer, prov: dict, started: float) -> None:
+    trainer.save_model(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    history = trainer.state.log_history
+    report.write_json(folder / "log_history.json", history)
+    metrics = report.final_metrics(history)
+    metrics["train_wall_seconds"] = round(time.time() - started, 2)
+    report.write_json(folder / "metrics.json", metrics)
+    curves = report.plot_curves(history, cfg["stage"]["name"], folder / "training_curves.png")
+    (folder / "README.md").write_text(report.model_card(cfg, prov, metrics, curves))
+    for ckpt in folder.glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True)
+    runfolder.set_status(folder, "complete", finished=runfolder.now(), metrics=metrics)
+    log.info("finished: %s (loss %.4f -> %.4f)", folder, metrics.get("first_loss", float("nan")),
+             metrics.get("last_loss", float("nan")))
+
+
+def _mark_failed(folder: Path, exc: BaseException) -> None:
+    """A run that stopped before training wrote anything leaves no folder; a later one stays resumable."""
+    try:
+        if not runfolder.last_checkpoint(folder) and not (runfolder.read_status(folder) or {}).get("resumed_from"):
+            for h in list(log.handlers):
+                if isinstance(h, logging.FileHandler):
+                    log.removeHandler(h)
+                    h.close()
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            runfolder.set_status(folder, "failed", error=report.redact(str(reason))[:2000])
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m zephyr_recipes.worker RUN_FOLDER", file=sys.stderr)
+        return 2
+    folder = Path(argv[0])
+    try:
+        run(folder, runfolder.last_checkpoint(folder))
+    except ZephyrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
