@@ -15,7 +15,7 @@ recipes are shipped names (tiny/sft, zephyr-7b-beta/dpo) or paths to any recipe 
 overrides use Hydra's grammar:
   key=value              stage.trainer.learning_rate=1e-5   run.name=my-run
   group=option           hardware=1gpu   model=mistral-7b-v0.1   dataset=ultrachat_200k
-  +key=value             add a key the recipe lacks: +stage.trainer.max_steps=20
+  +key=value             add a key (plain key=value also adds dotted keys): +stage.trainer.max_steps=20
   ~key                   delete a key: ~stage.trainer.eval_steps
 
 examples:

@@ -7,6 +7,7 @@ run folder and never compose again.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 from .errors import ZephyrError
@@ -72,6 +73,7 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     for o in overrides:
         if o.startswith("hydra.") or o.startswith("hydra/"):
             raise ZephyrError(f"override {o!r} changes Hydra itself", "override recipe keys only")
+    overrides = [_upsert(o) for o in overrides]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(path.parent), version_base=None):
@@ -83,6 +85,18 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     finally:
         GlobalHydra.instance().clear()
     return container, name, path
+
+
+_DOTTED = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)+=")
+
+
+def _upsert(override: str) -> str:
+    """`section.key=value` sets the key whether or not the recipe wrote it (Hydra's `++`).
+
+    Keys are checked afterwards against the schema and TRL, which give a did-you-mean, so there is no need
+    to make users remember `+` for keys that a recipe happens to leave at their defaults.
+    """
+    return f"++{override}" if _DOTTED.match(override) else override
 
 
 def _explain_hydra(message: str) -> str:

@@ -24,9 +24,21 @@ from .validate import trainer_config_class
 log = logging.getLogger("zephyr_recipes")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now, so redirection after set-up is honoured."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(folder: Path | None = None) -> None:
     if not any(getattr(h, "_zephyr", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[zephyr] %(message)s"))
         handler._zephyr = True
         log.addHandler(handler)
