@@ -51,8 +51,9 @@ def provenance(argv: list[str], recipe: str, placement, data_info: dict, extra: 
         "versions": versions(),
         "git": git_revision(),
         "platform": {"system": platform.platform(), "machine": platform.machine(), "python": sys.executable},
-        "placement": {"device": placement.device, "attn_implementation": placement.attn_implementation,
-                      "precision": placement.precision},
+        "placement": None if placement is None else {
+            "device": placement.device, "attn_implementation": placement.attn_implementation,
+            "precision": placement.precision},
         "data": data_info,
         **extra,
     }
@@ -151,3 +152,35 @@ def final_metrics(log_history: list[dict]) -> dict:
 
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def dataset_card(cfg: dict, prov: dict, summary: dict) -> str:
+    """README of an AI feedback run folder: what answered, what judged, what came out."""
+    stage = cfg["stage"]
+    gens = "\n".join(f"| {g.get('name', '?')} | {g['type']} | {g.get('model') or g.get('function')} | "
+                     f"{summary['mean_score_by_generator'].get(g.get('name'), float('nan')):.2f} |"
+                     for g in stage["generators"])
+    judge = stage["judge"]
+    return f"""---
+tags: [zephyr-recipes, aif, preference]
+---
+
+# {cfg['run']['name']}
+
+AI feedback on {summary['prompts']} prompts from `{cfg['dataset']['path']}` (split `{cfg['dataset']['train_split']}`):
+{summary['completions']} completions, rated by a {judge['type']} judge (`{judge.get('module') or judge.get('model')}`),
+binarized into {summary['pairs']['train_prefs']} training and {summary['pairs']['test_prefs']} test pairs
+(rejected: {summary['binarize']['rejected']}, score: {summary['binarize']['score']}).
+
+| generator | type | model | mean rating (1-5) |
+| --- | --- | --- | --- |
+{gens}
+
+- `data/`: pairs in the ultrafeedback_binarized schema (splits train_prefs, test_prefs); train on them with
+  `zephyr-recipes tiny/dpo dataset.path={cfg['run']['output_dir']}`
+- `raw/`: rated completions in the openbmb/UltraFeedback schema
+- `completions.jsonl`, `ratings.jsonl`: every answer and rating as it arrived; `summary.json`: the figures
+- Judge failures: {summary['judge_failures']}; generation failures: {summary['generation_failures'] or 0};
+  self-agreement: {summary['self_agreement'] or 'not measured'}
+- Reproduce: `{prov['command']}`
+"""

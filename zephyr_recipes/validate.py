@@ -15,7 +15,7 @@ import typing
 from typing import Any
 
 from .errors import ZephyrError
-from .schema import SECTIONS
+from .schema import SECTIONS, STAGE_SECTIONS
 
 # Keys that TRL or transformers removed or renamed, with what to write instead. An entry only applies while
 # the installed TRL config class lacks the key, so a key that comes back is accepted again.
@@ -121,8 +121,8 @@ def _hints(cls) -> dict[str, Any]:
         return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
-def check_section(name: str, values: Any) -> dict:
-    cls = SECTIONS[name]
+def check_section(name: str, values: Any, cls: type | None = None) -> dict:
+    cls = cls or SECTIONS[name]
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -181,7 +181,8 @@ def find_secrets(obj: Any, path: str = "") -> list[str]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             p = f"{path}.{k}" if path else str(k)
-            special = str(k) in ("pad_token", "eos_token", "bos_token", "unk_token")
+            # pad_token and friends are vocabulary entries; *_env keys hold a variable's name, not its value.
+            special = str(k) in ("pad_token", "eos_token", "bos_token", "unk_token") or str(k).endswith("_env")
             if not special and SECRET_KEY.search(str(k)) and isinstance(v, str) and v:
                 found.append(p)
             found += find_secrets(v, p)
@@ -203,14 +204,24 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
         hint = _suggest(key, SECTIONS)
         raise ZephyrError(f"unknown top-level key `{key}`",
                           hint or f"a recipe has the sections {', '.join(SECTIONS)}")
-    out = {name: check_section(name, cfg.get(name)) for name in SECTIONS}
+    stage_raw = cfg.get("stage") or {}
+    stage_name = stage_raw.get("name", "sft") if isinstance(stage_raw, dict) else "sft"
+    if stage_name not in STAGE_SECTIONS:
+        raise ZephyrError(f"stage.name={stage_name!r} is not a stage", f"use one of: {', '.join(STAGE_SECTIONS)}")
+    out = {name: check_section(name, cfg.get(name), STAGE_SECTIONS[stage_name] if name == "stage" else None)
+           for name in SECTIONS}
     stage = out["stage"]
-    check_trainer(stage["name"], stage["trainer"])
+    if stage_name == "aif":
+        from .stages.aif import check_config
+
+        check_config(out)
+    else:
+        check_trainer(stage["name"], stage["trainer"])
     secrets = find_secrets(out)
     if secrets:
         raise ZephyrError(f"`{secrets[0]}` holds a secret; secrets never go into recipes or run folders",
                           "remove it and set the HF_TOKEN (or the service's) environment variable instead")
-    if stage["name"] != "dpo" and stage["ref_model"] is not None:
+    if stage["name"] == "sft" and stage["ref_model"] is not None:
         raise ZephyrError("`stage.ref_model` only applies to dpo", "remove stage.ref_model")
     if stage["name"] != "dpo" and out["dataset"]["max_prompt_tokens"] is not None:
         raise ZephyrError("`dataset.max_prompt_tokens` filters preference pairs and only applies to dpo",
@@ -227,7 +238,8 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
-    _check_trl_accepts(out)
+    if stage_name != "aif":
+        _check_trl_accepts(out)
     return out
 
 

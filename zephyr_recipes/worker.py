@@ -72,8 +72,10 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
     folder = Path(folder)
     cfg = yaml.safe_load((folder / runfolder.CONFIG).read_text())
     setup_logging(folder)
-    stage = STAGES[cfg["stage"]["name"]]
     started = time.time()
+    if cfg["stage"]["name"] == "aif":
+        return _run_aif(folder, cfg, argv, recipe, started)
+    stage = STAGES[cfg["stage"]["name"]]
     try:
         placement = modeling.resolve_placement(cfg["hardware"])
         log.info("device: %s | precision: %s | attention: %s", placement.device, placement.precision,
@@ -103,6 +105,25 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
     return folder
 
 
+def _run_aif(folder: Path, cfg: dict, argv, recipe: str, started: float) -> Path:
+    from .stages import aif
+
+    try:
+        prov = report.provenance(argv or sys.argv, recipe, None, {"prompts": {"path": cfg["dataset"]["path"],
+                                 "split": cfg["dataset"]["train_split"]}}, {})
+        report.write_json(folder / "provenance.json", prov)
+        summary = aif.run(cfg, folder)
+        summary["wall_seconds"] = round(time.time() - started, 2)
+        report.write_json(folder / "summary.json", summary)
+        (folder / "README.md").write_text(report.dataset_card(cfg, prov, summary))
+        runfolder.set_status(folder, "complete", finished=runfolder.now(), summary=summary["pairs"])
+        log.info("finished: %s (point a dpo recipe's dataset.path at it)", folder)
+    except BaseException as exc:
+        _mark_failed(folder, exc)
+        raise
+    return folder
+
+
 def _finish(folder: Path, cfg: dict, trainer, tokenizer, prov: dict, started: float) -> None:
     trainer.save_model(str(folder))
     tokenizer.save_pretrained(str(folder))
@@ -121,9 +142,11 @@ def _finish(folder: Path, cfg: dict, trainer, tokenizer, prov: dict, started: fl
 
 
 def _mark_failed(folder: Path, exc: BaseException) -> None:
-    """A run that stopped before training wrote anything leaves no folder; a later one stays resumable."""
+    """A run that stopped before it produced anything leaves no folder; one with work in it stays resumable."""
+    bookkeeping = {runfolder.CONFIG, runfolder.STATUS, "train.log", "provenance.json"}
     try:
-        if not runfolder.last_checkpoint(folder) and not (runfolder.read_status(folder) or {}).get("resumed_from"):
+        produced = [p for p in folder.iterdir() if p.name not in bookkeeping and not p.name.startswith(".")]
+        if not produced and not (runfolder.read_status(folder) or {}).get("resumed_from"):
             for h in list(log.handlers):
                 if isinstance(h, logging.FileHandler):
                     log.removeHandler(h)

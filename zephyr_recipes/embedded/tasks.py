@@ -97,3 +97,58 @@ TASKS: dict[str, Callable[[random.Random], Task]] = {
 def sample(rng: random.Random, kinds: tuple[str, ...] | None = None) -> Task:
     kinds = kinds or tuple(TASKS)
     return TASKS[rng.choice(kinds)](rng)
+
+
+# ------------------------------------------------------------------------------------------ checking
+PATTERNS = {
+    "reverse": "Reverse the words: ",
+    "sort": "Sort the numbers: ",
+    "upper": "Write in capitals: ",
+    "count": "Count the words: ",
+}
+
+
+def solve(instruction: str) -> str | None:
+    """The correct answer to an embedded instruction, or None when it is not one of the tasks."""
+    text = instruction.strip()
+    for kind, head in PATTERNS.items():
+        if text.startswith(head):
+            items = text[len(head):].split()
+            if kind == "reverse":
+                return " ".join(items[::-1])
+            if kind == "sort":
+                try:
+                    return " ".join(str(n) for n in sorted(int(x) for x in items))
+                except ValueError:
+                    return None
+            if kind == "upper":
+                return " ".join(w.upper() for w in items)
+            return str(len(items))
+    if text.startswith("Add ") and " and " in text:
+        try:
+            a, b = text[4:].rstrip(".").split(" and ")
+            return str(int(a) + int(b))
+        except ValueError:
+            return None
+    return None
+
+
+def closeness(answer: str, response: str) -> float:
+    """1.0 for the exact answer, partial credit for the right items in part, 0.0 for nothing right."""
+    want, got = answer.split(), response.strip().split()
+    if got == want:
+        return 1.0
+    if not got:
+        return 0.0
+    in_place = sum(a == b for a, b in zip(want, got)) / max(len(want), len(got))
+    shared = len(set(want) & set(got)) / max(len(set(want)), len(set(got)))
+    return round(0.6 * in_place + 0.3 * shared, 4)
+
+
+def teacher(messages: list[dict]) -> str:
+    """The teacher program: the correct answer to the last user turn (the stand-in for GPT-4)."""
+    instruction = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    answer = solve(instruction)
+    if answer is None:
+        raise ValueError(f"not an embedded task: {instruction[:60]!r}")
+    return answer

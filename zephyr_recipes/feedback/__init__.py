@@ -1,0 +1,8 @@
+"""Models that answer and judges that rate: the backends shared by the AI feedback and evaluation stages.
+
+- :mod:`.backends`  chat backends: a local transformers model (batched), an OpenAI-compatible HTTP endpoint,
+                    a Python function.
+- :mod:`.judges`    judges on top of a backend or a function: UltraFeedback ratings, MT-Bench grades,
+                    pairwise preferences; replies parsed robustly, retried, failures recorded.
+- :mod:`.store`     append-only JSONL records so that no model or judge is ever asked twice.
+"""

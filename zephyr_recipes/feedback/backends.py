@@ -1,0 +1,151 @@
+"""Chat backends: turn many conversations into completions, yielding each result as soon as it exists.
+
+All three share one call, ``generate(conversations, n, sampling)``, which yields ``(index, texts)`` or
+``(index, exception)`` for a request that failed after its retries, so that callers can write every result
+to disk the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Iterator
+
+from ..errors import ZephyrError
+from .http import Endpoint, EndpointError
+
+log = logging.getLogger("zephyr_recipes")
+
+Result = Iterator[tuple[int, "list[str] | Exception"]]
+
+
+def load_callable(spec: str) -> Callable:
+    """'package.module:function' -> the function, with a clear error when it is not there."""
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise ZephyrError(f"{spec!r} does not name a function", "write it as package.module:function")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ZephyrError(f"cannot import {spec}: {exc}", "check the module path and function name") from None
+
+
+class FunctionBackend:
+    """A Python function ``f(messages) -> str`` answers (a teacher program, a scripted baseline)."""
+
+    def __init__(self, function: str):
+        self.spec = function
+        self.fn = load_callable(function)
+
+    def generate(self, conversations: list[list[dict]], n: int = 1, sampling: dict | None = None) -> Result:
+        for i, messages in enumerate(conversations):
+            try:
+                yield i, [str(self.fn(messages)) for _ in range(n)]
+            except Exception as exc:  # the function's own failure is recorded, not fatal
+                yield i, exc
+
+
+class EndpointBackend:
+    """An OpenAI-compatible endpoint, with a bounded number of requests in flight."""
+
+    def __init__(self, endpoint: Endpoint, concurrency: int = 8):
+        self.endpoint = endpoint
+        self.concurrency = max(1, concurrency)
+
+    def generate(self, conversations: list[list[dict]], n: int = 1, sampling: dict | None = None) -> Result:
+        sampling = dict(sampling or {})
+        if "max_new_tokens" in sampling:
+            sampling["max_tokens"] = sampling.pop("max_new_tokens")
+        sampling.pop("do_sample", None)
+
+        def one(i: int):
+            # Several completions are asked for one at a time: not every server implements n > 1.
+            return i, [self.endpoint.chat(conversations[i], **sampling)[0] for _ in range(n)]
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {pool.submit(one, i): i for i in range(len(conversations))}
+            for future in as_completed(futures):
+                try:
+                    yield future.result()
+                except (EndpointError, ZephyrError) as exc:
+                    if isinstance(exc, ZephyrError):
+                        raise
+                    yield futures[future], exc
+
+
+class TransformersBackend:
+    """A local causal LM. Prompts are sorted by length and generated in left-padded batches."""
+
+    def __init__(self, model: str, model_cfg: dict | None = None, hardware: dict | None = None,
+                 batch_size: int | str = "auto"):
+        from .. import modeling
+
+        cfg = {"name_or_path": model, "revision": None, "tokenizer_name_or_path": None, "chat_template": None,
+               "dtype": "auto", "trust_remote_code": False, **(model_cfg or {})}
+        cfg["name_or_path"] = model
+        hw = {"name": "generation", "device": "auto", "precision": "auto", "attn_implementation": "auto",
+              "gradient_checkpointing": False, **(hardware or {})}
+        self.placement = modeling.resolve_placement(hw)
+        self.tokenizer = modeling.load_tokenizer(cfg)
+        self.tokenizer.padding_side = "left"
+        self.model = modeling.load_model(model, cfg, self.placement).to(self.placement.device).eval()
+        self.batch_size = batch_size
+        self.name = model
+
+    def _batch_size(self) -> int:
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        return 64 if self.placement.device == "cuda" else 32
+
+    def generate(self, conversations: list[list[dict]], n: int = 1, sampling: dict | None = None) -> Result:
+        import torch
+        from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
+
+        sampling = {"max_new_tokens": 128, "temperature": 1.0, "top_p": 1.0, **(sampling or {})}
+        temperature = float(sampling.pop("temperature"))
+        do_sample = temperature > 0
+        gen_kwargs = {"max_new_tokens": int(sampling.pop("max_new_tokens")), "do_sample": do_sample,
+                      "num_return_sequences": n, "pad_token_id": self.tokenizer.pad_token_id}
+        if do_sample:
+            gen_kwargs.update(temperature=temperature, top_p=float(sampling.pop("top_p")))
+        else:
+            sampling.pop("top_p", None)
+        gen_kwargs.update(sampling)
+        texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                 for c in conversations]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        batch_size, s = self._batch_size(), 0
+        while s < len(order):
+            idx = order[s:s + batch_size]
+            try:
+                enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                     add_special_tokens=False).to(self.model.device)
+                with torch.no_grad():
+                    out = self.model.generate(**enc, **gen_kwargs)
+            except Exception as exc:
+                # Out of memory: halve the batch and try the same prompts again (accelerate's detection).
+                if batch_size > 1 and should_reduce_batch_size(exc):
+                    batch_size //= 2
+                    clear_device_cache(garbage_collection=True)
+                    log.warning("generation ran out of memory; batch size now %d", batch_size)
+                    continue
+                raise
+            decoded = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                yield i, [d.strip() for d in decoded[j * n:(j + 1) * n]]
+            s += len(idx)
+
+
+def make_backend(spec: dict, hardware: dict | None = None):
+    kind = spec.get("type")
+    if kind == "function":
+        return FunctionBackend(spec["function"])
+    if kind == "openai":
+        endpoint = Endpoint(base_url=spec["base_url"], model=spec["model"], api_key_env=spec.get("api_key_env"),
+                            timeout=float(spec.get("timeout", 60)), max_retries=int(spec.get("max_retries", 4)),
+                            backoff=float(spec.get("backoff", 1.0)))
+        return EndpointBackend(endpoint, int(spec.get("concurrency", 8)))
+    if kind == "transformers":
+        return TransformersBackend(spec["model"], spec.get("model_config"), hardware, spec.get("batch_size", "auto"))
+    raise ZephyrError(f"unknown backend type {kind!r}", "use type: transformers, openai or function")

@@ -1,0 +1,85 @@
+"""A small client for OpenAI-compatible chat endpoints (vLLM, TGI, llama.cpp server, hosted APIs).
+
+Standard library only. Every call has a timeout; 429 and 5xx answers and network errors are retried a bounded
+number of times with exponential backoff (honouring Retry-After); other 4xx answers fail at once. The API key
+is read from an environment variable at call time and never stored anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from ..errors import ZephyrError
+
+log = logging.getLogger("zephyr_recipes")
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class EndpointError(RuntimeError):
+    """A request that failed after its retries; recorded as a failure by the caller."""
+
+
+@dataclass
+class Endpoint:
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 4
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+
+    def _headers(self) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise ZephyrError(f"the environment variable {self.api_key_env} is not set",
+                                  f"export {self.api_key_env}=... (keys are read from the environment only)")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def chat(self, messages: list[dict], **sampling) -> list[str]:
+        """One chat completion request; returns the text of every choice (n = sampling.get('n', 1))."""
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        body = json.dumps({"model": self.model, "messages": messages, **sampling}).encode()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                request = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload = json.loads(response.read().decode())
+                return [c["message"]["content"] or "" for c in payload["choices"]]
+            except urllib.error.HTTPError as exc:
+                if exc.code not in RETRY_STATUS or attempt > self.max_retries:
+                    detail = exc.read().decode(errors="replace")[:200]
+                    raise EndpointError(f"{url} answered {exc.code}: {detail}") from None
+                wait = _retry_after(exc) or self._backoff(attempt)
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                if attempt > self.max_retries:
+                    raise EndpointError(f"{url} unreachable after {attempt} attempts: {exc}") from None
+                wait = self._backoff(attempt)
+            except (KeyError, IndexError, TypeError, json.JSONDecodeError) as exc:
+                if attempt > self.max_retries:
+                    raise EndpointError(f"{url} sent a malformed reply: {exc!r}") from None
+                wait = self._backoff(attempt)
+            log.debug("retrying %s in %.1fs (attempt %d)", url, wait, attempt)
+            time.sleep(wait)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_max, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
+def _retry_after(exc: urllib.error.HTTPError) -> float | None:
+    try:
+        return min(60.0, float(exc.headers.get("Retry-After")))
+    except (TypeError, ValueError):
+        return None

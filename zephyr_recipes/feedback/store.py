@@ -1,0 +1,54 @@
+"""Append-only JSONL records, one per answer or rating, flushed to disk as each arrives.
+
+A killed run loses at most the line being written (a torn last line is ignored on reading), and a restarted
+run reads the keys already present and asks for nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.records: dict[str, dict] = {}
+        if self.path.exists():
+            with self.path.open() as fh:
+                for line in fh:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line torn by a kill
+                    self.records[record["key"]] = record
+        self._fh = None
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key: str) -> dict | None:
+        return self.records.get(key)
+
+    def add(self, record: dict) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A torn last line from a killed run must not swallow the next record.
+            needs_newline = self.path.exists() and self.path.stat().st_size > 0 and \
+                not self.path.read_bytes().endswith(b"\n")
+            self._fh = self.path.open("a")
+            if needs_newline:
+                self._fh.write("\n")
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.records[record["key"]] = record
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

@@ -1,0 +1,278 @@
+"""AIF: several models answer each prompt, a judge rates every answer, the ratings become preference pairs.
+
+Step 2 of the Zephyr method, after UltraFeedback. Everything is written to the run folder as it arrives
+(``completions.jsonl``, ``ratings.jsonl``), so a killed run started again asks no model or judge twice. The
+result is two datasets in the run folder:
+
+- ``raw/``  the rated completions in openbmb/UltraFeedback's schema (instruction, models, completions with
+            per-aspect annotations);
+- ``data/`` preference pairs in HuggingFaceH4/ultrafeedback_binarized's schema, splits ``train_prefs`` and
+            ``test_prefs``: point a DPO recipe's ``dataset.path`` at the run folder.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..binarize import ASPECTS, Tally, binarize, completion_score, prompt_id
+from ..errors import ZephyrError
+from ..feedback.backends import make_backend
+from ..feedback.judges import JudgeFailure, make_judge
+from ..feedback.store import Store
+
+log = logging.getLogger("zephyr_recipes")
+
+GENERATOR_KEYS = {
+    "transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"function"}}
+COMMON_KEYS = {"name", "type", "num_completions", "sampling", "batch_size", "concurrency", "timeout",
+               "max_retries", "backoff", "model_config", "api_key_env"}
+JUDGE_KEYS = {"transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"module"}}
+JUDGE_COMMON = {"type", "prompt", "aspects", "scale", "max_retries", "concurrency", "timeout", "backoff",
+                "sampling", "batch_size", "model_config", "api_key_env"}
+
+
+def _check_backend(where: str, spec, required: dict, common: set) -> None:
+    if not isinstance(spec, dict):
+        raise ZephyrError(f"{where} must be a mapping", f"write {where} as key: value lines")
+    kind = spec.get("type")
+    if kind not in required:
+        raise ZephyrError(f"{where}.type is {kind!r}", f"use one of: {', '.join(required)}")
+    missing = sorted(required[kind] - set(spec))
+    if missing:
+        raise ZephyrError(f"{where} of type {kind} needs {', '.join(missing)}", f"add {where}.{missing[0]}=...")
+    unknown = sorted(set(spec) - required[kind] - common)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(common | required[kind]), n=1)
+        raise ZephyrError(f"unknown key {where}.{unknown[0]}",
+                          f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(common))}")
+
+
+def check_config(cfg: dict) -> None:
+    stage = cfg["stage"]
+    if not stage["generators"]:
+        raise ZephyrError("the aif stage has no generators", "list at least one under stage.generators")
+    names = set()
+    for i, gen in enumerate(stage["generators"]):
+        _check_backend(f"stage.generators[{i}]", gen, GENERATOR_KEYS, COMMON_KEYS)
+        name = gen.get("name") or f"generator{i}"
+        if name in names:
+            raise ZephyrError(f"two generators are named {name!r}", "give every generator its own name")
+        names.add(name)
+    if not stage["judge"]:
+        raise ZephyrError("the aif stage has no judge", "set stage.judge (type: function, transformers or openai)")
+    _check_backend("stage.judge", stage["judge"], JUDGE_KEYS, JUDGE_COMMON)
+    rule = stage["binarize"]
+    for key, allowed in (("rejected", ("random", "lowest")), ("score", ("mean", "overall")), ("ties", ("drop", "keep"))):
+        if key in rule and rule[key] not in allowed:
+            raise ZephyrError(f"stage.binarize.{key}={rule[key]!r}", f"use one of: {', '.join(allowed)}")
+    extra = set(rule) - {"rejected", "score", "ties"}
+    if extra:
+        raise ZephyrError(f"unknown key stage.binarize.{sorted(extra)[0]}", "known keys: rejected, score, ties")
+    if not 0 <= stage["test_fraction"] < 1 or not 0 <= stage["self_agreement"] <= 1:
+        raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
+                          "for example stage.test_fraction=0.1")
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+def load_prompts(cfg: dict) -> list[str]:
+    from ..data import load_split
+
+    ds_cfg = cfg["dataset"]
+    ds = load_split(ds_cfg, ds_cfg["train_split"])
+    col = ds_cfg["columns"].get("prompt", "prompt")
+    if col not in ds.column_names:
+        col = next((c for c in ("prompt", "instruction", "messages") if c in ds.column_names), None)
+        if col is None:
+            raise ZephyrError(f"dataset {ds_cfg['path']} has no prompt column (it has: {', '.join(ds.column_names)})",
+                              "map one with dataset.columns.prompt=<column>")
+    if ds_cfg["max_train_samples"] and ds_cfg["max_train_samples"] < len(ds):
+        ds = ds.shuffle(seed=cfg["run"]["seed"]).select(range(ds_cfg["max_train_samples"]))
+    prompts, seen = [], set()
+    for value in ds[col]:
+        if isinstance(value, list):  # a conversation: its first user turn
+            value = next((m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"), None)
+        if isinstance(value, str) and value.strip() and value not in seen:
+            seen.add(value)
+            prompts.append(value)
+    if not prompts:
+        raise ZephyrError(f"no usable prompts in {ds_cfg['path']}[{ds_cfg['train_split']}]",
+                          "check dataset.columns.prompt")
+    return prompts
+
+
+# ------------------------------------------------------------------------------------------------- run
+def _generator_name(gen: dict, i: int) -> str:
+    return gen.get("name") or f"generator{i}"
+
+
+def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
+    stage, failures = cfg["stage"], Counter()
+    for i, gen in enumerate(stage["generators"]):
+        name = _generator_name(gen, i)
+        k = int(gen.get("num_completions", stage["num_completions"]))
+        todo = [p for p in prompts if f"{prompt_id(p)}:{name}:0" not in store]
+        if not todo:
+            log.info("generator %s: all %d prompts already answered", name, len(prompts))
+            continue
+        log.info("generator %s: %d prompts x %d completions", name, len(todo), k)
+        backend = make_backend(gen, cfg["hardware"])
+        sampling = {**stage["sampling"], **(gen.get("sampling") or {})}
+        convs = [[{"role": "user", "content": p}] for p in todo]
+        with tqdm(total=len(todo), desc=f"generating ({name})", unit="prompt") as bar:
+            for j, result in backend.generate(convs, k, sampling):
+                pid = prompt_id(todo[j])
+                if isinstance(result, Exception):
+                    failures[name] += 1
+                    store.add({"key": f"{pid}:{name}:0", "prompt_id": pid, "model": name, "index": 0,
+                               "error": str(result)[:500]})
+                else:
+                    for idx, text in enumerate(result):
+                        store.add({"key": f"{pid}:{name}:{idx}", "prompt_id": pid, "model": name,
+                                   "index": idx, "response": text})
+                bar.update(1)
+        del backend
+        gc.collect()
+    return failures
+
+
+def _needs_second_rating(key: str, share: float) -> bool:
+    return share > 0 and int(prompt_id(key)[:8], 16) / 0xFFFFFFFF < share
+
+
+def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> None:
+    stage = cfg["stage"]
+    by_pid = {prompt_id(p): p for p in prompts}
+    todo = []
+    for rec in completions.records.values():
+        if "response" not in rec or rec["prompt_id"] not in by_pid:
+            continue
+        rounds = 2 if _needs_second_rating(rec["key"], stage["self_agreement"]) else 1
+        todo += [(rec, r) for r in range(rounds) if f"{rec['key']}:r{r}" not in ratings]
+    if not todo:
+        log.info("judge: every completion already rated")
+        return
+    judge = make_judge(stage["judge"], cfg["hardware"])
+    items = [([{"role": "user", "content": by_pid[rec["prompt_id"]]}], rec["response"]) for rec, _ in todo]
+    with tqdm(total=len(todo), desc="judging", unit="answer") as bar:
+        for j, verdict in judge.rate_many(items):
+            rec, r = todo[j]
+            key = f"{rec['key']}:r{r}"
+            if isinstance(verdict, JudgeFailure):
+                ratings.add({"key": key, "completion": rec["key"], "failure": str(verdict), "raw": verdict.raw[:2000]})
+            else:
+                ratings.add({"key": key, "completion": rec["key"], "annotations": verdict.value,
+                             "raw": verdict.raw[:2000]})
+            bar.update(1)
+
+
+def _annotations(rating: dict | None) -> dict:
+    if rating is None or "annotations" not in rating:
+        why = rating["failure"] if rating else "not rated"
+        return {a: {"Rating": "N/A", "Rationale": f"judge failure: {why}"} for a in ASPECTS}
+    return {a: {"Rating": str(v.get("Rating")), "Rationale": str(v.get("Rationale", ""))}
+            for a, v in rating["annotations"].items()}
+
+
+def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> tuple[list[dict], dict]:
+    """Rows in openbmb/UltraFeedback's schema, and per-generator score lists."""
+    stage = cfg["stage"]
+    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for rec in completions.records.values():
+        if "response" in rec:
+            by_prompt[rec["prompt_id"]].append(rec)
+    order = {_generator_name(g, i): i for i, g in enumerate(stage["generators"])}
+    rows, scores = [], defaultdict(list)
+    for p in prompts:
+        recs = sorted(by_prompt.get(prompt_id(p), []), key=lambda r: (order.get(r["model"], 99), r["index"]))
+        comps = []
+        for rec in recs:
+            ann = _annotations(ratings.get(f"{rec['key']}:r0"))
+            comp = {"model": rec["model"], "response": rec["response"], "annotations": ann,
+                    "critique": "", "fine-grained_score": None, "overall_score": None}
+            value = completion_score(comp)
+            comp["fine-grained_score"] = value
+            if value is not None:
+                scores[rec["model"]].append(value)
+            comps.append(comp)
+        rows.append({"source": cfg["dataset"]["path"], "instruction": p,
+                     "models": [c["model"] for c in comps], "completions": comps})
+    return rows, scores
+
+
+def self_agreement(ratings: Store) -> dict | None:
+    pairs = []
+    for key, rec in ratings.records.items():
+        if key.endswith(":r1") and "annotations" in rec:
+            first = ratings.get(key[:-1] + "0")
+            if first and "annotations" in first:
+                a = completion_score({"annotations": first["annotations"]})
+                b = completion_score({"annotations": rec["annotations"]})
+                if a is not None and b is not None:
+                    pairs.append((a, b))
+    if not pairs:
+        return None
+    return {"pairs": len(pairs), "exact": sum(a == b for a, b in pairs) / len(pairs),
+            "mean_abs_diff": sum(abs(a - b) for a, b in pairs) / len(pairs)}
+
+
+def _write_parquet(rows: list[dict], path: Path) -> None:
+    import datasets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+
+
+def run(cfg: dict, folder: Path) -> dict:
+    """Generate, judge, binarize. Returns the summary (also written to summary.json)."""
+    stage = cfg["stage"]
+    prompts = load_prompts(cfg)
+    log.info("aif: %d prompts from %s[%s]", len(prompts), cfg["dataset"]["path"], cfg["dataset"]["train_split"])
+    completions, ratings = Store(folder / "completions.jsonl"), Store(folder / "ratings.jsonl")
+    try:
+        generate_all(cfg, prompts, completions)
+        judge_all(cfg, prompts, completions, ratings)
+    finally:
+        completions.close()
+        ratings.close()
+    rows, scores = assemble(cfg, prompts, completions, ratings)
+    tally = Tally()
+    pairs = {"train_prefs": [], "test_prefs": []}
+    rule = {"rejected": "random", "score": "mean", "ties": "drop", **stage["binarize"]}
+    for row in rows:
+        pair = binarize(row["instruction"], row["completions"], seed=cfg["run"]["seed"], tally=tally, **rule)
+        if pair is None:
+            continue
+        test = int(pair["prompt_id"][:8], 16) / 0xFFFFFFFF < stage["test_fraction"]
+        pairs["test_prefs" if test else "train_prefs"].append(pair)
+    if not pairs["train_prefs"]:
+        raise ZephyrError("AI feedback produced no preference pairs (every prompt was skipped: "
+                          f"{tally.as_dict()})", "check the judge's failures in ratings.jsonl and the generators")
+    _write_parquet(rows, folder / "raw" / "data" / "train-00000-of-00001.parquet")
+    for split, items in pairs.items():
+        if items:
+            _write_parquet(items, folder / "data" / f"{split}-00000-of-00001.parquet")
+    judge_failures = sum(1 for r in ratings.records.values() if "failure" in r)
+    all_scores = [s for v in scores.values() for s in v]
+    summary = {
+        "prompts": len(prompts),
+        "completions": sum(1 for r in completions.records.values() if "response" in r),
+        "generation_failures": dict(Counter(r["model"] for r in completions.records.values() if "error" in r)),
+        "ratings": len(ratings),
+        "judge_failures": judge_failures,
+        "mean_score_by_generator": {m: round(statistics.fmean(v), 4) for m, v in scores.items() if v},
+        "score_distribution": dict(sorted(Counter(round(s * 4) / 4 for s in all_scores).items())),
+        "pairs": {k: len(v) for k, v in pairs.items()},
+        "binarize": {**rule, "skipped": tally.as_dict()},
+        "self_agreement": self_agreement(ratings),
+    }
+    log.info("aif: %d completions, %d judge failures, %d train / %d test pairs", summary["completions"],
+             judge_failures, len(pairs["train_prefs"]), len(pairs["test_prefs"]))
+    return summary
