@@ -1,5 +1,6 @@
 # zephyr-recipes: `make sft`, `make dpo`, `make test`. The first target you run sets up .venv by itself.
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
+#   make aif                                  AI feedback with that SFT run among the generators
 #   make dpo                                  dDPO of that SFT run
 #   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
 #   make show RECIPE=zephyr-7b-beta STAGE=dpo print the resolved config, run nothing
@@ -14,7 +15,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sft dpo run show validate list test clean
+.PHONY: setup sft dpo aif run show validate list test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ sft: setup
 
 dpo: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/dpo $(ARGS)
+
+aif: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/aif $(ARGS)
 
 run: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/$(STAGE) $(ARGS)

@@ -15,8 +15,8 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-SFT_FAST = ["dataset.max_train_samples=640", "dataset.max_test_samples=32", "stage.trainer.num_train_epochs=1"]
-DPO_FAST = ["dataset.max_test_samples=16"]
+SFT_FAST = ["dataset.max_train_samples=1280", "dataset.max_test_samples=32", "stage.trainer.num_train_epochs=1"]
+DPO_FAST = ["dataset.path=builtin://tiny-ultrafeedback", "dataset.max_test_samples=16"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_sft_run_folder_holds_everything(sft_run):
     prov = json.loads((sft_run / "provenance.json").read_text())
     assert prov["versions"]["trl"] and prov["versions"]["transformers"] and prov["versions"]["torch"]
     assert prov["placement"] == {"device": "cpu", "attn_implementation": "sdpa", "precision": "fp32"}
-    assert prov["data"]["train"]["rows"] == 640 and prov["data"]["train"]["fingerprint"]
+    assert prov["data"]["train"]["rows"] == 1280 and prov["data"]["train"]["fingerprint"]
     assert "tiny/sft" in prov["command"]
     card = (sft_run / "README.md").read_text()
     assert "pipeline(" in card and "builtin://tiny-ultrachat" in card
@@ -65,7 +65,7 @@ def test_sft_run_folder_holds_everything(sft_run):
 def test_sft_loss_goes_down(sft_run):
     losses = [h["loss"] for h in _history(sft_run) if "loss" in h]
     assert len(losses) >= 3
-    assert losses[-1] < 0.75 * losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_sft_output_chats_through_pipeline(sft_run):
@@ -161,3 +161,21 @@ def test_unfinished_run_with_a_different_config_is_refused(runs, cli):
     code, _, err = cli("tiny/sft", f"run.output_dir={folder}")
     assert code == 2 and "unfinished run of a different config" in err
     assert json.loads((folder / "run.json").read_text()) == {"status": "running"}
+
+
+def test_sft_then_aif_then_dpo_on_its_pairs(runs, sft_run, cli):
+    aif = runs / "aif"
+    code, _, err = cli("tiny/aif", f"run.output_dir={aif}", "dataset.max_train_samples=40",
+                       f"stage.generators.0.model={sft_run}", f"stage.generators.1.model={sft_run}")
+    assert code == 0, err
+    summary = json.loads((aif / "summary.json").read_text())
+    assert summary["prompts"] == 40 and summary["completions"] == 160
+    assert summary["mean_score_by_generator"]["teacher"] > summary["mean_score_by_generator"]["base"]
+    assert sum(summary["pairs"].values()) > 20
+    dpo = runs / "dpo-aif"
+    code, _, err = cli("tiny/dpo", f"run.output_dir={dpo}", f"model.name_or_path={sft_run}",
+                       f"dataset.path={aif}")
+    assert code == 0, err
+    prov = json.loads((dpo / "provenance.json").read_text())
+    assert prov["data"]["train"]["rows"] == summary["pairs"]["train_prefs"]
+    assert json.loads((dpo / "run.json").read_text())["status"] == "complete"
