@@ -24,9 +24,12 @@ examples:
   zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
   zephyr-recipes list                                       shipped recipes and the options of every group
+  zephyr-recipes tiny/eval                                  MT-Bench, AlpacaEval, lm-eval of runs/tiny-dpo
+  zephyr-recipes report runs/tiny-eval runs/other-eval      evaluation runs side by side
+  zephyr-recipes chat runs/tiny-dpo "Sort the numbers: 5 3 9"
 """
 
-COMMANDS = ("run", "show", "validate", "list", "cp")
+COMMANDS = ("run", "show", "validate", "list", "cp", "report", "chat")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +52,21 @@ def _parser() -> argparse.ArgumentParser:
                         description="copy a shipped recipe to a file you can edit and share")
     cp.add_argument("recipe")
     cp.add_argument("dest")
+    rep = sub.add_parser("report", help="evaluation runs side by side, with the published Zephyr figures",
+                         description="evaluation runs side by side in a markdown table (and an MT-Bench radar "
+                                     "chart), with the published Zephyr-7B-beta figures for reference")
+    rep.add_argument("runs", nargs="+", help="evaluation run folders (written by an eval recipe)")
+    rep.add_argument("--out", default=None, help="folder for report.md, scores.json and radar.png")
+    ch = sub.add_parser("chat", help="chat with a run folder or hub model",
+                        description="chat with a run folder or hub model through transformers' pipeline: one "
+                                    "prompt from the command line, or lines from stdin until EOF or /exit")
+    ch.add_argument("model", help="run folder, saved model, hub id or builtin://tiny-mistral")
+    ch.add_argument("prompt", nargs="?", help="one message; without it, read messages from stdin")
+    ch.add_argument("--max-new-tokens", type=int, default=256)
+    ch.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding")
+    ch.add_argument("--system", default=None, help="a system message")
+    ch.add_argument("--chat-template", default=None, help="override the model's template (zephyr or a .jinja file)")
+    ch.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the pipeline's choice)")
     return p
 
 
@@ -116,6 +134,22 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .evaluation.compare import report
+
+    print(report([Path(r) for r in args.runs], Path(args.out) if args.out else None))
+    if args.out:
+        print(f"written: {Path(args.out) / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from . import chat
+
+    return chat.run(args.model, args.prompt, args.max_new_tokens, args.temperature, args.system,
+                    args.chat_template, args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -125,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp}
+    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp,
+               "report": cmd_report, "chat": cmd_chat}
     try:
         return handler[args.command](args)
     except ZephyrError as exc:

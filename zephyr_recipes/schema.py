@@ -104,4 +104,25 @@ class AIFStageConfig:
     test_fraction: float = _f(0.1, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
 
 
-STAGE_SECTIONS: dict[str, type] = {"sft": StageConfig, "dpo": StageConfig, "aif": AIFStageConfig}
+@dataclass
+class EvalStageConfig:
+    """Evaluation of model.name_or_path: MT-Bench, AlpacaEval, Open LLM Leaderboard tasks (lm-evaluation-harness).
+
+    Each benchmark's section is completed with the defaults of zephyr_recipes.stages.eval.DEFAULTS; its sets are
+    named by a local path, a URL, hf://datasets/<owner>/<name>/<file> or a hub dataset id."""
+
+    name: Literal["eval"] = _f("eval", "The evaluation step.")
+    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"], "Which to run: mt_bench, alpaca_eval, lm_eval.")
+    model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
+    batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
+    judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
+                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency.")
+    mt_bench: dict = _f({}, "questions, judge_prompts, reference_answers (path, URL or hub id), max_questions, "
+                            "max_new_tokens, temperatures (per category; the rest 0.0), judge_max_new_tokens.")
+    alpaca_eval: dict = _f({}, "instructions (with the baseline's outputs), prompt (the judge's ranking prompt), "
+                               "max_samples (seeded sample; null for all), seed, both_orders, sampling.")
+    lm_eval: dict = _f({}, "tasks ([{name, num_fewshot, metric?, data_files? | yaml?}]), batch_size, limit, seed.")
+
+
+STAGE_SECTIONS: dict[str, type] = {"sft": StageConfig, "dpo": StageConfig, "aif": AIFStageConfig,
+                                   "eval": EvalStageConfig}

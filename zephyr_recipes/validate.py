@@ -208,6 +208,9 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     stage_name = stage_raw.get("name", "sft") if isinstance(stage_raw, dict) else "sft"
     if stage_name not in STAGE_SECTIONS:
         raise ZephyrError(f"stage.name={stage_name!r} is not a stage", f"use one of: {', '.join(STAGE_SECTIONS)}")
+    if stage_name == "eval" and not (cfg.get("dataset") or {}).get("path"):
+        # Evaluation sets are named in the stage section; the dataset section is unused.
+        cfg = {**cfg, "dataset": {**(cfg.get("dataset") or {}), "path": "none"}}
     out = {name: check_section(name, cfg.get(name), STAGE_SECTIONS[stage_name] if name == "stage" else None)
            for name in SECTIONS}
     stage = out["stage"]
@@ -215,6 +218,10 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
         from .stages.aif import check_config
 
         check_config(out)
+    elif stage_name == "eval":
+        from .stages.eval import check_config as check_eval
+
+        check_eval(out)
     else:
         check_trainer(stage["name"], stage["trainer"])
     secrets = find_secrets(out)
@@ -238,7 +245,7 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
-    if stage_name != "aif":
+    if stage_name not in ("aif", "eval"):
         _check_trl_accepts(out)
     return out
 

@@ -75,6 +75,8 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
     started = time.time()
     if cfg["stage"]["name"] == "aif":
         return _run_aif(folder, cfg, argv, recipe, started)
+    if cfg["stage"]["name"] == "eval":
+        return _run_eval(folder, cfg, argv, recipe, started)
     stage = STAGES[cfg["stage"]["name"]]
     try:
         placement = modeling.resolve_placement(cfg["hardware"])
@@ -122,6 +124,36 @@ def _run_aif(folder: Path, cfg: dict, argv, recipe: str, started: float) -> Path
         _mark_failed(folder, exc)
         raise
     return folder
+
+
+def _run_eval(folder: Path, cfg: dict, argv, recipe: str, started: float) -> Path:
+    from .evaluation.card import eval_card
+    from .stages import eval as eval_stage
+
+    try:
+        prov = report.provenance(argv or sys.argv, recipe, None, {"model": cfg["model"]["name_or_path"]}, {})
+        report.write_json(folder / "provenance.json", prov)
+        scores = eval_stage.run(cfg, folder)
+        scores["wall_seconds"] = round(time.time() - started, 2)
+        report.write_json(folder / "scores.json", scores)
+        (folder / "README.md").write_text(eval_card(cfg, prov, scores))
+        runfolder.set_status(folder, "complete", finished=runfolder.now(), summary=_headline(scores))
+        log.info("finished: %s (compare runs with `zephyr-recipes report %s ...`)", folder, folder)
+    except BaseException as exc:
+        _mark_failed(folder, exc)
+        raise
+    return folder
+
+
+def _headline(scores: dict) -> dict:
+    out = {}
+    if scores.get("mt_bench"):
+        out["mt_bench"] = scores["mt_bench"]["score"]
+    if scores.get("alpaca_eval"):
+        out["alpaca_eval"] = scores["alpaca_eval"]["win_rate"]
+    for task, value in (scores.get("lm_eval") or {}).items():
+        out[task] = value["value"]
+    return out
 
 
 def _finish(folder: Path, cfg: dict, trainer, tokenizer, prov: dict, started: float) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import ZephyrError
 from . import tasks
+from .multiple_choice import build_tiny_arc
 
 PREFIX = "builtin://"
 VERSION = 1
@@ -184,4 +185,5 @@ BUILDERS = {
     "tiny-mistral": build_tiny_mistral,
     "tiny-ultrachat": build_tiny_ultrachat,
     "tiny-ultrafeedback": build_tiny_ultrafeedback,
+    "tiny-arc": build_tiny_arc,
 }

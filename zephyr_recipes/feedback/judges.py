@@ -7,6 +7,8 @@ backend, prompted with a rubric and parsed robustly. A reply that cannot be pars
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import re
 from dataclasses import dataclass
@@ -106,6 +108,60 @@ def parse_preference(text: str) -> float:
     return {"A": 1.0, "B": 0.0, "C": 0.5}[m[0]]
 
 
+def parse_ranking(text: str) -> float:
+    """AlpacaEval's ranking reply -> 1.0 when model_1 ranks first, 0.0 when model_2 does, 0.5 for a tie.
+
+    The reply should be a Python literal like ``[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]``;
+    code fences, text around the list, JSON quoting and a lone dict are tolerated. Raises JudgeFailure.
+    """
+    body = re.sub(r"```(?:python|json)?", "", text)
+    ranks: dict = {}
+    for match in re.finditer(r"\[.*\]|\{.*\}", body, re.S):
+        try:
+            value = ast.literal_eval(match.group(0))
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, dict) and "model" in item and "rank" in item:
+                ranks[str(item["model"]).strip()] = item["rank"]
+        if ranks:
+            break
+    if not ranks:  # a list that does not parse as a whole: read the pairs one by one
+        for m in re.finditer(r"[\'\"]model[\'\"]\s*:\s*[\'\"](model_[12])[\'\"]\s*,\s*[\'\"]rank[\'\"]\s*:\s*(\d+)", body):
+            ranks.setdefault(m.group(1), int(m.group(2)))
+    try:
+        r1, r2 = (None if ranks.get(k) is None else int(ranks[k]) for k in ("model_1", "model_2"))
+    except (TypeError, ValueError):
+        raise JudgeFailure("a rank in the reply is not a number", text) from None
+    if r1 is None and r2 is None:
+        raise JudgeFailure("no ranking of model_1 and model_2 in the reply", text)
+    if r1 is None or r2 is None:  # one model ranked: the other holds the remaining place of two
+        known = r1 if r2 is None else r2
+        if known not in (1, 2):
+            raise JudgeFailure(f"rank {known} is not 1 or 2", text)
+        r1, r2 = (known, 3 - known) if r2 is None else (3 - known, known)
+    if r1 == r2:
+        return 0.5
+    return 1.0 if r1 < r2 else 0.0
+
+
+def chat_messages(text: str) -> list[dict]:
+    """A prompt file to chat messages: ChatML-style ``<|im_start|>role ... <|im_end|>`` blocks become one
+    message each (AlpacaEval's judge prompts are written so); any other text is one user message."""
+    blocks = re.findall(r"<\|im_start\|>\s*(system|user|assistant)\s*\n(.*?)(?:<\|im_end\|>|(?=<\|im_start\|>)|\Z)",
+                        text, re.S)
+    if not blocks:
+        return [{"role": "user", "content": text}]
+    return [{"role": role, "content": content.strip("\n")} for role, content in blocks]
+
+
+def fill(template: str, **values) -> str:
+    """Put values into {name} slots in one pass; braces that are not a known slot stay as written."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0),
+                  template)
+
+
 # -------------------------------------------------------------------------------------------- judges
 @dataclass
 class Verdict:
@@ -134,6 +190,14 @@ class FunctionJudge:
         return self._each("rate", items)
 
     def grade_many(self, items):
+        """items: (messages, response[, prompt[, reference]]); the reference reaches functions that take one."""
+        fn = self._fn("grade")
+        try:
+            takes_reference = "reference" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            takes_reference = False
+        if takes_reference:
+            return self._each("grade", [(m, r, rest[1] if len(rest) > 1 else None) for m, r, *rest in items])
         return self._each("grade", [(m, r) for m, r, *_ in items])
 
     def compare_many(self, items):
@@ -141,24 +205,36 @@ class FunctionJudge:
 
 
 class ModelJudge:
-    """A chat model as judge. ``prompt`` is a format string with {instruction} and {response}."""
+    """A chat model as judge. ``prompt`` is a format string with {instruction} and {response}; ``system`` an
+    optional system message sent before every prompt. A prompt may also be a full list of chat messages."""
 
     def __init__(self, backend, prompt: str = ULTRAFEEDBACK_PROMPT, aspects=ASPECTS, scale=(1, 5),
-                 max_retries: int = 2, sampling: dict | None = None):
+                 max_retries: int = 2, sampling: dict | None = None, system: str | None = None):
         self.backend = backend
+        self.system = system
         self.prompt = prompt
         self.aspects = tuple(aspects)
         self.scale = tuple(scale)
         self.max_retries = max_retries
         self.sampling = {"temperature": 0.0, "max_new_tokens": 512, **(sampling or {})}
 
-    def _ask(self, prompts: list[str], parse) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+    def _conversation(self, prompt: "str | list[dict]") -> list[dict]:
+        if isinstance(prompt, list):
+            return prompt
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + [{"role": "user", "content": prompt}]
+
+    def ask_many(self, prompts: "list[str | list[dict]]", parse) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """Any prompt (text or chat messages) with any reply parser; unparsable replies are asked again."""
+        return self._ask(prompts, parse)
+
+    def _ask(self, prompts: list, parse) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
         pending = list(range(len(prompts)))
         last: dict[int, JudgeFailure] = {}
         for attempt in range(self.max_retries + 1):
             if not pending:
                 break
-            convs = [[{"role": "user", "content": prompts[i]}] for i in pending]
+            convs = [self._conversation(prompts[i]) for i in pending]
             retry = []
             sampling = dict(self.sampling)
             if attempt and sampling.get("temperature", 0) == 0:
@@ -198,4 +274,5 @@ def make_judge(spec: dict, hardware: dict | None = None):
     if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
         prompt = Path(prompt).expanduser().read_text()
     return ModelJudge(make_backend(spec, hardware), prompt, spec.get("aspects") or ASPECTS,
-                      tuple(spec.get("scale") or (1, 5)), int(spec.get("max_retries", 2)), spec.get("sampling"))
+                      tuple(spec.get("scale") or (1, 5)), int(spec.get("max_retries", 2)), spec.get("sampling"),
+                      spec.get("system"))

@@ -1,0 +1,233 @@
+"""MT-Bench: 80 two-turn questions in eight categories, answered by the model and graded 1-10 by a judge.
+
+Follows FastChat's llm_judge: per-category temperatures, the model's chat template, single-answer grading with
+``single-v1`` (turn 1) and ``single-v1-multi-turn`` (turn 2), and the ``-math-`` variants with the reference
+answer for math, reasoning and coding. Grades are read from ``[[N]]``. Answers and grades go to append-only
+stores as they arrive, so a killed run resumes without asking the model or judge again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..errors import ZephyrError
+from ..feedback.judges import FunctionJudge, JudgeFailure, fill, parse_grade
+from ..feedback.store import Store
+from .sources import load_records
+
+log = logging.getLogger("zephyr_recipes")
+
+CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
+TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1}  # FastChat; the rest 0.0
+NEED_REFERENCE = ("math", "reasoning", "coding")
+PROMPT_NAMES = ("single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn")
+
+
+@dataclass
+class Question:
+    id: int | str
+    category: str
+    turns: list[str]
+    reference: list[str] | None = None
+
+
+# ------------------------------------------------------------------------------------------- loading
+def load_questions(spec: str, max_questions: int | None = None) -> list[Question]:
+    """FastChat's question.jsonl (question_id, category, turns), or HuggingFaceH4/mt_bench_prompts
+    (prompt_id, category, prompt, reference)."""
+    out = []
+    for n, row in enumerate(load_records(spec, "MT-Bench questions"), 1):
+        qid = row.get("question_id", row.get("prompt_id"))
+        turns = row.get("turns", row.get("prompt"))
+        if qid is None or not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns) \
+                or not isinstance(row.get("category"), str):
+            raise ZephyrError(f"{spec}: question {n} lacks question_id, category or a list of turns",
+                              "use FastChat's question.jsonl format: "
+                              '{"question_id": 81, "category": "writing", "turns": ["...", "..."]}')
+        ref = row.get("reference")
+        out.append(Question(qid, row["category"], list(turns)[:2], list(ref) if ref else None))
+    if not out:
+        raise ZephyrError(f"{spec} holds no MT-Bench questions", "point stage.mt_bench.questions at question.jsonl")
+    return out[:max_questions] if max_questions else out
+
+
+def load_references(spec: str | None) -> dict:
+    """FastChat's reference_answer/gpt-4.jsonl: question_id -> the reference turns."""
+    if not spec:
+        return {}
+    refs = {}
+    for n, row in enumerate(load_records(spec, "MT-Bench reference answers"), 1):
+        try:
+            refs[row["question_id"]] = list(row["choices"][0]["turns"])
+        except (KeyError, IndexError, TypeError):
+            raise ZephyrError(f"{spec}: reference answer {n} is not in FastChat's answer format",
+                              '{"question_id": 101, "choices": [{"index": 0, "turns": ["...", "..."]}]}') from None
+    return refs
+
+
+def load_judge_prompts(spec: str) -> dict:
+    prompts = {}
+    for n, row in enumerate(load_records(spec, "MT-Bench judge prompts"), 1):
+        if not {"name", "prompt_template"} <= set(row):
+            raise ZephyrError(f"{spec}: judge prompt {n} has no name or prompt_template",
+                              "use FastChat's judge_prompts.jsonl format")
+        prompts[row["name"]] = row
+    missing = [p for p in PROMPT_NAMES if p not in prompts]
+    if missing:
+        raise ZephyrError(f"{spec} lacks the judge prompt(s) {', '.join(missing)}",
+                          "point stage.mt_bench.judge_prompts at FastChat's judge_prompts.jsonl")
+    return prompts
+
+
+# ---------------------------------------------------------------------------------------- generation
+def _key(q: Question, turn: int) -> str:
+    return f"q{q.id}:t{turn}"
+
+
+def answer_of(store: Store, q: Question, turn: int) -> str | None:
+    rec = store.get(_key(q, turn))
+    return rec.get("answer") if rec else None
+
+
+def conversation(q: Question, answers: list[str], turn: int) -> list[dict]:
+    """The chat up to the user's message of ``turn`` (1-based)."""
+    messages = []
+    for t in range(turn):
+        messages.append({"role": "user", "content": q.turns[t]})
+        if t < turn - 1:
+            messages.append({"role": "assistant", "content": answers[t]})
+    return messages
+
+
+def temperature(category: str, table: dict) -> float:
+    return float(table.get(category, 0.0))
+
+
+def generate(backend, questions: list[Question], store: Store, max_new_tokens: int, temperatures: dict) -> None:
+    """Both turns of every question, batched per temperature (a turn-2 prompt needs the turn-1 answer)."""
+    for turn in (1, 2):
+        todo = [q for q in questions if len(q.turns) >= turn and _key(q, turn) not in store
+                and (turn == 1 or answer_of(store, q, 1) is not None)]
+        if not todo:
+            continue
+        groups = defaultdict(list)
+        for q in todo:
+            groups[temperature(q.category, temperatures)].append(q)
+        with tqdm(total=len(todo), desc=f"MT-Bench turn {turn}", unit="question") as bar:
+            for temp, group in sorted(groups.items()):
+                convs = [conversation(q, [answer_of(store, q, 1) or ""], turn) for q in group]
+                sampling = {"temperature": temp, "max_new_tokens": max_new_tokens}
+                for j, result in backend.generate(convs, 1, sampling):
+                    q = group[j]
+                    rec = {"key": _key(q, turn), "question_id": q.id, "turn": turn, "tstamp": time.time()}
+                    if isinstance(result, Exception):
+                        rec["error"] = str(result)[:500]
+                    else:
+                        rec["answer"] = result[0]
+                    store.add(rec)
+                    bar.update(1)
+
+
+def answer_records(questions: list[Question], store: Store, model_id: str) -> list[dict]:
+    """FastChat's model_answer format: one line per question with both turns."""
+    rows = []
+    for q in questions:
+        turns = [answer_of(store, q, t) for t in range(1, len(q.turns) + 1)]
+        if any(t is None for t in turns):
+            continue
+        stamp = max(store.get(_key(q, t))["tstamp"] for t in range(1, len(turns) + 1))
+        digest = hashlib.sha1(f"{model_id}\0{q.id}\0{turns}".encode()).hexdigest()[:22]
+        rows.append({"question_id": q.id, "answer_id": digest, "model_id": model_id,
+                     "choices": [{"index": 0, "turns": turns}], "tstamp": stamp})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- judging
+def judge_prompt(prompts: dict, q: Question, answers: list[str], turn: int, reference: list[str] | None):
+    """(prompt name, chat messages for the judge) as FastChat builds them."""
+    math = q.category in NEED_REFERENCE and reference is not None
+    name = ("single-math-v1" if math else "single-v1") + ("-multi-turn" if turn == 2 else "")
+    spec = prompts[name]
+    if turn == 1:
+        values = {"question": q.turns[0], "answer": answers[0]}
+    else:
+        values = {"question_1": q.turns[0], "question_2": q.turns[1], "answer_1": answers[0], "answer_2": answers[1]}
+    if math:
+        values.update({f"ref_answer_{i + 1}": r for i, r in enumerate(reference[:2])})
+    messages = [{"role": "system", "content": spec["system_prompt"]}] if spec.get("system_prompt") else []
+    messages.append({"role": "user", "content": fill(spec["prompt_template"], **values)})
+    return name, messages
+
+
+def judge_all(judge, questions: list[Question], answers: Store, judgments: Store, prompts: dict | None,
+              references: dict) -> None:
+    todo = []
+    for q in questions:
+        got = [answer_of(answers, q, t) for t in range(1, len(q.turns) + 1)]
+        for turn in range(1, len(q.turns) + 1):
+            if got[turn - 1] is not None and (turn == 1 or got[0] is not None) and _key(q, turn) not in judgments:
+                todo.append((q, turn, got))
+    if not todo:
+        return
+    missing_refs = sorted({q.id for q, _, _ in todo if q.category in NEED_REFERENCE
+                           and (q.reference or references.get(q.id)) is None}, key=str)
+    if missing_refs:
+        log.warning("MT-Bench: no reference answer for %d math/reasoning/coding question(s) (%s); they are "
+                    "graded without one", len(missing_refs), ", ".join(map(str, missing_refs[:5])))
+    names, items = [], []
+    for q, turn, got in todo:
+        ref = q.reference or references.get(q.id)
+        if isinstance(judge, FunctionJudge):
+            names.append("function")
+            items.append((conversation(q, got, turn), got[turn - 1], None, ref[turn - 1] if ref and
+                          len(ref) >= turn else None))
+        else:
+            name, messages = judge_prompt(prompts, q, got, turn, ref if q.category in NEED_REFERENCE else None)
+            names.append(name)
+            items.append(messages)
+    verdicts = judge.grade_many(items) if isinstance(judge, FunctionJudge) else judge.ask_many(items, parse_grade)
+    with tqdm(total=len(todo), desc="MT-Bench judging", unit="answer") as bar:
+        for j, verdict in verdicts:
+            q, turn, _ = todo[j]
+            rec = {"key": _key(q, turn), "question_id": q.id, "turn": turn, "category": q.category,
+                   "judge_prompt": names[j], "tstamp": time.time()}
+            if isinstance(verdict, JudgeFailure):
+                rec.update(failure=str(verdict), judgment=verdict.raw[:4000])
+            else:
+                value = float(verdict.value)
+                if not 1 <= value <= 10:
+                    rec.update(failure=f"grade {value:g} is outside 1-10", judgment=verdict.raw[:4000])
+                else:
+                    rec.update(score=value, judgment=verdict.raw[:4000])
+            judgments.add(rec)
+            bar.update(1)
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def scores(judgments: list[dict]) -> dict:
+    """Overall, per-turn and per-category means of the grades (failures are counted, never scored)."""
+    ok = [j for j in judgments if "score" in j]
+    by_cat = defaultdict(list)
+    for j in ok:
+        by_cat[j["category"]].append(j["score"])
+    order = [c for c in CATEGORIES if c in by_cat] + sorted(c for c in by_cat if c not in CATEGORIES)
+    return {
+        "score": _mean([j["score"] for j in ok]),
+        "turn_1": _mean([j["score"] for j in ok if j["turn"] == 1]),
+        "turn_2": _mean([j["score"] for j in ok if j["turn"] == 2]),
+        "categories": {c: _mean(by_cat[c]) for c in order},
+        "judged": len(ok),
+        "failures": sum(1 for j in judgments if "failure" in j),
+    }
