@@ -35,7 +35,7 @@ def reply(pipe, messages: list[dict], max_new_tokens: int, temperature: float) -
     if temperature > 0:
         kwargs["temperature"] = temperature
     out = pipe(messages, **kwargs)[0]["generated_text"]
-    return (out[-1]["content"] if isinstance(out, list) else str(out)).strip()
+    return (out[-1]["content"] if isinstance(out, list) else str(out)).strip() or "(no reply)"
 
 
 def run(model: str, prompt: str | None, max_new_tokens: int = 256, temperature: float = 0.0,
