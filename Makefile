@@ -2,6 +2,8 @@
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
 #   make aif                                  AI feedback with that SFT run among the generators
 #   make dpo                                  dDPO of that SFT run
+#   make eval                                 MT-Bench, AlpacaEval, lm-eval of that DPO run, then the report
+#                                             (EVAL_DATA=<folder> names local copies of the benchmark files)
 #   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
 #   make show RECIPE=zephyr-7b-beta STAGE=dpo print the resolved config, run nothing
 #   make list                                 shipped recipes and config options
@@ -15,7 +17,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sft dpo aif run show validate list test clean
+.PHONY: setup sft dpo aif eval report run show validate list test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +36,24 @@ dpo: setup
 
 aif: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/aif $(ARGS)
+
+# Local copies of the MT-Bench and AlpacaEval files (FastChat's and alpaca_eval's layouts) replace the hub ids
+# and URLs of the eval recipes when EVAL_DATA names a folder; by default ../shared/data when it exists.
+EVAL_DATA ?= $(wildcard ../shared/data)
+EVAL_DIR   = $(abspath $(EVAL_DATA))
+EVAL_ARGS  = $(if $(EVAL_DATA),stage.mt_bench.questions=$(EVAL_DIR)/mt_bench/question.jsonl \
+	stage.mt_bench.judge_prompts=$(EVAL_DIR)/mt_bench/judge_prompts.jsonl \
+	stage.mt_bench.reference_answers=$(EVAL_DIR)/mt_bench/reference_answer_gpt-4.jsonl \
+	stage.alpaca_eval.instructions=$(EVAL_DIR)/alpaca_eval/text_davinci_003_outputs.json \
+	stage.alpaca_eval.prompt=$(EVAL_DIR)/alpaca_eval/alpaca_eval_gpt4_judge_prompt.txt)
+REPORT_RUNS ?= runs/$(RECIPE)-eval
+
+eval: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/eval $(EVAL_ARGS) $(ARGS)
+	$(PY) -m zephyr_recipes report $(REPORT_RUNS) --out runs/report
+
+report: setup
+	$(PY) -m zephyr_recipes report $(REPORT_RUNS) --out runs/report
 
 run: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/$(STAGE) $(ARGS)

@@ -16,7 +16,7 @@ def test_every_shipped_recipe_composes_and_validates(recipe):
     raw, name, path = compose(recipe)
     cfg = validate(raw, name)
     assert path.is_file()
-    assert cfg["stage"]["name"] in ("sft", "dpo", "aif")
+    assert cfg["stage"]["name"] in ("sft", "dpo", "aif", "eval")
     assert cfg["run"]["output_dir"]
     assert cfg["model"]["name_or_path"] and cfg["dataset"]["path"]
 
