@@ -42,7 +42,8 @@ class Question:
 # ------------------------------------------------------------------------------------------- loading
 def load_questions(spec: str, max_questions: int | None = None) -> list[Question]:
     """FastChat's question.jsonl (question_id, category, turns), or HuggingFaceH4/mt_bench_prompts
-    (prompt_id, category, prompt, reference)."""
+    (prompt_id, category, prompt, reference). A reference carried by the question is used only when the
+    reference answer file has none for it (FastChat grades with the GPT-4 reference answers)."""
     out = []
     for n, row in enumerate(load_records(spec, "MT-Bench questions"), 1):
         qid = row.get("question_id", row.get("prompt_id"))
@@ -178,13 +179,13 @@ def judge_all(judge, questions: list[Question], answers: Store, judgments: Store
     if not todo:
         return
     missing_refs = sorted({q.id for q, _, _ in todo if q.category in NEED_REFERENCE
-                           and (q.reference or references.get(q.id)) is None}, key=str)
+                           and not (references.get(q.id) or q.reference)}, key=str)
     if missing_refs:
         log.warning("MT-Bench: no reference answer for %d math/reasoning/coding question(s) (%s); they are "
                     "graded without one", len(missing_refs), ", ".join(map(str, missing_refs[:5])))
     names, items = [], []
     for q, turn, got in todo:
-        ref = q.reference or references.get(q.id)
+        ref = references.get(q.id) or q.reference
         if isinstance(judge, FunctionJudge):
             names.append("function")
             items.append((conversation(q, got, turn), got[turn - 1], None, ref[turn - 1] if ref and

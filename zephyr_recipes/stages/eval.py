@@ -191,6 +191,9 @@ def run(cfg: dict, folder: Path) -> dict:
     if {"mt_bench", "alpaca_eval"} & set(stage["benchmarks"]):
         _check_judge_ready(stage["judge"])
     modeling.resolve_source(cfg["model"]["name_or_path"], "model")  # a missing run folder fails here
+    from transformers import set_seed
+
+    set_seed(cfg["run"]["seed"])  # sampled answers (writing, roleplay, AlpacaEval) are repeatable
     loaded = {}
 
     def backend():  # one model for both benchmarks, loaded when first needed
