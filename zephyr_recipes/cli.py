@@ -24,9 +24,10 @@ examples:
   zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
   zephyr-recipes list                                       shipped recipes and the options of every group
+  zephyr-recipes preview tiny/sft -n 2                      rows as the trainer sees them, token lengths
 """
 
-COMMANDS = ("run", "show", "validate", "list", "cp")
+COMMANDS = ("run", "show", "validate", "list", "cp", "preview")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
         s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pv = sub.add_parser("preview", help="show training rows as the trainer sees them and their token lengths",
+                        description="Show N rows as the trainer sees them (trained tokens highlighted against "
+                                    "masked ones) and token-length statistics with a histogram PNG. "
+                                    "Loads the tokenizer only, never the weights.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pv.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
+    pv.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pv.add_argument("-n", "--examples", type=int, default=3, help="rows to print (default 3)")
+    pv.add_argument("--sample", type=int, default=2000, help="rows to measure for the statistics (default 2000)")
+    pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
+    pv.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                    help="highlight with terminal colours; without, trained text is [[bracketed]]")
     sub.add_parser("list", help="list shipped recipes and the options of every config group",
                    description="list shipped recipes and the options of every config group")
     cp = sub.add_parser("cp", help="copy a shipped recipe to a file you can edit and share",
@@ -105,6 +118,21 @@ def cmd_cp(args) -> int:
     return 0
 
 
+def cmd_preview(args) -> int:
+    from . import modeling, worker
+    from .data.preview import preview
+
+    worker.setup_logging()
+    cfg, _ = _compose(args.recipe, args.overrides)
+    if args.examples < 0 or args.sample < 1:
+        raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
+    tokenizer = modeling.load_tokenizer(cfg["model"])
+    color = {"auto": None, "always": True, "never": False}[args.color]
+    preview(cfg, tokenizer, n=args.examples, sample=args.sample, color=color,
+            out_dir=args.out or f"{cfg['run']['output_dir'].rstrip('/')}-preview")
+    return 0
+
+
 def cmd_run(args) -> int:
     from . import runfolder, worker
 
@@ -125,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp}
+    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp,
+               "preview": cmd_preview}
     try:
         return handler[args.command](args)
     except ZephyrError as exc:
