@@ -149,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # overrides written after an option (preview tiny/sft -n 2 key=value) belong to the overrides
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            _parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     if args.command is None:
         _parser().print_help()
         return 2
