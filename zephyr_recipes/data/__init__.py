@@ -214,7 +214,10 @@ def _checked(raw, src: dict, cfg: dict, tokenizer, role: str):
     if stage == "sft":
         fn, kwargs = checks.sft_row, {"cols": cols, "roles": roles}
     else:
-        limit, max_length = ds_cfg["max_prompt_tokens"], cfg["stage"]["trainer"].get("max_length")
+        trainer = cfg["stage"]["trainer"]
+        limit, max_length = ds_cfg["max_prompt_tokens"], trainer.get("max_length")
+        if trainer.get("truncation_mode", "keep_start") == "keep_end":
+            max_length = None  # TRL keeps the answer's end then, so a long prompt still trains
         kwargs = {"cols": cols, "roles": roles, "max_prompt_tokens": limit, "max_length": max_length,
                   "tokenizer": tokenizer if (limit or max_length) else None}
         fn = checks.dpo_row
