@@ -68,6 +68,8 @@ def load_split(source: dict, split: str, *, single_file_split: str | None = None
     """
     import datasets
 
+    if single_file_split is None:  # a whole dataset section ({path, train_split, ...}) as the source
+        single_file_split = source.get("train_split", source.get("split"))
     path = source["path"]
     kind, where = locate(path)
     try:
