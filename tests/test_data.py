@@ -419,7 +419,7 @@ def test_preview_shows_trained_tokens_and_length_stats(tmp_path, capsys, home):
     out = tmp_path / "pv"
     args = ["preview", "tiny/sft", f"dataset.path={path}", "dataset.test_split=null", "-n", "2", "--out", str(out),
             "--color", "never"]
-    assert cli.main(args + ["stage.trainer.max_length=64"]) == 0
+    assert cli.main(args + ["stage.trainer.max_length=64", "stage.trainer.assistant_only_loss=false"]) == 0
     text = capsys.readouterr().out
     assert "[[<|user|>\nquestion" in text  # every token trained without assistant_only_loss
     assert "<<cut:" in text and "truncated at max_length" in text and "padding with packing" in text

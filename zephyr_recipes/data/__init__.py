@@ -139,12 +139,13 @@ def sources_of(ds: dict) -> list[dict]:
     if not ds.get("mixture"):
         return [{"path": ds["path"], "name": ds["name"], "revision": ds["revision"], "split": ds["train_split"],
                  "test_split": ds["test_split"], "weight": 1.0, "columns": ds["columns"], "format": ds["format"],
-                 "roles": ds["roles"]}]
+                 "roles": ds["roles"], "where": "dataset"}]
     out = []
-    for src in ds["mixture"]:
+    for i, src in enumerate(ds["mixture"]):
         full = {k: src.get(k, ds.get(k)) for k in INHERITED}
         full.update(split=src.get("split", ds["train_split"]), test_split=src.get("test_split"),
-                    weight=float(src.get("weight", 1.0)))
+                    weight=float(src.get("weight", 1.0)),
+                    where=f"dataset.mixture[{i}]" if "columns" in src else "dataset")
         out.append(full)
     return out
 
@@ -160,7 +161,8 @@ def _stage_columns(src: dict, stage: str, column_names: list[str]) -> dict:
             col = next((c for c in (wanted, *fallbacks) if c in column_names), wanted)
         if col not in column_names:
             raise ZephyrError(f"dataset {path} has no column {col!r} (it has: {', '.join(column_names)})",
-                              f"map the stage's `{wanted}` onto one of its columns: columns.{wanted}=<column>")
+                              f"map the stage's `{wanted}` onto one of its columns: "
+                              f"{src.get('where', 'dataset')}.columns.{wanted}=<column>")
         return col
 
     if stage == "sft":
@@ -194,7 +196,8 @@ def _binarized(raw, src: dict, ds: dict, seed: int):
         if col not in raw.column_names:
             raise ZephyrError(f"dataset {src['path']} has no column {col!r} for binarization "
                               f"(it has: {', '.join(raw.column_names)})",
-                              "map them with columns.prompt=<instruction column> and columns.completions=<column>")
+                              "map them with dataset.columns.prompt=<instruction column> and "
+                              "dataset.columns.completions=<column>")
     bseed = (ds["binarize"] or {}).get("seed")
     out, tally = binarize_dataset(raw, prompt_column=prompt_col, completions_column=comp_col,
                                   seed=seed if bseed is None else bseed, **opts)
