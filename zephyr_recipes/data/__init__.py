@@ -21,7 +21,6 @@ import difflib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections import Counter
