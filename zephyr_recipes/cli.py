@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
         s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+        if name == "run":
+            s.add_argument("--from", dest="from_stage", metavar="STAGE",
+                           help="pipelines: run this stage and every later one again")
+            s.add_argument("--only", metavar="STAGE", help="pipelines: run just this stage again")
     pv = sub.add_parser("preview", help="show training rows as the trainer sees them and their token lengths",
                         description="Show N rows as the trainer sees them (trained tokens highlighted against "
                                     "masked ones) and token-length statistics with a histogram PNG. "
@@ -66,10 +70,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compose(recipe: str, overrides: list[str]) -> tuple[dict, str]:
+    from . import pipeline
     from .compose import compose
     from .validate import validate
 
-    raw, name, _ = compose(recipe, overrides)
+    loaded = pipeline.load(recipe, overrides)
+    if loaded:
+        spec, name, path = loaded
+        stages = [{"name": st["name"], "recipe": rname, "config": cfg}
+                  for st, rname, cfg in pipeline.stage_configs(spec, path.parent)]
+        return {"pipeline": {**spec, "stages": stages}}, name
+    raw, name, path = compose(recipe, overrides)
     return validate(raw, name), name
 
 
@@ -83,6 +94,12 @@ def cmd_show(args) -> int:
 
 def cmd_validate(args) -> int:
     cfg, name = _compose(args.recipe, args.overrides)
+    if "pipeline" in cfg:
+        for st in cfg["pipeline"]["stages"]:
+            c = st["config"]
+            print(f"ok: {name} stage {st['name']}: {c['stage']['name']} of {c['model']['name_or_path']} "
+                  f"-> {c['run']['output_dir']}")
+        return 0
     print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {cfg['dataset']['path']}, "
           f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
     return 0
@@ -96,7 +113,8 @@ def cmd_list(args) -> int:
     print("recipes:")
     for name in list_recipes():
         try:
-            info = (yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()) or {}).get("recipe") or {}
+            doc = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()) or {}
+            info = doc.get("recipe") or doc.get("pipeline") or {}
         except Exception:
             info = {}
         print(f"  {name:<28} {info.get('description', '')}")
@@ -136,10 +154,25 @@ def cmd_preview(args) -> int:
 def cmd_run(args) -> int:
     from . import runfolder, worker
 
+    from . import pipeline
+    from .compose import compose
+
     worker.setup_logging()
-    cfg, name = _compose(args.recipe, args.overrides)
+    argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
+    loaded = pipeline.load(args.recipe, args.overrides)
+    if loaded:
+        spec, name, path = loaded
+        out = pipeline.run(spec, path, args.from_stage, args.only, argv)
+        print(f"pipeline folder: {out}")
+        return 0
+    raw, name, path = compose(args.recipe, args.overrides)
+    if args.from_stage or args.only:
+        raise ZephyrError("--from and --only apply to pipeline recipes", f"{name} is a single stage; drop the flag")
+    from .validate import validate
+
+    cfg = validate(raw, name)
     folder, resume_from = runfolder.prepare(cfg)
-    worker.run(folder, resume_from, argv=["zephyr-recipes", "run", args.recipe, *args.overrides], recipe=name)
+    worker.run(folder, resume_from, argv=argv, recipe=name)
     print(f"run folder: {folder}")
     return 0
 
@@ -164,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("interrupted: the run folder is kept unfinished; re-run the same command to resume", file=sys.stderr)
         return 130
