@@ -1,4 +1,5 @@
 # zephyr-recipes: `make sft`, `make dpo`, `make test`. The first target you run sets up .venv by itself.
+#   make zephyr                               the whole method on the embedded default: sft -> aif -> dpo
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
 #   make aif                                  AI feedback with that SFT run among the generators
 #   make dpo                                  dDPO of that SFT run
@@ -15,7 +16,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sft dpo aif run show validate list test clean
+.PHONY: setup sft dpo aif zephyr run show validate list test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,9 @@ dpo: setup
 
 aif: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/aif $(ARGS)
+
+zephyr: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/zephyr $(ARGS)
 
 run: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/$(STAGE) $(ARGS)

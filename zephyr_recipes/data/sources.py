@@ -22,7 +22,8 @@ def locate(path: str) -> tuple[str, str]:
     p = Path(path).expanduser()
     if path.startswith(("./", "../", "/", "~")) or p.exists():
         if not p.exists():
-            raise ZephyrError(f"dataset file {path} does not exist",
+            hint = " (a run folder: run the stage that writes it first, e.g. `make aif`)" if "runs/" in path else ""
+            raise ZephyrError(f"dataset {path} does not exist{hint}",
                               "check dataset.path (relative paths start at the current directory)")
         if p.is_file():
             if p.suffix not in FILE_BUILDERS:
