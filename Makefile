@@ -1,4 +1,5 @@
 # zephyr-recipes: `make sft`, `make dpo`, `make test`. The first target you run sets up .venv by itself.
+#   make zephyr                               the whole method on the embedded default: sft -> aif -> dpo
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
 #   make aif                                  AI feedback with that SFT run among the generators
 #   make dpo                                  dDPO of that SFT run
@@ -17,7 +18,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sft dpo aif eval report run show validate list test clean
+.PHONY: setup sft dpo aif eval report zephyr run show validate list test clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,9 @@ eval: setup
 
 report: setup
 	$(PY) -m zephyr_recipes report $(REPORT_RUNS) --out runs/report
+
+zephyr: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/zephyr $(ARGS)
 
 run: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/$(STAGE) $(ARGS)

@@ -12,13 +12,17 @@ from zephyr_recipes.validate import validate
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
-def test_every_shipped_recipe_composes_and_validates(recipe):
-    raw, name, path = compose(recipe)
-    cfg = validate(raw, name)
-    assert path.is_file()
-    assert cfg["stage"]["name"] in ("sft", "dpo", "aif", "eval")
-    assert cfg["run"]["output_dir"]
-    assert cfg["model"]["name_or_path"] and cfg["dataset"]["path"]
+def test_every_shipped_recipe_composes_and_validates(recipe, cli):
+    from zephyr_recipes.cli import _compose
+
+    cfg, _ = _compose(recipe, [])
+    configs = [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]
+    for c in configs:
+        assert c["stage"]["name"] in ("sft", "dpo", "aif", "eval")
+        assert c["run"]["output_dir"]
+        assert c["model"]["name_or_path"]
+    code, out, err = cli("validate", recipe)
+    assert code == 0 and out.startswith("ok: "), err
 
 
 def test_zephyr_7b_beta_hyperparameters_match_the_paper():

@@ -24,12 +24,13 @@ examples:
   zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
   zephyr-recipes list                                       shipped recipes and the options of every group
+  zephyr-recipes preview tiny/sft -n 2                      rows as the trainer sees them, token lengths
   zephyr-recipes tiny/eval                                  MT-Bench, AlpacaEval, lm-eval of runs/tiny-dpo
   zephyr-recipes report runs/tiny-eval runs/other-eval      evaluation runs side by side
   zephyr-recipes chat runs/tiny-dpo "Sort the numbers: 5 3 9"
 """
 
-COMMANDS = ("run", "show", "validate", "list", "cp", "report", "chat")
+COMMANDS = ("run", "show", "validate", "list", "cp", "preview", "report", "chat")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +47,22 @@ def _parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
         s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+        if name == "run":
+            s.add_argument("--from", dest="from_stage", metavar="STAGE",
+                           help="pipelines: run this stage and every later one again")
+            s.add_argument("--only", metavar="STAGE", help="pipelines: run just this stage again")
+    pv = sub.add_parser("preview", help="show training rows as the trainer sees them and their token lengths",
+                        description="Show N rows as the trainer sees them (trained tokens highlighted against "
+                                    "masked ones) and token-length statistics with a histogram PNG. "
+                                    "Loads the tokenizer only, never the weights.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pv.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
+    pv.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pv.add_argument("-n", "--examples", type=int, default=3, help="rows to print (default 3)")
+    pv.add_argument("--sample", type=int, default=2000, help="rows to measure for the statistics (default 2000)")
+    pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
+    pv.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                    help="highlight with terminal colours; without, trained text is [[bracketed]]")
     sub.add_parser("list", help="list shipped recipes and the options of every config group",
                    description="list shipped recipes and the options of every config group")
     cp = sub.add_parser("cp", help="copy a shipped recipe to a file you can edit and share",
@@ -71,10 +88,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compose(recipe: str, overrides: list[str]) -> tuple[dict, str]:
+    from . import pipeline
     from .compose import compose
     from .validate import validate
 
-    raw, name, _ = compose(recipe, overrides)
+    loaded = pipeline.load(recipe, overrides)
+    if loaded:
+        spec, name, path = loaded
+        stages = [{"name": st["name"], "recipe": rname, "config": cfg}
+                  for st, rname, cfg in pipeline.stage_configs(spec, path.parent)]
+        return {"pipeline": {**spec, "stages": stages}}, name
+    raw, name, path = compose(recipe, overrides)
     return validate(raw, name), name
 
 
@@ -88,6 +112,12 @@ def cmd_show(args) -> int:
 
 def cmd_validate(args) -> int:
     cfg, name = _compose(args.recipe, args.overrides)
+    if "pipeline" in cfg:
+        for st in cfg["pipeline"]["stages"]:
+            c = st["config"]
+            print(f"ok: {name} stage {st['name']}: {c['stage']['name']} of {c['model']['name_or_path']} "
+                  f"-> {c['run']['output_dir']}")
+        return 0
     print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {cfg['dataset']['path']}, "
           f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
     return 0
@@ -101,7 +131,8 @@ def cmd_list(args) -> int:
     print("recipes:")
     for name in list_recipes():
         try:
-            info = (yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()) or {}).get("recipe") or {}
+            doc = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()) or {}
+            info = doc.get("recipe") or doc.get("pipeline") or {}
         except Exception:
             info = {}
         print(f"  {name:<28} {info.get('description', '')}")
@@ -123,13 +154,43 @@ def cmd_cp(args) -> int:
     return 0
 
 
+def cmd_preview(args) -> int:
+    from . import modeling, worker
+    from .data.preview import preview
+
+    worker.setup_logging()
+    cfg, _ = _compose(args.recipe, args.overrides)
+    if args.examples < 0 or args.sample < 1:
+        raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
+    tokenizer = modeling.load_tokenizer(cfg["model"])
+    color = {"auto": None, "always": True, "never": False}[args.color]
+    preview(cfg, tokenizer, n=args.examples, sample=args.sample, color=color,
+            out_dir=args.out or f"{cfg['run']['output_dir'].rstrip('/')}-preview")
+    return 0
+
+
 def cmd_run(args) -> int:
     from . import runfolder, worker
 
+    from . import pipeline
+    from .compose import compose
+
     worker.setup_logging()
-    cfg, name = _compose(args.recipe, args.overrides)
+    argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
+    loaded = pipeline.load(args.recipe, args.overrides)
+    if loaded:
+        spec, name, path = loaded
+        out = pipeline.run(spec, path, args.from_stage, args.only, argv)
+        print(f"pipeline folder: {out}")
+        return 0
+    raw, name, path = compose(args.recipe, args.overrides)
+    if args.from_stage or args.only:
+        raise ZephyrError("--from and --only apply to pipeline recipes", f"{name} is a single stage; drop the flag")
+    from .validate import validate
+
+    cfg = validate(raw, name)
     folder, resume_from = runfolder.prepare(cfg)
-    worker.run(folder, resume_from, argv=["zephyr-recipes", "run", args.recipe, *args.overrides], recipe=name)
+    worker.run(folder, resume_from, argv=argv, recipe=name)
     print(f"run folder: {folder}")
     return 0
 
@@ -155,17 +216,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "run")
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if extra:  # overrides written after an option (preview tiny/sft -n 2 key=value) belong to the overrides
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            _parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     if args.command is None:
         _parser().print_help()
         return 2
     handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp,
-               "report": cmd_report, "chat": cmd_chat}
+               "preview": cmd_preview, "report": cmd_report, "chat": cmd_chat}
     try:
         return handler[args.command](args)
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head and the like
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("interrupted: the run folder is kept unfinished; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -44,12 +44,36 @@ class ModelConfig:
 
 @dataclass
 class DatasetConfig:
-    path: str = _f("???", "Hub id, local file or folder (json, jsonl, parquet, csv, save_to_disk), or builtin://...")
+    path: Optional[str] = _f(
+        None, "Hub id, local file or folder (json, jsonl, parquet, csv, save_to_disk), or builtin://... "
+              "Required unless dataset.mixture lists the sources.")
     name: Optional[str] = _f(None, "Hub dataset configuration name, if the dataset has several.")
     revision: Optional[str] = _f(None, "Hub revision of the dataset.")
     train_split: str = _f("train", "Split to train on.")
     test_split: Optional[str] = _f(None, "Split to evaluate on, or null for none.")
-    columns: dict = _f({}, "Map from the stage's column names (messages; prompt, chosen, rejected) to this dataset's.")
+    columns: dict = _f({}, "Map from the stage's column names (messages, or prompt + completion; prompt, chosen, "
+                           "rejected; for format ultrafeedback prompt and completions) to this dataset's.")
+    format: str = _f(
+        "auto", "How rows are read: chat (messages, ChatML or ShareGPT from/value), preference (prompt/chosen/"
+                "rejected, text or conversations), ultrafeedback (raw openbmb/UltraFeedback, binarized), or auto.")
+    roles: dict = _f({}, "Rename roles before the checks, e.g. {human: user, gpt: assistant} (ShareGPT's names "
+                         "human and gpt are renamed by default).")
+    binarize: dict = _f(
+        {}, "Options for format ultrafeedback: rejected (random | lowest), score (mean of the aspect ratings | "
+            "overall = overall_score), ties (drop | keep), seed (null = run.seed).")
+    mixture: list = _f(
+        [], "Sources to mix, each {path, split, weight, test_split, name, revision, columns, format, roles}; "
+            "missing keys come from this section. weight below 1 subsamples, above 1 repeats (seeded).")
+    test_fraction: Optional[float] = _f(
+        None, "Carve this seeded fraction of each source's training rows out as the evaluation set "
+              "(instead of test_split); the two never overlap.")
+    strict: bool = _f(False, "Fail on the first bad row instead of dropping bad rows and counting them per reason.")
+    cache: bool = _f(True, "Keep the prepared rows under $ZEPHYR_RECIPES_HOME/data, keyed by the data, the options, "
+                           "the tokenizer and its chat template; a second run loads them at once.")
+    decontaminate: list = _f(
+        [], "Evaluation prompt files (MT-Bench question.jsonl, AlpacaEval json); training rows sharing an n-gram "
+            "of words with one of their prompts are dropped and reported.")
+    decontaminate_ngram: int = _f(13, "Length in words of the n-grams that decontamination matches.")
     max_train_samples: Optional[int] = _f(None, "Use at most this many training rows (seeded shuffle, not the first N).")
     max_test_samples: Optional[int] = _f(None, "Use at most this many evaluation rows.")
     max_prompt_tokens: Optional[int] = _f(

@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any
 
+from .data import check_config as check_dataset
 from .errors import ZephyrError
 from .schema import SECTIONS, STAGE_SECTIONS
 
@@ -233,6 +234,7 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     if stage["name"] != "dpo" and out["dataset"]["max_prompt_tokens"] is not None:
         raise ZephyrError("`dataset.max_prompt_tokens` filters preference pairs and only applies to dpo",
                           "remove dataset.max_prompt_tokens, or use stage.trainer.max_length to truncate")
+    check_dataset(out["dataset"], stage["name"])
     hw = out["hardware"]
     if hw["device"] == "cpu" and hw["precision"] == "fp16":
         raise ZephyrError("hardware.precision=fp16 needs a CUDA GPU, but hardware.device=cpu",

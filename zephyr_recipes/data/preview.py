@@ -1,0 +1,183 @@
+"""Show rows exactly as the trainer will see them, and how long they are. Tokenizer only, no weights.
+
+Tokenization is the one TRL's trainers use: ``apply_chat_template(..., return_assistant_tokens_mask=...)``
+for SFT (every token is trained unless ``assistant_only_loss``), and for DPO the prompt rendered with the
+generation prompt, the completion starting where prompt and prompt + answer stop sharing tokens
+(``trl.data_utils.common_prefix_length``). Packing is measured with ``trl.pack_dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+TRAINED, MASKED, CUT = "trained", "masked", "cut"
+ANSI = {TRAINED: "\x1b[1;32m", MASKED: "\x1b[2m", CUT: "\x1b[9;31m"}
+PLAIN = {TRAINED: ("[[", "]]"), MASKED: ("", ""), CUT: ("<<cut:", ">>")}
+
+
+def _ids(enc) -> dict:
+    return enc if isinstance(enc, dict) else dict(enc)
+
+
+def tokenize_sft(tokenizer, messages: list[dict], trainer: dict) -> list[tuple[int, str]]:
+    """(token id, trained | masked | cut) for one SFT conversation."""
+    assistant_only = bool(trainer.get("assistant_only_loss"))
+    enc = _ids(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                             return_assistant_tokens_mask=assistant_only))
+    ids = list(enc["input_ids"])
+    mask = list(enc.get("assistant_masks") or [1] * len(ids)) if assistant_only else [1] * len(ids)
+    states = [TRAINED if m else MASKED for m in mask]
+    return _truncate(list(zip(ids, states)), trainer, packing=bool(trainer.get("packing")))
+
+
+def tokenize_dpo(tokenizer, row: dict, trainer: dict, answer: str) -> list[tuple[int, str]]:
+    """(token id, state) for the prompt followed by the chosen or rejected answer."""
+    from trl.data_utils import common_prefix_length
+
+    prompt = _ids(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
+                                                return_dict=True))["input_ids"]
+    full = {k: _ids(tokenizer.apply_chat_template(row["prompt"] + row[k], tokenize=True, return_dict=True))["input_ids"]
+            for k in ("chosen", "rejected")}
+    plen = min(common_prefix_length(prompt, full["chosen"]), common_prefix_length(prompt, full["rejected"]))
+    ids = list(full[answer])
+    pairs = [(t, MASKED if i < plen else TRAINED) for i, t in enumerate(ids)]
+    return _truncate(pairs, trainer, packing=False)
+
+
+def _truncate(pairs, trainer: dict, packing: bool):
+    limit = trainer.get("max_length")
+    if not limit or len(pairs) <= limit or packing:
+        return pairs
+    if trainer.get("truncation_mode", "keep_start") == "keep_end":
+        return [(t, CUT) for t, _ in pairs[:-limit]] + pairs[-limit:]
+    return pairs[:limit] + [(t, CUT) for t, _ in pairs[limit:]]
+
+
+def render(tokenizer, pairs, color: bool) -> str:
+    out, group, state = [], [], None
+    for tok, s in pairs + [(None, None)]:
+        if s != state and group:
+            text = tokenizer.decode(group)
+            if color:
+                out.append(f"{ANSI[state]}{text}\x1b[0m")
+            else:
+                a, b = PLAIN[state]
+                out.append(f"{a}{text}{b}")
+            group = []
+        state = s
+        if tok is not None:
+            group.append(tok)
+    return "".join(out)
+
+
+def _percentile(values: list[int], q: float) -> int:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * (len(s) - 1)))))]
+
+
+def padding_share(lengths: list[int], batch: int, seed: int) -> float:
+    """Share of padding when rows are batched at random and padded to each batch's longest row."""
+    order = list(lengths)
+    random.Random(seed).shuffle(order)
+    padded = real = 0
+    for i in range(0, len(order), batch):
+        chunk = order[i:i + batch]
+        padded += max(chunk) * len(chunk)
+        real += sum(chunk)
+    return 1 - real / padded if padded else 0.0
+
+
+def packed_lengths(lengths: list[int], max_length: int, strategy: str = "bfd") -> list[int]:
+    import datasets
+    from trl import pack_dataset
+
+    ds = datasets.Dataset.from_dict({"input_ids": [[0] * n for n in lengths]})
+    packed = pack_dataset(ds, seq_length=max_length, strategy=strategy)
+    return [len(x) for x in packed["input_ids"]]
+
+
+def stats(lengths: list[int], trainer: dict, stage: str, seed: int) -> dict:
+    limit = trainer.get("max_length")
+    batch = int(trainer.get("per_device_train_batch_size") or 8)
+    capped = [min(n, limit) if limit else n for n in lengths]
+    out = {"rows": len(lengths), "p50": _percentile(lengths, 50), "p95": _percentile(lengths, 95),
+           "max": max(lengths), "max_length": limit,
+           "truncated_share": sum(n > limit for n in lengths) / len(lengths) if limit else 0.0,
+           "padding_share": padding_share(capped, batch if stage == "sft" else 2 * batch, seed)}
+    if stage == "sft" and limit:
+        packed = packed_lengths(lengths, limit, trainer.get("packing_strategy") or "bfd")
+        out["packed_rows"] = len(packed)
+        out["padding_share_packed"] = padding_share(packed, batch, seed)
+    return out
+
+
+def histogram(lengths: list[int], limit: int | None, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.hist(lengths, bins=min(60, max(10, len(set(lengths)))), color="#4477aa")
+    if limit:
+        ax.axvline(limit, color="#cc3311", linestyle="--", label=f"max_length {limit}")
+        ax.legend()
+    ax.set_xlabel("tokens per sequence")
+    ax.set_ylabel("rows")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str | Path | None = None,
+            color: bool | None = None, stream=None) -> dict:
+    """Print ``n`` training rows as the trainer sees them and length statistics over ``sample`` rows."""
+    from . import load_for_stage
+
+    stream = stream or sys.stdout
+    color = stream.isatty() if color is None else color
+    stage, trainer, seed = cfg["stage"]["name"], cfg["stage"]["trainer"], cfg["run"]["seed"]
+    train, _, info = load_for_stage(cfg, tokenizer)
+    rows = train.shuffle(seed=seed).select(range(min(sample, len(train))))
+    w = stream.write
+    legend = (f"{ANSI[TRAINED]}trained\x1b[0m {ANSI[MASKED]}masked\x1b[0m {ANSI[CUT]}cut by max_length\x1b[0m"
+              if color else "[[trained]] masked <<cut: cut by max_length>>")
+    w(f"{stage} data of {info['path']}: {len(train)} training rows ({'cache hit' if info['cache']['hit'] else 'prepared'})\n")
+    w(f"legend: {legend}\n")
+    lengths, trained = [], []
+    for i, row in enumerate(rows):
+        if stage == "sft":
+            seqs = {"": tokenize_sft(tokenizer, row["messages"], trainer)}
+        else:
+            seqs = {k: tokenize_dpo(tokenizer, row, trainer, k) for k in ("chosen", "rejected")}
+        for label, pairs in seqs.items():
+            lengths.append(len(pairs))
+            trained.append(sum(s == TRAINED for _, s in pairs))
+            if i < n:
+                head = f"--- example {i + 1}{' ' + label if label else ''} ({len(pairs)} tokens, " \
+                       f"{sum(s == TRAINED for _, s in pairs)} trained) ---"
+                w(f"\n{head}\n{render(tokenizer, pairs, color)}\n")
+    result = stats(lengths, trainer, stage, seed)
+    result["trained_token_share"] = sum(trained) / max(1, sum(min(n_, result["max_length"] or n_) for n_ in lengths))
+    result["sampled_rows"], result["train_rows"] = len(rows), len(train)
+    w(f"\ntoken lengths over {len(rows)} of {len(train)} rows"
+      f"{' (chosen and rejected sequences)' if stage == 'dpo' else ''}:\n")
+    w(f"  p50 {result['p50']}  p95 {result['p95']}  max {result['max']}  max_length {result['max_length']}\n")
+    w(f"  truncated at max_length: {result['truncated_share']:.1%}\n")
+    w(f"  padding without packing: {result['padding_share']:.1%}\n")
+    if "padding_share_packed" in result:
+        w(f"  padding with packing:    {result['padding_share_packed']:.1%} "
+          f"({len(lengths)} rows into {result['packed_rows']} packed rows)\n")
+    w(f"  trained tokens: {result['trained_token_share']:.1%}\n")
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        histogram(lengths, result["max_length"], f"{cfg['run']['name']}: {stage} token lengths", out / "lengths.png")
+        (out / "preview.json").write_text(json.dumps({"stats": result, "data": info}, indent=2, default=str) + "\n")
+        result["histogram"] = str(out / "lengths.png")
+        w(f"  histogram: {out / 'lengths.png'}\n")
+    return result
