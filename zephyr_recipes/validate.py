@@ -222,8 +222,9 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     if hw["device"] == "cpu" and hw["attn_implementation"] == "flash_attention_2":
         raise ZephyrError("hardware.attn_implementation=flash_attention_2 needs a CUDA GPU, but hardware.device=cpu",
                           "use hardware.attn_implementation=auto (sdpa on the CPU)")
-    if hw["num_processes"] < 1:
-        raise ZephyrError("hardware.num_processes must be at least 1", "set hardware.num_processes=1")
+    from . import hardware
+
+    hardware.check(out)
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
