@@ -24,9 +24,11 @@ examples:
   zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
   zephyr-recipes list                                       shipped recipes and the options of every group
+  zephyr-recipes tiny/sft hardware=cpu-2proc                two processes through accelerate launch (gloo)
+  zephyr-recipes plan zephyr-7b-beta/sft hardware=8gpu-zero3  per-GPU memory estimate, refuses what won't fit
 """
 
-COMMANDS = ("run", "show", "validate", "list", "cp")
+COMMANDS = ("run", "show", "validate", "plan", "list", "cp")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
         s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pl = sub.add_parser("plan", help="estimate per-device memory of a recipe on its hardware profile (no GPU needed)",
+                        description="estimate per-device memory of a recipe on its hardware profile from the model "
+                                    "config alone; exits 1 when it will not fit", epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
+    pl.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pl.add_argument("--model-config", metavar="PATH",
+                    help="config.json (or a folder holding one) to take the model's shape from")
     sub.add_parser("list", help="list shipped recipes and the options of every config group",
                    description="list shipped recipes and the options of every config group")
     cp = sub.add_parser("cp", help="copy a shipped recipe to a file you can edit and share",
@@ -105,13 +115,40 @@ def cmd_cp(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from . import plan
+
+    cfg, _ = _compose(args.recipe, args.overrides)
+    est, kind, sentence, source = plan.plan(cfg, args.model_config)
+    print(plan.render(cfg, est, sentence, source))
+    if kind == "no":
+        print(f"  fix: {plan.advice(cfg)}")
+        return 1
+    return 0
+
+
 def cmd_run(args) -> int:
-    from . import runfolder, worker
+    from . import launch, plan, runfolder, worker
 
     worker.setup_logging()
     cfg, name = _compose(args.recipe, args.overrides)
+    hw = cfg["hardware"]
+    plan.check_before_launch(cfg)
+    if hw["launcher"] == "accelerate":
+        from .modeling import resolve_placement
+
+        resolve_placement(hw)  # this machine runs the processes: refuse before launching when it can't
     folder, resume_from = runfolder.prepare(cfg)
-    worker.run(folder, resume_from, argv=["zephyr-recipes", "run", args.recipe, *args.overrides], recipe=name)
+    command = ["zephyr-recipes", "run", args.recipe, *args.overrides]
+    runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
+                         launch={"command": command, "recipe": name, "launcher": hw["launcher"]})
+    if hw["launcher"] == "inprocess":
+        worker.run(folder, resume_from, argv=command, recipe=name)
+    elif hw["launcher"] == "accelerate":
+        launch.run_accelerate(cfg, folder)
+    else:
+        launch.run_slurm(cfg, folder)
+        return 0
     print(f"run folder: {folder}")
     return 0
 
@@ -125,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp}
+    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "plan": cmd_plan, "list": cmd_list,
+               "cp": cmd_cp}
     try:
         return handler[args.command](args)
     except ZephyrError as exc:
