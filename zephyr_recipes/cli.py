@@ -134,10 +134,10 @@ def cmd_run(args) -> int:
     cfg, name = _compose(args.recipe, args.overrides)
     hw = cfg["hardware"]
     plan.check_before_launch(cfg)
-    if hw["launcher"] == "accelerate":
+    if hw["launcher"] != "slurm":
         from .modeling import resolve_placement
 
-        resolve_placement(hw)  # this machine runs the processes: refuse before launching when it can't
+        resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
     folder, resume_from = runfolder.prepare(cfg)
     command = ["zephyr-recipes", "run", args.recipe, *args.overrides]
     runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),

@@ -52,7 +52,8 @@ def provenance(argv: list[str], recipe: str, placement, data_info: dict, extra: 
         "git": git_revision(),
         "platform": {"system": platform.platform(), "machine": platform.machine(), "python": sys.executable},
         "placement": {"device": placement.device, "attn_implementation": placement.attn_implementation,
-                      "precision": placement.precision},
+                      "precision": placement.precision, "weights": getattr(placement, "weights", placement.precision),
+                      "load_in_4bit": getattr(placement, "load_in_4bit", False)},
         "data": data_info,
         **extra,
     }
