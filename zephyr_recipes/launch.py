@@ -56,9 +56,9 @@ def child_env() -> dict:
     return env
 
 
-def accelerate_command(folder: Path, acc: Path, extra: list[str] | None = None) -> list[str]:
+def accelerate_command(folder: Path, acc: Path, extra: list[str] | None = None, python: str | None = None) -> list[str]:
     # `python -m accelerate.commands.launch` is `accelerate launch` from this interpreter's environment.
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc), *(extra or []),
+    return [python or sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc), *(extra or []),
             "-m", "zephyr_recipes.worker", str(folder)]
 
 
@@ -117,7 +117,10 @@ def sbatch_script(cfg: dict, folder: Path) -> tuple[str, str]:
     cmd = accelerate_command(folder, acc, [
         "--num_machines", str(nodes), "--num_processes", str(nodes * per_node),
         "--machine_rank", "__RANK__", "--main_process_ip", "__IP__",
-        "--main_process_port", str(hw["main_process_port"])])
+        "--main_process_port", str(hw["main_process_port"])],
+        # With setup lines (activating an environment on the node) the node's own `python` runs; otherwise the
+        # interpreter that prepared the run, on the shared filesystem.
+        python="python" if setup else None)
     text = " ".join(shlex.quote(c) for c in cmd)
     text = text.replace("__RANK__", '"$MACHINE_RANK"').replace("__IP__", '"$MAIN_IP"')
     node = ["#!/bin/bash",
