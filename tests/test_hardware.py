@@ -258,3 +258,17 @@ def test_worker_refuses_a_multi_process_folder_without_its_launcher(tmp_path):
     assert proc.returncode == 2
     assert "prepared for 2 processes" in proc.stderr and "accelerate launch --config_file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_failing_multi_process_run_ends_in_one_clear_error(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "zephyr_recipes", "tiny/sft", "hardware=cpu-2proc",
+                           "hardware.main_process_port=29547", f"dataset.path={tmp_path / 'missing.jsonl'}",
+                           f"+run.output_dir={out}"],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-2:]
+    assert last[0].startswith("error: the run failed (accelerate launch exit code")
+    assert "missing.jsonl does not exist" in last[0] and last[1].startswith("  fix: check dataset.path")
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"  # kept: a launched run's folder

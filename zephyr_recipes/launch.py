@@ -67,19 +67,80 @@ def show(cmd: list[str]) -> str:
     return text.replace(f"{shlex.quote(sys.executable)} -m accelerate.commands.launch", "accelerate launch", 1)
 
 
+class _LauncherNoise:
+    """Passes the processes' output through as it comes, minus the launcher's own traceback and failure summary
+    (torchrun's ChildFailedError block), which repeat what the failing worker already printed."""
+
+    def __init__(self, out):
+        self.out, self.hold, self.fences = out, None, -1
+
+    def line(self, line: bytes) -> None:
+        if self.fences >= 0:  # inside the summary block: two ===== fences close it
+            if line.startswith(b"====="):
+                self.fences += 1
+                if self.fences == 2:
+                    self.fences = -1
+            return
+        if self.hold is not None:
+            self.hold.append(line)
+            text = line.strip()
+            if text and not line[:1].isspace() and not text.startswith((b"Traceback", b"During handling",
+                                                                         b"The above exception")):
+                held, self.hold = self.hold, None
+                if b"ChildFailedError" in text:
+                    self.fences = 0
+                else:
+                    self.out.write(b"".join(held))
+            return
+        if line.startswith(b"Traceback (most recent call last):"):
+            self.hold = [line]
+            return
+        self.out.write(line)
+
+    def pump(self, fd: int) -> None:
+        pending = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self.line(line + b"\n")
+            if pending and self.hold is None and self.fences < 0 and not b"Traceback".startswith(pending[:9]):
+                self.out.write(pending)  # progress bars redraw with \r and no newline: show them now
+                pending = b""
+            self.out.flush()
+        if pending:
+            self.line(pending)
+        if self.hold:
+            self.out.write(b"".join(self.hold))
+        self.out.flush()
+
+
 def run_accelerate(cfg: dict, folder: Path) -> int:
     folder = folder.resolve()
     acc = write_configs(cfg, folder)
     cmd = accelerate_command(folder, acc)
     print(f"launching {hardware.world_size(cfg['hardware'])} processes: {show(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        rc = subprocess.run(cmd, env=child_env()).returncode
+        _LauncherNoise(sys.stderr.buffer).pump(proc.stdout.fileno())
+        rc = proc.wait()
     except KeyboardInterrupt:
+        proc.wait()
         raise
     if rc != 0:
+        status = runfolder.read_status(folder) or {}
+        error = str(status.get("error") or "").strip()
+        problem, _, fix = error.partition("\n  fix: ")
+        problem = problem.removeprefix("ZephyrError: ")
+        if problem:
+            raise ZephyrError(f"the run failed (accelerate launch exit code {rc}): {problem}",
+                              fix or "see the error printed above; re-run the same command to resume")
         raise ZephyrError(f"accelerate launch exited with code {rc}: a process of the run failed",
-                          f"its error is printed above (and in {folder / 'train.log'} when rank 0 got that far); "
-                          "fix it and re-run the same command, which resumes from the last checkpoint")
+                          "its error is printed above; fix it and re-run the same command, which resumes "
+                          "from the last checkpoint")
     return rc
 
 
