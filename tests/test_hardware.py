@@ -272,3 +272,19 @@ def test_failing_multi_process_run_ends_in_one_clear_error(tmp_path):
     assert "missing.jsonl does not exist" in last[0] and last[1].startswith("  fix: check dataset.path")
     assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
     assert json.loads((out / "run.json").read_text())["status"] == "failed"  # kept: a launched run's folder
+
+
+def test_trainer_keys_owned_by_the_profile_are_refused():
+    with pytest.raises(ZephyrError) as err:
+        cfg_for("tiny/sft", "+stage.trainer.deepspeed=ds.json")
+    assert "hardware.strategy=zero2 or zero3" in err.value.fix
+
+
+@pytest.mark.parametrize("profile, weights", [("1gpu", "fp32"), ("8gpu-ddp", "fp32"), ("8gpu-zero3", "bf16"),
+                                              ("8gpu-fsdp2", "bf16"), ("qlora-24gb", "bf16"), ("cpu", "fp32")])
+def test_weights_precision_follows_who_keeps_fp32_masters(profile, weights):
+    from zephyr_recipes.modeling import weights_precision
+
+    hw = cfg_for("zephyr-7b-beta/sft", f"hardware={profile}")["hardware"]
+    precision = "fp32" if profile == "cpu" else "bf16"
+    assert weights_precision(hw, precision) == weights

@@ -56,6 +56,9 @@ RUNNER_OWNED: dict[str, str] = {
     "chat_template_path": "model.chat_template",
     "trust_remote_code": "model.trust_remote_code",
     "seed": "run.seed",
+    "deepspeed": "hardware.strategy=zero2 or zero3 (the runner generates the DeepSpeed config from the profile)",
+    "fsdp": "hardware.strategy=fsdp2 (the runner generates the FSDP config from the profile)",
+    "fsdp_config": "hardware.strategy=fsdp2 and hardware.offload / hardware.gradient_checkpointing",
 }
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
