@@ -261,11 +261,18 @@ def test_worker_refuses_a_multi_process_folder_without_its_launcher(tmp_path):
 
 
 def test_failing_multi_process_run_ends_in_one_clear_error(tmp_path):
+    import socket
+
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "zephyr_recipes", "tiny/sft", "hardware=cpu-2proc",
-                           "hardware.main_process_port=29547", f"dataset.path={tmp_path / 'missing.jsonl'}",
-                           f"+run.output_dir={out}"],
-                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    with socket.socket() as busy:  # the profile's port is taken by something else on this machine
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "zephyr_recipes", "tiny/sft", "hardware=cpu-2proc",
+                               f"hardware.main_process_port={port}", f"dataset.path={tmp_path / 'missing.jsonl'}",
+                               f"+run.output_dir={out}"],
+                              cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert f"port {port} is busy" in proc.stderr
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-2:]
     assert last[0].startswith("error: the run failed (accelerate launch exit code")

@@ -92,7 +92,7 @@ def check(cfg: dict) -> None:
                               "use hardware.strategy=ddp (one quantized copy per GPU), or drop load_in_4bit")
     if hw["lora"] is not None:
         check_lora(hw["lora"])
-        if stage["name"] == "dpo" and stage["ref_model"]:
+        if stage.get("name") == "dpo" and stage.get("ref_model"):
             raise ZephyrError("with hardware.lora the DPO reference is the base model with adapters disabled; "
                               "stage.ref_model would load a second model that is never used",
                               "remove stage.ref_model, or set hardware.lora=null for full fine-tuning")
@@ -107,7 +107,7 @@ def check(cfg: dict) -> None:
     if glob is not None:
         if glob < 1:
             raise ZephyrError("stage.global_batch_size must be at least 1", "set it to the sequences per step")
-        if "gradient_accumulation_steps" in stage["trainer"]:
+        if "gradient_accumulation_steps" in (stage.get("trainer") or {}):
             raise ZephyrError("stage.global_batch_size and stage.trainer.gradient_accumulation_steps are both set; "
                               "accumulation is derived from the global batch",
                               "remove stage.trainer.gradient_accumulation_steps (~stage.trainer.gradient_accumulation_steps)")

@@ -118,10 +118,34 @@ class _LauncherNoise:
         self.out.flush()
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _any_free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_accelerate(cfg: dict, folder: Path) -> int:
     folder = folder.resolve()
     acc = write_configs(cfg, folder)
-    cmd = accelerate_command(folder, acc)
+    port = cfg["hardware"]["main_process_port"]
+    extra = []
+    if not _port_free(port):  # another run on this machine holds it: one node needs no fixed port
+        extra = ["--main_process_port", str(_any_free_port())]
+        print(f"port {port} is busy; rendezvous on {extra[1]} instead", file=sys.stderr)
+    cmd = accelerate_command(folder, acc, extra)
     print(f"launching {hardware.world_size(cfg['hardware'])} processes: {show(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
