@@ -16,7 +16,7 @@ DEEPSPEED_CONFIG = "deepspeed.json"
 
 
 def world_size(hw: dict) -> int:
-    return int(hw["num_nodes"]) * int(hw["num_processes"])
+    return int(hw.get("num_nodes", 1)) * int(hw.get("num_processes", 1))
 
 
 def per_device_batch(cfg: dict) -> int:

@@ -62,14 +62,14 @@ def trainer_args(cfg: dict, placement: modeling.Placement, folder: Path):
     fields = {f.name for f in dataclasses.fields(cls)}
     hw = cfg["hardware"]
     trainer = dict(cfg["stage"]["trainer"])
-    if hw["per_device_batch_size"]:
-        trainer["per_device_train_batch_size"] = hw["per_device_batch_size"]
-        trainer["per_device_eval_batch_size"] = hw["per_device_batch_size"]
-    if cfg["stage"]["global_batch_size"]:
+    if hw.get("per_device_batch_size"):
+        trainer["per_device_train_batch_size"] = hw.get("per_device_batch_size")
+        trainer["per_device_eval_batch_size"] = hw.get("per_device_batch_size")
+    if cfg["stage"].get("global_batch_size"):
         trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, launched_world())
     # FSDP checkpoints activations itself (fsdp_activation_checkpointing in the generated accelerate config);
     # the trainer's flag must then stay off.
-    ckpt = hw["gradient_checkpointing"] and hw["strategy"] != "fsdp2"
+    ckpt = hw["gradient_checkpointing"] and hw.get("strategy") != "fsdp2"
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever it has.
     ckpt_key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     return cls(output_dir=str(folder), bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
@@ -135,7 +135,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
                  args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
-                 " = stage.global_batch_size" if cfg["stage"]["global_batch_size"] == glob else "")
+                 " = stage.global_batch_size" if cfg["stage"].get("global_batch_size") == glob else "")
         model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
         log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
                  sum(p.numel() for p in model.parameters()) / 1e6)
@@ -145,8 +145,9 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         trace = None
         if os.environ.get("ZEPHYR_RECIPES_TRACE_DIR"):
             trace = trainer.data_collator = _DataTrace(trainer.data_collator, Path(os.environ["ZEPHYR_RECIPES_TRACE_DIR"]))
-        extra["distributed"] = {"world_size": args.world_size, "strategy": cfg["hardware"]["strategy"],
-                                "launcher": cfg["hardware"]["launcher"], "nodes": cfg["hardware"]["num_nodes"],
+        hw = cfg["hardware"]
+        extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
+                                "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
                                 "global_batch_size": glob}
         prov = report.provenance(argv or sys.argv, recipe, placement, data_info, extra)
         if main_process:
@@ -164,7 +165,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         if main_process:
             # A launched run keeps its folder (launch files, scheduler log); an in-process one that wrote
             # nothing yet leaves none.
-            _mark_failed(folder, exc, keep=cfg["hardware"]["launcher"] != "inprocess")
+            _mark_failed(folder, exc, keep=cfg["hardware"].get("launcher", "inprocess") != "inprocess")
         raise
     return folder
 
