@@ -25,12 +25,14 @@ examples:
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
   zephyr-recipes list                                       shipped recipes and the options of every group
   zephyr-recipes preview tiny/sft -n 2                      rows as the trainer sees them, token lengths
+  zephyr-recipes tiny/sft hardware=cpu-2proc                two processes through accelerate launch (gloo)
+  zephyr-recipes plan zephyr-7b-beta/sft hardware=8gpu-zero3  per-GPU memory estimate, refuses what won't fit
   zephyr-recipes tiny/eval                                  MT-Bench, AlpacaEval, lm-eval of runs/tiny-dpo
   zephyr-recipes report runs/tiny-eval runs/other-eval      evaluation runs side by side
   zephyr-recipes chat runs/tiny-dpo "Sort the numbers: 5 3 9"
 """
 
-COMMANDS = ("run", "show", "validate", "list", "cp", "preview", "report", "chat")
+COMMANDS = ("run", "show", "validate", "plan", "list", "cp", "preview", "report", "chat")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
     pv.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                     help="highlight with terminal colours; without, trained text is [[bracketed]]")
+    pl = sub.add_parser("plan", help="estimate per-device memory of a recipe on its hardware profile (no GPU needed)",
+                        description="estimate per-device memory of a recipe on its hardware profile from the model "
+                                    "config alone; exits 1 when it will not fit", epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
+    pl.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pl.add_argument("--model-config", metavar="PATH",
+                    help="config.json (or a folder holding one) to take the model's shape from")
     sub.add_parser("list", help="list shipped recipes and the options of every config group",
                    description="list shipped recipes and the options of every config group")
     cp = sub.add_parser("cp", help="copy a shipped recipe to a file you can edit and share",
@@ -169,10 +179,20 @@ def cmd_preview(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from . import runfolder, worker
+def cmd_plan(args) -> int:
+    from . import plan
 
-    from . import pipeline
+    cfg, _ = _compose(args.recipe, args.overrides)
+    est, kind, sentence, source = plan.plan(cfg, args.model_config)
+    print(plan.render(cfg, est, sentence, source))
+    if kind == "no":
+        print(f"  fix: {plan.advice(cfg)}")
+        return 1
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import launch, pipeline, worker
     from .compose import compose
 
     worker.setup_logging()
@@ -188,9 +208,9 @@ def cmd_run(args) -> int:
         raise ZephyrError("--from and --only apply to pipeline recipes", f"{name} is a single stage; drop the flag")
     from .validate import validate
 
-    cfg = validate(raw, name)
-    folder, resume_from = runfolder.prepare(cfg)
-    worker.run(folder, resume_from, argv=argv, recipe=name)
+    folder = launch.execute(validate(raw, name), name, argv)
+    if folder is None:  # submitted to the scheduler
+        return 0
     print(f"run folder: {folder}")
     return 0
 
@@ -224,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "list": cmd_list, "cp": cmd_cp,
-               "preview": cmd_preview, "report": cmd_report, "chat": cmd_chat}
+    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "plan": cmd_plan, "list": cmd_list,
+               "cp": cmd_cp, "preview": cmd_preview, "report": cmd_report, "chat": cmd_chat}
     try:
         return handler[args.command](args)
     except ZephyrError as exc:

@@ -32,7 +32,8 @@ def list_recipes() -> list[str]:
 
 
 def list_options() -> dict[str, list[str]]:
-    return {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in GROUPS}
+    # Files starting with "_" are building blocks of the options (conf/hardware/_base.yaml), not options.
+    return {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if not p.stem.startswith("_")) for g in GROUPS}
 
 
 def find_recipe(recipe: str) -> tuple[Path, str]:

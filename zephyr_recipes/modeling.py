@@ -23,13 +23,36 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 class Placement:
     device: str  # cpu | cuda
     attn_implementation: str
-    precision: str  # bf16 | fp16 | fp32
+    precision: str  # bf16 | fp16 | fp32: what the trainer computes in
+    weights: str = ""  # bf16 | fp16 | fp32: what the weights are loaded in (model.dtype=auto)
+    load_in_4bit: bool = False
+
+    def __post_init__(self):
+        self.weights = self.weights or self.precision
 
     @property
     def dtype(self):
         import torch
 
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
+
+    @property
+    def weights_dtype(self):
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.weights]
+
+
+def weights_precision(hw: dict, precision: str) -> str:
+    """Precision of the loaded weights for model.dtype=auto.
+
+    Unsharded 16-bit training keeps fp32 weights and lets the trainer autocast: updates of 1e-6 relative size
+    vanish in bf16 weights. DeepSpeed ZeRO and FSDP keep fp32 master copies themselves, so they get 16-bit
+    weights; a frozen LoRA base stays 16-bit too.
+    """
+    if precision == "fp32" or hw.get("lora") or hw.get("strategy") in ("zero2", "zero3", "fsdp2"):
+        return precision
+    return "fp32"
 
 
 def cuda_available() -> bool:
@@ -76,7 +99,32 @@ def resolve_placement(hw: dict) -> Placement:
 
         if not torch.cuda.is_bf16_supported():
             raise ZephyrError("this GPU does not support bf16", "use hardware.precision=fp16")
-    return Placement(device=device, attn_implementation=attn, precision=precision)
+    if hw.get("load_in_4bit") and importlib.util.find_spec("bitsandbytes") is None:
+        raise ZephyrError(f"hardware profile {hw['name']!r} loads the base in 4 bits, and bitsandbytes is not installed",
+                          "pip install 'zephyr-recipes[qlora]' (peft and bitsandbytes)")
+    if hw.get("lora") and importlib.util.find_spec("peft") is None:
+        raise ZephyrError(f"hardware profile {hw['name']!r} trains LoRA adapters, and peft is not installed",
+                          "pip install 'zephyr-recipes[qlora]' (or pip install peft)")
+    if hw.get("strategy") in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
+        raise ZephyrError(f"hardware profile {hw['name']!r} uses DeepSpeed ZeRO, and deepspeed is not installed",
+                          "pip install 'zephyr-recipes[deepspeed]' on every node")
+    return Placement(device=device, attn_implementation=attn, precision=precision,
+                     weights=weights_precision(hw, precision), load_in_4bit=bool(hw.get("load_in_4bit")))
+
+
+def lora_config(hw: dict):
+    """peft.LoraConfig from hardware.lora (arguments passed as is), or None for full fine-tuning."""
+    if not hw.get("lora"):
+        return None
+    from peft import LoraConfig
+
+    args = dict(hw["lora"])
+    args.setdefault("task_type", "CAUSAL_LM")
+    try:
+        return LoraConfig(**args)
+    except (TypeError, ValueError) as exc:
+        raise ZephyrError(f"peft.LoraConfig refuses hardware.lora: {str(exc).strip().splitlines()[0]}",
+                          "correct hardware.lora (see peft.LoraConfig's arguments)") from None
 
 
 def is_local_path(name: str) -> bool:
@@ -145,12 +193,21 @@ def load_model(name: str, model_cfg: dict, placement: Placement):
     import torch
 
     source = resolve_source(name, "model")
-    dtype = placement.dtype if model_cfg["dtype"] == "auto" else getattr(torch, model_cfg["dtype"])
+    dtype = placement.weights_dtype if model_cfg["dtype"] == "auto" else getattr(torch, model_cfg["dtype"])
+    extra = {}
+    if placement.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        dtype = placement.dtype  # the frozen 4-bit base computes in the training precision
+        extra["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=placement.dtype, bnb_4bit_quant_storage=placement.dtype)
+        extra["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # quantized weights load on the GPU
     try:
         model = AutoModelForCausalLM.from_pretrained(
             source, revision=model_cfg["revision"], dtype=dtype,
             attn_implementation=placement.attn_implementation,
-            trust_remote_code=model_cfg["trust_remote_code"])
+            trust_remote_code=model_cfg["trust_remote_code"], **extra)
     except (OSError, ValueError) as exc:
         raise _hub_error(name, exc, "model") from None
     return model

@@ -134,7 +134,7 @@ def stage_configs(spec: dict, base: Path) -> list[tuple[dict, str, dict]]:
 
 def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str | None = None,
         argv: list[str] | None = None) -> Path:
-    from . import worker
+    from . import launch
 
     names = [st["name"] for st in spec["stages"]]
     for flag, value in (("--from", from_stage), ("--only", only)):
@@ -166,8 +166,11 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             cfg["run"]["overwrite"] = True
         log.info("pipeline: running %s (%s) -> %s", stage, name, folder)
         started = time.time()
-        stage_folder, resume_from = runfolder.prepare(cfg)
-        worker.run(stage_folder, resume_from, argv=argv, recipe=name)
+        if cfg["hardware"].get("launcher") == "slurm":
+            raise ZephyrError(f"pipeline stage {stage!r} uses a Slurm profile; a pipeline waits for each stage",
+                              "run the pipeline itself inside a Slurm allocation with an accelerate profile, "
+                              "or launch the stage recipes one by one")
+        launch.execute(cfg, name, argv or [])
         status["stages"][stage] = {"folder": str(folder), "seconds": round(time.time() - started, 2),
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")

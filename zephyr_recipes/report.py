@@ -53,7 +53,8 @@ def provenance(argv: list[str], recipe: str, placement, data_info: dict, extra: 
         "platform": {"system": platform.platform(), "machine": platform.machine(), "python": sys.executable},
         "placement": None if placement is None else {
             "device": placement.device, "attn_implementation": placement.attn_implementation,
-            "precision": placement.precision},
+            "precision": placement.precision, "weights": getattr(placement, "weights", placement.precision),
+            "load_in_4bit": getattr(placement, "load_in_4bit", False)},
         "data": data_info,
         **extra,
     }
@@ -118,7 +119,7 @@ print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}],
 ## Training
 
 - Device: {prov['placement']['device']}, precision {prov['placement']['precision']}, attention {prov['placement']['attn_implementation']}
-- Training rows: {prov['data'].get('train', {}).get('rows', '?')}
+{_distributed_line(prov)}- Training rows: {prov['data'].get('train', {}).get('rows', '?')}
 - Reproduce: `{prov['command']}` (the resolved config is `config.yaml` beside this card)
 
 Trainer arguments (trl.{'SFTConfig' if stage['name'] == 'sft' else 'DPOConfig'}):
@@ -135,6 +136,14 @@ Trainer arguments (trl.{'SFTConfig' if stage['name'] == 'sft' else 'DPOConfig'})
 
 {'![training curves](training_curves.png)' if curves else ''}
 """
+
+
+def _distributed_line(prov: dict) -> str:
+    d = prov.get("distributed")
+    if not d:
+        return ""
+    return (f"- Processes: {d['world_size']} on {d['nodes']} node(s), strategy {d['strategy']}, launcher {d['launcher']}; "
+            f"global batch {d['global_batch_size']}\n")
 
 
 def final_metrics(log_history: list[dict]) -> dict:

@@ -21,7 +21,7 @@ from .errors import ZephyrError
 STATUS = "run.json"
 CONFIG = "config.yaml"
 # Keys that may differ between the frozen config and a re-run without making it a different run.
-VOLATILE = {"run.overwrite", "run.resume"}
+VOLATILE = {"run.overwrite", "run.resume", "hardware.ignore_memory_plan"}
 
 
 def now() -> str:

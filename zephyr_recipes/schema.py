@@ -38,7 +38,8 @@ class ModelConfig:
     tokenizer_name_or_path: Optional[str] = _f(None, "Tokenizer source when it differs from the model's.")
     chat_template: Optional[str] = _f(
         "zephyr", "A shipped template name (zephyr), a path to a .jinja file, or null to keep the tokenizer's own.")
-    dtype: str = _f("auto", "Weights dtype: auto (follows hardware.precision), bfloat16, float16 or float32.")
+    dtype: str = _f("auto", "Weights dtype: auto, bfloat16, float16 or float32. auto: fp32 weights with bf16/fp16 autocast on one "
+        "process or DDP; 16-bit weights under ZeRO/FSDP (they keep fp32 masters) and for a frozen LoRA base.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub. Off unless you trust the repository.")
 
 
@@ -85,19 +86,49 @@ class StageConfig:
     name: Literal["sft", "dpo"] = _f("sft", "Which step of the method: sft or dpo.")
     trainer: dict = _f({}, "Arguments for TRL's config class of the stage (SFTConfig, DPOConfig), passed as is.")
     ref_model: Optional[str] = _f(
-        None, "DPO only: reference model. null means the policy's starting weights (model.name_or_path).")
+        None, "DPO only: reference model. null means the policy's starting weights (model.name_or_path); with "
+        "hardware.lora the reference is the base with adapters disabled and no copy is kept.")
+    global_batch_size: Optional[int] = _f(
+        None, "Sequences per optimizer step over all processes. When set, gradient accumulation is derived: "
+        "global / (per-device batch x world size), so the recipe's batch holds on any number of GPUs.")
 
 
 @dataclass
 class HardwareConfig:
+    """Where a recipe runs. The one place that knows about devices, processes, sharding and memory."""
+
     name: str = _f("cpu", "Profile name.")
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "Where to train: cuda, cpu, or auto (cuda when present).")
-    num_processes: int = _f(1, "Processes per node. Several are launched through accelerate.")
+    launcher: Literal["inprocess", "accelerate", "slurm"] = _f(
+        "inprocess", "How processes start. inprocess: one process, the front end trains itself. accelerate: "
+        "`accelerate launch` with the generated config (several processes on this machine). slurm: a generated "
+        "sbatch script that runs one `accelerate launch` per node.")
+    num_nodes: int = _f(1, "Machines. More than one needs launcher=slurm.")
+    num_processes: int = _f(1, "Processes per node (one per GPU). World size = num_nodes x num_processes.")
+    strategy: Literal["none", "ddp", "zero2", "zero3", "fsdp2"] = _f(
+        "none", "How several processes share the work. none: one process. ddp: data parallel, full copies. "
+        "zero2 / zero3: DeepSpeed ZeRO stage 2 (optimizer and gradients sharded) or 3 (weights too). "
+        "fsdp2: PyTorch FSDP2 (weights, gradients and optimizer sharded).")
+    offload: bool = _f(False, "zero3 / fsdp2 only: keep optimizer states (and weights) in CPU RAM between uses.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _f(
         "auto", "Training precision. auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU.")
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = _f(
         "auto", "Attention kernel. auto: flash_attention_2 when flash-attn and a CUDA device are present, else sdpa.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+    per_device_batch_size: Optional[int] = _f(
+        None, "When set, replaces stage.trainer.per_device_train_batch_size (and the eval one): what fits this "
+        "profile's memory. With stage.global_batch_size the global batch stays the recipe's.")
+    gpu_memory_gb: Optional[float] = _f(
+        None, "Memory of one device in GB, for the memory plan. null: no plan check (the CPU).")
+    load_in_4bit: bool = _f(False, "QLoRA: load the frozen base in 4-bit NF4 through bitsandbytes (needs lora).")
+    lora: Optional[dict] = _f(
+        None, "Train LoRA adapters instead of all weights: arguments for peft.LoraConfig (r, lora_alpha, "
+        "lora_dropout, target_modules ...), passed as is. null: full fine-tuning.")
+    main_process_port: int = _f(29500, "Rendezvous port of rank 0 for several processes.")
+    slurm: dict = _f({}, "launcher=slurm only: #SBATCH options (partition, time, account, qos, cpus_per_task, "
+                         "mem ...) written into the generated script, and `setup` (shell lines run first on each node).")
+    ignore_memory_plan: bool = _f(
+        False, "Launch even when `zephyr-recipes plan` estimates that the run does not fit the devices.")
 
 
 SECTIONS: dict[str, type] = {

@@ -57,6 +57,9 @@ RUNNER_OWNED: dict[str, str] = {
     "chat_template_path": "model.chat_template",
     "trust_remote_code": "model.trust_remote_code",
     "seed": "run.seed",
+    "deepspeed": "hardware.strategy=zero2 or zero3 (the runner generates the DeepSpeed config from the profile)",
+    "fsdp": "hardware.strategy=fsdp2 (the runner generates the FSDP config from the profile)",
+    "fsdp_config": "hardware.strategy=fsdp2 and hardware.offload / hardware.gradient_checkpointing",
 }
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
@@ -242,8 +245,9 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     if hw["device"] == "cpu" and hw["attn_implementation"] == "flash_attention_2":
         raise ZephyrError("hardware.attn_implementation=flash_attention_2 needs a CUDA GPU, but hardware.device=cpu",
                           "use hardware.attn_implementation=auto (sdpa on the CPU)")
-    if hw["num_processes"] < 1:
-        raise ZephyrError("hardware.num_processes must be at least 1", "set hardware.num_processes=1")
+    from . import hardware
+
+    hardware.check(out)
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"

@@ -2,13 +2,15 @@
 
     python -m zephyr_recipes.worker runs/tiny-sft
 
-The front end (``zephyr-recipes``) writes ``<run folder>/config.yaml`` and calls :func:`run` in process; a
-multi-process launcher runs this same module under ``accelerate launch``.
+The front end (``zephyr-recipes``) writes ``<run folder>/config.yaml`` and calls :func:`run` in process; for
+several processes it runs this same module under ``accelerate launch`` (see :mod:`zephyr_recipes.launch`).
+Every rank trains; only rank 0 writes run-folder files (train.log, provenance, metrics, card, run.json).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, modeling, report, runfolder
+from . import data, hardware, modeling, report, runfolder
 from .errors import ZephyrError
 from .stages import STAGES
 from .validate import trainer_config_class
@@ -36,15 +38,26 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def rank() -> int:
+    """This process's global rank; 0 when not launched by torchrun/accelerate (and on the front end)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launched_world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup_logging(folder: Path | None = None) -> None:
+    """stderr for every process (ranks above 0 say which they are); the run folder's train.log from rank 0 only."""
     if not any(getattr(h, "_zephyr", False) for h in log.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("[zephyr] %(message)s"))
+        prefix = f"[zephyr rank {rank()}]" if rank() else "[zephyr]"
+        handler.setFormatter(logging.Formatter(prefix + " %(message)s"))
         handler._zephyr = True
         log.addHandler(handler)
-        log.setLevel(logging.INFO)
+        log.setLevel(logging.INFO if rank() == 0 else logging.WARNING)
         log.propagate = False
-    if folder is not None:
+    if folder is not None and rank() == 0:
         for h in list(log.handlers):
             if isinstance(h, logging.FileHandler):
                 log.removeHandler(h)
@@ -59,11 +72,57 @@ def trainer_args(cfg: dict, placement: modeling.Placement, folder: Path):
 
     cls = trainer_config_class(cfg["stage"]["name"])
     fields = {f.name for f in dataclasses.fields(cls)}
+    hw = cfg["hardware"]
+    trainer = dict(cfg["stage"]["trainer"])
+    if hw.get("per_device_batch_size"):
+        trainer["per_device_train_batch_size"] = hw.get("per_device_batch_size")
+        trainer["per_device_eval_batch_size"] = hw.get("per_device_batch_size")
+    if cfg["stage"].get("global_batch_size"):
+        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, launched_world())
+    # FSDP checkpoints activations itself (fsdp_activation_checkpointing in the generated accelerate config);
+    # the trainer's flag must then stay off.
+    ckpt = hw["gradient_checkpointing"] and hw.get("strategy") != "fsdp2"
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever it has.
     ckpt_key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     return cls(output_dir=str(folder), bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
-               use_cpu=placement.device == "cpu", seed=cfg["run"]["seed"],
-               **{ckpt_key: cfg["hardware"]["gradient_checkpointing"]}, **cfg["stage"]["trainer"])
+               use_cpu=placement.device == "cpu", seed=cfg["run"]["seed"], **{ckpt_key: ckpt}, **trainer)
+
+
+def check_world(cfg: dict, folder: Path) -> None:
+    """A run folder frozen for N processes must be started by a launcher with N processes."""
+    want, got = hardware.world_size(cfg["hardware"]), launched_world()
+    if want != got:
+        raise ZephyrError(
+            f"{folder} was prepared for {want} processes (hardware {cfg['hardware']['name']}), "
+            f"and this worker runs among {got}",
+            f"start it with `accelerate launch --config_file {folder / hardware.ACCELERATE_CONFIG} "
+            f"-m zephyr_recipes.worker {folder}`" if want > 1 else
+            f"run `python -m zephyr_recipes.worker {folder}` without a launcher")
+
+
+class _DataTrace:
+    """Records a fingerprint of every training example this process collates, for checking data parallelism.
+
+    Only active when ZEPHYR_RECIPES_TRACE_DIR is set; writes <dir>/rank<N>.json (outside the run folder).
+    """
+
+    def __init__(self, collator, where: Path):
+        self.collator, self.where, self.seen = collator, where, []
+
+    def __call__(self, examples):
+        import hashlib
+
+        for ex in examples:
+            ids = ex.get("input_ids", ex.get("prompt_ids", ex)) if isinstance(ex, dict) else ex
+            self.seen.append(hashlib.sha1(repr(list(ids)).encode()).hexdigest()[:16])
+        return self.collator(examples)
+
+    def write(self, world: int) -> None:
+        import json
+
+        self.where.mkdir(parents=True, exist_ok=True)
+        (self.where / f"rank{rank()}.json").write_text(json.dumps({"rank": rank(), "world_size": world,
+                                                                     "examples": self.seen}))
 
 
 def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | None = None,
@@ -78,31 +137,51 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
     if cfg["stage"]["name"] == "eval":
         return _run_eval(folder, cfg, argv, recipe, started)
     stage = STAGES[cfg["stage"]["name"]]
+    main_process = rank() == 0
     try:
+        check_world(cfg, folder)
         placement = modeling.resolve_placement(cfg["hardware"])
-        log.info("device: %s | precision: %s | attention: %s", placement.device, placement.precision,
-                 placement.attn_implementation)
+        log.info("device: %s | precision: %s (weights %s%s) | attention: %s | hardware: %s",
+                 placement.device, placement.precision, placement.weights,
+                 ", 4-bit base" if placement.load_in_4bit else "", placement.attn_implementation,
+                 cfg["hardware"]["name"])
         tokenizer = modeling.load_tokenizer(cfg["model"])
         train, eval_dataset, data_info = data.load_for_stage(cfg, tokenizer)
         args = trainer_args(cfg, placement, folder)
-        log.info("batch: %d per device x %d accumulation x %d processes = %d sequences per step",
-                 args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size,
-                 args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size)
+        glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
+                 args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
+                 " = stage.global_batch_size" if cfg["stage"].get("global_batch_size") == glob else "")
         model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
         log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
                  sum(p.numel() for p in model.parameters()) / 1e6)
         trainer, extra = stage.build_trainer(
             cfg, model, tokenizer, train, eval_dataset, args, placement,
             lambda name: modeling.load_model(name, cfg["model"], placement))
+        trace = None
+        if os.environ.get("ZEPHYR_RECIPES_TRACE_DIR"):
+            trace = trainer.data_collator = _DataTrace(trainer.data_collator, Path(os.environ["ZEPHYR_RECIPES_TRACE_DIR"]))
+        hw = cfg["hardware"]
+        extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
+                                "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
+                                "global_batch_size": glob}
         prov = report.provenance(argv or sys.argv, recipe, placement, data_info, extra)
-        report.write_json(folder / "provenance.json", prov)
+        if main_process:
+            report.write_json(folder / "provenance.json", prov)
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if trace is not None:
+            trace.write(args.world_size)
+        # Every rank takes part in saving (ZeRO-3 and FSDP gather the shards); the trainer writes on rank 0 only.
+        trainer.save_model(str(folder))
         if trainer.is_world_process_zero():
             _finish(folder, cfg, trainer, tokenizer, prov, started)
     except BaseException as exc:
-        _mark_failed(folder, exc)
+        if main_process:
+            # A launched run keeps its folder (launch files, scheduler log); an in-process one that wrote
+            # nothing yet leaves none.
+            _mark_failed(folder, exc, keep=cfg["hardware"].get("launcher", "inprocess") != "inprocess")
         raise
     return folder
 
@@ -157,7 +236,6 @@ def _headline(scores: dict) -> dict:
 
 
 def _finish(folder: Path, cfg: dict, trainer, tokenizer, prov: dict, started: float) -> None:
-    trainer.save_model(str(folder))
     tokenizer.save_pretrained(str(folder))
     history = trainer.state.log_history
     report.write_json(folder / "log_history.json", history)
@@ -173,12 +251,14 @@ def _finish(folder: Path, cfg: dict, trainer, tokenizer, prov: dict, started: fl
              metrics.get("last_loss", float("nan")))
 
 
-def _mark_failed(folder: Path, exc: BaseException) -> None:
-    """A run that stopped before it produced anything leaves no folder; one with work in it stays resumable."""
+def _mark_failed(folder: Path, exc: BaseException, keep: bool = False) -> None:
+    """A run that stopped before it produced anything leaves no folder; one with work in it stays resumable.
+
+    A launched run keeps its folder regardless (launch files, the scheduler's log)."""
     bookkeeping = {runfolder.CONFIG, runfolder.STATUS, "train.log", "provenance.json"}
     try:
         produced = [p for p in folder.iterdir() if p.name not in bookkeeping and not p.name.startswith(".")]
-        if not produced and not (runfolder.read_status(folder) or {}).get("resumed_from"):
+        if not keep and not produced and not (runfolder.read_status(folder) or {}).get("resumed_from"):
             for h in list(log.handlers):
                 if isinstance(h, logging.FileHandler):
                     log.removeHandler(h)
@@ -197,8 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m zephyr_recipes.worker RUN_FOLDER", file=sys.stderr)
         return 2
     folder = Path(argv[0])
+    if not (folder / runfolder.CONFIG).is_file():
+        print(f"error: {folder} holds no {runfolder.CONFIG}\n  fix: give a run folder prepared by `zephyr-recipes`",
+              file=sys.stderr)
+        return 2
+    launched = (runfolder.read_status(folder) or {}).get("launch") or {}
     try:
-        run(folder, runfolder.last_checkpoint(folder))
+        run(folder, runfolder.last_checkpoint(folder), argv=launched.get("command"), recipe=launched.get("recipe", "?"))
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -122,7 +122,7 @@ def run(section: dict, model_cfg: dict, placement, folder: Path) -> dict:
     defaults = any(not t["yaml"] and not t["data_files"] for t in tasks)
     manager = TaskManager(include_path=[str(p) for p in sorted(include)], include_defaults=defaults)
     source = modeling.resolve_source(model_cfg["name_or_path"], "model")
-    args = {"pretrained": source, "dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[placement.precision],
+    args = {"pretrained": source, "dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[placement.weights],
             "trust_remote_code": model_cfg["trust_remote_code"]}
     if model_cfg.get("revision"):
         args["revision"] = model_cfg["revision"]

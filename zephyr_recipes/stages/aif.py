@@ -56,7 +56,11 @@ def _check_backend(where: str, spec, required: dict, common: set) -> None:
 
 
 def check_config(cfg: dict) -> None:
-    stage = cfg["stage"]
+    stage, hw = cfg["stage"], cfg["hardware"]
+    if hw.get("launcher", "inprocess") != "inprocess" or hw.get("num_processes", 1) > 1:
+        raise ZephyrError(f"the aif stage runs in one process, and hardware profile {hw['name']!r} launches several",
+                          "use hardware=1gpu (or cpu); to generate on many GPUs, serve the model with vLLM or TGI "
+                          "and name it as an openai generator")
     if not stage["generators"]:
         raise ZephyrError("the aif stage has no generators", "list at least one under stage.generators")
     names = set()

@@ -83,7 +83,10 @@ def check_config(cfg: dict) -> None:
     from ..evaluation.harness import normalise_tasks
     from .aif import _check_backend
 
-    stage = cfg["stage"]
+    stage, hw = cfg["stage"], cfg["hardware"]
+    if hw.get("launcher", "inprocess") != "inprocess" or hw.get("num_processes", 1) > 1 or hw.get("num_nodes", 1) > 1:
+        raise ZephyrError(f"the eval stage runs in one process, and hardware profile {hw['name']!r} launches several",
+                          "use hardware=1gpu (or cpu): generation and lm-eval run on one device")
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
     if unknown or not stage["benchmarks"]:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")

@@ -1,0 +1,271 @@
+"""Start a frozen run folder on the profile's launcher: in process, `accelerate launch`, or a Slurm job.
+
+Nothing here starts processes itself beyond calling the real launchers: several processes are
+``accelerate launch --config_file <run folder>/accelerate.yaml -m zephyr_recipes.worker <run folder>``, several
+nodes are a generated sbatch script that runs that same command once per node with the node's rank. The
+generated files stay in the run folder, so a run can be re-launched by hand with exactly what was used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import hardware, runfolder
+from .errors import ZephyrError
+
+SBATCH = "launch.sbatch"
+NODE_SCRIPT = "launch_node.sh"
+
+
+def write_configs(cfg: dict, folder: Path) -> Path:
+    """Write accelerate.yaml (and deepspeed.json for ZeRO) into the run folder; returns the accelerate file."""
+    hw = cfg["hardware"]
+    folder = folder.resolve()
+    ds_file = None
+    if hw["strategy"] in ("zero2", "zero3"):
+        ds_file = folder / hardware.DEEPSPEED_CONFIG
+        runfolder.write_atomic(ds_file, json.dumps(hardware.deepspeed_config(hw), indent=2) + "\n")
+    acc = folder / hardware.ACCELERATE_CONFIG
+    runfolder.write_atomic(acc, "# Generated from the hardware profile " + repr(hw["name"]) + "; accelerate's own format.\n"
+                           + yaml.safe_dump(hardware.accelerate_config(hw, str(ds_file) if ds_file else None),
+                                            sort_keys=True))
+    return acc
+
+
+def _source_root() -> str | None:
+    """The folder to put on PYTHONPATH when the package runs from a source checkout rather than an install."""
+    root = Path(__file__).resolve().parent.parent
+    return None if "site-packages" in root.parts or "dist-packages" in root.parts else str(root)
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    root = _source_root()
+    if root:
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in parts if p != root])
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def accelerate_command(folder: Path, acc: Path, extra: list[str] | None = None, python: str | None = None) -> list[str]:
+    # `python -m accelerate.commands.launch` is `accelerate launch` from this interpreter's environment.
+    return [python or sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc), *(extra or []),
+            "-m", "zephyr_recipes.worker", str(folder)]
+
+
+def show(cmd: list[str]) -> str:
+    text = " ".join(shlex.quote(c) for c in cmd)
+    return text.replace(f"{shlex.quote(sys.executable)} -m accelerate.commands.launch", "accelerate launch", 1)
+
+
+class _LauncherNoise:
+    """Passes the processes' output through as it comes, minus the launcher's own traceback and failure summary
+    (torchrun's ChildFailedError block), which repeat what the failing worker already printed."""
+
+    def __init__(self, out):
+        self.out, self.hold, self.fences = out, None, -1
+
+    def line(self, line: bytes) -> None:
+        if self.fences >= 0:  # inside the summary block: two ===== fences close it
+            if line.startswith(b"====="):
+                self.fences += 1
+                if self.fences == 2:
+                    self.fences = -1
+            return
+        if self.hold is not None:
+            self.hold.append(line)
+            text = line.strip()
+            if text and not line[:1].isspace() and not text.startswith((b"Traceback", b"During handling",
+                                                                         b"The above exception")):
+                held, self.hold = self.hold, None
+                if b"ChildFailedError" in text:
+                    self.fences = 0
+                else:
+                    self.out.write(b"".join(held))
+            return
+        if line.startswith(b"Traceback (most recent call last):"):
+            self.hold = [line]
+            return
+        self.out.write(line)
+
+    def pump(self, fd: int) -> None:
+        pending = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self.line(line + b"\n")
+            if pending and self.hold is None and self.fences < 0 and not b"Traceback".startswith(pending[:9]):
+                self.out.write(pending)  # progress bars redraw with \r and no newline: show them now
+                pending = b""
+            self.out.flush()
+        if pending:
+            self.line(pending)
+        if self.hold:
+            self.out.write(b"".join(self.hold))
+        self.out.flush()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _any_free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_accelerate(cfg: dict, folder: Path) -> int:
+    folder = folder.resolve()
+    acc = write_configs(cfg, folder)
+    port = cfg["hardware"]["main_process_port"]
+    extra = []
+    if not _port_free(port):  # another run on this machine holds it: one node needs no fixed port
+        extra = ["--main_process_port", str(_any_free_port())]
+        print(f"port {port} is busy; rendezvous on {extra[1]} instead", file=sys.stderr)
+    cmd = accelerate_command(folder, acc, extra)
+    print(f"launching {hardware.world_size(cfg['hardware'])} processes: {show(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _LauncherNoise(sys.stderr.buffer).pump(proc.stdout.fileno())
+        rc = proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        raise
+    if rc != 0:
+        status = runfolder.read_status(folder) or {}
+        error = str(status.get("error") or "").strip()
+        problem, _, fix = error.partition("\n  fix: ")
+        problem = problem.removeprefix("ZephyrError: ")
+        if problem:
+            raise ZephyrError(f"the run failed (accelerate launch exit code {rc}): {problem}",
+                              fix or "see the error printed above; re-run the same command to resume")
+        raise ZephyrError(f"accelerate launch exited with code {rc}: a process of the run failed",
+                          "its error is printed above; fix it and re-run the same command, which resumes "
+                          "from the last checkpoint")
+    return rc
+
+
+def sbatch_script(cfg: dict, folder: Path) -> tuple[str, str]:
+    """(sbatch script, per-node script) for launcher=slurm."""
+    hw = cfg["hardware"]
+    folder = folder.resolve()
+    acc = folder / hardware.ACCELERATE_CONFIG
+    nodes, per_node = hw["num_nodes"], hw["num_processes"]
+    slurm = dict(hw["slurm"] or {})
+    setup = slurm.pop("setup", None)
+    lines = ["#!/bin/bash",
+             f"# Generated by zephyr-recipes for run folder {folder}",
+             f"# hardware profile {hw['name']}: {nodes} node(s) x {per_node} processes, strategy {hw['strategy']}.",
+             f"# Submit with: sbatch {shlex.quote(str(folder / SBATCH))}",
+             f"#SBATCH --job-name={cfg['run']['name']}",
+             f"#SBATCH --nodes={nodes}",
+             "#SBATCH --ntasks-per-node=1",
+             f"#SBATCH --output={folder}/slurm-%j.out"]
+    if hw["device"] != "cpu":
+        lines.append(f"#SBATCH --gpus-per-node={per_node}")
+    for key, value in slurm.items():
+        opt = "--" + str(key).replace("_", "-")
+        if value is True:
+            lines.append(f"#SBATCH {opt}")
+        elif value not in (False, None):
+            lines.append(f"#SBATCH {opt}={value}")
+    lines += ["", "set -euo pipefail"]
+    if setup:
+        lines += [setup] if isinstance(setup, str) else list(setup)
+    lines += ["# Rendezvous: the first node of the allocation hosts rank 0.",
+              'export ZEPHYR_MAIN_IP="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+              f"srun --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 bash {shlex.quote(str(folder / NODE_SCRIPT))}",
+              ""]
+    cmd = accelerate_command(folder, acc, [
+        "--num_machines", str(nodes), "--num_processes", str(nodes * per_node),
+        "--machine_rank", "__RANK__", "--main_process_ip", "__IP__",
+        "--main_process_port", str(hw["main_process_port"])],
+        # With setup lines (activating an environment on the node) the node's own `python` runs; otherwise the
+        # interpreter that prepared the run, on the shared filesystem.
+        python="python" if setup else None)
+    text = " ".join(shlex.quote(c) for c in cmd)
+    text = text.replace("__RANK__", '"$MACHINE_RANK"').replace("__IP__", '"$MAIN_IP"')
+    node = ["#!/bin/bash",
+            f"# One node's share of run {folder}: one `accelerate launch` with this node's rank.",
+            "# Started once per node by launch.sbatch (srun); runs by hand too: SLURM_NODEID=0 ZEPHYR_MAIN_IP=host bash "
+            + NODE_SCRIPT,
+            "set -euo pipefail",
+            'MACHINE_RANK="${SLURM_NODEID:-${SLURM_PROCID:?run inside a Slurm job step or set SLURM_NODEID}}"',
+            'MAIN_IP="${ZEPHYR_MAIN_IP:?launch.sbatch sets it to the first node of SLURM_JOB_NODELIST}"']
+    root = _source_root()
+    if root:
+        node.append(f'export PYTHONPATH={shlex.quote(root)}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    node += ['export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"', f"exec {text}", ""]
+    return "\n".join(lines), "\n".join(node)
+
+
+def run_slurm(cfg: dict, folder: Path) -> int:
+    folder = folder.resolve()
+    write_configs(cfg, folder)
+    script, node = sbatch_script(cfg, folder)
+    runfolder.write_atomic(folder / SBATCH, script)
+    runfolder.write_atomic(folder / NODE_SCRIPT, node)
+    (folder / NODE_SCRIPT).chmod(0o755)
+    submit = ["sbatch", str(folder / SBATCH)]
+    if shutil.which("sbatch") is None:
+        runfolder.set_status(folder, "prepared", submit=" ".join(map(shlex.quote, submit)))
+        print(f"wrote {folder / SBATCH} and {folder / NODE_SCRIPT}; sbatch is not available on this machine.\n"
+              f"submit from a Slurm login node with:\n  {' '.join(map(shlex.quote, submit))}")
+        return 0
+    out = subprocess.run(submit, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise ZephyrError(f"sbatch refused the job: {(out.stderr or out.stdout).strip().splitlines()[-1:]}",
+                          f"adjust hardware.slurm (partition, account, time) or edit {folder / SBATCH} and submit it")
+    job = out.stdout.strip().split()[-1] if out.stdout.strip() else "?"
+    runfolder.set_status(folder, "queued", slurm_job=job)
+    print(f"submitted Slurm job {job}: {folder / SBATCH}; log: {folder}/slurm-{job}.out")
+    return 0
+
+
+def execute(cfg: dict, name: str, argv: list[str]) -> Path | None:
+    """Check, freeze and start one validated stage config on its launcher.
+
+    Returns the finished run folder, or None when the run was handed to the scheduler. Every check that can
+    refuse (memory plan, this machine's devices) runs before the run folder is touched.
+    """
+    from . import plan, worker
+    from .modeling import resolve_placement
+
+    hw = cfg["hardware"]
+    plan.check_before_launch(cfg)
+    if hw["launcher"] != "slurm":
+        resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
+    folder, resume_from = runfolder.prepare(cfg)
+    runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
+                         launch={"command": argv, "recipe": name, "launcher": hw["launcher"]})
+    if hw["launcher"] == "inprocess":
+        worker.run(folder, resume_from, argv=argv, recipe=name)
+    elif hw["launcher"] == "accelerate":
+        run_accelerate(cfg, folder)
+    else:
+        run_slurm(cfg, folder)
+        return None
+    return folder

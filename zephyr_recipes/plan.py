@@ -1,0 +1,284 @@
+"""A memory plan: per-device memory of a recipe on its hardware profile, from the model config alone.
+
+No weights are loaded and no GPU is needed. The model's shape comes from a config.json (a local model folder,
+a run folder, a path given with --model-config), from a small table of well-known architectures for hub ids,
+or from transformers' AutoConfig when the hub (or its cache) is reachable.
+
+The estimate, per device, in bytes (P = parameters, N = processes that shard, s = sequence length,
+b = per-device batch, h = hidden size, L = layers, V = vocabulary):
+
+- model states, full fine-tuning:
+    one process or DDP: fp32 weights + fp32 gradients + AdamW (2 x fp32) = 16 P (the trainer autocasts)
+    ZeRO-2: 2 P (bf16 weights) + 14 P / N (gradients, fp32 master weights and AdamW sharded)
+    ZeRO-3 / FSDP2: 16 P / N, plus the gathered weights of the layers in flight
+    offload: optimizer states and weights live in CPU RAM (16 P per node / nodes), the GPU keeps the working set
+- LoRA: frozen base 2 P (bf16) or about 0.56 P (4-bit NF4 with double quantization), adapters 16 bytes each
+- DPO reference model: a frozen 16-bit copy (sharded under ZeRO-3 / FSDP); none with LoRA (adapters off)
+  or with precompute_ref_log_probs
+- activations (16-bit, flash/sdpa attention, after Korthikanti et al. 2022): 34 s b h per layer kept for the
+  backward pass; with gradient checkpointing only each layer's input (2 s b h) plus one layer being
+  recomputed; DPO runs chosen and rejected together (2 b); logits and their fp32 copies 10 s b V
+- 2 GB for the CUDA context, kernels' workspace and allocator slack
+
+It is an estimate of the peak to within about 10-20%, meant to refuse the hopeless before the GPU hour
+starts and to compare profiles, not to replace a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ZephyrError
+
+GB = 1e9
+OVERHEAD_GB = 2.0
+TIGHT = 0.9  # above this share of device memory the plan warns
+
+# Shapes of well-known architectures (from their config.json), so `plan` works offline for hub ids.
+MISTRAL_7B = {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+              "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,
+              "tie_word_embeddings": False}
+KNOWN: dict[str, dict] = {
+    "mistralai/Mistral-7B-v0.1": MISTRAL_7B,
+    "alignment-handbook/zephyr-7b-sft-full": MISTRAL_7B,
+    "HuggingFaceH4/zephyr-7b-beta": MISTRAL_7B,
+    "HuggingFaceH4/mistral-7b-sft-beta": MISTRAL_7B,
+    "meta-llama/Llama-2-7b-hf": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+                                 "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+                                 "vocab_size": 32000, "tie_word_embeddings": False},
+    "meta-llama/Meta-Llama-3-8B": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+                                   "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                                   "vocab_size": 128256, "tie_word_embeddings": False},
+    "Qwen/Qwen2.5-0.5B": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+                          "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+                          "vocab_size": 151936, "tie_word_embeddings": True},
+}
+LORA_DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama/Mistral-style models
+
+
+@dataclass
+class Shape:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, c: dict) -> "Shape":
+        c = c.get("text_config", c)
+        try:
+            heads = int(c["num_attention_heads"])
+            return cls(hidden=int(c["hidden_size"]), intermediate=int(c["intermediate_size"]),
+                       layers=int(c["num_hidden_layers"]), heads=heads,
+                       kv_heads=int(c.get("num_key_value_heads") or heads), vocab=int(c["vocab_size"]),
+                       tied=bool(c.get("tie_word_embeddings", False)))
+        except KeyError as exc:
+            raise ZephyrError(f"the model config has no {exc.args[0]!r}; the plan knows decoder-only "
+                              "transformers (Llama, Mistral, Qwen2 style)",
+                              "pass --model-config with a config.json of such a model") from None
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each projection of one decoder layer."""
+        h, kv = self.hidden, self.kv_heads * (self.hidden // self.heads)
+        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                "gate_proj": (h, self.intermediate), "up_proj": (h, self.intermediate),
+                "down_proj": (self.intermediate, h)}
+
+    @property
+    def layer_params(self) -> int:
+        return sum(i * o for i, o in self.linear_shapes().values()) + 2 * self.hidden
+
+    @property
+    def params(self) -> int:
+        embed = self.vocab * self.hidden
+        return embed * (1 if self.tied else 2) + self.layers * self.layer_params + self.hidden
+
+    def lora_params(self, lora: dict) -> int:
+        r = int(lora.get("r", 8))
+        targets = lora.get("target_modules") or LORA_DEFAULT_TARGETS
+        if isinstance(targets, str):
+            targets = [t for t in self.linear_shapes() if t in targets] if targets != "all-linear" else list(self.linear_shapes())
+        shapes = self.linear_shapes()
+        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+
+
+def model_config(cfg: dict, path: str | None = None) -> tuple[dict, str]:
+    """(config dict, where it came from) for the recipe's model, without loading weights."""
+    if path:
+        p = Path(path).expanduser()
+        p = p / "config.json" if p.is_dir() else p
+        if not p.is_file():
+            raise ZephyrError(f"--model-config {path} is not a config.json or a folder holding one",
+                              "give the path of the model's config.json")
+        return json.loads(p.read_text()), str(p)
+    name = cfg["model"]["name_or_path"]
+    if name in KNOWN:
+        return dict(KNOWN[name]), f"shipped table ({name})"
+    from .embedded import builtin
+    from .modeling import is_local_path
+
+    if builtin.is_builtin(name) or is_local_path(name):
+        folder = Path(builtin.resolve(name) if builtin.is_builtin(name) else name).expanduser()
+        if (folder / "config.json").is_file():
+            return json.loads((folder / "config.json").read_text()), str(folder / "config.json")
+        raise ZephyrError(f"model folder {name} has no config.json (does the run exist yet?)",
+                          "pass --model-config with the config.json of the model it will be")
+    try:
+        from transformers import AutoConfig
+
+        c = AutoConfig.from_pretrained(name, revision=cfg["model"]["revision"],
+                                       trust_remote_code=cfg["model"]["trust_remote_code"])
+        return c.to_dict(), f"AutoConfig ({name})"
+    except Exception:
+        raise ZephyrError(f"cannot read the config of {name!r} (offline, or not cached) and it is not in the shipped table",
+                          "pass --model-config path/to/config.json (a few kB from the model's hub page)") from None
+
+
+def _trainer_value(cfg: dict, key: str):
+    import dataclasses
+
+    from .validate import trainer_config_class
+
+    trainer = cfg["stage"]["trainer"]
+    if key in trainer:
+        return trainer[key]
+    return {f.name: f.default for f in dataclasses.fields(trainer_config_class(cfg["stage"]["name"]))}.get(key)
+
+
+def estimate(cfg: dict, shape: Shape) -> dict:
+    """Per-device memory in GB by component, the total, and the facts it used."""
+    from . import hardware
+
+    hw, stage = cfg["hardware"], cfg["stage"]
+    P = shape.params
+    world = hardware.world_size(hw)
+    strategy = hw["strategy"]
+    shards = world if strategy in ("zero3", "fsdp2") else 1
+    fp32 = hw["precision"] == "fp32"
+    act_bytes = 4 if fp32 else 2
+    b = hardware.per_device_batch(cfg)
+    s = int(_trainer_value(cfg, "max_length") or 1024)
+    dpo = stage["name"] == "dpo"
+    rows = 2 * b if dpo else b
+    parts: dict[str, float] = {}
+    notes: list[str] = []
+    layer_16bit = shape.layer_params * 2
+
+    if hw["lora"]:
+        base_bytes = 0.5625 if hw["load_in_4bit"] else (4 if fp32 else 2)
+        parts["weights (frozen base)"] = P * base_bytes / shards
+        adapters = shape.lora_params(hw["lora"])
+        parts["LoRA adapters, gradients, AdamW"] = adapters * 16
+        notes.append(f"LoRA: {adapters / 1e6:.1f}M trainable parameters (r={hw['lora'].get('r', 8)})")
+    elif strategy == "zero2":
+        parts["weights (bf16)"] = P * 2
+        parts["gradients (sharded)"] = P * 2 / world
+        parts["fp32 master weights + AdamW (sharded)"] = P * 12 / world
+    elif strategy in ("zero3", "fsdp2"):
+        if hw["offload"]:
+            parts["weights, gradients, optimizer"] = 0.0
+            notes.append(f"offload: about {P * 16 / hw['num_nodes'] / GB:.0f} GB of CPU RAM per node")
+        else:
+            w = 2 if strategy == "zero3" else 4  # FSDP2 keeps fp32 sharded parameters under mixed precision
+            parts[f"weights ({'bf16' if w == 2 else 'fp32'}, sharded)"] = P * w / world
+            parts["gradients (sharded)"] = P * w / world
+            parts["fp32 master weights + AdamW (sharded)" if w == 2 else "AdamW (sharded)"] = P * (12 if w == 2 else 8) / world
+        parts["gathered layers in flight"] = 2 * layer_16bit + shape.vocab * shape.hidden * 2
+    else:
+        parts["weights (fp32; the trainer autocasts)" if not fp32 else "weights (fp32)"] = P * 4
+        parts["gradients (fp32)"] = P * 4
+        parts["AdamW states (2 x fp32)"] = P * 8
+
+    if dpo and not hw["lora"] and not _trainer_value(cfg, "precompute_ref_log_probs"):
+        parts["DPO reference model (16-bit, frozen)"] = P * 2 / shards
+    elif dpo:
+        notes.append("DPO reference: " + ("the policy with adapters disabled" if hw["lora"] else "precomputed log-probabilities"))
+
+    h, L = shape.hidden, shape.layers
+    if hw["gradient_checkpointing"]:
+        parts["activations (checkpointed)"] = (L * 2 * s * rows * h + 34 * s * rows * h) * act_bytes / 2
+    else:
+        parts["activations"] = L * 34 * s * rows * h * act_bytes / 2
+    parts["logits and loss"] = 10 * s * rows * shape.vocab
+    parts = {k: v / GB for k, v in parts.items()}
+    parts["CUDA context and workspace"] = OVERHEAD_GB if hw["device"] != "cpu" else 0.0
+    total = sum(parts.values())
+    return {"parts": parts, "total_gb": total, "params": P, "world_size": world, "per_device_batch": b,
+            "sequence_length": s, "rows_per_step": rows, "notes": notes}
+
+
+def verdict(cfg: dict, est: dict) -> tuple[str, str]:
+    """('fits' | 'tight' | 'no' | 'unknown', sentence)."""
+    mem = cfg["hardware"]["gpu_memory_gb"]
+    total = est["total_gb"]
+    if not mem:
+        return "unknown", f"about {total:.1f} GB per process; the profile names no device memory (hardware.gpu_memory_gb)"
+    if total > mem:
+        return "no", f"does NOT fit: about {total:.1f} GB per device, the devices have {mem:g} GB"
+    if total > TIGHT * mem:
+        return "tight", f"fits tightly: about {total:.1f} GB of {mem:g} GB per device; expect to tune the batch"
+    return "fits", f"fits: about {total:.1f} GB of {mem:g} GB per device"
+
+
+def plan(cfg: dict, model_config_path: str | None = None) -> tuple[dict, str, str, str]:
+    config, source = model_config(cfg, model_config_path)
+    est = estimate(cfg, Shape.from_config(config))
+    kind, sentence = verdict(cfg, est)
+    return est, kind, sentence, source
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
+
+
+def render(cfg: dict, est: dict, sentence: str, source: str) -> str:
+    hw = cfg["hardware"]
+    lines = [f"memory plan: {cfg['stage']['name']} of {cfg['model']['name_or_path']} on hardware {hw['name']} "
+             f"({hw['num_nodes']} node(s) x {hw['num_processes']} process(es), strategy {hw['strategy']}"
+             f"{', offload' if hw['offload'] else ''}{', 4-bit base' if hw['load_in_4bit'] else ''}"
+             f"{', LoRA' if hw['lora'] else ''}, precision {hw['precision']})",
+             f"  model: {_count(est['params'])} parameters (config: {source})",
+             f"  per device: batch {est['per_device_batch']} x sequence {est['sequence_length']}"
+             f"{' (chosen + rejected: ' + str(est['rows_per_step']) + ' rows)' if cfg['stage']['name'] == 'dpo' else ''}, "
+             f"gradient checkpointing {'on' if hw['gradient_checkpointing'] else 'off'}"]
+    width = max(len(k) for k in est["parts"])
+    for k, v in est["parts"].items():
+        lines.append(f"    {k:<{width}}  {v:8.2f} GB")
+    lines.append(f"    {'total':<{width}}  {est['total_gb']:8.2f} GB")
+    lines += [f"  note: {n}" for n in est["notes"]]
+    lines.append(f"  {sentence}")
+    return "\n".join(lines)
+
+
+def advice(cfg: dict) -> str:
+    hw = cfg["hardware"]
+    if hw["strategy"] in ("none", "ddp") and not hw["lora"]:
+        return ("shard the model: hardware=8gpu-zero3 (or 8gpu-fsdp2, 8gpu-zero3-offload), or train adapters: "
+                "hardware=qlora-24gb; or lower hardware.per_device_batch_size / turn on hardware.gradient_checkpointing")
+    return ("lower hardware.per_device_batch_size (the global batch is kept through accumulation), turn on "
+            "hardware.gradient_checkpointing, or use hardware.offload=true")
+
+
+def check_before_launch(cfg: dict) -> None:
+    """Run by `zephyr-recipes run` on GPU profiles: refuse a run the plan says will not fit."""
+    hw = cfg["hardware"]
+    if hw["device"] == "cpu" or not hw["gpu_memory_gb"]:
+        return
+    try:
+        est, kind, sentence, source = plan(cfg)
+    except ZephyrError as exc:
+        import logging
+
+        logging.getLogger("zephyr_recipes").warning("memory plan skipped: %s", exc.problem)
+        return
+    import sys
+
+    print(render(cfg, est, sentence, source), file=sys.stderr)
+    if kind == "no" and not hw["ignore_memory_plan"]:
+        raise ZephyrError(f"the memory plan says this run will not fit: {sentence}",
+                          advice(cfg) + "; or hardware.ignore_memory_plan=true to launch anyway")
