@@ -55,7 +55,8 @@ def test_sft_run_folder_holds_everything(sft_run):
     assert (sft_run / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     prov = json.loads((sft_run / "provenance.json").read_text())
     assert prov["versions"]["trl"] and prov["versions"]["transformers"] and prov["versions"]["torch"]
-    assert prov["placement"] == {"device": "cpu", "attn_implementation": "sdpa", "precision": "fp32"}
+    assert {k: prov["placement"][k] for k in ("device", "attn_implementation", "precision")} == {
+        "device": "cpu", "attn_implementation": "sdpa", "precision": "fp32"}
     assert prov["data"]["train"]["rows"] == 1280 and prov["data"]["train"]["fingerprint"]
     assert "tiny/sft" in prov["command"]
     card = (sft_run / "README.md").read_text()

@@ -16,7 +16,8 @@ from zephyr_recipes.cli import main  # noqa: E402
 
 LORA = "hardware.lora={r:4,lora_alpha:8,target_modules:[q_proj,v_proj]}"
 FAST = ["+stage.trainer.max_steps=2", "+dataset.max_train_samples=32"]
-BASE_DPO = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr"]
+BASE_DPO = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr",
+            "dataset.path=builtin://tiny-ultrafeedback"]
 
 
 def test_lora_sft_saves_adapters(tmp_path):
