@@ -1,0 +1,97 @@
+"""The benchmark runs (smoke sizes, one repetition) and writes its table and JSON. Times are never asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import gpu_sft
+from bench import run as bench
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-results")
+    results = bench.run_all(out, reps=1, only=("sft", "loss", "dpo", "aif", "data"), smoke=True)
+    return out, results
+
+
+def test_smoke_writes_table_and_json(smoke):
+    out, results = smoke
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["smoke"] is True and saved["reps"] == 1
+    for key in ("cpu", "cores", "torch", "transformers", "trl", "date"):
+        assert key in saved["machine"]
+    table = (out / "bench.md").read_text()
+    assert table.splitlines()[2].startswith("| figure | baseline |")
+    for label in ("SFT tokens/s, bfd packing", "SFT tokens/s, padding-free", "per-example loss", "DPO s/step",
+                  "AIF completions/s", "data preparation"):
+        assert label in table
+
+
+def test_smoke_figures_have_medians_spreads_and_ratios(smoke):
+    _, r = smoke
+    for method in bench.SFT_METHODS:
+        stat = r["sft"]["tokens_per_s"][method]
+        assert stat["n"] == 1 and stat["min"] <= stat["median"] <= stat["max"]
+    assert set(r["sft"]["ratio_vs_trl_default"]) == set(bench.SFT_METHODS)
+    assert r["sft"]["lengths"]["max"] <= r["sft"]["max_length"]
+    assert r["dpo"]["reference_model"]["step"]["n"] == 1 and r["dpo"]["faster"] in ("precomputed", "reference_model")
+    assert r["aif"]["completions_per_s"]["batched"]["median"] > 0 and r["aif"]["batch_size"] > 1
+    assert r["data"]["cache_hits"] == [True] and r["data"]["train_rows"] > 0
+
+
+def test_packed_batch_does_not_leak_across_examples(smoke):
+    """Not a time: TRL's padding-free row gives each example the loss it has alone; the leaky controls do not."""
+    loss = smoke[1]["loss"]
+    assert loss["max_abs_diff_packed_vs_alone"] < 1e-4
+    assert loss["max_abs_diff_padded_vs_alone"] < 1e-4
+    assert loss["max_abs_diff_leaky_vs_alone"] > 1e-3
+
+
+def test_overhead_smoke(tmp_path):
+    r = bench.bench_overhead(reps=1, max_steps=1, warmup=False, work=tmp_path)
+    for kind in ("runner", "plain_trl"):
+        assert r[kind]["first_step_s"]["n"] == 1
+        assert r[kind]["first_step_s"]["median"] <= r[kind]["total_s"]["median"]
+    assert "overhead_total" in r and "overhead_first_step" in r
+
+
+def test_summary_spread():
+    s = bench.summary([3.0, 1.0, 2.0, 10.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 10.0, 4) and len(s["iqr"]) == 2
+
+
+def test_ultrachat_like_rows_schema_and_long_tail():
+    rows = bench.ultrachat_like_rows(400, seed=0)
+    assert set(rows[0]) == {"prompt", "prompt_id", "messages"}
+    assert all(r["messages"][-1]["role"] == "assistant" for r in rows)
+    words = sorted(sum(len(m["content"].split()) for m in r["messages"]) for r in rows)
+    assert words[-1] > 2.5 * words[len(words) // 2]  # long tail: the longest far above the median
+
+
+def test_gpu_script_refuses_without_gpu(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_sft.main(["--steps", "1"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_script_flops_arithmetic():
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=100, tie_word_embeddings=False)
+    with torch.device("meta"):
+        model = MistralForCausalLM(MistralConfig(**cfg))
+    counted = gpu_sft.param_count(cfg)
+    assert counted["total"] == sum(p.numel() for p in model.parameters())
+    # 6 x (layer matmuls + LM head) + 12 x layers x hidden x seq
+    expected = 6 * (counted["layers"] + 100 * 64) + 12 * 2 * 64 * 128
+    assert gpu_sft.flops_per_token(cfg, 128) == expected
+    assert gpu_sft.mfu(1000.0, expected, expected * 2000.0) == pytest.approx(0.5)
+    big = gpu_sft.param_count(gpu_sft.MODEL_1B)["total"]
+    assert 0.9e9 < big < 1.4e9
