@@ -9,6 +9,7 @@
 #   make show RECIPE=zephyr-7b-beta STAGE=dpo print the resolved config, run nothing
 #   make list                                 shipped recipes and config options
 #   make test                                 the test suite (offline, CPU)
+#   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +19,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sft dpo aif eval report zephyr run show validate list test clean
+.PHONY: setup sft dpo aif eval report zephyr run show validate list test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +74,9 @@ list: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf runs

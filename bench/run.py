@@ -551,7 +551,7 @@ def markdown(results: dict) -> str:
 
 
 FIGURES = ("overhead", "sft", "loss", "dpo", "aif", "data")
-FULL = {"overhead": {"max_steps": 5}, "sft": {"rows": 2000, "steps": 8}, "loss": {"n_examples": 6},
+FULL = {"overhead": {"max_steps": 5}, "sft": {"rows": 2000, "steps": 6}, "loss": {"n_examples": 6},
         "dpo": {"rows": 256}, "aif": {"prompts": 64, "max_new_tokens": 32}, "data": {"rows": 50_000}}
 SMOKE = {"overhead": {"max_steps": 1, "warmup": False}, "sft": {"rows": 24, "steps": 2, "batch": 4},
          "loss": {"n_examples": 3},
