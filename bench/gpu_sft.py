@@ -23,8 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-# About 1.1B parameters: Mistral's shape (GQA 4:1, SwiGLU), 16 layers of width 2048.
-MODEL_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=16,
+# About 1.1B parameters: TinyLlama's shape in Mistral's architecture (GQA 8:1, SwiGLU), 22 layers of width 2048.
+MODEL_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                 num_key_value_heads=4, vocab_size=32000, max_position_embeddings=4096, tie_word_embeddings=False)
 
 
