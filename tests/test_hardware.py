@@ -175,7 +175,8 @@ def test_two_process_cpu_run_through_accelerate_launch(tmp_path):
     e = env()
     e["ZEPHYR_RECIPES_TRACE_DIR"] = str(trace)
     proc = subprocess.run([sys.executable, "-m", "zephyr_recipes", "tiny/sft", "hardware=cpu-2proc",
-                           "stage.trainer.per_device_train_batch_size=8", "stage.global_batch_size=32", *FAST,
+                           "stage.trainer.per_device_train_batch_size=8", "stage.global_batch_size=32",
+                           "stage.trainer.packing=false", *FAST,  # rows, not packed rows, are traced per rank
                            f"+run.output_dir={out}"],
                           cwd=tmp_path, env=e, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
