@@ -67,6 +67,19 @@ def setup_logging(folder: Path | None = None) -> None:
         log.addHandler(fh)
 
 
+def _without_unused_test_data(cfg: dict) -> dict:
+    """With eval_strategy 'no' (TRL's default) nothing is evaluated: neither load nor tokenize a test set."""
+    if str(cfg["stage"]["trainer"].get("eval_strategy", "no")) != "no":
+        return cfg
+    ds = cfg["dataset"]
+    if not ds.get("test_split") and not ds.get("test_fraction") and \
+            not any(m.get("test_split") for m in ds.get("mixture") or []):
+        return cfg
+    log.info("no evaluation during training (eval_strategy: no): the test data is not loaded")
+    mixture = [{**m, "test_split": None} for m in ds.get("mixture") or []]
+    return {**cfg, "dataset": {**ds, "test_split": None, "test_fraction": None, "mixture": mixture}}
+
+
 def trainer_args(cfg: dict, placement: modeling.Placement, folder: Path):
     import dataclasses
 
@@ -146,7 +159,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
                  ", 4-bit base" if placement.load_in_4bit else "", placement.attn_implementation,
                  cfg["hardware"]["name"])
         tokenizer = modeling.load_tokenizer(cfg["model"])
-        train, eval_dataset, data_info = data.load_for_stage(cfg, tokenizer)
+        train, eval_dataset, data_info = data.load_for_stage(_without_unused_test_data(cfg), tokenizer)
         args = trainer_args(cfg, placement, folder)
         glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
