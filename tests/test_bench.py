@@ -12,8 +12,23 @@ from bench import run as bench
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    import logging
+
+    import datasets
+    import transformers
+
+    # The benchmark quiets logging for its own process; the tests that run after this module need it back.
+    logger = logging.getLogger("zephyr_recipes")
+    level, verbosity = logger.level, transformers.logging.get_verbosity()
+    bars = datasets.is_progress_bar_enabled()
     out = tmp_path_factory.mktemp("bench-results")
-    results = bench.run_all(out, reps=1, only=("sft", "loss", "dpo", "aif", "data"), smoke=True)
+    try:
+        results = bench.run_all(out, reps=1, only=("sft", "loss", "dpo", "aif", "data"), smoke=True)
+    finally:
+        logger.setLevel(level)
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
     return out, results
 
 
