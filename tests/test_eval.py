@@ -188,7 +188,7 @@ def test_lexical_judge_is_a_sanity_check():
 def test_bad_input_files_are_reported_by_file_and_line(tmp_path):
     bad = tmp_path / "question.jsonl"
     bad.write_text('{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n{"question_id": 2, oops}\n')
-    with pytest.raises(ZephyrError, match=r"question.jsonl:2: .*not valid JSON"):
+    with pytest.raises(ZephyrError, match=r"question.jsonl, line 2: not valid JSON"):
         mt_bench.load_questions(str(bad))
     with pytest.raises(ZephyrError, match="does not exist"):
         mt_bench.load_questions(str(tmp_path / "missing.jsonl"))

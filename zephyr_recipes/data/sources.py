@@ -48,17 +48,24 @@ def check_json_lines(path: str) -> None:
                 raise ZephyrError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})",
                                   "fix that line of the file (a .json file holds one JSON array or one object per line)") from None
             return
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ZephyrError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})",
-                                  "fix or delete that line: a .jsonl file holds one JSON object per line") from None
-            if not isinstance(value, dict):
-                raise ZephyrError(f"{path}, line {number}: a JSON {type(value).__name__}, not an object",
-                                  "each line of a .jsonl file must be one JSON object, {\"column\": value, ...}")
+        for _ in json_lines(fh, path):
+            pass
+
+
+def json_lines(lines, path, what: str = "a .jsonl file"):
+    """Yield the JSON object on each non-empty line; a bad line is a ZephyrError naming file and line."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ZephyrError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})",
+                              f"fix or delete that line: {what} holds one JSON object per line") from None
+        if not isinstance(value, dict):
+            raise ZephyrError(f"{path}, line {number}: a JSON {type(value).__name__}, not an object",
+                              f"each line of {what} must be one JSON object, {{\"key\": value, ...}}")
+        yield value
 
 
 def load_split(source: dict, split: str, *, single_file_split: str | None = None):

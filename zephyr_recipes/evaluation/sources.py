@@ -79,19 +79,9 @@ def read_text(spec: str, what: str) -> str:
 def parse_records(path: Path, what: str) -> list[dict]:
     text = path.read_text()
     if path.suffix == ".jsonl" or (path.suffix != ".json" and not text.lstrip().startswith("[")):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ZephyrError(f"{path}:{n}: {what} line is not valid JSON ({exc.msg})",
-                                  "fix or remove that line (JSON Lines: one object per line)") from None
-            if not isinstance(row, dict):
-                raise ZephyrError(f"{path}:{n}: {what} line is not a JSON object", "write one {...} per line")
-            rows.append(row)
-        return rows
+        from ..data.sources import json_lines
+
+        return list(json_lines(text.splitlines(), path, f"the {what} file"))
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
