@@ -1,5 +1,7 @@
 # zephyr-recipes: `make sft`, `make dpo`, `make test`. The first target you run sets up .venv by itself.
-#   make zephyr                               the whole method on the embedded default: sft -> aif -> dpo
+#   make zephyr                               the whole method on the embedded default: dSFT -> AIF -> dDPO,
+#                                             the paper's ablation (Table 3) and the report (CPU, ~2 minutes)
+#   make zephyr-ablation                      the same over three seeds (SEEDS), mean and spread
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
 #   make aif                                  AI feedback with that SFT run among the generators
 #   make dpo                                  dDPO of that SFT run
@@ -19,7 +21,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sft dpo aif eval report zephyr run show validate list test bench clean
+.PHONY: setup sft dpo aif eval report zephyr zephyr-ablation run show validate list test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +61,16 @@ report: setup
 
 zephyr: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/zephyr $(ARGS)
+
+# One pipeline per seed (the first is `make zephyr`'s own, so a finished one is reused), then Table 3 over them.
+SEEDS ?= 42 43 44
+zephyr-ablation: setup
+	for s in $(SEEDS); do \
+	  $(PY) -m zephyr_recipes run $(RECIPE)/zephyr pipeline.seed=$$s \
+	    pipeline.output_dir=runs/$(RECIPE)-zephyr$$(test $$s = 42 || echo -seed$$s) $(ARGS) || exit 1; \
+	done
+	$(PY) -m zephyr_recipes report $(foreach s,$(SEEDS),runs/$(RECIPE)-zephyr$(if $(filter 42,$(s)),,-seed$(s))) \
+	  --out runs/$(RECIPE)-zephyr-ablation
 
 run: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/$(STAGE) $(ARGS)

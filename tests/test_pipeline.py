@@ -9,9 +9,13 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
+EVALS = ("eval-dsft", "eval-base", "eval-ddpo-only", "eval-dsft2", "eval-dpo")
 FAST = ["sft.dataset.max_train_samples=320", "sft.dataset.test_split=null", "sft.stage.trainer.num_train_epochs=1",
         "aif.dataset.max_train_samples=24", "aif.stage.sampling.max_new_tokens=12",
-        "dpo.dataset.max_test_samples=4"]
+        "dpo.dataset.max_test_samples=4", "dpo-base.dataset.max_test_samples=4"] + \
+    [f"{e}.{k}" for e in EVALS for k in ("stage.mt_bench.max_questions=5", "stage.mt_bench.max_new_tokens=8",
+                                         "stage.alpaca_eval.max_samples=6", "stage.alpaca_eval.sampling.max_new_tokens=8")]
+TRAINED = ("sft", "aif", "dpo", "sft2", "dpo-base")
 
 
 def _status(folder):
@@ -23,28 +27,53 @@ def test_pipeline_runs_wires_skips_and_restarts(tmp_path, cli):
     args = ["tiny/zephyr", f"pipeline.output_dir={out}", *FAST]
     code, stdout, err = cli(*args)
     assert code == 0, err
-    for stage in ("sft", "aif", "dpo"):
+    for stage in TRAINED + EVALS:
         assert _status(out / stage)["status"] == "complete"
     # Wiring: AIF generated with the SFT output, DPO started from it and trained on the AIF pairs.
     aif_cfg = yaml.safe_load((out / "aif" / "config.yaml").read_text())
     assert aif_cfg["stage"]["generators"][0]["model"] == f"{out}/sft"
+    pairs = json.loads((out / "aif" / "summary.json").read_text())["pairs"]["train_prefs"]
     dpo_prov = json.loads((out / "dpo" / "provenance.json").read_text())
     assert dpo_prov["reference_model"] == str((out / "sft").resolve())
-    assert dpo_prov["data"]["train"]["rows"] == json.loads((out / "aif" / "summary.json").read_text())["pairs"]["train_prefs"]
-    assert (out / "pipeline.yaml").is_file() and set(json.loads((out / "pipeline.json").read_text())["stages"]) == {"sft", "aif", "dpo"}
+    assert dpo_prov["data"]["train"]["rows"] == pairs
+    # The controls: dSFT-2 continues the SFT model on the AIF chosen answers; dDPO without dSFT starts from the
+    # untrained base model, which is then also its reference.
+    sft2_cfg = yaml.safe_load((out / "sft2" / "config.yaml").read_text())
+    assert sft2_cfg["model"]["name_or_path"] == f"{out}/sft" and sft2_cfg["dataset"]["train_split"] == "train_prefs"
+    assert json.loads((out / "sft2" / "provenance.json").read_text())["data"]["train"]["rows"] == pairs
+    base_prov = json.loads((out / "dpo-base" / "provenance.json").read_text())
+    assert "tiny-mistral" in base_prov["reference_model"]
+    # Every model was evaluated on the same held-out prompts; all but dSFT against dSFT's answers.
+    scores = {e: json.loads((out / e / "scores.json").read_text()) for e in EVALS}
+    assert [scores[e]["model_id"] for e in EVALS] == ["dSFT", "base (no training)", "dDPO without dSFT", "dSFT-2",
+                                                      "dSFT + dDPO"]
+    assert scores["eval-dpo"]["model"] == f"{out}/dpo" and scores["eval-base"]["model"] == "builtin://tiny-mistral"
+    assert scores["eval-dsft"]["alpaca_eval"]["baseline"] == ["teacher"]
+    assert all(scores[e]["alpaca_eval"]["baseline"] == ["dSFT"] for e in EVALS[1:])
+    assert all(scores[e]["mt_bench"]["judged"] == 10 and scores[e]["mt_bench"]["failures"] == 0 for e in EVALS)
+    # The report: Table 3 with every row, and the pipeline's claims checked.
+    report = (out / "report" / "report.md").read_text()
+    for e in EVALS:
+        assert f"| {scores[e]['model_id']} | {scores[e]['mt_bench']['score']:.2f} |" in report
+    assert "dSFT + dDPO > dSFT (MT-Bench-style grade (1-10)): **" in report and (out / "report" / "table3.png").is_file()
+    assert (out / "pipeline.yaml").is_file()
+    assert set(json.loads((out / "pipeline.json").read_text())["stages"]) == set(TRAINED + EVALS)
 
-    stamps = {s: _status(out / s)["started"] for s in ("sft", "aif", "dpo")}
+    stamps = {s: _status(out / s)["started"] for s in TRAINED + EVALS}
     code, _, err = cli(*args)  # everything finished: nothing runs again
-    assert code == 0 and "sft finished already" in err and "dpo finished already" in err
+    assert code == 0 and "sft finished already" in err and "eval-dpo finished already" in err
     assert {s: _status(out / s)["started"] for s in stamps} == stamps
 
     code, _, err = cli(*args, "--only", "dpo")
     assert code == 0
     assert _status(out / "dpo")["started"] != stamps["dpo"] and _status(out / "sft")["started"] == stamps["sft"]
+    assert _status(out / "eval-dpo")["started"] == stamps["eval-dpo"]
 
-    code, _, err = cli(*args, "--from", "aif")
+    code, _, err = cli(*args, "--from", "eval-dsft2")
     assert code == 0
-    assert _status(out / "aif")["started"] != stamps["aif"] and _status(out / "sft")["started"] == stamps["sft"]
+    assert _status(out / "eval-dsft2")["started"] != stamps["eval-dsft2"]
+    assert _status(out / "eval-dpo")["started"] != stamps["eval-dpo"]
+    assert _status(out / "eval-base")["started"] == stamps["eval-base"]
 
     # A finished stage whose config changed is not silently reused.
     code, _, err = cli(*[a.replace("max_train_samples=320", "max_train_samples=321") for a in args])

@@ -79,11 +79,14 @@ def _parser() -> argparse.ArgumentParser:
                         description="copy a shipped recipe to a file you can edit and share")
     cp.add_argument("recipe")
     cp.add_argument("dest")
-    rep = sub.add_parser("report", help="evaluation runs side by side, with the published Zephyr figures",
+    rep = sub.add_parser("report", help="evaluation runs side by side, or the paper's ablation from pipeline folders",
                          description="evaluation runs side by side in a markdown table (and an MT-Bench radar "
-                                     "chart), with the published Zephyr-7B-beta figures for reference")
-    rep.add_argument("runs", nargs="+", help="evaluation run folders (written by an eval recipe)")
-    rep.add_argument("--out", default=None, help="folder for report.md, scores.json and radar.png")
+                                     "chart), with the published Zephyr-7B-beta figures for reference; given "
+                                     "pipeline folders (one per seed, e.g. runs/tiny-zephyr), the Zephyr paper's "
+                                     "Table 3: every evaluated model's mean and spread over the seeds, and the "
+                                     "pipeline's claims checked seed by seed")
+    rep.add_argument("runs", nargs="+", help="evaluation run folders, or pipeline folders (one per seed)")
+    rep.add_argument("--out", default=None, help="folder for report.md, scores.json and the charts")
     ch = sub.add_parser("chat", help="chat with a run folder or hub model",
                         description="chat with a run folder or hub model through transformers' pipeline: one "
                                     "prompt from the command line, or lines from stdin until EOF or /exit")
@@ -216,9 +219,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .evaluation import ablation
     from .evaluation.compare import report
 
-    print(report([Path(r) for r in args.runs], Path(args.out) if args.out else None))
+    folders = [Path(r) for r in args.runs]
+    pipelines = [ablation.is_pipeline_folder(f) for f in folders]
+    if any(pipelines) and not all(pipelines):
+        raise ZephyrError("the folders mix pipeline folders and evaluation run folders",
+                          "give pipeline folders (one per seed) or evaluation run folders, not both")
+    make = ablation.report if all(pipelines) else report
+    print(make(folders, Path(args.out) if args.out else None))
     if args.out:
         print(f"written: {Path(args.out) / 'report.md'}", file=sys.stderr)
     return 0

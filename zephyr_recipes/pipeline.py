@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from . import runfolder
 from .errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
-PIPELINE_KEYS = {"description", "output_dir", "seed", "stages"}
+PIPELINE_KEYS = {"description", "output_dir", "seed", "stages", "report"}
 STAGE_KEYS = {"name", "recipe", "overrides"}
 
 
@@ -56,7 +57,7 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
         head, _, rest = o.partition(".")
         if head in names and "=" in rest:
             key, _, value = rest.partition("=")
-            per_stage.setdefault(head, {})[key] = value
+            per_stage.setdefault(head, {})[key] = _Verbatim(value)
         else:
             own.append(o)
     raw, name, path = compose(recipe, own)
@@ -95,8 +96,25 @@ def check(raw: dict) -> dict:
             raise ZephyrError(f"pipeline.stages[{i}].overrides must be a mapping of key: value",
                               "write overrides as `key: value` lines")
         names.append(st["name"])
-    return {"description": spec.get("description", ""), "output_dir": str(spec["output_dir"]),
-            "seed": int(spec.get("seed", 42)), "stages": stages}
+    report = spec.get("report")
+    if report is not None:
+        from .evaluation.ablation import check_claims
+
+        if not isinstance(report, dict) or set(report) - {"claims"}:
+            raise ZephyrError("`pipeline.report` takes one key, claims", "write report: {claims: [...]}, or drop it")
+        check_claims(report.get("claims"))
+    out = {"description": spec.get("description", ""), "output_dir": str(spec["output_dir"]),
+           "seed": int(spec.get("seed", 42)), "stages": stages}
+    if report is not None:
+        out["report"] = report
+    return out
+
+
+class _Verbatim(str):
+    """A value typed on the command line: Hydra's override syntax already, passed on as written."""
+
+
+yaml.SafeDumper.add_representer(_Verbatim, lambda dumper, value: dumper.represent_str(str(value)))
 
 
 def _override(key: str, value) -> str:
@@ -106,6 +124,8 @@ def _override(key: str, value) -> str:
         value = "null"
     elif isinstance(value, (list, dict)):
         value = json.dumps(value)
+    elif isinstance(value, str) and not isinstance(value, _Verbatim) and re.search(r"[\s()\[\]{},'\"\\]", value) and "${" not in value:
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"  # Hydra's quoted string
     return f"{key}={value}"
 
 
@@ -146,6 +166,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     runfolder.write_atomic(out / "pipeline.yaml", yaml.safe_dump({"pipeline": spec}, sort_keys=False))
     status_path = out / "pipeline.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {"stages": {}}
+    status["seed"] = spec["seed"]
     forced = set(names[names.index(from_stage):]) if from_stage else ({only} if only else set())
     for st, name, cfg in planned:
         stage, folder = st["name"], Path(cfg["run"]["output_dir"])
@@ -174,4 +195,9 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
         status["stages"][stage] = {"folder": str(folder), "seconds": round(time.time() - started, 2),
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")
+    if "report" in spec and not only:
+        from .evaluation import ablation
+
+        ablation.report([out], out / "report")
+        log.info("pipeline: report written to %s", out / "report" / "report.md")
     return out

@@ -53,7 +53,7 @@ def _hub_file(spec: str, what: str) -> Path:
 
 
 def is_file_spec(spec: str) -> bool:
-    return spec.startswith(("http://", "https://", "hf://", "./", "../", "/", "~")) or \
+    return spec.startswith(("http://", "https://", "hf://", "builtin://", "./", "../", "/", "~")) or \
         spec.endswith((".json", ".jsonl", ".txt")) or Path(spec).expanduser().exists()
 
 
@@ -63,6 +63,10 @@ def local_file(spec: str, what: str) -> Path:
         return _download(spec, what)
     if spec.startswith("hf://"):
         return _hub_file(spec, what)
+    if spec.startswith("builtin://"):
+        from ..embedded import builtin
+
+        return Path(builtin.resolve(spec))
     path = Path(spec).expanduser()
     if not path.is_file():
         raise ZephyrError(f"{what} file {spec} does not exist", "check the path (or give a hub id or URL)")

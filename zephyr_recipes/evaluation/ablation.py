@@ -1,0 +1,220 @@
+"""The Zephyr paper's ablation (its Table 3) from pipeline folders: one row per evaluated model, the
+MT-Bench-style mean grade and the AlpacaEval-style win rate, averaged over the pipelines given (one per seed),
+with the spread, every seed's figure, and the pipeline's own claims checked seed by seed.
+
+A pipeline names its claims under ``pipeline.report.claims``::
+
+    report:
+      claims:
+        - {run: dSFT + dDPO, metric: mt_bench, above: dSFT}         # above another row, in every seed
+        - {run: dSFT + dDPO, metric: alpaca_eval, above: 50}        # above a number
+        - {run: dSFT + dDPO, metric: mt_bench, at_least: dSFT-2}    # at or above
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+
+from .. import runfolder
+from ..errors import ZephyrError
+from . import plots
+
+METRICS = {"mt_bench": ("MT-Bench-style grade (1-10)", ("mt_bench", "score")),
+           "alpaca_eval": ("AlpacaEval-style win %", ("alpaca_eval", "win_rate"))}
+CLAIM_KEYS = {"run", "metric", "above", "at_least"}
+
+
+def is_pipeline_folder(folder: Path) -> bool:
+    return (Path(folder) / "pipeline.yaml").is_file()
+
+
+def check_claims(claims) -> list[dict]:
+    """Validate ``pipeline.report.claims``; returns them as a list of dicts."""
+    if claims is None:
+        return []
+    if not isinstance(claims, list):
+        raise ZephyrError("pipeline.report.claims must be a list", "write claims as {run, metric, above | at_least}")
+    for i, claim in enumerate(claims):
+        where = f"pipeline.report.claims[{i}]"
+        if not isinstance(claim, dict) or not claim.get("run") or claim.get("metric") not in METRICS:
+            raise ZephyrError(f"{where} needs a run and a metric ({' or '.join(METRICS)})",
+                              "write {run: dSFT + dDPO, metric: mt_bench, above: dSFT}")
+        extra = set(claim) - CLAIM_KEYS
+        if extra:
+            raise ZephyrError(f"unknown key {where}.{sorted(extra)[0]}", f"claims have {', '.join(sorted(CLAIM_KEYS))}")
+        if ("above" in claim) == ("at_least" in claim):
+            raise ZephyrError(f"{where} needs exactly one of `above` and `at_least`",
+                              "name another row (or a number) the run should beat")
+    return claims
+
+
+def _stages(folder: Path) -> tuple[list[Path], list[dict]]:
+    """The evaluation run folders of a pipeline, in stage order, and its claims."""
+    spec = (yaml.safe_load((folder / "pipeline.yaml").read_text()) or {}).get("pipeline") or {}
+    evals = []
+    for st in spec.get("stages") or []:
+        stage_folder = folder / st["name"]
+        if (stage_folder / "scores.json").is_file():
+            evals.append(stage_folder)
+        elif st.get("name", "").startswith("eval") and not runfolder.is_complete(stage_folder):
+            raise ZephyrError(f"{stage_folder} has not finished", f"run the pipeline to the end (output_dir {folder})")
+    if not evals:
+        raise ZephyrError(f"{folder} holds no finished evaluation stage", "its pipeline needs eval stages")
+    return evals, check_claims((spec.get("report") or {}).get("claims"))
+
+
+def _value(scores: dict, metric: str):
+    section, key = METRICS[metric][1]
+    return (scores.get(section) or {}).get(key)
+
+
+def collect(folders: list[Path]) -> tuple[list[str], dict, list[dict], list[str]]:
+    """(row names in order, {name: [scores per seed]}, claims, seed labels)."""
+    names, per_run, claims, labels = [], {}, None, []
+    for folder in folders:
+        folder = Path(folder)
+        evals, own_claims = _stages(folder)
+        claims = own_claims if claims is None else claims
+        status = json.loads((folder / "pipeline.json").read_text()) if (folder / "pipeline.json").is_file() else {}
+        labels.append(f"seed {status.get('seed', '?')}" if status.get("seed") is not None else folder.name)
+        for ev in evals:
+            scores = json.loads((ev / "scores.json").read_text())
+            name = scores.get("model_id") or ev.name
+            if name not in per_run:
+                names.append(name)
+                per_run[name] = []
+            per_run[name].append(scores)
+    if len(set(labels)) < len(labels):
+        labels = [str(Path(f)) for f in folders]
+    for name in names:
+        if len(per_run[name]) != len(folders):
+            raise ZephyrError(f"the row {name!r} is in {len(per_run[name])} of the {len(folders)} pipelines given",
+                              "give pipelines of the same recipe (one per seed)")
+    return names, per_run, claims or [], labels
+
+
+def _stats(values: list) -> tuple[float | None, float | None]:
+    got = [v for v in values if v is not None]
+    if not got:
+        return None, None
+    return statistics.fmean(got), (statistics.stdev(got) if len(got) > 1 else None)
+
+
+def _cell(values: list, digits: int) -> str:
+    mean, sd = _stats(values)
+    if mean is None:
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+def evaluate_claims(claims: list[dict], per_run: dict, labels: list[str]) -> list[dict]:
+    out = []
+    for claim in claims:
+        other = claim.get("above", claim.get("at_least"))
+        strict = "above" in claim
+        metric = claim["metric"]
+        if claim["run"] not in per_run or (isinstance(other, str) and other not in per_run):
+            missing = claim["run"] if claim["run"] not in per_run else other
+            out.append({**claim, "text": f"{claim['run']} vs {other}", "held": None,
+                        "detail": f"no row named {missing!r}"})
+            continue
+        seeds = []
+        for i in range(len(labels)):
+            mine = _value(per_run[claim["run"]][i], metric)
+            theirs = float(other) if not isinstance(other, str) else _value(per_run[other][i], metric)
+            ok = None if mine is None or theirs is None else (mine > theirs if strict else mine >= theirs)
+            seeds.append((mine, theirs, ok))
+        held = sum(1 for _, _, ok in seeds if ok)
+        sign = ">" if strict else "≥"
+        out.append({**claim, "text": f"{claim['run']} {sign} {other} ({METRICS[metric][0]})", "held": held,
+                    "seeds": len(seeds), "per_seed": seeds})
+    return out
+
+
+def bars(names: list[str], per_run: dict, path: Path) -> None:
+    """MT-Bench-style grade per row: the mean over seeds as a bar, each seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, METRICS):
+        means = [_stats([_value(s, metric) for s in per_run[n]])[0] or 0.0 for n in names]
+        ax.bar(range(len(names)), means, color="#8fb3d9")
+        for x, n in enumerate(names):
+            ys = [_value(s, metric) for s in per_run[n] if _value(s, metric) is not None]
+            ax.scatter([x] * len(ys), ys, color="#1f3b5c", s=14, zorder=3)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_title(METRICS[metric][0], fontsize=10)
+        if metric == "alpaca_eval":
+            ax.axhline(50, color="grey", linewidth=0.8, linestyle="--")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(folders: list[Path], out: Path | None = None) -> str:
+    """The Table 3 markdown; with ``out``, also writes report.md, table3.png, radar.png and scores.json there."""
+    names, per_run, claims, labels = collect(folders)
+    n = len(labels)
+    baselines = {n_: sorted({b for s in per_run[n_] for b in (s.get("alpaca_eval") or {}).get("baseline", [])})
+                 for n_ in names}
+    spread = (f"Figures are the mean ± standard deviation over {n} seeds." if n > 1 else
+              "Figures are from one seed; give several pipeline folders (one per seed) for mean and spread.")
+    text = ["# The Zephyr ablation (Table 3) on this pipeline", "",
+            f"Pipelines: {', '.join(str(f) for f in folders)}. {spread}", "",
+            "| model | MT-Bench-style grade | turn 1 | turn 2 | AlpacaEval-style win % | against |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        runs = per_run[name]
+        text.append(f"| {name} | {_cell([_value(s, 'mt_bench') for s in runs], 2)} | "
+                    f"{_cell([(s.get('mt_bench') or {}).get('turn_1') for s in runs], 2)} | "
+                    f"{_cell([(s.get('mt_bench') or {}).get('turn_2') for s in runs], 2)} | "
+                    f"{_cell([_value(s, 'alpaca_eval') for s in runs], 1)} | {', '.join(baselines[name]) or '–'} |")
+    if n > 1:
+        text += ["", "Every seed:", "", "| model | " + " | ".join(labels) + " |", "|" + " --- |" * (n + 1)]
+        for name in names:
+            cells = []
+            for s in per_run[name]:
+                mt, wr = _value(s, "mt_bench"), _value(s, "alpaca_eval")
+                cells.append(("–" if mt is None else f"{mt:.2f}") + " / " + ("–" if wr is None else f"{wr:.1f}%"))
+            text.append(f"| {name} | " + " | ".join(cells) + " |")
+    checked = evaluate_claims(claims, per_run, labels)
+    if checked:
+        text += ["", "Claims of this pipeline, checked seed by seed:", ""]
+        for c in checked:
+            if c["held"] is None:
+                text.append(f"- {c['text']}: cannot be checked, {c['detail']}")
+                continue
+            verdict = "holds" if c["held"] == c["seeds"] else ("fails" if c["held"] == 0 else "holds in part")
+            vals = "; ".join("–" if a is None or b is None else f"{a:.2f} vs {b:.2f}" for a, b, _ in c["per_seed"])
+            text.append(f"- {c['text']}: **{verdict}**, {c['held']} of {c['seeds']} seed(s) ({vals})")
+    judges = sorted({(s.get("judge") or {}).get("module") or (s.get("judge") or {}).get("model") or "?"
+                     for runs in per_run.values() for s in runs})
+    text += ["", f"Judge: {', '.join(judges)}. The published Zephyr-7B figures (GPT-4 judge, MT-Bench): dSFT 6.64, "
+             "dDPO without dSFT 4.76, dSFT + dDPO 7.00; they are on another scale and another task, for the "
+             "shape of the result only.", ""]
+    md = "\n".join(text)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        bars(names, per_run, out / "table3.png")
+        md += "\n![Table 3](table3.png)\n"
+        cats = {}
+        for name in names:
+            keys = {k for s in per_run[name] for k in ((s.get("mt_bench") or {}).get("categories") or {})}
+            cats[name] = {k: _stats([((s.get("mt_bench") or {}).get("categories") or {}).get(k)
+                                     for s in per_run[name]])[0] for k in keys}
+        if plots.radar(cats, out / "radar.png", "MT-Bench-style grade by task"):
+            md += "\n![MT-Bench-style grade by task](radar.png)\n"
+        (out / "report.md").write_text(md)
+        (out / "scores.json").write_text(json.dumps(
+            {"pipelines": [str(f) for f in folders], "seeds": labels, "rows": names,
+             "runs": per_run, "claims": [{k: v for k, v in c.items()} for c in checked]}, indent=2, default=str) + "\n")
+    return md
