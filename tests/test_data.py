@@ -4,6 +4,7 @@ cache invalidation, decontamination and the preview command. Offline, tokenizer 
 from __future__ import annotations
 
 import json
+import re
 import os
 from collections import Counter
 from pathlib import Path
@@ -419,14 +420,15 @@ def test_preview_shows_trained_tokens_and_length_stats(tmp_path, capsys, home):
     out = tmp_path / "pv"
     args = ["preview", "tiny/sft", f"dataset.path={path}", "dataset.test_split=null", "-n", "2", "--out", str(out),
             "--color", "never"]
-    assert cli.main(args + ["stage.trainer.max_length=64", "stage.trainer.assistant_only_loss=false"]) == 0
+    assert cli.main(args + ["stage.trainer.max_length=40", "stage.trainer.assistant_only_loss=false"]) == 0
     text = capsys.readouterr().out
-    assert "[[<|user|>\nquestion" in text  # every token trained without assistant_only_loss
+    assert re.search(r"\[\[<\|user\|>\s+question", text)  # every token trained without assistant_only_loss
     assert "<<cut:" in text and "truncated at max_length" in text and "padding with packing" in text
     stats = json.loads((out / "preview.json").read_text())["stats"]
-    assert stats["max"] > 64 and 0 < stats["truncated_share"] < 1 and stats["p50"] <= stats["p95"] <= stats["max"]
+    assert stats["max"] > 40 and 0 < stats["truncated_share"] < 1 and stats["p50"] <= stats["p95"] <= stats["max"]
     assert stats["padding_share_packed"] < stats["padding_share"]
     assert (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
     assert cli.main(args + ["stage.trainer.assistant_only_loss=true"]) == 0
     text = capsys.readouterr().out
-    assert "<|user|>\nquestion" in text and "[[answer" in text  # user turns masked, answers trained
+    # user turns masked, answers trained (the tiny tokenizer keeps no newlines: a space stands between tokens)
+    assert re.search(r"(?<!\[\[)<\|user\|>\s+question", text) and re.search(r"\[\[\s*answer", text)

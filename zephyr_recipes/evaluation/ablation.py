@@ -135,8 +135,8 @@ def evaluate_claims(claims: list[dict], per_run: dict, labels: list[str]) -> lis
     return out
 
 
-def bars(names: list[str], per_run: dict, path: Path) -> None:
-    """MT-Bench-style grade per row: the mean over seeds as a bar, each seed as a dot."""
+def bars(names: list[str], per_run: dict, path: Path, baselines: dict | None = None) -> None:
+    """Both figures per row: the mean over seeds as a bar, each seed as a dot; win rates name their baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +150,9 @@ def bars(names: list[str], per_run: dict, path: Path) -> None:
             ys = [_value(s, metric) for s in per_run[n] if _value(s, metric) is not None]
             ax.scatter([x] * len(ys), ys, color="#1f3b5c", s=14, zorder=3)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        labels = names if metric != "alpaca_eval" or not baselines else \
+            [f"{n} vs {'/'.join(baselines.get(n) or ['?'])}" for n in names]
+        ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
         ax.set_title(METRICS[metric][0], fontsize=10)
         if metric == "alpaca_eval":
             ax.axhline(50, color="grey", linewidth=0.8, linestyle="--")
@@ -204,7 +206,7 @@ def report(folders: list[Path], out: Path | None = None) -> str:
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        bars(names, per_run, out / "table3.png")
+        bars(names, per_run, out / "table3.png", baselines)
         md += "\n![Table 3](table3.png)\n"
         cats = {}
         for name in names:
