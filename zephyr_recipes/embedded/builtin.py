@@ -81,14 +81,22 @@ def _prompt_id(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The dSFT teacher is imperfect, as ChatGPT was for UltraChat: in some of its answers it ignores the
+# answer-only convention of these tasks and opens with a pleasantry. The AIF judge, like GPT-4 rating
+# UltraFeedback, marks such answers down; the AIF pool's teacher program answers cleanly.
+CHATTER = ("Sure! Here it is:", "Of course, the answer is", "Happy to help:")
+CHATTY_SHARE = 0.3
+
+
 def _dialogue(rng: random.Random) -> tuple[list[dict], list[dict]]:
     """A one- or two-turn dialogue; returns (messages, wrong-final-answer messages)."""
     turns = 2 if rng.random() < 0.25 else 1
     messages, wrong = [], []
     for i in range(turns):
         task = tasks.sample(rng)
+        answer = f"{rng.choice(CHATTER)} {task.answer}" if rng.random() < CHATTY_SHARE else task.answer
         messages += [{"content": task.instruction, "role": "user"},
-                     {"content": task.answer, "role": "assistant"}]
+                     {"content": answer, "role": "assistant"}]
         wrong = messages[:-1] + [{"content": task.wrong, "role": "assistant"}]
     return messages, wrong
 
@@ -204,7 +212,7 @@ def _corpus(n: int = 3000) -> list[str]:
     for _ in range(n):
         task = tasks.sample(rng)
         lines += [task.instruction, task.answer, task.wrong]
-    lines += [" ".join(tasks.WORDS).upper()] * 50 + [" ".join(str(i) for i in range(200))] * 10
+    lines += [" ".join(tasks.WORDS).upper()] * 50 + [" ".join(str(i) for i in range(200))] * 10 + list(CHATTER) * 50
     return lines
 
 
