@@ -101,3 +101,22 @@ def test_from_needs_a_pipeline_stage(cli, tmp_path):
     assert code == 2 and "no stage of that name" in err
     code, _, err = cli("tiny/sft", "--only", "sft")
     assert code == 2 and "apply to pipeline recipes" in err
+
+
+def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
+    """Lists of mappings, strings with spaces, quotes and brackets, numbers and nulls are written in Hydra's
+    override grammar, so the stage receives them exactly as the pipeline file gives them."""
+    from zephyr_recipes import pipeline
+
+    generators = [{"name": "it's (teacher)", "type": "function", "function": "zephyr_recipes.embedded.tasks:teacher"},
+                  {"name": "sft, hot", "type": "transformers", "model": "builtin://tiny-mistral",
+                   "model_config": {"chat_template": "zephyr"}, "sampling": {"temperature": 1.0, "top_p": None}}]
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": {"output_dir": str(tmp_path / "out"), "stages": [
+        {"name": "aif", "recipe": "tiny/aif", "overrides": {"stage.generators": generators,
+                                                            "recipe.description": "a [b] {c}, 'd'"}}]}}))
+    spec, _, recipe_file = pipeline.load(str(path), [])
+    (_, _, cfg), = pipeline.stage_configs(spec, recipe_file.parent)
+    assert cfg["stage"]["generators"][0]["name"] == "it's (teacher)"
+    assert cfg["stage"]["generators"][1]["sampling"] == {"temperature": 1.0, "top_p": None}
+    assert cfg["recipe"]["description"] == "a [b] {c}, 'd'"

@@ -117,16 +117,32 @@ class _Verbatim(str):
 yaml.SafeDumper.add_representer(_Verbatim, lambda dumper, value: dumper.represent_str(str(value)))
 
 
-def _override(key: str, value) -> str:
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"  # Hydra's quoted string
+
+
+def _hydra(value, nested: bool = False) -> str:
+    """A YAML value written in Hydra's override grammar (lists as [a, b], mappings as {key: value})."""
+    if isinstance(value, _Verbatim):
+        return str(value)
     if isinstance(value, bool):
-        value = str(value).lower()
-    elif value is None:
-        value = "null"
-    elif isinstance(value, (list, dict)):
-        value = json.dumps(value)
-    elif isinstance(value, str) and not isinstance(value, _Verbatim) and re.search(r"[\s()\[\]{},'\"\\]", value) and "${" not in value:
-        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"  # Hydra's quoted string
-    return f"{key}={value}"
+        return str(value).lower()
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_hydra(v, True) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_hydra(v, True)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if nested or re.search(r"[\s()\[\]{},'\"\\]", text):
+        return _quote(text)
+    return text
+
+
+def _override(key: str, value) -> str:
+    return f"{key}={_hydra(value)}"
 
 
 def stage_configs(spec: dict, base: Path) -> list[tuple[dict, str, dict]]:
