@@ -120,3 +120,16 @@ def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
     assert cfg["stage"]["generators"][0]["name"] == "it's (teacher)"
     assert cfg["stage"]["generators"][1]["sampling"] == {"temperature": 1.0, "top_p": None}
     assert cfg["recipe"]["description"] == "a [b] {c}, 'd'"
+
+
+def test_a_report_that_cannot_be_made_does_not_fail_finished_stages(tmp_path, cli):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": {"output_dir": str(tmp_path / "out"), "stages": [
+        {"name": "sft", "recipe": "tiny/sft", "overrides": {"dataset.max_train_samples": 32, "dataset.test_split": None,
+                                                          "stage.trainer.num_train_epochs": 1}}],
+        "report": {"claims": [{"run": "dSFT", "metric": "mt_bench", "above": 1}]}}}))
+    code, _, err = cli(str(path))
+    assert code == 0, err
+    assert _status(tmp_path / "out" / "sft")["status"] == "complete"
+    assert "no report:" in err and "holds no finished evaluation stage" in err
+    assert not (tmp_path / "out" / "report").exists()

@@ -214,6 +214,9 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     if "report" in spec and not only:
         from .evaluation import ablation
 
-        ablation.report([out], out / "report")
-        log.info("pipeline: report written to %s", out / "report" / "report.md")
+        try:
+            ablation.report([out], out / "report")
+            log.info("pipeline: report written to %s", out / "report" / "report.md")
+        except ZephyrError as exc:  # the stages finished; a report that cannot be made does not undo them
+            log.warning("pipeline: no report: %s (%s)", exc.problem, exc.fix)
     return out
