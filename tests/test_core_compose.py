@@ -107,3 +107,14 @@ def test_help_explains_overrides(cli, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "group=option" in out and "zephyr-recipes list" in out
+
+
+@pytest.mark.parametrize("args, says", [
+    (["tiny/eval-heldout"], "eval of ./runs/tiny-dpo on mt_bench, alpaca_eval, hardware cpu"),
+    (["tiny/sft", "dataset=ultrachat-ultrafeedback-mix"],
+     "on a mixture of HuggingFaceH4/ultrachat_200k[train_sft] x1.0 + HuggingFaceH4/ultrafeedback_binarized[train_sft] x0.5"),
+    (["tiny/dpo"], "on ./runs/tiny-aif[train_prefs]"),
+])
+def test_validate_says_what_the_stage_reads(cli, args, says):
+    code, out, err = cli("validate", *args)
+    assert code == 0 and says in out, out + err

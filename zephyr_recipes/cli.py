@@ -131,9 +131,20 @@ def cmd_validate(args) -> int:
             print(f"ok: {name} stage {st['name']}: {c['stage']['name']} of {c['model']['name_or_path']} "
                   f"-> {c['run']['output_dir']}")
         return 0
-    print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {cfg['dataset']['path']}, "
+    print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
           f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
     return 0
+
+
+def _inputs(cfg: dict) -> str:
+    """What a stage reads: its benchmarks (eval), its mixture's sources, or its dataset."""
+    if cfg["stage"]["name"] == "eval":
+        return ", ".join(cfg["stage"].get("benchmarks") or []) or "no benchmarks"
+    ds = cfg.get("dataset") or {}
+    if ds.get("mixture"):
+        parts = [f"{m.get('path')}[{m.get('split') or ds.get('train_split')}] x{m.get('weight', 1)}" for m in ds["mixture"]]
+        return "a mixture of " + " + ".join(parts)
+    return f"{ds.get('path')}[{ds.get('train_split')}]"
 
 
 def cmd_list(args) -> int:
