@@ -27,6 +27,7 @@ def test_pipeline_runs_wires_skips_and_restarts(tmp_path, cli):
     args = ["tiny/zephyr", f"pipeline.output_dir={out}", *FAST]
     code, stdout, err = cli(*args)
     assert code == 0, err
+    assert "| dSFT + dDPO |" in stdout and f"report: {out}/report/report.md" in stdout  # the table is printed
     for stage in TRAINED + EVALS:
         assert _status(out / stage)["status"] == "complete"
     # Wiring: AIF generated with the SFT output, DPO started from it and trained on the AIF pairs.

@@ -215,6 +215,10 @@ def cmd_run(args) -> int:
     if loaded:
         spec, name, path = loaded
         out = pipeline.run(spec, path, args.from_stage, args.only, argv)
+        report = out / "report" / "report.md"
+        if "report" in spec and not args.only and report.is_file():
+            print(report.read_text().split("\n![", 1)[0].rstrip() + "\n")
+            print(f"report: {report}")
         print(f"pipeline folder: {out}")
         return 0
     raw, name, path = compose(args.recipe, args.overrides)
