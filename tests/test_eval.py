@@ -232,3 +232,17 @@ def test_eval_config_errors(cli, monkeypatch, tmp_path):
     code, _, err = cli("zephyr-7b-beta/eval", "hardware=cpu", f"run.output_dir={out}")
     assert code == 2 and "OPENAI_API_KEY is not set" in err and "fix: export OPENAI_API_KEY" in err
     assert not out.exists()  # refused before anything was written
+
+
+def test_switching_a_judge_or_generator_type_names_the_leftover_key(cli):
+    """A function judge turned into an endpoint on the command line keeps its `module`: the error says to drop
+    it with the exact override, and that override works."""
+    switch = ["stage.judge.type=openai", "stage.judge.model=gpt-4", "stage.judge.base_url=http://127.0.0.1:9/v1"]
+    code, _, err = cli("validate", "tiny/eval-heldout", *switch)
+    assert code == 2 and "stage.judge.module belongs to type function" in err and "add ~stage.judge.module" in err
+    code, out, err = cli("validate", "tiny/eval-heldout", *switch, "~stage.judge.module")
+    assert code == 0, err
+    code, _, err = cli("validate", "tiny/aif", "stage.generators.3.type=transformers", "stage.generators.3.model=x")
+    assert code == 2 and "add ~stage.generators.3.function" in err
+    assert cli("validate", "tiny/aif", "stage.generators.3.type=transformers", "stage.generators.3.model=x",
+               "~stage.generators.3.function")[0] == 0

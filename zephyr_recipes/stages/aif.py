@@ -12,6 +12,8 @@ result is two datasets in the run folder:
 
 from __future__ import annotations
 
+import re
+
 import gc
 import logging
 import statistics
@@ -47,6 +49,12 @@ def _check_backend(where: str, spec, required: dict, common: set) -> None:
     if missing:
         raise ZephyrError(f"{where} of type {kind} needs {', '.join(missing)}", f"add {where}.{missing[0]}=...")
     unknown = sorted(set(spec) - required[kind] - common)
+    others = [k for k in unknown if any(k in keys for t, keys in required.items() if t != kind)]
+    if others:  # left over from the type the recipe had before an override changed it
+        owner = next(t for t, keys in required.items() if others[0] in keys)
+        path = re.sub(r"\[(\d+)\]", r".\1", where)
+        raise ZephyrError(f"{where}.{others[0]} belongs to type {owner}, and {where}.type is {kind}",
+                          f"drop it: add ~{path}.{others[0]} to the overrides (or set {path}.type={owner})")
     if unknown:
         import difflib
 
