@@ -22,6 +22,7 @@ import yaml
 from .. import runfolder
 from ..errors import ZephyrError
 from . import plots
+from .compare import PUBLISHED
 
 METRICS = {"mt_bench": ("MT-Bench-style grade (1-10)", ("mt_bench", "score")),
            "alpaca_eval": ("AlpacaEval-style win %", ("alpaca_eval", "win_rate"))}
@@ -199,9 +200,10 @@ def report(folders: list[Path], out: Path | None = None) -> str:
             text.append(f"- {c['text']}: **{verdict}**, {c['held']} of {c['seeds']} seed(s) ({vals})")
     judges = sorted({(s.get("judge") or {}).get("module") or (s.get("judge") or {}).get("model") or "?"
                      for runs in per_run.values() for s in runs})
-    text += ["", f"Judge: {', '.join(judges)}. The published Zephyr-7B figures (GPT-4 judge, MT-Bench): dSFT 6.64, "
-             "dDPO without dSFT 4.76, dSFT + dDPO 7.00; they are on another scale and another task, for the "
-             "shape of the result only.", ""]
+    published = "; ".join(f"{p['name'].removeprefix('ablation: ').removesuffix(' (published)')} {p['mt_bench']:.2f}"
+                          for p in PUBLISHED if p["name"].startswith("ablation: "))
+    text += ["", f"Judge: {', '.join(judges)}. The published Zephyr-7B figures (GPT-4 judge, MT-Bench): {published}; "
+             "they are on another scale and another task, for the shape of the result only.", ""]
     md = "\n".join(text)
     if out is not None:
         out = Path(out)

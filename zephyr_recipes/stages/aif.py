@@ -12,10 +12,9 @@ result is two datasets in the run folder:
 
 from __future__ import annotations
 
-import re
-
 import gc
 import logging
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
