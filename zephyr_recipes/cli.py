@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
         s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+        if name == "validate":
+            s.add_argument("--rows", type=int, default=200, metavar="N",
+                           help="render the first N rows of the data through the chat template (default 200)")
         if name == "run":
             s.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="pipelines: run this stage and every later one again")
@@ -133,7 +136,46 @@ def cmd_validate(args) -> int:
         return 0
     print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
           f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
+    if cfg["stage"]["name"] in ("sft", "dpo"):
+        _check_template(cfg, args.rows)
     return 0
+
+
+def _check_template(cfg: dict, limit: int) -> None:
+    """Render real rows of the recipe's data through the chat template the run will use, and show one."""
+    from . import chat_format, modeling, worker
+    from .data import load_for_stage
+    from .data.preview import render, tokenize_dpo, tokenize_sft
+    from .data.sources import locate
+
+    worker.setup_logging()
+    try:
+        tokenizer = modeling.open_tokenizer(cfg["model"])
+    except ZephyrError as exc:
+        print(f"chat template: not checked here ({exc.problem}); the run checks it before loading weights")
+        return
+    record: dict = {}
+    assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
+    modeling.prepare_tokenizer(tokenizer, cfg["model"], assistant_only, record)
+    t = record["chat_template"]
+    print(f"chat template: {t['name']} ({t['source']}); pad token {record['pad_token']['pad_token']!r}")
+    try:
+        train, _, _ = load_for_stage(worker._without_unused_test_data(cfg), tokenizer)
+    except ZephyrError as exc:
+        if cfg["dataset"].get("mixture") or locate(cfg["dataset"]["path"])[0] != "hub":
+            raise
+        print(f"rows: not checked here ({exc.problem}); the run checks them before loading weights")
+        return
+    rows = chat_format.check_rows(tokenizer, train, cfg["stage"]["name"], assistant_only, limit=limit)
+    chat_format.refuse(rows, t["name"])
+    print(chat_format.explain(rows))
+    if len(train):
+        row = train[0]
+        pairs = (tokenize_sft(tokenizer, row["messages"], cfg["stage"]["trainer"]) if cfg["stage"]["name"] == "sft"
+                 else tokenize_dpo(tokenizer, row, cfg["stage"]["trainer"], "chosen"))
+        color = sys.stdout.isatty()
+        legend = "trained text in green" if color else "[[trained]] text, the rest masked"
+        print(f"first row as the trainer sees it ({legend}):\n{render(tokenizer, pairs, color)}")
 
 
 def _inputs(cfg: dict) -> str:

@@ -65,12 +65,18 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
 
     path, name = find_recipe(recipe)
     try:
-        yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ZephyrError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
                           "fix the YAML syntax (indentation, a missing ':' or an unclosed quote)") from None
+    if not isinstance(doc, dict):
+        kind = "empty" if doc is None else f"a YAML {type(doc).__name__.replace('str', 'string')}"
+        raise ZephyrError(f"recipe {path} is {kind}, and a recipe must be a mapping",
+                          "write it as `defaults:` (one option per group: model, dataset, stage, hardware, then "
+                          "_self_) followed by the sections it overrides; start from `zephyr-recipes cp tiny/sft "
+                          "my.yaml`")
     for o in overrides:
         if o.startswith("hydra.") or o.startswith("hydra/"):
             raise ZephyrError(f"override {o!r} changes Hydra itself", "override recipe keys only")

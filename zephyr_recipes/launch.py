@@ -258,14 +258,21 @@ def execute(cfg: dict, name: str, argv: list[str]) -> Path | None:
     plan.check_before_launch(cfg)
     if hw["launcher"] != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
-    folder, resume_from = runfolder.prepare(cfg)
-    runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
-                         launch={"command": argv, "recipe": name, "launcher": hw["launcher"]})
-    if hw["launcher"] == "inprocess":
-        worker.run(folder, resume_from, argv=argv, recipe=name)
-    elif hw["launcher"] == "accelerate":
-        run_accelerate(cfg, folder)
-    else:
-        run_slurm(cfg, folder)
-        return None
+    with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
+        done = runfolder.finished_alike(cfg)
+        if done is not None:
+            worker.log.info("%s already holds a finished run of this config (completed %s): nothing to do "
+                            "(run.overwrite=true trains it again)", done,
+                            (runfolder.read_status(done) or {}).get("finished", "?"))
+            return done
+        folder, resume_from = runfolder.prepare(cfg)
+        runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
+                             launch={"command": argv, "recipe": name, "launcher": hw["launcher"]})
+        if hw["launcher"] == "inprocess":
+            worker.run(folder, resume_from, argv=argv, recipe=name)
+        elif hw["launcher"] == "accelerate":
+            run_accelerate(cfg, folder)
+        else:
+            run_slurm(cfg, folder)
+            return None
     return folder

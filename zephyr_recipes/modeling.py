@@ -11,12 +11,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import chat_format
+from .chat_format import TEMPLATES, template_text  # noqa: F401  (re-exported)
 from .embedded import builtin
 from .errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 @dataclass
@@ -131,6 +132,21 @@ def is_local_path(name: str) -> bool:
     return name.startswith(("./", "../", "/", "~")) or Path(name).expanduser().exists()
 
 
+def producing_recipe(folder: Path) -> tuple[str, str] | None:
+    """(recipe, command) of the shipped recipe whose default run folder this is (runs/tiny-sft: tiny/sft)."""
+    from .compose import RECIPES_DIR
+
+    if folder.parent.name != "runs":
+        return None
+    stem = folder.name
+    for i in [i for i, c in enumerate(stem) if c == "-"]:
+        recipe = f"{stem[:i]}/{stem[i + 1:]}"
+        if (RECIPES_DIR / f"{recipe}.yaml").is_file():
+            make = f"`make {stem[i + 1:]}` or " if stem[:i] == "tiny" else ""
+            return recipe, f"{make}`zephyr-recipes {recipe}`"
+    return None
+
+
 def resolve_source(name: str, what: str = "model") -> str:
     """A builtin:// name becomes its cache folder; a local path must exist; a hub id passes through."""
     if builtin.is_builtin(name):
@@ -138,8 +154,12 @@ def resolve_source(name: str, what: str = "model") -> str:
     if is_local_path(name):
         path = Path(name).expanduser()
         if not path.exists():
-            hint = " (run `make sft` first)" if "runs/" in name else ""
-            raise ZephyrError(f"{what} folder {name} does not exist{hint}",
+            producer = producing_recipe(path)
+            if producer:
+                raise ZephyrError(f"{what} folder {name} does not exist: it is the run folder of {producer[0]}",
+                                  f"run {producer[1]} first, or point {what}.name_or_path at another run folder, "
+                                  "a saved model or a hub id")
+            raise ZephyrError(f"{what} folder {name} does not exist",
                               f"point {what}.name_or_path at a run folder or a saved model, or use a hub id")
         return str(path.resolve())
     return name
@@ -152,39 +172,54 @@ def _hub_error(name: str, exc: Exception, what: str) -> ZephyrError:
     return ZephyrError(f"cannot load {what} {name!r}: {str(exc).strip().splitlines()[0]}", fix)
 
 
-def template_text(spec: str) -> str:
-    shipped = TEMPLATES / f"{spec}.jinja"
-    if shipped.is_file():
-        return shipped.read_text()
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path.read_text()
-    names = sorted(p.stem for p in TEMPLATES.glob("*.jinja"))
-    raise ZephyrError(f"model.chat_template={spec!r} is neither a shipped template nor a file",
-                      f"use one of {', '.join(names)}, a path to a .jinja file, or null for the tokenizer's own")
-
-
-def load_tokenizer(model_cfg: dict):
+def open_tokenizer(model_cfg: dict):
+    """The tokenizer as saved (no template or pad token decided yet); a ZephyrError when it cannot be loaded."""
     from transformers import AutoTokenizer
 
     name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
     source = resolve_source(name, "model")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=model_cfg["revision"],
-                                                  trust_remote_code=model_cfg["trust_remote_code"])
+        return AutoTokenizer.from_pretrained(source, revision=model_cfg["revision"],
+                                             trust_remote_code=model_cfg["trust_remote_code"])
     except (OSError, ValueError) as exc:
         raise _hub_error(name, exc, "the tokenizer of") from None
-    if model_cfg["chat_template"]:
-        tokenizer.chat_template = template_text(model_cfg["chat_template"])
-        log.info("chat template: %s", model_cfg["chat_template"])
-    elif not getattr(tokenizer, "chat_template", None):
-        raise ZephyrError(f"the tokenizer of {name} has no chat template",
-                          "set model.chat_template=zephyr (or a path to a .jinja file)")
-    else:
-        log.info("chat template: the tokenizer's own")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+
+
+def load_tokenizer(model_cfg: dict, assistant_only: bool = False, record: dict | None = None):
+    """The tokenizer with the chat template the run trains with (see :mod:`chat_format`) and a pad token.
+
+    ``record``, when given, receives what was decided (template, pad token) for provenance and the card.
+    """
+    name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
+    tokenizer = open_tokenizer(model_cfg)
+    return prepare_tokenizer(tokenizer, model_cfg, assistant_only, record)
+
+
+def prepare_tokenizer(tokenizer, model_cfg: dict, assistant_only: bool = False, record: dict | None = None):
+    """Set the chat template the run trains with and a pad token; see :func:`load_tokenizer`."""
+    name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
+    choice = chat_format.choose(tokenizer, model_cfg, assistant_only, model_name=name)
+    tokenizer.chat_template = choice.text
+    log.info("%s", choice.note)
+    pad = chat_format.ensure_pad_token(tokenizer)
+    if pad["how"] != "the tokenizer's own":
+        log.info("pad token: %s, %s", pad["pad_token"], pad["how"])
+    if record is not None:
+        record["chat_template"] = choice.record()
+        record["pad_token"] = pad
     return tokenizer
+
+
+def fit_embeddings(model, tokenizer) -> dict | None:
+    """Grow the embedding matrix when the tokenizer has more tokens than it has rows; returns what was done."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= rows:
+        return None
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    done = {"from": rows, "to": len(tokenizer)}
+    log.warning("the tokenizer has %d tokens and the model's embedding matrix %d rows: resized to %d "
+                "(new rows start at the mean of the old ones)", len(tokenizer), rows, len(tokenizer))
+    return done
 
 
 def load_model(name: str, model_cfg: dict, placement: Placement):

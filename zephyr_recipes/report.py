@@ -119,7 +119,7 @@ print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}],
 ## Training
 
 - Device: {prov['placement']['device']}, precision {prov['placement']['precision']}, attention {prov['placement']['attn_implementation']}
-{_distributed_line(prov)}- Training rows: {prov['data'].get('train', {}).get('rows', '?')}
+{_distributed_line(prov)}{_tokenizer_lines(prov)}- Training rows: {prov['data'].get('train', {}).get('rows', '?')}
 - Reproduce: `{prov['command']}` (the resolved config is `config.yaml` beside this card)
 
 Trainer arguments (trl.{'SFTConfig' if stage['name'] == 'sft' else 'DPOConfig'}):
@@ -136,6 +136,25 @@ Trainer arguments (trl.{'SFTConfig' if stage['name'] == 'sft' else 'DPOConfig'})
 
 {'![training curves](training_curves.png)' if curves else ''}
 """
+
+
+def _tokenizer_lines(prov: dict) -> str:
+    """Chat template, pad token and any embedding resize: what a user of the weights must know."""
+    tok = prov.get("tokenizer") or {}
+    lines = []
+    if tok.get("chat_template"):
+        t = tok["chat_template"]
+        how = {"recipe": "set by the recipe (model.chat_template)", "tokenizer": "the tokenizer's own",
+               "trl": "TRL's training version of the tokenizer's own (same text, assistant turns marked)",
+               "shipped-twin": "the shipped twin of the tokenizer's own template (renders the same text, "
+                               "assistant turns marked)"}.get(t.get("source"), t.get("source"))
+        lines.append(f"- Chat template: `{t.get('name')}`, {how}; saved with the tokenizer\n")
+    if tok.get("pad_token") and tok["pad_token"].get("how") != "the tokenizer's own":
+        lines.append(f"- Pad token: `{tok['pad_token']['pad_token']}`, {tok['pad_token']['how']}\n")
+    if tok.get("resized_embeddings"):
+        r = tok["resized_embeddings"]
+        lines.append(f"- Embedding matrix resized from {r['from']} to {r['to']} rows to fit the tokenizer\n")
+    return "".join(lines)
 
 
 def _distributed_line(prov: dict) -> str:

@@ -2,16 +2,22 @@
 
 ``run.json`` carries the status. It says ``complete`` only after the weights, tokenizer, metrics, curves and
 model card are all written; a run that died says ``running`` or ``failed`` and is resumed, never mistaken
-for a finished one. A finished run is only replaced when the user asks (``run.overwrite=true``).
+for a finished one. A finished run is only replaced when the user asks (``run.overwrite=true``); asked again
+with the same config it is reported done. One launch at a time writes a run folder: :func:`locked` holds an
+OS lock beside it (``.NAME.lock``) that dies with its process, so a run killed with ``kill -9`` leaves no
+lock behind that could block the re-run that resumes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 import yaml
@@ -22,6 +28,8 @@ STATUS = "run.json"
 CONFIG = "config.yaml"
 # Keys that may differ between the frozen config and a re-run without making it a different run.
 VOLATILE = {"run.overwrite", "run.resume", "hardware.ignore_memory_plan"}
+# Set for the processes a launch starts, which write the folder under their parent's lock.
+LOCK_ENV = "ZEPHYR_RECIPES_LOCKED"
 
 
 def now() -> str:
@@ -107,3 +115,63 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
     write_atomic(folder / CONFIG, yaml.safe_dump(cfg, sort_keys=False))
     set_status(folder, "running", started=now(), resumed_from=str(resume_from) if resume_from else None)
     return folder, resume_from
+
+
+def finished_alike(cfg: dict) -> Path | None:
+    """The run folder of cfg when it holds a finished run of the same config (so there is nothing to do)."""
+    folder = Path(cfg["run"]["output_dir"]).expanduser()
+    if cfg["run"]["overwrite"] or not is_complete(folder) or not (folder / CONFIG).is_file():
+        return None
+    frozen = yaml.safe_load((folder / CONFIG).read_text())
+    return None if config_diff(frozen, cfg) else folder
+
+
+def lock_path(folder: Path) -> Path:
+    folder = Path(folder).expanduser().resolve()
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextlib.contextmanager
+def locked(folder: Path, command: list[str] | None = None):
+    """Hold the run folder's lock for the block, or refuse naming who holds it.
+
+    The lock is ``flock`` on a file beside the folder (it survives ``run.overwrite`` removing the folder). The OS
+    drops it when the holding process ends however it ends, so a stale lock file is simply taken over.
+    """
+    import fcntl
+
+    folder = Path(folder).expanduser().resolve()
+    if os.environ.get(LOCK_ENV) == str(folder):  # started by the launch that holds it
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(folder)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 65536, 0).decode() or "{}")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                holder = {}
+            who = (f"process {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+                   if holder else "another process")
+            raise ZephyrError(f"{folder} is being written by {who}"
+                              + (f" ({' '.join(holder['command'])})" if holder.get("command") else ""),
+                              "wait for that run to finish or stop it (a stopped run's lock is released by the OS, "
+                              "and the same command then resumes it), or use run.name=<another name>") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now(),
+                                  "command": list(command or sys.argv)}).encode(), 0)
+        previous = os.environ.get(LOCK_ENV)
+        os.environ[LOCK_ENV] = str(folder)
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(LOCK_ENV, None)
+            else:
+                os.environ[LOCK_ENV] = previous
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -252,8 +252,35 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
     if stage_name not in ("aif", "eval"):
+        _check_training_values(out["stage"])
         _check_trl_accepts(out)
     return out
+
+
+def _number(trainer: dict, key: str, default):
+    value = trainer.get(key, default)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _check_training_values(stage: dict) -> None:
+    """Values TRL and transformers accept but that train nothing, or train wrongly, without a word."""
+    trainer = stage["trainer"]
+    epochs, steps = _number(trainer, "num_train_epochs", 3.0), _number(trainer, "max_steps", -1)
+    if steps <= 0 and epochs <= 0:
+        raise ZephyrError(f"stage.trainer.num_train_epochs={epochs} and max_steps={steps}: the run would make no "
+                          "optimizer step", "set stage.trainer.num_train_epochs to a positive number "
+                          "(or stage.trainer.max_steps to a positive count, which takes precedence)")
+    lr = _number(trainer, "learning_rate", 1.0)
+    if lr <= 0:
+        raise ZephyrError(f"stage.trainer.learning_rate={lr}: the weights would not move (or move the wrong way)",
+                          "set a positive learning rate, e.g. stage.trainer.learning_rate=2e-5")
+    if stage["name"] == "dpo" and _number(trainer, "beta", 0.1) <= 0:
+        raise ZephyrError(f"stage.trainer.beta={trainer.get('beta')}: DPO's beta must be positive",
+                          "the Zephyr paper uses 0.01 to 0.1: stage.trainer.beta=0.01")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if _number(trainer, key, 1) < 1:
+            raise ZephyrError(f"stage.trainer.{key}={trainer.get(key)} must be at least 1",
+                              f"set stage.trainer.{key} to 1 or more")
 
 
 def _check_trl_accepts(cfg: dict) -> None:

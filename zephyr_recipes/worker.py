@@ -9,6 +9,7 @@ Every rank trains; only rank 0 writes run-folder files (train.log, provenance, m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, hardware, modeling, report, runfolder
+from . import chat_format, data, hardware, modeling, report, runfolder
 from .errors import ZephyrError
 from .stages import STAGES
 from .validate import trainer_config_class
@@ -113,6 +114,60 @@ def check_world(cfg: dict, folder: Path) -> None:
             f"run `python -m zephyr_recipes.worker {folder}` without a launcher")
 
 
+class TrainingGuard:
+    """Stops a run whose loss stays NaN or infinite, and refuses to call finished a run that trained nothing.
+
+    A run ends ``failed`` with the reason, never ``complete``, when it made no optimizer step, when its last
+    logged loss is not finite, or when ``PATIENCE`` logged losses in a row were not (training stops there, so a
+    diverged run does not burn the rest of its hours).
+    """
+
+    PATIENCE = 3
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        guard = self
+
+        class _Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                guard.observe(logs or {}, control)
+
+        self.callback = _Callback()
+        self.bad_in_a_row = 0
+        self.stopped_at = None
+
+    def observe(self, logs: dict, control) -> None:
+        import math
+
+        loss = logs.get("loss")
+        if not isinstance(loss, (int, float)):
+            return
+        self.bad_in_a_row = 0 if math.isfinite(loss) else self.bad_in_a_row + 1
+        if self.bad_in_a_row >= self.PATIENCE and self.stopped_at is None:
+            self.stopped_at = logs.get("epoch")
+            log.error("the loss was %s for %d logged steps in a row: stopping", loss, self.bad_in_a_row)
+            control.should_training_stop = True
+
+    def verdict(self, state) -> None:
+        import math
+
+        fix = ("lower stage.trainer.learning_rate, check the data (`zephyr-recipes preview`), or for fp16 use "
+               "hardware.precision=bf16; then re-run with run.overwrite=true")
+        if state.global_step == 0:
+            raise ZephyrError("the run made no optimizer step, so it trained nothing",
+                              "give stage.trainer.num_train_epochs > 0 or stage.trainer.max_steps > 0, and check "
+                              "that the training data has rows")
+        if self.stopped_at is not None:
+            raise ZephyrError(f"the loss was NaN or infinite for {self.PATIENCE} logged steps in a row "
+                              f"(stopped at step {state.global_step})", fix)
+        losses = [h["loss"] for h in state.log_history if isinstance(h.get("loss"), (int, float))]
+        final = [h["train_loss"] for h in state.log_history if isinstance(h.get("train_loss"), (int, float))]
+        last = (losses or final or [0.0])[-1]
+        if not math.isfinite(last) or (final and not math.isfinite(final[-1])):
+            raise ZephyrError(f"the training loss ended {last}: the weights are not usable", fix)
+
+
 class _DataTrace:
     """Records a fingerprint of every training example this process collates, for checking data parallelism.
 
@@ -158,8 +213,17 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
                  placement.device, placement.precision, placement.weights,
                  ", 4-bit base" if placement.load_in_4bit else "", placement.attn_implementation,
                  cfg["hardware"]["name"])
-        tokenizer = modeling.load_tokenizer(cfg["model"])
+        tok_record: dict = {}
+        assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
+        tokenizer = modeling.load_tokenizer(cfg["model"], assistant_only=assistant_only, record=tok_record)
         train, eval_dataset, data_info = data.load_for_stage(_without_unused_test_data(cfg), tokenizer)
+        if len(train) == 0:
+            raise ZephyrError(f"no training rows are left in {cfg['dataset']['path']} after the row checks and filters",
+                              "see the data log above for why rows were dropped (dataset.max_prompt_tokens, empty "
+                              "or malformed rows), or point dataset.path at other data")
+        rows = chat_format.check_rows(tokenizer, train, cfg["stage"]["name"], assistant_only)
+        chat_format.refuse(rows, tok_record["chat_template"]["name"])
+        log.info("%s", chat_format.explain(rows))
         args = trainer_args(cfg, placement, folder)
         glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
@@ -168,9 +232,17 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
         log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
                  sum(p.numel() for p in model.parameters()) / 1e6)
-        trainer, extra = stage.build_trainer(
-            cfg, model, tokenizer, train, eval_dataset, args, placement,
-            lambda name: modeling.load_model(name, cfg["model"], placement))
+        tok_record["resized_embeddings"] = modeling.fit_embeddings(model, tokenizer)
+
+        def load_other(name):  # the DPO reference: same placement, embeddings fitted to the same tokenizer
+            other = modeling.load_model(name, cfg["model"], placement)
+            modeling.fit_embeddings(other, tokenizer)
+            return other
+
+        trainer, extra = stage.build_trainer(cfg, model, tokenizer, train, eval_dataset, args, placement, load_other)
+        guard = TrainingGuard()
+        trainer.add_callback(guard.callback)
+        extra["tokenizer"] = tok_record
         trace = None
         if os.environ.get("ZEPHYR_RECIPES_TRACE_DIR"):
             trace = trainer.data_collator = _DataTrace(trainer.data_collator, Path(os.environ["ZEPHYR_RECIPES_TRACE_DIR"]))
@@ -184,6 +256,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        guard.verdict(trainer.state)
         if trace is not None:
             trace.write(args.world_size)
         # Every rank takes part in saving (ZeRO-3 and FSDP gather the shards); the trainer writes on rank 0 only.
@@ -296,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     launched = (runfolder.read_status(folder) or {}).get("launch") or {}
     try:
-        run(folder, runfolder.last_checkpoint(folder), argv=launched.get("command"), recipe=launched.get("recipe", "?"))
+        # Started by hand or by a scheduler (no front end holds the folder): rank 0 takes the lock itself.
+        lock = runfolder.locked(folder, launched.get("command")) if rank() == 0 else contextlib.nullcontext()
+        with lock:
+            run(folder, runfolder.last_checkpoint(folder), argv=launched.get("command"),
+                recipe=launched.get("recipe", "?"))
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,8 +22,13 @@ def locate(path: str) -> tuple[str, str]:
     p = Path(path).expanduser()
     if path.startswith(("./", "../", "/", "~")) or p.exists():
         if not p.exists():
-            hint = " (a run folder: run the stage that writes it first, e.g. `make aif`)" if "runs/" in path else ""
-            raise ZephyrError(f"dataset {path} does not exist{hint}",
+            from ..modeling import producing_recipe
+
+            producer = producing_recipe(p)
+            if producer:
+                raise ZephyrError(f"dataset {path} does not exist: it is the run folder of {producer[0]}",
+                                  f"run {producer[1]} first, or point dataset.path at another dataset")
+            raise ZephyrError(f"dataset {path} does not exist",
                               "check dataset.path (relative paths start at the current directory)")
         if p.is_file():
             if p.suffix not in FILE_BUILDERS:
@@ -34,6 +39,15 @@ def locate(path: str) -> tuple[str, str]:
             return "disk", str(p.resolve())
         return "folder", str(p.resolve())
     return "hub", path
+
+
+def _blank(path: str) -> bool:
+    """True for a file with no bytes, or only white space."""
+    size = Path(path).stat().st_size
+    if size > 1 << 16:
+        return False
+    with open(path, "rb") as fh:
+        return not fh.read().strip()
 
 
 def check_json_lines(path: str) -> None:
@@ -82,6 +96,9 @@ def load_split(source: dict, split: str, *, single_file_split: str | None = None
     kind, where = locate(path)
     try:
         if kind == "file":
+            if _blank(where):
+                raise ZephyrError(f"dataset file {path} is empty",
+                                  "point dataset.path at a file with rows (one JSON object per line for .jsonl)")
             if split != single_file_split:
                 raise ZephyrError(f"dataset {path} is a single file, which holds one split only (asked for {split!r})",
                                   "set test_split=null and carve an evaluation set with dataset.test_fraction, "
