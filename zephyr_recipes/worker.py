@@ -114,8 +114,14 @@ def check_world(cfg: dict, folder: Path) -> None:
             f"run `python -m zephyr_recipes.worker {folder}` without a launcher")
 
 
+class TrainingFailed(ZephyrError):
+    """Training ran and produced nothing usable: the folder stays, marked failed, so its log can be read."""
+
+
 class TrainingGuard:
     """Stops a run whose loss stays NaN or infinite, and refuses to call finished a run that trained nothing.
+
+    Attached to the trainer as ``guard.callback``; ``verdict`` runs after training, on every rank alike.
 
     A run ends ``failed`` with the reason, never ``complete``, when it made no optimizer step, when its last
     logged loss is not finite, or when ``PATIENCE`` logged losses in a row were not (training stops there, so a
@@ -140,10 +146,13 @@ class TrainingGuard:
     def observe(self, logs: dict, control) -> None:
         import math
 
-        loss = logs.get("loss")
-        if not isinstance(loss, (int, float)):
+        # transformers replaces a NaN loss by the interval's mean in the logs (logging_nan_inf_filter), so the
+        # gradient norm, computed on the same step and never filtered, is watched too.
+        values = [logs[k] for k in ("loss", "grad_norm") if isinstance(logs.get(k), (int, float))]
+        if not values:
             return
-        self.bad_in_a_row = 0 if math.isfinite(loss) else self.bad_in_a_row + 1
+        loss = next((v for v in values if not math.isfinite(v)), values[0])
+        self.bad_in_a_row = 0 if all(math.isfinite(v) for v in values) else self.bad_in_a_row + 1
         if self.bad_in_a_row >= self.PATIENCE and self.stopped_at is None:
             self.stopped_at = logs.get("epoch")
             log.error("the loss was %s for %d logged steps in a row: stopping", loss, self.bad_in_a_row)
@@ -155,17 +164,18 @@ class TrainingGuard:
         fix = ("lower stage.trainer.learning_rate, check the data (`zephyr-recipes preview`), or for fp16 use "
                "hardware.precision=bf16; then re-run with run.overwrite=true")
         if state.global_step == 0:
-            raise ZephyrError("the run made no optimizer step, so it trained nothing",
+            raise TrainingFailed("the run made no optimizer step, so it trained nothing",
                               "give stage.trainer.num_train_epochs > 0 or stage.trainer.max_steps > 0, and check "
                               "that the training data has rows")
         if self.stopped_at is not None:
-            raise ZephyrError(f"the loss was NaN or infinite for {self.PATIENCE} logged steps in a row "
+            raise TrainingFailed(f"the loss was NaN or infinite for {self.PATIENCE} logged steps in a row "
                               f"(stopped at step {state.global_step})", fix)
-        losses = [h["loss"] for h in state.log_history if isinstance(h.get("loss"), (int, float))]
+        losses = [h["loss"] if math.isfinite(h.get("grad_norm", 0.0)) else float("nan")
+                  for h in state.log_history if isinstance(h.get("loss"), (int, float))]
         final = [h["train_loss"] for h in state.log_history if isinstance(h.get("train_loss"), (int, float))]
         last = (losses or final or [0.0])[-1]
         if not math.isfinite(last) or (final and not math.isfinite(final[-1])):
-            raise ZephyrError(f"the training loss ended {last}: the weights are not usable", fix)
+            raise TrainingFailed(f"the training loss ended {last}: the weights are not usable", fix)
 
 
 class _DataTrace:
@@ -267,7 +277,8 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         if main_process:
             # A launched run keeps its folder (launch files, scheduler log); an in-process one that wrote
             # nothing yet leaves none.
-            _mark_failed(folder, exc, keep=cfg["hardware"].get("launcher", "inprocess") != "inprocess")
+            _mark_failed(folder, exc, keep=cfg["hardware"].get("launcher", "inprocess") != "inprocess"
+                         or isinstance(exc, TrainingFailed))
         raise
     return folder
 
