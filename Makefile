@@ -3,8 +3,8 @@
 #                                             the paper's ablation (Table 3) and the report (CPU, ~2 minutes)
 #   make zephyr-ablation                      the same over three seeds (SEEDS), mean and spread
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
-#   make aif                                  AI feedback with that SFT run among the generators
-#   make dpo                                  dDPO of that SFT run
+#   make aif                                  AI feedback with that SFT run among the generators (runs sft if missing)
+#   make dpo                                  dDPO of that SFT run (runs sft and aif if missing)
 #   make eval                                 MT-Bench, AlpacaEval, lm-eval of that DPO run, then the report
 #                                             (EVAL_DATA=<folder> names local copies of the benchmark files)
 #   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
@@ -21,7 +21,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup sft dpo aif eval report zephyr zephyr-ablation run show validate list test bench clean
+.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation run show validate list test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,14 +32,29 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The embedded recipes chain like make targets: dpo reads the AIF pairs, which need the SFT run, and eval reads the
+# DPO run. A missing one is run first (with the recipe's own settings; ARGS apply to the target you named), a
+# finished one is reported done in a second. The zephyr-7b-beta recipes start from published checkpoints and data.
+ifeq ($(RECIPE),tiny)
+AIF_NEEDS  := needs-sft
+DPO_NEEDS  := needs-aif
+EVAL_NEEDS := needs-dpo
+endif
 sft: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/sft $(ARGS)
 
-dpo: setup
+dpo: setup $(DPO_NEEDS)
 	$(PY) -m zephyr_recipes run $(RECIPE)/dpo $(ARGS)
 
-aif: setup
+aif: setup $(AIF_NEEDS)
 	$(PY) -m zephyr_recipes run $(RECIPE)/aif $(ARGS)
+
+needs-sft: setup
+	$(PY) -m zephyr_recipes run $(RECIPE)/sft
+needs-aif: needs-sft
+	$(PY) -m zephyr_recipes run $(RECIPE)/aif
+needs-dpo: needs-aif
+	$(PY) -m zephyr_recipes run $(RECIPE)/dpo
 
 # Local copies of the MT-Bench and AlpacaEval files (FastChat's and alpaca_eval's layouts) replace the hub ids
 # and URLs of the eval recipes when EVAL_DATA names a folder; by default ../shared/data when it exists.
@@ -52,7 +67,7 @@ EVAL_ARGS  = $(if $(EVAL_DATA),stage.mt_bench.questions=$(EVAL_DIR)/mt_bench/que
 	stage.alpaca_eval.prompt=$(EVAL_DIR)/alpaca_eval/alpaca_eval_gpt4_judge_prompt.txt)
 REPORT_RUNS ?= runs/$(RECIPE)-eval
 
-eval: setup
+eval: setup $(EVAL_NEEDS)
 	$(PY) -m zephyr_recipes run $(RECIPE)/eval $(EVAL_ARGS) $(ARGS)
 	$(PY) -m zephyr_recipes report $(REPORT_RUNS) --out runs/report
 

@@ -188,3 +188,30 @@ def test_row_check_finds_rows_with_nothing_to_train():
     tok.chat_template = unmarked
     check = chat_format.check_rows(tok, rows, "sft", assistant_only=True)
     assert check.problems and "no trained tokens" in check.problems[0]
+
+
+# ------------------------------------------------------------------------------------------- real-model options
+REAL_MODELS = ["smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct", "smollm2-360m",
+               "qwen2.5-0.5b-instruct", "qwen2.5-1.5b-instruct", "llama-3.2-1b-instruct", "mistral-7b-instruct-v0.2"]
+
+
+@pytest.mark.parametrize("option", REAL_MODELS)
+def test_every_real_model_option_composes_validates_and_has_a_memory_plan(option):
+    from zephyr_recipes import plan
+    from zephyr_recipes.compose import compose
+    from zephyr_recipes.validate import validate
+
+    cfg = validate(compose("smollm2-360m/sft", [f"model={option}"])[0], "x")
+    assert "/" in cfg["model"]["name_or_path"]  # a hub id: the real loading code, offline-safe in validate
+    spec = cfg["model"]["chat_template"]
+    assert spec is None or spec in chat_format.shipped_names()
+    est, kind, _, source = plan.plan(cfg)
+    assert "shipped table" in source and est["total_gb"] > 1
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+@pytest.mark.parametrize("hardware", ["1gpu", "qlora-24gb"])
+def test_the_smollm2_family_fits_one_24gb_card(cli, stage, hardware):
+    code, out, err = cli("plan", f"smollm2-360m/{stage}", f"hardware={hardware}", "hardware.gpu_memory_gb=24")
+    assert code == 0, err
+    assert "fits: about" in out and "of 24 GB per device" in out

@@ -40,6 +40,13 @@ TIGHT = 0.9  # above this share of device memory the plan warns
 MISTRAL_7B = {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
               "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,
               "tie_word_embeddings": False}
+SMOLLM2_135M = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+SMOLLM2_360M = {"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+                "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152, "tie_word_embeddings": True}
+SMOLLM2_1_7B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+                "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152,
+                "tie_word_embeddings": True}
 KNOWN: dict[str, dict] = {
     "mistralai/Mistral-7B-v0.1": MISTRAL_7B,
     "alignment-handbook/zephyr-7b-sft-full": MISTRAL_7B,
@@ -54,6 +61,19 @@ KNOWN: dict[str, dict] = {
     "Qwen/Qwen2.5-0.5B": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
                           "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
                           "vocab_size": 151936, "tie_word_embeddings": True},
+    **{f"HuggingFaceTB/SmolLM2-135M{s}": SMOLLM2_135M for s in ("", "-Instruct")},
+    **{f"HuggingFaceTB/SmolLM2-360M{s}": SMOLLM2_360M for s in ("", "-Instruct")},
+    **{f"HuggingFaceTB/SmolLM2-1.7B{s}": SMOLLM2_1_7B for s in ("", "-Instruct")},
+    "Qwen/Qwen2.5-0.5B-Instruct": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+                                   "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+                                   "vocab_size": 151936, "tie_word_embeddings": True},
+    "Qwen/Qwen2.5-1.5B-Instruct": {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
+                                   "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                                   "vocab_size": 151936, "tie_word_embeddings": True},
+    "meta-llama/Llama-3.2-1B-Instruct": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
+                                         "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
+                                         "vocab_size": 128256, "tie_word_embeddings": True},
+    "mistralai/Mistral-7B-Instruct-v0.2": MISTRAL_7B,
 }
 LORA_DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama/Mistral-style models
 
@@ -107,6 +127,22 @@ class Shape:
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
 
 
+def _upstream_model(folder: Path) -> str | None:
+    """The model that the shipped recipe writing this run folder starts from (runs/smollm2-360m-sft: SmolLM2-360M)."""
+    from .modeling import producing_recipe
+
+    producer = producing_recipe(folder)
+    if not producer:
+        return None
+    try:
+        from .compose import compose
+
+        raw, _, _ = compose(producer[0], [])
+        return (raw.get("model") or {}).get("name_or_path")
+    except ZephyrError:
+        return None
+
+
 def model_config(cfg: dict, path: str | None = None) -> tuple[dict, str]:
     """(config dict, where it came from) for the recipe's model, without loading weights."""
     if path:
@@ -126,6 +162,9 @@ def model_config(cfg: dict, path: str | None = None) -> tuple[dict, str]:
         folder = Path(builtin.resolve(name) if builtin.is_builtin(name) else name).expanduser()
         if (folder / "config.json").is_file():
             return json.loads((folder / "config.json").read_text()), str(folder / "config.json")
+        upstream = _upstream_model(folder)
+        if upstream in KNOWN:  # a run folder not trained yet: the shape of the model its recipe trains
+            return dict(KNOWN[upstream]), f"shipped table ({upstream}, trained into {name} by its recipe)"
         raise ZephyrError(f"model folder {name} has no config.json (does the run exist yet?)",
                           "pass --model-config with the config.json of the model it will be")
     try:
