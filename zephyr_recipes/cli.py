@@ -23,6 +23,7 @@ examples:
   zephyr-recipes tiny/dpo                                   DPO on its output
   zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
+  zephyr-recipes validate tiny/sft model=smollm2-135m-instruct   check keys, chat template and rows; no weights
   zephyr-recipes list                                       shipped recipes and the options of every group
   zephyr-recipes preview tiny/sft -n 2                      rows as the trainer sees them, token lengths
   zephyr-recipes tiny/sft hardware=cpu-2proc                two processes through accelerate launch (gloo)
@@ -44,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("run", "compose, validate and run a recipe"),
                        ("show", "print the fully resolved config of a recipe without running it"),
-                       ("validate", "check a recipe (keys against TRL, types, values) without loading weights")):
+                       ("validate", "check a recipe (keys against TRL, types, values; the chat template on real rows of its "
+                                     "data) without loading weights")):
         s = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
