@@ -1,0 +1,231 @@
+"""Arena-Hard-Auto, AlpacaEval 2.0's length-controlled win rate and scoring answer files: on the shared Arena-Hard
+v0.1 files with judges whose verdicts are known, alpaca_eval's own GLM on known annotations, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from tests import eval_helpers
+from zephyr_recipes.embedded import judge as embedded_judge
+from zephyr_recipes.embedded import lexical_judge
+from zephyr_recipes.errors import ZephyrError
+from zephyr_recipes.evaluation import alpaca_lc, arena_hard, precomputed
+from zephyr_recipes.feedback.backends import FunctionBackend
+from zephyr_recipes.feedback.judges import JudgeFailure, ModelJudge
+from zephyr_recipes.feedback.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+AH = DATA / "arena_hard_v0.1"
+needs_data = pytest.mark.skipif(not AH.is_dir(), reason=f"shared Arena-Hard v0.1 files not found at {AH}")
+WEIGHT = {"A>>B": 3, "B>>A": 3}
+MODEL_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}  # model written as A
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _model_answers(questions: list[dict], answers: Store) -> None:
+    for q in questions:
+        answers.add({"key": q["uid"], "uid": q["uid"], "answer": eval_helpers.model_answer(q["uid"])})
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+def test_verdicts_read_as_the_benchmark_reads_them():
+    assert arena_hard.parse_verdict("... My final verdict is tie: [[A=B]]") == "A=B"
+    assert arena_hard.parse_verdict("first [[A>B]], on reflection [[b>>a]]") == "B>>A"  # the last one counts
+    assert arena_hard.parse_verdict("Verdict: [A>>B]") == "A>>B"  # the benchmark's second pattern
+    for bad in ("A is better", "[[A]]", "", "[[A>B>C]]"):
+        with pytest.raises(JudgeFailure):
+            arena_hard.parse_verdict(bad)
+    # a strong verdict weighs strong_weight battles; game 1 shows the baseline as A, game 2 the model as A
+    judged = [{"game": 1, "verdict": "B>>A"}, {"game": 2, "verdict": "A=B"}, {"game": 2, "verdict": "B>A"},
+              {"game": 1, "failure": "no verdict"}]
+    assert arena_hard.battles(judged, 3) == [1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_embedded_judges_give_arena_hard_verdicts():
+    messages = [{"role": "user", "content": "Sort the numbers: 5 3 9"}]
+    assert "[[A>>B]]" in embedded_judge.verdict(messages, "3 5 9", "nothing useful")
+    assert "[[B>>A]]" in embedded_judge.verdict(messages, "", "3 5 9")
+    assert "[[A=B]]" in embedded_judge.verdict(messages, "3 5 9", "3 5 9")
+    question = [{"role": "user", "content": "Explain how tides depend on the moon and the sun."}]
+    good = "Tides depend on the moon and the sun: their gravity pulls the oceans, and the moon pulls hardest."
+    assert lexical_judge.verdict(question, good, "") == "[[A>>B]]"
+    assert lexical_judge.verdict(question, good, good) == "[[A=B]]"
+
+
+@needs_data
+def test_score_on_the_shared_v01_files_matches_a_plain_logistic_regression(tmp_path):
+    """500 real prompts and gpt-4-0314 answers, the benchmark's system prompt and template; a judge with known
+    verdicts. The score must agree with an independent logistic-regression fit on the same battles."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    questions = arena_hard.load_questions(str(AH / "question.jsonl"))
+    settings = arena_hard.load_settings(str(AH / "arena-hard-v0.1.yaml"))
+    system = arena_hard.read_prompt(str(AH / "judge_system_prompt.txt"), "system prompt")
+    assert len(questions) == 500 and system.startswith("Please act as an impartial judge")
+    baseline_model, base = arena_hard.parse_answers(AH / "gpt-4-0314.jsonl")
+    assert baseline_model == "gpt-4-0314" and len(base) == 500
+    baselines = {uid: {"answer": text, "model": baseline_model} for uid, text in base.items()}
+    eval_helpers.ARENA_SYSTEM[:] = [system]
+    answers, judgments = Store(tmp_path / "answers.jsonl"), Store(tmp_path / "judgments.jsonl")
+    _model_answers(questions, answers)
+    judge = ModelJudge(FunctionBackend("tests.eval_helpers:arena_judge"), max_retries=0)
+    arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, {"arena-hard-v0.1": system})
+    result = arena_hard.scores(questions, list(judgments.records.values()), [], 3, 100, 0)
+    assert result["judged"] == 1000 and result["failures"] == 0  # every game got the verdict it was meant to
+
+    # the same battles, built here from the known verdicts alone
+    outcomes = []
+    for q in questions:
+        for model_is_a in (False, True):
+            label = eval_helpers.known_outcome(q["uid"], model_is_a)
+            outcomes += [MODEL_SCORE[label]] * WEIGHT.get(label, 1)
+    assert sorted(arena_hard.battles(list(judgments.records.values()))) == sorted(outcomes)
+    # a plain logistic regression, built as the benchmark's first scripts did: every battle twice, a tie as one
+    # win and one loss; one feature (the model's side against the baseline's), no intercept, no penalty
+    xs, ys = [], []
+    for o in outcomes:
+        for y in ((1, 0) if o == 0.5 else (int(o), int(o))):
+            xs.append([1.0])
+            ys.append(y)
+    fit = sklearn.LogisticRegression(fit_intercept=False, C=math.inf, tol=1e-10, max_iter=1000).fit(xs, ys)
+    expected = 100 / (1 + math.exp(-fit.coef_[0][0]))
+    assert 5 < expected < 95  # the known verdicts are uneven, not a trivial 0 or 100
+    assert abs(result["score"] - expected) < 0.5, (result, expected)
+    lo, hi = result["ci_95"]
+    assert lo <= expected <= hi and hi - lo > 0.5
+    assert result["battles"] == len(outcomes)
+    assert sum(result["verdicts"].values()) == 1000
+
+
+@needs_data
+def test_judge_without_verdict_is_asked_again_then_counted_as_failure(tmp_path):
+    questions = arena_hard.load_questions(str(AH / "question.jsonl"), max_questions=6, seed=1)
+    settings = arena_hard.load_settings(str(AH / "arena-hard-v0.1.yaml"))
+    _, base = arena_hard.parse_answers(AH / "gpt-4-0314.jsonl")
+    baselines = {uid: {"answer": text, "model": "gpt-4-0314"} for uid, text in base.items()}
+    mute = questions[0]["uid"]
+    baselines[mute] = {"answer": "MUTE", "model": "gpt-4-0314"}
+    answers, judgments = Store(tmp_path / "a.jsonl"), Store(tmp_path / "j.jsonl")
+    _model_answers(questions, answers)
+    eval_helpers.ASKED.clear()
+    judge = ModelJudge(FunctionBackend("tests.eval_helpers:mute_judge"), max_retries=2)
+    arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, {"*": "judge", "arena-hard-v0.1":
+                                                                                     "judge"})
+    records = list(judgments.records.values())
+    failed = [r for r in records if "failure" in r]
+    assert len(records) == 12 and len(failed) == 2 and {r["uid"] for r in failed} == {mute}
+    assert all(n == 3 for text, n in eval_helpers.ASKED.items() if "MUTE" in text)  # asked 1 + 2 more times
+    assert all(n == 2 for text, n in eval_helpers.ASKED.items() if "MUTE" not in text)  # one retry was enough
+    result = arena_hard.scores(questions, records, [])
+    assert result["failures"] == 2 and result["judged"] == 10 and result["battles"] == 10
+    # resuming asks nothing again: every game, failed or not, is on disk
+    before = sum(eval_helpers.ASKED.values())
+    arena_hard.judge_all(judge, questions, answers, baselines, Store(tmp_path / "j.jsonl"), settings, {"arena-hard-v0.1": "judge"})
+    assert sum(eval_helpers.ASKED.values()) == before
+
+
+def test_system_prompt_from_the_benchmark_source_without_running_it(tmp_path):
+    source = tmp_path / "judge_utils.py"
+    source.write_text('import os\nOG = "first prompt"\nSETTINGS = {"hard": {"baseline": "x", "system_prompt": OG},\n'
+                      '  "creative": {"system_prompt": "second prompt"}}\nos.system("exit 1")\n')
+    assert arena_hard.read_prompt(f"{source}#OG", "p") == "first prompt"
+    assert arena_hard.read_prompt(f"{source}#SETTINGS.hard.system_prompt", "p") == "first prompt"
+    assert arena_hard.read_prompt(f"{source}#SETTINGS.creative.system_prompt", "p") == "second prompt"
+    with pytest.raises(ZephyrError, match="has no string SETTINGS.none"):
+        arena_hard.read_prompt(f"{source}#SETTINGS.none", "p")
+
+
+# ---------------------------------------------------------------------------------------- AlpacaEval 2.0
+def _annotations(n: int, length_decides: bool, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        base_len = rng.randint(200, 1200)
+        model_len = base_len + rng.randint(-300, 900)  # the model tends to write more
+        if length_decides:  # the judge's preference follows the difference in length, and nothing else
+            pref = 1.0 + 1.0 / (1.0 + math.exp(-2.0 * math.tanh((model_len - base_len) / 350)))
+        else:
+            pref = 2.0 if i % 10 < 3 else 1.0  # 30% wins whatever the lengths
+        out.append({"instruction": f"instruction {i}", "output_1": "b" * base_len, "output_2": "m" * model_len,
+                    "generator_1": "baseline", "generator_2": "model", "annotator": "test", "preference": pref,
+                    "index": i})
+    return out
+
+
+def test_length_controlled_win_rate_through_alpaca_evals_own_function(tmp_path):
+    pytest.importorskip("alpaca_eval", reason="alpaca-eval is in the eval extra")
+    rows = [{"index": i} for i in range(300)]
+    table = alpaca_lc.standin_difficulties(rows, tmp_path / "difficulty.csv")
+    by_length = _annotations(300, length_decides=True)
+    raw = 100 * sum(a["preference"] - 1 for a in by_length) / len(by_length)
+    got = alpaca_lc.length_controlled(by_length, "length_controlled_minimal", str(table), tmp_path / "w")
+    assert got["win_rate"] == pytest.approx(raw, abs=1e-3) and got["n_total"] == 300
+    assert got["standard_error"] > 0 and got["lc_standard_error"] is not None
+    # every win is explained by length: once length is held equal the model is no better than the baseline
+    assert raw > 65 and abs(got["length_controlled_winrate"] - 50) < 3
+    fair = _annotations(300, length_decides=False, seed=1)
+    got = alpaca_lc.length_controlled(fair, "length_controlled_minimal", str(table), None)
+    assert got["win_rate"] == pytest.approx(30.0, abs=1e-3)
+    assert abs(got["length_controlled_winrate"] - 30.0) < 5  # length explains nothing: LC stays near raw
+    assert (tmp_path / "w" / "length_controlled_minimal" / "baseline_baseline.csv").is_file()
+
+
+def test_weighted_preferences_from_logprobs():
+    payload = {"choices": [{"message": {"content": "M"}, "logprobs": {"content": [{"token": "M", "top_logprobs": [
+        {"token": "M", "logprob": math.log(0.6)}, {"token": "m", "logprob": math.log(0.2)},
+        {"token": "Both", "logprob": math.log(0.2)}]}]}}]}
+    p, text = alpaca_lc.logprob_choice(payload)
+    assert p == pytest.approx(0.25) and text == "M"  # m among m and M: 0.2 / 0.8
+    assert alpaca_lc.logprob_choice({"choices": [{"message": {"content": "m"}}]}) == (None, "m")
+    assert alpaca_lc.parse_choice(" m\n") == 1.0 and alpaca_lc.parse_choice("M") == 0.0
+    with pytest.raises(JudgeFailure):
+        alpaca_lc.parse_choice("model m is better")
+
+
+def test_published_alpaca_eval_2_rows_match_alpaca_evals_leaderboard():
+    pytest.importorskip("alpaca_eval", reason="alpaca-eval is in the eval extra")
+    import csv
+
+    import alpaca_eval
+
+    from zephyr_recipes.evaluation.compare import PUBLISHED
+
+    board = Path(alpaca_eval.__file__).parent / "leaderboards" / "data_AlpacaEval_2" / \
+        "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
+    rows = {r[""]: r for r in csv.DictReader(board.open())}
+    zephyr = rows["zephyr-7b-beta"]
+    published = PUBLISHED[0]
+    assert round(float(zephyr["length_controlled_winrate"]), 1) == published["alpaca_eval_2_lc"] == 13.2
+    assert round(float(zephyr["win_rate"]), 1) == published["alpaca_eval_2"] == 11.0
+
+
+# ----------------------------------------------------------------------------------------- answer files
+def test_answer_files_in_the_wrong_format_name_the_expected_one(tmp_path):
+    fastchat = _write_jsonl(tmp_path / "fastchat.jsonl", [{"question_id": 81, "model_id": "m",
+                                                           "choices": [{"index": 0, "turns": ["a", "b"]}]}])
+    alpaca = tmp_path / "model_outputs.json"
+    alpaca.write_text(json.dumps([{"instruction": "Say hi", "output": "hi", "generator": "m"}]))
+    store = Store(tmp_path / "s.jsonl")
+    with pytest.raises(ZephyrError, match="alpaca_eval's model_outputs") as err:
+        precomputed.alpaca_outputs(str(fastchat), [], store)
+    assert "model_outputs.json" in err.value.fix
+    with pytest.raises(ZephyrError, match="Arena-Hard's format") as err:
+        precomputed.arena_hard_answers(str(alpaca), [], store)
+    assert "model_answer" in err.value.fix
+    with pytest.raises(ZephyrError, match="FastChat's model_answer format") as err:
+        precomputed.fastchat_answers(str(alpaca), [], store)
+    assert '"choices"' in err.value.fix
+    assert len(store) == 0
