@@ -229,3 +229,81 @@ def test_answer_files_in_the_wrong_format_name_the_expected_one(tmp_path):
         precomputed.fastchat_answers(str(alpaca), [], store)
     assert '"choices"' in err.value.fix
     assert len(store) == 0
+
+
+@needs_data
+def test_scoring_answer_files_in_the_three_formats_without_a_model(tmp_path, cli):
+    """Answers another tool wrote: FastChat's model_answer (MT-Bench), alpaca_eval's model_outputs.json (AlpacaEval
+    1 and 2.0) and Arena-Hard's model_answer, judged by the offline judge; the model named does not exist, so
+    nothing can have been generated. The baseline lacks answers to three Arena-Hard prompts."""
+    mt = _rows(DATA / "mt_bench" / "question.jsonl")[:3]
+    questions = _write_jsonl(tmp_path / "question.jsonl", mt)
+    fastchat = _write_jsonl(tmp_path / "fastchat.jsonl", [
+        {"question_id": q["question_id"], "answer_id": "x", "model_id": "other-tool-model",
+         "choices": [{"index": 0, "turns": [f"An answer about {t[:40]}" for t in q["turns"]]}]} for q in mt[:2]])
+    instructions = json.loads((DATA / "alpaca_eval" / "text_davinci_003_outputs.json").read_text())
+    outputs = tmp_path / "model_outputs.json"
+    outputs.write_text(json.dumps([{"instruction": r["instruction"], "output": r["output"][: len(r["output"]) // 2],
+                                    "generator": "other-tool-model"} for r in instructions]))
+    arena = _rows(AH / "question.jsonl")[:12]
+    arena_questions = _write_jsonl(tmp_path / "arena_question.jsonl", arena)
+    gone = {q["uid"] for q in arena[:3]}
+    baseline = _write_jsonl(tmp_path / "gpt-4-0314.jsonl",
+                            [r for r in _rows(AH / "gpt-4-0314.jsonl") if r["uid"] not in gone])
+    arena_answers = _write_jsonl(tmp_path / "arena_answers.jsonl", [
+        {"uid": q["uid"], "ans_id": "x", "model": "other-tool-model",
+         "messages": [{"role": "user", "content": q["prompt"]},
+                      {"role": "assistant", "content": {"answer": q["prompt"][:200]}}]} for q in arena])
+    out = tmp_path / "run"
+    code, _, err = cli("tiny/eval", "model.name_or_path=./no-such-model",
+                       "stage.benchmarks=[mt_bench,alpaca_eval,alpaca_eval_2,arena_hard]", "stage.model_id=other",
+                       f"stage.mt_bench.questions={questions}", f"stage.mt_bench.answers={fastchat}",
+                       "stage.mt_bench.reference_answers=null",
+                       f"stage.alpaca_eval.instructions={DATA / 'alpaca_eval' / 'text_davinci_003_outputs.json'}",
+                       "stage.alpaca_eval.max_samples=5", f"stage.alpaca_eval.answers={outputs}",
+                       "stage.alpaca_eval_2.max_samples=30", f"stage.alpaca_eval_2.answers={outputs}",
+                       f"stage.arena_hard.questions={arena_questions}", f"stage.arena_hard.baselines={baseline}",
+                       f"stage.arena_hard.judge_settings={AH / 'arena-hard-v0.1.yaml'}",
+                       f"stage.arena_hard.answers={arena_answers}", f"run.output_dir={out}")
+    assert code == 0, err
+    scores = json.loads((out / "scores.json").read_text())
+    mtb = scores["mt_bench"]
+    assert mtb["answered"] == 2 and mtb["answers_from"]["missing"] == 1 and mtb["judged"] == 4
+    assert mtb["answers_from"]["model"] == "other-tool-model"
+    ae = scores["alpaca_eval"]
+    assert ae["n_total"] == 5 and ae["failures"] == 0 and ae["answers_from"]["missing"] == 0
+    ae2 = scores["alpaca_eval_2"]
+    assert ae2["n_total"] == 30 and ae2["glm"] == "length_controlled_minimal" and ae2["preferences"] == "discrete"
+    assert ae2["length_controlled_winrate"] is not None and ae2["win_rate"] is not None
+    # the model's outputs are the baseline's first halves: shorter, so the LC GLM moves the win rate up
+    assert ae2["avg_length"] < ae2["baseline_avg_length"]
+    annotated = json.loads((out / "alpaca_eval_2" / "annotations.json").read_text())
+    assert len(annotated) == 30 and all(1 <= a["preference"] <= 2 for a in annotated)
+    ah = scores["arena_hard"]
+    assert ah["questions"] == 12 and ah["missing_baseline"] == 3 and set(ah["missing_baseline_uids"]) == gone
+    assert ah["judged"] == 18 and ah["failures"] == 0 and ah["baselines"] == ["gpt-4-0314"]
+    assert 0 <= ah["ci_95"][0] <= ah["score"] <= ah["ci_95"][1] <= 100
+    model, written = arena_hard.parse_answers(out / "arena_hard" / "model_answer" / "other.jsonl")
+    assert model == "other" and len(written) == 12  # the benchmark's own format, readable back
+    code, report, _ = cli("report", str(out), "--out", str(tmp_path / "report"))
+    assert code == 0
+    assert "Arena-Hard skipped 3 of 12 prompts that have no baseline answer" in report
+    assert "AlpacaEval 2.0 LC %" in report and "13.2" in report  # beside the published row
+    assert "mt_bench answers read from" in report
+
+
+@needs_data
+def test_older_arena_hard_answer_format_and_v20_selection(tmp_path, cli):
+    rows = _rows(AH / "gpt-4-0314.jsonl")[:2]
+    old = _write_jsonl(tmp_path / "old.jsonl", [
+        {"question_id": r["uid"], "answer_id": "x", "model_id": "gpt-4-0314",
+         "choices": [{"index": 0, "turns": [{"content": r["messages"][-1]["content"]["answer"], "token_len": 1}]}]}
+        for r in rows])
+    model, answers = arena_hard.parse_answers(old)
+    assert model == "gpt-4-0314" and answers[rows[0]["uid"]] == rows[0]["messages"][-1]["content"]["answer"]
+    code, out, _ = cli("show", "tiny/eval", "stage.arena_hard.version=v2.0")
+    assert code == 0
+    assert "arena-hard-v2.0/model_answer/o3-mini-2025-01-31.jsonl" in out
+    assert "gemini-2.0-flash-001.jsonl" in out and "JUDGE_SETTINGS.creative_writing.system_prompt" in out
+    code, _, err = cli("show", "tiny/eval", "stage.arena_hard.version=v3")
+    assert code != 0 and "choose from: v0.1, v2.0" in err

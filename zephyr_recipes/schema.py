@@ -173,7 +173,8 @@ class EvalStageConfig:
     model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
     batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
     judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
-                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency.")
+                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency. "
+                         "A benchmark's own `judge` key replaces it for that benchmark.")
     mt_bench: dict = _f({}, "questions, judge_prompts, reference_answers (path, URL or hub id), max_questions, "
                             "max_new_tokens, temperatures (per category; the rest 0.0), judge_max_new_tokens, "
                             "answers (FastChat model_answer jsonl to score instead of generating).")

@@ -193,7 +193,9 @@ def standin_difficulties(rows: list[dict], path: Path) -> Path:
     when the instruction set is not AlpacaEval's."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["model,index,instruction_difficulty,preference,std_delta_len,not_gamed_baseline"]
-    lines += [f"none,{int(r.get('index', n))},0.0,0.5,0.0,True" for n, r in enumerate(rows)]
+    top = max((int(r.get("index", n)) for n, r in enumerate(rows)), default=-1)
+    # alpaca_eval looks a difficulty up by the table's row number: one row per index up to the largest
+    lines += [f"none,{i},0.0,0.5,0.0,True" for i in range(top + 1)]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -45,6 +45,7 @@ DEFAULTS = {
         "temperatures": {"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1},
         "judge_max_new_tokens": 2048,
         "answers": None,
+        "judge": None,
     },
     "alpaca_eval": {
         "instructions": "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json",
@@ -56,6 +57,7 @@ DEFAULTS = {
         "sampling": {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
         "judge_max_new_tokens": 100,
         "answers": None,
+        "judge": None,
     },
     "alpaca_eval_2": {
         "instructions": "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
@@ -69,6 +71,7 @@ DEFAULTS = {
         "sampling": {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
         "judge_max_new_tokens": 1,
         "answers": None,
+        "judge": None,
     },
     "arena_hard": {
         "version": "v0.1",
@@ -83,6 +86,7 @@ DEFAULTS = {
         "strong_weight": 3,
         "bootstrap_rounds": 100,
         "answers": None,
+        "judge": None,
     },
     "lm_eval": {
         "tasks": [{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
@@ -130,11 +134,14 @@ def check_config(cfg: dict) -> None:
         stage[name] = _merge(f"stage.{name}", stage.get(name), DEFAULTS[name])
     _check_arena_hard(stage["arena_hard"])
     _check_alpaca_eval_2(stage["alpaca_eval_2"])
-    if set(JUDGED) & set(stage["benchmarks"]):
-        if not stage["judge"]:
+    for name in JUDGED:
+        if name not in stage["benchmarks"]:
+            continue
+        if not judge_spec(stage, name):
             raise ZephyrError("the eval stage has no judge",
                               "set stage.judge (type: function, transformers or openai)")
-        _check_backend("stage.judge", stage["judge"], JUDGE_KEYS, JUDGE_COMMON)
+        where = f"stage.{name}.judge" if stage[name].get("judge") else "stage.judge"
+        _check_backend(where, judge_spec(stage, name), JUDGE_KEYS, JUDGE_COMMON)
     if "lm_eval" in stage["benchmarks"]:
         normalise_tasks(stage["lm_eval"]["tasks"])
     for name, key in (("alpaca_eval", "max_samples"), ("alpaca_eval_2", "max_samples"), ("mt_bench", "max_questions"),
@@ -185,10 +192,15 @@ def _check_judge_ready(judge: dict) -> None:
                           f"export {env}=... before the run (keys are read from the environment only)")
 
 
-def _judge(cfg: dict, max_new_tokens: int):
+def judge_spec(stage: dict, name: str) -> dict:
+    """A benchmark's own judge (stage.<benchmark>.judge), else the stage's."""
+    return (stage.get(name) or {}).get("judge") or stage["judge"]
+
+
+def _judge(cfg: dict, max_new_tokens: int, name: str):
     from ..feedback.judges import ModelJudge, make_judge
 
-    spec = cfg["stage"]["judge"]
+    spec = judge_spec(cfg["stage"], name)
     judge = make_judge(spec, cfg["hardware"])
     if isinstance(judge, ModelJudge):
         judge.sampling = {"temperature": 0.0, "max_new_tokens": max_new_tokens, **(spec.get("sampling") or {})}
@@ -206,7 +218,7 @@ def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     from ..evaluation import mt_bench, precomputed
     sec = cfg["stage"]["mt_bench"]
     questions = mt_bench.load_questions(sec["questions"], sec["max_questions"])
-    function_judge = cfg["stage"]["judge"]["type"] == "function"
+    function_judge = judge_spec(cfg["stage"], "mt_bench")["type"] == "function"
     prompts = None if function_judge else mt_bench.load_judge_prompts(sec["judge_prompts"])
     references = mt_bench.load_references(sec["reference_answers"])
     log.info("MT-Bench: %d questions from %s", len(questions), sec["questions"])
@@ -220,7 +232,7 @@ def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
             mt_bench.generate(backend(), questions, answers, sec["max_new_tokens"], sec["temperatures"])
         rows = mt_bench.answer_records(questions, answers, model_id)
         (out / "model_answer.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        judge = _judge(cfg, sec["judge_max_new_tokens"])
+        judge = _judge(cfg, sec["judge_max_new_tokens"], "mt_bench")
         mt_bench.judge_all(judge, questions, answers, judgments, prompts, references)
         del judge  # a local judge model leaves memory before the next one loads
         gc.collect()
@@ -253,7 +265,8 @@ def run_alpaca_eval(cfg: dict, folder: Path, backend, model_id: str) -> dict:
 
     sec = cfg["stage"]["alpaca_eval"]
     rows = alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
-    prompt = None if cfg["stage"]["judge"]["type"] == "function" else read_text(sec["prompt"], "AlpacaEval judge prompt")
+    prompt = None if judge_spec(cfg["stage"], "alpaca_eval")["type"] == "function" else \
+        read_text(sec["prompt"], "AlpacaEval judge prompt")
     log.info("AlpacaEval: %d instructions from %s", len(rows), sec["instructions"])
     out = folder / "alpaca_eval"
     outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
@@ -261,7 +274,7 @@ def run_alpaca_eval(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         imported = _alpaca_answers(sec, rows, outputs, backend)
         produced = alpaca.model_outputs(rows, outputs, model_id)
         alpaca.write_outputs(out / "model_outputs.json", produced)
-        judge = _judge(cfg, sec["judge_max_new_tokens"])
+        judge = _judge(cfg, sec["judge_max_new_tokens"], "alpaca_eval")
         alpaca.judge_all(judge, rows, outputs, judgments, prompt, sec["both_orders"])
     finally:
         outputs.close()
@@ -282,7 +295,7 @@ def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     sec = cfg["stage"]["alpaca_eval_2"]
     alpaca_lc._require_package()  # before any answer is generated
     rows = alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
-    prompt = None if cfg["stage"]["judge"]["type"] == "function" else \
+    prompt = None if judge_spec(cfg["stage"], "alpaca_eval_2")["type"] == "function" else \
         read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval 2.0 judge prompt")
     out = folder / "alpaca_eval_2"
     df_gamed = alpaca_lc.resolve_df_gamed(sec["df_gamed"], sec["glm"], rows, out)
@@ -292,8 +305,8 @@ def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         imported = _alpaca_answers(sec, rows, outputs, backend)
         produced = alpaca.model_outputs(rows, outputs, model_id)
         alpaca.write_outputs(out / "model_outputs.json", produced)
-        judge = _judge(cfg, sec["judge_max_new_tokens"])
-        alpaca_lc.judge_all(judge, cfg["stage"]["judge"], rows, outputs, judgments, prompt, sec["both_orders"],
+        judge = _judge(cfg, sec["judge_max_new_tokens"], "alpaca_eval_2")
+        alpaca_lc.judge_all(judge, judge_spec(cfg["stage"], "alpaca_eval_2"), rows, outputs, judgments, prompt, sec["both_orders"],
                             sec["logprobs"], sec["judge_max_new_tokens"])
     finally:
         outputs.close()
@@ -343,7 +356,7 @@ def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         log.warning("Arena-Hard: the baseline has no answer to %d of %d prompts (%s%s); they are skipped",
                     len(missing), len(questions), ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
     system_prompts = {}
-    if cfg["stage"]["judge"]["type"] != "function":
+    if judge_spec(cfg["stage"], "arena_hard")["type"] != "function":
         system_prompts = {c: arena_hard.read_prompt(for_category(sec["system_prompts"], c, "system_prompts"),
                                                     "Arena-Hard judge system prompt") for c in categories}
     log.info("Arena-Hard %s: %d prompts from %s", sec["version"], len(questions), sec["questions"])
@@ -359,9 +372,9 @@ def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         (out / "model_answer").mkdir(parents=True, exist_ok=True)
         (out / "model_answer" / f"{model_id.replace('/', '_')}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        judge = _judge(cfg, sec["judge_max_new_tokens"] or int(settings.get("max_tokens") or 4096))
+        judge = _judge(cfg, sec["judge_max_new_tokens"] or int(settings.get("max_tokens") or 4096), "arena_hard")
         if hasattr(judge, "sampling") and settings.get("temperature") is not None \
-                and "temperature" not in (cfg["stage"]["judge"].get("sampling") or {}):
+                and "temperature" not in (judge_spec(cfg["stage"], "arena_hard").get("sampling") or {}):
             judge.sampling["temperature"] = float(settings["temperature"])
         arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, system_prompts)
         del judge
@@ -397,8 +410,9 @@ def run(cfg: dict, folder: Path) -> dict:
 
     stage = cfg["stage"]
     model_id = stage["model_id"] or cfg["run"]["name"]
-    if set(JUDGED) & set(stage["benchmarks"]):
-        _check_judge_ready(stage["judge"])
+    for name in JUDGED:
+        if name in stage["benchmarks"]:
+            _check_judge_ready(judge_spec(stage, name))
     if needs_model(stage):
         modeling.resolve_source(cfg["model"]["name_or_path"], "model")  # a missing run folder fails here
     from transformers import set_seed
@@ -416,6 +430,9 @@ def run(cfg: dict, folder: Path) -> dict:
     for name in JUDGED:  # in this order, whatever the list's: the random streams of the first two stay as they were
         if name in stage["benchmarks"]:
             result[name] = RUNNERS[name](cfg, folder, backend, model_id)
+            own = stage[name].get("judge")
+            if own:
+                result[name]["judge"] = {k: own.get(k) for k in ("type", "module", "model", "base_url") if own.get(k)}
     loaded.clear()
     gc.collect()
     if "lm_eval" in stage["benchmarks"]:
