@@ -307,3 +307,82 @@ def test_older_arena_hard_answer_format_and_v20_selection(tmp_path, cli):
     assert "gemini-2.0-flash-001.jsonl" in out and "JUDGE_SETTINGS.creative_writing.system_prompt" in out
     code, _, err = cli("show", "tiny/eval", "stage.arena_hard.version=v3")
     assert code != 0 and "choose from: v0.1, v2.0" in err
+
+
+class _LogprobJudge:
+    """An OpenAI-compatible endpoint on 127.0.0.1 that answers alpaca_eval's clf prompt with log-probabilities:
+    70% for the model's identifier, whichever position it holds; no log-probabilities for NOLOGPROB instructions
+    (a plain 'm' or 'M' then), and no identifier at all for MUTE ones."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.requests: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                user = body["messages"][-1]["content"]
+                first = user.index('"model_identifier": "m"')
+                model_is_m = user.index("MODEL:", first) < user.index('"model_identifier": "M"')
+                p_m = 0.7 if model_is_m else 0.3
+                best = "m" if p_m > 0.5 else "M"
+                choice = {"index": 0, "message": {"role": "assistant", "content": best}}
+                if "MUTE" in user:
+                    choice["message"]["content"] = "Both are good."
+                elif "NOLOGPROB" not in user:
+                    choice["logprobs"] = {"content": [{"token": best, "logprob": math.log(max(p_m, 1 - p_m)),
+                                                       "top_logprobs": [{"token": "m", "logprob": math.log(p_m)},
+                                                                        {"token": "M", "logprob": math.log(1 - p_m)}]}]}
+                data = json.dumps({"choices": [choice]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@needs_data
+def test_alpaca_eval_2_weighted_preferences_from_an_endpoints_logprobs(tmp_path, cli):
+    pytest.importorskip("alpaca_eval", reason="alpaca-eval is in the eval extra")
+    instructions = json.loads((DATA / "alpaca_eval" / "text_davinci_003_outputs.json").read_text())[:10]
+    instructions[3]["instruction"] += " NOLOGPROB"
+    instructions[4]["instruction"] += " MUTE"
+    data = tmp_path / "instructions.json"
+    data.write_text(json.dumps(instructions))
+    outputs = tmp_path / "model_outputs.json"
+    outputs.write_text(json.dumps([{"instruction": r["instruction"], "output": f"MODEL: {r['output'][:80]}",
+                                    "generator": "m"} for r in instructions]))
+    server = _LogprobJudge()
+    out = tmp_path / "run"
+    try:
+        code, _, err = cli("tiny/eval", "model.name_or_path=./no-such-model", "stage.benchmarks=[alpaca_eval_2]",
+                           f"stage.alpaca_eval_2.instructions={data}", f"stage.alpaca_eval_2.answers={outputs}",
+                           "stage.alpaca_eval_2.prompt=alpaca_eval:evaluators_configs/alpaca_eval_clf_gpt4_turbo/"
+                           "alpaca_eval_clf.txt", "stage.alpaca_eval_2.glm=length_controlled_minimal",
+                           "stage.alpaca_eval_2.judge={type: openai, base_url: '" + server.url + "', model: "
+                           "gpt-4-1106-preview, max_retries: 1, backoff: 0.01}", f"run.output_dir={out}")
+    finally:
+        server.close()
+    assert code == 0, err
+    asked = server.requests
+    assert all(r["logprobs"] is True and r["top_logprobs"] == 5 and r["max_tokens"] == 1 for r in asked)
+    assert asked[0]["messages"][0]["role"] == "system"  # the clf prompt's <|im_start|>system block
+    ae2 = json.loads((out / "scores.json").read_text())["alpaca_eval_2"]
+    # 8 instructions weighted at 0.7 in both orders, one discrete win (1.0), one never judged (2 failures)
+    assert ae2["n_total"] == 9 and ae2["failures"] == 2 and ae2["preferences"] == "discrete+logprob"
+    assert ae2["win_rate"] == pytest.approx(100 * (8 * 0.7 + 1.0) / 9, abs=1e-3)
+    assert sum(1 for r in asked if "MUTE" in r["messages"][-1]["content"]) == 4  # 2 orders x (1 + 1 retry)

@@ -288,6 +288,23 @@ def run_alpaca_eval(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     return result
 
 
+def _reuse_alpaca_eval_answers(cfg: dict, folder: Path, rows: list[dict], outputs: Store) -> None:
+    """The model's AlpacaEval 1 answers serve AlpacaEval 2.0 too (same instructions, same sampling): only the
+    baseline and the judge differ, as on alpaca_eval's leaderboards."""
+    from ..evaluation.alpaca import instruction_id
+
+    stage = cfg["stage"]
+    first, second = stage["alpaca_eval"], stage["alpaca_eval_2"]
+    if "alpaca_eval" not in stage["benchmarks"] or first["answers"] or second["answers"] \
+            or first["sampling"] != second["sampling"]:
+        return
+    earlier = Store(folder / "alpaca_eval" / "outputs.jsonl")  # read only
+    for r in rows:
+        rec = earlier.get(instruction_id(r["instruction"]))
+        if rec and "output" in rec and rec["key"] not in outputs:
+            outputs.add({**rec, "source": "alpaca_eval/outputs.jsonl"})
+
+
 def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     from ..evaluation import alpaca, alpaca_lc
     from ..evaluation.sources import read_text
@@ -302,6 +319,7 @@ def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     log.info("AlpacaEval 2.0: %d instructions from %s", len(rows), sec["instructions"])
     outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
     try:
+        _reuse_alpaca_eval_answers(cfg, folder, rows, outputs)
         imported = _alpaca_answers(sec, rows, outputs, backend)
         produced = alpaca.model_outputs(rows, outputs, model_id)
         alpaca.write_outputs(out / "model_outputs.json", produced)
