@@ -386,3 +386,49 @@ def test_alpaca_eval_2_weighted_preferences_from_an_endpoints_logprobs(tmp_path,
     assert ae2["n_total"] == 9 and ae2["failures"] == 2 and ae2["preferences"] == "discrete+logprob"
     assert ae2["win_rate"] == pytest.approx(100 * (8 * 0.7 + 1.0) / 9, abs=1e-3)
     assert sum(1 for r in asked if "MUTE" in r["messages"][-1]["content"]) == 4  # 2 orders x (1 + 1 retry)
+
+
+@needs_data
+@pytest.mark.slow
+def test_tiny_model_answers_arena_hard_and_alpaca_eval_2_offline(tmp_path, cli):
+    """The model really answers: 4 Arena-Hard v0.1 prompts, 5 AlpacaEval instructions (AlpacaEval 2.0 judges the
+    same answers), the lexical judge standing in for GPT-4."""
+    out = tmp_path / "run"
+    code, _, err = cli("tiny/eval", "model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr",
+                       "stage.benchmarks=[alpaca_eval,alpaca_eval_2,arena_hard]",
+                       f"stage.alpaca_eval.instructions={DATA / 'alpaca_eval' / 'text_davinci_003_outputs.json'}",
+                       "stage.alpaca_eval.max_samples=5", "stage.alpaca_eval_2.max_samples=5",
+                       "stage.alpaca_eval.sampling.max_new_tokens=6", "stage.alpaca_eval_2.sampling.max_new_tokens=6",
+                       f"stage.arena_hard.questions={AH / 'question.jsonl'}",
+                       f"stage.arena_hard.baselines={AH / 'gpt-4-0314.jsonl'}",
+                       f"stage.arena_hard.judge_settings={AH / 'arena-hard-v0.1.yaml'}",
+                       "stage.arena_hard.max_questions=4", "stage.arena_hard.sampling.max_new_tokens=6",
+                       f"run.output_dir={out}")
+    assert code == 0, err
+    scores = json.loads((out / "scores.json").read_text())
+    first = {r["key"]: r["output"] for r in _rows(out / "alpaca_eval" / "outputs.jsonl")}
+    second = _rows(out / "alpaca_eval_2" / "outputs.jsonl")
+    assert len(second) == 5 and all(r["output"] == first[r["key"]] for r in second)  # answered once
+    assert all(r["source"] == "alpaca_eval/outputs.jsonl" for r in second)
+    assert scores["alpaca_eval_2"]["n_total"] == 5 and scores["alpaca_eval_2"]["length_controlled_winrate"] is not None
+    ah = scores["arena_hard"]
+    assert ah["questions"] == 4 and ah["judged"] == 8 and ah["failures"] == 0 and ah["version"] == "v0.1"
+    answers = _rows(out / "arena_hard" / "answers.jsonl")
+    assert len(answers) == 4 and all("answer" in a and "source" not in a for a in answers)
+    card = (out / "README.md").read_text()
+    assert "## Arena-Hard-Auto v0.1" in card and "## AlpacaEval 2.0" in card
+
+
+@needs_data
+def test_wrong_answer_file_stops_the_run_before_any_answer_is_generated(tmp_path, cli):
+    wrong = tmp_path / "model_outputs.json"
+    wrong.write_text(json.dumps([{"instruction": "Say hi", "output": "hi"}]))
+    out = tmp_path / "run"
+    code, _, err = cli("tiny/eval", "model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr",
+                       "stage.benchmarks=[alpaca_eval,arena_hard]",
+                       f"stage.alpaca_eval.instructions={DATA / 'alpaca_eval' / 'text_davinci_003_outputs.json'}",
+                       f"stage.arena_hard.answers={wrong}", f"run.output_dir={out}")
+    assert code != 0
+    assert "is not an answer in Arena-Hard's format" in err and "model_answer/<model>.jsonl" in err
+    assert not (out / "alpaca_eval" / "outputs.jsonl").exists()
+    assert not (out / "scores.json").exists()

@@ -30,8 +30,8 @@ def _missing(what: str, path: str, missing: list) -> None:
                     ", ".join(map(str, missing[:5])), " ..." if len(missing) > 5 else "")
 
 
-def alpaca_outputs(path: str, rows: list[dict], store: Store) -> dict:
-    """alpaca_eval's model_outputs.json into an AlpacaEval answer store, matched by instruction text."""
+def read_alpaca(path: str) -> tuple[str | None, dict[str, str]]:
+    """(generator, instruction id -> output) from alpaca_eval's model_outputs.json."""
     records = load_records(path, "AlpacaEval model outputs")
     by_iid, generator = {}, None
     for n, rec in enumerate(records, 1):
@@ -40,6 +40,12 @@ def alpaca_outputs(path: str, rows: list[dict], store: Store) -> dict:
                               f"(it has {', '.join(sorted(rec)) or 'no keys'})", f"give {ALPACA_FORMAT}")
         by_iid[instruction_id(rec["instruction"])] = rec["output"]
         generator = generator or rec.get("generator")
+    return generator, by_iid
+
+
+def alpaca_outputs(path: str, rows: list[dict], store: Store) -> dict:
+    """alpaca_eval's model_outputs.json into an AlpacaEval answer store, matched by instruction text."""
+    generator, by_iid = read_alpaca(path)
     missing = []
     for r in rows:
         iid = instruction_id(r["instruction"])
@@ -52,10 +58,8 @@ def alpaca_outputs(path: str, rows: list[dict], store: Store) -> dict:
     return {"model": generator, "file": str(path), "missing": len(missing)}
 
 
-def fastchat_answers(path: str, questions: list, store: Store) -> dict:
-    """FastChat's model_answer jsonl into the MT-Bench answer store (both turns of each question)."""
-    from .mt_bench import _key
-
+def read_fastchat(path: str) -> tuple[str | None, dict[str, list[str]]]:
+    """(model id, question id -> turns) from FastChat's model_answer jsonl."""
     records = load_records(path, "MT-Bench model answers")
     by_id, model = {}, None
     for n, rec in enumerate(records, 1):
@@ -69,6 +73,14 @@ def fastchat_answers(path: str, questions: list, store: Store) -> dict:
             raise ZephyrError(f"{path}: line {n} has turns that are not a list of texts", f"give {FASTCHAT_FORMAT}")
         by_id[str(qid)] = turns
         model = model or rec.get("model_id")
+    return model, by_id
+
+
+def fastchat_answers(path: str, questions: list, store: Store) -> dict:
+    """FastChat's model_answer jsonl into the MT-Bench answer store (both turns of each question)."""
+    from .mt_bench import _key
+
+    model, by_id = read_fastchat(path)
     missing = []
     for q in questions:
         turns = by_id.get(str(q.id))
@@ -96,3 +108,12 @@ def arena_hard_answers(path: str, questions: list[dict], store: Store) -> dict:
                        "tstamp": time.time()})
     _missing("Arena-Hard", path, missing)
     return {"model": model, "file": str(path), "missing": len(missing)}
+
+
+def check(benchmark: str, path: str) -> None:
+    """Read an answers file once before anything is generated, so that a wrong format stops the run early."""
+    from .arena_hard import parse_answers
+
+    readers = {"mt_bench": read_fastchat, "alpaca_eval": read_alpaca, "alpaca_eval_2": read_alpaca,
+               "arena_hard": parse_answers}
+    readers[benchmark](path)

@@ -431,6 +431,11 @@ def run(cfg: dict, folder: Path) -> dict:
     for name in JUDGED:
         if name in stage["benchmarks"]:
             _check_judge_ready(judge_spec(stage, name))
+    from ..evaluation import precomputed
+
+    for name in JUDGED:  # answer files in the wrong format stop the run before any model answers
+        if name in stage["benchmarks"] and stage[name].get("answers"):
+            precomputed.check(name, stage[name]["answers"])
     if needs_model(stage):
         modeling.resolve_source(cfg["model"]["name_or_path"], "model")  # a missing run folder fails here
     from transformers import set_seed
