@@ -282,6 +282,7 @@ def test_scoring_answer_files_in_the_three_formats_without_a_model(tmp_path, cli
     ah = scores["arena_hard"]
     assert ah["questions"] == 12 and ah["missing_baseline"] == 3 and set(ah["missing_baseline_uids"]) == gone
     assert ah["judged"] == 18 and ah["failures"] == 0 and ah["baselines"] == ["gpt-4-0314"]
+    assert set((out / "arena_hard" / "missing_baseline.txt").read_text().split()) == gone
     assert 0 <= ah["ci_95"][0] <= ah["score"] <= ah["ci_95"][1] <= 100
     model, written = arena_hard.parse_answers(out / "arena_hard" / "model_answer" / "other.jsonl")
     assert model == "other" and len(written) == 12  # the benchmark's own format, readable back

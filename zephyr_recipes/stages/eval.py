@@ -134,6 +134,12 @@ def check_config(cfg: dict) -> None:
         stage[name] = _merge(f"stage.{name}", stage.get(name), DEFAULTS[name])
     _check_arena_hard(stage["arena_hard"])
     _check_alpaca_eval_2(stage["alpaca_eval_2"])
+    if "alpaca_eval_2" in stage["benchmarks"]:
+        import importlib.util
+
+        if importlib.util.find_spec("alpaca_eval") is None:
+            raise ZephyrError("stage.benchmarks has alpaca_eval_2, whose LC win rate is computed by the alpaca-eval "
+                              "package, which is not installed", "pip install 'zephyr-recipes[eval]'")
     for name in JUDGED:
         if name not in stage["benchmarks"]:
             continue
@@ -371,14 +377,18 @@ def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         else:
             missing.append(q["uid"])
     if missing:
-        log.warning("Arena-Hard: the baseline has no answer to %d of %d prompts (%s%s); they are skipped",
-                    len(missing), len(questions), ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+        log.warning("Arena-Hard: the baseline has no answer to %d of %d prompts (%s%s); they are skipped "
+                    "(all listed in arena_hard/missing_baseline.txt)", len(missing), len(questions),
+                    ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
     system_prompts = {}
     if judge_spec(cfg["stage"], "arena_hard")["type"] != "function":
         system_prompts = {c: arena_hard.read_prompt(for_category(sec["system_prompts"], c, "system_prompts"),
                                                     "Arena-Hard judge system prompt") for c in categories}
     log.info("Arena-Hard %s: %d prompts from %s", sec["version"], len(questions), sec["questions"])
     out = folder / "arena_hard"
+    if missing:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "missing_baseline.txt").write_text("".join(f"{uid}\n" for uid in missing))
     answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
     imported = None
     try:
