@@ -33,6 +33,7 @@ log = logging.getLogger("zephyr_recipes")
 
 BENCHMARKS = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard", "lm_eval")
 JUDGED = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard")
+OPTIONAL = ("alpaca_eval_2", "arena_hard")  # sections kept in the resolved config only when chosen
 ALPACA_EVAL_CONFIGS = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/src/alpaca_eval/evaluators_configs"
 FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
 DEFAULTS = {
@@ -132,9 +133,13 @@ def check_config(cfg: dict) -> None:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
     for name in BENCHMARKS:
         stage[name] = _merge(f"stage.{name}", stage.get(name), DEFAULTS[name])
-    _check_arena_hard(stage["arena_hard"])
-    _check_alpaca_eval_2(stage["alpaca_eval_2"])
+    for name in OPTIONAL:  # absent unless chosen: the frozen configs of runs made before them still match
+        if name not in stage["benchmarks"]:
+            del stage[name]
+    if "arena_hard" in stage["benchmarks"]:
+        _check_arena_hard(stage["arena_hard"])
     if "alpaca_eval_2" in stage["benchmarks"]:
+        _check_alpaca_eval_2(stage["alpaca_eval_2"])
         import importlib.util
 
         if importlib.util.find_spec("alpaca_eval") is None:
@@ -152,6 +157,8 @@ def check_config(cfg: dict) -> None:
         normalise_tasks(stage["lm_eval"]["tasks"])
     for name, key in (("alpaca_eval", "max_samples"), ("alpaca_eval_2", "max_samples"), ("mt_bench", "max_questions"),
                       ("arena_hard", "max_questions")):
+        if name not in stage:
+            continue
         value = stage[name][key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ZephyrError(f"stage.{name}.{key}={value!r}", "give a positive number, or null for all")
