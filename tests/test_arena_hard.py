@@ -433,3 +433,28 @@ def test_wrong_answer_file_stops_the_run_before_any_answer_is_generated(tmp_path
     assert "is not an answer in Arena-Hard's format" in err and "model_answer/<model>.jsonl" in err
     assert not (out / "alpaca_eval" / "outputs.jsonl").exists()
     assert not (out / "scores.json").exists()
+
+
+def test_new_sections_appear_in_the_resolved_config_only_when_chosen():
+    from zephyr_recipes.compose import compose
+    from zephyr_recipes.validate import validate
+
+    cfg, name, _ = compose("tiny/eval-heldout")
+    stage = validate(cfg, name)["stage"]
+    assert "alpaca_eval_2" not in stage and "arena_hard" not in stage  # the configs of earlier runs still match
+    cfg, name, _ = compose("tiny/eval")
+    stage = validate(cfg, name)["stage"]
+    assert stage["arena_hard"]["strong_weight"] == 3 and stage["alpaca_eval_2"]["glm"] == "length_controlled_minimal"
+    assert stage["alpaca_eval_2"]["instructions"] == stage["alpaca_eval"]["instructions"]
+
+
+def test_scores_per_category_with_a_baseline_each():
+    judged = []
+    for n in range(20):  # hard prompts: the model wins 3 of 4; creative writing: it loses 3 of 4
+        for cat, baseline, win in (("hard_prompt", "o3-mini", n % 4 != 0), ("creative_writing", "gemini", n % 4 == 0)):
+            judged.append({"uid": f"{cat}{n}", "game": 2, "category": cat, "baseline": baseline,
+                           "verdict": "A>B" if win else "B>A"})
+    result = arena_hard.scores([{}] * 40, judged, [], rounds=50)
+    assert result["categories"]["hard_prompt"]["score"] == pytest.approx(75.0, abs=0.01)
+    assert result["categories"]["creative_writing"]["score"] == pytest.approx(25.0, abs=0.01)
+    assert result["score"] == pytest.approx(50.0, abs=0.01) and result["baselines"] == ["gemini", "o3-mini"]
