@@ -122,8 +122,7 @@ def test_judge_without_verdict_is_asked_again_then_counted_as_failure(tmp_path):
     _model_answers(questions, answers)
     eval_helpers.ASKED.clear()
     judge = ModelJudge(FunctionBackend("tests.eval_helpers:mute_judge"), max_retries=2)
-    arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, {"*": "judge", "arena-hard-v0.1":
-                                                                                     "judge"})
+    arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, {"arena-hard-v0.1": "judge"})
     records = list(judgments.records.values())
     failed = [r for r in records if "failure" in r]
     assert len(records) == 12 and len(failed) == 2 and {r["uid"] for r in failed} == {mute}
@@ -133,7 +132,8 @@ def test_judge_without_verdict_is_asked_again_then_counted_as_failure(tmp_path):
     assert result["failures"] == 2 and result["judged"] == 10 and result["battles"] == 10
     # resuming asks nothing again: every game, failed or not, is on disk
     before = sum(eval_helpers.ASKED.values())
-    arena_hard.judge_all(judge, questions, answers, baselines, Store(tmp_path / "j.jsonl"), settings, {"arena-hard-v0.1": "judge"})
+    arena_hard.judge_all(judge, questions, answers, baselines, Store(tmp_path / "j.jsonl"), settings,
+                         {"arena-hard-v0.1": "judge"})
     assert sum(eval_helpers.ASKED.values()) == before
 
 

@@ -47,7 +47,8 @@ def row(scores: dict) -> dict:
     out = {"name": scores.get("model_id"), "mt_bench": mt.get("score"), "turn_1": mt.get("turn_1"),
            "turn_2": mt.get("turn_2"), "alpaca_eval": ae.get("win_rate"), "alpaca_se": ae.get("standard_error"),
            "avg_length": ae.get("avg_length"), "judge": (scores.get("judge") or {}).get("type"),
-           "alpaca_eval_2_lc": ae2.get("length_controlled_winrate"), "alpaca_eval_2_lc_se": ae2.get("lc_standard_error"),
+           "alpaca_eval_2_lc": ae2.get("length_controlled_winrate"),
+           "alpaca_eval_2_lc_se": ae2.get("lc_standard_error"),
            "alpaca_eval_2": ae2.get("win_rate"), "alpaca_eval_2_se": ae2.get("standard_error"),
            "arena_hard": ah.get("score"), "arena_hard_ci": ah.get("ci_95")}
     for task, _ in LEADERBOARD_COLUMNS:
@@ -96,8 +97,8 @@ def _notes(runs: list[dict]) -> list[str]:
         for bench in ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard"):
             src = (s.get(bench) or {}).get("answers_from")
             if src:
-                notes.append(f"{name}: {bench} answers read from {src['file']}"
-                             + (f" ({src['missing']} prompt(s) without an answer skipped)" if src.get("missing") else ""))
+                skipped = f" ({src['missing']} prompt(s) without an answer skipped)" if src.get("missing") else ""
+                notes.append(f"{name}: {bench} answers read from {src['file']}{skipped}")
     return notes
 
 

@@ -4,8 +4,9 @@ Open LLM Leaderboard (v1) tasks on ``model.name_or_path``.
 Step 4 of the Zephyr method. The model answers MT-Bench's two-turn questions, AlpacaEval's instructions and
 Arena-Hard's prompts (or a benchmark's ``answers`` file holds answers another tool produced, and nothing is
 generated); the configured judge grades (MT-Bench, 1-10) and compares with the baseline (AlpacaEval and
-Arena-Hard, both orders), and lm-evaluation-harness scores the multiple-choice tasks. Answers and judgments are appended to JSONL stores as
-they arrive, so a killed run started again asks neither the model nor the judge twice. The run folder holds:
+Arena-Hard, both orders), and lm-evaluation-harness scores the multiple-choice tasks. Answers and judgments are
+appended to JSONL stores as they arrive, so a killed run started again asks neither the model nor the judge
+twice. The run folder holds:
 
 - ``mt_bench/answers.jsonl``, ``mt_bench/judgments.jsonl`` (stores), ``mt_bench/model_answer.jsonl`` (FastChat's
   answer format);
@@ -337,8 +338,8 @@ def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         produced = alpaca.model_outputs(rows, outputs, model_id)
         alpaca.write_outputs(out / "model_outputs.json", produced)
         judge = _judge(cfg, sec["judge_max_new_tokens"], "alpaca_eval_2")
-        alpaca_lc.judge_all(judge, judge_spec(cfg["stage"], "alpaca_eval_2"), rows, outputs, judgments, prompt, sec["both_orders"],
-                            sec["logprobs"], sec["judge_max_new_tokens"])
+        alpaca_lc.judge_all(judge, judge_spec(cfg["stage"], "alpaca_eval_2"), rows, outputs, judgments, prompt,
+                            sec["both_orders"], sec["logprobs"], sec["judge_max_new_tokens"])
     finally:
         outputs.close()
         judgments.close()
