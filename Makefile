@@ -5,7 +5,7 @@
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
 #   make aif                                  AI feedback with that SFT run among the generators (runs sft if missing)
 #   make dpo                                  dDPO of that SFT run (runs sft and aif if missing)
-#   make eval                                 MT-Bench, AlpacaEval, lm-eval of that DPO run, then the report
+#   make eval                                 MT-Bench, AlpacaEval 1/2.0, Arena-Hard, lm-eval of that DPO run, then the report
 #                                             (EVAL_DATA=<folder> names local copies of the benchmark files)
 #   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
 #   make show RECIPE=zephyr-7b-beta STAGE=dpo print the resolved config, run nothing
@@ -56,7 +56,7 @@ needs-aif: needs-sft
 needs-dpo: needs-aif
 	$(PY) -m zephyr_recipes run $(RECIPE)/dpo
 
-# Local copies of the MT-Bench and AlpacaEval files (FastChat's and alpaca_eval's layouts) replace the hub ids
+# Local copies of the MT-Bench, AlpacaEval and Arena-Hard v0.1 files replace the hub ids
 # and URLs of the eval recipes when EVAL_DATA names a folder; by default ../shared/data when it exists.
 EVAL_DATA ?= $(wildcard ../shared/data)
 EVAL_DIR   = $(abspath $(EVAL_DATA))
@@ -64,7 +64,11 @@ EVAL_ARGS  = $(if $(EVAL_DATA),stage.mt_bench.questions=$(EVAL_DIR)/mt_bench/que
 	stage.mt_bench.judge_prompts=$(EVAL_DIR)/mt_bench/judge_prompts.jsonl \
 	stage.mt_bench.reference_answers=$(EVAL_DIR)/mt_bench/reference_answer_gpt-4.jsonl \
 	stage.alpaca_eval.instructions=$(EVAL_DIR)/alpaca_eval/text_davinci_003_outputs.json \
-	stage.alpaca_eval.prompt=$(EVAL_DIR)/alpaca_eval/alpaca_eval_gpt4_judge_prompt.txt)
+	stage.alpaca_eval.prompt=$(EVAL_DIR)/alpaca_eval/alpaca_eval_gpt4_judge_prompt.txt \
+	stage.arena_hard.questions=$(EVAL_DIR)/arena_hard_v0.1/question.jsonl \
+	stage.arena_hard.baselines=$(EVAL_DIR)/arena_hard_v0.1/gpt-4-0314.jsonl \
+	stage.arena_hard.system_prompts=$(EVAL_DIR)/arena_hard_v0.1/judge_system_prompt.txt \
+	stage.arena_hard.judge_settings=$(EVAL_DIR)/arena_hard_v0.1/arena-hard-v0.1.yaml)
 REPORT_RUNS ?= runs/$(RECIPE)-eval
 
 eval: setup $(EVAL_NEEDS)

@@ -28,7 +28,7 @@ examples:
   zephyr-recipes preview tiny/sft -n 2                      rows as the trainer sees them, token lengths
   zephyr-recipes tiny/sft hardware=cpu-2proc                two processes through accelerate launch (gloo)
   zephyr-recipes plan zephyr-7b-beta/sft hardware=8gpu-zero3  per-GPU memory estimate, refuses what won't fit
-  zephyr-recipes tiny/eval                                  MT-Bench, AlpacaEval, lm-eval of runs/tiny-dpo
+  zephyr-recipes tiny/eval                                  MT-Bench, AlpacaEval 1/2.0, Arena-Hard, lm-eval of runs/tiny-dpo
   zephyr-recipes report runs/tiny-eval runs/other-eval      evaluation runs side by side
   zephyr-recipes chat runs/tiny-dpo "Sort the numbers: 5 3 9"
 """

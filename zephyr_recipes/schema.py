@@ -161,21 +161,36 @@ class AIFStageConfig:
 
 @dataclass
 class EvalStageConfig:
-    """Evaluation of model.name_or_path: MT-Bench, AlpacaEval, Open LLM Leaderboard tasks (lm-evaluation-harness).
+    """Evaluation of model.name_or_path: MT-Bench, AlpacaEval (1, and 2.0 with the length-controlled win rate),
+    Arena-Hard-Auto, Open LLM Leaderboard tasks (lm-evaluation-harness).
 
     Each benchmark's section is completed with the defaults of zephyr_recipes.stages.eval.DEFAULTS; its sets are
     named by a local path, a URL, hf://datasets/<owner>/<name>/<file> or a hub dataset id."""
 
     name: Literal["eval"] = _f("eval", "The evaluation step.")
-    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"], "Which to run: mt_bench, alpaca_eval, lm_eval.")
+    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"],
+                          "Which to run: mt_bench, alpaca_eval, alpaca_eval_2, arena_hard, lm_eval.")
     model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
     batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
     judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
-                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency.")
+                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency. "
+                         "A benchmark's own `judge` key replaces it for that benchmark.")
     mt_bench: dict = _f({}, "questions, judge_prompts, reference_answers (path, URL or hub id), max_questions, "
-                            "max_new_tokens, temperatures (per category; the rest 0.0), judge_max_new_tokens.")
+                            "max_new_tokens, temperatures (per category; the rest 0.0), judge_max_new_tokens, "
+                            "answers (FastChat model_answer jsonl to score instead of generating).")
     alpaca_eval: dict = _f({}, "instructions (with the baseline's outputs), prompt (the judge's ranking prompt), "
-                               "max_samples (seeded sample; null for all), seed, both_orders, sampling.")
+                               "max_samples (seeded sample; null for all), seed, both_orders, sampling, answers "
+                               "(alpaca_eval model_outputs.json to score instead of generating).")
+    alpaca_eval_2: dict = _f({}, "AlpacaEval 2.0: instructions (with the gpt4_turbo baseline's outputs), prompt "
+                                 "(alpaca_eval_clf.txt; alpaca_eval:<path> reads the installed package's copy), "
+                                 "df_gamed (alpaca_eval's df_gamed.csv), glm (length_controlled_v1 | "
+                                 "length_controlled_minimal ...), logprobs, max_samples, seed, both_orders, sampling, "
+                                 "judge_max_new_tokens, answers.")
+    arena_hard: dict = _f({}, "Arena-Hard-Auto: version (v0.1 | v2.0; fills the null keys with that version's public "
+                              "files), questions, baselines ({category: answer file}), system_prompts ({category: "
+                              "text, file or file.py#NAME}), judge_settings (config/arena-hard-v*.yaml), "
+                              "max_questions, seed, sampling, judge_max_new_tokens, strong_weight, bootstrap_rounds, "
+                              "answers (Arena-Hard model_answer jsonl).")
     lm_eval: dict = _f({}, "tasks ([{name, num_fewshot, metric?, data_files? | yaml?}]), batch_size, limit, seed.")
 
 

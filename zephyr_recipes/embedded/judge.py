@@ -1,8 +1,8 @@
 """A judge program for the embedded tasks, behind the same interface as model judges.
 
 It stands in for GPT-4 in the embedded default: it knows the right answer to every embedded instruction and
-rates a response by how close it comes, on the UltraFeedback aspects (1-5), as an MT-Bench grade (1-10) and
-as a pairwise preference.
+rates a response by how close it comes, on the UltraFeedback aspects (1-5), as an MT-Bench grade (1-10), as a
+pairwise preference, and as an Arena-Hard verdict.
 """
 
 from __future__ import annotations
@@ -52,3 +52,15 @@ def compare(messages: list[dict], first: str, second: str) -> float:
     if a is None or b is None:
         raise ValueError("not an embedded task: the embedded judge cannot compare")
     return 1.0 if a > b else 0.0 if b > a else 0.5
+
+
+def verdict(messages: list[dict], answer_a: str, answer_b: str) -> str:
+    """Arena-Hard-style verdict on two answers: ``[[A>>B]]`` when A is right by at least half the task more than B,
+    ``[[A>B]]`` when A is closer, ``[[A=B]]`` when both are as close, and the same the other way."""
+    a, b = quality(messages, answer_a), quality(messages, answer_b)
+    if a is None or b is None:
+        raise ValueError("not an embedded task: the embedded judge cannot compare")
+    if a == b:
+        return "My final verdict is tie: [[A=B]]"
+    label = ("A>>B" if a - b >= 0.5 else "A>B") if a > b else ("B>>A" if b - a >= 0.5 else "B>A")
+    return f"My final verdict: [[{label}]]"

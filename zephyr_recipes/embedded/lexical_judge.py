@@ -8,7 +8,7 @@ pieces are connected, not how good a model is; use a real judge (``judge.type: o
 strong local model) for figures worth comparing with the Zephyr paper's.
 
 Interface as for every function judge: ``grade(messages, response, reference=None)`` -> 1-10 and
-``compare(messages, first, second)`` -> 1.0 / 0.0 / 0.5.
+``compare(messages, first, second)`` -> 1.0 / 0.0 / 0.5; ``verdict(messages, a, b)`` -> an Arena-Hard verdict.
 """
 
 from __future__ import annotations
@@ -65,3 +65,13 @@ def compare(messages: list[dict], first: str, second: str) -> float:
     """1.0 when the first answer scores higher, 0.0 when the second does, 0.5 within 0.01 of each other."""
     a, b = score(messages, first), score(messages, second)
     return 0.5 if abs(a - b) < 0.01 else (1.0 if a > b else 0.0)
+
+
+def verdict(messages: list[dict], answer_a: str, answer_b: str) -> str:
+    """Arena-Hard-style verdict: ``[[A=B]]`` within 0.01, ``[[A>>B]]`` / ``[[B>>A]]`` for a margin of 0.25 or
+    more (on the 0-1 score), else ``[[A>B]]`` / ``[[B>A]]``."""
+    a, b = score(messages, answer_a), score(messages, answer_b)
+    if abs(a - b) < 0.01:
+        return "[[A=B]]"
+    strong = abs(a - b) >= 0.25
+    return f"[[{'A>>B' if strong else 'A>B'}]]" if a > b else f"[[{'B>>A' if strong else 'B>A'}]]"

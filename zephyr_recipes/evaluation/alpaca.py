@@ -32,9 +32,11 @@ def instruction_id(instruction: str) -> str:
 
 
 def load_instructions(spec: str, max_samples: int | None, seed: int) -> list[dict]:
-    """Rows in alpaca_eval's format (instruction, output, generator, dataset); a seeded sample of N or all."""
+    """Rows in alpaca_eval's format (instruction, output, generator, dataset); a seeded sample of N or all.
+    Each row keeps its position in the file as ``index`` (alpaca_eval's instruction index)."""
     rows = load_records(spec, "AlpacaEval instructions", split="eval")
     for n, row in enumerate(rows, 1):
+        row.setdefault("index", n - 1)
         if not isinstance(row.get("instruction"), str) or not isinstance(row.get("output"), str):
             raise ZephyrError(f"{spec}: row {n} lacks a text instruction and output (the baseline's answer)",
                               "use alpaca_eval's format: "

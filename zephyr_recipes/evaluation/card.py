@@ -36,6 +36,25 @@ def eval_card(cfg: dict, prov: dict, scores: dict) -> str:
                   f"- average output length {ae['avg_length']} characters (baseline {ae['baseline_avg_length']})",
                   f"- outputs in alpaca_eval's format: `alpaca_eval/model_outputs.json` "
                   "(`alpaca_eval --model_outputs alpaca_eval/model_outputs.json` reads them)\n"]
+    ae2 = scores.get("alpaca_eval_2")
+    if ae2:
+        lines += ["## AlpacaEval 2.0\n",
+                  f"- length-controlled win rate **{ae2.get('length_controlled_winrate')} ± "
+                  f"{ae2.get('lc_standard_error')}**, win rate {ae2.get('win_rate')} ± {ae2.get('standard_error')} "
+                  f"against {', '.join(ae2['baseline'])} over {ae2.get('n_total')} of {ae2['instructions']} "
+                  f"instructions ({ae2['preferences'] or 'no'} preferences; judge failures: {ae2['failures']})",
+                  f"- computed by alpaca_eval's own code (GLM `{ae2['glm']}`) on `alpaca_eval_2/annotations.json`; "
+                  f"average output length {ae2['avg_length']} characters (baseline {ae2['baseline_avg_length']})\n"]
+    ah = scores.get("arena_hard")
+    if ah:
+        ci = ah.get("ci_95") or [None, None]
+        lines += [f"## Arena-Hard-Auto {ah.get('version', '')}\n",
+                  f"- Bradley-Terry win rate **{ah['score']}** (95% interval {ci[0]} to {ci[1]}) against "
+                  f"{', '.join(ah['baselines']) or '-'} over {ah['battles']} battles from {ah['judged']} verdicts "
+                  f"(both orders; judge failures: {ah['failures']})",
+                  f"- prompts: {ah['questions']}; skipped for want of a baseline answer: {ah['missing_baseline']}",
+                  "- answers in Arena-Hard's format: `arena_hard/model_answer/`; judgments: "
+                  "`arena_hard/judgments.jsonl`\n"]
     lm = scores.get("lm_eval")
     if lm:
         labels = dict(LEADERBOARD_COLUMNS)

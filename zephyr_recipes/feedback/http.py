@@ -48,6 +48,10 @@ class Endpoint:
 
     def chat(self, messages: list[dict], **sampling) -> list[str]:
         """One chat completion request; returns the text of every choice (n = sampling.get('n', 1))."""
+        return [c["message"]["content"] or "" for c in self.complete(messages, **sampling)["choices"]]
+
+    def complete(self, messages: list[dict], **sampling) -> dict:
+        """One chat completion request; returns the whole reply (choices with their logprobs, if asked for)."""
         url = self.base_url.rstrip("/") + "/chat/completions"
         body = json.dumps({"model": self.model, "messages": messages, **sampling}).encode()
         attempt = 0
@@ -57,7 +61,9 @@ class Endpoint:
                 request = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     payload = json.loads(response.read().decode())
-                return [c["message"]["content"] or "" for c in payload["choices"]]
+                if not all("content" in c["message"] for c in payload["choices"]):
+                    raise KeyError("content")  # a malformed reply is retried below
+                return payload
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRY_STATUS or attempt > self.max_retries:
                     detail = exc.read().decode(errors="replace")[:200]

@@ -1,14 +1,20 @@
-"""Evaluation: MT-Bench, AlpacaEval and the Open LLM Leaderboard (v1) tasks on ``model.name_or_path``.
+"""Evaluation: MT-Bench, AlpacaEval (1 and 2.0 with its length-controlled win rate), Arena-Hard-Auto and the
+Open LLM Leaderboard (v1) tasks on ``model.name_or_path``.
 
-Step 4 of the Zephyr method. The model answers MT-Bench's two-turn questions and AlpacaEval's instructions,
-the configured judge grades (MT-Bench, 1-10) and compares with the baseline (AlpacaEval, both orders), and
-lm-evaluation-harness scores the multiple-choice tasks. Answers and judgments are appended to JSONL stores as
-they arrive, so a killed run started again asks neither the model nor the judge twice. The run folder holds:
+Step 4 of the Zephyr method. The model answers MT-Bench's two-turn questions, AlpacaEval's instructions and
+Arena-Hard's prompts (or a benchmark's ``answers`` file holds answers another tool produced, and nothing is
+generated); the configured judge grades (MT-Bench, 1-10) and compares with the baseline (AlpacaEval and
+Arena-Hard, both orders), and lm-evaluation-harness scores the multiple-choice tasks. Answers and judgments are
+appended to JSONL stores as they arrive, so a killed run started again asks neither the model nor the judge
+twice. The run folder holds:
 
 - ``mt_bench/answers.jsonl``, ``mt_bench/judgments.jsonl`` (stores), ``mt_bench/model_answer.jsonl`` (FastChat's
   answer format);
 - ``alpaca_eval/outputs.jsonl``, ``alpaca_eval/judgments.jsonl`` (stores), ``alpaca_eval/model_outputs.json``
   (alpaca_eval's format, readable by the official tool);
+- ``alpaca_eval_2/`` the same stores, ``annotations.json`` (alpaca_eval's annotation format) and the GLM weights;
+- ``arena_hard/answers.jsonl``, ``arena_hard/judgments.jsonl`` (stores), ``arena_hard/model_answer/<model>.jsonl``
+  (Arena-Hard's answer format);
 - ``lm_eval/results.json``; ``scores.json`` (every figure), ``radar.png``, ``README.md``.
 """
 
@@ -26,7 +32,10 @@ from ..feedback.store import Store
 
 log = logging.getLogger("zephyr_recipes")
 
-BENCHMARKS = ("mt_bench", "alpaca_eval", "lm_eval")
+BENCHMARKS = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard", "lm_eval")
+JUDGED = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard")
+OPTIONAL = ("alpaca_eval_2", "arena_hard")  # sections kept in the resolved config only when chosen
+ALPACA_EVAL_CONFIGS = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/src/alpaca_eval/evaluators_configs"
 FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
 DEFAULTS = {
     "mt_bench": {
@@ -37,6 +46,8 @@ DEFAULTS = {
         "max_new_tokens": 1024,
         "temperatures": {"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1},
         "judge_max_new_tokens": 2048,
+        "answers": None,
+        "judge": None,
     },
     "alpaca_eval": {
         "instructions": "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json",
@@ -47,6 +58,37 @@ DEFAULTS = {
         "both_orders": True,
         "sampling": {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
         "judge_max_new_tokens": 100,
+        "answers": None,
+        "judge": None,
+    },
+    "alpaca_eval_2": {
+        "instructions": "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
+        "prompt": f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
+        "df_gamed": "hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv",
+        "glm": "length_controlled_v1",
+        "logprobs": True,
+        "max_samples": None,
+        "seed": 0,
+        "both_orders": True,
+        "sampling": {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
+        "judge_max_new_tokens": 1,
+        "answers": None,
+        "judge": None,
+    },
+    "arena_hard": {
+        "version": "v0.1",
+        "questions": None,
+        "baselines": None,
+        "system_prompts": None,
+        "judge_settings": None,
+        "max_questions": None,
+        "seed": 0,
+        "sampling": {"temperature": 0.0, "max_new_tokens": 4096},
+        "judge_max_new_tokens": None,
+        "strong_weight": 3,
+        "bootstrap_rounds": 100,
+        "answers": None,
+        "judge": None,
     },
     "lm_eval": {
         "tasks": [{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
@@ -92,16 +134,69 @@ def check_config(cfg: dict) -> None:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
     for name in BENCHMARKS:
         stage[name] = _merge(f"stage.{name}", stage.get(name), DEFAULTS[name])
-    if {"mt_bench", "alpaca_eval"} & set(stage["benchmarks"]):
-        if not stage["judge"]:
+    for name in OPTIONAL:  # absent unless chosen: the frozen configs of runs made before them still match
+        if name not in stage["benchmarks"]:
+            del stage[name]
+    if "arena_hard" in stage["benchmarks"]:
+        _check_arena_hard(stage["arena_hard"])
+    if "alpaca_eval_2" in stage["benchmarks"]:
+        _check_alpaca_eval_2(stage["alpaca_eval_2"])
+        import importlib.util
+
+        if importlib.util.find_spec("alpaca_eval") is None:
+            raise ZephyrError("stage.benchmarks has alpaca_eval_2, whose LC win rate is computed by the alpaca-eval "
+                              "package, which is not installed", "pip install 'zephyr-recipes[eval]'")
+    for name in JUDGED:
+        if name not in stage["benchmarks"]:
+            continue
+        if not judge_spec(stage, name):
             raise ZephyrError("the eval stage has no judge",
                               "set stage.judge (type: function, transformers or openai)")
-        _check_backend("stage.judge", stage["judge"], JUDGE_KEYS, JUDGE_COMMON)
+        where = f"stage.{name}.judge" if stage[name].get("judge") else "stage.judge"
+        _check_backend(where, judge_spec(stage, name), JUDGE_KEYS, JUDGE_COMMON)
     if "lm_eval" in stage["benchmarks"]:
         normalise_tasks(stage["lm_eval"]["tasks"])
-    samples = stage["alpaca_eval"]["max_samples"]
-    if samples is not None and (not isinstance(samples, int) or samples < 1):
-        raise ZephyrError(f"stage.alpaca_eval.max_samples={samples!r}", "give a positive number, or null for all")
+    for name, key in (("alpaca_eval", "max_samples"), ("alpaca_eval_2", "max_samples"), ("mt_bench", "max_questions"),
+                      ("arena_hard", "max_questions")):
+        if name not in stage:
+            continue
+        value = stage[name][key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ZephyrError(f"stage.{name}.{key}={value!r}", "give a positive number, or null for all")
+
+
+def _check_arena_hard(sec: dict) -> None:
+    """The version's public files fill what the recipe leaves null (v0.1 or v2.0)."""
+    from ..evaluation.arena_hard import VERSIONS
+
+    version = str(sec["version"])
+    if version not in VERSIONS:
+        raise ZephyrError(f"stage.arena_hard.version={sec['version']!r}", f"choose from: {', '.join(VERSIONS)}")
+    sec["version"] = version
+    for key, value in VERSIONS[version].items():
+        if sec.get(key) is None:
+            sec[key] = dict(value) if isinstance(value, dict) else value
+    for key in ("baselines", "system_prompts"):
+        if isinstance(sec[key], str):  # one file for every category
+            sec[key] = {"*": sec[key]}
+        if not isinstance(sec[key], dict) or not sec[key]:
+            raise ZephyrError(f"stage.arena_hard.{key} must map a category to a file",
+                              f"write {key}: {{arena-hard-v0.1: path/or/URL}} (or one path for every category)")
+    weight, rounds = sec["strong_weight"], sec["bootstrap_rounds"]
+    if not isinstance(weight, int) or weight < 1 or not isinstance(rounds, int) or rounds < 1:
+        raise ZephyrError(f"stage.arena_hard.strong_weight={weight!r}, bootstrap_rounds={rounds!r}",
+                          "give positive whole numbers (the benchmark's: 3 and 100)")
+
+
+def _check_alpaca_eval_2(sec: dict) -> None:
+    from ..evaluation.alpaca_lc import GLMS
+
+    if sec["glm"] not in GLMS:
+        raise ZephyrError(f"stage.alpaca_eval_2.glm={sec['glm']!r}", f"choose from: {', '.join(GLMS)}")
+    if sec["df_gamed"] is None and sec["glm"] != "length_controlled_minimal":
+        raise ZephyrError(f"stage.alpaca_eval_2.df_gamed is null, and glm {sec['glm']} needs alpaca_eval's "
+                          "df_gamed.csv", "give its path (or hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv), "
+                          "or glm: length_controlled_minimal for an instruction set other than AlpacaEval's")
 
 
 def _check_judge_ready(judge: dict) -> None:
@@ -111,10 +206,15 @@ def _check_judge_ready(judge: dict) -> None:
                           f"export {env}=... before the run (keys are read from the environment only)")
 
 
-def _judge(cfg: dict, max_new_tokens: int):
+def judge_spec(stage: dict, name: str) -> dict:
+    """A benchmark's own judge (stage.<benchmark>.judge), else the stage's."""
+    return (stage.get(name) or {}).get("judge") or stage["judge"]
+
+
+def _judge(cfg: dict, max_new_tokens: int, name: str):
     from ..feedback.judges import ModelJudge, make_judge
 
-    spec = cfg["stage"]["judge"]
+    spec = judge_spec(cfg["stage"], name)
     judge = make_judge(spec, cfg["hardware"])
     if isinstance(judge, ModelJudge):
         judge.sampling = {"temperature": 0.0, "max_new_tokens": max_new_tokens, **(spec.get("sampling") or {})}
@@ -129,20 +229,24 @@ def _backend(cfg: dict):
 
 
 def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
-    from ..evaluation import mt_bench
+    from ..evaluation import mt_bench, precomputed
     sec = cfg["stage"]["mt_bench"]
     questions = mt_bench.load_questions(sec["questions"], sec["max_questions"])
-    function_judge = cfg["stage"]["judge"]["type"] == "function"
+    function_judge = judge_spec(cfg["stage"], "mt_bench")["type"] == "function"
     prompts = None if function_judge else mt_bench.load_judge_prompts(sec["judge_prompts"])
     references = mt_bench.load_references(sec["reference_answers"])
     log.info("MT-Bench: %d questions from %s", len(questions), sec["questions"])
     out = folder / "mt_bench"
     answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
+    imported = None
     try:
-        mt_bench.generate(backend(), questions, answers, sec["max_new_tokens"], sec["temperatures"])
+        if sec["answers"]:
+            imported = precomputed.fastchat_answers(sec["answers"], questions, answers)
+        else:
+            mt_bench.generate(backend(), questions, answers, sec["max_new_tokens"], sec["temperatures"])
         rows = mt_bench.answer_records(questions, answers, model_id)
         (out / "model_answer.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        judge = _judge(cfg, sec["judge_max_new_tokens"])
+        judge = _judge(cfg, sec["judge_max_new_tokens"], "mt_bench")
         mt_bench.judge_all(judge, questions, answers, judgments, prompts, references)
         del judge  # a local judge model leaves memory before the next one loads
         gc.collect()
@@ -153,9 +257,20 @@ def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     result = mt_bench.scores([j for j in judgments.records.values() if str(j["question_id"]) in ids])
     result["questions"] = len(questions)
     result["answered"] = len(rows)
+    if imported:
+        result["answers_from"] = imported
     log.info("MT-Bench: %s (turn 1 %s, turn 2 %s; %d judge failures)", result["score"], result["turn_1"],
              result["turn_2"], result["failures"])
     return result
+
+
+def _alpaca_answers(sec: dict, rows: list[dict], outputs: Store, backend) -> dict | None:
+    from ..evaluation import alpaca, precomputed
+
+    if sec["answers"]:
+        return precomputed.alpaca_outputs(sec["answers"], rows, outputs)
+    alpaca.generate(backend(), rows, outputs, sec["sampling"])
+    return None
 
 
 def run_alpaca_eval(cfg: dict, folder: Path, backend, model_id: str) -> dict:
@@ -164,24 +279,164 @@ def run_alpaca_eval(cfg: dict, folder: Path, backend, model_id: str) -> dict:
 
     sec = cfg["stage"]["alpaca_eval"]
     rows = alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
-    prompt = None if cfg["stage"]["judge"]["type"] == "function" else read_text(sec["prompt"], "AlpacaEval judge prompt")
+    prompt = None if judge_spec(cfg["stage"], "alpaca_eval")["type"] == "function" else \
+        read_text(sec["prompt"], "AlpacaEval judge prompt")
     log.info("AlpacaEval: %d instructions from %s", len(rows), sec["instructions"])
     out = folder / "alpaca_eval"
     outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
     try:
-        alpaca.generate(backend(), rows, outputs, sec["sampling"])
+        imported = _alpaca_answers(sec, rows, outputs, backend)
         produced = alpaca.model_outputs(rows, outputs, model_id)
         alpaca.write_outputs(out / "model_outputs.json", produced)
-        judge = _judge(cfg, sec["judge_max_new_tokens"])
+        judge = _judge(cfg, sec["judge_max_new_tokens"], "alpaca_eval")
         alpaca.judge_all(judge, rows, outputs, judgments, prompt, sec["both_orders"])
     finally:
         outputs.close()
         judgments.close()
     wanted = {alpaca.instruction_id(r["instruction"]) for r in rows}
     result = alpaca.scores(rows, produced, [j for j in judgments.records.values() if j["instruction_id"] in wanted])
+    if imported:
+        result["answers_from"] = imported
     log.info("AlpacaEval: win rate %s ± %s (avg length %s; %d judge failures)", result["win_rate"],
              result["standard_error"], result["avg_length"], result["failures"])
     return result
+
+
+def _reuse_alpaca_eval_answers(cfg: dict, folder: Path, rows: list[dict], outputs: Store) -> None:
+    """The model's AlpacaEval 1 answers serve AlpacaEval 2.0 too (same instructions, same sampling): only the
+    baseline and the judge differ, as on alpaca_eval's leaderboards."""
+    from ..evaluation.alpaca import instruction_id
+
+    stage = cfg["stage"]
+    first, second = stage["alpaca_eval"], stage["alpaca_eval_2"]
+    if "alpaca_eval" not in stage["benchmarks"] or first["answers"] or second["answers"] \
+            or first["sampling"] != second["sampling"]:
+        return
+    earlier = Store(folder / "alpaca_eval" / "outputs.jsonl")  # read only
+    for r in rows:
+        rec = earlier.get(instruction_id(r["instruction"]))
+        if rec and "output" in rec and rec["key"] not in outputs:
+            outputs.add({**rec, "source": "alpaca_eval/outputs.jsonl"})
+
+
+def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
+    from ..evaluation import alpaca, alpaca_lc
+    from ..evaluation.sources import read_text
+
+    sec = cfg["stage"]["alpaca_eval_2"]
+    alpaca_lc._require_package()  # before any answer is generated
+    rows = alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
+    prompt = None if judge_spec(cfg["stage"], "alpaca_eval_2")["type"] == "function" else \
+        read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval 2.0 judge prompt")
+    out = folder / "alpaca_eval_2"
+    df_gamed = alpaca_lc.resolve_df_gamed(sec["df_gamed"], sec["glm"], rows, out)
+    log.info("AlpacaEval 2.0: %d instructions from %s", len(rows), sec["instructions"])
+    outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
+    try:
+        _reuse_alpaca_eval_answers(cfg, folder, rows, outputs)
+        imported = _alpaca_answers(sec, rows, outputs, backend)
+        produced = alpaca.model_outputs(rows, outputs, model_id)
+        alpaca.write_outputs(out / "model_outputs.json", produced)
+        judge = _judge(cfg, sec["judge_max_new_tokens"], "alpaca_eval_2")
+        alpaca_lc.judge_all(judge, judge_spec(cfg["stage"], "alpaca_eval_2"), rows, outputs, judgments, prompt,
+                            sec["both_orders"], sec["logprobs"], sec["judge_max_new_tokens"])
+    finally:
+        outputs.close()
+        judgments.close()
+    wanted = {alpaca.instruction_id(r["instruction"]) for r in rows}
+    by_iid = {alpaca.instruction_id(o["instruction"]): o["output"] for o in produced}
+    result = alpaca_lc.scores(rows, by_iid, [j for j in judgments.records.values() if j["instruction_id"] in wanted],
+                              model_id, sec["glm"], df_gamed, out)
+    if imported:
+        result["answers_from"] = imported
+    log.info("AlpacaEval 2.0: LC win rate %s ± %s, win rate %s ± %s (%s preferences, GLM %s; %d judge failures)",
+             result.get("length_controlled_winrate"), result.get("lc_standard_error"), result.get("win_rate"),
+             result.get("standard_error"), result["preferences"], result["glm"], result["failures"])
+    return result
+
+
+def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
+    from ..evaluation import arena_hard, precomputed
+
+    sec = cfg["stage"]["arena_hard"]
+    questions = arena_hard.load_questions(sec["questions"], sec["max_questions"], sec["seed"])
+    settings = arena_hard.load_settings(sec["judge_settings"])
+    categories = sorted({q["category"] for q in questions})
+
+    def for_category(mapping: dict, category: str, what: str):
+        if category in mapping:
+            return mapping[category]
+        if "*" in mapping:
+            return mapping["*"]
+        if len(mapping) == 1:
+            return next(iter(mapping.values()))
+        raise ZephyrError(f"stage.arena_hard.{what} has no entry for the category {category!r}",
+                          f"add {category}: <file> (categories of these questions: {', '.join(categories)})")
+
+    files: dict[str, tuple] = {}
+    baselines, missing = {}, []
+    for q in questions:
+        spec = for_category(sec["baselines"], q["category"], "baselines")
+        if spec not in files:
+            files[spec] = arena_hard.parse_answers(spec)
+        name, answers = files[spec]
+        if q["uid"] in answers:
+            baselines[q["uid"]] = {"answer": answers[q["uid"]], "model": name or Path(spec).stem}
+        else:
+            missing.append(q["uid"])
+    if missing:
+        log.warning("Arena-Hard: the baseline has no answer to %d of %d prompts (%s%s); they are skipped "
+                    "(all listed in arena_hard/missing_baseline.txt)", len(missing), len(questions),
+                    ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
+    system_prompts = {}
+    if judge_spec(cfg["stage"], "arena_hard")["type"] != "function":
+        system_prompts = {c: arena_hard.read_prompt(for_category(sec["system_prompts"], c, "system_prompts"),
+                                                    "Arena-Hard judge system prompt") for c in categories}
+    log.info("Arena-Hard %s: %d prompts from %s", sec["version"], len(questions), sec["questions"])
+    out = folder / "arena_hard"
+    if missing:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "missing_baseline.txt").write_text("".join(f"{uid}\n" for uid in missing))
+    answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
+    imported = None
+    try:
+        if sec["answers"]:
+            imported = precomputed.arena_hard_answers(sec["answers"], questions, answers)
+        else:
+            arena_hard.generate(backend(), [q for q in questions if q["uid"] in baselines], answers, sec["sampling"])
+        rows = arena_hard.answer_records(questions, answers, model_id)
+        (out / "model_answer").mkdir(parents=True, exist_ok=True)
+        (out / "model_answer" / f"{model_id.replace('/', '_')}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        judge = _judge(cfg, sec["judge_max_new_tokens"] or int(settings.get("max_tokens") or 4096), "arena_hard")
+        if hasattr(judge, "sampling") and settings.get("temperature") is not None \
+                and "temperature" not in (judge_spec(cfg["stage"], "arena_hard").get("sampling") or {}):
+            judge.sampling["temperature"] = float(settings["temperature"])
+        arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, system_prompts)
+        del judge
+        gc.collect()
+    finally:
+        answers.close()
+        judgments.close()
+    ids = {q["uid"] for q in questions}
+    result = arena_hard.scores(questions, [j for j in judgments.records.values() if j["uid"] in ids], missing,
+                               sec["strong_weight"], sec["bootstrap_rounds"], sec["seed"])
+    result.update(version=sec["version"], answered=len(rows))
+    if imported:
+        result["answers_from"] = imported
+    log.info("Arena-Hard: %s (95%% CI %s; %d battles, %d judge failures, %d prompts without a baseline answer)",
+             result["score"], result["ci_95"], result["battles"], result["failures"], result["missing_baseline"])
+    return result
+
+
+RUNNERS = {"mt_bench": run_mt_bench, "alpaca_eval": run_alpaca_eval, "alpaca_eval_2": run_alpaca_eval_2,
+           "arena_hard": run_arena_hard}
+
+
+def needs_model(stage: dict) -> bool:
+    """Whether the model under test is needed: not when every judged benchmark scores an answers file."""
+    return "lm_eval" in stage["benchmarks"] or any(
+        b in stage["benchmarks"] and not stage[b].get("answers") for b in JUDGED)
 
 
 def run(cfg: dict, folder: Path) -> dict:
@@ -191,25 +446,34 @@ def run(cfg: dict, folder: Path) -> dict:
 
     stage = cfg["stage"]
     model_id = stage["model_id"] or cfg["run"]["name"]
-    if {"mt_bench", "alpaca_eval"} & set(stage["benchmarks"]):
-        _check_judge_ready(stage["judge"])
-    modeling.resolve_source(cfg["model"]["name_or_path"], "model")  # a missing run folder fails here
+    for name in JUDGED:
+        if name in stage["benchmarks"]:
+            _check_judge_ready(judge_spec(stage, name))
+    from ..evaluation import precomputed
+
+    for name in JUDGED:  # answer files in the wrong format stop the run before any model answers
+        if name in stage["benchmarks"] and stage[name].get("answers"):
+            precomputed.check(name, stage[name]["answers"])
+    if needs_model(stage):
+        modeling.resolve_source(cfg["model"]["name_or_path"], "model")  # a missing run folder fails here
     from transformers import set_seed
 
     set_seed(cfg["run"]["seed"])  # sampled answers (writing, roleplay, AlpacaEval) are repeatable
     loaded = {}
 
-    def backend():  # one model for both benchmarks, loaded when first needed
+    def backend():  # one model for every benchmark, loaded when first needed
         if "b" not in loaded:
             loaded["b"] = _backend(cfg)
         return loaded["b"]
 
     result = {"model": cfg["model"]["name_or_path"], "model_id": model_id,
               "judge": {k: stage["judge"].get(k) for k in ("type", "module", "model", "base_url") if stage["judge"].get(k)}}
-    if "mt_bench" in stage["benchmarks"]:
-        result["mt_bench"] = run_mt_bench(cfg, folder, backend, model_id)
-    if "alpaca_eval" in stage["benchmarks"]:
-        result["alpaca_eval"] = run_alpaca_eval(cfg, folder, backend, model_id)
+    for name in JUDGED:  # in this order, whatever the list's: the random streams of the first two stay as they were
+        if name in stage["benchmarks"]:
+            result[name] = RUNNERS[name](cfg, folder, backend, model_id)
+            own = stage[name].get("judge")
+            if own:
+                result[name]["judge"] = {k: own.get(k) for k in ("type", "module", "model", "base_url") if own.get(k)}
     loaded.clear()
     gc.collect()
     if "lm_eval" in stage["benchmarks"]:

@@ -1,0 +1,266 @@
+"""AlpacaEval 2.0: win rate and length-controlled (LC) win rate against the gpt4_turbo baseline.
+
+The model answers the 805 instructions; the judge is shown the baseline's and the model's outputs under
+alpaca_eval's ``weighted_alpaca_eval_gpt4_turbo`` prompt (``alpaca_eval_clf.txt``: reply with the identifier of
+the better output, ``m`` or ``M``). With an OpenAI-compatible judge that returns log-probabilities the
+preference is weighted, as alpaca_eval does it: the probability of the model's identifier among ``m`` and ``M``
+in the first token's top log-probabilities. Otherwise (no log-probabilities, a local or function judge) it is
+the discrete choice, and ``scores.json`` says so (``preferences: discrete``). Both orders are judged by default
+and averaged per instruction.
+
+The raw and the LC win rate, with their standard errors, come from alpaca_eval's own code
+(``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate``) on the run's annotations, written in
+alpaca_eval's annotation format. Its GLM needs alpaca_eval's ``df_gamed.csv`` (instruction difficulty and the
+gamed baselines' annotations, from the ``tatsu-lab/alpaca_eval`` hub dataset), given here as a path, URL or
+hf:// address, so it runs offline with a local copy. An instruction set other than AlpacaEval's has no
+difficulty estimates: ``glm: length_controlled_minimal`` (alpaca_eval's GLM with the length term only) runs on
+it with a table of zero difficulties written into the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..errors import ZephyrError
+from ..feedback.judges import FunctionJudge, JudgeFailure, Verdict, chat_messages, fill
+from ..feedback.store import Store
+from .alpaca import instruction_id
+from .sources import local_file
+
+log = logging.getLogger("zephyr_recipes")
+
+ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+GLMS = ("length_controlled_v1", "length_controlled_noreg", "length_controlled_minimal")
+PACKAGE_PREFIX = "alpaca_eval:"
+
+
+def _require_package():
+    try:
+        from alpaca_eval.metrics import glm_winrate
+    except ImportError as exc:
+        raise ZephyrError(f"the AlpacaEval 2.0 LC win rate needs the alpaca-eval package ({exc})",
+                          "pip install 'zephyr-recipes[eval]'") from None
+    return glm_winrate
+
+
+def package_file(spec: str) -> str:
+    """``alpaca_eval:evaluators_configs/...`` -> that file of the installed alpaca-eval package."""
+    if not spec.startswith(PACKAGE_PREFIX):
+        return spec
+    import importlib.util
+
+    found = importlib.util.find_spec("alpaca_eval")
+    if found is None or not found.origin:
+        raise ZephyrError(f"{spec} names a file of the alpaca-eval package, which is not installed",
+                          "pip install 'zephyr-recipes[eval]', or give the file's path or URL")
+    path = Path(found.origin).parent / spec[len(PACKAGE_PREFIX):]
+    if not path.is_file():
+        raise ZephyrError(f"the installed alpaca-eval package has no {spec[len(PACKAGE_PREFIX):]}",
+                          "give the file's path or URL instead")
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------- judging
+def parse_choice(text: str) -> float:
+    """The clf prompt's reply, ``m`` (output_1) or ``M`` (output_2) -> probability that output_1 is better."""
+    word = text.strip().strip("`'\"*.").strip()
+    if word in ("m", "M"):
+        return 1.0 if word == "m" else 0.0
+    raise JudgeFailure("the reply is not the identifier m or M", text)
+
+
+def logprob_choice(payload: dict) -> tuple[float | None, str]:
+    """(probability that output_1 is better from the first token's top log-probabilities, or None; the reply)."""
+    choice = payload["choices"][0]
+    text = (choice.get("message") or {}).get("content") or ""
+    try:
+        top = choice["logprobs"]["content"][0]["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return None, text
+    probs = {t["token"]: math.exp(t["logprob"]) for t in top if t.get("token") in ("m", "M")}
+    if not probs:
+        return None, text
+    return probs.get("m", 0.0) / sum(probs.values()), text
+
+
+def _ask_with_logprobs(endpoint, prompts: list[list[dict]], sampling: dict, retries: int, concurrency: int):
+    """One request per prompt with logprobs; a reply with neither log-probabilities for m/M nor a readable
+    m/M is asked again, then given up as a JudgeFailure. Yields (i, Verdict((p, kind)) | JudgeFailure)."""
+    from ..feedback.http import EndpointError
+
+    def one(i: int):
+        last = JudgeFailure("no reply")
+        for attempt in range(retries + 1):
+            extra = {} if attempt == 0 else {"temperature": 1.0}
+            try:
+                payload = endpoint.complete(prompts[i], **{**sampling, **extra})
+            except EndpointError as exc:
+                last = JudgeFailure(f"judge request failed: {exc}")
+                continue
+            p, text = logprob_choice(payload)
+            if p is not None:
+                return i, Verdict((p, "logprob"), text)
+            try:
+                return i, Verdict((parse_choice(text), "discrete"), text)
+            except JudgeFailure as failure:
+                last = failure
+        return i, last
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for future in as_completed([pool.submit(one, i) for i in range(len(prompts))]):
+            yield future.result()
+
+
+def judge_all(judge, judge_spec: dict, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None,
+              both_orders: bool, logprobs: bool, max_new_tokens: int) -> None:
+    """Order 0 shows the baseline as output_1 (``m``) and the model as output_2 (``M``); order 1 swaps them."""
+    from ..feedback.backends import EndpointBackend
+
+    todo = []
+    for r in rows:
+        iid = instruction_id(r["instruction"])
+        rec = outputs.get(iid)
+        if not rec or "output" not in rec:
+            continue
+        for order in ((0, 1) if both_orders else (0,)):
+            if f"{iid}:o{order}" not in judgments:
+                pair = (r["output"], rec["output"]) if order == 0 else (rec["output"], r["output"])
+                todo.append((iid, order, r["instruction"], pair))
+    if not todo:
+        return
+    if isinstance(judge, FunctionJudge):
+        compared = judge.compare_many([([{"role": "user", "content": ins}], a, b) for _, _, ins, (a, b) in todo])
+        verdicts = ((j, v if isinstance(v, JudgeFailure) else Verdict((float(v.value), "discrete"), v.raw))
+                    for j, v in compared)
+    else:
+        prompts = [chat_messages(fill(prompt, instruction=ins, output_1=a, output_2=b)) for _, _, ins, (a, b) in todo]
+        backend = getattr(judge, "backend", None)
+        if logprobs and isinstance(backend, EndpointBackend):
+            sampling = {"max_tokens": max_new_tokens, "temperature": 0.0, "logprobs": True, "top_logprobs": 5}
+            verdicts = _ask_with_logprobs(backend.endpoint, prompts, sampling, int(judge_spec.get("max_retries", 2)),
+                                          backend.concurrency)
+        else:
+            asked = judge.ask_many(prompts, parse_choice)
+            verdicts = ((j, v if isinstance(v, JudgeFailure) else Verdict((v.value, "discrete"), v.raw))
+                        for j, v in asked)
+    with tqdm(total=len(todo), desc="AlpacaEval 2.0 judging", unit="comparison") as bar:
+        for j, verdict in verdicts:
+            iid, order, _, _ = todo[j]
+            rec = {"key": f"{iid}:o{order}", "instruction_id": iid, "order": order,
+                   "output_1": "baseline" if order == 0 else "model", "tstamp": time.time()}
+            if isinstance(verdict, JudgeFailure):
+                rec.update(failure=str(verdict), raw=verdict.raw[:2000])
+            else:
+                first, kind = verdict.value
+                rec.update(preference_output_1=first, model_preference=1 - first if order == 0 else first,
+                           kind=kind, raw=verdict.raw[:200])
+            judgments.add(rec)
+            bar.update(1)
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def annotations(rows: list[dict], produced: dict[str, str], judgments: list[dict], model_id: str,
+                annotator: str = ANNOTATOR) -> list[dict]:
+    """One annotation per judged instruction in alpaca_eval's format: output_1 the baseline's, output_2 the
+    model's, preference in [1, 2] (2: the model's output is better), ``index`` the instruction's position in
+    the instruction set (alpaca_eval's difficulty table is indexed so)."""
+    by_iid: dict[str, list[float]] = {}
+    for j in judgments:
+        if "model_preference" in j:
+            by_iid.setdefault(j["instruction_id"], []).append(j["model_preference"])
+    out = []
+    for r in rows:
+        iid = instruction_id(r["instruction"])
+        if iid in by_iid and iid in produced:
+            out.append({"instruction": r["instruction"], "output_1": r["output"], "output_2": produced[iid],
+                        "generator_1": str(r.get("generator", "baseline")), "generator_2": model_id,
+                        "annotator": annotator, "preference": 1.0 + statistics.fmean(by_iid[iid]),
+                        "index": int(r.get("index", 0))})
+    return out
+
+
+def standin_difficulties(rows: list[dict], path: Path) -> Path:
+    """A df_gamed-shaped table with zero difficulty for every instruction: what length_controlled_minimal reads
+    when the instruction set is not AlpacaEval's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["model,index,instruction_difficulty,preference,std_delta_len,not_gamed_baseline"]
+    top = max((int(r.get("index", n)) for n, r in enumerate(rows)), default=-1)
+    # alpaca_eval looks a difficulty up by the table's row number: one row per index up to the largest
+    lines += [f"none,{i},0.0,0.5,0.0,True" for i in range(top + 1)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def _local_alpaca_eval_files(glm_winrate, files: dict[str, str]):
+    """alpaca_eval downloads df_gamed.csv (and instruction_difficulty.csv) from the hub inside its GLM code;
+    while this is active those names resolve to the given local files, every other name as before."""
+    original = glm_winrate.hf_hub_download
+
+    def resolve(*args, filename=None, **kwargs):
+        if filename in files:
+            return files[filename]
+        return original(*args, filename=filename, **kwargs)
+
+    glm_winrate.hf_hub_download = resolve
+    try:
+        yield
+    finally:
+        glm_winrate.hf_hub_download = original
+
+
+def length_controlled(annotated: list[dict], glm: str, df_gamed: str, weights_dir: Path | None = None) -> dict:
+    """alpaca_eval's raw and length-controlled win rates of the annotations, through its own function."""
+    glm_winrate = _require_package()
+    if glm not in glm_winrate.GLM_INFO:
+        raise ZephyrError(f"stage.alpaca_eval_2.glm={glm!r} is not one of alpaca_eval's GLMs",
+                          f"choose from: {', '.join(glm_winrate.GLM_INFO)}")
+    if not annotated:
+        return {"win_rate": None, "standard_error": None, "length_controlled_winrate": None,
+                "lc_standard_error": None, "n_total": 0}
+    with _local_alpaca_eval_files(glm_winrate, {"df_gamed.csv": df_gamed}):
+        metrics = glm_winrate.get_length_controlled_winrate(
+            annotated, glm_name=glm, save_weights_dir=weights_dir, is_warn_extreme_changes=True)
+    out = {}
+    for key, value in metrics.items():
+        value = value.item() if hasattr(value, "item") else value
+        out[key] = None if isinstance(value, float) and math.isnan(value) else \
+            (round(value, 4) if isinstance(value, float) else value)
+    return out
+
+
+def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], model_id: str, glm: str,
+           df_gamed: str, folder: Path) -> dict:
+    annotated = annotations(rows, produced, judgments, model_id)
+    (folder / "annotations.json").write_text(json.dumps(annotated, indent=1, ensure_ascii=False) + "\n")
+    out = length_controlled(annotated, glm, df_gamed, folder / "glm_weights")
+    kinds = sorted({j["kind"] for j in judgments if "kind" in j})
+    out.update({
+        "glm": glm,
+        "preferences": "+".join(kinds) if kinds else None,
+        "avg_length": round(statistics.fmean(len(o) for o in produced.values()), 1) if produced else None,
+        "baseline_avg_length": round(statistics.fmean(len(r["output"]) for r in rows), 1) if rows else None,
+        "baseline": sorted({str(r.get("generator", "?")) for r in rows}),
+        "instructions": len(rows),
+        "failures": sum(1 for j in judgments if "failure" in j),
+    })
+    return out
+
+
+def resolve_df_gamed(spec: str | None, glm: str, rows: list[dict], folder: Path) -> str:
+    if spec:
+        return str(local_file(package_file(spec), "alpaca_eval's df_gamed.csv"))
+    if glm != "length_controlled_minimal":
+        raise ZephyrError(f"stage.alpaca_eval_2.df_gamed is null, and glm {glm} needs alpaca_eval's df_gamed.csv",
+                          "give its path or hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv, or use "
+                          "glm: length_controlled_minimal for an instruction set other than AlpacaEval's")
+    return str(standin_difficulties(rows, folder / "difficulty_standin.csv"))
