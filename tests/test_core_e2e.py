@@ -110,7 +110,9 @@ def test_dpo_weights_moved_away_from_the_reference(dpo_run, sft_run):
 def test_finished_run_is_not_overwritten_unless_asked(sft_run, cli):
     weights = sft_run / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    code, _, err = cli("tiny/sft", f"run.output_dir={sft_run}", *SFT_FAST)
+    code, _, err = cli("tiny/sft", f"run.output_dir={sft_run}", *SFT_FAST)  # the same config: done already
+    assert code == 0 and "already holds a finished run of this config" in err
+    code, _, err = cli("tiny/sft", f"run.output_dir={sft_run}", *SFT_FAST, "stage.trainer.learning_rate=1e-3")
     assert code == 2 and "holds a finished run" in err and "run.overwrite=true" in err
     assert weights.stat().st_mtime_ns == stamp
 
