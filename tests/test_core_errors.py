@@ -105,10 +105,10 @@ def test_gpu_profile_on_a_cpu_machine_fails_before_loading_weights(cli, tmp_path
     _no_folder_left(out)
 
 
-def test_missing_model_folder_says_to_run_sft_first(cli, tmp_path):
+def test_missing_model_folder_is_named(cli, tmp_path):
     out = tmp_path / "run"
     _fails(cli, "tiny/dpo", f"run.output_dir={out}", "model.name_or_path=./runs/never-trained",
-           problem="does not exist (run `make sft` first)", fix="model.name_or_path")
+           problem="model folder ./runs/never-trained does not exist", fix="model.name_or_path")
     _no_folder_left(out)
 
 

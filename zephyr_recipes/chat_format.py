@@ -142,8 +142,8 @@ def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | N
         if not text:
             raise ZephyrError(
                 f"the tokenizer of {model_name} has no chat template (a base model's usually has none)",
-                f"set model.chat_template to one of {', '.join(shipped_names())} (zephyr for the Zephyr recipes), "
-                "or to a path to a .jinja file")
+                "set model.chat_template=zephyr (the Zephyr recipes' format) or another shipped template "
+                f"({', '.join(shipped_names())}), or a path to a .jinja file")
         source, name = "tokenizer", "the tokenizer's own"
     if not assistant_only or has_generation_markers(text):
         return TemplateChoice(source, name, text, f"chat template: {name}")

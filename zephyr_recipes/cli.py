@@ -143,6 +143,14 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _unavailable_here(path: str, locate) -> bool:
+    """A hub dataset (offline) or a local path that does not exist on this machine (a recipe from elsewhere)."""
+    try:
+        return locate(path)[0] == "hub"
+    except ZephyrError:
+        return True
+
+
 def _check_template(cfg: dict, limit: int) -> None:
     """Render real rows of the recipe's data through the chat template the run will use, and show one."""
     from . import chat_format, modeling, worker
@@ -165,8 +173,8 @@ def _check_template(cfg: dict, limit: int) -> None:
         train, _, _ = load_for_stage(worker._without_unused_test_data(cfg), tokenizer)
     except ZephyrError as exc:
         paths = [m.get("path") for m in cfg["dataset"].get("mixture") or []] or [cfg["dataset"]["path"]]
-        if not any(p and locate(p)[0] == "hub" for p in paths):
-            raise  # local data the run could not read either
+        if not any(p and _unavailable_here(p, locate) for p in paths):
+            raise  # local data that is there and that the run could not read either
         print(f"rows: not checked here ({exc.problem}); the run checks them before loading weights")
         return
     rows = chat_format.check_rows(tokenizer, train, cfg["stage"]["name"], assistant_only, limit=limit)
