@@ -157,6 +157,9 @@ class AIFStageConfig:
     binarize: dict = _f({"rejected": "random", "score": "mean", "ties": "drop"},
                         "Pair rule: rejected random|lowest, score mean|overall, ties drop|keep.")
     test_fraction: float = _f(0.1, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
+    prompt_offset: Optional[int] = _f(
+        None, "Skip this many prompts of the seeded shuffle before taking dataset.max_train_samples of them, so "
+              "the rounds of an iterative pipeline can take disjoint slices (null: start at the first).")
 
 
 @dataclass
