@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -221,6 +222,10 @@ def cmd_run(args) -> int:
         out = sweep.run(args.recipe, args.overrides, args.from_stage, args.only, argv[:3])
         print((out / "sweep.md").read_text().split("\n![", 1)[0].rstrip() + "\n")
         print(f"sweep folder: {out}")
+        failed = [p["name"] for p in json.loads((out / "sweep.json").read_text())["points"] if p["status"] == "failed"]
+        if failed:
+            print(f"error: {len(failed)} point(s) failed: {', '.join(failed)} (see {out / 'sweep.md'})", file=sys.stderr)
+            return 1
         return 0
     loaded = pipeline.load(args.recipe, args.overrides)
     if loaded:
