@@ -158,8 +158,8 @@ class AIFStageConfig:
                         "Pair rule: rejected random|lowest, score mean|overall, ties drop|keep.")
     test_fraction: float = _f(0.1, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
     prompt_offset: Optional[int] = _f(
-        None, "Skip this many prompts of the seeded shuffle before taking dataset.max_train_samples of them, so "
-              "the rounds of an iterative pipeline can take disjoint slices (null: start at the first).")
+        None, "Take dataset.max_train_samples distinct prompts starting at this position of the seeded shuffle, "
+              "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
 
 
 @dataclass
