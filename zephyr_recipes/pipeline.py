@@ -294,12 +294,13 @@ def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None) 
     if recipe.endswith((".yaml", ".yml")) and local.is_file():
         recipe = str(local)
     given = relocate(st.get("overrides") or {}, spec["output_dir"], folders)
-    overrides = [_override(k, v) for k, v in given.items()]
+    # The pipeline's seed, unless the stage pins its own (run.seed in its overrides).
+    overrides = [f"run.seed={spec['seed']}"] + [_override(k, v) for k, v in given.items()]
     folder = stage_folder(spec, st["name"], folders)
     # A stage moved out of the pipeline folder (a sweep's shared stage) is named after where it went.
     run_name = f"{folder.parent.parent.name}-{folder.name}" if st["name"] in folders else \
         f"{Path(spec['output_dir']).name}-{st['name']}"
-    overrides += [_override("run.output_dir", str(folder)), f"run.seed={spec['seed']}", _override("run.name", run_name)]
+    overrides += [_override("run.output_dir", str(folder)), _override("run.name", run_name)]
     try:
         raw, name, _ = compose(recipe, overrides)
         cfg = validate(raw, name)
@@ -316,10 +317,14 @@ def stage_configs(spec: dict, base: Path, folders: dict | None = None) -> list[t
     return [(st, *stage_config(spec, st, base, folders)) for st in spec["stages"]]
 
 
-def _strip_place(cfg: dict, output_dir: str) -> dict:
+def _strip_place(cfg: dict, output_dir: str, folders: dict | None = None) -> dict:
     """cfg with its own folder and name removed and the pipeline folder's path replaced by a marker."""
+    moved = {str(Path(f)): f"<pipeline>/{name}" for name, f in (folders or {}).items()}
+
     def walk(v):
         if isinstance(v, str):
+            for here, marker in moved.items():
+                v = re.sub(re.escape(here) + r"(?=/|$)", marker, v)
             return re.sub(re.escape(str(Path(output_dir))) + r"(?=/|$)", "<pipeline>", v)
         if isinstance(v, list):
             return [walk(x) for x in v]
@@ -331,11 +336,11 @@ def _strip_place(cfg: dict, output_dir: str) -> dict:
     return out
 
 
-def _reuse(spec: dict, stage: str, cfg: dict, folder: Path) -> Path | None:
+def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None = None) -> Path | None:
     """Copy a finished stage of the same config (up to the pipeline folder's path) from a pipeline.reuse folder."""
     import shutil
 
-    mine = _strip_place(cfg, spec["output_dir"])
+    mine = _strip_place(cfg, spec["output_dir"], folders)
     for other in spec.get("reuse") or []:
         src = Path(other) / stage
         if not runfolder.is_complete(src) or Path(other).resolve() == Path(spec["output_dir"]).resolve():
@@ -390,7 +395,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             log.info("pipeline: %s finished already (%s), skipped", stage, folder)
             continue
         if stage not in forced and spec.get("reuse"):
-            src = _reuse(spec, stage, cfg, folder)
+            src = _reuse(spec, stage, cfg, folder, folders)
             if src is not None:
                 log.info("pipeline: %s is the finished %s (same config), copied", stage, src)
                 status["stages"][stage] = {"folder": str(folder), "reused_from": str(src), "finished": runfolder.now()}
