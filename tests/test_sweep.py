@@ -121,3 +121,20 @@ def test_pipeline_sweep_explains_from_after_the_branch(tmp_path, cli):
     assert "use --from sft" in err and not (tmp_path / "pipe-sweep").exists()
     code, _, err = cli("-m", str(path), "dpo.stage.trainer.bta=0.1,0.2")
     assert code == 2 and err.count("unknown key `stage.trainer.bta`") == 1, err
+
+
+def test_sweep_on_slurm_submits_one_job_per_point(tmp_path, cli):
+    """On a Slurm profile every point gets its own launch.sbatch in its own folder (here, without sbatch on the
+    machine, written and left for the user to submit); a re-run does not submit them again."""
+    args = ["-m", "tiny/sft", "hardware=cpu-2proc", "hardware.launcher=slurm", f"run.output_dir={tmp_path / 's'}",
+            *QUICK_SFT, "stage.trainer.learning_rate=1e-3,2e-3"]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    sweep = tmp_path / "s-sweep"
+    for lr in ("0.001", "0.002"):
+        folder = sweep / f"learning_rate={lr}"
+        assert (folder / "launch.sbatch").is_file() and _status(folder)["status"] in ("prepared", "queued")
+        assert f"learning_rate: {lr}" in (folder / "config.yaml").read_text()
+    assert [p["status"] for p in json.loads((sweep / "sweep.json").read_text())["points"]] == ["submitted"] * 2
+    code, _, err = cli(*args)
+    assert code == 0 and err.count("not submitted again") == 2

@@ -175,9 +175,16 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
     for i, (point, cfg) in enumerate(planned, 1):
         folder = Path(cfg["run"]["output_dir"])
         entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
-        if runfolder.is_complete(folder) and not cfg["run"].get("overwrite"):
+        state = (runfolder.read_status(folder) or {}).get("status")
+        if state == "complete" and not cfg["run"].get("overwrite"):
             log.info("sweep: point %d/%d %s finished already, skipped", i, len(planned), point["name"])
             results[point["name"]] = {**entry, "status": "complete", "skipped": True}
+            continue
+        if state in ("queued", "prepared") and not cfg["run"].get("overwrite"):  # a scheduler job, not resubmitted
+            log.info("sweep: point %d/%d %s is %s on the scheduler, not submitted again", i, len(planned),
+                     point["name"], state)
+            results[point["name"]] = {**entry, "status": "submitted",
+                                      "job": (runfolder.read_status(folder) or {}).get("slurm_job")}
             continue
         log.info("sweep: point %d/%d %s", i, len(planned), point["name"])
         try:
