@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import math
 import re
 from pathlib import Path
 
@@ -253,7 +252,7 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
     errors, specs = {}, []
     for point in grid:
         try:
-            spec, name, path = pipeline.load(recipe, fixed + point["overrides"] +
+            spec, _, path = pipeline.load(recipe, fixed + point["overrides"] +
                                              [pipeline._override("pipeline.output_dir", str(sweep_dir / point["name"]))])
             pipeline.stage_configs(spec, path.parent)  # every stage composes and validates before anything runs
         except ZephyrError as exc:
@@ -282,6 +281,11 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
             f"--from {from_stage} comes after {first_branch!r}, where the sweep's points start to differ: with --from "
             f"the points' {first_branch} would not run again, so the swept values would not take effect",
             f"use --from {first_branch} (or an earlier stage), or drop --from: finished points are skipped anyway")
+    if from_stage:
+        again = [n for n in names[names.index(from_stage):] if n in shared]
+        log.info("sweep: --from %s: %s; every point's %s and later stages run again, finished or not", from_stage,
+                 f"the shared {', '.join(again)} run again once" if again else "no shared stage runs again",
+                 first_branch)
     for point, spec, _ in specs:  # refuse before anything runs, like a single run
         planned = []
         for st in spec["stages"]:
