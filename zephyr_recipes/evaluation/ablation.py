@@ -206,7 +206,7 @@ def _round_facts(r: dict) -> dict:
         out["prompts"] = summary.get("prompts")
         out["pairs"] = (summary.get("pairs") or {}).get("train_prefs", 0) + (summary.get("pairs") or {}).get("test_prefs", 0)
         skipped = (summary.get("binarize") or {}).get("skipped") or {}
-        out["tied"] = skipped.get("all_tied", 0) + skipped.get("tied_best", 0)
+        out["tied"] = skipped.get("all_tied", 0)  # prompts whose answers were all rated alike: no pair
         cfg = yaml.safe_load((r["aif"] / runfolder.CONFIG).read_text())
         own = [g.get("name") for g in cfg["stage"]["generators"] if g.get("type") == "transformers"]
         rated = [v for k, v in (summary.get("mean_score_by_generator") or {}).items() if k in own]
@@ -214,6 +214,7 @@ def _round_facts(r: dict) -> dict:
     if r.get("dpo") and runfolder.is_complete(r["dpo"]):
         metrics = (runfolder.read_status(r["dpo"]) or {}).get("metrics") or {}
         out["dpo_loss"] = metrics.get("last_loss")
+        out["dpo_first_loss"] = metrics.get("first_loss")
         out["reward_accuracy"] = metrics.get("rewards/accuracies")
         out["reward_margin"] = metrics.get("rewards/margins")
     return out
@@ -227,22 +228,32 @@ def _why_not(later: dict, first: dict) -> str:
         if later["pairs"] < 0.75 * first["pairs"]:
             causes.append("fewer of the policy's answers differed in rating, so DPO had fewer pairs to learn from")
     if later.get("prompts") and first.get("prompts") and later.get("tied") is not None and first.get("tied") is not None:
-        parts.append(f"{later['tied'] / later['prompts']:.0%} of its prompts skipped as ties "
-                     f"(round 1: {first['tied'] / first['prompts']:.0%})")
+        parts.append(f"{later['tied'] / later['prompts']:.0%} of its prompts gave no pair because every answer "
+                     f"was rated alike (round 1: {first['tied'] / first['prompts']:.0%})")
     if later.get("policy_rating") is not None and first.get("policy_rating") is not None:
-        parts.append(f"the policy's own answers rated {later['policy_rating']:.2f} by the judge "
+        parts.append(f"the judge's mean rating of the policy's own answers {later['policy_rating']:.2f} "
                      f"(round 1: {first['policy_rating']:.2f})")
         if later["policy_rating"] < first["policy_rating"] - 0.25:
             causes.append("the policy answering the round's prompts was already rated lower than round 1's")
+    if later.get("dpo_loss") is not None and later.get("dpo_first_loss") is not None:
+        parts.append(f"DPO's loss {later['dpo_first_loss']:.3f} -> {later['dpo_loss']:.3f}")
     if later.get("reward_accuracy") is not None and first.get("reward_accuracy") is not None:
-        parts.append(f"DPO's final reward accuracy {later['reward_accuracy']:.2f} (round 1: {first['reward_accuracy']:.2f})")
-        if later["reward_accuracy"] >= 0.9 and not causes:
-            causes.append("DPO fitted its pairs, but the held-out grade did not follow: the pairs taught "
-                          "something the held-out prompts do not reward")
+        parts.append(f"final reward accuracy {later['reward_accuracy']:.2f} (round 1: {first['reward_accuracy']:.2f})")
+    few = later.get("pairs") is not None and later.get("prompts") and later["pairs"] < later["prompts"] / 2
+    if not causes and later.get("dpo_loss") is not None and later.get("dpo_first_loss") is not None \
+            and later["dpo_loss"] >= later["dpo_first_loss"]:
+        causes.append(f"DPO's loss did not fall in this round ({later['dpo_first_loss']:.3f} -> {later['dpo_loss']:.3f})"
+                      + (f" on its {later['pairs']} pairs from {later['prompts']} prompts" if few else "")
+                      + ": the round's pairs did not teach the policy beyond what round 1 had")
+    if not causes and few:
+        causes.append(f"only {later['pairs']} of {later['prompts']} prompts gave a pair, and the round moved the "
+                      f"grade by {later['mt_bench'] - first['mt_bench']:+.2f}")
+    if not causes and later.get("reward_accuracy") is not None and later["reward_accuracy"] >= 0.9:
+        causes.append("DPO fitted its pairs, but the held-out grade did not follow: the pairs taught something the "
+                      "held-out prompts do not reward")
     if not causes:
-        causes.append("none of these moved enough to explain it: the difference is within what one seed's "
-                      "noise gives")
-    return "measured: " + "; ".join(parts) + ". So " + "; ".join(causes) + "."
+        causes.append("none of these moved enough to explain it: the difference is within what one seed's noise gives")
+    return "measured: " + "; ".join(parts) + ". The reason, from these figures: " + "; ".join(causes) + "."
 
 
 def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> tuple[str, dict]:
@@ -280,8 +291,10 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
                             + _why_not(later, first))
         if said:
             statements.append(f"- {label}: " + " ".join(s if s.endswith(".") else s + "." for s in said))
-    text += ["", "Per round (MT-Bench-style grade of the round's model; AIF pairs and ties; DPO's fit):", "",
-             "| seed | round | grade | win % | pairs | ties | policy's rating | DPO loss | reward acc. |",
+    text += ["", "Per round: the round's model's MT-Bench-style grade and win rate against dSFT; its AI feedback's "
+             "pairs, prompts whose answers were all rated alike, and the judge's mean rating of the policy's own "
+             "answers; DPO's final loss and reward accuracy.", "",
+             "| seed | round | grade | win % | pairs | prompts all tied | policy's rating | DPO loss | reward acc. |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, d in data.items():
         for f in d["rounds"]:
