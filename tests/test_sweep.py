@@ -57,6 +57,8 @@ def test_sweep_over_an_unknown_key_fails_once_before_anything_runs(tmp_path, cli
     assert not any(tmp_path.iterdir())
     code, _, err = cli("-m", "tiny/sft", f"run.output_dir={tmp_path / 'x'}", "run.seed=1")
     assert code == 2 and "no override sweeps anything" in err
+    code, _, err = cli("validate", "tiny/sft", "stage.trainer.learning_rate=1e-4,3e-4")  # a sweep without -m
+    assert code == 2 and "a comma list is a sweep: run it with -m" in err
 
 
 def test_sweep_names_points_from_hydra_grammar():
