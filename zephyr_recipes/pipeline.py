@@ -341,12 +341,19 @@ def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None
     import shutil
 
     mine = _strip_place(cfg, spec["output_dir"], folders)
+    names = {st["name"] for st in spec["stages"]}
+    uses = sorted({m for m in re.findall(r"<pipeline>/([^/'\"\s,\]}]+)", json.dumps(mine, default=str)) if m in names})
     for other in spec.get("reuse") or []:
         src = Path(other) / stage
         if not runfolder.is_complete(src) or Path(other).resolve() == Path(spec["output_dir"]).resolve():
             continue
         frozen = yaml.safe_load((src / runfolder.CONFIG).read_text())
         if runfolder.config_diff(_strip_place(frozen, other), mine):
+            continue
+        # The same config reading other stages' folders is the same run only if those stages are the other
+        # pipeline's own, copied from it: a dpo of another beta makes its evaluation another run.
+        if any((runfolder.read_status(stage_folder(spec, n, folders)) or {}).get("reused_from") != str(Path(other) / n)
+               for n in uses):
             continue
         if folder.exists():
             shutil.rmtree(folder)
