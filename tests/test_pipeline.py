@@ -233,3 +233,29 @@ def test_bad_rounds(tmp_path, cli, rounds, problem):
                                                  "rounds": rounds}}))
     code, _, err = cli("validate", str(path))
     assert code == 2 and problem in err, err
+
+
+def test_reuse_copies_finished_stages_of_the_same_config_and_only_those(tmp_path, cli):
+    quick = {"dataset.max_train_samples": 16, "dataset.test_split": None, "stage.trainer.max_steps": 2}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": {"output_dir": str(tmp_path / "a"), "seed": 3, "stages": [
+        {"name": "sft", "recipe": "tiny/sft", "overrides": quick},
+        {"name": "more", "recipe": "tiny/sft", "overrides": {**quick, "model.name_or_path": "${pipeline.output_dir}/sft",
+                                                            "model.chat_template": None}}]}}))
+    assert cli(str(path))[0] == 0
+    # The same pipeline elsewhere copies both finished stages instead of training them.
+    code, _, err = cli(str(path), f"pipeline.output_dir={tmp_path / 'b'}", f"pipeline.reuse=[{tmp_path / 'a'}]")
+    assert code == 0 and "pipeline: running" not in err, err
+    for stage in ("sft", "more"):
+        status = _status(tmp_path / "b" / stage)
+        assert status["status"] == "complete" and status["reused_from"] == str(tmp_path / "a" / stage)
+        cfg = yaml.safe_load((tmp_path / "b" / stage / "config.yaml").read_text())
+        assert cfg["run"]["output_dir"] == str(tmp_path / "b" / stage)
+    assert yaml.safe_load((tmp_path / "b" / "more" / "config.yaml").read_text())["model"]["name_or_path"] == \
+        str(tmp_path / "b" / "sft")
+    # Another sft: the later stage's config reads the same way, but it reads another model, so it trains.
+    code, _, err = cli(str(path), f"pipeline.output_dir={tmp_path / 'c'}", f"pipeline.reuse=[{tmp_path / 'a'}]",
+                       "sft.stage.trainer.learning_rate=1e-3")
+    assert code == 0, err
+    assert "pipeline: running sft" in err and "pipeline: running more" in err
+    assert "reused_from" not in _status(tmp_path / "c" / "more")
