@@ -2,6 +2,8 @@
 #   make zephyr                               the whole method on the embedded default: dSFT -> AIF -> dDPO,
 #                                             the paper's ablation (Table 3) and the report (CPU, ~2 minutes)
 #   make zephyr-ablation                      the same over three seeds (SEEDS), mean and spread
+#   make zephyr-iterative                     3 rounds of on-policy AIF + dDPO over three seeds, grade by round
+#   make zephyr-beta-sweep                    a sweep of dDPO's beta (BETAS) on that pipeline, grade against beta
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
 #   make aif                                  AI feedback with that SFT run among the generators (runs sft if missing)
 #   make dpo                                  dDPO of that SFT run (runs sft and aif if missing)
@@ -21,7 +23,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation run show validate list test bench clean
+.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,6 +92,23 @@ zephyr-ablation: setup
 	done
 	$(PY) -m zephyr_recipes report $(foreach s,$(SEEDS),runs/$(RECIPE)-zephyr$(if $(filter 42,$(s)),,-seed$(s))) \
 	  --out runs/$(RECIPE)-zephyr-ablation
+
+# Rounds of on-policy AIF + dDPO from make zephyr's dSFT (copied when runs/tiny-zephyr has it), one pipeline per
+# seed, then the report with the grade by round over the seeds.
+zephyr-iterative: setup
+	for s in $(SEEDS); do \
+	  $(PY) -m zephyr_recipes run $(RECIPE)/zephyr-iterative pipeline.seed=$$s \
+	    pipeline.output_dir=runs/$(RECIPE)-zephyr-iterative$$(test $$s = 42 || echo -seed$$s) $(ARGS) || exit 1; \
+	done
+	$(PY) -m zephyr_recipes report $(foreach s,$(SEEDS),runs/$(RECIPE)-zephyr-iterative$(if $(filter 42,$(s)),,-seed$(s))) \
+	  --out runs/$(RECIPE)-zephyr-iterative-report
+
+# dDPO's beta swept on the zephyr pipeline: its other stages are shared (copied from runs/tiny-zephyr when finished
+# there), dpo and its evaluation run per point; runs/tiny-zephyr-sweep/sweep.md and sweep.png.
+BETAS ?= 0.01,0.05,0.1,0.5
+zephyr-beta-sweep: setup
+	$(PY) -m zephyr_recipes -m $(RECIPE)/zephyr dpo.stage.trainer.beta=$(BETAS) \
+	  "pipeline.reuse=[runs/$(RECIPE)-zephyr]" $(ARGS)
 
 run: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/$(STAGE) $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -21,6 +22,7 @@ overrides use Hydra's grammar:
 examples:
   zephyr-recipes tiny/sft                                   train the embedded default (CPU, seconds)
   zephyr-recipes tiny/dpo                                   DPO on its output
+  zephyr-recipes -m tiny/dpo stage.trainer.beta=0.01,0.1,0.5  a sweep: one run per value, sweep.md + sweep.png
   zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
   zephyr-recipes validate tiny/sft model=smollm2-135m-instruct   check keys, chat template and rows; no weights
@@ -58,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="pipelines: run this stage and every later one again")
             s.add_argument("--only", metavar="STAGE", help="pipelines: run just this stage again")
+            s.add_argument("-m", "--multirun", action="store_true",
+                           help="sweep: one run per combination of the swept values (key=a,b  key=range(1,4)  "
+                                "key=choice(a,b)), into <run.output_dir>-sweep/ with sweep.md and sweep.png")
     pv = sub.add_parser("preview", help="show training rows as the trainer sees them and their token lengths",
                         description="Show N rows as the trainer sees them (trained tokens highlighted against "
                                     "masked ones) and token-length statistics with a histogram PNG. "
@@ -264,6 +269,17 @@ def cmd_run(args) -> int:
 
     worker.setup_logging()
     argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
+    if args.multirun:
+        from . import sweep
+
+        out = sweep.run(args.recipe, args.overrides, args.from_stage, args.only, argv[:3])
+        print((out / "sweep.md").read_text().split("\n![", 1)[0].rstrip() + "\n")
+        print(f"sweep folder: {out}")
+        failed = [p["name"] for p in json.loads((out / "sweep.json").read_text())["points"] if p["status"] == "failed"]
+        if failed:
+            print(f"error: {len(failed)} point(s) failed: {', '.join(failed)} (see {out / 'sweep.md'})", file=sys.stderr)
+            return 1
+        return 0
     loaded = pipeline.load(args.recipe, args.overrides)
     if loaded:
         spec, name, path = loaded
@@ -312,7 +328,7 @@ def cmd_chat(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    if argv and argv[0] not in COMMANDS and (not argv[0].startswith("-") or argv[0] in ("-m", "--multirun")):
         argv.insert(0, "run")
     args, extra = _parser().parse_known_args(argv)
     if extra:  # overrides written after an option (preview tiny/sft -n 2 key=value) belong to the overrides

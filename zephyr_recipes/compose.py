@@ -112,6 +112,8 @@ def _explain_hydra(message: str) -> str:
 
 
 def _hydra_fix(message: str) -> str:
+    if "Ambiguous value" in message:
+        return "a comma list is a sweep: run it with -m (zephyr-recipes -m RECIPE key=a,b), or quote one value: key='a,b'"
     if "Could not find" in message or "not found in" in message:
         opts = list_options()
         return "available options: " + "; ".join(f"{g}: {', '.join(o)}" for g, o in opts.items())

@@ -13,6 +13,23 @@ A pipeline recipe has a single top-level key, ``pipeline``::
 
 Finished stages are skipped on a re-run (after checking that their config has not changed); ``--from STAGE``
 runs that stage and every later one again, ``--only STAGE`` runs just that one.
+
+Rounds repeat a block of stages, each round starting from the model the previous round trained (iterative,
+on-policy DPO)::
+
+    rounds:
+      count: 3
+      policy: ${pipeline.output_dir}/sft    # the policy of round 1
+      next_policy: dpo                      # the block stage whose output is the next round's policy
+      prompts: {stage: aif, per_round: 200, mode: fresh}   # fresh: a new seeded slice each round; same: one slice
+      stages:
+        - {name: aif, recipe: tiny/aif, overrides: {stage.generators.0.model: "{policy}"}}
+        - {name: dpo, recipe: tiny/dpo, overrides: {model.name_or_path: "{policy}", dataset.path: "{aif}"}}
+
+The block's stages run as ``aif-r1, dpo-r1, aif-r2 ...`` after the pipeline's own stages. In their overrides
+``{policy}`` is the round's starting policy, ``{round}`` its number and ``{NAME}`` the folder of block stage NAME
+in the same round. ``pipeline.reuse`` names other pipeline folders whose finished stages of the same config
+(up to the pipeline folder's path) are copied instead of run again.
 """
 
 from __future__ import annotations
@@ -29,8 +46,10 @@ from . import runfolder
 from .errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
-PIPELINE_KEYS = {"description", "output_dir", "seed", "stages", "report"}
+PIPELINE_KEYS = {"description", "output_dir", "seed", "stages", "report", "rounds", "reuse"}
 STAGE_KEYS = {"name", "recipe", "overrides"}
+ROUND_KEYS = {"count", "policy", "next_policy", "prompts", "stages"}
+PROMPT_KEYS = {"stage", "per_round", "mode"}
 
 
 def is_pipeline(raw: dict) -> bool:
@@ -51,23 +70,113 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
         return None  # not a pipeline we can read; composing it reports the YAML error
     if not is_pipeline(raw):
         return None
-    names = {st.get("name") for st in (raw["pipeline"] or {}).get("stages") or [] if isinstance(st, dict)}
+    body = raw["pipeline"] if isinstance(raw["pipeline"], dict) else {}
+    names = {st.get("name") for st in body.get("stages") or [] if isinstance(st, dict)}
+    rounds = body.get("rounds") if isinstance(body.get("rounds"), dict) else {}
+    block = {st.get("name") for st in rounds.get("stages") or [] if isinstance(st, dict)}
     own, per_stage = [], {}
     for o in overrides:
         head, _, rest = o.partition(".")
-        if head in names and "=" in rest:
+        if (head in names or head in block or _round_name(head, block)) and "=" in rest:
             key, _, value = rest.partition("=")
             per_stage.setdefault(head, {})[key] = _Verbatim(value)
         else:
             own.append(o)
     raw, name, path = compose(recipe, own)
-    spec = check(raw)
-    for st in spec["stages"]:
-        st["overrides"] = {**(st.get("overrides") or {}), **per_stage.get(st["name"], {})}
+    spec = check(raw, per_stage)
     return spec, name, path
 
 
-def check(raw: dict) -> dict:
+def _round_name(name: str, block) -> str | None:
+    """The block stage a round's stage name belongs to (dpo-r2 -> dpo), or None."""
+    m = re.fullmatch(r"(.+)-r(\d+)", str(name))
+    return m.group(1) if m and m.group(1) in block else None
+
+
+def _fill(value, tokens: dict):
+    """Replace {policy}, {round} and {NAME} in the strings of an override value."""
+    if isinstance(value, str):
+        text = re.sub(r"\{([\w.-]+)\}", lambda m: str(tokens.get(m.group(1), m.group(0))), value)
+        return _Verbatim(text) if isinstance(value, _Verbatim) else text
+    if isinstance(value, list):
+        return [_fill(v, tokens) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, tokens) for k, v in value.items()}
+    return value
+
+
+def _check_stage_list(stages, where: str) -> None:
+    for i, st in enumerate(stages):
+        if not isinstance(st, dict) or not st.get("name") or not st.get("recipe"):
+            raise ZephyrError(f"{where}[{i}] needs a name and a recipe", "write {name: sft, recipe: tiny/sft}")
+        bad = set(st) - STAGE_KEYS
+        if bad:
+            raise ZephyrError(f"unknown key {where}[{i}].{sorted(bad)[0]}", "stages have name, recipe, overrides")
+        if not isinstance(st.get("overrides") or {}, dict):
+            raise ZephyrError(f"{where}[{i}].overrides must be a mapping of key: value",
+                              "write overrides as `key: value` lines")
+
+
+def expand_rounds(rounds, output_dir: str, per_stage: dict) -> list[dict]:
+    """The stages of every round, named NAME-rN, with their placeholders filled in."""
+    if not isinstance(rounds, dict):
+        raise ZephyrError("`pipeline.rounds` must be a mapping", "give it count, policy, next_policy and stages")
+    unknown = set(rounds) - ROUND_KEYS
+    if unknown:
+        raise ZephyrError(f"unknown key `pipeline.rounds.{sorted(unknown)[0]}`",
+                          f"known keys: {', '.join(sorted(ROUND_KEYS))}")
+    count = rounds.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ZephyrError(f"`pipeline.rounds.count` is {count!r} but must be a whole number of at least 1",
+                          "for example pipeline.rounds.count=3")
+    block = rounds.get("stages")
+    if not isinstance(block, list) or not block:
+        raise ZephyrError("`pipeline.rounds.stages` must be a non-empty list", "list the stages each round repeats")
+    _check_stage_list(block, "pipeline.rounds.stages")
+    names = [st["name"] for st in block]
+    if len(set(names)) < len(names):
+        raise ZephyrError("two stages of pipeline.rounds.stages have the same name", "give every stage its own name")
+    if not rounds.get("policy"):
+        raise ZephyrError("`pipeline.rounds.policy` must be set", "the model round 1 starts from, e.g. "
+                          "${pipeline.output_dir}/sft")
+    nxt = rounds.get("next_policy")
+    if nxt not in names:
+        raise ZephyrError(f"`pipeline.rounds.next_policy` is {nxt!r}, not a stage of the round",
+                          f"name the stage whose output the next round starts from: one of {', '.join(names)}")
+    prompts = rounds.get("prompts")
+    if prompts is not None:
+        if not isinstance(prompts, dict) or set(prompts) - PROMPT_KEYS:
+            raise ZephyrError("`pipeline.rounds.prompts` takes stage, per_round and mode",
+                              "write prompts: {stage: aif, per_round: 200, mode: fresh}")
+        if prompts.get("stage") not in names:
+            raise ZephyrError(f"`pipeline.rounds.prompts.stage` is {prompts.get('stage')!r}, not a stage of the round",
+                              f"name the AI feedback stage: one of {', '.join(names)}")
+        per = prompts.get("per_round")
+        if isinstance(per, bool) or not isinstance(per, int) or per < 1:
+            raise ZephyrError(f"`pipeline.rounds.prompts.per_round` is {per!r} but must be at least 1",
+                              "the number of prompts each round's AI feedback answers")
+        if prompts.get("mode", "fresh") not in ("fresh", "same"):
+            raise ZephyrError(f"`pipeline.rounds.prompts.mode` is {prompts.get('mode')!r}",
+                              "fresh (a new seeded slice of the prompts each round) or same (one slice every round)")
+    out, base = [], Path(output_dir)
+    for r in range(1, count + 1):
+        policy = str(rounds["policy"]) if r == 1 else str(base / f"{nxt}-r{r - 1}")
+        tokens = {"policy": policy, "round": r, **{n: str(base / f"{n}-r{r}") for n in names}}
+        for st in block:
+            name = f"{st['name']}-r{r}"
+            overrides = {**(st.get("overrides") or {})}
+            if prompts and st["name"] == prompts["stage"]:
+                per = prompts["per_round"]
+                overrides["dataset.max_train_samples"] = per
+                overrides["stage.prompt_offset"] = (r - 1) * per if prompts.get("mode", "fresh") == "fresh" else 0
+            overrides.update(per_stage.get(st["name"], {}))
+            overrides.update(per_stage.get(name, {}))
+            out.append({"name": name, "recipe": st["recipe"], "overrides": _fill(overrides, tokens),
+                        "round": r, "block": st["name"]})
+    return out
+
+
+def check(raw: dict, per_stage: dict | None = None) -> dict:
     extra = set(raw) - {"pipeline"}
     if extra:
         raise ZephyrError(f"a pipeline recipe has only the `pipeline` key, this one also has `{sorted(extra)[0]}`",
@@ -83,19 +192,21 @@ def check(raw: dict) -> dict:
     stages = spec.get("stages")
     if not isinstance(stages, list) or not stages:
         raise ZephyrError("`pipeline.stages` must be a non-empty list", "list stages as {name, recipe, overrides}")
+    per_stage = per_stage or {}
+    _check_stage_list(stages, "pipeline.stages")
+    stages = [{**st, "overrides": {**(st.get("overrides") or {}), **per_stage.get(st["name"], {})}} for st in stages]
+    if spec.get("rounds") is not None:
+        stages += expand_rounds(spec["rounds"], str(spec["output_dir"]), per_stage)
     names = []
-    for i, st in enumerate(stages):
-        if not isinstance(st, dict) or not st.get("name") or not st.get("recipe"):
-            raise ZephyrError(f"pipeline.stages[{i}] needs a name and a recipe", "write {name: sft, recipe: tiny/sft}")
-        bad = set(st) - STAGE_KEYS
-        if bad:
-            raise ZephyrError(f"unknown key pipeline.stages[{i}].{sorted(bad)[0]}", "stages have name, recipe, overrides")
+    for st in stages:
         if st["name"] in names:
             raise ZephyrError(f"two pipeline stages are named {st['name']!r}", "give every stage its own name")
-        if not isinstance(st.get("overrides") or {}, dict):
-            raise ZephyrError(f"pipeline.stages[{i}].overrides must be a mapping of key: value",
-                              "write overrides as `key: value` lines")
         names.append(st["name"])
+    reuse = spec.get("reuse") or []
+    if isinstance(reuse, str):
+        reuse = [reuse]
+    if not isinstance(reuse, list) or not all(isinstance(r, str) for r in reuse):
+        raise ZephyrError("`pipeline.reuse` must be a list of pipeline folders", "e.g. pipeline.reuse=[runs/tiny-zephyr]")
     report = spec.get("report")
     if report is not None:
         from .evaluation.ablation import check_claims
@@ -107,6 +218,14 @@ def check(raw: dict) -> dict:
            "seed": int(spec.get("seed", 42)), "stages": stages}
     if report is not None:
         out["report"] = report
+    if spec.get("rounds") is not None:
+        r = spec["rounds"]
+        out["rounds"] = {"count": r["count"], "policy": str(r["policy"]), "next_policy": r["next_policy"],
+                         "stages": [st["name"] for st in r["stages"]]}
+        if r.get("prompts"):
+            out["rounds"]["prompts"] = {"mode": "fresh", **r["prompts"]}
+    if reuse:
+        out["reuse"] = [str(x) for x in reuse]
     return out
 
 
@@ -136,7 +255,7 @@ def _hydra(value, nested: bool = False) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_hydra(v, True)}" for k, v in value.items()) + "}"
     text = str(value)
-    if nested or re.search(r"[\s()\[\]{},'\"\\]", text):
+    if nested or re.search(r"[\s()\[\]{},='\"\\]", text):
         return _quote(text)
     return text
 
@@ -145,41 +264,127 @@ def _override(key: str, value) -> str:
     return f"{key}={_hydra(value)}"
 
 
-def stage_configs(spec: dict, base: Path) -> list[tuple[dict, str, dict]]:
-    """(stage entry, recipe name, validated config) for every stage, composed before anything runs."""
+def relocate(value, output_dir: str, folders: dict):
+    """Point references to ``<output_dir>/<stage>`` at the stage's actual folder where ``folders`` moves it."""
+    if isinstance(value, str):
+        text = value
+        for name, folder in folders.items():
+            here = str(Path(output_dir) / name)
+            text = re.sub(re.escape(here) + r"(?=/|$)", lambda _m, f=str(folder): f, text)
+        return _Verbatim(text) if isinstance(value, _Verbatim) else text
+    if isinstance(value, list):
+        return [relocate(v, output_dir, folders) for v in value]
+    if isinstance(value, dict):
+        return {k: relocate(v, output_dir, folders) for k, v in value.items()}
+    return value
+
+
+def stage_folder(spec: dict, name: str, folders: dict | None = None) -> Path:
+    return Path((folders or {}).get(name) or Path(spec["output_dir"]) / name)
+
+
+def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None) -> tuple[str, dict]:
+    """(recipe name, validated config) of one pipeline stage."""
     from .compose import compose
     from .validate import validate
 
-    out = []
-    for st in spec["stages"]:
-        recipe = st["recipe"]
-        local = (base / recipe)
-        if recipe.endswith((".yaml", ".yml")) and local.is_file():
-            recipe = str(local)
-        overrides = [_override(k, v) for k, v in (st.get("overrides") or {}).items()]
-        overrides += [f"run.output_dir={Path(spec['output_dir']) / st['name']}", f"run.seed={spec['seed']}",
-                      f"run.name={Path(spec['output_dir']).name}-{st['name']}"]
-        try:
-            raw, name, _ = compose(recipe, overrides)
-            cfg = validate(raw, name)
-        except ZephyrError as exc:
-            raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
-        out.append((st, name, cfg))
+    folders = folders or {}
+    recipe = st["recipe"]
+    local = (base / recipe)
+    if recipe.endswith((".yaml", ".yml")) and local.is_file():
+        recipe = str(local)
+    given = relocate(st.get("overrides") or {}, spec["output_dir"], folders)
+    # The pipeline's seed, unless the stage pins its own (run.seed in its overrides).
+    overrides = [f"run.seed={spec['seed']}"] + [_override(k, v) for k, v in given.items()]
+    folder = stage_folder(spec, st["name"], folders)
+    # A stage moved out of the pipeline folder (a sweep's shared stage) is named after where it went.
+    run_name = f"{folder.parent.parent.name}-{folder.name}" if st["name"] in folders else \
+        f"{Path(spec['output_dir']).name}-{st['name']}"
+    overrides += [_override("run.output_dir", str(folder)), _override("run.name", run_name)]
+    try:
+        raw, name, _ = compose(recipe, overrides)
+        cfg = validate(raw, name)
+    except ZephyrError as exc:
+        raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
+    return name, cfg
+
+
+def stage_configs(spec: dict, base: Path, folders: dict | None = None) -> list[tuple[dict, str, dict]]:
+    """(stage entry, recipe name, validated config) for every stage, composed before anything runs.
+
+    ``folders`` moves stages out of the pipeline folder (a sweep's shared stages); references to them follow.
+    """
+    return [(st, *stage_config(spec, st, base, folders)) for st in spec["stages"]]
+
+
+def _strip_place(cfg: dict, output_dir: str, folders: dict | None = None) -> dict:
+    """cfg with its own folder and name removed and the pipeline folder's path replaced by a marker."""
+    moved = {str(Path(f)): f"<pipeline>/{name}" for name, f in (folders or {}).items()}
+
+    def walk(v):
+        if isinstance(v, str):
+            for here, marker in moved.items():
+                v = re.sub(re.escape(here) + r"(?=/|$)", marker, v)
+            return re.sub(re.escape(str(Path(output_dir))) + r"(?=/|$)", "<pipeline>", v)
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        return v
+    out = walk(cfg)
+    out["run"] = {k: v for k, v in out["run"].items() if k not in ("output_dir", "name")}
     return out
 
 
+def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None = None) -> Path | None:
+    """Copy a finished stage of the same config (up to the pipeline folder's path) from a pipeline.reuse folder."""
+    import shutil
+
+    mine = _strip_place(cfg, spec["output_dir"], folders)
+    names = {st["name"] for st in spec["stages"]}
+    uses = sorted({m for m in re.findall(r"<pipeline>/([^/'\"\s,\]}]+)", json.dumps(mine, default=str)) if m in names})
+    for other in spec.get("reuse") or []:
+        src = Path(other) / stage
+        if not runfolder.is_complete(src) or Path(other).resolve() == Path(spec["output_dir"]).resolve():
+            continue
+        frozen = yaml.safe_load((src / runfolder.CONFIG).read_text())
+        if runfolder.config_diff(_strip_place(frozen, other), mine):
+            continue
+        # The same config reading other stages' folders is the same run only if those stages are the other
+        # pipeline's own, copied from it: a dpo of another beta makes its evaluation another run.
+        if any((runfolder.read_status(stage_folder(spec, n, folders)) or {}).get("reused_from") != str(Path(other) / n)
+               for n in uses):
+            continue
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp = folder.with_name(f".{folder.name}.copy")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoint-*"), symlinks=True)
+        runfolder.write_atomic(tmp / runfolder.CONFIG, yaml.safe_dump(cfg, sort_keys=False))
+        runfolder.set_status(tmp, "complete", reused_from=str(src))
+        tmp.rename(folder)  # run.json says complete only once everything is in place
+        return src
+    return None
+
+
 def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str | None = None,
-        argv: list[str] | None = None) -> Path:
+        argv: list[str] | None = None, folders: dict | None = None) -> Path:
     from . import launch
 
     names = [st["name"] for st in spec["stages"]]
     for flag, value in (("--from", from_stage), ("--only", only)):
         if value is not None and value not in names:
-            raise ZephyrError(f"{flag} {value}: the pipeline has no stage of that name", f"its stages: {', '.join(names)}")
-    planned = stage_configs(spec, recipe_file.parent)
+            hint = ""
+            if spec.get("rounds") and value in spec["rounds"]["stages"]:
+                hint = f"; a round's stages are named {value}-r1 ... {value}-r{spec['rounds']['count']}"
+            raise ZephyrError(f"{flag} {value}: the pipeline has no stage of that name{hint}",
+                              f"its stages: {', '.join(names)}")
+    planned = stage_configs(spec, recipe_file.parent, folders)
     out = Path(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    runfolder.write_atomic(out / "pipeline.yaml", yaml.safe_dump({"pipeline": spec}, sort_keys=False))
+    written = {**spec, "stages": [{**st, "folder": str(Path(cfg["run"]["output_dir"]))} for st, _, cfg in planned]}
+    runfolder.write_atomic(out / "pipeline.yaml", yaml.safe_dump({"pipeline": written}, sort_keys=False))
     status_path = out / "pipeline.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {"stages": {}}
     status["seed"] = spec["seed"]
@@ -196,6 +401,13 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
                                   f"re-run it and what follows with --from {stage}")
             log.info("pipeline: %s finished already (%s), skipped", stage, folder)
             continue
+        if stage not in forced and spec.get("reuse"):
+            src = _reuse(spec, stage, cfg, folder, folders)
+            if src is not None:
+                log.info("pipeline: %s is the finished %s (same config), copied", stage, src)
+                status["stages"][stage] = {"folder": str(folder), "reused_from": str(src), "finished": runfolder.now()}
+                runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")
+                continue
         if from_stage and stage not in forced and not runfolder.is_complete(folder):
             raise ZephyrError(f"stage {stage!r} comes before --from {from_stage} and has not finished",
                               "run the whole pipeline (without --from) first")

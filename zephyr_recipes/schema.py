@@ -157,6 +157,9 @@ class AIFStageConfig:
     binarize: dict = _f({"rejected": "random", "score": "mean", "ties": "drop"},
                         "Pair rule: rejected random|lowest, score mean|overall, ties drop|keep.")
     test_fraction: float = _f(0.1, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
+    prompt_offset: Optional[int] = _f(
+        None, "Take dataset.max_train_samples distinct prompts starting at this position of the seeded shuffle, "
+              "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
 
 
 @dataclass

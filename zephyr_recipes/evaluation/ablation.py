@@ -58,7 +58,7 @@ def _stages(folder: Path) -> tuple[list[Path], list[dict]]:
     spec = (yaml.safe_load((folder / "pipeline.yaml").read_text()) or {}).get("pipeline") or {}
     evals = []
     for st in spec.get("stages") or []:
-        stage_folder = folder / st["name"]
+        stage_folder = Path(st["folder"]) if st.get("folder") else folder / st["name"]  # a sweep's shared stage
         if (stage_folder / "scores.json").is_file():
             evals.append(stage_folder)
         elif st.get("name", "").startswith("eval") and not runfolder.is_complete(stage_folder):
@@ -162,6 +162,172 @@ def bars(names: list[str], per_run: dict, path: Path, baselines: dict | None = N
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------------------ rounds
+def _round_stages(folder: Path) -> tuple[dict, list[dict]] | None:
+    """The rounds of a pipeline folder: (rounds spec, [per round: {round, eval, aif, dpo folders}]); None without."""
+    spec = (yaml.safe_load((folder / "pipeline.yaml").read_text()) or {}).get("pipeline") or {}
+    rounds = spec.get("rounds")
+    if not rounds:
+        return None
+    where = {st["name"]: Path(st.get("folder") or folder / st["name"]) for st in spec.get("stages") or []}
+    per = []
+    for r in range(1, int(rounds["count"]) + 1):
+        got = {"round": r}
+        for block in rounds["stages"]:
+            f = where.get(f"{block}-r{r}")
+            if f is None:
+                continue
+            if (f / "scores.json").is_file():
+                got.setdefault("eval", f)
+            elif (f / "summary.json").is_file() and (f / "data").is_dir():
+                got.setdefault("aif", f)
+        got["dpo"] = where.get(f"{rounds['next_policy']}-r{r}")
+        per.append(got)
+    start = None
+    for st in spec.get("stages") or []:
+        if "round" in st:
+            continue
+        f = where[st["name"]]
+        if (f / "scores.json").is_file():
+            model = json.loads((f / "scores.json").read_text()).get("model")
+            if start is None or model == rounds.get("policy"):
+                start = f
+    return {**rounds, "start": start}, per
+
+
+def _round_facts(r: dict) -> dict:
+    """Measured figures of one round: grade, win rate, AIF pairs and ties, the policy's own rating, DPO's fit."""
+    out = {"round": r["round"]}
+    if r.get("eval"):
+        scores = json.loads((r["eval"] / "scores.json").read_text())
+        out["mt_bench"], out["alpaca_eval"] = _value(scores, "mt_bench"), _value(scores, "alpaca_eval")
+    if r.get("aif"):
+        summary = json.loads((r["aif"] / "summary.json").read_text())
+        out["prompts"] = summary.get("prompts")
+        out["pairs"] = (summary.get("pairs") or {}).get("train_prefs", 0) + (summary.get("pairs") or {}).get("test_prefs", 0)
+        skipped = (summary.get("binarize") or {}).get("skipped") or {}
+        out["tied"] = skipped.get("all_tied", 0)  # prompts whose answers were all rated alike: no pair
+        cfg = yaml.safe_load((r["aif"] / runfolder.CONFIG).read_text())
+        own = [g.get("name") for g in cfg["stage"]["generators"] if g.get("type") == "transformers"]
+        rated = [v for k, v in (summary.get("mean_score_by_generator") or {}).items() if k in own]
+        out["policy_rating"] = statistics.fmean(rated) if rated else None
+    if r.get("dpo") and runfolder.is_complete(r["dpo"]):
+        metrics = (runfolder.read_status(r["dpo"]) or {}).get("metrics") or {}
+        out["dpo_loss"] = metrics.get("last_loss")
+        out["dpo_first_loss"] = metrics.get("first_loss")
+        out["reward_accuracy"] = metrics.get("rewards/accuracies")
+        out["reward_margin"] = metrics.get("rewards/margins")
+    return out
+
+
+def _why_not(later: dict, first: dict) -> str:
+    """The measured reason a later round did not beat round 1, from what changed between them."""
+    parts, causes = [], []
+    if later.get("pairs") is not None and first.get("pairs"):
+        parts.append(f"{later['pairs']} preference pairs against {first['pairs']} in round 1")
+        if later["pairs"] < 0.75 * first["pairs"]:
+            causes.append("fewer of the policy's answers differed in rating, so DPO had fewer pairs to learn from")
+    if later.get("prompts") and first.get("prompts") and later.get("tied") is not None and first.get("tied") is not None:
+        parts.append(f"{later['tied'] / later['prompts']:.0%} of its prompts gave no pair because every answer "
+                     f"was rated alike (round 1: {first['tied'] / first['prompts']:.0%})")
+    if later.get("policy_rating") is not None and first.get("policy_rating") is not None:
+        parts.append(f"the judge's mean rating of the policy's own answers {later['policy_rating']:.2f} "
+                     f"(round 1: {first['policy_rating']:.2f})")
+        if later["policy_rating"] < first["policy_rating"] - 0.25:
+            causes.append("the policy answering the round's prompts was already rated lower than round 1's")
+    if later.get("dpo_loss") is not None and later.get("dpo_first_loss") is not None:
+        parts.append(f"DPO's loss {later['dpo_first_loss']:.3f} -> {later['dpo_loss']:.3f}")
+    if later.get("reward_accuracy") is not None and first.get("reward_accuracy") is not None:
+        parts.append(f"final reward accuracy {later['reward_accuracy']:.2f} (round 1: {first['reward_accuracy']:.2f})")
+    few = later.get("pairs") is not None and later.get("prompts") and later["pairs"] < later["prompts"] / 2
+    if not causes and later.get("dpo_loss") is not None and later.get("dpo_first_loss") is not None \
+            and later["dpo_loss"] >= later["dpo_first_loss"]:
+        causes.append(f"DPO's loss did not fall in this round ({later['dpo_first_loss']:.3f} -> {later['dpo_loss']:.3f})"
+                      + (f" on its {later['pairs']} pairs from {later['prompts']} prompts" if few else "")
+                      + ": the round's pairs did not teach the policy beyond what round 1 had")
+    if not causes and few:
+        causes.append(f"only {later['pairs']} of {later['prompts']} prompts gave a pair, and the round moved the "
+                      f"grade by {later['mt_bench'] - first['mt_bench']:+.2f}")
+    if not causes and later.get("reward_accuracy") is not None and later["reward_accuracy"] >= 0.9:
+        causes.append("DPO fitted its pairs, but the held-out grade did not follow: the pairs taught something the "
+                      "held-out prompts do not reward")
+    if not causes:
+        causes.append("none of these moved enough to explain it: the difference is within what one seed's noise gives")
+    return "measured: " + "; ".join(parts) + ". The reason, from these figures: " + "; ".join(causes) + "."
+
+
+def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> tuple[str, dict]:
+    """Grade by round beside dSFT, seed by seed, with whether rounds 2 and later beat round 1, and why not."""
+    found = [(_round_stages(Path(f)), label) for f, label in zip(folders, labels)]
+    if not any(x for x, _ in found):
+        return "", {}
+    text = ["", "## Rounds of on-policy AIF + dDPO", ""]
+    data, series = {}, {}
+    count = max(int(x[0]["count"]) for x, _ in found if x)
+    text += ["| seed | dSFT | " + " | ".join(f"round {r}" for r in range(1, count + 1)) + " |",
+             "|" + " --- |" * (count + 2)]
+    statements = []
+    for x, label in found:
+        if not x:
+            continue
+        rounds, per = x
+        start = _value(json.loads((rounds["start"] / "scores.json").read_text()), "mt_bench") if rounds["start"] else None
+        facts = [_round_facts(r) for r in per]
+        data[label] = {"dSFT": start, "rounds": facts}
+        series[label] = [start] + [f.get("mt_bench") for f in facts]
+        cells = ["–" if v is None else f"{v:.2f}" for v in series[label]]
+        text.append(f"| {label} | " + " | ".join(cells) + " |")
+        first = facts[0] if facts else {}
+        said = []
+        for later in facts[1:]:
+            a, b = later.get("mt_bench"), first.get("mt_bench")
+            if a is None or b is None:
+                said.append(f"round {later['round']}: not evaluated")
+                continue
+            if a > b:
+                said.append(f"round {later['round']} beats round 1 ({a:.2f} vs {b:.2f})")
+            else:
+                said.append(f"round {later['round']} does **not** beat round 1 ({a:.2f} vs {b:.2f}); "
+                            + _why_not(later, first))
+        if said:
+            statements.append(f"- {label}: " + " ".join(s if s.endswith(".") else s + "." for s in said))
+    text += ["", "Per round: the round's model's MT-Bench-style grade and win rate against dSFT; its AI feedback's "
+             "pairs, prompts whose answers were all rated alike, and the judge's mean rating of the policy's own "
+             "answers; DPO's final loss and reward accuracy.", "",
+             "| seed | round | grade | win % | pairs | prompts all tied | policy's rating | DPO loss | reward acc. |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, d in data.items():
+        for f in d["rounds"]:
+            def c(k, fmt):
+                return "–" if f.get(k) is None else format(f[k], fmt)
+            text.append(f"| {label} | {f['round']} | {c('mt_bench', '.2f')} | {c('alpaca_eval', '.1f')} | "
+                        f"{c('pairs', 'd')} | {c('tied', 'd')} | {c('policy_rating', '.2f')} | {c('dpo_loss', '.3f')} | "
+                        f"{c('reward_accuracy', '.2f')} |")
+    if statements:
+        text += ["", "Do later rounds beat round 1?", ""] + statements
+    md = "\n".join(text) + "\n"
+    if out is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for label, ys in series.items():
+            xs = [x for x, y in enumerate(ys) if y is not None]
+            ax.plot(xs, [ys[x] for x in xs], marker="o", label=label)
+        ax.set_xticks(range(count + 1))
+        ax.set_xticklabels(["dSFT"] + [f"round {r}" for r in range(1, count + 1)])
+        ax.set_ylabel("MT-Bench-style grade (1-10)")
+        ax.set_title("Grade by round", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(Path(out) / "rounds.png", dpi=110)
+        plt.close(fig)
+        md += "\n![Grade by round](rounds.png)\n"
+    return md, data
+
+
 def report(folders: list[Path], out: Path | None = None) -> str:
     """The Table 3 markdown; with ``out``, also writes report.md, table3.png, radar.png and scores.json there."""
     names, per_run, claims, labels = collect(folders)
@@ -208,6 +374,9 @@ def report(folders: list[Path], out: Path | None = None) -> str:
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+    rounds_md, rounds_data = rounds_report(folders, labels, out)
+    md += rounds_md
+    if out is not None:
         bars(names, per_run, out / "table3.png", baselines)
         md += "\n![Table 3](table3.png)\n"
         cats = {}
@@ -220,5 +389,6 @@ def report(folders: list[Path], out: Path | None = None) -> str:
         (out / "report.md").write_text(md)
         (out / "scores.json").write_text(json.dumps(
             {"pipelines": [str(f) for f in folders], "seeds": labels, "rows": names,
-             "runs": per_run, "claims": [{k: v for k, v in c.items()} for c in checked]}, indent=2, default=str) + "\n")
+             "runs": per_run, "claims": [{k: v for k, v in c.items()} for c in checked],
+             **({"rounds": rounds_data} if rounds_data else {})}, indent=2, default=str) + "\n")
     return md

@@ -90,6 +90,9 @@ def check_config(cfg: dict) -> None:
     if not 0 <= stage["test_fraction"] < 1 or not 0 <= stage["self_agreement"] <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
+    if (stage.get("prompt_offset") or 0) < 0:
+        raise ZephyrError(f"stage.prompt_offset is {stage['prompt_offset']} but must be 0 or more",
+                          "null (or 0) starts at the first prompt of the seeded shuffle")
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -104,7 +107,10 @@ def load_prompts(cfg: dict) -> list[str]:
         if col is None:
             raise ZephyrError(f"dataset {ds_cfg['path']} has no prompt column (it has: {', '.join(ds.column_names)})",
                               "map one with dataset.columns.prompt=<column>")
-    if ds_cfg["max_train_samples"] and ds_cfg["max_train_samples"] < len(ds):
+    offset = cfg["stage"].get("prompt_offset")
+    if offset is not None:  # a slice of the distinct prompts in seeded order: slices never share a prompt
+        ds = ds.shuffle(seed=cfg["run"]["seed"])
+    elif ds_cfg["max_train_samples"] and ds_cfg["max_train_samples"] < len(ds):
         ds = ds.shuffle(seed=cfg["run"]["seed"]).select(range(ds_cfg["max_train_samples"]))
     prompts, seen = [], set()
     for value in ds[col]:
@@ -113,6 +119,14 @@ def load_prompts(cfg: dict) -> list[str]:
         if isinstance(value, str) and value.strip() and value not in seen:
             seen.add(value)
             prompts.append(value)
+    if offset is not None:
+        n = ds_cfg["max_train_samples"]
+        if not n or offset + n > len(prompts):
+            raise ZephyrError(f"stage.prompt_offset={offset} with dataset.max_train_samples={n} needs "
+                              f"{offset + (n or 0)} distinct prompts, {ds_cfg['path']}[{ds_cfg['train_split']}] "
+                              f"has {len(prompts)}", "set dataset.max_train_samples and keep offset + samples within "
+                              "the prompt set (fewer rounds or fewer prompts per round)")
+        prompts = prompts[offset:offset + n]
     if not prompts:
         raise ZephyrError(f"no usable prompts in {ds_cfg['path']}[{ds_cfg['train_split']}]",
                           "check dataset.columns.prompt")

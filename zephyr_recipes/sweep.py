@@ -1,0 +1,453 @@
+"""Sweeps: ``zephyr-recipes -m RECIPE key=a,b other=range(1,4)`` runs one normal run per point of the grid.
+
+Hydra's own override parser reads the grammar (comma lists, ``range()``, ``choice()``); every combination of the
+swept values is a point. A point is an ordinary run (or pipeline) with plain overrides, so it resumes, skips when
+finished with the same config and refuses to clobber a finished run of another config, like any run.
+
+Layout: ``<run.output_dir>-sweep/`` holds one folder per point, named from the swept values
+(``beta=0.1,learning_rate=0.0001``), and ``sweep.md``, ``sweep.png`` and ``sweep.json``. For a pipeline, the stages
+whose config is the same in every point (compared with the point's folder taken out) run once under ``shared/``,
+and only the stages that differ run per point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+from pathlib import Path
+
+import yaml
+
+from . import runfolder
+from .errors import ZephyrError
+
+log = logging.getLogger("zephyr_recipes")
+SHARED = "shared"
+
+
+# ----------------------------------------------------------------------------------------------- grammar
+def parse(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """(plain overrides, [(key, values)] of the swept ones), read by Hydra's override parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ZephyrError(f"cannot read the sweep: {str(exc).strip().splitlines()[0]}",
+                          "write sweeps as key=a,b,c or key=range(1,4) or key=choice(a,b)") from None
+    fixed, swept = [], []
+    for o in parsed:
+        if not o.is_sweep_override():
+            fixed.append(o.input_line)
+            continue
+        try:
+            values = list(o.sweep_string_iterator())
+        except Exception as exc:  # interval() and other sweeps that need an optimiser
+            raise ZephyrError(f"{o.input_line}: {exc}", "list the values, or use range() or choice()") from None
+        if o.get_key_element().startswith("~"):
+            raise ZephyrError(f"{o.input_line}: a deletion cannot be swept", "sweep key=a,b instead")
+        swept.append((o.get_key_element(), values))
+    if not swept:
+        raise ZephyrError("-m runs a sweep, but no override sweeps anything",
+                          "give a key several values: stage.trainer.beta=0.01,0.1 (or drop -m)")
+    keys = [k for k, _ in swept]
+    if len(set(k.lstrip("+") for k in keys)) < len(keys):
+        raise ZephyrError("a key is swept twice", "give each key one list of values")
+    return fixed, swept
+
+
+def _labels(keys: list[str]) -> list[str]:
+    """Short, distinct names for the swept keys: the last part of the key, longer where two would clash."""
+    parts = [k.lstrip("+").split(".") for k in keys]
+    for n in range(1, max(len(p) for p in parts) + 1):
+        labels = [".".join(p[-n:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [k.lstrip("+") for k in keys]
+
+
+def points(swept: list[tuple[str, list[str]]]) -> list[dict]:
+    """Every combination: {"name": folder name, "values": {label: value}, "overrides": [key=value ...]}."""
+    keys = [k for k, _ in swept]
+    labels = _labels(keys)
+    out, seen = [], set()
+    for combo in itertools.product(*[values for _, values in swept]):
+        name = ",".join(f"{lab}={_safe(v)}" for lab, v in zip(labels, combo))
+        if name in seen:
+            raise ZephyrError(f"two points of the sweep would share the folder {name!r}",
+                              "give each swept key distinct values")
+        seen.add(name)
+        out.append({"name": name, "values": dict(zip(labels, combo)),
+                    "overrides": [f"{k}={v}" for k, v in zip(keys, combo)]})
+    return out
+
+
+def _safe(value: str) -> str:
+    text = re.sub(r"[/\\\s]+", "_", str(value)).strip("._") or "_"
+    return text[:60]
+
+
+# ------------------------------------------------------------------------------------------------- run
+def run(recipe: str, overrides: list[str], from_stage: str | None = None, only: str | None = None,
+        argv: list[str] | None = None) -> Path:
+    from . import pipeline
+
+    fixed, swept = parse(overrides)
+    grid = points(swept)
+    first = pipeline.load(recipe, fixed + grid[0]["overrides"])
+    if first is not None:
+        return _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv)
+    if from_stage or only:
+        raise ZephyrError("--from and --only apply to pipeline recipes", f"{recipe} is a single stage; drop the flag")
+    return _run_stages(recipe, fixed, swept, grid, argv)
+
+
+def _validate(recipe: str, overrides: list[str]) -> tuple[dict, str]:
+    from .compose import compose
+    from .validate import validate
+
+    raw, name, _ = compose(recipe, overrides)
+    return validate(raw, name), name
+
+
+def _all_or_some(grid: list[dict], errors: dict) -> None:
+    """A problem every point shares (an unknown key, a bad value of a key not swept) is reported once."""
+    if errors and len(errors) == len(grid):
+        problems = {(e.problem, e.fix) for e in errors.values()}
+        if len(problems) == 1:
+            raise next(iter(errors.values()))
+        first = grid[0]["name"]
+        raise ZephyrError(f"no point of the sweep is valid; {first}: {errors[first].problem}", errors[first].fix)
+
+
+def _refuse_clobber(planned: list[tuple[dict, dict]]) -> None:
+    """Refuse before anything runs when a point's folder holds another config's run, or not a run at all."""
+    bad = []
+    for point, cfg in planned:
+        folder = Path(cfg["run"]["output_dir"])
+        if not folder.exists() or not any(folder.iterdir()) or cfg["run"].get("overwrite"):
+            continue
+        status = runfolder.read_status(folder)
+        if status is None:
+            bad.append(f"{folder} is not a run folder")
+            continue
+        frozen = yaml.safe_load((folder / runfolder.CONFIG).read_text()) if (folder / runfolder.CONFIG).exists() else {}
+        changed = runfolder.config_diff(frozen, cfg)
+        if changed:
+            state = "a finished" if status.get("status") == "complete" else "an unfinished"
+            bad.append(f"{folder} holds {state} run of a different config (changed: {', '.join(changed[:3])})")
+    if bad:
+        raise ZephyrError(f"the sweep would overwrite: {'; '.join(bad)}",
+                          "pass run.overwrite=true to replace them, or run.output_dir=<another place> to keep both; "
+                          "nothing was run")
+
+
+def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
+    from . import launch
+
+    errors, planned = {}, []
+    base = None
+    for point in grid:
+        try:
+            cfg, name = _validate(recipe, fixed + point["overrides"])
+        except ZephyrError as exc:
+            errors[point["name"]] = exc
+            continue
+        base = base or cfg["run"]["output_dir"]
+        point["recipe"] = name
+        planned.append((point, cfg))
+    _all_or_some(grid, errors)
+    sweep_dir = Path(str(base).rstrip("/") + "-sweep")
+    results = {p["name"]: {"values": p["values"], "status": "failed", "error": f"{errors[p['name']]}"}
+               for p in grid if p["name"] in errors}
+    for point, cfg in planned:  # every point in its own folder under the sweep folder
+        cfg["run"]["output_dir"] = str(sweep_dir / point["name"])
+        cfg["run"]["name"] = f"{cfg['run']['name']}-{point['name']}"
+    _refuse_clobber(planned)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    header = {"recipe": recipe, "overrides": fixed, "swept": [{"key": k, "values": v} for k, v in swept],
+              "kind": "stage"}
+    log.info("sweep: %d points of %s in %s", len(grid), recipe, sweep_dir)
+    for i, (point, cfg) in enumerate(planned, 1):
+        folder = Path(cfg["run"]["output_dir"])
+        entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
+        state = (runfolder.read_status(folder) or {}).get("status")
+        if state == "complete" and not cfg["run"].get("overwrite"):
+            log.info("sweep: point %d/%d %s finished already, skipped", i, len(planned), point["name"])
+            results[point["name"]] = {**entry, "status": "complete", "skipped": True}
+            continue
+        if state in ("queued", "prepared") and not cfg["run"].get("overwrite"):  # a scheduler job, not resubmitted
+            log.info("sweep: point %d/%d %s is %s on the scheduler, not submitted again", i, len(planned),
+                     point["name"], state)
+            results[point["name"]] = {**entry, "status": "submitted",
+                                      "job": (runfolder.read_status(folder) or {}).get("slurm_job")}
+            continue
+        log.info("sweep: point %d/%d %s", i, len(planned), point["name"])
+        try:
+            done = launch.execute(cfg, point["recipe"], [*(argv or []), *point["overrides"]])
+            results[point["name"]] = {**entry, "status": "complete" if done else "submitted"}
+            if not done:
+                results[point["name"]]["job"] = (runfolder.read_status(folder) or {}).get("slurm_job")
+        except KeyboardInterrupt:
+            results[point["name"]] = {**entry, "status": "interrupted"}
+            summarize(sweep_dir, header, grid, results)
+            raise
+        except Exception as exc:  # one point failing does not stop the others
+            log.error("sweep: point %s failed: %s", point["name"], exc)
+            results[point["name"]] = {**entry, "status": "failed", "error": _one_line(exc)}
+        summarize(sweep_dir, header, grid, results)
+    summarize(sweep_dir, header, grid, results)
+    return sweep_dir
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, ZephyrError) else str(exc)
+
+
+# -------------------------------------------------------------------------------------------- pipelines
+def _marker(value, prefix: str):
+    if isinstance(value, str):
+        return re.sub(re.escape(prefix) + r"(?=/|$)", "<point>", value)
+    if isinstance(value, list):
+        return [_marker(v, prefix) for v in value]
+    if isinstance(value, dict):
+        return {k: _marker(v, prefix) for k, v in value.items()}
+    return value
+
+
+def plan_pipeline(specs: list[tuple[dict, Path]], shared_dir: Path) -> tuple[dict, list[str]]:
+    """Decide, stage by stage, which stages every point shares: ({stage: shared folder}, branched stage names).
+
+    A stage is shared when its validated config, with the point's folder taken out, is the same in every point
+    and refers to no stage that branches.
+    """
+    from . import pipeline
+
+    shared, branched = {}, []
+    names = [st["name"] for st in specs[0][0]["stages"]]
+    for i, name in enumerate(names):
+        moved = {**shared, name: shared_dir / name}
+        seen = []
+        for spec, path in specs:
+            _, cfg = pipeline.stage_config(spec, spec["stages"][i], path.parent, moved)
+            place = {k: v for k, v in cfg["run"].items() if k not in ("output_dir", "name")}
+            seen.append(_marker({**cfg, "run": place}, str(Path(spec["output_dir"]))))
+        same = all(runfolder.config_diff(seen[0], s) == [] for s in seen[1:])
+        if same and "<point>" not in json.dumps(seen[0], default=str):
+            shared[name] = shared_dir / name
+        else:
+            branched.append(name)
+    return shared, branched
+
+
+def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
+    from . import pipeline
+
+    base = pipeline.load(recipe, fixed + grid[0]["overrides"])[0]["output_dir"]
+    sweep_dir = Path(str(base).rstrip("/") + "-sweep")
+    errors, specs = {}, []
+    for point in grid:
+        try:
+            spec, _, path = pipeline.load(recipe, fixed + point["overrides"] +
+                                             [pipeline._override("pipeline.output_dir", str(sweep_dir / point["name"]))])
+            pipeline.stage_configs(spec, path.parent)  # every stage composes and validates before anything runs
+        except ZephyrError as exc:
+            errors[point["name"]] = exc
+            continue
+        specs.append((point, spec, path))
+    _all_or_some(grid, errors)
+    if errors:  # a pipeline point that does not compose is a mistake in the sweep, not a result
+        bad = next(iter(errors))
+        raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}", errors[bad].fix)
+    names = [st["name"] for st in specs[0][1]["stages"]]
+    if any([st["name"] for st in spec["stages"]] != names for _, spec, _ in specs):
+        raise ZephyrError("the points of the sweep have different stages", "sweep stage settings, not the stage list")
+    shared, branched = plan_pipeline([(spec, path) for _, spec, path in specs], sweep_dir / SHARED)
+    log.info("sweep: %d points; shared by all (run once under %s): %s; per point: %s", len(grid),
+             sweep_dir / SHARED, ", ".join(shared) or "none", ", ".join(branched) or "none")
+    if not branched:
+        raise ZephyrError("the swept values change no stage of the pipeline",
+                          "sweep a stage's key (dpo.stage.trainer.beta=...) or pipeline.seed")
+    for flag, stage in (("--from", from_stage), ("--only", only)):
+        if stage is not None and stage not in names:
+            raise ZephyrError(f"{flag} {stage}: the pipeline has no stage of that name", f"its stages: {', '.join(names)}")
+    first_branch = branched[0]
+    if from_stage and names.index(from_stage) > names.index(first_branch):
+        raise ZephyrError(
+            f"--from {from_stage} comes after {first_branch!r}, where the sweep's points start to differ: with --from "
+            f"the points' {first_branch} would not run again, so the swept values would not take effect",
+            f"use --from {first_branch} (or an earlier stage), or drop --from: finished points are skipped anyway")
+    if from_stage:
+        again = [n for n in names[names.index(from_stage):] if n in shared]
+        log.info("sweep: --from %s: %s; every point's %s and later stages run again, finished or not", from_stage,
+                 f"the shared {', '.join(again)} run again once" if again else "no shared stage runs again",
+                 first_branch)
+    for point, spec, _ in specs:  # refuse before anything runs, like a single run
+        planned = []
+        for st in spec["stages"]:
+            if st["name"] in shared or (only and st["name"] != only):
+                continue
+            if from_stage and names.index(st["name"]) >= names.index(from_stage):
+                continue  # --from runs these again on purpose
+            folder = pipeline.stage_folder(spec, st["name"])
+            if runfolder.is_complete(folder):
+                _, cfg = pipeline.stage_config(spec, st, Path(specs[0][2]).parent, shared)
+                changed = runfolder.config_diff(yaml.safe_load((folder / runfolder.CONFIG).read_text()), cfg)
+                if changed:
+                    raise ZephyrError(f"the sweep would overwrite {folder}, a finished run of a different config "
+                                      f"(changed: {', '.join(changed[:3])})",
+                                      f"re-run from that stage with --from {st['name']}, or sweep into another "
+                                      "pipeline.output_dir; nothing was run")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    header = {"recipe": recipe, "overrides": fixed, "swept": [{"key": k, "values": v} for k, v in swept],
+              "kind": "pipeline", "shared": {k: str(v) for k, v in shared.items()}, "branched": branched}
+    results = {}
+    for i, (point, spec, path) in enumerate(specs):
+        entry = {"values": point["values"], "folder": spec["output_dir"], "overrides": point["overrides"]}
+        # Shared stages run (or restart with --from / --only) in the first point only; the others find them done.
+        p_from = from_stage if i == 0 or not from_stage or from_stage not in shared else first_branch
+        p_only = only
+        if only and only in shared and i > 0:
+            results[point["name"]] = {**entry, "status": "complete", "note": f"--only {only}: shared, run once"}
+            continue
+        log.info("sweep: point %d/%d %s", i + 1, len(specs), point["name"])
+        try:
+            pipeline.run(spec, path, p_from, p_only, [*(argv or []), *point["overrides"]], folders=shared)
+            results[point["name"]] = {**entry, "status": "complete"}
+        except KeyboardInterrupt:
+            results[point["name"]] = {**entry, "status": "interrupted"}
+            summarize(sweep_dir, header, grid, results)
+            raise
+        except Exception as exc:
+            log.error("sweep: point %s failed: %s", point["name"], exc)
+            results[point["name"]] = {**entry, "status": "failed", "error": _one_line(exc)}
+            broken = [s for s, f in shared.items() if not runfolder.is_complete(f)
+                      and (not only or s == only) and names.index(s) < names.index(first_branch)]
+            if broken:  # every later point needs the shared stage that just failed
+                for later, _, _ in specs[i + 1:]:
+                    results[later["name"]] = {"values": later["values"], "status": "failed",
+                                              "error": f"shared stage {broken[0]!r} failed in point {point['name']}"}
+                break
+        summarize(sweep_dir, header, grid, results)
+    summarize(sweep_dir, header, grid, results)
+    return sweep_dir
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def _point_metrics(header: dict, entry: dict) -> dict:
+    """What a point produced: final train loss and eval figures of its own (not shared) stages."""
+    out = {}
+    folder = Path(entry.get("folder") or "")
+    if header["kind"] == "stage":
+        stages = {"": folder}
+    else:
+        stages = {name: folder / name for name in header.get("branched") or []}
+    for name, f in stages.items():
+        prefix = f"{name} " if name else ""
+        status = runfolder.read_status(f) or {}
+        metrics = status.get("metrics") or {}
+        if "last_loss" in metrics:
+            out[f"{prefix}train loss"] = metrics["last_loss"]
+        for k, v in sorted(metrics.items()):
+            if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second")):
+                out[f"{prefix}{k}"] = v
+        if (f / "scores.json").is_file():
+            scores = json.loads((f / "scores.json").read_text())
+            for section, key, label in (("mt_bench", "score", "MT-Bench"), ("alpaca_eval", "win_rate", "win %")):
+                value = (scores.get(section) or {}).get(key)
+                if isinstance(value, (int, float)):
+                    out[f"{prefix}{label}"] = value
+        if (f / "summary.json").is_file() and status.get("status") == "complete":
+            pairs = (json.loads((f / "summary.json").read_text()).get("pairs") or {}).get("train_prefs")
+            if pairs is not None:
+                out[f"{prefix}pairs"] = pairs
+    return out
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def summarize(sweep_dir: Path, header: dict, grid: list[dict], results: dict) -> str:
+    """Write sweep.json, sweep.md and sweep.png; returns the markdown."""
+    labels = list(grid[0]["values"])
+    rows = []
+    for point in grid:
+        entry = results.get(point["name"], {"values": point["values"], "status": "not run"})
+        metrics = _point_metrics(header, entry) if entry.get("folder") else {}
+        rows.append({"name": point["name"], **entry, "metrics": metrics})
+    columns = []
+    for r in rows:
+        columns += [c for c in r["metrics"] if c not in columns]
+    text = [f"# Sweep of {header['recipe']}", "",
+            f"{len(grid)} points: " + "; ".join(f"`{s['key']}` over {', '.join(s['values'])}" for s in header["swept"])
+            + (f". Fixed overrides: {' '.join(header['overrides'])}" if header["overrides"] else "") + "."]
+    if header["kind"] == "pipeline":
+        text += ["", f"Stages shared by every point (run once): {', '.join(header['shared']) or 'none'}. "
+                     f"Stages run per point: {', '.join(header['branched'])}."]
+    text += ["", "| " + " | ".join(labels + ["status"] + columns + ["folder"]) + " |",
+             "|" + " --- |" * (len(labels) + len(columns) + 2)]
+    for r in rows:
+        cells = [r["values"][lab] for lab in labels] + [r["status"]]
+        cells += [("–" if c not in r["metrics"] else f"{r['metrics'][c]:.4g}") for c in columns]
+        cells.append(f"`{r.get('folder', '–')}`")
+        text.append("| " + " | ".join(str(c) for c in cells) + " |")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        text += ["", "Failed points:", ""] + [f"- {r['name']}: {r.get('error', '?')}" for r in failed]
+    md = "\n".join(text) + "\n"
+    if columns and _plot(rows, labels, columns, sweep_dir / "sweep.png"):
+        md += "\n![sweep](sweep.png)\n"
+    runfolder.write_atomic(sweep_dir / "sweep.md", md)
+    runfolder.write_atomic(sweep_dir / "sweep.json", json.dumps(
+        {**header, "points": [{k: v for k, v in r.items()} for r in rows]}, indent=2, default=str) + "\n")
+    return md
+
+
+def _plot(rows: list[dict], labels: list[str], columns: list[str], path: Path) -> bool:
+    """One panel per figure against the first swept value; one line per value of the other swept keys."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_label, others = labels[0], labels[1:]
+    xs_num = [_number(r["values"][x_label]) for r in rows]
+    numeric = all(x is not None for x in xs_num)
+    order = sorted({r["values"][x_label] for r in rows}, key=lambda v: _number(v) if numeric else v)
+    shown = columns[:6]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], shown):
+        groups = {}
+        for r in rows:
+            key = ", ".join(f"{o}={r['values'][o]}" for o in others)
+            groups.setdefault(key, []).append(r)
+        for key, group in groups.items():
+            pts = sorted(((_number(r["values"][x_label]) if numeric else order.index(r["values"][x_label]),
+                           r["metrics"][col]) for r in group if col in r["metrics"]))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key or None)
+        if numeric and min(xs_num) > 0 and max(xs_num) / min(xs_num) >= 20:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(order)))
+            ax.set_xticklabels(order, rotation=20, fontsize=8)
+        failed = [r for r in rows if r["status"] == "failed"]
+        for r in failed:
+            x = _number(r["values"][x_label]) if numeric else order.index(r["values"][x_label])
+            ax.axvline(x, color="#c0392b", linestyle=":", linewidth=1)
+        ax.set_xlabel(x_label)
+        ax.set_title(col, fontsize=10)
+        if others and len(groups) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
