@@ -165,6 +165,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
                  args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
                  " = stage.global_batch_size" if cfg["stage"].get("global_batch_size") == glob else "")
+        hardware.enable_fsdp_on_cpu(cfg["hardware"])
         model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
         log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
                  sum(p.numel() for p in model.parameters()) / 1e6)
@@ -187,6 +188,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         if trace is not None:
             trace.write(args.world_size)
         # Every rank takes part in saving (ZeRO-3 and FSDP gather the shards); the trainer writes on rank 0 only.
+        hardware.gather_for_save(trainer)
         trainer.save_model(str(folder))
         if trainer.is_world_process_zero():
             _finish(folder, cfg, trainer, tokenizer, prov, started)
