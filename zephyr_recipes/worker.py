@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from . import data, hardware, modeling, report, runfolder
+from . import data, hardware, modeling, preempt, report, runfolder
 from .errors import ZephyrError
 from .stages import STAGES
 from .validate import trainer_config_class
@@ -151,6 +151,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         return _run_eval(folder, cfg, argv, recipe, started)
     stage = STAGES[cfg["stage"]["name"]]
     main_process = rank() == 0
+    guard = preempt.callback().install()  # SIGTERM from here on: finish the step, checkpoint, stop
     try:
         check_world(cfg, folder)
         placement = modeling.resolve_placement(cfg["hardware"])
@@ -184,7 +185,15 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
             report.write_json(folder / "provenance.json", prov)
         if resume_from:
             log.info("resuming from %s", resume_from)
+        trainer.add_callback(guard)
+        if main_process and (runfolder.read_status(folder) or {}).get("status") == "preempted":
+            runfolder.set_status(folder, "running", resumed_from=str(resume_from) if resume_from else None)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if guard.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
+            if main_process:
+                runfolder.set_status(folder, "preempted", preempted=runfolder.now(), step=guard.stopped_at,
+                                     checkpoint=str(folder / f"checkpoint-{guard.stopped_at}"))
+            raise preempt.Preempted(folder, guard.stopped_at)
         if trace is not None:
             trace.write(args.world_size)
         # Every rank takes part in saving (ZeRO-3 and FSDP gather the shards); the trainer writes on rank 0 only.
@@ -193,11 +202,13 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         if trainer.is_world_process_zero():
             _finish(folder, cfg, trainer, tokenizer, prov, started)
     except BaseException as exc:
-        if main_process:
+        if main_process and not isinstance(exc, preempt.Preempted):
             # A launched run keeps its folder (launch files, scheduler log); an in-process one that wrote
             # nothing yet leaves none.
             _mark_failed(folder, exc, keep=cfg["hardware"].get("launcher", "inprocess") != "inprocess")
         raise
+    finally:
+        guard.uninstall()
     return folder
 
 
@@ -301,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         run(folder, runfolder.last_checkpoint(folder), argv=launched.get("command"), recipe=launched.get("recipe", "?"))
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     return 0
 
 
