@@ -92,6 +92,8 @@ class _LauncherNoise:
                 held, self.hold = self.hold, None
                 if b"ChildFailedError" in text:
                     self.fences = 0
+                elif b"SignalException" in text:
+                    pass  # torchrun passing a SIGTERM on to the workers (preemption): they say what happened
                 else:
                     self.out.write(b"".join(held))
             return
