@@ -96,3 +96,39 @@ def test_deepspeed_parser_refuses_an_inconsistent_batch(monkeypatch):
     monkeypatch.setattr(ds_config.dist, "get_rank", lambda *a, **k: 0)
     with pytest.raises(AssertionError, match="Check batch related parameters"):
         ds_config.DeepSpeedConfig(ds)
+
+
+@pytest.mark.slow
+def test_zero3_steps_on_two_cpu_processes(tmp_path):
+    """ZeRO-3 with the profile's generated file steps on CPU processes (DeepSpeed's CPU accelerator, gloo):
+    each rank holds half of the parameters and the loss falls. This is DeepSpeed's own engine under torchrun;
+    the runner's accelerate launch cannot do it on the CPU (accelerate takes its DeepSpeed path only off the CPU)."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    with socket_port() as port:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_port", str(port), str(root / "tests" / "zero3_cpu_step.py")],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    ranks = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in ranks) == [0, 1]
+    for r in ranks:
+        assert r["world"] == 2 and r["stage"] == 3
+        assert r["local_params"] * 2 == pytest.approx(r["total_params"], rel=0.01)  # sharded in two
+        assert r["losses"][-1] < r["losses"][0]
+
+
+class socket_port:
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def __exit__(self, *exc):
+        return False
