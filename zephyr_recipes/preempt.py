@@ -46,8 +46,11 @@ def callback():
             self._previous = {}
 
         def install(self) -> "StopOnSignal":
-            for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._on_signal)
+            import threading
+
+            if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
+                for sig in SIGNALS:
+                    self._previous[sig] = signal.signal(sig, self._on_signal)
             return self
 
         def uninstall(self) -> None:
