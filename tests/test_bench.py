@@ -121,7 +121,9 @@ def test_gpu_check_refuses_without_gpu_and_writes_nothing(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root), CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run(["make", "-s", "-C", str(root), "gpu-check", f"GPU_CHECK_ARGS=--out {tmp_path / 'gc'}",
+    # -o: the environment is the one running this test; make does not reinstall it first
+    proc = subprocess.run(["make", "-s", "-C", str(root), "-o", ".venv/.installed", "gpu-check",
+                           f"GPU_CHECK_ARGS=--out {tmp_path / 'gc'}",
                            f"PY={sys.executable}"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "needs a CUDA GPU" in proc.stderr and "nothing was run or written" in proc.stderr
