@@ -121,3 +121,17 @@ def test_ctrl_c_or_sigterm_of_the_runner_stops_the_server(tmp_path, sig, rc):
     assert "server stopped" in output
     assert gone(pidfile)
     assert json.loads((out / "run.json").read_text())["status"] != "complete"
+
+
+@pytest.mark.parametrize("generator, problem", [
+    ('{name: s, type: openai, serve: "vllm serve ./m"}', "cannot tell where `vllm serve ./m` will listen"),
+    ('{name: s, type: transformers, model: ./m, serve: "vllm serve ./m --port 8011"}',
+     "stage.generators[0].serve starts an OpenAI-compatible server, and stage.generators[0].type is transformers"),
+])
+def test_serve_errors_are_found_before_the_stage_starts(tmp_path, cli, generator, problem):
+    recipe = _recipe(tmp_path, f"""  generators:
+    - {generator}
+  judge: {{type: function, module: zephyr_recipes.embedded.judge}}
+""")
+    code, _, err = cli("validate", str(recipe))
+    assert code == 2 and problem in err, err
