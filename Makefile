@@ -14,6 +14,7 @@
 #   make list                                 shipped recipes and config options
 #   make test                                 the test suite (offline, CPU)
 #   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
+#   make gpu-check                            acceptance run on one CUDA GPU (gpu-check/results.*, <= 8 min)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -23,7 +24,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test bench clean
+.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -127,6 +128,10 @@ test: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m bench.run $(BENCH_ARGS)
+
+# Exit code 2 and nothing written on a machine without a CUDA GPU.
+gpu-check: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf runs

@@ -110,3 +110,35 @@ def test_gpu_script_flops_arithmetic():
     assert gpu_sft.mfu(1000.0, expected, expected * 2000.0) == pytest.approx(0.5)
     big = gpu_sft.param_count(gpu_sft.MODEL_1B)["total"]
     assert 0.9e9 < big < 1.4e9
+
+
+def test_gpu_check_refuses_without_gpu_and_writes_nothing(tmp_path):
+    """`make gpu-check` on this machine (no CUDA GPU): exit code 2, a sentence, no results folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root), CUDA_VISIBLE_DEVICES="")
+    # -o: the environment is the one running this test; make does not reinstall it first
+    proc = subprocess.run(["make", "-s", "-C", str(root), "-o", ".venv/.installed", "gpu-check",
+                           f"GPU_CHECK_ARGS=--out {tmp_path / 'gc'}",
+                           f"PY={sys.executable}"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "needs a CUDA GPU" in proc.stderr and "nothing was run or written" in proc.stderr
+    assert not (tmp_path / "gc").exists()
+
+
+def test_gpu_check_counts_attention_on_the_packed_documents():
+    from bench import gpu_check
+
+    cfg = dict(gpu_sft.MODEL_1B)
+    one_row = gpu_check.attention_flops(cfg, [2048])
+    packed = gpu_check.attention_flops(cfg, [1024, 512, 512])  # the same 2048 tokens as three documents
+    assert packed == one_row * (1024**2 + 2 * 512**2) / 2048**2 < one_row
+    assert gpu_check.attention_flops(cfg, [2048]) == 12 * 22 * 2048 * 2048**2
+    assert gpu_check.datasheet_peak("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert gpu_check.datasheet_peak("NVIDIA H100 PCIe") == 756e12
+    assert gpu_check.datasheet_peak("NVIDIA A100-SXM4-80GB") == 312e12
+    assert gpu_check.datasheet_peak("Some Future Card") is None

@@ -160,8 +160,9 @@ def test_generated_configs_are_what_accelerate_accepts(profile, tmp_path, monkey
         assert defaults.distributed_type == DistributedType.FSDP
         plugin = FullyShardedDataParallelPlugin()
         assert plugin.fsdp_version == 2
-        assert plugin.activation_checkpointing is True and plugin.cpu_ram_efficient_loading is True
-        assert "FULL_STATE_DICT" in str(plugin.state_dict_type)
+        assert plugin.activation_checkpointing == hw["gradient_checkpointing"] and plugin.cpu_ram_efficient_loading
+        # each rank checkpoints its own shards; the final save gathers (hardware.gather_for_save)
+        assert "SHARDED_STATE_DICT" in str(plugin.state_dict_type)
     else:
         assert defaults.distributed_type == DistributedType.MULTI_GPU
         assert child["ACCELERATE_MIXED_PRECISION"] == hardware.mixed_precision(hw)
@@ -233,6 +234,34 @@ def test_slurm_script_for_two_nodes(tmp_path):
         f = tmp_path / "check.sh"
         f.write_text(text)
         assert subprocess.run(["bash", "-n", str(f)]).returncode == 0
+
+
+def test_sbatch_asks_for_sigterm_and_requeues_a_preempted_run(tmp_path):
+    """The generated script runs under bash with stand-ins for srun and scontrol: a run whose folder says
+    `preempted` is requeued (exit 75); a failed one is not, and its exit code passes through."""
+    cfg = cfg_for("zephyr-7b-beta/sft", "hardware=2x8gpu-zero3")
+    script, _ = launch.sbatch_script(cfg, tmp_path)
+    opts = _sbatch_options(script)
+    assert opts["--requeue"] is True and opts["--signal"] == "TERM@180" and opts["--open-mode"] == "append"
+    cfg = cfg_for("zephyr-7b-beta/sft", "hardware=2x8gpu-zero3", "+hardware.slurm.signal=TERM@600")
+    assert _sbatch_options(launch.sbatch_script(cfg, tmp_path)[0])["--signal"] == "TERM@600"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(f'#!/bin/bash\nif [ "$1" = show ]; then echo node1; exit 0; fi\n'
+                                   f'echo "$@" >> {tmp_path}/scontrol.calls\n')
+    for status, srun_rc, expect_rc, requeued in (("preempted", 1, 75, True), ("failed", 3, 3, False)):
+        (fake / "srun").write_text(f"#!/bin/bash\necho '{{\"status\": \"{status}\"}}' > {tmp_path}/run.json\n"
+                                   f"exit {srun_rc}\n")
+        for f in fake.iterdir():
+            f.chmod(0o755)
+        (tmp_path / "scontrol.calls").unlink(missing_ok=True)
+        e = env()
+        e.update(PATH=f"{fake}{os.pathsep}{e['PATH']}", SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="node1")
+        (tmp_path / "job.sbatch").write_text(script)
+        proc = subprocess.run(["bash", str(tmp_path / "job.sbatch")], env=e, capture_output=True, text=True)
+        assert proc.returncode == expect_rc, proc.stdout + proc.stderr
+        calls = (tmp_path / "scontrol.calls").read_text() if (tmp_path / "scontrol.calls").exists() else ""
+        assert ("requeue 4242" in calls) == requeued, calls
 
 
 def test_slurm_path_runs_one_node_with_two_cpu_processes(tmp_path, capsys):

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         return handler[args.command](args)
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # 75 (preempted, requeue) or 2
     except BrokenPipeError:  # output piped into head and the like
         sys.stdout = open(os.devnull, "w")
         return 0

@@ -74,9 +74,12 @@ def check(cfg: dict) -> None:
     if hw["strategy"] != "none" and hw["launcher"] == "inprocess":
         raise ZephyrError(f"hardware.strategy={hw['strategy']} needs several processes, launcher=inprocess runs one",
                           "set hardware.launcher=accelerate, or hardware.strategy=none")
-    if hw["strategy"] in SHARDED and hw["device"] == "cpu":
-        raise ZephyrError(f"hardware.strategy={hw['strategy']} shards over GPUs and is not supported on the CPU here",
-                          "use hardware.strategy=ddp (hardware=cpu-2proc) on the CPU")
+    if hw["strategy"] in ("zero2", "zero3") and hw["device"] == "cpu":
+        raise ZephyrError(f"hardware.strategy={hw['strategy']} (DeepSpeed) is not supported on the CPU here",
+                          "use hardware=cpu-2proc-fsdp2 (FSDP2 over gloo) or hardware=cpu-2proc (DDP) on the CPU")
+    if hw["strategy"] == "fsdp2" and hw["device"] == "cpu" and hw["offload"]:
+        raise ZephyrError("hardware.offload=true moves FSDP2's shards to CPU RAM, and on the CPU they are there already",
+                          "set hardware.offload=false")
     if hw["offload"] and hw["strategy"] not in ("zero3", "fsdp2"):
         raise ZephyrError(f"hardware.offload=true needs a sharded strategy, but hardware.strategy={hw['strategy']}",
                           "set hardware.strategy=zero3 (or fsdp2), or hardware.offload=false")
@@ -204,7 +207,10 @@ def accelerate_config(hw: dict, deepspeed_file: str | None = None) -> dict:
             "fsdp_cpu_ram_efficient_loading": True,
             "fsdp_offload_params": bool(hw["offload"]),
             "fsdp_reshard_after_forward": True,
-            "fsdp_state_dict_type": "FULL_STATE_DICT",  # save_model writes ordinary safetensors
+            # Checkpoints: every rank writes its own shards (fast, no gather; resume reads them back). The
+            # final save switches to a full state dict (gather_for_save), so the run folder holds ordinary
+            # safetensors.
+            "fsdp_state_dict_type": "SHARDED_STATE_DICT",
             # FSDP checkpoints activations itself; the trainer's own flag is then left off (they conflict).
             "fsdp_activation_checkpointing": bool(hw["gradient_checkpointing"]),
         }
@@ -213,3 +219,58 @@ def accelerate_config(hw: dict, deepspeed_file: str | None = None) -> dict:
         # joins them over gloo.
         out["distributed_type"] = "MULTI_GPU"
     return out
+
+
+def fsdp_on_cpu(hw: dict) -> bool:
+    """True when this process must switch accelerate to FSDP2 itself (see :func:`enable_fsdp_on_cpu`)."""
+    return hw.get("strategy") == "fsdp2" and hw.get("device") == "cpu" and world_size(hw) > 1
+
+
+def enable_fsdp_on_cpu(hw: dict) -> None:
+    """FSDP2 on CPU processes, through the same accelerate config and trainer path as on GPUs.
+
+    `accelerate launch` starts the processes and exports the FSDP settings of accelerate.yaml (FSDP_VERSION,
+    FSDP_STATE_DICT_TYPE ...), but accelerate's state only turns a launch into FSDP for accelerator devices:
+    with ``use_cpu`` it stays plain multi-CPU data parallel and the FSDP settings are dropped without a word
+    (accelerate 1.x, AcceleratorState). torch's ``fully_shard`` itself runs on CPU tensors over gloo. So before
+    the trainer builds its Accelerator, this creates the shared accelerator state as the launcher configured it
+    and marks it FSDP with the plugin read from those same settings; the trainer, its checkpointing and its
+    final gathered save then take their ordinary FSDP2 paths. Called on every rank; a no-op elsewhere.
+    """
+    if not fsdp_on_cpu(hw):
+        return
+    import os
+
+    from accelerate import FullyShardedDataParallelPlugin
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, TorchDynamoPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        raise ZephyrError("hardware.strategy=fsdp2 but this process was not started with the FSDP settings",
+                          f"start the run through `zephyr-recipes run` or `accelerate launch --config_file "
+                          f"<run folder>/{ACCELERATE_CONFIG}`")
+    partial = PartialState(cpu=True)
+    state = AcceleratorState(cpu=True, dynamo_plugin=TorchDynamoPlugin(), _from_accelerator=True)
+    if state.distributed_type == DistributedType.FSDP:
+        return
+    if state.distributed_type != DistributedType.MULTI_CPU:
+        raise ZephyrError(f"FSDP2 on the CPU expected accelerate's multi-CPU state, found {state.distributed_type}",
+                          "use hardware=cpu-2proc (DDP) on this machine")
+    state.fsdp_plugin = FullyShardedDataParallelPlugin()
+    # Both shared states: every later AcceleratorState() (the trainer's Accelerator makes one) copies the
+    # process-level state over its own before it finds itself initialized.
+    state.distributed_type = partial.distributed_type = DistributedType.FSDP
+    import logging
+
+    logging.getLogger("zephyr_recipes").info(
+        "sharding: FSDP2 (fully_shard) over %d CPU processes (gloo); checkpoints %s", state.num_processes,
+        str(state.fsdp_plugin.state_dict_type).rsplit(".", 1)[-1].lower())
+
+
+def gather_for_save(trainer) -> None:
+    """Before the final save_model of an FSDP run: gather a full state dict (rank 0 writes plain safetensors)
+    instead of the sharded checkpoint format the run used while training. Call on every rank."""
+    plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if getattr(trainer, "is_fsdp_enabled", False) and plugin is not None and \
+            "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        plugin.set_state_dict_type("FULL_STATE_DICT")

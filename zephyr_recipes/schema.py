@@ -147,12 +147,15 @@ class AIFStageConfig:
 
     name: Literal["aif"] = _f("aif", "The AI feedback step.")
     generators: list = _f([], "Models that answer: each {name, type: transformers|openai|function, model | "
-                              "function | base_url, num_completions?, sampling?}.")
+                              "function | base_url, num_completions?, sampling?}. type openai may name "
+                              "serve: \"<server command --port N>\" instead of base_url (started and stopped by "
+                              "the runner; serve_timeout).")
     num_completions: int = _f(1, "Completions per prompt from each generator, unless the generator says otherwise.")
     sampling: dict = _f({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256},
                         "Default sampling settings of every generator (temperature, top_p, max_new_tokens).")
     judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
-                         "{type: openai, base_url, model, api_key_env}; optional prompt, aspects, scale, max_retries.")
+                         "{type: openai, base_url | serve, model, api_key_env}; optional prompt, aspects, scale, "
+                         "max_retries.")
     self_agreement: float = _f(0.0, "Share of completions the judge rates a second time to measure its consistency.")
     binarize: dict = _f({"rejected": "random", "score": "mean", "ties": "drop"},
                         "Pair rule: rejected random|lowest, score mean|overall, ties drop|keep.")

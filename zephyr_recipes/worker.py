@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import chat_format, data, hardware, modeling, report, runfolder
+from . import chat_format, data, hardware, modeling, preempt, report, runfolder
 from .errors import ZephyrError
 from .stages import STAGES
 from .validate import trainer_config_class
@@ -216,6 +216,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         return _run_eval(folder, cfg, argv, recipe, started)
     stage = STAGES[cfg["stage"]["name"]]
     main_process = rank() == 0
+    guard = preempt.callback().install()  # SIGTERM from here on: finish the step, checkpoint, stop
     try:
         check_world(cfg, folder)
         placement = modeling.resolve_placement(cfg["hardware"])
@@ -239,6 +240,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
                  args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
                  " = stage.global_batch_size" if cfg["stage"].get("global_batch_size") == glob else "")
+        hardware.enable_fsdp_on_cpu(cfg["hardware"])
         model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
         log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
                  sum(p.numel() for p in model.parameters()) / 1e6)
@@ -250,8 +252,8 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
             return other
 
         trainer, extra = stage.build_trainer(cfg, model, tokenizer, train, eval_dataset, args, placement, load_other)
-        guard = TrainingGuard()
-        trainer.add_callback(guard.callback)
+        loss_guard = TrainingGuard()
+        trainer.add_callback(loss_guard.callback)
         extra["tokenizer"] = tok_record
         trace = None
         if os.environ.get("ZEPHYR_RECIPES_TRACE_DIR"):
@@ -265,21 +267,32 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
             report.write_json(folder / "provenance.json", prov)
         if resume_from:
             log.info("resuming from %s", resume_from)
+        trainer.add_callback(guard)
+        if main_process and (runfolder.read_status(folder) or {}).get("status") == "preempted":
+            runfolder.set_status(folder, "running", resumed_from=str(resume_from) if resume_from else None)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        guard.verdict(trainer.state)
+        if guard.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
+            if main_process:
+                runfolder.set_status(folder, "preempted", preempted=runfolder.now(), step=guard.stopped_at,
+                                     checkpoint=str(folder / f"checkpoint-{guard.stopped_at}"))
+            raise preempt.Preempted(folder, guard.stopped_at)
+        loss_guard.verdict(trainer.state)
         if trace is not None:
             trace.write(args.world_size)
         # Every rank takes part in saving (ZeRO-3 and FSDP gather the shards); the trainer writes on rank 0 only.
+        hardware.gather_for_save(trainer)
         trainer.save_model(str(folder))
         if trainer.is_world_process_zero():
             _finish(folder, cfg, trainer, tokenizer, prov, started)
     except BaseException as exc:
-        if main_process:
+        if main_process and not isinstance(exc, preempt.Preempted):
             # A launched run keeps its folder (launch files, scheduler log); an in-process one that wrote
             # nothing yet leaves none.
             _mark_failed(folder, exc, keep=cfg["hardware"].get("launcher", "inprocess") != "inprocess"
                          or isinstance(exc, TrainingFailed))
         raise
+    finally:
+        guard.uninstall()
     return folder
 
 
@@ -387,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                 recipe=launched.get("recipe", "?"))
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     return 0
 
 

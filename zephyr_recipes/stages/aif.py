@@ -25,6 +25,7 @@ from ..binarize import ASPECTS, Tally, binarize, completion_score, prompt_id
 from ..errors import ZephyrError
 from ..feedback.backends import make_backend
 from ..feedback.judges import JudgeFailure, make_judge
+from ..feedback.serve import serving
 from ..feedback.store import Store
 
 log = logging.getLogger("zephyr_recipes")
@@ -32,10 +33,11 @@ log = logging.getLogger("zephyr_recipes")
 GENERATOR_KEYS = {
     "transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"function"}}
 COMMON_KEYS = {"name", "type", "num_completions", "sampling", "batch_size", "concurrency", "timeout",
-               "max_retries", "backoff", "model_config", "api_key_env"}
+               "max_retries", "backoff", "model_config", "api_key_env", "serve", "serve_timeout"}
 JUDGE_KEYS = {"transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"module"}}
+SERVED_OPTIONAL = {"base_url", "model"}  # with serve: the server's --port and the first model it lists
 JUDGE_COMMON = {"type", "prompt", "aspects", "scale", "max_retries", "concurrency", "timeout", "backoff",
-                "sampling", "batch_size", "model_config", "api_key_env"}
+                "sampling", "batch_size", "model_config", "api_key_env", "serve", "serve_timeout"}
 
 
 def _check_backend(where: str, spec, required: dict, common: set) -> None:
@@ -44,7 +46,7 @@ def _check_backend(where: str, spec, required: dict, common: set) -> None:
     kind = spec.get("type")
     if kind not in required:
         raise ZephyrError(f"{where}.type is {kind!r}", f"use one of: {', '.join(required)}")
-    missing = sorted(required[kind] - set(spec))
+    missing = sorted(required[kind] - set(spec) - (SERVED_OPTIONAL if spec.get("serve") else set()))
     if missing:
         raise ZephyrError(f"{where} of type {kind} needs {', '.join(missing)}", f"add {where}.{missing[0]}=...")
     unknown = sorted(set(spec) - required[kind] - common)
@@ -54,6 +56,14 @@ def _check_backend(where: str, spec, required: dict, common: set) -> None:
         path = re.sub(r"\[(\d+)\]", r".\1", where)
         raise ZephyrError(f"{where}.{others[0]} belongs to type {owner}, and {where}.type is {kind}",
                           f"drop it: add ~{path}.{others[0]} to the overrides (or set {path}.type={owner})")
+    if spec.get("serve"):
+        from ..feedback.serve import base_url_of
+
+        if kind != "openai":
+            path = re.sub(r"\[(\d+)\]", r".\1", where)
+            raise ZephyrError(f"{where}.serve starts an OpenAI-compatible server, and {where}.type is {kind}",
+                              f"set {path}.type=openai, or drop {path}.serve")
+        base_url_of(spec)  # where it will listen: refused now, not after the stage started
     if unknown:
         import difflib
 
@@ -148,24 +158,30 @@ def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
             log.info("generator %s: all %d prompts already answered", name, len(prompts))
             continue
         log.info("generator %s: %d prompts x %d completions", name, len(todo), k)
-        backend = make_backend(gen, cfg["hardware"])
-        sampling = {**stage["sampling"], **(gen.get("sampling") or {})}
-        convs = [[{"role": "user", "content": p}] for p in todo]
-        with tqdm(total=len(todo), desc=f"generating ({name})", unit="prompt") as bar:
-            for j, result in backend.generate(convs, k, sampling):
-                pid = prompt_id(todo[j])
-                if isinstance(result, Exception):
-                    failures[name] += 1
-                    store.add({"key": f"{pid}:{name}:0", "prompt_id": pid, "model": name, "index": 0,
-                               "error": str(result)[:500]})
-                else:
-                    for idx, text in enumerate(result):
-                        store.add({"key": f"{pid}:{name}:{idx}", "prompt_id": pid, "model": name,
-                                   "index": idx, "response": text})
-                bar.update(1)
-        del backend
-        gc.collect()
+        with serving(gen, store.path.parent, name) as served:
+            _generate_one(cfg, served, name, todo, k, store, failures)
     return failures
+
+
+def _generate_one(cfg: dict, gen: dict, name: str, todo: list[str], k: int, store: Store, failures: Counter) -> None:
+    stage = cfg["stage"]
+    backend = make_backend(gen, cfg["hardware"])
+    sampling = {**stage["sampling"], **(gen.get("sampling") or {})}
+    convs = [[{"role": "user", "content": p}] for p in todo]
+    with tqdm(total=len(todo), desc=f"generating ({name})", unit="prompt") as bar:
+        for j, result in backend.generate(convs, k, sampling):
+            pid = prompt_id(todo[j])
+            if isinstance(result, Exception):
+                failures[name] += 1
+                store.add({"key": f"{pid}:{name}:0", "prompt_id": pid, "model": name, "index": 0,
+                           "error": str(result)[:500]})
+            else:
+                for idx, text in enumerate(result):
+                    store.add({"key": f"{pid}:{name}:{idx}", "prompt_id": pid, "model": name,
+                               "index": idx, "response": text})
+            bar.update(1)
+    del backend
+    gc.collect()
 
 
 def _needs_second_rating(key: str, share: float) -> bool:
@@ -184,7 +200,12 @@ def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store)
     if not todo:
         log.info("judge: every completion already rated")
         return
-    judge = make_judge(stage["judge"], cfg["hardware"])
+    with serving(stage["judge"], ratings.path.parent, "judge") as spec:
+        _judge_items(cfg, spec, by_pid, todo, ratings)
+
+
+def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store) -> None:
+    judge = make_judge(spec, cfg["hardware"])
     items = [([{"role": "user", "content": by_pid[rec["prompt_id"]]}], rec["response"]) for rec, _ in todo]
     with tqdm(total=len(todo), desc="judging", unit="answer") as bar:
         for j, verdict in judge.rate_many(items):
