@@ -190,7 +190,6 @@ def load_tokenizer(model_cfg: dict, assistant_only: bool = False, record: dict |
 
     ``record``, when given, receives what was decided (template, pad token) for provenance and the card.
     """
-    name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
     tokenizer = open_tokenizer(model_cfg)
     return prepare_tokenizer(tokenizer, model_cfg, assistant_only, record)
 

@@ -75,10 +75,9 @@ def model_outputs(rows: list[dict], store: Store, model_id: str) -> list[dict]:
     return out
 
 
-def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None,
-              both_orders: bool = True) -> None:
-    """Order 0 shows the baseline as output_1 and the model as output_2 (alpaca_eval's own layout); order 1
-    swaps them."""
+def pending_pairs(rows: list[dict], outputs: Store, judgments: Store, both_orders: bool) -> list[tuple]:
+    """(id, order, instruction, (output_1, output_2)) of every comparison not judged yet. Order 0 shows the
+    baseline as output_1 and the model as output_2 (alpaca_eval's own layout); order 1 swaps them."""
     todo = []
     for r in rows:
         iid = instruction_id(r["instruction"])
@@ -89,6 +88,13 @@ def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt:
             if f"{iid}:o{order}" not in judgments:
                 pair = (r["output"], rec["output"]) if order == 0 else (rec["output"], r["output"])
                 todo.append((iid, order, r["instruction"], pair))
+    return todo
+
+
+def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None,
+              both_orders: bool = True) -> None:
+    """Judge every pending comparison (see :func:`pending_pairs`), as it arrives into ``judgments``."""
+    todo = pending_pairs(rows, outputs, judgments, both_orders)
     if not todo:
         return
     if isinstance(judge, FunctionJudge):

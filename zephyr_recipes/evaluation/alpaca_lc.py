@@ -125,16 +125,9 @@ def judge_all(judge, judge_spec: dict, rows: list[dict], outputs: Store, judgmen
     """Order 0 shows the baseline as output_1 (``m``) and the model as output_2 (``M``); order 1 swaps them."""
     from ..feedback.backends import EndpointBackend
 
-    todo = []
-    for r in rows:
-        iid = instruction_id(r["instruction"])
-        rec = outputs.get(iid)
-        if not rec or "output" not in rec:
-            continue
-        for order in ((0, 1) if both_orders else (0,)):
-            if f"{iid}:o{order}" not in judgments:
-                pair = (r["output"], rec["output"]) if order == 0 else (rec["output"], r["output"])
-                todo.append((iid, order, r["instruction"], pair))
+    from .alpaca import pending_pairs
+
+    todo = pending_pairs(rows, outputs, judgments, both_orders)
     if not todo:
         return
     if isinstance(judge, FunctionJudge):
