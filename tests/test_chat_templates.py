@@ -132,12 +132,12 @@ def test_a_tokenizer_without_template_needs_one_from_the_recipe():
     assert choice.source == "recipe" and choice.name == "mistral-instruct"
 
 
-def test_pad_token_is_not_the_eos_when_the_vocabulary_offers_another():
+def test_pad_token_is_a_padding_token_of_the_vocabulary_else_the_eos_with_the_reason():
     tok = build_tokenizer(["<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>"], "<|eot_id|>", None)
     assert chat_format.ensure_pad_token(tok)["pad_token"] == "<|finetune_right_pad_id|>"
-    tok = build_tokenizer(["<unk>", "<s>", "</s>"], "</s>", None, unk="<unk>")
+    tok = build_tokenizer(["<s>", "</s>", "<pad>"], "</s>", None)
     done = chat_format.ensure_pad_token(tok)
-    assert done["pad_token"] == "<unk>" and tok.pad_token_id != tok.eos_token_id
+    assert done["pad_token"] == "<pad>" and tok.pad_token_id != tok.eos_token_id
     tok = build_tokenizer(["<|im_end|>"], "<|im_end|>", None)
     done = chat_format.ensure_pad_token(tok)
     assert done["pad_token"] == "<|im_end|>" and "by position" in done["how"]

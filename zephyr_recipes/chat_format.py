@@ -170,7 +170,8 @@ PAD_NAMES = ("<pad>", "<|pad|>", "[PAD]", "<|finetune_right_pad_id|>", "<|finetu
 
 
 def ensure_pad_token(tokenizer) -> dict:
-    """Give a tokenizer without a pad token one, preferring a token that is not the EOS; returns what was done."""
+    """Give a tokenizer without a pad token one: a padding token of its vocabulary, else the EOS; returns what
+    was done (recorded in provenance and the card)."""
     if tokenizer.pad_token is not None:
         return {"pad_token": tokenizer.pad_token, "how": "the tokenizer's own"}
     vocab = tokenizer.get_vocab()
@@ -178,10 +179,8 @@ def ensure_pad_token(tokenizer) -> dict:
         if name in vocab and name != tokenizer.eos_token:
             tokenizer.pad_token = name
             return {"pad_token": name, "how": "a padding token of the vocabulary (the tokenizer named none)"}
-    unk = tokenizer.unk_token
-    if unk is not None and unk != tokenizer.eos_token:
-        tokenizer.pad_token = unk
-        return {"pad_token": unk, "how": "the unknown token (the tokenizer named no pad token)"}
+    # No padding token in the vocabulary: the EOS. The unknown token is not used instead, as it is a real token
+    # of some vocabularies, and the EOS is safe with the collators used (below).
     tokenizer.pad_token = tokenizer.eos_token
     return {"pad_token": tokenizer.eos_token,
             "how": "the EOS token, which is safe here: TRL's collators mark padding by position (attention mask "
