@@ -182,7 +182,8 @@ def test_sigterm_then_kill_9_each_resume_to_the_uninterrupted_weights(work, shar
     assert distcp_shards(out / f"checkpoint-{last}") == ["__0_0.distcp", "__1_0.distcp"]
 
     again = run(out, *SFT, *SHARDED)
-    assert f"resuming from {out / f'checkpoint-{last}'}" in again.stdout + again.stderr
+    assert f"resuming from {out / f'checkpoint-{last}'}" in again.stdout + again.stderr, \
+        (again.stdout + again.stderr)[-4000:]
     assert status(out)["status"] == "complete"
     diff = max_diff(weights(out), weights(ref))
     print(f"SIGTERM at step {step}, kill -9 after step {last}, resumed: max |resumed - uninterrupted| = {diff:.3g}")

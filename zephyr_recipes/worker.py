@@ -391,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {folder} holds no {runfolder.CONFIG}\n  fix: give a run folder prepared by `zephyr-recipes`",
               file=sys.stderr)
         return 2
+    _die_with_launcher()
     launched = (runfolder.read_status(folder) or {}).get("launch") or {}
     try:
         # Started by hand or by a scheduler (no front end holds the folder): rank 0 takes the lock itself.
@@ -401,7 +402,41 @@ def main(argv: list[str] | None = None) -> int:
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
+    finally:
+        _leave_process_group()
     return 0
+
+
+def _die_with_launcher() -> None:
+    """A worker under torchrun (accelerate launch) dies with its launcher.
+
+    torchrun starts workers in a session of their own, so `kill -9` of the launch's process group does not reach
+    them: they would go on training and writing checkpoints into a run folder whose lock died with the launch,
+    beside the re-run that resumes it. On Linux the kernel kills them when their parent goes (PR_SET_PDEATHSIG).
+    """
+    if not sys.platform.startswith("linux") or "LOCAL_RANK" not in os.environ:
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the launcher went before the request took effect
+        os._exit(1)
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits: left to interpreter shutdown, the gloo backend's
+    threads can abort a rank that finished cleanly ("terminate called without an active exception")."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
