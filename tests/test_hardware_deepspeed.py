@@ -114,7 +114,7 @@ def test_zero3_steps_on_two_cpu_processes(tmp_path):
                                "--master_port", str(port), str(root / "tests" / "zero3_cpu_step.py")],
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    ranks = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    ranks = [json.loads(f.read_text()) for f in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     for r in ranks:
         assert r["world"] == 2 and r["stage"] == 3

@@ -39,8 +39,10 @@ def main() -> None:
         engine.step()
         losses.append(loss.item())
     local = sum(p.ds_tensor.numel() for p in engine.module.parameters())
-    print(json.dumps({"rank": engine.global_rank, "world": engine.world_size, "stage": engine.zero_optimization_stage(),
-                      "losses": losses, "local_params": local, "total_params": total}), flush=True)
+    # One file per rank in the working folder: two ranks printing to one pipe can interleave their lines.
+    with open(f"rank{engine.global_rank}.json", "w") as fh:
+        json.dump({"rank": engine.global_rank, "world": engine.world_size, "stage": engine.zero_optimization_stage(),
+                   "losses": losses, "local_params": local, "total_params": total}, fh)
 
 
 if __name__ == "__main__":
