@@ -62,9 +62,9 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, MistralConfig
 
-    from zephyr_recipes import data, modeling, plan, worker
+    from zephyr_recipes import data, modeling, plan, stages
     from zephyr_recipes.compose import compose
-    from zephyr_recipes.stages import STAGES
+    from zephyr_recipes.stages.training import trainer_args, without_unused_test_data
     from zephyr_recipes.validate import validate
 
     logging.getLogger("zephyr_recipes").setLevel(logging.WARNING)
@@ -74,8 +74,8 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     cfg = validate(raw, name)
     placement = modeling.resolve_placement(cfg["hardware"])
     tokenizer = modeling.load_tokenizer(cfg["model"])
-    train, _, _ = data.load_for_stage(worker._without_unused_test_data(cfg), tokenizer)
-    args = worker.trainer_args(cfg, placement, out)
+    train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer)
+    args = trainer_args(cfg, placement, out)
     config = MistralConfig(**{k: v for k, v in model_config(shape).items() if k != "model_type"})
     gc.collect()
     baseline_kb = _status_kb("VmRSS")
@@ -83,7 +83,7 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=placement.attn_implementation)
     params = sum(p.numel() for p in model.parameters())
-    trainer, _ = STAGES["sft"].build_trainer(cfg, model, tokenizer, train, None, args, placement, None)
+    trainer, _ = stages.get("sft").build_trainer(cfg, model, tokenizer, train, None, args, None)
     trainer.train()
     peak_kb = _status_kb("VmHWM")
     est = plan.estimate(cfg, plan.Shape.from_config(model_config(shape)))

@@ -117,11 +117,9 @@ class _StepClock:
 # ------------------------------------------------------------------------------- 1. runner overhead
 def _trainer_kwargs(cfg: dict) -> dict:
     """The keyword arguments the worker passes to SFTConfig (besides output_dir), from a resolved config."""
-    import dataclasses
+    from zephyr_recipes import stages, trainer_fields
 
-    from zephyr_recipes.validate import trainer_config_class
-
-    fields = {f.name for f in dataclasses.fields(trainer_config_class(cfg["stage"]["name"]))}
+    fields = trainer_fields.fields(stages.get(cfg["stage"]["name"]))
     ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     return {"bf16": False, "fp16": False, ckpt: cfg["hardware"]["gradient_checkpointing"], **cfg["stage"]["trainer"]}
 
@@ -386,8 +384,10 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
     import glob
 
     _quiet()
-    from zephyr_recipes import data, modeling, worker
-    from zephyr_recipes.stages import dpo
+    from zephyr_recipes import data, modeling, stages
+    from zephyr_recipes.stages.training import trainer_args
+
+    dpo = stages.get("dpo")
 
     work = Path(work or tempfile.mkdtemp(prefix="bench-dpo-"))
     base = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr",
@@ -407,10 +407,10 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             train, _, info = data.load_for_stage(cfg, tok)
             out = work / f"dpo-{pre}-{i}"
             t0 = time.perf_counter()
-            args = worker.trainer_args(cfg, placement, out)
+            args = trainer_args(cfg, placement, out)
             model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
             clock = _StepClock.make()
-            trainer, _ = dpo.build_trainer(cfg, model, tok, train, None, args, placement,
+            trainer, _ = dpo.build_trainer(cfg, model, tok, train, None, args,
                                            lambda n: modeling.load_model(n, cfg["model"], placement))
             trainer.add_callback(clock)
             t1 = time.perf_counter()

@@ -49,9 +49,9 @@ def test_validate_shows_the_template_choice_and_a_marked_row(cli, byo):
 @pytest.mark.slow
 def test_sft_trains_exactly_the_assistant_tokens_of_a_marker_less_chatml_model(cli, byo, tmp_path):
     """The collated batch the trainer steps on holds labels on the answers and their <|im_end|> only."""
-    from zephyr_recipes import data, modeling, worker
+    from zephyr_recipes import data, modeling, stages
     from zephyr_recipes.compose import compose
-    from zephyr_recipes.stages import STAGES
+    from zephyr_recipes.stages.training import trainer_args
     from zephyr_recipes.validate import validate
 
     cfg = validate(compose("tiny/sft", _sft(byo, tmp_path / "probe")[1:])[0], "tiny/sft")
@@ -62,8 +62,8 @@ def test_sft_trains_exactly_the_assistant_tokens_of_a_marker_less_chatml_model(c
     placement = modeling.resolve_placement(cfg["hardware"])
     model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
     (tmp_path / "probe").mkdir()
-    args = worker.trainer_args(cfg, placement, tmp_path / "probe")
-    trainer, _ = STAGES["sft"].build_trainer(cfg, model, tok, train, None, args, placement, None)
+    args = trainer_args(cfg, placement, tmp_path / "probe")
+    trainer, _ = stages.get("sft").build_trainer(cfg, model, tok, train, None, args, None)
     batch = next(iter(trainer.get_train_dataloader()))
     by_prompt = {json.loads(line)["prompt"]: json.loads(line)["messages"] for line in byo["sft"].read_text().splitlines()}
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):

@@ -17,9 +17,10 @@ os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "
 
 pytest.importorskip("deepspeed", reason="the dev extra installs deepspeed (pip install -e '.[dev]')")
 
-from zephyr_recipes import hardware, launch, plan, worker  # noqa: E402
+from zephyr_recipes import hardware, launch, plan  # noqa: E402
 from zephyr_recipes.compose import compose  # noqa: E402
 from zephyr_recipes.modeling import Placement  # noqa: E402
+from zephyr_recipes.stages.training import trainer_args  # noqa: E402
 from zephyr_recipes.validate import validate  # noqa: E402
 
 ZERO = [("8gpu-zero3", []), ("8gpu-zero3-offload", []), ("2x8gpu-zero3", []),
@@ -53,7 +54,7 @@ def test_generated_deepspeed_config_is_accepted_by_deepspeed(recipe, profile, ex
 
     monkeypatch.setattr(ta, "is_torch_bf16_gpu_available", lambda *a, **k: True)  # as on the profile's GPUs
     monkeypatch.setenv("WORLD_SIZE", str(world))  # as the launcher sets it for each process
-    args = worker.trainer_args(cfg, Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
+    args = trainer_args(cfg, Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
                                tmp_path)
     # What the trainer does with the file: fill "auto" from the arguments, then from the model and step count.
     filled = HfTrainerDeepSpeedConfig(str(tmp_path / hardware.DEEPSPEED_CONFIG))

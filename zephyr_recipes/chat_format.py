@@ -215,20 +215,20 @@ def _spans(mask: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _conversation(row: dict, stage: str, answer: str = "chosen") -> list[dict]:
-    return row["messages"] if stage == "sft" else list(row["prompt"]) + list(row[answer])
+def _conversation(row: dict, rows: str, answer: str = "chosen") -> list[dict]:
+    return row["messages"] if rows == "chat" else list(row["prompt"]) + list(row[answer])
 
 
-def check_rows(tokenizer, rows, stage: str, assistant_only: bool, limit: int = 200) -> RowCheck:
+def check_rows(tokenizer, data, kind: str, assistant_only: bool, limit: int = 200) -> RowCheck:
     """Render up to ``limit`` rows through the tokenizer's (already chosen) template and check them."""
     out = RowCheck()
     enders = _turn_enders(tokenizer)
     seen_prompt = False
-    for i, row in enumerate(rows):
+    for i, row in enumerate(data):
         if i >= limit:
             break
         out.rows += 1
-        messages = _conversation(row, stage)
+        messages = _conversation(row, kind)
         try:
             enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
                                                 return_assistant_tokens_mask=assistant_only)

@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _compose(recipe: str, overrides: list[str]) -> tuple[dict, str]:
+def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict, str]:
     from . import pipeline
     from .compose import compose
     from .validate import validate
@@ -119,16 +119,16 @@ def _compose(recipe: str, overrides: list[str]) -> tuple[dict, str]:
     if loaded:
         spec, name, path = loaded
         stages = [{"name": st["name"], "recipe": rname, "config": cfg}
-                  for st, rname, cfg in pipeline.stage_configs(spec, path.parent)]
+                  for st, rname, cfg in pipeline.stage_configs(spec, path.parent, deep=deep)]
         return {"pipeline": {**spec, "stages": stages}}, name
     raw, name, path = compose(recipe, overrides)
-    return validate(raw, name), name
+    return validate(raw, name, deep=deep), name
 
 
 def cmd_show(args) -> int:
     import yaml
 
-    cfg, _ = _compose(args.recipe, args.overrides)
+    cfg, _ = _compose(args.recipe, args.overrides, deep=False)
     sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
     return 0
 
@@ -143,7 +143,9 @@ def cmd_validate(args) -> int:
         return 0
     print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
           f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
-    if cfg["stage"]["name"] in ("sft", "dpo"):
+    from . import stages
+
+    if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage):
         _check_template(cfg, args.rows)
     return 0
 
@@ -158,12 +160,15 @@ def _unavailable_here(path: str, locate) -> bool:
 
 def _check_template(cfg: dict, limit: int) -> None:
     """Render real rows of the recipe's data through the chat template the run will use, and show one."""
-    from . import chat_format, modeling, worker
+    from . import chat_format, modeling, stages
     from .data import load_for_stage
     from .data.preview import render, tokenize_dpo, tokenize_sft
     from .data.sources import locate
+    from .logs import setup_logging
+    from .stages.training import without_unused_test_data
 
-    worker.setup_logging()
+    setup_logging()
+    rows_kind = stages.get(cfg["stage"]["name"]).rows
     try:
         tokenizer = modeling.open_tokenizer(cfg["model"])
     except ZephyrError as exc:
@@ -175,19 +180,19 @@ def _check_template(cfg: dict, limit: int) -> None:
     t = record["chat_template"]
     print(f"chat template: {t['name']} ({t['source']}); pad token {record['pad_token']['pad_token']!r}")
     try:
-        train, _, _ = load_for_stage(worker._without_unused_test_data(cfg), tokenizer)
+        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer)
     except ZephyrError as exc:
         paths = [m.get("path") for m in cfg["dataset"].get("mixture") or []] or [cfg["dataset"]["path"]]
         if not any(p and _unavailable_here(p, locate) for p in paths):
             raise  # local data that is there and that the run could not read either
         print(f"rows: not checked here ({exc.problem}); the run checks them before loading weights")
         return
-    rows = chat_format.check_rows(tokenizer, train, cfg["stage"]["name"], assistant_only, limit=limit)
+    rows = chat_format.check_rows(tokenizer, train, rows_kind, assistant_only, limit=limit)
     chat_format.refuse(rows, t["name"])
     print(chat_format.explain(rows))
     if len(train):
         row = train[0]
-        pairs = (tokenize_sft(tokenizer, row["messages"], cfg["stage"]["trainer"]) if cfg["stage"]["name"] == "sft"
+        pairs = (tokenize_sft(tokenizer, row["messages"], cfg["stage"]["trainer"]) if rows_kind == "chat"
                  else tokenize_dpo(tokenizer, row, cfg["stage"]["trainer"], "chosen"))
         color = sys.stdout.isatty()
         legend = "trained text in green" if color else "[[trained]] text, the rest masked"
@@ -237,10 +242,11 @@ def cmd_cp(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from . import modeling, worker
+    from . import modeling
     from .data.preview import preview
+    from .logs import setup_logging
 
-    worker.setup_logging()
+    setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
     if args.examples < 0 or args.sample < 1:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
@@ -264,10 +270,11 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import launch, pipeline, worker
+    from . import launch, pipeline
     from .compose import compose
+    from .logs import setup_logging
 
-    worker.setup_logging()
+    setup_logging()
     argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
     if args.multirun:
         from . import sweep

@@ -8,7 +8,7 @@ into the run folder so that a run can be re-launched by hand with exactly what t
 
 from __future__ import annotations
 
-from .errors import ZephyrError
+from .errors import ZephyrError, did_you_mean
 
 SHARDED = ("zero2", "zero3", "fsdp2")
 ACCELERATE_CONFIG = "accelerate.yaml"
@@ -26,12 +26,9 @@ def per_device_batch(cfg: dict) -> int:
         return int(hw["per_device_batch_size"])
     if "per_device_train_batch_size" in trainer:
         return int(trainer["per_device_train_batch_size"])
-    import dataclasses
+    from . import stages, trainer_fields
 
-    from .validate import trainer_config_class
-
-    cls = trainer_config_class(cfg["stage"]["name"])
-    return int({f.name: f.default for f in dataclasses.fields(cls)}["per_device_train_batch_size"])
+    return int(trainer_fields.default(stages.get(cfg["stage"]["name"]), "per_device_train_batch_size"))
 
 
 def gradient_accumulation(cfg: dict, world: int | None = None) -> int:
@@ -95,10 +92,6 @@ def check(cfg: dict) -> None:
                               "use hardware.strategy=ddp (one quantized copy per GPU), or drop load_in_4bit")
     if hw["lora"] is not None:
         check_lora(hw["lora"])
-        if stage.get("name") == "dpo" and stage.get("ref_model"):
-            raise ZephyrError("with hardware.lora the DPO reference is the base model with adapters disabled; "
-                              "stage.ref_model would load a second model that is never used",
-                              "remove stage.ref_model, or set hardware.lora=null for full fine-tuning")
     if hw["main_process_port"] < 1 or hw["main_process_port"] > 65535:
         raise ZephyrError(f"hardware.main_process_port={hw['main_process_port']} is not a TCP port",
                           "use a free port between 1024 and 65535")
@@ -120,7 +113,6 @@ def check(cfg: dict) -> None:
 def check_lora(lora) -> None:
     """LoRA arguments go to peft.LoraConfig as is; check their names against it when peft is installed."""
     import dataclasses
-    import difflib
     import importlib.util
 
     if not isinstance(lora, dict):
@@ -133,9 +125,8 @@ def check_lora(lora) -> None:
     known = {f.name for f in dataclasses.fields(LoraConfig)}
     for key in lora:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=2, cutoff=0.6)
             raise ZephyrError(f"unknown key `hardware.lora.{key}`: peft.LoraConfig has no field `{key}`",
-                              f"did you mean {' or '.join(close)}?" if close else "see peft.LoraConfig's fields")
+                              did_you_mean(key, known) or "see peft.LoraConfig's fields")
 
 
 def mixed_precision(hw: dict) -> str:

@@ -283,8 +283,9 @@ def stage_folder(spec: dict, name: str, folders: dict | None = None) -> Path:
     return Path((folders or {}).get(name) or Path(spec["output_dir"]) / name)
 
 
-def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None) -> tuple[str, dict]:
-    """(recipe name, validated config) of one pipeline stage."""
+def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
+                 deep: bool = True) -> tuple[str, dict]:
+    """(recipe name, validated config) of one pipeline stage (``deep``: see :func:`validate.validate`)."""
     from .compose import compose
     from .validate import validate
 
@@ -303,18 +304,19 @@ def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None) 
     overrides += [_override("run.output_dir", str(folder)), _override("run.name", run_name)]
     try:
         raw, name, _ = compose(recipe, overrides)
-        cfg = validate(raw, name)
+        cfg = validate(raw, name, deep=deep)
     except ZephyrError as exc:
         raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
     return name, cfg
 
 
-def stage_configs(spec: dict, base: Path, folders: dict | None = None) -> list[tuple[dict, str, dict]]:
+def stage_configs(spec: dict, base: Path, folders: dict | None = None,
+                  deep: bool = True) -> list[tuple[dict, str, dict]]:
     """(stage entry, recipe name, validated config) for every stage, composed before anything runs.
 
     ``folders`` moves stages out of the pipeline folder (a sweep's shared stages); references to them follow.
     """
-    return [(st, *stage_config(spec, st, base, folders)) for st in spec["stages"]]
+    return [(st, *stage_config(spec, st, base, folders, deep)) for st in spec["stages"]]
 
 
 def _strip_place(cfg: dict, output_dir: str, folders: dict | None = None) -> dict:

@@ -187,14 +187,23 @@ def model_config(cfg: dict, path: str | None = None) -> tuple[dict, str]:
 
 
 def _trainer_value(cfg: dict, key: str):
-    import dataclasses
-
-    from .validate import trainer_config_class
+    from .trainer_fields import default
 
     trainer = cfg["stage"]["trainer"]
     if key in trainer:
         return trainer[key]
-    return {f.name: f.default for f in dataclasses.fields(trainer_config_class(cfg["stage"]["name"]))}.get(key)
+    return default(_training_stage(cfg), key)
+
+
+def _training_stage(cfg: dict):
+    from . import stages
+
+    stage = stages.get(cfg["stage"]["name"])
+    if not isinstance(stage, stages.TrainerStage):
+        raise ZephyrError(f"the memory plan sizes training stages, and {stage.name} trains nothing",
+                          "plan an sft, dpo or other training recipe; this stage's memory is its models' at "
+                          "inference")
+    return stage
 
 
 def estimate(cfg: dict, shape: Shape) -> dict:
@@ -210,8 +219,8 @@ def estimate(cfg: dict, shape: Shape) -> dict:
     act_bytes = 4 if fp32 else 2
     b = hardware.per_device_batch(cfg)
     s = int(_trainer_value(cfg, "max_length") or 1024)
-    dpo = stage["name"] == "dpo"
-    rows = 2 * b if dpo else b
+    trains = _training_stage(cfg)
+    rows = trains.sequences_per_row * b
     parts: dict[str, float] = {}
     notes: list[str] = []
     layer_16bit = shape.layer_params * 2
@@ -241,10 +250,11 @@ def estimate(cfg: dict, shape: Shape) -> dict:
         parts["gradients (fp32)"] = P * 4
         parts["AdamW states (2 x fp32)"] = P * 8
 
-    if dpo and not hw["lora"] and not _trainer_value(cfg, "precompute_ref_log_probs"):
-        parts["DPO reference model (16-bit, frozen)"] = P * 2 / shards
-    elif dpo:
-        notes.append("DPO reference: " + ("the policy with adapters disabled" if hw["lora"] else "precomputed log-probabilities"))
+    copies, note = trains.frozen_copies(cfg)
+    if copies:
+        parts[f"{trains.name.upper()} reference model (16-bit, frozen)"] = copies * P * 2 / shards
+    if note:
+        notes.append(note)
 
     h, L = shape.hidden, shape.layers
     if hw["gradient_checkpointing"]:
@@ -291,7 +301,7 @@ def render(cfg: dict, est: dict, sentence: str, source: str) -> str:
              f"{', LoRA' if hw['lora'] else ''}, precision {hw['precision']})",
              f"  model: {_count(est['params'])} parameters (config: {source})",
              f"  per device: batch {est['per_device_batch']} x sequence {est['sequence_length']}"
-             f"{' (chosen + rejected: ' + str(est['rows_per_step']) + ' rows)' if cfg['stage']['name'] == 'dpo' else ''}, "
+             f"{' (chosen + rejected: ' + str(est['rows_per_step']) + ' rows)' if est['rows_per_step'] > est['per_device_batch'] else ''}, "
              f"gradient checkpointing {'on' if hw['gradient_checkpointing'] else 'off'}"]
     width = max(len(k) for k in est["parts"])
     for k, v in est["parts"].items():

@@ -60,14 +60,14 @@ def provenance(argv: list[str], recipe: str, placement, data_info: dict, extra: 
     }
 
 
-def plot_curves(log_history: list[dict], stage: str, path: Path) -> list[str]:
-    """Write a PNG of the training curves; returns the metric names drawn."""
+def plot_curves(log_history: list[dict], stage: str, metrics: tuple[str, ...], path: Path) -> list[str]:
+    """Write a PNG of the training curves of ``metrics`` (and eval_loss when logged); returns the names drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    wanted = ["loss"] + (["rewards/margins", "rewards/accuracies"] if stage == "dpo" else [])
+    wanted = list(metrics)
     if any("eval_loss" in h for h in log_history):
         wanted.append("eval_loss")
     series = {k: [(h["step"], h[k]) for h in log_history if k in h] for k in wanted}
@@ -93,7 +93,7 @@ def model_card(cfg: dict, prov: dict, metrics: dict, curves: list[str]) -> str:
     trainer = yaml.safe_dump(stage["trainer"], sort_keys=True).strip()
     final = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                       for k, v in metrics.items())
-    ref = f"\nReference model: `{prov.get('reference_model')}`\n" if stage["name"] == "dpo" else ""
+    ref = f"\nReference model: `{prov['reference_model']}`\n" if prov.get("reference_model") else ""
     return f"""---
 library_name: transformers
 tags: [zephyr-recipes, {stage['name']}, trl]

@@ -6,6 +6,10 @@ the stage and is validated by introspecting that class (see :mod:`zephyr_recipes
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -14,6 +18,70 @@ def _f(default: Any, help: str, **kw):  # noqa: A002 - mirrors dataclasses' own 
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+# ------------------------------------------------------------------------------- value kinds
+def kinds(annotation: Any) -> list:
+    """A JSON-able description of what an annotation accepts: kinds, literal values, or 'any'."""
+    if annotation is Any or isinstance(annotation, str) or annotation is None:
+        return ["any"]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        out: list = []
+        for member in typing.get_args(annotation):
+            out += [k for k in kinds(member) if k not in out]
+        return out
+    if origin is typing.Literal:
+        return [{"literal": list(typing.get_args(annotation))}]
+    if annotation is type(None):
+        return ["none"]
+    if origin in (list, tuple, typing.List, typing.Tuple) or annotation in (list, tuple):
+        return ["list"]
+    if origin in (dict, typing.Dict) or annotation is dict:
+        return ["dict"]
+    for t, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str")):
+        if annotation is t:
+            return [name]
+    if isinstance(annotation, type) and issubclass(annotation, str):  # str-valued enums (IntervalStrategy ...)
+        return ["str"]
+    return ["any"]
+
+
+def accepts(value: Any, allowed: list) -> bool:
+    """True when value plausibly fits a description made by :func:`kinds`."""
+    for k in allowed:
+        if k == "any" or isinstance(k, dict) and value in k["literal"]:
+            return True
+        if isinstance(value, bool):
+            if k == "bool":
+                return True
+        elif k == "none" and value is None or k == "str" and isinstance(value, str) \
+                or k == "list" and isinstance(value, (list, tuple)) or k == "dict" and isinstance(value, dict) \
+                or k == "int" and isinstance(value, int) or k == "float" and isinstance(value, (int, float)):
+            return True
+    return False
+
+
+def describe_kinds(allowed: list) -> str:
+    """'int or None', "one of 'a', 'b'" ..."""
+    return " or ".join("one of " + ", ".join(map(repr, k["literal"])) if isinstance(k, dict) else
+                       {"none": "None"}.get(k, k) for k in allowed)
+
+
+def kinds_of(cls: type) -> dict[str, Any]:
+    """For each field of a schema: the kinds of values it accepts, or the schema of a nested section."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # forward references to optional packages
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+    out = {}
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        members = [a for a in typing.get_args(hint) if a is not type(None)] \
+            if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+        nested = [m for m in members if dataclasses.is_dataclass(m)]
+        out[f.name] = nested[0] if nested else kinds(hint)
+    return out
 
 
 @dataclass
@@ -82,12 +150,18 @@ class DatasetConfig:
 
 
 @dataclass
-class StageConfig:
-    name: Literal["sft", "dpo"] = _f("sft", "Which step of the method: sft or dpo.")
-    trainer: dict = _f({}, "Arguments for TRL's config class of the stage (SFTConfig, DPOConfig), passed as is.")
-    ref_model: Optional[str] = _f(
-        None, "DPO only: reference model. null means the policy's starting weights (model.name_or_path); with "
-        "hardware.lora the reference is the base with adapters disabled and no copy is kept.")
+class StageSection:
+    """The `stage` section: which step of the method. Each stage extends it with its own keys."""
+
+    name: str = _f("sft", "Which step of the method (see `zephyr-recipes list`): sft, aif, dpo, eval ...")
+
+
+@dataclass
+class TrainerStageConfig(StageSection):
+    """The `stage` section of a stage that trains with a TRL trainer."""
+
+    trainer: dict = _f({}, "Arguments for TRL's config class of the stage (SFTConfig, DPOConfig ...), passed as is "
+                           "and checked against that class.")
     global_batch_size: Optional[int] = _f(
         None, "Sequences per optimizer step over all processes. When set, gradient accumulation is derived: "
         "global / (per-device batch x world size), so the recipe's batch holds on any number of GPUs.")
@@ -136,69 +210,51 @@ SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "model": ModelConfig,
     "dataset": DatasetConfig,
-    "stage": StageConfig,
+    "stage": StageSection,  # completed by the stage's own schema (zephyr_recipes.stages)
     "hardware": HardwareConfig,
 }
 
 
-@dataclass
-class AIFStageConfig:
-    """The AI feedback stage: generators answer the dataset's prompts, a judge rates, pairs are binarized."""
+# Keys that TRL or transformers removed or renamed, with what to write instead. An entry only applies while
+# the installed TRL config class lacks the key, so a key that comes back is accepted again.
+REMOVED_KEYS: dict[str, str] = {
+    "max_seq_length": "stage.trainer.max_length",
+    "max_prompt_length": "dataset.max_prompt_tokens (prompts longer than this are dropped before training)",
+    "max_completion_length": "stage.trainer.max_length (the limit on prompt plus completion)",
+    "max_target_length": "stage.trainer.max_length",
+    "warmup_ratio": "stage.trainer.warmup_steps with a float below 1 (warmup_steps: 0.1 means 10% of the steps)",
+    "torch_dtype": "model.dtype",
+    "evaluation_strategy": "stage.trainer.eval_strategy",
+    "overwrite_output_dir": "run.overwrite=true",
+    "per_gpu_train_batch_size": "stage.trainer.per_device_train_batch_size",
+    "per_gpu_eval_batch_size": "stage.trainer.per_device_eval_batch_size",
+    "no_cuda": "hardware.device=cpu",
+    "use_mps_device": "hardware.device",
+    "logging_dir": "nothing: metrics and curves are written into the run folder",
+    "push_to_hub_token": "the HF_TOKEN environment variable",
+    "use_flash_attention_2": "hardware.attn_implementation=flash_attention_2",
+    "rpo_alpha": "stage.trainer.loss_type=[sigmoid,sft] with stage.trainer.loss_weights",
+    "generate_during_eval": "nothing: generate with `zephyr-recipes` evaluation after training",
+    "ref_model_init_kwargs": "stage.ref_model",
+    "fp16_backend": "hardware.precision",
+}
 
-    name: Literal["aif"] = _f("aif", "The AI feedback step.")
-    generators: list = _f([], "Models that answer: each {name, type: transformers|openai|function, model | "
-                              "function | base_url, num_completions?, sampling?}. type openai may name "
-                              "serve: \"<server command --port N>\" instead of base_url (started and stopped by "
-                              "the runner; serve_timeout).")
-    num_completions: int = _f(1, "Completions per prompt from each generator, unless the generator says otherwise.")
-    sampling: dict = _f({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256},
-                        "Default sampling settings of every generator (temperature, top_p, max_new_tokens).")
-    judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
-                         "{type: openai, base_url | serve, model, api_key_env}; optional prompt, aspects, scale, "
-                         "max_retries.")
-    self_agreement: float = _f(0.0, "Share of completions the judge rates a second time to measure its consistency.")
-    binarize: dict = _f({"rejected": "random", "score": "mean", "ties": "drop"},
-                        "Pair rule: rejected random|lowest, score mean|overall, ties drop|keep.")
-    test_fraction: float = _f(0.1, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
-    prompt_offset: Optional[int] = _f(
-        None, "Take dataset.max_train_samples distinct prompts starting at this position of the seeded shuffle, "
-              "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
-
-
-@dataclass
-class EvalStageConfig:
-    """Evaluation of model.name_or_path: MT-Bench, AlpacaEval (1, and 2.0 with the length-controlled win rate),
-    Arena-Hard-Auto, Open LLM Leaderboard tasks (lm-evaluation-harness).
-
-    Each benchmark's section is completed with the defaults of zephyr_recipes.stages.eval.DEFAULTS; its sets are
-    named by a local path, a URL, hf://datasets/<owner>/<name>/<file> or a hub dataset id."""
-
-    name: Literal["eval"] = _f("eval", "The evaluation step.")
-    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"],
-                          "Which to run: mt_bench, alpaca_eval, alpaca_eval_2, arena_hard, lm_eval.")
-    model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
-    batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
-    judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
-                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency. "
-                         "A benchmark's own `judge` key replaces it for that benchmark.")
-    mt_bench: dict = _f({}, "questions, judge_prompts, reference_answers (path, URL or hub id), max_questions, "
-                            "max_new_tokens, temperatures (per category; the rest 0.0), judge_max_new_tokens, "
-                            "answers (FastChat model_answer jsonl to score instead of generating).")
-    alpaca_eval: dict = _f({}, "instructions (with the baseline's outputs), prompt (the judge's ranking prompt), "
-                               "max_samples (seeded sample; null for all), seed, both_orders, sampling, answers "
-                               "(alpaca_eval model_outputs.json to score instead of generating).")
-    alpaca_eval_2: dict = _f({}, "AlpacaEval 2.0: instructions (with the gpt4_turbo baseline's outputs), prompt "
-                                 "(alpaca_eval_clf.txt; alpaca_eval:<path> reads the installed package's copy), "
-                                 "df_gamed (alpaca_eval's df_gamed.csv), glm (length_controlled_v1 | "
-                                 "length_controlled_minimal ...), logprobs, max_samples, seed, both_orders, sampling, "
-                                 "judge_max_new_tokens, answers.")
-    arena_hard: dict = _f({}, "Arena-Hard-Auto: version (v0.1 | v2.0; fills the null keys with that version's public "
-                              "files), questions, baselines ({category: answer file}), system_prompts ({category: "
-                              "text, file or file.py#NAME}), judge_settings (config/arena-hard-v*.yaml), "
-                              "max_questions, seed, sampling, judge_max_new_tokens, strong_weight, bootstrap_rounds, "
-                              "answers (Arena-Hard model_answer jsonl).")
-    lm_eval: dict = _f({}, "tasks ([{name, num_fewshot, metric?, data_files? | yaml?}]), batch_size, limit, seed.")
-
-
-STAGE_SECTIONS: dict[str, type] = {"sft": StageConfig, "dpo": StageConfig, "aif": AIFStageConfig,
-                                   "eval": EvalStageConfig}
+# Trainer keys that the runner sets itself from another section; writing them in stage.trainer would be
+# silently overridden, so they are refused with the place to set them.
+RUNNER_OWNED: dict[str, str] = {
+    "output_dir": "run.output_dir",
+    "bf16": "hardware.precision=bf16",
+    "fp16": "hardware.precision=fp16",
+    "use_cpu": "hardware.device=cpu",
+    "gradient_checkpointing": "hardware.gradient_checkpointing=true",
+    "activation_checkpointing": "hardware.gradient_checkpointing=true",
+    "resume_from_checkpoint": "nothing: re-running the same command resumes from the last checkpoint",
+    "hub_token": "the HF_TOKEN environment variable (tokens never go into recipes)",
+    "model_init_kwargs": "the model section (model.dtype, model.revision, model.trust_remote_code)",
+    "chat_template_path": "model.chat_template",
+    "trust_remote_code": "model.trust_remote_code",
+    "seed": "run.seed",
+    "deepspeed": "hardware.strategy=zero2 or zero3 (the runner generates the DeepSpeed config from the profile)",
+    "fsdp": "hardware.strategy=fsdp2 (the runner generates the FSDP config from the profile)",
+    "fsdp_config": "hardware.strategy=fsdp2 and hardware.offload / hardware.gradient_checkpointing",
+}

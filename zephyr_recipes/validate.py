@@ -1,181 +1,85 @@
 """Check a composed recipe before anything expensive happens.
 
-Our own sections are checked against the dataclasses in :mod:`zephyr_recipes.schema`. ``stage.trainer`` is
-checked against TRL's config class for the stage by introspection, so the runner follows TRL as it moves:
-a key TRL has is accepted, a key it removed gets the replacement named, anything else gets a did-you-mean.
+Every section is checked against its schema (:mod:`zephyr_recipes.schema`; the `stage` section against the
+schema of the stage it names, from :mod:`zephyr_recipes.stages`). ``stage.trainer`` is checked against TRL's
+config class for the stage (described once per TRL version, :mod:`zephyr_recipes.trainer_fields`), so the runner
+follows TRL as it moves: a key TRL has is accepted, a key it removed gets the replacement named, anything else
+gets a did-you-mean. Then the stage's own ``check`` and the dataset and hardware checks run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import types
-import typing
 from typing import Any
 
-from .data import check_config as check_dataset
-from .errors import ZephyrError
-from .schema import SECTIONS, STAGE_SECTIONS
-
-# Keys that TRL or transformers removed or renamed, with what to write instead. An entry only applies while
-# the installed TRL config class lacks the key, so a key that comes back is accepted again.
-REMOVED_KEYS: dict[str, str] = {
-    "max_seq_length": "stage.trainer.max_length",
-    "max_prompt_length": "dataset.max_prompt_tokens (prompts longer than this are dropped before training)",
-    "max_completion_length": "stage.trainer.max_length (the limit on prompt plus completion)",
-    "max_target_length": "stage.trainer.max_length",
-    "warmup_ratio": "stage.trainer.warmup_steps with a float below 1 (warmup_steps: 0.1 means 10% of the steps)",
-    "torch_dtype": "model.dtype",
-    "evaluation_strategy": "stage.trainer.eval_strategy",
-    "overwrite_output_dir": "run.overwrite=true",
-    "per_gpu_train_batch_size": "stage.trainer.per_device_train_batch_size",
-    "per_gpu_eval_batch_size": "stage.trainer.per_device_eval_batch_size",
-    "no_cuda": "hardware.device=cpu",
-    "use_mps_device": "hardware.device",
-    "logging_dir": "nothing: metrics and curves are written into the run folder",
-    "push_to_hub_token": "the HF_TOKEN environment variable",
-    "use_flash_attention_2": "hardware.attn_implementation=flash_attention_2",
-    "rpo_alpha": "stage.trainer.loss_type=[sigmoid,sft] with stage.trainer.loss_weights",
-    "generate_during_eval": "nothing: generate with `zephyr-recipes` evaluation after training",
-    "ref_model_init_kwargs": "stage.ref_model",
-    "fp16_backend": "hardware.precision",
-}
-
-# Trainer keys that the runner sets itself from another section; writing them in stage.trainer would be
-# silently overridden, so they are refused with the place to set them.
-RUNNER_OWNED: dict[str, str] = {
-    "output_dir": "run.output_dir",
-    "bf16": "hardware.precision=bf16",
-    "fp16": "hardware.precision=fp16",
-    "use_cpu": "hardware.device=cpu",
-    "gradient_checkpointing": "hardware.gradient_checkpointing=true",
-    "activation_checkpointing": "hardware.gradient_checkpointing=true",
-    "resume_from_checkpoint": "nothing: re-running the same command resumes from the last checkpoint",
-    "hub_token": "the HF_TOKEN environment variable (tokens never go into recipes)",
-    "model_init_kwargs": "the model section (model.dtype, model.revision, model.trust_remote_code)",
-    "chat_template_path": "model.chat_template",
-    "trust_remote_code": "model.trust_remote_code",
-    "seed": "run.seed",
-    "deepspeed": "hardware.strategy=zero2 or zero3 (the runner generates the DeepSpeed config from the profile)",
-    "fsdp": "hardware.strategy=fsdp2 (the runner generates the FSDP config from the profile)",
-    "fsdp_config": "hardware.strategy=fsdp2 and hardware.offload / hardware.gradient_checkpointing",
-}
+from . import stages, trainer_fields
+from .errors import ZephyrError, did_you_mean, unknown_key
+from .schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, describe_kinds, kinds_of
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{16,})$")
 
 
-def trainer_config_class(stage: str):
-    import trl
+def check_section(where: str, values: Any, cls: type) -> dict:
+    """``values`` completed with ``cls``'s defaults; unknown keys, unset ``???`` values and wrong types refused.
 
-    classes = {"sft": trl.SFTConfig, "dpo": trl.DPOConfig}
-    if stage not in classes:
-        raise ZephyrError(f"stage.name={stage!r} is not a stage", f"use one of: {', '.join(classes)}")
-    return classes[stage]
-
-
-def _suggest(key: str, known: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
-    return f"did you mean {' or '.join(close)}?" if close else ""
-
-
-def _type_ok(value: Any, annotation: Any) -> bool:
-    """True when value plausibly fits annotation. Unknown or string annotations accept anything."""
-    if annotation is Any or isinstance(annotation, str) or annotation is None:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    if annotation is type(None):
-        return value is None
-    if origin in (list, tuple, typing.List, typing.Tuple):
-        return isinstance(value, (list, tuple))
-    if origin in (dict, typing.Dict):
-        return isinstance(value, dict)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if isinstance(annotation, type):
-        if issubclass(annotation, str):  # str-valued enums (IntervalStrategy, SchedulerType ...)
-            return isinstance(value, str)
-        if annotation in (dict, list):
-            return isinstance(value, annotation)
-        return True
-    return True
-
-
-def _describe(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-
-
-def _hints(cls) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # forward references to optional packages (peft, bitsandbytes)
-        return {f.name: f.type for f in dataclasses.fields(cls)}
-
-
-def check_section(name: str, values: Any, cls: type | None = None) -> dict:
-    cls = cls or SECTIONS[name]
+    Fields whose type is itself a schema are checked the same way, one level down (``stage.mt_bench``)."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ZephyrError(f"`{name}` must be a mapping of keys to values, got {type(values).__name__}",
-                          f"write it as `{name}:` followed by indented `key: value` lines")
+        raise ZephyrError(f"`{where}` must be a mapping of keys to values, got {type(values).__name__}",
+                          f"write it as `{where}:` followed by indented `key: value` lines")
+    cls = getattr(cls, "variant", lambda w, v: cls)(where, values)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = _hints(cls)
+    hints = kinds_of(cls)
     out = {}
     for key, value in values.items():
         if key not in fields:
-            hint = _suggest(key, fields)
-            raise ZephyrError(f"unknown key `{name}.{key}`",
-                              hint or f"known keys of `{name}`: {', '.join(fields)}")
+            raise unknown_key(where, key, fields)
         if value == "???":
-            raise ZephyrError(f"`{name}.{key}` must be set", f"add `{name}.{key}=...` or pick a {name} option")
-        if not _type_ok(value, hints[key]):
-            raise ZephyrError(f"`{name}.{key}` is {value!r} but must be {_describe(hints[key])}",
-                              f"{name}.{key}: {fields[key].metadata.get('help', '')}")
+            raise ZephyrError(f"`{where}.{key}` must be set", f"add `{where}.{key}=...` or pick a {where} option")
+        if isinstance(hints[key], type):  # a nested section (null where its default is null)
+            nullable = value is None and fields[key].default is None
+            out[key] = None if nullable else check_section(f"{where}.{key}", value, hints[key])
+            continue
+        if not accepts(value, hints[key]):
+            raise ZephyrError(f"`{where}.{key}` is {value!r} but must be {describe_kinds(hints[key])}",
+                              f"{where}.{key}: {fields[key].metadata.get('help', '')}")
         out[key] = value
     for key, f in fields.items():
-        if key not in out:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ZephyrError(f"`{name}.{key}` is required", f.metadata.get("help"))
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            if default == "???":
-                raise ZephyrError(f"`{name}.{key}` must be set",
-                                  f"pick a {name} option in the recipe's defaults or add `{name}.{key}=...`")
-            out[key] = default
+        if key in out:
+            continue
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ZephyrError(f"`{where}.{key}` is required", f.metadata.get("help"))
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if default == "???":
+            raise ZephyrError(f"`{where}.{key}` must be set",
+                              f"pick a {where.split('.')[0]} option in the recipe's defaults or add `{where}.{key}=...`")
+        if isinstance(hints[key], type) and default is not None:
+            default = check_section(f"{where}.{key}", {}, hints[key])
+        out[key] = default
     return {key: out[key] for key in fields}
 
 
-def check_trainer(stage: str, trainer: dict) -> dict:
-    cls = trainer_config_class(stage)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    hints = _hints(cls)
+def check_trainer(stage, trainer: dict) -> dict:
+    """``stage.trainer`` against the fields of TRL's config class for ``stage``."""
+    cls = f"trl.{stage.trl_config}"
+    fields = trainer_fields.fields(stage)
     for key, value in trainer.items():
         where = f"stage.trainer.{key}"
         if key in RUNNER_OWNED:
             raise ZephyrError(f"`{where}` is set by the runner, not in stage.trainer", f"set {RUNNER_OWNED[key]}")
         if key not in fields:
             if key in REMOVED_KEYS:
-                raise ZephyrError(f"`{where}` no longer exists in TRL/transformers ({cls.__name__} has no such field)",
+                raise ZephyrError(f"`{where}` no longer exists in TRL/transformers ({cls} has no such field)",
                                   f"use {REMOVED_KEYS[key]}")
-            hint = _suggest(key, fields)
-            raise ZephyrError(f"unknown key `{where}`: trl.{cls.__name__} has no field `{key}`",
-                              hint or f"see the fields of trl.{cls.__name__} in TRL's documentation")
-        if not _type_ok(value, hints.get(key)):
-            raise ZephyrError(f"`{where}` is {value!r} but trl.{cls.__name__} expects {_describe(hints[key])}",
-                              f"give {key} a value of type {_describe(hints[key])}")
+            raise ZephyrError(f"unknown key `{where}`: {cls} has no field `{key}`",
+                              did_you_mean(key, fields) or f"see the fields of {cls} in TRL's documentation")
+        if not accepts(value, fields[key]["kinds"]):
+            expected = describe_kinds(fields[key]["kinds"])
+            raise ZephyrError(f"`{where}` is {value!r} but {cls} expects {expected}",
+                              f"give {key} a value of type {expected}")
     return trainer
 
 
@@ -198,46 +102,39 @@ def find_secrets(obj: Any, path: str = "") -> list[str]:
     return found
 
 
-def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
-    """Return the config with every section complete, or raise ZephyrError naming the first problem."""
+def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
+    """Return the config with every section complete, or raise ZephyrError naming the first problem.
+
+    ``deep`` also lets TRL's config class judge stage.trainer's values (it imports TRL, seconds); `show` skips it.
+    """
     if not isinstance(cfg, dict):
         raise ZephyrError("a recipe must be a YAML mapping", "start from `zephyr-recipes cp tiny/sft my.yaml`")
     unknown = [k for k in cfg if k not in SECTIONS]
     if unknown:
-        key = unknown[0]
-        hint = _suggest(key, SECTIONS)
-        raise ZephyrError(f"unknown top-level key `{key}`",
-                          hint or f"a recipe has the sections {', '.join(SECTIONS)}")
+        raise ZephyrError(f"unknown top-level key `{unknown[0]}`",
+                          did_you_mean(unknown[0], SECTIONS) or f"a recipe has the sections {', '.join(SECTIONS)}")
     stage_raw = cfg.get("stage") or {}
-    stage_name = stage_raw.get("name", "sft") if isinstance(stage_raw, dict) else "sft"
-    if stage_name not in STAGE_SECTIONS:
-        raise ZephyrError(f"stage.name={stage_name!r} is not a stage", f"use one of: {', '.join(STAGE_SECTIONS)}")
-    if stage_name == "eval" and not (cfg.get("dataset") or {}).get("path"):
-        # Evaluation sets are named in the stage section; the dataset section is unused.
+    stage = stages.get(stage_raw.get("name", "sft") if isinstance(stage_raw, dict) else "sft")
+    if stage.rows is None and not (cfg.get("dataset") or {}).get("path"):
+        # The stage reads no dataset (evaluation names its sets in its own section).
         cfg = {**cfg, "dataset": {**(cfg.get("dataset") or {}), "path": "none"}}
-    out = {name: check_section(name, cfg.get(name), STAGE_SECTIONS[stage_name] if name == "stage" else None)
-           for name in SECTIONS}
-    stage = out["stage"]
-    if stage_name == "aif":
-        from .stages.aif import check_config
-
-        check_config(out)
-    elif stage_name == "eval":
-        from .stages.eval import check_config as check_eval
-
-        check_eval(out)
-    else:
-        check_trainer(stage["name"], stage["trainer"])
+    out = {name: check_section(name, cfg.get(name), stage.schema if name == "stage" else cls)
+           for name, cls in SECTIONS.items()}
+    trains = isinstance(stage, stages.TrainerStage)
+    if trains:
+        check_trainer(stage, out["stage"]["trainer"])
+        _check_training_values(out["stage"])
     secrets = find_secrets(out)
     if secrets:
         raise ZephyrError(f"`{secrets[0]}` holds a secret; secrets never go into recipes or run folders",
                           "remove it and set the HF_TOKEN (or the service's) environment variable instead")
-    if stage["name"] == "sft" and stage["ref_model"] is not None:
-        raise ZephyrError("`stage.ref_model` only applies to dpo", "remove stage.ref_model")
-    if stage["name"] != "dpo" and out["dataset"]["max_prompt_tokens"] is not None:
-        raise ZephyrError("`dataset.max_prompt_tokens` filters preference pairs and only applies to dpo",
+    if stage.rows != "pairs" and out["dataset"]["max_prompt_tokens"] is not None:
+        raise ZephyrError(f"`dataset.max_prompt_tokens` filters preference pairs and does not apply to {stage.name}",
                           "remove dataset.max_prompt_tokens, or use stage.trainer.max_length to truncate")
-    check_dataset(out["dataset"], stage["name"])
+    if stage.rows is not None:
+        from .data import check_config as check_dataset
+
+        check_dataset(out["dataset"], stage.rows)
     hw = out["hardware"]
     if hw["device"] == "cpu" and hw["precision"] == "fp16":
         raise ZephyrError("hardware.precision=fp16 needs a CUDA GPU, but hardware.device=cpu",
@@ -245,15 +142,19 @@ def validate(cfg: dict, recipe_name: str = "recipe") -> dict:
     if hw["device"] == "cpu" and hw["attn_implementation"] == "flash_attention_2":
         raise ZephyrError("hardware.attn_implementation=flash_attention_2 needs a CUDA GPU, but hardware.device=cpu",
                           "use hardware.attn_implementation=auto (sdpa on the CPU)")
+    if stage.one_process and (hw["launcher"] != "inprocess" or hw["num_processes"] > 1 or hw["num_nodes"] > 1):
+        raise ZephyrError(f"the {stage.name} stage runs in one process, and hardware profile {hw['name']!r} launches "
+                          "several", "use hardware=1gpu (or cpu); to generate on many GPUs, serve the model with "
+                          "vLLM or TGI and name it as an openai generator or judge")
     from . import hardware
 
     hardware.check(out)
+    stage.check(out)
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
-    if stage_name not in ("aif", "eval"):
-        _check_training_values(out["stage"])
-        _check_trl_accepts(out)
+    if trains and deep:
+        _check_trl_accepts(stage, out)
     return out
 
 
@@ -274,21 +175,18 @@ def _check_training_values(stage: dict) -> None:
     if lr <= 0:
         raise ZephyrError(f"stage.trainer.learning_rate={lr}: the weights would not move (or move the wrong way)",
                           "set a positive learning rate, e.g. stage.trainer.learning_rate=2e-5")
-    if stage["name"] == "dpo" and _number(trainer, "beta", 0.1) <= 0:
-        raise ZephyrError(f"stage.trainer.beta={trainer.get('beta')}: DPO's beta must be positive",
-                          "the Zephyr paper uses 0.01 to 0.1: stage.trainer.beta=0.01")
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
         if _number(trainer, key, 1) < 1:
             raise ZephyrError(f"stage.trainer.{key}={trainer.get(key)} must be at least 1",
                               f"set stage.trainer.{key} to 1 or more")
 
 
-def _check_trl_accepts(cfg: dict) -> None:
+def _check_trl_accepts(stage, cfg: dict) -> None:
     """Let TRL's own __post_init__ judge the values (scheduler names, strategies, ranges)."""
     import tempfile
     import warnings
 
-    cls = trainer_config_class(cfg["stage"]["name"])
+    cls = stage.config_class()
     try:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")

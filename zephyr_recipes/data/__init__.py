@@ -58,7 +58,7 @@ def _fail_key(where: str, key: str, known) -> None:
                       f"did you mean {' or '.join(close)}?" if close else f"known keys: {', '.join(known)}")
 
 
-def check_config(ds: dict, stage: str) -> None:
+def check_config(ds: dict, rows: str) -> None:
     """Check the dataset section's data-layer keys; raise ZephyrError naming the problem and the fix."""
     if not ds.get("path") and not ds.get("mixture"):
         raise ZephyrError("`dataset.path` must be set",
@@ -150,7 +150,14 @@ def sources_of(ds: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- rows
-def _stage_columns(src: dict, stage: str, column_names: list[str]) -> dict:
+def rows_of(cfg: dict) -> str:
+    """What the recipe's stage trains on: "chat" (messages) or "pairs" (prompt / chosen / rejected)."""
+    from ..stages import get
+
+    return get(cfg["stage"]["name"]).rows
+
+
+def _stage_columns(src: dict, rows: str, column_names: list[str]) -> dict:
     cols = dict(src["columns"] or {})
     path = src["path"]
 
@@ -164,7 +171,7 @@ def _stage_columns(src: dict, stage: str, column_names: list[str]) -> dict:
                               f"{src.get('where', 'dataset')}.columns.{wanted}=<column>")
         return col
 
-    if stage == "sft":
+    if rows == "chat":
         if "completion" in cols:
             return {"prompt": need("prompt"), "completion": need("completion")}
         return {"messages": need("messages", "conversations")}
@@ -205,15 +212,15 @@ def _binarized(raw, src: dict, ds: dict, seed: int):
 
 def _checked(raw, src: dict, cfg: dict, tokenizer, role: str):
     """(checked dataset with _reason and _key, binarization tally or None)."""
-    ds_cfg, stage, seed = cfg["dataset"], cfg["stage"]["name"], cfg["run"]["seed"]
+    ds_cfg, rows, seed = cfg["dataset"], rows_of(cfg), cfg["run"]["seed"]
     tally = None
     src = dict(src)
     if _detect_format(src, raw.column_names) == "ultrafeedback":
         raw, tally = _binarized(raw, src, ds_cfg, seed)
         src["columns"] = {}
-    cols = _stage_columns(src, stage, raw.column_names)
+    cols = _stage_columns(src, rows, raw.column_names)
     roles = src["roles"] or {}
-    if stage == "sft":
+    if rows == "chat":
         fn, kwargs = checks.sft_row, {"cols": cols, "roles": roles}
     else:
         trainer = cfg["stage"]["trainer"]
@@ -223,7 +230,7 @@ def _checked(raw, src: dict, cfg: dict, tokenizer, role: str):
         kwargs = {"cols": cols, "roles": roles, "max_prompt_tokens": limit, "max_length": max_length,
                   "tokenizer": tokenizer if (limit or max_length) else None}
         fn = checks.dpo_row
-    checked = raw.map(fn, fn_kwargs=kwargs, remove_columns=raw.column_names, features=checks.features(stage),
+    checked = raw.map(fn, fn_kwargs=kwargs, remove_columns=raw.column_names, features=checks.features(rows),
                       desc=f"checking {role} rows of {src['path']}")
     return checked, tally
 
@@ -322,7 +329,7 @@ def _save(folder: Path, train, eval_ds, info: dict) -> None:
 def load_for_stage(cfg: dict, tokenizer) -> tuple[object, object | None, dict]:
     """(train, eval or None, provenance) for the stage of cfg."""
     ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]
-    check_config(ds_cfg, cfg["stage"]["name"])
+    check_config(ds_cfg, rows_of(cfg))
     sources = sources_of(ds_cfg)
     raws = []
     for src in sources:

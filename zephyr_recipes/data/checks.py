@@ -42,11 +42,11 @@ class Bad(Exception):
         self.reason = reason
 
 
-def features(stage: str):
+def features(rows: str):
     import datasets
 
     message = datasets.List({"content": datasets.Value("string"), "role": datasets.Value("string")})
-    cols = {"messages": message} if stage == "sft" else {"prompt": message, "chosen": message, "rejected": message}
+    cols = {"messages": message} if rows == "chat" else {"prompt": message, "chosen": message, "rejected": message}
     return datasets.Features({**cols, "_reason": datasets.Value("string"), "_key": datasets.Value("string")})
 
 

@@ -99,15 +99,15 @@ def packed_lengths(lengths: list[int], max_length: int, strategy: str = "bfd") -
     return [len(x) for x in packed["input_ids"]]
 
 
-def stats(lengths: list[int], trainer: dict, stage: str, seed: int) -> dict:
+def stats(lengths: list[int], trainer: dict, rows: str, seed: int) -> dict:
     limit = trainer.get("max_length")
     batch = int(trainer.get("per_device_train_batch_size") or 8)
     capped = [min(n, limit) if limit else n for n in lengths]
     out = {"rows": len(lengths), "p50": _percentile(lengths, 50), "p95": _percentile(lengths, 95),
            "max": max(lengths), "max_length": limit,
            "truncated_share": sum(n > limit for n in lengths) / len(lengths) if limit else 0.0,
-           "padding_share": padding_share(capped, batch if stage == "sft" else 2 * batch, seed)}
-    if stage == "sft" and limit:
+           "padding_share": padding_share(capped, batch if rows == "chat" else 2 * batch, seed)}
+    if rows == "chat" and limit:
         packed = packed_lengths(lengths, limit, trainer.get("packing_strategy") or "bfd")
         out["packed_rows"] = len(packed)
         out["padding_share_packed"] = padding_share(packed, batch, seed)
@@ -136,11 +136,12 @@ def histogram(lengths: list[int], limit: int | None, title: str, path: Path) -> 
 def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str | Path | None = None,
             color: bool | None = None, stream=None) -> dict:
     """Print ``n`` training rows as the trainer sees them and length statistics over ``sample`` rows."""
-    from . import load_for_stage
+    from . import load_for_stage, rows_of
 
     stream = stream or sys.stdout
     color = stream.isatty() if color is None else color
     stage, trainer, seed = cfg["stage"]["name"], cfg["stage"]["trainer"], cfg["run"]["seed"]
+    rows = rows_of(cfg)
     train, _, info = load_for_stage(cfg, tokenizer)
     rows = train.shuffle(seed=seed).select(range(min(sample, len(train))))
     w = stream.write
@@ -150,7 +151,7 @@ def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str |
     w(f"legend: {legend}\n")
     lengths, trained = [], []
     for i, row in enumerate(rows):
-        if stage == "sft":
+        if rows == "chat":
             seqs = {"": tokenize_sft(tokenizer, row["messages"], trainer)}
         else:
             seqs = {k: tokenize_dpo(tokenizer, row, trainer, k) for k in ("chosen", "rejected")}
@@ -161,11 +162,11 @@ def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str |
                 head = f"--- example {i + 1}{' ' + label if label else ''} ({len(pairs)} tokens, " \
                        f"{sum(s == TRAINED for _, s in pairs)} trained) ---"
                 w(f"\n{head}\n{render(tokenizer, pairs, color)}\n")
-    result = stats(lengths, trainer, stage, seed)
+    result = stats(lengths, trainer, rows, seed)
     result["trained_token_share"] = sum(trained) / max(1, sum(min(n_, result["max_length"] or n_) for n_ in lengths))
     result["sampled_rows"], result["train_rows"] = len(rows), len(train)
     w(f"\ntoken lengths over {len(rows)} of {len(train)} rows"
-      f"{' (chosen and rejected sequences)' if stage == 'dpo' else ''}:\n")
+      f"{' (chosen and rejected sequences)' if rows == 'pairs' else ''}:\n")
     w(f"  p50 {result['p50']}  p95 {result['p95']}  max {result['max']}  max_length {result['max_length']}\n")
     w(f"  truncated at max_length: {result['truncated_share']:.1%}\n")
     w(f"  padding without packing: {result['padding_share']:.1%}\n")

@@ -21,14 +21,42 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dataclasses import dataclass
+from typing import Optional
+
 from ..binarize import ASPECTS, Tally, binarize, completion_score, prompt_id
 from ..errors import ZephyrError
+from ..schema import StageSection, _f
 from ..feedback.backends import make_backend
 from ..feedback.judges import JudgeFailure, make_judge
 from ..feedback.serve import serving
 from ..feedback.store import Store
+from .base import TaskStage
 
 log = logging.getLogger("zephyr_recipes")
+
+
+@dataclass
+class AIFStageConfig(StageSection):
+    """The AI feedback stage: generators answer the dataset's prompts, a judge rates, pairs are binarized."""
+
+    generators: list = _f([], "Models that answer: each {name, type: transformers|openai|function, model | "
+                              "function | base_url, num_completions?, sampling?}. type openai may name "
+                              "serve: \"<server command --port N>\" instead of base_url (started and stopped by "
+                              "the runner; serve_timeout).")
+    num_completions: int = _f(1, "Completions per prompt from each generator, unless the generator says otherwise.")
+    sampling: dict = _f({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256},
+                        "Default sampling settings of every generator (temperature, top_p, max_new_tokens).")
+    judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
+                         "{type: openai, base_url | serve, model, api_key_env}; optional prompt, aspects, scale, "
+                         "max_retries.")
+    self_agreement: float = _f(0.0, "Share of completions the judge rates a second time to measure its consistency.")
+    binarize: dict = _f({"rejected": "random", "score": "mean", "ties": "drop"},
+                        "Pair rule: rejected random|lowest, score mean|overall, ties drop|keep.")
+    test_fraction: float = _f(0.1, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
+    prompt_offset: Optional[int] = _f(
+        None, "Take dataset.max_train_samples distinct prompts starting at this position of the seeded shuffle, "
+              "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
 
 GENERATOR_KEYS = {
     "transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"function"}}
@@ -73,11 +101,7 @@ def _check_backend(where: str, spec, required: dict, common: set) -> None:
 
 
 def check_config(cfg: dict) -> None:
-    stage, hw = cfg["stage"], cfg["hardware"]
-    if hw.get("launcher", "inprocess") != "inprocess" or hw.get("num_processes", 1) > 1:
-        raise ZephyrError(f"the aif stage runs in one process, and hardware profile {hw['name']!r} launches several",
-                          "use hardware=1gpu (or cpu); to generate on many GPUs, serve the model with vLLM or TGI "
-                          "and name it as an openai generator")
+    stage = cfg["stage"]
     if not stage["generators"]:
         raise ZephyrError("the aif stage has no generators", "list at least one under stage.generators")
     names = set()
@@ -322,3 +346,31 @@ def run(cfg: dict, folder: Path) -> dict:
     log.info("aif: %d completions, %d judge failures, %d train / %d test pairs", summary["completions"],
              judge_failures, len(pairs["train_prefs"]), len(pairs["test_prefs"]))
     return summary
+
+
+class AIF(TaskStage):
+    name = "aif"
+    summary = "AI feedback: generators answer prompts, a judge rates, ratings become preference pairs"
+    schema = AIFStageConfig
+    rows = "prompts"
+    finished_hint = "point a dpo recipe's dataset.path at it"
+
+    def check(self, cfg: dict) -> None:
+        check_config(cfg)
+
+    def inputs(self, cfg: dict) -> dict:
+        return {"prompts": {"path": cfg["dataset"]["path"], "split": cfg["dataset"]["train_split"]}}
+
+    def execute(self, cfg: dict, folder: Path) -> dict:
+        return run(cfg, folder)
+
+    def card(self, cfg: dict, prov: dict, result: dict) -> str:
+        from ..report import dataset_card
+
+        return dataset_card(cfg, prov, result)
+
+    def headline(self, result: dict) -> dict:
+        return result["pairs"]
+
+
+STAGE = AIF()

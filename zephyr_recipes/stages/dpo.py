@@ -1,34 +1,74 @@
 """dDPO: direct preference optimisation of the dSFT model on prompt / chosen / rejected pairs.
 
-The reference model is the policy's starting point (the dSFT model) unless ``stage.ref_model`` names
-another; TRL then keeps a frozen copy of it (under ZeRO-3 sharded like the policy, prepared by TRL). With LoRA
-(hardware.lora) there is no copy: the reference is the policy with its adapters disabled. With
-``stage.trainer.precompute_ref_log_probs: true`` TRL computes the reference log-probabilities once before
-training and keeps no reference model in memory while training.
+Step 3 of the Zephyr method, with TRL's ``DPOTrainer``. The reference model is the policy's starting point (the
+dSFT model) unless ``stage.ref_model`` names another; TRL then keeps a frozen copy of it (under ZeRO-3 sharded
+like the policy, prepared by TRL). With LoRA (hardware.lora) there is no copy: the reference is the policy with its
+adapters disabled. With ``stage.trainer.precompute_ref_log_probs: true`` TRL computes the reference
+log-probabilities once before training and keeps no reference model in memory while training.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
-from ..modeling import resolve_source
+from ..errors import ZephyrError
+from ..schema import TrainerStageConfig, _f
+from .base import TrainerStage
 
-CONFIG_CLASS = "DPOConfig"
 log = logging.getLogger("zephyr_recipes")
 
 
-def build_trainer(cfg: dict, model, tokenizer, train, eval_dataset, args, placement, load_model):
-    from trl import DPOTrainer
+@dataclass
+class DPOStageConfig(TrainerStageConfig):
+    ref_model: Optional[str] = _f(
+        None, "Reference model. null means the policy's starting weights (model.name_or_path); with "
+        "hardware.lora the reference is the base with adapters disabled and no copy is kept.")
 
-    from ..modeling import lora_config
 
-    peft_config = lora_config(cfg["hardware"])
-    ref_name = cfg["stage"]["ref_model"]
-    ref_model = load_model(ref_name) if ref_name and peft_config is None else None
-    reference = resolve_source(ref_name or cfg["model"]["name_or_path"])
-    how = ("the policy with LoRA adapters disabled (no copy)" if peft_config is not None else
-           "precomputed log-probabilities" if getattr(args, "precompute_ref_log_probs", False) else "a frozen copy")
-    log.info("DPO reference model: %s, %s", reference, how)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train,
-                         eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft_config)
-    return trainer, {"reference_model": reference, "reference_mode": how}
+class DPO(TrainerStage):
+    name = "dpo"
+    summary = "direct preference optimisation on preference pairs (TRL DPOTrainer)"
+    schema = DPOStageConfig
+    rows = "pairs"
+    trl_config = "DPOConfig"
+    curves = ("loss", "rewards/margins", "rewards/accuracies")
+    sequences_per_row = 2
+
+    def check(self, cfg: dict) -> None:
+        beta = cfg["stage"]["trainer"].get("beta", 0.1)
+        if isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta <= 0:
+            raise ZephyrError(f"stage.trainer.beta={beta}: DPO's beta must be positive",
+                              "the Zephyr paper uses 0.01 to 0.1: stage.trainer.beta=0.01")
+        if cfg["hardware"]["lora"] is not None and cfg["stage"]["ref_model"]:
+            raise ZephyrError("with hardware.lora the DPO reference is the base model with adapters disabled; "
+                              "stage.ref_model would load a second model that is never used",
+                              "remove stage.ref_model, or set hardware.lora=null for full fine-tuning")
+
+    def frozen_copies(self, cfg: dict) -> tuple[int, str | None]:
+        """The reference: no copy with LoRA (adapters disabled) or precomputed log-probabilities."""
+        if cfg["hardware"]["lora"]:
+            return 0, "DPO reference: the policy with adapters disabled"
+        if cfg["stage"]["trainer"].get("precompute_ref_log_probs", False):
+            return 0, "DPO reference: precomputed log-probabilities"
+        return 1, None
+
+    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
+        from trl import DPOTrainer
+
+        from ..modeling import lora_config, resolve_source
+
+        peft_config = lora_config(cfg["hardware"])
+        ref_name = cfg["stage"]["ref_model"]
+        ref_model = load_other(ref_name) if ref_name and peft_config is None else None
+        reference = resolve_source(ref_name or cfg["model"]["name_or_path"])
+        how = ("the policy with LoRA adapters disabled (no copy)" if peft_config is not None else
+               "precomputed log-probabilities" if getattr(args, "precompute_ref_log_probs", False) else "a frozen copy")
+        log.info("DPO reference model: %s, %s", reference, how)
+        trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train,
+                             eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft_config)
+        return trainer, {"reference_model": reference, "reference_mode": how}
+
+
+STAGE = DPO()

@@ -27,10 +27,49 @@ import logging
 import os
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import Any, Optional
+
 from ..errors import ZephyrError
 from ..feedback.store import Store
+from ..schema import StageSection, _f
+from .base import TaskStage
 
 log = logging.getLogger("zephyr_recipes")
+
+
+@dataclass
+class EvalStageConfig(StageSection):
+    """Evaluation of model.name_or_path: MT-Bench, AlpacaEval (1, and 2.0 with the length-controlled win rate),
+    Arena-Hard-Auto, Open LLM Leaderboard tasks (lm-evaluation-harness).
+
+    Each benchmark's section is completed with the defaults of zephyr_recipes.stages.eval.DEFAULTS; its sets are
+    named by a local path, a URL, hf://datasets/<owner>/<name>/<file> or a hub dataset id."""
+
+    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"],
+                          "Which to run: mt_bench, alpaca_eval, alpaca_eval_2, arena_hard, lm_eval.")
+    model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
+    batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
+    judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
+                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency. "
+                         "A benchmark's own `judge` key replaces it for that benchmark.")
+    mt_bench: dict = _f({}, "questions, judge_prompts, reference_answers (path, URL or hub id), max_questions, "
+                            "max_new_tokens, temperatures (per category; the rest 0.0), judge_max_new_tokens, "
+                            "answers (FastChat model_answer jsonl to score instead of generating).")
+    alpaca_eval: dict = _f({}, "instructions (with the baseline's outputs), prompt (the judge's ranking prompt), "
+                               "max_samples (seeded sample; null for all), seed, both_orders, sampling, answers "
+                               "(alpaca_eval model_outputs.json to score instead of generating).")
+    alpaca_eval_2: dict = _f({}, "AlpacaEval 2.0: instructions (with the gpt4_turbo baseline's outputs), prompt "
+                                 "(alpaca_eval_clf.txt; alpaca_eval:<path> reads the installed package's copy), "
+                                 "df_gamed (alpaca_eval's df_gamed.csv), glm (length_controlled_v1 | "
+                                 "length_controlled_minimal ...), logprobs, max_samples, seed, both_orders, sampling, "
+                                 "judge_max_new_tokens, answers.")
+    arena_hard: dict = _f({}, "Arena-Hard-Auto: version (v0.1 | v2.0; fills the null keys with that version's public "
+                              "files), questions, baselines ({category: answer file}), system_prompts ({category: "
+                              "text, file or file.py#NAME}), judge_settings (config/arena-hard-v*.yaml), "
+                              "max_questions, seed, sampling, judge_max_new_tokens, strong_weight, bootstrap_rounds, "
+                              "answers (Arena-Hard model_answer jsonl).")
+    lm_eval: dict = _f({}, "tasks ([{name, num_fewshot, metric?, data_files? | yaml?}]), batch_size, limit, seed.")
 
 BENCHMARKS = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard", "lm_eval")
 JUDGED = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard")
@@ -125,10 +164,7 @@ def check_config(cfg: dict) -> None:
     from ..evaluation.harness import normalise_tasks
     from .aif import _check_backend
 
-    stage, hw = cfg["stage"], cfg["hardware"]
-    if hw.get("launcher", "inprocess") != "inprocess" or hw.get("num_processes", 1) > 1 or hw.get("num_nodes", 1) > 1:
-        raise ZephyrError(f"the eval stage runs in one process, and hardware profile {hw['name']!r} launches several",
-                          "use hardware=1gpu (or cpu): generation and lm-eval run on one device")
+    stage = cfg["stage"]
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
     if unknown or not stage["benchmarks"]:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
@@ -484,3 +520,39 @@ def run(cfg: dict, folder: Path) -> dict:
     if result.get("mt_bench"):
         plots.radar({model_id: result["mt_bench"]["categories"]}, folder / "radar.png")
     return result
+
+
+class Eval(TaskStage):
+    name = "eval"
+    summary = "MT-Bench, AlpacaEval 1/2.0, Arena-Hard and lm-eval tasks of model.name_or_path"
+    schema = EvalStageConfig
+    rows = None  # the benchmarks name their own sets
+    result_file = "scores.json"
+    finished_hint = "compare runs with `zephyr-recipes report {folder} ...`"
+
+    def check(self, cfg: dict) -> None:
+        check_config(cfg)
+
+    def inputs(self, cfg: dict) -> dict:
+        return {"model": cfg["model"]["name_or_path"]}
+
+    def execute(self, cfg: dict, folder: Path) -> dict:
+        return run(cfg, folder)
+
+    def card(self, cfg: dict, prov: dict, result: dict) -> str:
+        from ..evaluation.card import eval_card
+
+        return eval_card(cfg, prov, result)
+
+    def headline(self, result: dict) -> dict:
+        out = {}
+        if result.get("mt_bench"):
+            out["mt_bench"] = result["mt_bench"]["score"]
+        if result.get("alpaca_eval"):
+            out["alpaca_eval"] = result["alpaca_eval"]["win_rate"]
+        for task, value in (result.get("lm_eval") or {}).items():
+            out[task] = value["value"]
+        return out
+
+
+STAGE = Eval()

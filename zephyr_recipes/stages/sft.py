@@ -1,15 +1,30 @@
-"""dSFT: supervised fine-tuning on teacher-written dialogues (the ``messages`` column)."""
+"""dSFT: supervised fine-tuning on teacher-written dialogues (the ``messages`` column).
+
+Step 1 of the Zephyr method: the student learns to answer like the teacher by next-token prediction on
+UltraChat-style conversations, with TRL's ``SFTTrainer``.
+"""
 
 from __future__ import annotations
 
-CONFIG_CLASS = "SFTConfig"
+from ..schema import TrainerStageConfig
+from .base import TrainerStage
 
 
-def build_trainer(cfg: dict, model, tokenizer, train, eval_dataset, args, placement, load_model):
-    from trl import SFTTrainer
+class SFT(TrainerStage):
+    name = "sft"
+    summary = "distilled supervised fine-tuning on dialogues (TRL SFTTrainer)"
+    schema = TrainerStageConfig
+    rows = "chat"
+    trl_config = "SFTConfig"
 
-    from ..modeling import lora_config
+    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
+        from trl import SFTTrainer
 
-    peft_config = lora_config(cfg["hardware"])  # None: all weights train
-    return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
-                      processing_class=tokenizer, peft_config=peft_config), {}
+        from ..modeling import lora_config
+
+        peft_config = lora_config(cfg["hardware"])  # None: all weights train
+        return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
+                          processing_class=tokenizer, peft_config=peft_config), {}
+
+
+STAGE = SFT()

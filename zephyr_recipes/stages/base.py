@@ -1,0 +1,129 @@
+"""What a stage is: a name, the schema of its ``stage`` section, a check that runs before any weights load, and
+``run(cfg, folder)``.
+
+Two kinds cover the method. A :class:`TrainerStage` wraps one TRL trainer (dSFT, dDPO, reward modelling): the
+runner loads the tokenizer, the data, the model and TRL's config class, and the stage only says which trainer to
+build from them (:mod:`.training` holds the shared loop: guards, preemption, saving, the model card). A
+:class:`TaskStage` does its own work in one process (AI feedback, evaluation) and returns a summary, which the
+runner writes with a card and the run's status.
+
+The worker, validation, the memory plan and the pipeline ask :mod:`zephyr_recipes.stages` for a stage by name
+and read these attributes; none of them branches on a stage's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+
+@dataclass
+class RunContext:
+    """What the worker knows about the launch besides the config: for provenance and resuming."""
+
+    argv: list[str]
+    recipe: str = "?"
+    resume_from: Optional[Path] = None
+    started: float = field(default_factory=time.time)
+
+
+class Stage:
+    """One step of the method. Subclasses set the class attributes and implement :meth:`run`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""  # one line for `zephyr-recipes list`
+    schema: ClassVar[type]  # the dataclass of the `stage` section (see zephyr_recipes.schema)
+    rows: ClassVar[Optional[str]] = None  # what the dataset section feeds: "chat", "pairs", "prompts" or None
+    one_process: ClassVar[bool] = False  # refuses hardware profiles that launch several processes
+
+    def check(self, cfg: dict) -> None:
+        """Refuse what cannot run, after the schema checked keys and types and before anything loads."""
+
+    def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
+        raise NotImplementedError
+
+
+class TrainerStage(Stage):
+    """A stage that trains with one TRL trainer; :meth:`build_trainer` is all a subclass must write."""
+
+    trl_config: ClassVar[str]  # the name of the TRL config class of stage.trainer (SFTConfig, DPOConfig ...)
+    curves: ClassVar[tuple[str, ...]] = ("loss",)  # logged metrics drawn in training_curves.png
+    sequences_per_row: ClassVar[int] = 1  # sequences in memory per row: 2 for chosen + rejected (the plan)
+
+    def config_class(self):
+        import trl
+
+        return getattr(trl, self.trl_config)
+
+    def frozen_copies(self, cfg: dict) -> tuple[int, str | None]:
+        """Frozen models held beside the trained one while training (the plan counts their weights), and a note
+        for the plan when there are none for a reason."""
+        return 0, None
+
+    def load_model(self, name: str, cfg: dict, placement):
+        from .. import modeling
+
+        return modeling.load_model(name, cfg["model"], placement)
+
+    def build_trainer(self, cfg: dict, model, tokenizer, train, eval_dataset, args, load_other) -> tuple[Any, dict]:
+        """The TRL trainer, and facts for provenance and the card (e.g. the DPO reference)."""
+        raise NotImplementedError
+
+    def results(self, trainer, eval_dataset) -> dict:
+        """Figures added to metrics.json after training (e.g. held-out accuracy)."""
+        return {}
+
+    def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
+        from .training import train
+
+        return train(self, cfg, folder, ctx)
+
+
+class TaskStage(Stage):
+    """A stage that does its own work in one process and returns a summary of it."""
+
+    one_process = True
+    result_file: ClassVar[str] = "summary.json"
+    finished_hint: ClassVar[str] = ""  # logged after "finished: <folder>"
+
+    def inputs(self, cfg: dict) -> dict:
+        """What the stage reads, for provenance."""
+        return {}
+
+    def execute(self, cfg: dict, folder: Path) -> dict:
+        raise NotImplementedError
+
+    def card(self, cfg: dict, prov: dict, result: dict) -> str:
+        raise NotImplementedError
+
+    def headline(self, result: dict) -> dict:
+        """The few figures kept in run.json."""
+        return {}
+
+    def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
+        import logging
+
+        from .. import report, runfolder
+
+        prov = report.provenance(ctx.argv, ctx.recipe, None, self.inputs(cfg), {})
+        report.write_json(folder / "provenance.json", prov)
+        result = self.execute(cfg, folder)
+        result["wall_seconds"] = round(time.time() - ctx.started, 2)
+        report.write_json(folder / self.result_file, result)
+        (folder / "README.md").write_text(self.card(cfg, prov, result))
+        runfolder.set_status(folder, "complete", finished=runfolder.now(), summary=self.headline(result))
+        logging.getLogger("zephyr_recipes").info("finished: %s (%s)", folder,
+                                                 self.finished_hint.format(folder=folder))
+        return folder
+
+
+def defaults(schema: type) -> dict:
+    """A schema's fields and their defaults (nested schemas as mappings)."""
+    out = {}
+    for f in dataclasses.fields(schema):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out[f.name] = defaults(value) if dataclasses.is_dataclass(value) and isinstance(value, type) else value
+    return out

@@ -1,0 +1,253 @@
+"""The training loop every :class:`~.base.TrainerStage` shares, from a frozen config to a finished run folder.
+
+Tokenizer (with the chat template checked on real rows), data, TRL's config class, model, then the stage's
+trainer; guards against runs that train nothing or diverge; SIGTERM (preemption) finishes the step, saves a
+checkpoint and stops; every rank saves (ZeRO-3 and FSDP gather the shards) and rank 0 writes the card.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .. import chat_format, data, hardware, modeling, preempt, report, runfolder
+from ..errors import ZephyrError
+from ..logs import launched_world, rank
+
+log = logging.getLogger("zephyr_recipes")
+
+
+def without_unused_test_data(cfg: dict) -> dict:
+    """With eval_strategy 'no' (TRL's default) nothing is evaluated: neither load nor tokenize a test set."""
+    if str(cfg["stage"]["trainer"].get("eval_strategy", "no")) != "no":
+        return cfg
+    ds = cfg["dataset"]
+    if not ds.get("test_split") and not ds.get("test_fraction") and \
+            not any(m.get("test_split") for m in ds.get("mixture") or []):
+        return cfg
+    log.info("no evaluation during training (eval_strategy: no): the test data is not loaded")
+    mixture = [{**m, "test_split": None} for m in ds.get("mixture") or []]
+    return {**cfg, "dataset": {**ds, "test_split": None, "test_fraction": None, "mixture": mixture}}
+
+
+def trainer_args(cfg: dict, placement, folder: Path):
+    import dataclasses
+
+    from . import get
+
+    cls = get(cfg["stage"]["name"]).config_class()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    hw = cfg["hardware"]
+    trainer = dict(cfg["stage"]["trainer"])
+    if hw.get("per_device_batch_size"):
+        trainer["per_device_train_batch_size"] = hw.get("per_device_batch_size")
+        trainer["per_device_eval_batch_size"] = hw.get("per_device_batch_size")
+    if cfg["stage"].get("global_batch_size"):
+        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, launched_world())
+    # FSDP checkpoints activations itself (fsdp_activation_checkpointing in the generated accelerate config);
+    # the trainer's flag must then stay off.
+    ckpt = hw["gradient_checkpointing"] and hw.get("strategy") != "fsdp2"
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever it has.
+    ckpt_key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return cls(output_dir=str(folder), bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
+               use_cpu=placement.device == "cpu", seed=cfg["run"]["seed"], **{ckpt_key: ckpt}, **trainer)
+
+
+def check_world(cfg: dict, folder: Path) -> None:
+    """A run folder frozen for N processes must be started by a launcher with N processes."""
+    want, got = hardware.world_size(cfg["hardware"]), launched_world()
+    if want != got:
+        raise ZephyrError(
+            f"{folder} was prepared for {want} processes (hardware {cfg['hardware']['name']}), "
+            f"and this worker runs among {got}",
+            f"start it with `accelerate launch --config_file {folder / hardware.ACCELERATE_CONFIG} "
+            f"-m zephyr_recipes.worker {folder}`" if want > 1 else
+            f"run `python -m zephyr_recipes.worker {folder}` without a launcher")
+
+
+class TrainingFailed(ZephyrError):
+    """Training ran and produced nothing usable: the folder stays, marked failed, so its log can be read."""
+
+
+class TrainingGuard:
+    """Stops a run whose loss stays NaN or infinite, and refuses to call finished a run that trained nothing.
+
+    Attached to the trainer as ``guard.callback``; ``verdict`` runs after training, on every rank alike.
+
+    A run ends ``failed`` with the reason, never ``complete``, when it made no optimizer step, when its last
+    logged loss is not finite, or when ``PATIENCE`` logged losses in a row were not (training stops there, so a
+    diverged run does not burn the rest of its hours).
+    """
+
+    PATIENCE = 3
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        guard = self
+
+        class _Callback(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                guard.observe(logs or {}, control)
+
+        self.callback = _Callback()
+        self.bad_in_a_row = 0
+        self.stopped_at = None
+
+    def observe(self, logs: dict, control) -> None:
+        import math
+
+        # transformers replaces a NaN loss by the interval's mean in the logs (logging_nan_inf_filter), so the
+        # gradient norm, computed on the same step and never filtered, is watched too.
+        values = [logs[k] for k in ("loss", "grad_norm") if isinstance(logs.get(k), (int, float))]
+        if not values:
+            return
+        loss = next((v for v in values if not math.isfinite(v)), values[0])
+        self.bad_in_a_row = 0 if all(math.isfinite(v) for v in values) else self.bad_in_a_row + 1
+        if self.bad_in_a_row >= self.PATIENCE and self.stopped_at is None:
+            self.stopped_at = logs.get("epoch")
+            log.error("the loss was %s for %d logged steps in a row: stopping", loss, self.bad_in_a_row)
+            control.should_training_stop = True
+
+    def verdict(self, state) -> None:
+        import math
+
+        fix = ("lower stage.trainer.learning_rate, check the data (`zephyr-recipes preview`), or for fp16 use "
+               "hardware.precision=bf16; then re-run with run.overwrite=true")
+        if state.global_step == 0:
+            raise TrainingFailed("the run made no optimizer step, so it trained nothing",
+                              "give stage.trainer.num_train_epochs > 0 or stage.trainer.max_steps > 0, and check "
+                              "that the training data has rows")
+        if self.stopped_at is not None:
+            raise TrainingFailed(f"the loss was NaN or infinite for {self.PATIENCE} logged steps in a row "
+                              f"(stopped at step {state.global_step})", fix)
+        losses = [h["loss"] if math.isfinite(h.get("grad_norm", 0.0)) else float("nan")
+                  for h in state.log_history if isinstance(h.get("loss"), (int, float))]
+        final = [h["train_loss"] for h in state.log_history if isinstance(h.get("train_loss"), (int, float))]
+        last = (losses or final or [0.0])[-1]
+        if not math.isfinite(last) or (final and not math.isfinite(final[-1])):
+            raise TrainingFailed(f"the training loss ended {last}: the weights are not usable", fix)
+
+
+class _DataTrace:
+    """Records a fingerprint of every training example this process collates, for checking data parallelism.
+
+    Only active when ZEPHYR_RECIPES_TRACE_DIR is set; writes <dir>/rank<N>.json (outside the run folder).
+    """
+
+    def __init__(self, collator, where: Path):
+        self.collator, self.where, self.seen = collator, where, []
+
+    def __call__(self, examples):
+        import hashlib
+
+        for ex in examples:
+            ids = ex.get("input_ids", ex.get("prompt_ids", ex)) if isinstance(ex, dict) else ex
+            self.seen.append(hashlib.sha1(repr(list(ids)).encode()).hexdigest()[:16])
+        return self.collator(examples)
+
+    def write(self, world: int) -> None:
+        import json
+
+        self.where.mkdir(parents=True, exist_ok=True)
+        (self.where / f"rank{rank()}.json").write_text(json.dumps({"rank": rank(), "world_size": world,
+                                                                     "examples": self.seen}))
+
+
+def train(stage, cfg: dict, folder: Path, ctx) -> Path:
+    """Train ``stage`` as ``cfg`` says into ``folder``; every rank runs this."""
+    resume_from, started = ctx.resume_from, ctx.started
+    main_process = rank() == 0
+    guard = preempt.callback().install()  # SIGTERM from here on: finish the step, checkpoint, stop
+    try:
+        check_world(cfg, folder)
+        placement = modeling.resolve_placement(cfg["hardware"])
+        log.info("device: %s | precision: %s (weights %s%s) | attention: %s | hardware: %s",
+                 placement.device, placement.precision, placement.weights,
+                 ", 4-bit base" if placement.load_in_4bit else "", placement.attn_implementation,
+                 cfg["hardware"]["name"])
+        tok_record: dict = {}
+        assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
+        tokenizer = modeling.load_tokenizer(cfg["model"], assistant_only=assistant_only, record=tok_record)
+        train, eval_dataset, data_info = data.load_for_stage(without_unused_test_data(cfg), tokenizer)
+        if len(train) == 0:
+            raise ZephyrError(f"no training rows are left in {cfg['dataset']['path']} after the row checks and filters",
+                              "see the data log above for why rows were dropped (dataset.max_prompt_tokens, empty "
+                              "or malformed rows), or point dataset.path at other data")
+        rows = chat_format.check_rows(tokenizer, train, stage.rows, assistant_only)
+        chat_format.refuse(rows, tok_record["chat_template"]["name"])
+        log.info("%s", chat_format.explain(rows))
+        args = trainer_args(cfg, placement, folder)
+        glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
+                 args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
+                 " = stage.global_batch_size" if cfg["stage"].get("global_batch_size") == glob else "")
+        hardware.enable_fsdp_on_cpu(cfg["hardware"])
+        model = stage.load_model(cfg["model"]["name_or_path"], cfg, placement)
+        log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
+                 sum(p.numel() for p in model.parameters()) / 1e6)
+        tok_record["resized_embeddings"] = modeling.fit_embeddings(model, tokenizer)
+
+        def load_other(name):  # the DPO reference: same placement, embeddings fitted to the same tokenizer
+            other = stage.load_model(name, cfg, placement)
+            modeling.fit_embeddings(other, tokenizer)
+            return other
+
+        trainer, extra = stage.build_trainer(cfg, model, tokenizer, train, eval_dataset, args, load_other)
+        loss_guard = TrainingGuard()
+        trainer.add_callback(loss_guard.callback)
+        extra["tokenizer"] = tok_record
+        trace = None
+        if os.environ.get("ZEPHYR_RECIPES_TRACE_DIR"):
+            trace = trainer.data_collator = _DataTrace(trainer.data_collator, Path(os.environ["ZEPHYR_RECIPES_TRACE_DIR"]))
+        hw = cfg["hardware"]
+        extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
+                                "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
+                                "global_batch_size": glob}
+        prov = report.provenance(ctx.argv, ctx.recipe, placement, data_info, extra)
+        if main_process:
+            report.write_json(folder / "provenance.json", prov)
+        if resume_from:
+            log.info("resuming from %s", resume_from)
+        trainer.add_callback(guard)
+        if main_process and (runfolder.read_status(folder) or {}).get("status") == "preempted":
+            runfolder.set_status(folder, "running", resumed_from=str(resume_from) if resume_from else None)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if guard.stopped_at is not None and trainer.state.global_step < trainer.state.max_steps:
+            if main_process:
+                runfolder.set_status(folder, "preempted", preempted=runfolder.now(), step=guard.stopped_at,
+                                     checkpoint=str(folder / f"checkpoint-{guard.stopped_at}"))
+            raise preempt.Preempted(folder, guard.stopped_at)
+        loss_guard.verdict(trainer.state)
+        if trace is not None:
+            trace.write(args.world_size)
+        # Every rank takes part in saving (ZeRO-3 and FSDP gather the shards); the trainer writes on rank 0 only.
+        hardware.gather_for_save(trainer)
+        trainer.save_model(str(folder))
+        if trainer.is_world_process_zero():
+            _finish(stage, folder, cfg, trainer, eval_dataset, tokenizer, prov, started)
+    finally:
+        guard.uninstall()
+    return folder
+
+
+def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
+    tokenizer.save_pretrained(str(folder))
+    history = trainer.state.log_history
+    report.write_json(folder / "log_history.json", history)
+    metrics = report.final_metrics(history)
+    metrics.update(stage.results(trainer, eval_dataset))
+    metrics["train_wall_seconds"] = round(time.time() - started, 2)
+    report.write_json(folder / "metrics.json", metrics)
+    curves = report.plot_curves(history, cfg["stage"]["name"], stage.curves, folder / "training_curves.png")
+    (folder / "README.md").write_text(report.model_card(cfg, prov, metrics, curves))
+    for ckpt in folder.glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True)
+    runfolder.set_status(folder, "complete", finished=runfolder.now(), metrics=metrics)
+    log.info("finished: %s (loss %.4f -> %.4f)", folder, metrics.get("first_loss", float("nan")),
+             metrics.get("last_loss", float("nan")))
+
+
