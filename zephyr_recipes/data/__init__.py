@@ -17,7 +17,6 @@ at once, and TRL's tokenization ``map`` calls then hit ``datasets``' fingerprint
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -27,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..embedded import builtin
-from ..errors import ZephyrError
+from ..errors import ZephyrError, unknown_key
 from . import checks
 from .sources import FILE_BUILDERS, load_split, locate  # noqa: F401 - re-exported
 
@@ -48,16 +47,9 @@ SOURCE_KEYS = {
 }
 INHERITED = ("path", "name", "revision", "columns", "format", "roles")
 COLUMN_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "completions")
-BINARIZE_OPTIONS = {"rejected": ("random", "lowest"), "score": ("mean", "overall"), "ties": ("drop", "keep")}
 
 
 # ------------------------------------------------------------------------------------------- config
-def _fail_key(where: str, key: str, known) -> None:
-    close = difflib.get_close_matches(str(key), list(known), n=2, cutoff=0.6)
-    raise ZephyrError(f"unknown key `{where}.{key}`",
-                      f"did you mean {' or '.join(close)}?" if close else f"known keys: {', '.join(known)}")
-
-
 def check_config(ds: dict, rows: str) -> None:
     """Check the dataset section's data-layer keys; raise ZephyrError naming the problem and the fix."""
     if not ds.get("path") and not ds.get("mixture"):
@@ -75,7 +67,7 @@ def check_config(ds: dict, rows: str) -> None:
                               "write each mixture entry as `- path: ...` with indented keys")
         for key in src:
             if key not in SOURCE_KEYS:
-                _fail_key(where, key, SOURCE_KEYS)
+                raise unknown_key(where, key, SOURCE_KEYS)
         if not src.get("path") and not ds.get("path"):
             raise ZephyrError(f"`{where}` has no path and dataset.path is not set", f"add `path:` to {where}")
         weight = src.get("weight", 1.0)
@@ -93,15 +85,6 @@ def check_config(ds: dict, rows: str) -> None:
     if tf is not None and (isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 < tf < 1):
         raise ZephyrError(f"dataset.test_fraction is {tf!r} but must be between 0 and 1",
                           "0.05 carves a seeded 5% of the training rows out as the evaluation set")
-    for key, value in (ds["binarize"] or {}).items():
-        if key == "seed":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ZephyrError("dataset.binarize.seed must be an integer or null", "null uses run.seed")
-        elif key not in BINARIZE_OPTIONS:
-            _fail_key("dataset.binarize", key, [*BINARIZE_OPTIONS, "seed"])
-        elif value not in BINARIZE_OPTIONS[key]:
-            raise ZephyrError(f"dataset.binarize.{key}={value!r} is not an option",
-                              f"use one of {', '.join(BINARIZE_OPTIONS[key])}")
     for limit in ("max_prompt_tokens", "max_train_samples", "max_test_samples"):
         if ds[limit] is not None and ds[limit] < 1:
             raise ZephyrError(f"dataset.{limit} is {ds[limit]} but must be at least 1", f"set it to null for no limit")
@@ -119,7 +102,7 @@ def _check_columns(where: str, columns) -> None:
         raise ZephyrError(f"`{where}` must be a mapping", "e.g. columns: {messages: conversations}")
     for key, value in columns.items():
         if key not in COLUMN_KEYS:
-            _fail_key(where, key, COLUMN_KEYS)
+            raise unknown_key(where, key, COLUMN_KEYS)
         if not isinstance(value, str):
             raise ZephyrError(f"`{where}.{key}` must name a column of the dataset", f"e.g. {key}: {key}")
 
@@ -276,6 +259,13 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+def fingerprint_of(ds) -> str:
+    """A hash of a dataset's content and of how it was made (datasets' own, through its public function)."""
+    from datasets.fingerprint import generate_fingerprint
+
+    return generate_fingerprint(ds)
+
+
 def cache_key(cfg: dict, tokenizer, raw_fingerprints: list[str]) -> str:
     """Hash of everything that changes the prepared rows."""
     from datasets.fingerprint import Hasher
@@ -337,7 +327,7 @@ def load_for_stage(cfg: dict, tokenizer) -> tuple[object, object | None, dict]:
         test_raw = load_split(src, src["test_split"], single_file_split=src["split"]) \
             if src["test_split"] and not ds_cfg["test_fraction"] else None
         raws.append((train_raw, test_raw))
-    fingerprints = [r._fingerprint for pair in raws for r in pair if r is not None]
+    fingerprints = [fingerprint_of(r) for pair in raws for r in pair if r is not None]
     key = cache_key(cfg, tokenizer, fingerprints)
     folder = cache_root() / key
     if ds_cfg["cache"] and (folder / "info.json").exists():
@@ -350,7 +340,7 @@ def load_for_stage(cfg: dict, tokenizer) -> tuple[object, object | None, dict]:
     if ds_cfg["cache"]:
         _save(folder, train, eval_ds, info)
         train, eval_ds, _ = _load_cached(folder)  # file-backed, so TRL's map calls cache next to it
-        info["train"]["fingerprint"] = train._fingerprint
+        info["train"]["fingerprint"] = fingerprint_of(train)
     info["cache"] = {"key": key, "hit": False, "folder": str(folder) if ds_cfg["cache"] else None}
     return train, eval_ds, info
 
@@ -363,7 +353,7 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list):
     reports, trains, evals = [], [], []
     for src, (train_raw, test_raw) in zip(sources, raws):
         rep = {"path": src["path"], "name": src["name"], "split": src["split"], "weight": src["weight"],
-               "source_rows": len(train_raw), "source_fingerprint": train_raw._fingerprint}
+               "source_rows": len(train_raw), "source_fingerprint": fingerprint_of(train_raw)}
         checked, tally = _checked(train_raw, src, cfg, tokenizer, "train")
         if tally is not None:
             rep["binarization"] = {"kept": len(checked), **tally}
@@ -430,12 +420,12 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list):
     info = {"path": ds_cfg["path"] or first["path"], "name": ds_cfg["name"], "revision": ds_cfg["revision"],
             "sources": reports,
             "train": {"split": "+".join(s["split"] for s in sources), "rows": len(train),
-                      "source_rows": sum(r["source_rows"] for r in reports), "fingerprint": train._fingerprint,
+                      "source_rows": sum(r["source_rows"] for r in reports), "fingerprint": fingerprint_of(train),
                       "dropped": dict(sum((Counter(r["dropped"]) for r in reports), Counter()))}}
     if eval_ds is not None:
         info["eval"] = {"split": f"{fraction:g} of train" if fraction else
                         "+".join(s["test_split"] for s in sources if s["test_split"]), "rows": len(eval_ds),
-                        "fingerprint": eval_ds._fingerprint}
+                        "fingerprint": fingerprint_of(eval_ds)}
     if decon is not None:
         info["decontamination"] = decon
         log.info("data: decontamination dropped %d training rows overlapping %d evaluation prompts (%d-grams)",
@@ -456,7 +446,7 @@ def _decontaminated(ds, index, rep: dict, decon: dict):
                 return {"_hit": found}
         return {"_hit": ""}
 
-    fp = Hasher.hash([ds._fingerprint, index.n, decon["files"], [_file_digest(f) for f in decon["files"]]])
+    fp = Hasher.hash([fingerprint_of(ds), index.n, decon["files"], [_file_digest(f) for f in decon["files"]]])
     marked = ds.map(hit, new_fingerprint=fp, desc="decontaminating")
     hits = [i for i, h in enumerate(marked["_hit"]) if h]
     if hits:

@@ -7,9 +7,8 @@ pairwise preference, and as an Arena-Hard verdict.
 
 from __future__ import annotations
 
+from ..binarize import ASPECTS
 from . import tasks
-
-ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
 
 
 def _last_user(messages: list[dict]) -> str:
