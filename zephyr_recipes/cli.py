@@ -129,7 +129,6 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
 
 
 def cmd_show(args) -> int:
-    import yaml
 
     from . import trust
     from .pipeline import dump

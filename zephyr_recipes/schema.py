@@ -7,7 +7,6 @@ the stage and is validated by introspecting that class (see :mod:`zephyr_recipes
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field

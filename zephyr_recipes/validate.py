@@ -9,12 +9,11 @@ gets a did-you-mean. Then the stage's own ``check`` and the dataset and hardware
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
 from . import stages, trainer_fields
-from .errors import ZephyrError, did_you_mean, unknown_key
+from .errors import ZephyrError, did_you_mean
 from .schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)

@@ -7,7 +7,6 @@ pairwise preference, and as an Arena-Hard verdict.
 
 from __future__ import annotations
 
-from ..binarize import ASPECTS
 from . import tasks
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
