@@ -172,13 +172,28 @@ def _hub_error(name: str, exc: Exception, what: str) -> ZephyrError:
     return ZephyrError(f"cannot load {what} {name!r}: {str(exc).strip().splitlines()[0]}", fix)
 
 
-def open_tokenizer(model_cfg: dict):
-    """The tokenizer as saved (no template or pad token decided yet); a ZephyrError when it cannot be loaded."""
-    from transformers import AutoTokenizer
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
+
+def open_tokenizer(model_cfg: dict):
+    """The tokenizer as saved (no template or pad token decided yet); a ZephyrError when it cannot be loaded.
+
+    A local folder whose tokenizer_config.json names the generic fast tokenizer is opened with that class, which
+    is what AutoTokenizer would pick, without AutoTokenizer's config lookup (it imports torch: seconds)."""
     name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
     source = resolve_source(name, "model")
     try:
+        folder = Path(source)
+        settings = folder / "tokenizer_config.json"
+        if folder.is_dir() and (folder / "tokenizer.json").is_file() and settings.is_file():
+            import json
+
+            if json.loads(settings.read_text()).get("tokenizer_class") in GENERIC_TOKENIZERS:
+                from transformers import PreTrainedTokenizerFast
+
+                return PreTrainedTokenizerFast.from_pretrained(source)
+        from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(source, revision=model_cfg["revision"],
                                              trust_remote_code=model_cfg["trust_remote_code"])
     except (OSError, ValueError) as exc:

@@ -91,3 +91,37 @@ def fields(stage) -> dict:
 
 def default(stage, key: str):
     return (fields(stage).get(key) or {}).get("default")
+
+
+def _accepted_marker(stage, trainer: dict) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([stage.trl_config, trainer], sort_keys=True, default=str).encode()).hexdigest()
+    return _home() / "trainer-fields" / _versions() / "accepted" / key[:24]
+
+
+def check_accepts(stage, trainer: dict) -> None:
+    """Let TRL's own __post_init__ judge stage.trainer's values (scheduler names, strategies, ranges).
+
+    A trainer section TRL accepted once is remembered for this TRL/transformers version (building the config
+    class imports TRL and torch: seconds), so validating an unchanged recipe again is quick."""
+    import warnings
+
+    from .errors import ZephyrError
+
+    marker = _accepted_marker(stage, trainer)
+    if marker.exists():
+        return
+    cls = stage.config_class()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cls(output_dir=tmp, bf16=False, fp16=False, use_cpu=True, **trainer)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ZephyrError(f"trl.{cls.__name__} refuses stage.trainer: {str(exc).strip().splitlines()[0]}",
+                          "correct the value in the recipe or on the command line") from None
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass

@@ -112,7 +112,7 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
     if trains and deep:
-        _check_trl_accepts(stage, out)
+        trainer_fields.check_accepts(stage, out["stage"]["trainer"])
     return out
 
 
@@ -137,18 +137,3 @@ def _check_training_values(stage: dict) -> None:
         if _number(trainer, key, 1) < 1:
             raise ZephyrError(f"stage.trainer.{key}={trainer.get(key)} must be at least 1",
                               f"set stage.trainer.{key} to 1 or more")
-
-
-def _check_trl_accepts(stage, cfg: dict) -> None:
-    """Let TRL's own __post_init__ judge the values (scheduler names, strategies, ranges)."""
-    import tempfile
-    import warnings
-
-    cls = stage.config_class()
-    try:
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cls(output_dir=tmp, bf16=False, fp16=False, use_cpu=True, **cfg["stage"]["trainer"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ZephyrError(f"trl.{cls.__name__} refuses stage.trainer: {str(exc).strip().splitlines()[0]}",
-                          "correct the value in the recipe or on the command line") from None
