@@ -44,45 +44,28 @@ OVERHEAD_GB = 2.0
 LOGIT_BYTES = {"fp32": 36, "16-bit": 10}  # bytes per element of the s x b x V logits at the peak (see above)
 TIGHT = 0.9  # above this share of device memory the plan warns
 
-# Shapes of well-known architectures (from their config.json), so `plan` works offline for hub ids.
-MISTRAL_7B = {"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-              "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000,
-              "tie_word_embeddings": False}
-SMOLLM2_135M = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-                "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
-SMOLLM2_360M = {"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
-                "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152, "tie_word_embeddings": True}
-SMOLLM2_1_7B = {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
-                "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49152,
-                "tie_word_embeddings": True}
-KNOWN: dict[str, dict] = {
-    "mistralai/Mistral-7B-v0.1": MISTRAL_7B,
-    "alignment-handbook/zephyr-7b-sft-full": MISTRAL_7B,
-    "HuggingFaceH4/zephyr-7b-beta": MISTRAL_7B,
-    "HuggingFaceH4/mistral-7b-sft-beta": MISTRAL_7B,
-    "meta-llama/Llama-2-7b-hf": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-                                 "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-                                 "vocab_size": 32000, "tie_word_embeddings": False},
-    "meta-llama/Meta-Llama-3-8B": {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
-                                   "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-                                   "vocab_size": 128256, "tie_word_embeddings": False},
-    "Qwen/Qwen2.5-0.5B": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
-                          "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-                          "vocab_size": 151936, "tie_word_embeddings": True},
-    **{f"HuggingFaceTB/SmolLM2-135M{s}": SMOLLM2_135M for s in ("", "-Instruct")},
-    **{f"HuggingFaceTB/SmolLM2-360M{s}": SMOLLM2_360M for s in ("", "-Instruct")},
-    **{f"HuggingFaceTB/SmolLM2-1.7B{s}": SMOLLM2_1_7B for s in ("", "-Instruct")},
-    "Qwen/Qwen2.5-0.5B-Instruct": {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
-                                   "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-                                   "vocab_size": 151936, "tie_word_embeddings": True},
-    "Qwen/Qwen2.5-1.5B-Instruct": {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960,
-                                   "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-                                   "vocab_size": 151936, "tie_word_embeddings": True},
-    "meta-llama/Llama-3.2-1B-Instruct": {"model_type": "llama", "hidden_size": 2048, "intermediate_size": 8192,
-                                         "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8,
-                                         "vocab_size": 128256, "tie_word_embeddings": True},
-    "mistralai/Mistral-7B-Instruct-v0.2": MISTRAL_7B,
-}
+# Shapes of well-known architectures (from their config.json), so `plan` works offline for hub ids. One row per
+# architecture: model_type, hidden, intermediate, layers, attention heads, key/value heads, vocabulary, tied
+# embeddings; then the hub ids that have it.
+_SHAPE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "vocab_size", "tie_word_embeddings")
+_SHAPES = (
+    (("mistral", 4096, 14336, 32, 32, 8, 32000, False),
+     ("mistralai/Mistral-7B-v0.1", "alignment-handbook/zephyr-7b-sft-full", "HuggingFaceH4/zephyr-7b-beta",
+      "HuggingFaceH4/mistral-7b-sft-beta", "mistralai/Mistral-7B-Instruct-v0.2")),
+    (("llama", 4096, 11008, 32, 32, 32, 32000, False), ("meta-llama/Llama-2-7b-hf",)),
+    (("llama", 4096, 14336, 32, 32, 8, 128256, False), ("meta-llama/Meta-Llama-3-8B",)),
+    (("llama", 2048, 8192, 16, 32, 8, 128256, True), ("meta-llama/Llama-3.2-1B-Instruct",)),
+    (("qwen2", 896, 4864, 24, 14, 2, 151936, True), ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B-Instruct")),
+    (("qwen2", 1536, 8960, 28, 12, 2, 151936, True), ("Qwen/Qwen2.5-1.5B-Instruct",)),
+    (("llama", 576, 1536, 30, 9, 3, 49152, True),
+     ("HuggingFaceTB/SmolLM2-135M", "HuggingFaceTB/SmolLM2-135M-Instruct")),
+    (("llama", 960, 2560, 32, 15, 5, 49152, True),
+     ("HuggingFaceTB/SmolLM2-360M", "HuggingFaceTB/SmolLM2-360M-Instruct")),
+    (("llama", 2048, 8192, 24, 32, 32, 49152, True),
+     ("HuggingFaceTB/SmolLM2-1.7B", "HuggingFaceTB/SmolLM2-1.7B-Instruct")),
+)
+KNOWN: dict[str, dict] = {name: dict(zip(_SHAPE_KEYS, row)) for row, names in _SHAPES for name in names}
 LORA_DEFAULT_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama/Mistral-style models
 
 

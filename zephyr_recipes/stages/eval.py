@@ -81,23 +81,18 @@ class AlpacaEvalConfig:
 
 
 @dataclass
-class AlpacaEval2Config:
+class AlpacaEval2Config(AlpacaEvalConfig):
+    """AlpacaEval's keys with 2.0's files, and what its length-controlled win rate needs."""
+
     instructions: str = _f("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
                            "The 805 instructions with the gpt4_turbo baseline's outputs.")
     prompt: str = _f(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
                      "The judge's prompt (alpaca_eval_clf.txt; alpaca_eval:<path> reads the installed package's copy).")
+    judge_max_new_tokens: int = _f(1, "Tokens of the judge's reply (one: the preferred output's letter).")
     df_gamed: Optional[str] = _f("hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv",
                                  "alpaca_eval's df_gamed.csv, which the length-controlled GLM reads.")
     glm: str = _f("length_controlled_v1", "The GLM: length_controlled_v1 or length_controlled_minimal.")
     logprobs: bool = _f(True, "Weighted preferences from an OpenAI-compatible judge's log-probabilities.")
-    max_samples: Optional[int] = _f(None, "A seeded sample of N instructions; null for all.")
-    seed: int = _f(0, "Seed of the sample.")
-    both_orders: bool = _f(True, "Judge every pair in both orders.")
-    sampling: dict = _f({"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
-                        "Sampling of the model under test.", merge=True)
-    judge_max_new_tokens: int = _f(1, "Tokens of the judge's reply (one: the preferred output's letter).")
-    answers: Optional[str] = _f(None, ANSWERS_HELP.format("alpaca_eval model_outputs.json"))
-    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
 
 
 @dataclass
