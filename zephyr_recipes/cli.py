@@ -41,7 +41,7 @@ COMMANDS = ("run", "show", "validate", "plan", "list", "cp", "preview", "report"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="zephyr-recipes",
-        description="Run Zephyr-style alignment recipes (dSFT, dDPO) on TRL. "
+        description="Run Zephyr-style alignment recipes (dSFT, AI feedback, dDPO, evaluation) on TRL. "
                     "`zephyr-recipes RECIPE [overrides]` is short for `zephyr-recipes run RECIPE [overrides]`.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -241,6 +241,11 @@ def cmd_list(args) -> int:
     print("\nconfig groups (pick one with group=option):")
     for group, options in list_options().items():
         print(f"  {group:<10} {', '.join(options)}")
+    from . import stages
+
+    print("\nstages (stage.name; `zephyr-recipes show RECIPE` prints every key of a stage with its default):")
+    for name in stages.names():
+        print(f"  {name:<10} {stages.get(name).summary}")
     return 0
 
 
