@@ -12,7 +12,7 @@
 #   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
 #   make show RECIPE=zephyr-7b-beta STAGE=dpo print the resolved config, run nothing
 #   make list                                 shipped recipes and config options
-#   make test                                 the fast tests (offline, CPU, ~3 minutes); make test-slow the rest,
+#   make test                                 the fast tests (offline, CPU, minutes); make test-slow the rest,
 #                                             make test-all both (PYTEST_ARGS= adds pytest options)
 #   make lint                                 ruff check of the package, the tests and the benchmark
 #   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
