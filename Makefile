@@ -12,7 +12,9 @@
 #   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
 #   make show RECIPE=zephyr-7b-beta STAGE=dpo print the resolved config, run nothing
 #   make list                                 shipped recipes and config options
-#   make test                                 the test suite (offline, CPU)
+#   make test                                 the fast tests (offline, CPU, minutes); make test-slow the rest,
+#                                             make test-all both (PYTEST_ARGS= adds pytest options)
+#   make lint                                 ruff check of the package, the tests and the benchmark
 #   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
 #   make gpu-check                            acceptance run on one CUDA GPU (gpu-check/results.*, <= 8 min)
 
@@ -24,7 +26,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test bench gpu-check clean
+.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -123,8 +125,20 @@ validate: setup
 list: setup
 	$(PY) -m zephyr_recipes list
 
+# Tests marked slow (several processes, kill and resume, whole pipelines, the benchmark) run in test-slow;
+# .ci/run runs both sets.
+PYTEST := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 test: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PYTEST) -m slow $(PYTEST_ARGS)
+
+test-all: setup
+	$(PYTEST) $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check zephyr_recipes tests bench
 
 bench: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m bench.run $(BENCH_ARGS)

@@ -179,6 +179,7 @@ def _word_pool() -> list[str]:
     global WORDS
     if WORDS is None:
         import datasets
+
         from zephyr_recipes.embedded import builtin
 
         ds = datasets.load_dataset(builtin.resolve("builtin://tiny-ultrachat"), split="train_sft")
@@ -244,6 +245,7 @@ def _tiny(cfg_model: dict | None = None):
 
 def _sft_run(train, method: str, steps: int, recipe_trainer: dict, work: Path) -> dict:
     from trl import SFTConfig, SFTTrainer
+
     from zephyr_recipes import modeling
 
     model_cfg, placement, tok = _tiny()
@@ -323,6 +325,7 @@ def bench_packed_loss(n_examples: int = 6) -> dict:
     """
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
     from zephyr_recipes import modeling
 
     model_cfg, placement, tok = _tiny()
@@ -393,7 +396,7 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
     base = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr",
             "dataset.path=builtin://tiny-ultrafeedback", f"dataset.max_train_samples={rows}",
             "dataset.test_split=null", "stage.trainer.save_strategy=no", "+stage.trainer.disable_tqdm=true"]
-    samples = {False: {"step": [], "setup": [], "total": [], "steps": 0}, True: {"step": [], "setup": [], "total": [], "steps": 0}}
+    samples = {pre: {"step": [], "setup": [], "total": [], "steps": 0} for pre in (False, True)}
     shipped = _compose("tiny/dpo", [])["stage"]["trainer"].get("precompute_ref_log_probs", False)
     for i in range(reps):
         for pre in ((False, True) if i % 2 == 0 else (True, False)):
@@ -411,7 +414,8 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
             clock = _StepClock.make()
             trainer, _ = dpo.build_trainer(cfg, model, tok, train, None, args,
-                                           lambda n: modeling.load_model(n, cfg["model"], placement))
+                                           lambda n, spec=cfg["model"], where=placement:
+                                           modeling.load_model(n, spec, where))
             trainer.add_callback(clock)
             t1 = time.perf_counter()
             trainer.train()
@@ -488,8 +492,8 @@ def bench_data(reps: int = 3, rows: int = 50_000, work: Path | None = None) -> d
         shutil.rmtree(hf, ignore_errors=True)
         env = {**_env(), "HF_DATASETS_CACHE": str(hf)}
         for bucket in (cold, cached):
-            proc = subprocess.run([PY, "-c", f"from bench.run import _data_child; _data_child({str(path)!r}, {str(home)!r})"],
-                                  env=env, capture_output=True, text=True, cwd=work)
+            child = f"from bench.run import _data_child; _data_child({str(path)!r}, {str(home)!r})"
+            proc = subprocess.run([PY, "-c", child], env=env, capture_output=True, text=True, cwd=work)
             if proc.returncode != 0:
                 raise RuntimeError(f"data step failed:\n{proc.stderr[-3000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -531,7 +535,8 @@ def markdown(results: dict) -> str:
         lines.append(f"| per-example loss, packed vs alone ({p['examples']} examples, sdpa) | padded batch: "
                      f"max diff {p['max_abs_diff_padded_vs_alone']:.1e} | packed: max diff "
                      f"{p['max_abs_diff_packed_vs_alone']:.1e} | leaky controls: no position reset "
-                     f"{p['max_abs_diff_leaky_vs_alone']:.1e}, use_cache=True {p['max_abs_diff_packed_use_cache_vs_alone']:.1e} | "
+                     f"{p['max_abs_diff_leaky_vs_alone']:.1e}, "
+                     f"use_cache=True {p['max_abs_diff_packed_use_cache_vs_alone']:.1e} | "
                      f"identical (no leak) |")
     if "dpo" in results:
         d = results["dpo"]

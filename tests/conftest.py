@@ -31,3 +31,42 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+# Finished tiny runs, trained once per test session through the real command line (real TRL training) and shared
+# by the tests that only read them. A test that changes such a folder copies it first (shutil.copytree into its
+# tmp_path); a test about producing a run (resume, overwrite, failure) makes its own.
+TINY_SFT = ["dataset.max_train_samples=1280", "dataset.max_test_samples=32", "stage.trainer.num_train_epochs=1"]
+TINY_DPO = ["dataset.path=builtin://tiny-ultrafeedback", "dataset.max_test_samples=16"]
+TINY_AIF = ["dataset.max_train_samples=40"]
+
+
+def _finished(folder, *args: str):
+    from zephyr_recipes.cli import main
+
+    assert main([*args, f"run.output_dir={folder}"]) == 0, f"the shared run {folder} did not finish"
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, _builtin_home):
+    return tmp_path_factory.mktemp("tiny-runs")
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_run(tiny_runs):
+    """tiny/sft on 1280 rows for one epoch."""
+    return _finished(tiny_runs / "sft", "tiny/sft", *TINY_SFT)
+
+
+@pytest.fixture(scope="session")
+def tiny_dpo_run(tiny_runs, tiny_sft_run):
+    """tiny/dpo of tiny_sft_run on the embedded preference pairs."""
+    return _finished(tiny_runs / "dpo", "tiny/dpo", f"model.name_or_path={tiny_sft_run}", *TINY_DPO)
+
+
+@pytest.fixture(scope="session")
+def tiny_aif_run(tiny_runs, tiny_sft_run):
+    """tiny/aif on 40 prompts with tiny_sft_run as its three sampled generators (beside the teacher)."""
+    return _finished(tiny_runs / "aif", "tiny/aif", *TINY_AIF,
+                     *(f"stage.generators.{i}.model={tiny_sft_run}" for i in range(3)))

@@ -252,6 +252,7 @@ def test_openai_endpoint_with_slow_failing_and_malformed_replies(tmp_path, cli, 
             assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_asking_twice(tmp_path):
     server = FakeOpenAI(delay=0.15, misbehave=False)
     env = {**os.environ, "ZR_TEST_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

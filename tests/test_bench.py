@@ -32,6 +32,7 @@ def smoke(tmp_path_factory):
     return out, results
 
 
+@pytest.mark.slow
 def test_smoke_writes_table_and_json(smoke):
     out, results = smoke
     saved = json.loads((out / "bench.json").read_text())
@@ -45,6 +46,7 @@ def test_smoke_writes_table_and_json(smoke):
         assert label in table
 
 
+@pytest.mark.slow
 def test_smoke_figures_have_medians_spreads_and_ratios(smoke):
     _, r = smoke
     for method in bench.SFT_METHODS:
@@ -57,6 +59,7 @@ def test_smoke_figures_have_medians_spreads_and_ratios(smoke):
     assert r["data"]["cache_hits"] == [True] and r["data"]["train_rows"] > 0
 
 
+@pytest.mark.slow
 def test_packed_batch_does_not_leak_across_examples(smoke):
     """Not a time: TRL's padding-free row gives each example the loss it has alone; the leaky controls do not."""
     loss = smoke[1]["loss"]
@@ -65,6 +68,7 @@ def test_packed_batch_does_not_leak_across_examples(smoke):
     assert loss["max_abs_diff_leaky_vs_alone"] > 1e-3
 
 
+@pytest.mark.slow
 def test_overhead_smoke(tmp_path):
     r = bench.bench_overhead(reps=1, max_steps=1, warmup=False, work=tmp_path)
     for kind in ("runner", "plain_trl"):

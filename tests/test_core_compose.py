@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import yaml
 
@@ -36,14 +34,16 @@ def test_zephyr_7b_beta_hyperparameters_match_the_paper():
     dpo = validate(*compose("zephyr-7b-beta/dpo")[:2])
     t = dpo["stage"]["trainer"]
     assert dpo["model"]["name_or_path"] == "alignment-handbook/zephyr-7b-sft-full"
-    assert (dpo["dataset"]["path"], dpo["dataset"]["train_split"]) == ("HuggingFaceH4/ultrafeedback_binarized", "train_prefs")
+    assert (dpo["dataset"]["path"], dpo["dataset"]["train_split"]) == (
+        "HuggingFaceH4/ultrafeedback_binarized", "train_prefs")
     assert (t["beta"], t["learning_rate"], t["lr_scheduler_type"], t["warmup_steps"]) == (0.01, 5e-7, "cosine", 0.1)
     assert t["max_length"] == 1024 and dpo["dataset"]["max_prompt_tokens"] == 512
 
 
 def test_overrides_change_keys_groups_and_add_keys():
     raw, name, _ = compose("zephyr-7b-beta/sft", ["stage.trainer.learning_rate=1e-5", "hardware=cpu",
-                                                  "+stage.trainer.max_steps=7", "~stage.trainer.packing", "stage.trainer.save_total_limit=3"])
+                                                  "+stage.trainer.max_steps=7", "~stage.trainer.packing",
+                                                  "stage.trainer.save_total_limit=3"])
     cfg = validate(raw, name)
     assert cfg["stage"]["trainer"]["learning_rate"] == 1e-5
     assert cfg["stage"]["trainer"]["max_steps"] == 7

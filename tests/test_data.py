@@ -4,8 +4,8 @@ cache invalidation, decontamination and the preview command. Offline, tokenizer 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 from collections import Counter
 from pathlib import Path
 

@@ -169,6 +169,7 @@ def test_generated_configs_are_what_accelerate_accepts(profile, tmp_path, monkey
     assert defaults.use_cpu == (hw["device"] == "cpu")
 
 
+@pytest.mark.slow
 def test_two_process_cpu_run_through_accelerate_launch(tmp_path):
     """The real launch path: `zephyr-recipes run` -> accelerate launch -> 2 workers over gloo."""
     out = tmp_path / "run"
@@ -265,6 +266,7 @@ def test_sbatch_asks_for_sigterm_and_requeues_a_preempted_run(tmp_path):
         assert ("requeue 4242" in calls) == requeued, calls
 
 
+@pytest.mark.slow
 def test_slurm_path_runs_one_node_with_two_cpu_processes(tmp_path, capsys):
     """`run` on a Slurm profile writes the scripts (and prints the sbatch command where sbatch is missing);
     the per-node script then trains, as srun would start it on the first node."""
@@ -298,6 +300,7 @@ def test_worker_refuses_a_multi_process_folder_without_its_launcher(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_failing_multi_process_run_ends_in_one_clear_error(tmp_path):
     import socket
 

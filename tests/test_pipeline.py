@@ -208,7 +208,8 @@ def test_rounds_wire_each_round_to_the_last_and_report_by_round(tmp_path, cli):
     assert code == 2 and "dpo-r1 ... dpo-r2" in err
     code, _, err = cli(str(path), "--from", "eval-r2")
     assert code == 0
-    assert _status(out / "eval-r2")["started"] != stamps["eval-r2"] and _status(out / "dpo-r2")["started"] == stamps["dpo-r2"]
+    assert _status(out / "eval-r2")["started"] != stamps["eval-r2"]
+    assert _status(out / "dpo-r2")["started"] == stamps["dpo-r2"]
     # A third round continues from round 2's model; rounds 1 and 2 stay as they are.
     code, _, err = cli(str(path), "pipeline.rounds.count=3")
     assert code == 0, err

@@ -98,6 +98,7 @@ def test_server_that_never_answers_times_out_and_is_stopped(tmp_path, cli):
     assert gone(pidfile)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_of_the_runner_stops_the_server(tmp_path, sig, rc):
     pidfile, port = tmp_path / "pids.json", free_port()
