@@ -238,7 +238,10 @@ class Judge:
             if isinstance(verdict, JudgeFailure):
                 yield i, verdict
                 continue
-            reply = _SLIGHT.get(float(verdict.value))
+            try:
+                reply = _SLIGHT.get(float(verdict.value))
+            except (TypeError, ValueError):
+                reply = None
             if reply is None:
                 yield i, JudgeFailure(f"a comparison of {verdict.value} is not a verdict (1, 0.5 or 0 for the first "
                                       "answer)", verdict.raw)
