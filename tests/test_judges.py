@@ -14,8 +14,8 @@ import pytest
 from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import arena_hard
 from zephyr_recipes.feedback.backends import FunctionBackend
-from zephyr_recipes.feedback.judges import (FunctionJudge, Item, Judge, JudgeFailure, ModelJudge, Verdict,
-                                            check_judge, make_judge, parse_preference, reads_prompts)
+from zephyr_recipes.feedback.judges import (FunctionJudge, Item, Judge, ModelJudge, Verdict, check_judge, make_judge,
+                                            parse_preference, parse_ranking, reads_prompts)
 from zephyr_recipes.feedback.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,8 +156,6 @@ def test_a_judge_without_log_probabilities_gives_discrete_choices_for_labelled_i
     judge = ModelJudge(FunctionBackend("tests.eval_helpers:ranker"), max_retries=0)
     assert not judge.offers_logprobs and not Judge.offers_logprobs
     prompt = [{"role": "user", "content": "which is better? model_1 model_2"}]
-    from zephyr_recipes.feedback.judges import parse_ranking
-
     got = dict(judge.ask("compare", [Item(QUESTION, ("a", "b"), prompt=prompt, parse=parse_ranking,
                                           labels=("m", "M"))], "AlpacaEval 2.0"))
     assert got[0].value == 1.0 and not got[0].weighted
