@@ -16,7 +16,7 @@ from zephyr_recipes.embedded import lexical_judge
 from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca_lc, arena_hard, precomputed
 from zephyr_recipes.feedback.backends import FunctionBackend
-from zephyr_recipes.feedback.judges import JudgeFailure, ModelJudge
+from zephyr_recipes.feedback.judges import JudgeFailure, ModelJudge, label_probability
 from zephyr_recipes.feedback.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,9 +187,9 @@ def test_weighted_preferences_from_logprobs():
     payload = {"choices": [{"message": {"content": "M"}, "logprobs": {"content": [{"token": "M", "top_logprobs": [
         {"token": "M", "logprob": math.log(0.6)}, {"token": "m", "logprob": math.log(0.2)},
         {"token": "Both", "logprob": math.log(0.2)}]}]}}]}
-    p, text = alpaca_lc.logprob_choice(payload)
+    p, text = label_probability(payload, alpaca_lc.LABELS)
     assert p == pytest.approx(0.25) and text == "M"  # m among m and M: 0.2 / 0.8
-    assert alpaca_lc.logprob_choice({"choices": [{"message": {"content": "m"}}]}) == (None, "m")
+    assert label_probability({"choices": [{"message": {"content": "m"}}]}, alpaca_lc.LABELS) == (None, "m")
     assert alpaca_lc.parse_choice(" m\n") == 1.0 and alpaca_lc.parse_choice("M") == 0.0
     with pytest.raises(JudgeFailure):
         alpaca_lc.parse_choice("model m is better")

@@ -14,7 +14,8 @@ from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca, mt_bench
 from zephyr_recipes.evaluation.sources import load_records, read_text
 from zephyr_recipes.feedback.backends import FunctionBackend
-from zephyr_recipes.feedback.judges import JudgeFailure, ModelJudge, chat_messages, fill, parse_grade, parse_ranking
+from zephyr_recipes.feedback.judges import (Item, JudgeFailure, ModelJudge, chat_messages, fill, parse_grade,
+                                            parse_ranking)
 from zephyr_recipes.feedback.store import Store
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -113,13 +114,15 @@ def test_model_judge_retries_malformed_replies_then_records_failure():
     eval_helpers.ASKED.clear()
     judge = ModelJudge(FunctionBackend("tests.eval_helpers:grader"), max_retries=2, system="Judge well.")
     prompts = ["<|The Start of Assistant A's Conversation with User|> ...", "single turn", "NEVER grade this"]
-    got = dict(judge.ask_many(prompts, parse_grade))
+    items = [Item([{"role": "user", "content": "q"}], ("a",), prompt=p, parse=parse_grade) for p in prompts]
+    got = dict(judge.ask("grade", items, "MT-Bench"))
     assert got[0].value == 7.0 and eval_helpers.ASKED[prompts[0]] == 2  # malformed once, then graded
     assert got[1].value == 7.0 and eval_helpers.ASKED[prompts[1]] == 1  # the system message was sent
     assert isinstance(got[2], JudgeFailure) and eval_helpers.ASKED[prompts[2]] == 3
     assert "I cannot decide" in got[2].raw
     # a full message list is sent as given
-    got = dict(judge.ask_many([[{"role": "user", "content": "single turn again"}]], parse_grade))
+    again = [{"role": "user", "content": "single turn again"}]
+    got = dict(judge.ask("grade", [Item(again, ("a",), prompt=again, parse=parse_grade)], "MT-Bench"))
     assert got[0].value == 3.0
 
 

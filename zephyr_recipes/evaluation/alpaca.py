@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
-from ..feedback.judges import FunctionJudge, JudgeFailure, chat_messages, fill, parse_ranking
+from ..feedback.judges import Item, JudgeFailure, chat_messages, fill, parse_ranking
 from ..feedback.store import Store
 from .sources import load_records
 
@@ -91,17 +91,22 @@ def pending_pairs(rows: list[dict], outputs: Store, judgments: Store, both_order
     return todo
 
 
+def comparison(instruction: str, first: str, second: str, prompt: str | None, parse, labels=None) -> Item:
+    """One comparison of output_1 and output_2 under an alpaca_eval prompt ({instruction}, {output_1},
+    {output_2}; null when the judge reads none)."""
+    return Item([{"role": "user", "content": instruction}], (first, second), prompt=None if prompt is None else
+                chat_messages(fill(prompt, instruction=instruction, output_1=first, output_2=second)),
+                parse=parse, labels=labels)
+
+
 def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None,
               both_orders: bool = True) -> None:
     """Judge every pending comparison (see :func:`pending_pairs`), as it arrives into ``judgments``."""
     todo = pending_pairs(rows, outputs, judgments, both_orders)
     if not todo:
         return
-    if isinstance(judge, FunctionJudge):
-        verdicts = judge.compare_many([([{"role": "user", "content": ins}], a, b) for _, _, ins, (a, b) in todo])
-    else:
-        verdicts = judge.ask_many([chat_messages(fill(prompt, instruction=ins, output_1=a, output_2=b))
-                                   for _, _, ins, (a, b) in todo], parse_ranking)
+    verdicts = judge.ask("compare", [comparison(ins, a, b, prompt, parse_ranking) for _, _, ins, (a, b) in todo],
+                         "AlpacaEval")
     with tqdm(total=len(todo), desc="AlpacaEval judging", unit="pair") as bar:
         for j, verdict in verdicts:
             iid, order, _, _ = todo[j]

@@ -25,13 +25,12 @@ import logging
 import math
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
-from ..feedback.judges import FunctionJudge, JudgeFailure, Verdict, chat_messages, fill
+from ..feedback.judges import JudgeFailure
 from ..feedback.store import Store
 from .alpaca import instruction_id
 from .sources import local_file
@@ -78,73 +77,20 @@ def parse_choice(text: str) -> float:
     raise JudgeFailure("the reply is not the identifier m or M", text)
 
 
-def logprob_choice(payload: dict) -> tuple[float | None, str]:
-    """(probability that output_1 is better from the first token's top log-probabilities, or None; the reply)."""
-    choice = payload["choices"][0]
-    text = (choice.get("message") or {}).get("content") or ""
-    try:
-        top = choice["logprobs"]["content"][0]["top_logprobs"]
-    except (KeyError, IndexError, TypeError):
-        return None, text
-    probs = {t["token"]: math.exp(t["logprob"]) for t in top if t.get("token") in ("m", "M")}
-    if not probs:
-        return None, text
-    return probs.get("m", 0.0) / sum(probs.values()), text
+LABELS = ("m", "M")  # the clf prompt's identifiers of output_1 and output_2
 
 
-def _ask_with_logprobs(endpoint, prompts: list[list[dict]], sampling: dict, retries: int, concurrency: int):
-    """One request per prompt with logprobs; a reply with neither log-probabilities for m/M nor a readable
-    m/M is asked again, then given up as a JudgeFailure. Yields (i, Verdict((p, kind)) | JudgeFailure)."""
-    from ..feedback.http import EndpointError
-
-    def one(i: int):
-        last = JudgeFailure("no reply")
-        for attempt in range(retries + 1):
-            extra = {} if attempt == 0 else {"temperature": 1.0}
-            try:
-                payload = endpoint.complete(prompts[i], **{**sampling, **extra})
-            except EndpointError as exc:
-                last = JudgeFailure(f"judge request failed: {exc}")
-                continue
-            p, text = logprob_choice(payload)
-            if p is not None:
-                return i, Verdict((p, "logprob"), text)
-            try:
-                return i, Verdict((parse_choice(text), "discrete"), text)
-            except JudgeFailure as failure:
-                last = failure
-        return i, last
-
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for future in as_completed([pool.submit(one, i) for i in range(len(prompts))]):
-            yield future.result()
-
-
-def judge_all(judge, judge_spec: dict, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None,
-              both_orders: bool, logprobs: bool, max_new_tokens: int) -> None:
-    """Order 0 shows the baseline as output_1 (``m``) and the model as output_2 (``M``); order 1 swaps them."""
-    from ..feedback.backends import EndpointBackend
-
-    from .alpaca import pending_pairs
+def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None, both_orders: bool,
+              logprobs: bool) -> None:
+    """Order 0 shows the baseline as output_1 (``m``) and the model as output_2 (``M``); order 1 swaps them.
+    With ``logprobs`` a judge that offers token log-probabilities weighs m against M."""
+    from .alpaca import comparison, pending_pairs
 
     todo = pending_pairs(rows, outputs, judgments, both_orders)
     if not todo:
         return
-    if isinstance(judge, FunctionJudge):
-        compared = judge.compare_many([([{"role": "user", "content": ins}], a, b) for _, _, ins, (a, b) in todo])
-        verdicts = ((j, v if isinstance(v, JudgeFailure) else Verdict((float(v.value), "discrete"), v.raw))
-                    for j, v in compared)
-    else:
-        prompts = [chat_messages(fill(prompt, instruction=ins, output_1=a, output_2=b)) for _, _, ins, (a, b) in todo]
-        backend = getattr(judge, "backend", None)
-        if logprobs and isinstance(backend, EndpointBackend):
-            sampling = {"max_tokens": max_new_tokens, "temperature": 0.0, "logprobs": True, "top_logprobs": 5}
-            verdicts = _ask_with_logprobs(backend.endpoint, prompts, sampling, int(judge_spec.get("max_retries", 2)),
-                                          backend.concurrency)
-        else:
-            asked = judge.ask_many(prompts, parse_choice)
-            verdicts = ((j, v if isinstance(v, JudgeFailure) else Verdict((v.value, "discrete"), v.raw))
-                        for j, v in asked)
+    verdicts = judge.ask("compare", [comparison(ins, a, b, prompt, parse_choice, LABELS if logprobs else None)
+                                     for _, _, ins, (a, b) in todo], "AlpacaEval 2.0")
     with tqdm(total=len(todo), desc="AlpacaEval 2.0 judging", unit="comparison") as bar:
         for j, verdict in verdicts:
             iid, order, _, _ = todo[j]
@@ -153,9 +99,9 @@ def judge_all(judge, judge_spec: dict, rows: list[dict], outputs: Store, judgmen
             if isinstance(verdict, JudgeFailure):
                 rec.update(failure=str(verdict), raw=verdict.raw[:2000])
             else:
-                first, kind = verdict.value
+                first = float(verdict.value)
                 rec.update(preference_output_1=first, model_preference=1 - first if order == 0 else first,
-                           kind=kind, raw=verdict.raw[:200])
+                           kind="logprob" if verdict.weighted else "discrete", raw=verdict.raw[:200])
             judgments.add(rec)
             bar.update(1)
 

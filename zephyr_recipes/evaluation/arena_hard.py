@@ -26,7 +26,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
-from ..feedback.judges import FunctionJudge, JudgeFailure, Verdict
+from ..feedback.judges import Item, JudgeFailure
 from ..feedback.store import Store
 from .sources import load_records, local_file, read_text
 
@@ -198,33 +198,10 @@ def judge_messages(system: str, template: str, question: str, answer_a: str, ans
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def _function_verdicts(judge: FunctionJudge, items: list[tuple], patterns):
-    """A function judge: ``verdict(messages, answer_a, answer_b)`` returning a label or a reply with one; a module
-    with only ``compare`` (1.0 / 0.5 / 0.0 for the first answer) gives slight verdicts."""
-    from ..feedback.backends import load_callable
-
-    try:
-        fn = load_callable(f"{judge.module}:verdict")
-    except ZephyrError:
-        compare = load_callable(f"{judge.module}:compare")
-
-        def fn(messages, a, b):
-            return {1.0: "[[A>B]]", 0.5: "[[A=B]]", 0.0: "[[B>A]]"}[float(compare(messages, a, b))]
-    for i, (messages, a, b) in enumerate(items):
-        try:
-            reply = str(fn(messages, a, b))
-        except Exception as exc:
-            yield i, JudgeFailure(f"{judge.module}.verdict failed: {exc}")
-            continue
-        try:
-            yield i, Verdict(parse_verdict(reply if "[" in reply else f"[[{reply}]]", patterns), reply)
-        except JudgeFailure as failure:
-            yield i, failure
-
-
 def judge_all(judge, questions: list[dict], answers: Store, baselines: dict[str, dict[str, str]],
               judgments: Store, settings: dict, system_prompts: dict[str, str]) -> None:
-    """Both games of every answered prompt whose baseline answer exists."""
+    """Both games of every answered prompt whose baseline answer exists. ``system_prompts`` (per category) is
+    empty when the judge reads no prompts."""
     patterns = settings.get("regex_patterns") or (r"\[\[([AB<>=]+)\]\]",)
     todo = []
     for q in questions:
@@ -237,13 +214,14 @@ def judge_all(judge, questions: list[dict], answers: Store, baselines: dict[str,
                 todo.append((q, game, base["model"], a, b))
     if not todo:
         return
-    if isinstance(judge, FunctionJudge):
-        verdicts = _function_verdicts(judge, [([{"role": "user", "content": q["prompt"]}], a, b)
-                                              for q, _, _, a, b in todo], patterns)
-    else:
-        prompts = [judge_messages(system_prompts[q["category"]], settings["prompt_template"], q["prompt"], a, b)
-                   for q, _, _, a, b in todo]
-        verdicts = judge.ask_many(prompts, lambda text: parse_verdict(text, patterns))
+
+    def read(text: str) -> str:
+        return parse_verdict(text, patterns)
+
+    items = [Item([{"role": "user", "content": q["prompt"]}], (a, b), parse=read,
+                  prompt=judge_messages(system_prompts[q["category"]], settings["prompt_template"], q["prompt"], a, b)
+                  if system_prompts else None) for q, _, _, a, b in todo]
+    verdicts = judge.ask("verdict", items, "Arena-Hard")
     with tqdm(total=len(todo), desc="Arena-Hard judging", unit="game") as bar:
         for j, verdict in verdicts:
             q, game, baseline, _, _ = todo[j]

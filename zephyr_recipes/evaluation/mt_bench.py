@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
-from ..feedback.judges import FunctionJudge, JudgeFailure, fill, parse_grade
+from ..feedback.judges import Item, JudgeFailure, fill, parse_grade
 from ..feedback.store import Store
 from .sources import load_records
 
@@ -186,15 +186,14 @@ def judge_all(judge, questions: list[Question], answers: Store, judgments: Store
     names, items = [], []
     for q, turn, got in todo:
         ref = references.get(q.id) or q.reference
-        if isinstance(judge, FunctionJudge):
-            names.append("function")
-            items.append((conversation(q, got, turn), got[turn - 1], None, ref[turn - 1] if ref and
-                          len(ref) >= turn else None))
-        else:
-            name, messages = judge_prompt(prompts, q, got, turn, ref if q.category in NEED_REFERENCE else None)
-            names.append(name)
-            items.append(messages)
-    verdicts = judge.grade_many(items) if isinstance(judge, FunctionJudge) else judge.ask_many(items, parse_grade)
+        name, prompt = judge.type, None  # the judge prompts are loaded only for judges that read them
+        if prompts is not None:
+            name, prompt = judge_prompt(prompts, q, got, turn, ref if q.category in NEED_REFERENCE else None)
+        names.append(name)
+        items.append(Item(conversation(q, got, turn), (got[turn - 1],),
+                          reference=ref[turn - 1] if ref and len(ref) >= turn else None, prompt=prompt,
+                          parse=parse_grade))
+    verdicts = judge.ask("grade", items, "MT-Bench")
     with tqdm(total=len(todo), desc="MT-Bench judging", unit="answer") as bar:
         for j, verdict in verdicts:
             q, turn, _ = todo[j]

@@ -1,8 +1,12 @@
-"""Judges: rate one answer on the UltraFeedback aspects, grade it 1-10 (MT-Bench), or compare two.
+"""Judges: rate one answer on the UltraFeedback aspects, grade it 1-10 (MT-Bench), compare two, or give an
+Arena-Hard verdict on two.
 
-A judge is either a Python function (for tasks whose answers a program can check) or a chat model behind any
-backend, prompted with a rubric and parsed robustly. A reply that cannot be parsed is asked again up to
-``max_retries`` times, then recorded as a :class:`JudgeFailure`; it is never silently given a score.
+A judge is a Python module of checking functions (for tasks whose answers a program can check), a chat model
+behind any backend, prompted and parsed robustly, or a type a stage module registers (a reward model). Every
+judge answers one call, ``judge.ask(kind, items, benchmark)``, for :class:`Item` s that carry both what a program
+reads (messages, answers, reference) and what a chat model reads (prompt, reply parser); no caller needs to know
+which judge it holds. A reply that cannot be parsed is asked again up to ``max_retries`` times, then recorded as a
+:class:`JudgeFailure`; it is never silently given a score.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import math
 import re
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, ClassVar, Iterator
 
 from ..binarize import ASPECTS
+from ..errors import ZephyrError
 from .backends import load_callable, make_backend
 
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
@@ -162,14 +169,102 @@ def fill(template: str, **values) -> str:
 
 
 # -------------------------------------------------------------------------------------------- judges
+WHAT = {"rate": "rate an answer on the feedback aspects", "grade": "grade an answer 1-10",
+        "compare": "compare two answers", "verdict": "give a verdict on two answers"}
+_SLIGHT = {1.0: "[[A>B]]", 0.5: "[[A=B]]", 0.0: "[[B>A]]"}  # a comparison as an Arena-Hard verdict
+
+
 @dataclass
 class Verdict:
-    value: object  # ratings dict, grade or preference
+    value: object  # ratings dict, grade, preference for the first answer, or a verdict label
     raw: str = ""
+    weighted: bool = False  # a preference weighed from token log-probabilities, not a discrete choice
 
 
-class FunctionJudge:
-    """A module of checking functions: rate(messages, response), grade(...), compare(messages, a, b)."""
+@dataclass
+class Item:
+    """One judged question, in both forms a judge may need.
+
+    ``messages``, ``answers`` and ``reference`` are what a program or a reward model reads: the conversation, the
+    answer (rate, grade) or the two answers in the order shown (compare, verdict), and a reference answer. ``prompt``
+    (text or chat messages) and ``parse`` are what a chat model reads and how its reply is read; a null prompt of a
+    rating is the judge's own rubric, a null parse the kind's usual reader. ``labels``: for a comparison whose
+    reply is one token naming the better answer (first, second), a judge that offers token log-probabilities
+    weighs the two by them.
+    """
+
+    messages: list
+    answers: tuple
+    reference: str | None = None
+    prompt: "str | list[dict] | None" = None
+    parse: Callable[[str], object] | None = None
+    labels: tuple | None = None
+
+
+class Judge:
+    """What every judge is. ``ask(kind, items, benchmark)`` yields ``(index, Verdict | JudgeFailure)`` for each
+    :class:`Item`, in any order, where kind is one of :data:`WHAT`: rate (the UltraFeedback aspects), grade
+    (MT-Bench, 1-10), compare (the preference for the first answer: 1, 0.5 or 0, or a probability when
+    weighted) and verdict (an Arena-Hard label). ``KINDS`` says at the class level what a judge can do, so a
+    recipe is refused before anything runs; ``READS_PROMPTS`` whether it reads the items' prompts (a benchmark
+    need not load its judge prompts otherwise); ``offers_logprobs`` whether it can weigh a one-token reply by
+    its log-probabilities."""
+
+    type: str = "judge"
+    KINDS: ClassVar[frozenset] = frozenset()
+    READS_PROMPTS: ClassVar[bool] = False
+    offers_logprobs: bool = False
+
+    @classmethod
+    def can(cls, kind: str) -> bool:
+        """A judge that compares gives slight verdicts when it has none of its own."""
+        return kind in cls.KINDS or (kind == "verdict" and "compare" in cls.KINDS)
+
+    @classmethod
+    def refusal(cls, kind: str, benchmark: str, judge_type: str | None = None) -> ZephyrError:
+        able = sorted(t for t, c in judge_types().items() if c is not None and c.can(kind))
+        types = ", ".join(able[:-1]) + f" or {able[-1]}" if len(able) > 1 else "".join(able)
+        return ZephyrError(f"a judge of type {judge_type or cls.type} cannot {WHAT.get(kind, kind)}, which "
+                           f"{benchmark} needs", f"give {benchmark} a judge of type {types}")
+
+    def ask(self, kind: str, items: list[Item], benchmark: str) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        if not self.can(kind):
+            raise self.refusal(kind, benchmark)
+        return getattr(self, f"{kind}_many")(list(items))
+
+    def verdict_many(self, items: list[Item]):
+        """Slight verdicts ([[A>B]], [[A=B]], [[B>A]]) from comparisons, read by each item's verdict reader."""
+        for i, verdict in self.compare_many(items):
+            if isinstance(verdict, JudgeFailure):
+                yield i, verdict
+                continue
+            try:
+                reply = _SLIGHT.get(float(verdict.value))
+            except (TypeError, ValueError):
+                reply = None
+            if reply is None:
+                yield i, JudgeFailure(f"a comparison of {verdict.value} is not a verdict (1, 0.5 or 0 for the first "
+                                      "answer)", verdict.raw)
+                continue
+            try:
+                yield i, Verdict((items[i].parse or _parse_verdict)(reply), reply)
+            except JudgeFailure as failure:
+                yield i, failure
+
+
+def _parse_verdict(text: str):
+    from ..evaluation.arena_hard import parse_verdict
+
+    return parse_verdict(text)
+
+
+class FunctionJudge(Judge):
+    """A module of checking functions: rate(messages, response), grade(messages, response[, reference]),
+    compare(messages, a, b) and verdict(messages, a, b) (a verdict label, or a reply holding one; without it
+    verdicts come from compare)."""
+
+    type = "function"
+    KINDS = frozenset(WHAT)
 
     def __init__(self, module: str):
         self.module = module
@@ -185,30 +280,57 @@ class FunctionJudge:
             except Exception as exc:
                 yield i, JudgeFailure(f"{self.module}.{name} failed: {exc}")
 
-    def rate_many(self, items):
-        return self._each("rate", items)
+    def rate_many(self, items: list[Item]):
+        return self._each("rate", [(it.messages, it.answers[0]) for it in items])
 
-    def grade_many(self, items):
-        """items: (messages, response[, prompt[, reference]]); the reference reaches functions that take one."""
+    def grade_many(self, items: list[Item]):
+        """The reference reaches functions that take one."""
         fn = self._fn("grade")
         try:
             takes_reference = "reference" in inspect.signature(fn).parameters
         except (TypeError, ValueError):
             takes_reference = False
         if takes_reference:
-            return self._each("grade", [(m, r, rest[1] if len(rest) > 1 else None) for m, r, *rest in items])
-        return self._each("grade", [(m, r) for m, r, *_ in items])
+            return self._each("grade", [(it.messages, it.answers[0], it.reference) for it in items])
+        return self._each("grade", [(it.messages, it.answers[0]) for it in items])
 
-    def compare_many(self, items):
-        return self._each("compare", items)
+    def compare_many(self, items: list[Item]):
+        return self._each("compare", [(it.messages, *it.answers[:2]) for it in items])
+
+    def verdict_many(self, items: list[Item]):
+        try:
+            fn = self._fn("verdict")
+        except ZephyrError:
+            return super().verdict_many(items)
+        return self._verdicts(fn, items)
+
+    def _verdicts(self, fn, items: list[Item]):
+        for i, it in enumerate(items):
+            try:
+                reply = str(fn(it.messages, *it.answers[:2]))
+            except Exception as exc:
+                yield i, JudgeFailure(f"{self.module}.verdict failed: {exc}")
+                continue
+            try:  # a bare label is read as the judge's [[label]]
+                yield i, Verdict((it.parse or _parse_verdict)(reply if "[" in reply else f"[[{reply}]]"), reply)
+            except JudgeFailure as failure:
+                yield i, failure
 
 
-class ModelJudge:
-    """A chat model as judge. ``prompt`` is a format string with {instruction} and {response}; ``system`` an
-    optional system message sent before every prompt. A prompt may also be a full list of chat messages."""
+_DEFAULT_PARSE = {"grade": parse_grade, "compare": parse_preference, "verdict": _parse_verdict}
+
+
+class ModelJudge(Judge):
+    """A chat model as judge. ``prompt`` is the rating rubric, a format string with {instruction} and
+    {response}; ``system`` an optional system message sent before every prompt given as text (a prompt given as
+    chat messages is sent as it is). The other kinds take their prompt from each item."""
+
+    KINDS = frozenset(WHAT)
+    READS_PROMPTS = True
 
     def __init__(self, backend, prompt: str = ULTRAFEEDBACK_PROMPT, aspects=ASPECTS, scale=(1, 5),
-                 max_retries: int = 2, sampling: dict | None = None, system: str | None = None):
+                 max_retries: int = 2, sampling: dict | None = None, system: str | None = None,
+                 judge_type: str = "transformers"):
         self.backend = backend
         self.system = system
         self.prompt = prompt
@@ -216,6 +338,13 @@ class ModelJudge:
         self.scale = tuple(scale)
         self.max_retries = max_retries
         self.sampling = {"temperature": 0.0, "max_new_tokens": 512, **(sampling or {})}
+        self.type = judge_type
+
+    @property
+    def offers_logprobs(self) -> bool:
+        from .backends import EndpointBackend
+
+        return isinstance(self.backend, EndpointBackend)
 
     def _conversation(self, prompt: "str | list[dict]") -> list[dict]:
         if isinstance(prompt, list):
@@ -223,11 +352,8 @@ class ModelJudge:
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + [{"role": "user", "content": prompt}]
 
-    def ask_many(self, prompts: "list[str | list[dict]]", parse) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
-        """Any prompt (text or chat messages) with any reply parser; unparsable replies are asked again."""
-        return self._ask(prompts, parse)
-
-    def _ask(self, prompts: list, parse) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+    def _ask(self, prompts: list, parsers: list) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """Each prompt (text or chat messages) read by its parser; unparsable replies are asked again."""
         pending = list(range(len(prompts)))
         last: dict[int, JudgeFailure] = {}
         for attempt in range(self.max_retries + 1):
@@ -245,7 +371,7 @@ class ModelJudge:
                     retry.append(i)
                     continue
                 try:
-                    yield i, Verdict(parse(result[0]), result[0])
+                    yield i, Verdict(parsers[i](result[0]), result[0])
                 except JudgeFailure as failure:
                     last[i] = failure
                     retry.append(i)
@@ -253,22 +379,129 @@ class ModelJudge:
         for i in pending:
             yield i, last[i]
 
-    def rate_many(self, items):
-        prompts = [self.prompt.format(instruction=format_conversation(m), response=r) for m, r in items]
-        return self._ask(prompts, lambda t: parse_aspect_ratings(t, self.aspects, self.scale))
+    def _prompted(self, kind: str, items: list[Item]):
+        missing = next((i for i, it in enumerate(items) if it.prompt is None), None)
+        if missing is not None:
+            raise ZephyrError(f"question {missing} has no judge prompt, and a judge of type {self.type} needs one to "
+                              f"{WHAT[kind]}", "give the benchmark's judge prompts (they are not loaded for judges "
+                                               "that read none)")
+        return self._ask([it.prompt for it in items], [it.parse or _DEFAULT_PARSE[kind] for it in items])
 
-    def grade_many(self, items):
-        """items: (messages, response, judge prompt text already filled in)."""
-        return self._ask([p for _, _, p in items], parse_grade)
+    def rate_many(self, items: list[Item]):
+        prompts = [it.prompt if it.prompt is not None else
+                   self.prompt.format(instruction=format_conversation(it.messages), response=it.answers[0])
+                   for it in items]
+        rubric = lambda t: parse_aspect_ratings(t, self.aspects, self.scale)  # noqa: E731
+        return self._ask(prompts, [it.parse or rubric for it in items])
 
-    def compare_many(self, items):
-        """items: (messages, first, second, judge prompt text already filled in)."""
-        return self._ask([p for *_, p in items], parse_preference)
+    def grade_many(self, items: list[Item]):
+        return self._prompted("grade", items)
+
+    def compare_many(self, items: list[Item]):
+        if items and self.offers_logprobs and all(it.labels is not None and it.prompt is not None for it in items):
+            return self._weighed(items)
+        return self._prompted("compare", items)
+
+    def verdict_many(self, items: list[Item]):
+        return self._prompted("verdict", items)
+
+    def _weighed(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """One request per item asking for the first token's top log-probabilities: the preference is the first
+        label's share of the two labels' probability. A reply without them is read by the item's parser (a
+        discrete choice); one with neither is asked again (at temperature 1), then given up as a failure."""
+        from .http import EndpointError
+
+        endpoint, concurrency = self.backend.endpoint, self.backend.concurrency
+        sampling = dict(self.sampling)
+        if "max_new_tokens" in sampling:
+            sampling["max_tokens"] = sampling.pop("max_new_tokens")
+        sampling.pop("do_sample", None)
+        sampling.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
+
+        def one(i: int):
+            item, last = items[i], JudgeFailure("no reply")
+            for attempt in range(self.max_retries + 1):
+                extra = {} if attempt == 0 else {"temperature": 1.0}
+                try:
+                    payload = endpoint.complete(self._conversation(item.prompt), **{**sampling, **extra})
+                except EndpointError as exc:
+                    last = JudgeFailure(f"judge request failed: {exc}")
+                    continue
+                p, text = label_probability(payload, item.labels)
+                if p is not None:
+                    return i, Verdict(p, text, weighted=True)
+                try:
+                    return i, Verdict((item.parse or parse_preference)(text), text)
+                except JudgeFailure as failure:
+                    last = failure
+            return i, last
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            for future in as_completed([pool.submit(one, i) for i in range(len(items))]):
+                yield future.result()
 
 
-def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None):
-    """The judge a spec names, its defaults filled in. ``sampling``: the caller's defaults (a benchmark's token
-    budget, greedy), under the spec's own sampling."""
+TOP_LOGPROBS = 5  # the first token's alternatives asked for when weighing a one-token reply
+
+
+def label_probability(payload: dict, labels: tuple) -> tuple[float | None, str]:
+    """(the first label's share of both labels' probability among the first token's top log-probabilities, or
+    None when neither is there; the reply's text) from an OpenAI-style chat completion."""
+    choice = payload["choices"][0]
+    text = (choice.get("message") or {}).get("content") or ""
+    try:
+        top = choice["logprobs"]["content"][0]["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return None, text
+    probs = {t["token"]: math.exp(t["logprob"]) for t in top if t.get("token") in labels}
+    if not probs:
+        return None, text
+    return probs.get(labels[0], 0.0) / sum(probs.values()), text
+
+
+# ---------------------------------------------------------------------------------------------- making
+def judge_types() -> dict:
+    """Judge type -> the class its judges are (None for a registered type whose maker is a plain function: a
+    maker may be the class itself or a classmethod of it, such as ``RewardJudge.from_spec``)."""
+    from .specs import JUDGE_MAKERS, JudgeSpec
+
+    out = {}
+    for kind in JudgeSpec.TYPES:
+        make = JUDGE_MAKERS.get(kind)
+        if make is None:
+            out[kind] = FunctionJudge if kind == "function" else ModelJudge
+            continue
+        owner = make if isinstance(make, type) else getattr(make, "__self__", None)
+        out[kind] = owner if isinstance(owner, type) and issubclass(owner, Judge) else None
+    return out
+
+
+def _class_of(judge_type: str):
+    found = judge_types()
+    if judge_type not in found:
+        from .. import stages
+
+        stages.load_all()  # a stage module may register the type
+        found = judge_types()
+    return found.get(judge_type)
+
+
+def check_judge(judge_type: str, kind: str, benchmark: str) -> None:
+    """Refuse, before anything runs, a judge type that cannot do what ``benchmark`` asks (``kind``)."""
+    cls = _class_of(judge_type)
+    if cls is not None and not cls.can(kind):
+        raise cls.refusal(kind, benchmark, judge_type)
+
+
+def reads_prompts(judge_type: str) -> bool:
+    """Whether judges of this type read the benchmark's judge prompts (unknown types are assumed to)."""
+    cls = _class_of(judge_type)
+    return cls is None or cls.READS_PROMPTS
+
+
+def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> Judge:
+    """The judge a spec names, its defaults filled in. ``sampling``: the caller's settings (a benchmark's token
+    budget, its judge temperature, greedy), under the spec's own sampling."""
     from .specs import JUDGE_MAKERS, JudgeSpec, complete
 
     spec = complete(spec, JudgeSpec, "judge")
@@ -281,4 +514,5 @@ def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None =
         prompt = Path(prompt).expanduser().read_text()
     retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
     return ModelJudge(make_backend(spec, hardware), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
-                      sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"], **retries)
+                      sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"],
+                      judge_type=spec["type"], **retries)

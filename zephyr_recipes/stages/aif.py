@@ -26,7 +26,7 @@ from typing import Optional
 from ..binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..errors import ZephyrError
 from ..feedback.backends import make_backend
-from ..feedback.judges import JudgeFailure, make_judge
+from ..feedback.judges import Item, JudgeFailure, make_judge
 from ..feedback.serve import serving
 from ..feedback.specs import GeneratorSpec, JudgeSpec
 from ..feedback.store import Store
@@ -179,9 +179,9 @@ def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store)
 
 def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store) -> None:
     judge = make_judge(spec, cfg["hardware"])
-    items = [([{"role": "user", "content": by_pid[rec["prompt_id"]]}], rec["response"]) for rec, _ in todo]
+    items = [Item([{"role": "user", "content": by_pid[rec["prompt_id"]]}], (rec["response"],)) for rec, _ in todo]
     with tqdm(total=len(todo), desc="judging", unit="answer") as bar:
-        for j, verdict in judge.rate_many(items):
+        for j, verdict in judge.ask("rate", items, "AI feedback"):
             rec, r = todo[j]
             key = f"{rec['key']}:r{r}"
             if isinstance(verdict, JudgeFailure):

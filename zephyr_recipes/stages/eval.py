@@ -226,11 +226,25 @@ def judge_spec(stage: dict, name: str) -> dict:
     return (stage.get(name) or {}).get("judge") or stage["judge"]
 
 
-def _judge(cfg: dict, max_new_tokens: int, name: str):
+ASKS = {"mt_bench": ("grade", "MT-Bench"), "alpaca_eval": ("compare", "AlpacaEval"),
+        "alpaca_eval_2": ("compare", "AlpacaEval 2.0"), "arena_hard": ("verdict", "Arena-Hard")}  # what each asks
+
+
+def _reads_prompts(cfg: dict, name: str) -> bool:
+    """Whether the benchmark's judge reads its judge prompts (checked first: its type can do what it asks)."""
+    from ..feedback.judges import check_judge, reads_prompts
+
+    kind = judge_spec(cfg["stage"], name)["type"]
+    check_judge(kind, *ASKS[name])
+    return reads_prompts(kind)
+
+
+def _judge(cfg: dict, name: str, max_new_tokens: int, temperature: float = 0.0):
+    """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins)."""
     from ..feedback.judges import make_judge
 
     return make_judge(judge_spec(cfg["stage"], name), cfg["hardware"],
-                      sampling={"temperature": 0.0, "max_new_tokens": max_new_tokens})
+                      sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
 
 
 def _backend(cfg: dict):
@@ -244,8 +258,7 @@ def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     from ..evaluation import mt_bench, precomputed
     sec = cfg["stage"]["mt_bench"]
     questions = mt_bench.load_questions(sec["questions"], sec["max_questions"])
-    function_judge = judge_spec(cfg["stage"], "mt_bench")["type"] == "function"
-    prompts = None if function_judge else mt_bench.load_judge_prompts(sec["judge_prompts"])
+    prompts = mt_bench.load_judge_prompts(sec["judge_prompts"]) if _reads_prompts(cfg, "mt_bench") else None
     references = mt_bench.load_references(sec["reference_answers"])
     log.info("MT-Bench: %d questions from %s", len(questions), sec["questions"])
     out = folder / "mt_bench"
@@ -258,7 +271,7 @@ def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
             mt_bench.generate(backend(), questions, answers, sec["max_new_tokens"], sec["temperatures"])
         rows = mt_bench.answer_records(questions, answers, model_id)
         (out / "model_answer.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        judge = _judge(cfg, sec["judge_max_new_tokens"], "mt_bench")
+        judge = _judge(cfg, "mt_bench", sec["judge_max_new_tokens"])
         mt_bench.judge_all(judge, questions, answers, judgments, prompts, references)
         del judge  # a local judge model leaves memory before the next one loads
         gc.collect()
@@ -291,8 +304,7 @@ def run_alpaca_eval(cfg: dict, folder: Path, backend, model_id: str) -> dict:
 
     sec = cfg["stage"]["alpaca_eval"]
     rows = alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
-    prompt = None if judge_spec(cfg["stage"], "alpaca_eval")["type"] == "function" else \
-        read_text(sec["prompt"], "AlpacaEval judge prompt")
+    prompt = read_text(sec["prompt"], "AlpacaEval judge prompt") if _reads_prompts(cfg, "alpaca_eval") else None
     log.info("AlpacaEval: %d instructions from %s", len(rows), sec["instructions"])
     out = folder / "alpaca_eval"
     outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
@@ -300,7 +312,7 @@ def run_alpaca_eval(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         imported = _alpaca_answers(sec, rows, outputs, backend)
         produced = alpaca.model_outputs(rows, outputs, model_id)
         alpaca.write_outputs(out / "model_outputs.json", produced)
-        judge = _judge(cfg, sec["judge_max_new_tokens"], "alpaca_eval")
+        judge = _judge(cfg, "alpaca_eval", sec["judge_max_new_tokens"])
         alpaca.judge_all(judge, rows, outputs, judgments, prompt, sec["both_orders"])
     finally:
         outputs.close()
@@ -338,8 +350,8 @@ def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     sec = cfg["stage"]["alpaca_eval_2"]
     alpaca_lc._require_package()  # before any answer is generated
     rows = alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
-    prompt = None if judge_spec(cfg["stage"], "alpaca_eval_2")["type"] == "function" else \
-        read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval 2.0 judge prompt")
+    prompt = read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval 2.0 judge prompt") \
+        if _reads_prompts(cfg, "alpaca_eval_2") else None
     out = folder / "alpaca_eval_2"
     df_gamed = alpaca_lc.resolve_df_gamed(sec["df_gamed"], sec["glm"], rows, out)
     log.info("AlpacaEval 2.0: %d instructions from %s", len(rows), sec["instructions"])
@@ -349,9 +361,8 @@ def run_alpaca_eval_2(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         imported = _alpaca_answers(sec, rows, outputs, backend)
         produced = alpaca.model_outputs(rows, outputs, model_id)
         alpaca.write_outputs(out / "model_outputs.json", produced)
-        judge = _judge(cfg, sec["judge_max_new_tokens"], "alpaca_eval_2")
-        alpaca_lc.judge_all(judge, judge_spec(cfg["stage"], "alpaca_eval_2"), rows, outputs, judgments, prompt,
-                            sec["both_orders"], sec["logprobs"], sec["judge_max_new_tokens"])
+        judge = _judge(cfg, "alpaca_eval_2", sec["judge_max_new_tokens"])
+        alpaca_lc.judge_all(judge, rows, outputs, judgments, prompt, sec["both_orders"], sec["logprobs"])
     finally:
         outputs.close()
         judgments.close()
@@ -401,7 +412,7 @@ def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
                     "(all listed in arena_hard/missing_baseline.txt)", len(missing), len(questions),
                     ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
     system_prompts = {}
-    if judge_spec(cfg["stage"], "arena_hard")["type"] != "function":
+    if _reads_prompts(cfg, "arena_hard"):
         system_prompts = {c: arena_hard.read_prompt(for_category(sec["system_prompts"], c, "system_prompts"),
                                                     "Arena-Hard judge system prompt") for c in categories}
     log.info("Arena-Hard %s: %d prompts from %s", sec["version"], len(questions), sec["questions"])
@@ -420,10 +431,9 @@ def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         (out / "model_answer").mkdir(parents=True, exist_ok=True)
         (out / "model_answer" / f"{model_id.replace('/', '_')}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        judge = _judge(cfg, sec["judge_max_new_tokens"] or int(settings.get("max_tokens") or 4096), "arena_hard")
-        if hasattr(judge, "sampling") and settings.get("temperature") is not None \
-                and "temperature" not in (judge_spec(cfg["stage"], "arena_hard").get("sampling") or {}):
-            judge.sampling["temperature"] = float(settings["temperature"])
+        temperature = settings.get("temperature")  # the benchmark's judge temperature, unless the spec sets one
+        judge = _judge(cfg, "arena_hard", sec["judge_max_new_tokens"] or int(settings.get("max_tokens") or 4096),
+                       0.0 if temperature is None else float(temperature))
         arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, system_prompts)
         del judge
         gc.collect()
