@@ -210,7 +210,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 tok = AutoTokenizer.from_pretrained("{where}")
-rm = AutoModelForSequenceClassification.from_pretrained("{where}")
+rm = AutoModelForSequenceClassification.from_pretrained("{where}", num_labels=1)  # also loads a LoRA run (peft)
 chat = [{{"role": "user", "content": "Reverse the words: red green blue"}}, {{"role": "assistant", "content": "blue green red"}}]
 ids = tok.apply_chat_template(chat, return_tensors="pt", return_dict=True)
 with torch.no_grad():
