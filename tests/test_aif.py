@@ -85,7 +85,15 @@ def test_function_judge_on_a_checkable_task_produces_pairs_dpo_can_read(tmp_path
   test_fraction: 0.0
 """)
     out = tmp_path / "run"
-    code, _, err = cli(str(recipe), f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}")
+    args = (str(recipe), f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}")
+    # Code from outside the package runs only when the command line says so; validate lists it.
+    code, _, err = cli(*args)
+    assert code == 2 and "stage.generators[1].function = tests.helpers:sloppy" in err
+    assert "--trust-recipe-code" in err and "zephyr_recipes.embedded" not in err and not out.exists()
+    code, text, err = cli("validate", *args)
+    assert code == 0 and "python code: stage.generators[1].function = tests.helpers:sloppy  (outside" in text
+    assert "python code: stage.judge.module = zephyr_recipes.embedded.judge\n" in text
+    code, _, err = cli(*args, "--trust-recipe-code")
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["prompts"] == 12 and summary["completions"] == 36 and summary["judge_failures"] == 0
@@ -281,8 +289,8 @@ def test_aif_config_errors(cli):
     for override, problem in (
         ("stage.generators=[]", "has no generators"),
         ("stage.judge.type=oracle", "stage.judge.type is 'oracle'"),
-        ("stage.binarize.rejected=worst", "stage.binarize.rejected='worst'"),
-        ("+stage.generators.0.temprature=1", "unknown key stage.generators[0].temprature"),
+        ("stage.binarize.rejected=worst", "`stage.binarize.rejected` is 'worst' but must be one of 'random', 'lowest'"),
+        ("+stage.generators.0.temprature=1", "unknown key `stage.generators[0].temprature`"),
     ):
         code, _, err = cli("validate", "tiny/aif", override)
         assert code == 2 and problem in err and "fix:" in err, (override, err)

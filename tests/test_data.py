@@ -329,7 +329,7 @@ def test_malformed_jsonl_line_is_reported_with_file_and_line(tmp_path, tok, caps
     ({"mixture": ["a"]}, "must be a mapping"),
     ({"path": "a", "format": "sharegtp"}, "format"),
     ({"path": "a", "test_fraction": 1.5}, "between 0 and 1"),
-    ({"path": "a", "binarize": {"rejected": "worst"}}, "random, lowest"),
+    ({"path": "a", "binarize": {"rejected": "worst"}}, "must be one of 'random', 'lowest'"),
     ({"path": "a", "binarize": {"scores": "mean"}}, "did you mean score"),
     ({"path": "a", "roles": {"human": "person"}}, "system, user, assistant"),
     ({"path": "a", "columns": {"mesages": "m"}}, "did you mean messages"),

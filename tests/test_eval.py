@@ -220,10 +220,10 @@ def test_alpaca_eval_subset_is_seeded():
 def test_eval_config_errors(cli, monkeypatch, tmp_path):
     for override, problem in (
         ("stage.judge.type=oracle", "stage.judge.type is 'oracle'"),
-        ("stage.mt_bench.max_question=3", "unknown key stage.mt_bench.max_question"),
+        ("stage.mt_bench.max_question=3", "unknown key `stage.mt_bench.max_question`"),
         ("stage.benchmarks=[mmlu]", "stage.benchmarks"),
         ("stage.alpaca_eval.max_samples=0", "stage.alpaca_eval.max_samples"),
-        ("+stage.lm_eval.tasks.0.shots=3", "unknown key stage.lm_eval.tasks[0].shots"),
+        ("+stage.lm_eval.tasks.0.shots=3", "unknown key `stage.lm_eval.tasks[0].shots`"),
     ):
         code, _, err = cli("validate", "zephyr-7b-beta/eval" if "oracle" in override else "tiny/eval", override)
         assert code == 2 and problem in err and "fix:" in err, (override, err)
@@ -239,7 +239,7 @@ def test_switching_a_judge_or_generator_type_names_the_leftover_key(cli):
     it with the exact override, and that override works."""
     switch = ["stage.judge.type=openai", "stage.judge.model=gpt-4", "stage.judge.base_url=http://127.0.0.1:9/v1"]
     code, _, err = cli("validate", "tiny/eval-heldout", *switch)
-    assert code == 2 and "stage.judge.module belongs to type function" in err and "add ~stage.judge.module" in err
+    assert code == 2 and "stage.judge.module belongs to judge type function" in err and "add ~stage.judge.module" in err
     code, out, err = cli("validate", "tiny/eval-heldout", *switch, "~stage.judge.module")
     assert code == 0, err
     code, _, err = cli("validate", "tiny/aif", "stage.generators.3.type=transformers", "stage.generators.3.model=x")

@@ -173,8 +173,9 @@ def test_two_process_cpu_run_through_accelerate_launch(tmp_path):
     """The real launch path: `zephyr-recipes run` -> accelerate launch -> 2 workers over gloo."""
     out = tmp_path / "run"
     trace = tmp_path / "trace"
-    e = env()
+    e = env()  # tests/trace_site/sitecustomize.py records each rank's examples in the launched workers
     e["ZEPHYR_RECIPES_TRACE_DIR"] = str(trace)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "trace_site"), e["PYTHONPATH"]])
     proc = subprocess.run([sys.executable, "-m", "zephyr_recipes", "tiny/sft", "hardware=cpu-2proc",
                            "stage.trainer.per_device_train_batch_size=8", "stage.global_batch_size=32",
                            "stage.trainer.packing=false", *FAST,  # rows, not packed rows, are traced per rank

@@ -65,7 +65,7 @@ def test_served_generator_is_started_used_and_stopped(tmp_path, cli):
     data = _write_prompts(tmp_path / "prompts.jsonl")
     recipe = _recipe(tmp_path, stage(serve_command(port, pidfile)))
     out = tmp_path / "run"
-    code, _, err = cli(str(recipe), f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}")
+    code, _, err = cli(str(recipe), "--trust-recipe-code", f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}")
     assert code == 0, err
     served = [r for r in _rows(out, "completions.jsonl") if r["model"] == "served"]
     assert len(served) == 12 and all("response" in r for r in served)
@@ -78,7 +78,7 @@ def test_server_that_dies_while_starting_is_reported_with_its_log(tmp_path, cli)
     pidfile, port = tmp_path / "pids.json", free_port()
     data = _write_prompts(tmp_path / "prompts.jsonl")
     recipe = _recipe(tmp_path, stage(serve_command(port, pidfile, "--fail-after", "0.5")))
-    code, _, err = cli(str(recipe), f"dataset.path={data}", "dataset.train_split=train",
+    code, _, err = cli(str(recipe), "--trust-recipe-code", f"dataset.path={data}", "dataset.train_split=train",
                        f"run.output_dir={tmp_path / 'run'}")
     assert code == 2
     assert "exited with code 3 before it answered" in err and f"127.0.0.1:{port}/v1/models" in err
@@ -91,7 +91,7 @@ def test_server_that_never_answers_times_out_and_is_stopped(tmp_path, cli):
     data = _write_prompts(tmp_path / "prompts.jsonl")
     recipe = _recipe(tmp_path, stage(serve_command(port, pidfile, "--startup-delay", "600"), ", serve_timeout: 3"))
     started = time.time()
-    code, _, err = cli(str(recipe), f"dataset.path={data}", "dataset.train_split=train",
+    code, _, err = cli(str(recipe), "--trust-recipe-code", f"dataset.path={data}", "dataset.train_split=train",
                        f"run.output_dir={tmp_path / 'run'}")
     assert code == 2 and time.time() - started < 120
     assert "did not answer" in err and "within 3s" in err and "loading model served-teacher" in err
@@ -105,7 +105,7 @@ def test_ctrl_c_or_sigterm_of_the_runner_stops_the_server(tmp_path, sig, rc):
     recipe = _recipe(tmp_path, stage(serve_command(port, pidfile, "--reply-delay", "2")))
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "zephyr_recipes", "run", str(recipe), f"dataset.path={data}",
+    proc = subprocess.Popen([sys.executable, "-m", "zephyr_recipes", "run", str(recipe), "--trust-recipe-code", f"dataset.path={data}",
                              "dataset.train_split=train", f"run.output_dir={out}"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = out / "serve-served.log"
@@ -126,7 +126,7 @@ def test_ctrl_c_or_sigterm_of_the_runner_stops_the_server(tmp_path, sig, rc):
 @pytest.mark.parametrize("generator, problem", [
     ('{name: s, type: openai, serve: "vllm serve ./m"}', "cannot tell where `vllm serve ./m` will listen"),
     ('{name: s, type: transformers, model: ./m, serve: "vllm serve ./m --port 8011"}',
-     "stage.generators[0].serve starts an OpenAI-compatible server, and stage.generators[0].type is transformers"),
+     "stage.generators[0].serve belongs to generator type openai, and stage.generators[0].type is transformers"),
 ])
 def test_serve_errors_are_found_before_the_stage_starts(tmp_path, cli, generator, problem):
     recipe = _recipe(tmp_path, f"""  generators:

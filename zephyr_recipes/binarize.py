@@ -38,6 +38,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Optional
 
+from .schema import BinarizeRule
+
 ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
 SCHEMA = ("prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected")
 SKIP_REASONS = ("too_few_completions", "all_tied", "empty_prompt")
@@ -94,8 +96,9 @@ def completion_score(completion: dict, score: Literal["mean", "overall"] = "mean
 
 
 def binarize(prompt: str, completions: list[dict], *, seed: int = 42,
-             rejected: Literal["random", "lowest"] = "random", score: Literal["mean", "overall"] = "mean",
-             ties: Literal["drop", "keep"] = "drop", tally: Optional[Tally] = None) -> Optional[dict]:
+             rejected: Literal["random", "lowest"] = BinarizeRule.rejected,
+             score: Literal["mean", "overall"] = BinarizeRule.score,
+             ties: Literal["drop", "keep"] = BinarizeRule.ties, tally: Optional[Tally] = None) -> Optional[dict]:
     """One preference row in the ultrafeedback_binarized schema, or None when the prompt is skipped.
 
     ``completions`` are dicts with ``response`` and either ``annotations`` (aspect -> {Rating, Rationale})
@@ -149,7 +152,8 @@ def binarize(prompt: str, completions: list[dict], *, seed: int = 42,
 
 
 def binarize_dataset(ds, *, prompt_column: str = "instruction", completions_column: str = "completions",
-                     seed: int = 42, rejected: str = "random", score: str = "mean", ties: str = "drop"):
+                     seed: int = 42, rejected: str = BinarizeRule.rejected, score: str = BinarizeRule.score,
+                     ties: str = BinarizeRule.ties):
     """Map :func:`binarize` over a dataset in openbmb/UltraFeedback's schema.
 
     Returns ``(dataset in the ultrafeedback_binarized schema, tally dict)``. The map goes through

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="pipelines: run this stage and every later one again")
             s.add_argument("--only", metavar="STAGE", help="pipelines: run just this stage again")
+            s.add_argument("--trust-recipe-code", action="store_true",
+                           help="run the Python code the recipe names (function generators and judges from outside "
+                                "zephyr_recipes; `validate` lists them). Only this flag allows it, never a recipe")
             s.add_argument("-m", "--multirun", action="store_true",
                            help="sweep: one run per combination of the swept values (key=a,b  key=range(1,4)  "
                                 "key=choice(a,b)), into <run.output_dir>-sweep/ with sweep.md and sweep.png")
@@ -126,23 +129,35 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
 
 
 def cmd_show(args) -> int:
-    import yaml
+
+    from . import trust
+    from .pipeline import dump
 
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
-    sys.stdout.write(yaml.safe_dump(cfg, sort_keys=False))
+    code = trust.describe(cfg)
+    if code:
+        sys.stdout.write("# Python code this recipe runs:\n" + "".join(f"#   {line}\n" for line in code))
+    sys.stdout.write(dump(cfg))
     return 0
 
 
 def cmd_validate(args) -> int:
+    from . import trust
+
     cfg, name = _compose(args.recipe, args.overrides)
+    code = [f"python code: {line}" for line in trust.describe(cfg)]
     if "pipeline" in cfg:
         for st in cfg["pipeline"]["stages"]:
             c = st["config"]
             print(f"ok: {name} stage {st['name']}: {c['stage']['name']} of {c['model']['name_or_path']} "
                   f"-> {c['run']['output_dir']}")
+        if code:
+            print("\n".join(code))
         return 0
     print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
           f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
+    if code:
+        print("\n".join(code))
     from . import stages
 
     if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage):
@@ -270,11 +285,12 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import launch, pipeline
+    from . import launch, pipeline, trust
     from .compose import compose
     from .logs import setup_logging
 
     setup_logging()
+    trust.allow(args.trust_recipe_code)
     argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
     if args.multirun:
         from . import sweep

@@ -6,11 +6,10 @@ run folder and never compose again.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
-from .errors import ZephyrError
+from .errors import ZephyrError, did_you_mean
 
 GROUPS = ("model", "dataset", "stage", "hardware")
 
@@ -47,9 +46,8 @@ def find_recipe(recipe: str) -> tuple[Path, str]:
     if shipped.is_file():
         return shipped, recipe
     names = list_recipes()
-    close = difflib.get_close_matches(recipe, names, n=3, cutoff=0.5)
     raise ZephyrError(f"no recipe named {recipe!r}",
-                      f"did you mean {' or '.join(close)}?" if close else
+                      did_you_mean(recipe, names, cutoff=0.5) or
                       f"shipped recipes: {', '.join(names)}; or give a path to a .yaml file")
 
 
@@ -86,6 +84,17 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
         with initialize_config_dir(config_dir=str(path.parent), version_base=None):
             cfg = hydra_compose(config_name=path.stem,
                                 overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
+        # The schemas' defaults lie under the recipe, so an interpolation may name any key, set or not.
+        from . import stages
+        from .schema import recipe_defaults
+
+        try:
+            if "pipeline" in cfg:
+                raise TypeError("a pipeline: its stages are composed one by one")
+            stage = stages.get(OmegaConf.select(cfg, "stage.name", default="sft"))
+            cfg = OmegaConf.merge(OmegaConf.create(recipe_defaults(stage.schema)), cfg)
+        except (OmegaConfBaseException, ZephyrError, TypeError):
+            pass  # a malformed section or stage name: validation names it
         container = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import hardware, preempt, runfolder
+from . import hardware, preempt, runfolder, trust
 from .errors import ZephyrError
 
 SBATCH = "launch.sbatch"
@@ -293,6 +293,7 @@ def execute(cfg: dict, name: str, argv: list[str]) -> Path | None:
     from .modeling import resolve_placement
 
     hw = cfg["hardware"]
+    trust.check(cfg)
     plan.check_before_launch(cfg)
     if hw["launcher"] != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't

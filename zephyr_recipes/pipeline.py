@@ -42,8 +42,8 @@ from pathlib import Path
 
 import yaml
 
-from . import runfolder
-from .errors import ZephyrError
+from . import runfolder, trust
+from .errors import ZephyrError, unknown_key
 
 log = logging.getLogger("zephyr_recipes")
 PIPELINE_KEYS = {"description", "output_dir", "seed", "stages", "report", "rounds", "reuse"}
@@ -111,7 +111,7 @@ def _check_stage_list(stages, where: str) -> None:
             raise ZephyrError(f"{where}[{i}] needs a name and a recipe", "write {name: sft, recipe: tiny/sft}")
         bad = set(st) - STAGE_KEYS
         if bad:
-            raise ZephyrError(f"unknown key {where}[{i}].{sorted(bad)[0]}", "stages have name, recipe, overrides")
+            raise unknown_key(f"{where}[{i}]", sorted(bad)[0], sorted(STAGE_KEYS))
         if not isinstance(st.get("overrides") or {}, dict):
             raise ZephyrError(f"{where}[{i}].overrides must be a mapping of key: value",
                               "write overrides as `key: value` lines")
@@ -123,8 +123,7 @@ def expand_rounds(rounds, output_dir: str, per_stage: dict) -> list[dict]:
         raise ZephyrError("`pipeline.rounds` must be a mapping", "give it count, policy, next_policy and stages")
     unknown = set(rounds) - ROUND_KEYS
     if unknown:
-        raise ZephyrError(f"unknown key `pipeline.rounds.{sorted(unknown)[0]}`",
-                          f"known keys: {', '.join(sorted(ROUND_KEYS))}")
+        raise unknown_key("pipeline.rounds", sorted(unknown)[0], sorted(ROUND_KEYS))
     count = rounds.get("count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ZephyrError(f"`pipeline.rounds.count` is {count!r} but must be a whole number of at least 1",
@@ -186,7 +185,7 @@ def check(raw: dict, per_stage: dict | None = None) -> dict:
         raise ZephyrError("`pipeline` must be a mapping", "give it output_dir, seed and stages")
     unknown = set(spec) - PIPELINE_KEYS
     if unknown:
-        raise ZephyrError(f"unknown key `pipeline.{sorted(unknown)[0]}`", f"known keys: {', '.join(sorted(PIPELINE_KEYS))}")
+        raise unknown_key("pipeline", sorted(unknown)[0], sorted(PIPELINE_KEYS))
     if not spec.get("output_dir"):
         raise ZephyrError("`pipeline.output_dir` must be set", "for example pipeline.output_dir=runs/my-pipeline")
     stages = spec.get("stages")
@@ -233,7 +232,16 @@ class _Verbatim(str):
     """A value typed on the command line: Hydra's override syntax already, passed on as written."""
 
 
-yaml.SafeDumper.add_representer(_Verbatim, lambda dumper, value: dumper.represent_str(str(value)))
+class _Dumper(yaml.SafeDumper):
+    """YAML's safe dumper, also writing command-line values as the strings they are (yaml's own stays untouched)."""
+
+
+_Dumper.add_representer(_Verbatim, lambda dumper, value: dumper.represent_str(str(value)))
+
+
+def dump(obj) -> str:
+    """A pipeline spec (or anything holding one) as YAML."""
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False)
 
 
 def _quote(text: str) -> str:
@@ -383,10 +391,11 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             raise ZephyrError(f"{flag} {value}: the pipeline has no stage of that name{hint}",
                               f"its stages: {', '.join(names)}")
     planned = stage_configs(spec, recipe_file.parent, folders)
+    trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
     out = Path(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     written = {**spec, "stages": [{**st, "folder": str(Path(cfg["run"]["output_dir"]))} for st, _, cfg in planned]}
-    runfolder.write_atomic(out / "pipeline.yaml", yaml.safe_dump({"pipeline": written}, sort_keys=False))
+    runfolder.write_atomic(out / "pipeline.yaml", dump({"pipeline": written}))
     status_path = out / "pipeline.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {"stages": {}}
     status["seed"] = spec["seed"]

@@ -210,7 +210,7 @@ def estimate(cfg: dict, shape: Shape) -> dict:
     """Per-device memory in GB by component, the total, and the facts it used."""
     from . import hardware
 
-    hw, stage = cfg["hardware"], cfg["stage"]
+    hw = cfg["hardware"]
     P = shape.params
     world = hardware.world_size(hw)
     strategy = hw["strategy"]

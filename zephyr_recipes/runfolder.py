@@ -93,7 +93,7 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
     if folder.exists() and any(folder.iterdir()):
         status = read_status(folder)
         if status is None:
-            raise ZephyrError(f"{folder} exists and is not a run folder", f"choose another run.name or run.output_dir")
+            raise ZephyrError(f"{folder} exists and is not a run folder", "choose another run.name or run.output_dir")
         if status.get("status") == "complete":
             if not run["overwrite"]:
                 raise ZephyrError(f"{folder} holds a finished run (completed {status.get('finished', '?')})",

@@ -7,17 +7,24 @@ the stage and is validated by introspecting that class (see :mod:`zephyr_recipes
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from .errors import ZephyrError, unknown_key
 
-def _f(default: Any, help: str, **kw):  # noqa: A002 - mirrors dataclasses' own vocabulary
+
+def _f(default: Any, help: str, merge: bool = False, **kw):  # noqa: A002 - mirrors dataclasses' own vocabulary
+    """A schema field: its default (a nested schema's class for a nested section) and its help text.
+
+    ``merge``: a mapping the recipe gives is laid over the default key by key instead of replacing it."""
+    meta = {"help": help, "merge": merge}
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return field(default_factory=default, metadata=meta, **kw)
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
 
 
 # ------------------------------------------------------------------------------- value kinds
@@ -80,8 +87,84 @@ def kinds_of(cls: type) -> dict[str, Any]:
         members = [a for a in typing.get_args(hint) if a is not type(None)] \
             if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
         nested = [m for m in members if dataclasses.is_dataclass(m)]
-        out[f.name] = nested[0] if nested else kinds(hint)
+        listed = [a for m in members if typing.get_origin(m) is list for a in typing.get_args(m)
+                  if dataclasses.is_dataclass(a)]
+        out[f.name] = nested[0] if nested else (listed[0],) if listed else kinds(hint)
     return out
+
+
+def check_section(where: str, values: Any, cls: type) -> dict:
+    """``values`` completed with ``cls``'s defaults; unknown keys, unset ``???`` values and wrong types refused.
+
+    A field whose type is itself a schema (or a list of schemas) is checked the same way, one level down
+    (``stage.mt_bench``, ``stage.generators[0]``). A schema with a ``variant(where, values)`` classmethod picks
+    the subclass that checks the values (judges and generators by their ``type``); one with ``after_check(where,
+    values)`` checks the completed values together.
+    """
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ZephyrError(f"`{where}` must be a mapping of keys to values, got {type(values).__name__}",
+                          f"write it as `{where}:` followed by indented `key: value` lines")
+    if hasattr(cls, "variant"):
+        cls = cls.variant(where, values)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = kinds_of(cls)
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            if hasattr(cls, "unknown_key"):
+                cls.unknown_key(where, key)
+            raise unknown_key(where, key, fields)
+        if value == "???":
+            raise ZephyrError(f"`{where}.{key}` must be set", f"add `{where}.{key}=...` or pick a {where} option")
+        if fields[key].metadata.get("merge") and isinstance(value, dict):
+            value = {**fields[key].default_factory(), **value}
+        out[key] = _checked_value(f"{where}.{key}", value, hints[key], fields[key])
+    for key, f in fields.items():
+        if key in out:
+            continue
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ZephyrError(f"`{where}.{key}` is required", f.metadata.get("help"))
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if default == "???":
+            raise ZephyrError(f"`{where}.{key}` must be set",
+                              f"pick a {where.split('.')[0]} option in the recipe's defaults or add `{where}.{key}=...`")
+        if isinstance(hints[key], type) and default is not None:
+            default = check_section(f"{where}.{key}", {}, hints[key])
+        out[key] = default
+    out = {key: out[key] for key in fields}
+    if hasattr(cls, "after_check"):
+        cls.after_check(where, out)
+    return out
+
+
+def defaults_of(cls: type) -> dict:
+    """A schema's keys and their defaults, nested sections as mappings (what a recipe starts from)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "???")
+        out[f.name] = defaults_of(type(value)) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def recipe_defaults(stage_schema: type) -> dict:
+    """Every section's defaults, the stage section's from its stage's schema."""
+    return {name: defaults_of(stage_schema if name == "stage" else cls) for name, cls in SECTIONS.items()}
+
+
+def _checked_value(where: str, value: Any, kind: Any, f) -> Any:
+    if isinstance(kind, type):  # a nested section (null where its default is null)
+        return None if value is None and f.default is None else check_section(where, value, kind)
+    if isinstance(kind, tuple):  # a list of sections
+        if not isinstance(value, (list, tuple)):
+            raise ZephyrError(f"`{where}` must be a list", f"{where}: {f.metadata.get('help', '')}")
+        return [check_section(f"{where}[{i}]", item, kind[0]) for i, item in enumerate(value)]
+    if not accepts(value, kind):
+        raise ZephyrError(f"`{where}` is {value!r} but must be {describe_kinds(kind)}",
+                          f"{where}: {f.metadata.get('help', '')}")
+    return value
 
 
 @dataclass
@@ -112,6 +195,22 @@ class ModelConfig:
 
 
 @dataclass
+class BinarizeRule:
+    """How a prompt's rated completions become one pair; the recipe keys of the AIF stage and of dataset.binarize."""
+
+    rejected: Literal["random", "lowest"] = _f("random", "random: one of the lower-rated completions, drawn with the "
+                                                         "seed; lowest: the lowest-rated one.")
+    score: Literal["mean", "overall"] = _f("mean", "mean: the mean of the aspect ratings; overall: overall_score.")
+    ties: Literal["drop", "keep"] = _f("drop", "drop: rejected must score below chosen (prompts whose completions "
+                                               "all tie are skipped); keep: a tie may be rejected.")
+
+
+@dataclass
+class DatasetBinarize(BinarizeRule):
+    seed: Optional[int] = _f(None, "Seed of the rejected draw; null: run.seed.")
+
+
+@dataclass
 class DatasetConfig:
     path: Optional[str] = _f(
         None, "Hub id, local file or folder (json, jsonl, parquet, csv, save_to_disk), or builtin://... "
@@ -127,9 +226,7 @@ class DatasetConfig:
                 "rejected, text or conversations), ultrafeedback (raw openbmb/UltraFeedback, binarized), or auto.")
     roles: dict = _f({}, "Rename roles before the checks, e.g. {human: user, gpt: assistant} (ShareGPT's names "
                          "human and gpt are renamed by default).")
-    binarize: dict = _f(
-        {}, "Options for format ultrafeedback: rejected (random | lowest), score (mean of the aspect ratings | "
-            "overall = overall_score), ties (drop | keep), seed (null = run.seed).")
+    binarize: DatasetBinarize = _f(DatasetBinarize, "For format ultrafeedback: how the raw ratings become pairs.")
     mixture: list = _f(
         [], "Sources to mix, each {path, split, weight, test_split, name, revision, columns, format, roles}; "
             "missing keys come from this section. weight below 1 subsamples, above 1 repeats (seeded).")

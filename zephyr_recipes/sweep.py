@@ -287,7 +287,6 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
                  f"the shared {', '.join(again)} run again once" if again else "no shared stage runs again",
                  first_branch)
     for point, spec, _ in specs:  # refuse before anything runs, like a single run
-        planned = []
         for st in spec["stages"]:
             if st["name"] in shared or (only and st["name"] != only):
                 continue

@@ -9,57 +9,15 @@ gets a did-you-mean. Then the stage's own ``check`` and the dataset and hardware
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any
 
 from . import stages, trainer_fields
-from .errors import ZephyrError, did_you_mean, unknown_key
-from .schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, describe_kinds, kinds_of
+from .errors import ZephyrError, did_you_mean
+from .schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{16,})$")
-
-
-def check_section(where: str, values: Any, cls: type) -> dict:
-    """``values`` completed with ``cls``'s defaults; unknown keys, unset ``???`` values and wrong types refused.
-
-    Fields whose type is itself a schema are checked the same way, one level down (``stage.mt_bench``)."""
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ZephyrError(f"`{where}` must be a mapping of keys to values, got {type(values).__name__}",
-                          f"write it as `{where}:` followed by indented `key: value` lines")
-    cls = getattr(cls, "variant", lambda w, v: cls)(where, values)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = kinds_of(cls)
-    out = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise unknown_key(where, key, fields)
-        if value == "???":
-            raise ZephyrError(f"`{where}.{key}` must be set", f"add `{where}.{key}=...` or pick a {where} option")
-        if isinstance(hints[key], type):  # a nested section (null where its default is null)
-            nullable = value is None and fields[key].default is None
-            out[key] = None if nullable else check_section(f"{where}.{key}", value, hints[key])
-            continue
-        if not accepts(value, hints[key]):
-            raise ZephyrError(f"`{where}.{key}` is {value!r} but must be {describe_kinds(hints[key])}",
-                              f"{where}.{key}: {fields[key].metadata.get('help', '')}")
-        out[key] = value
-    for key, f in fields.items():
-        if key in out:
-            continue
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ZephyrError(f"`{where}.{key}` is required", f.metadata.get("help"))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if default == "???":
-            raise ZephyrError(f"`{where}.{key}` must be set",
-                              f"pick a {where.split('.')[0]} option in the recipe's defaults or add `{where}.{key}=...`")
-        if isinstance(hints[key], type) and default is not None:
-            default = check_section(f"{where}.{key}", {}, hints[key])
-        out[key] = default
-    return {key: out[key] for key in fields}
 
 
 def check_trainer(stage, trainer: dict) -> dict:

@@ -101,3 +101,29 @@ def row_text(row: dict) -> list[str]:
         for m in row.get(col) or []:
             out.append(m["content"])
     return out
+
+
+def apply(ds, index, rep: dict, decon: dict):
+    """``ds`` without the rows that overlap an evaluation prompt; counts and examples go into rep and decon."""
+    from datasets.fingerprint import Hasher
+
+    from .cache import file_digest, fingerprint_of
+
+    def hit(row):
+        for text in row_text(row):
+            found = index.match(text)
+            if found:
+                return {"_hit": found}
+        return {"_hit": ""}
+
+    fp = Hasher.hash([fingerprint_of(ds), index.n, decon["files"], [file_digest(f) for f in decon["files"]]])
+    marked = ds.map(hit, new_fingerprint=fp, desc="decontaminating")
+    hits = [i for i, h in enumerate(marked["_hit"]) if h]
+    if hits:
+        for i in hits[:5]:
+            row = marked[i]
+            decon["examples"].append({"file": row["_hit"], "text": row_text(row)[0][:200]})
+        marked = marked.filter(lambda h: not h, input_columns="_hit", desc="dropping contaminated rows")
+        rep["dropped"]["contaminated"] = len(hits)
+        decon["dropped"] += len(hits)
+    return marked.remove_columns("_hit")

@@ -141,7 +141,7 @@ def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str |
     stream = stream or sys.stdout
     color = stream.isatty() if color is None else color
     stage, trainer, seed = cfg["stage"]["name"], cfg["stage"]["trainer"], cfg["run"]["seed"]
-    rows = rows_of(cfg)
+    kind = rows_of(cfg)
     train, _, info = load_for_stage(cfg, tokenizer)
     rows = train.shuffle(seed=seed).select(range(min(sample, len(train))))
     w = stream.write
@@ -151,7 +151,7 @@ def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str |
     w(f"legend: {legend}\n")
     lengths, trained = [], []
     for i, row in enumerate(rows):
-        if rows == "chat":
+        if kind == "chat":
             seqs = {"": tokenize_sft(tokenizer, row["messages"], trainer)}
         else:
             seqs = {k: tokenize_dpo(tokenizer, row, trainer, k) for k in ("chosen", "rejected")}
@@ -162,11 +162,11 @@ def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str |
                 head = f"--- example {i + 1}{' ' + label if label else ''} ({len(pairs)} tokens, " \
                        f"{sum(s == TRAINED for _, s in pairs)} trained) ---"
                 w(f"\n{head}\n{render(tokenizer, pairs, color)}\n")
-    result = stats(lengths, trainer, rows, seed)
+    result = stats(lengths, trainer, kind, seed)
     result["trained_token_share"] = sum(trained) / max(1, sum(min(n_, result["max_length"] or n_) for n_ in lengths))
     result["sampled_rows"], result["train_rows"] = len(rows), len(train)
     w(f"\ntoken lengths over {len(rows)} of {len(train)} rows"
-      f"{' (chosen and rejected sequences)' if rows == 'pairs' else ''}:\n")
+      f"{' (chosen and rejected sequences)' if kind == 'pairs' else ''}:\n")
     w(f"  p50 {result['p50']}  p95 {result['p95']}  max {result['max']}  max_length {result['max_length']}\n")
     w(f"  truncated at max_length: {result['truncated_share']:.1%}\n")
     w(f"  padding without packing: {result['padding_share']:.1%}\n")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from . import tasks
 
-ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
-
 
 def _last_user(messages: list[dict]) -> str:
     return next(m["content"] for m in reversed(messages) if m["role"] == "user")

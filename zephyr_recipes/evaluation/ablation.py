@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .. import runfolder
-from ..errors import ZephyrError
+from ..errors import ZephyrError, unknown_key
 from . import plots
 from .compare import PUBLISHED
 
@@ -46,7 +46,7 @@ def check_claims(claims) -> list[dict]:
                               "write {run: dSFT + dDPO, metric: mt_bench, above: dSFT}")
         extra = set(claim) - CLAIM_KEYS
         if extra:
-            raise ZephyrError(f"unknown key {where}.{sorted(extra)[0]}", f"claims have {', '.join(sorted(CLAIM_KEYS))}")
+            raise unknown_key(where, sorted(extra)[0], sorted(CLAIM_KEYS))
         if ("above" in claim) == ("at_least" in claim):
             raise ZephyrError(f"{where} needs exactly one of `above` and `at_least`",
                               "name another row (or a number) the run should beat")

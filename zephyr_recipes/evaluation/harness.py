@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import ZephyrError
+from ..errors import ZephyrError, unknown_key
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -33,7 +33,7 @@ def normalise_tasks(tasks: list) -> list[dict]:
                               "for example {name: arc_challenge, num_fewshot: 25}")
         unknown = sorted(set(task) - TASK_KEYS)
         if unknown:
-            raise ZephyrError(f"unknown key stage.lm_eval.tasks[{i}].{unknown[0]}", f"known keys: {', '.join(sorted(TASK_KEYS))}")
+            raise unknown_key(f"stage.lm_eval.tasks[{i}]", unknown[0], sorted(TASK_KEYS))
         metric, shots = LEADERBOARD.get(task["name"], (None, 0))
         out.append({"num_fewshot": shots, "metric": metric, "data_files": None, "yaml": None, **task})
     return out

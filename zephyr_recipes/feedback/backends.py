@@ -138,14 +138,20 @@ class TransformersBackend:
 
 
 def make_backend(spec: dict, hardware: dict | None = None):
+    """The backend a generator or judge spec names, with every default of its type filled in."""
+    from .specs import BACKEND_OPTIONS, complete
+
     kind = spec.get("type")
+    if kind not in BACKEND_OPTIONS:
+        raise ZephyrError(f"unknown backend type {kind!r}", f"use type: {', '.join(BACKEND_OPTIONS)}")
+    options = BACKEND_OPTIONS[kind]
+    spec = complete({k: v for k, v in spec.items() if k in options.__dataclass_fields__}, options, f"{kind} backend")
     if kind == "function":
         return FunctionBackend(spec["function"])
     if kind == "openai":
-        endpoint = Endpoint(base_url=spec["base_url"], model=spec["model"], api_key_env=spec.get("api_key_env"),
-                            timeout=float(spec.get("timeout", 60)), max_retries=int(spec.get("max_retries", 4)),
-                            backoff=float(spec.get("backoff", 1.0)))
-        return EndpointBackend(endpoint, int(spec.get("concurrency", 8)))
-    if kind == "transformers":
-        return TransformersBackend(spec["model"], spec.get("model_config"), hardware, spec.get("batch_size", "auto"))
-    raise ZephyrError(f"unknown backend type {kind!r}", "use type: transformers, openai or function")
+        retries = spec["max_retries"]
+        endpoint = Endpoint(base_url=spec["base_url"], model=spec["model"], api_key_env=spec["api_key_env"],
+                            timeout=float(spec["timeout"]), backoff=float(spec["backoff"]),
+                            **({} if retries is None else {"max_retries": int(retries)}))
+        return EndpointBackend(endpoint, int(spec["concurrency"]))
+    return TransformersBackend(spec["model"], spec["model_config"], hardware, spec["batch_size"])

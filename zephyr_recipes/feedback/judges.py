@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..binarize import ASPECTS
 from .backends import load_callable, make_backend
-
-ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
 
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
 Rate the answer on four aspects, each from 1 (poor) to 5 (excellent):
@@ -267,12 +266,19 @@ class ModelJudge:
         return self._ask([p for *_, p in items], parse_preference)
 
 
-def make_judge(spec: dict, hardware: dict | None = None):
-    if spec.get("type") == "function":
+def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None):
+    """The judge a spec names, its defaults filled in. ``sampling``: the caller's defaults (a benchmark's token
+    budget, greedy), under the spec's own sampling."""
+    from .specs import JUDGE_MAKERS, JudgeSpec, complete
+
+    spec = complete(spec, JudgeSpec, "judge")
+    if spec["type"] in JUDGE_MAKERS:
+        return JUDGE_MAKERS[spec["type"]](spec, hardware)
+    if spec["type"] == "function":
         return FunctionJudge(spec["module"])
-    prompt = spec.get("prompt") or ULTRAFEEDBACK_PROMPT
+    prompt = spec["prompt"] or ULTRAFEEDBACK_PROMPT
     if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
         prompt = Path(prompt).expanduser().read_text()
-    return ModelJudge(make_backend(spec, hardware), prompt, spec.get("aspects") or ASPECTS,
-                      tuple(spec.get("scale") or (1, 5)), int(spec.get("max_retries", 2)), spec.get("sampling"),
-                      spec.get("system"))
+    retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
+    return ModelJudge(make_backend(spec, hardware), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
+                      sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"], **retries)

@@ -88,7 +88,7 @@ class Server:
                                          preexec_fn=_die_with_parent)
         except FileNotFoundError:
             raise ZephyrError(f"serve command not found: {argv[0]}",
-                              f"install it (e.g. pip install vllm) or give its full path in serve") from None
+                              "install it (e.g. pip install vllm) or give its full path in serve") from None
         finally:
             out.close()
         self._catch_sigterm()
@@ -188,7 +188,7 @@ def serving(spec: dict, log_dir: Path, name: str):
         return
     if spec.get("type") != "openai":
         raise ZephyrError(f"{name}: serve applies to type: openai (a server speaking OpenAI's API)",
-                          f"set type: openai, or drop serve")
+                          "set type: openai, or drop serve")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     with Server(spec, Path(log_dir) / f"serve-{safe}.log") as served:
         yield served

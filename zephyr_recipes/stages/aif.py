@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,13 +23,14 @@ from tqdm.auto import tqdm
 from dataclasses import dataclass
 from typing import Optional
 
-from ..binarize import ASPECTS, Tally, binarize, completion_score, prompt_id
+from ..binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..errors import ZephyrError
-from ..schema import StageSection, _f
 from ..feedback.backends import make_backend
 from ..feedback.judges import JudgeFailure, make_judge
 from ..feedback.serve import serving
+from ..feedback.specs import GeneratorSpec, JudgeSpec
 from ..feedback.store import Store
+from ..schema import StageSection, _f
 from .base import TaskStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -40,64 +40,21 @@ log = logging.getLogger("zephyr_recipes")
 class AIFStageConfig(StageSection):
     """The AI feedback stage: generators answer the dataset's prompts, a judge rates, pairs are binarized."""
 
-    generators: list = _f([], "Models that answer: each {name, type: transformers|openai|function, model | "
-                              "function | base_url, num_completions?, sampling?}. type openai may name "
-                              "serve: \"<server command --port N>\" instead of base_url (started and stopped by "
-                              "the runner; serve_timeout).")
+    generators: list[GeneratorSpec] = _f([], "Models that answer, each {type: transformers | openai | function, "
+                                             "name, ...}; see `zephyr-recipes show` for every key of each type.")
     num_completions: int = _f(1, "Completions per prompt from each generator, unless the generator says otherwise.")
     sampling: dict = _f({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256},
-                        "Default sampling settings of every generator (temperature, top_p, max_new_tokens).")
-    judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
-                         "{type: openai, base_url | serve, model, api_key_env}; optional prompt, aspects, scale, "
-                         "max_retries.")
+                        "Default sampling settings of every generator (temperature, top_p, max_new_tokens); keys "
+                        "given here replace these one by one.", merge=True)
+    judge: Optional[JudgeSpec] = _f(None, "The judge that rates every answer: {type: function, module} | "
+                                          "{type: transformers, model} | {type: openai, base_url | serve, model} | "
+                                          "{type: reward_model, model}.")
     self_agreement: float = _f(0.0, "Share of completions the judge rates a second time to measure its consistency.")
-    binarize: dict = _f({"rejected": "random", "score": "mean", "ties": "drop"},
-                        "Pair rule: rejected random|lowest, score mean|overall, ties drop|keep.")
-    test_fraction: float = _f(0.1, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
+    binarize: BinarizeRule = _f(BinarizeRule, "How ratings become pairs (the rule of ultrafeedback_binarized).")
+    test_fraction: float = _f(0.05, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
     prompt_offset: Optional[int] = _f(
         None, "Take dataset.max_train_samples distinct prompts starting at this position of the seeded shuffle, "
               "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
-
-GENERATOR_KEYS = {
-    "transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"function"}}
-COMMON_KEYS = {"name", "type", "num_completions", "sampling", "batch_size", "concurrency", "timeout",
-               "max_retries", "backoff", "model_config", "api_key_env", "serve", "serve_timeout"}
-JUDGE_KEYS = {"transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"module"}}
-SERVED_OPTIONAL = {"base_url", "model"}  # with serve: the server's --port and the first model it lists
-JUDGE_COMMON = {"type", "prompt", "aspects", "scale", "max_retries", "concurrency", "timeout", "backoff",
-                "sampling", "batch_size", "model_config", "api_key_env", "serve", "serve_timeout"}
-
-
-def _check_backend(where: str, spec, required: dict, common: set) -> None:
-    if not isinstance(spec, dict):
-        raise ZephyrError(f"{where} must be a mapping", f"write {where} as key: value lines")
-    kind = spec.get("type")
-    if kind not in required:
-        raise ZephyrError(f"{where}.type is {kind!r}", f"use one of: {', '.join(required)}")
-    missing = sorted(required[kind] - set(spec) - (SERVED_OPTIONAL if spec.get("serve") else set()))
-    if missing:
-        raise ZephyrError(f"{where} of type {kind} needs {', '.join(missing)}", f"add {where}.{missing[0]}=...")
-    unknown = sorted(set(spec) - required[kind] - common)
-    others = [k for k in unknown if any(k in keys for t, keys in required.items() if t != kind)]
-    if others:  # left over from the type the recipe had before an override changed it
-        owner = next(t for t, keys in required.items() if others[0] in keys)
-        path = re.sub(r"\[(\d+)\]", r".\1", where)
-        raise ZephyrError(f"{where}.{others[0]} belongs to type {owner}, and {where}.type is {kind}",
-                          f"drop it: add ~{path}.{others[0]} to the overrides (or set {path}.type={owner})")
-    if spec.get("serve"):
-        from ..feedback.serve import base_url_of
-
-        if kind != "openai":
-            path = re.sub(r"\[(\d+)\]", r".\1", where)
-            raise ZephyrError(f"{where}.serve starts an OpenAI-compatible server, and {where}.type is {kind}",
-                              f"set {path}.type=openai, or drop {path}.serve")
-        base_url_of(spec)  # where it will listen: refused now, not after the stage started
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], sorted(common | required[kind]), n=1)
-        raise ZephyrError(f"unknown key {where}.{unknown[0]}",
-                          f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(common))}")
 
 
 def check_config(cfg: dict) -> None:
@@ -106,21 +63,13 @@ def check_config(cfg: dict) -> None:
         raise ZephyrError("the aif stage has no generators", "list at least one under stage.generators")
     names = set()
     for i, gen in enumerate(stage["generators"]):
-        _check_backend(f"stage.generators[{i}]", gen, GENERATOR_KEYS, COMMON_KEYS)
-        name = gen.get("name") or f"generator{i}"
+        name = _generator_name(gen, i)
         if name in names:
             raise ZephyrError(f"two generators are named {name!r}", "give every generator its own name")
         names.add(name)
     if not stage["judge"]:
-        raise ZephyrError("the aif stage has no judge", "set stage.judge (type: function, transformers or openai)")
-    _check_backend("stage.judge", stage["judge"], JUDGE_KEYS, JUDGE_COMMON)
-    rule = stage["binarize"]
-    for key, allowed in (("rejected", ("random", "lowest")), ("score", ("mean", "overall")), ("ties", ("drop", "keep"))):
-        if key in rule and rule[key] not in allowed:
-            raise ZephyrError(f"stage.binarize.{key}={rule[key]!r}", f"use one of: {', '.join(allowed)}")
-    extra = set(rule) - {"rejected", "score", "ties"}
-    if extra:
-        raise ZephyrError(f"unknown key stage.binarize.{sorted(extra)[0]}", "known keys: rejected, score, ties")
+        raise ZephyrError("the aif stage has no judge", "set stage.judge (type: function, transformers, openai or "
+                          "reward_model)")
     if not 0 <= stage["test_fraction"] < 1 or not 0 <= stage["self_agreement"] <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
@@ -176,7 +125,7 @@ def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
     stage, failures = cfg["stage"], Counter()
     for i, gen in enumerate(stage["generators"]):
         name = _generator_name(gen, i)
-        k = int(gen.get("num_completions", stage["num_completions"]))
+        k = int(gen["num_completions"] or stage["num_completions"])
         todo = [p for p in prompts if f"{prompt_id(p)}:{name}:0" not in store]
         if not todo:
             log.info("generator %s: all %d prompts already answered", name, len(prompts))
@@ -190,7 +139,7 @@ def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
 def _generate_one(cfg: dict, gen: dict, name: str, todo: list[str], k: int, store: Store, failures: Counter) -> None:
     stage = cfg["stage"]
     backend = make_backend(gen, cfg["hardware"])
-    sampling = {**stage["sampling"], **(gen.get("sampling") or {})}
+    sampling = {**stage["sampling"], **gen["sampling"]}
     convs = [[{"role": "user", "content": p}] for p in todo]
     with tqdm(total=len(todo), desc=f"generating ({name})", unit="prompt") as bar:
         for j, result in backend.generate(convs, k, sampling):
@@ -315,7 +264,7 @@ def run(cfg: dict, folder: Path) -> dict:
     rows, scores = assemble(cfg, prompts, completions, ratings)
     tally = Tally()
     pairs = {"train_prefs": [], "test_prefs": []}
-    rule = {"rejected": "random", "score": "mean", "ties": "drop", **stage["binarize"]}
+    rule = stage["binarize"]
     for row in rows:
         pair = binarize(row["instruction"], row["completions"], seed=cfg["run"]["seed"], tally=tally, **rule)
         if pair is None:

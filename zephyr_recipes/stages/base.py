@@ -13,7 +13,6 @@ and read these attributes; none of them branches on a stage's name.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,12 +117,3 @@ class TaskStage(Stage):
         logging.getLogger("zephyr_recipes").info("finished: %s (%s)", folder,
                                                  self.finished_hint.format(folder=folder))
         return folder
-
-
-def defaults(schema: type) -> dict:
-    """A schema's fields and their defaults (nested schemas as mappings)."""
-    out = {}
-    for f in dataclasses.fields(schema):
-        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        out[f.name] = defaults(value) if dataclasses.is_dataclass(value) and isinstance(value, type) else value
-    return out

@@ -20,7 +20,6 @@ twice. The run folder holds:
 
 from __future__ import annotations
 
-import difflib
 import gc
 import json
 import logging
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import ZephyrError
+from ..feedback.specs import JudgeSpec
 from ..feedback.store import Store
 from ..schema import StageSection, _f
 from .base import TaskStage
@@ -38,138 +38,124 @@ from .base import TaskStage
 log = logging.getLogger("zephyr_recipes")
 
 
-@dataclass
-class EvalStageConfig(StageSection):
-    """Evaluation of model.name_or_path: MT-Bench, AlpacaEval (1, and 2.0 with the length-controlled win rate),
-    Arena-Hard-Auto, Open LLM Leaderboard tasks (lm-evaluation-harness).
-
-    Each benchmark's section is completed with the defaults of zephyr_recipes.stages.eval.DEFAULTS; its sets are
-    named by a local path, a URL, hf://datasets/<owner>/<name>/<file> or a hub dataset id."""
-
-    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"],
-                          "Which to run: mt_bench, alpaca_eval, alpaca_eval_2, arena_hard, lm_eval.")
-    model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
-    batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
-    judge: dict = _f({}, "The judge: {type: function, module} | {type: transformers, model} | "
-                         "{type: openai, base_url, model, api_key_env}; optional max_retries, sampling, concurrency. "
-                         "A benchmark's own `judge` key replaces it for that benchmark.")
-    mt_bench: dict = _f({}, "questions, judge_prompts, reference_answers (path, URL or hub id), max_questions, "
-                            "max_new_tokens, temperatures (per category; the rest 0.0), judge_max_new_tokens, "
-                            "answers (FastChat model_answer jsonl to score instead of generating).")
-    alpaca_eval: dict = _f({}, "instructions (with the baseline's outputs), prompt (the judge's ranking prompt), "
-                               "max_samples (seeded sample; null for all), seed, both_orders, sampling, answers "
-                               "(alpaca_eval model_outputs.json to score instead of generating).")
-    alpaca_eval_2: dict = _f({}, "AlpacaEval 2.0: instructions (with the gpt4_turbo baseline's outputs), prompt "
-                                 "(alpaca_eval_clf.txt; alpaca_eval:<path> reads the installed package's copy), "
-                                 "df_gamed (alpaca_eval's df_gamed.csv), glm (length_controlled_v1 | "
-                                 "length_controlled_minimal ...), logprobs, max_samples, seed, both_orders, sampling, "
-                                 "judge_max_new_tokens, answers.")
-    arena_hard: dict = _f({}, "Arena-Hard-Auto: version (v0.1 | v2.0; fills the null keys with that version's public "
-                              "files), questions, baselines ({category: answer file}), system_prompts ({category: "
-                              "text, file or file.py#NAME}), judge_settings (config/arena-hard-v*.yaml), "
-                              "max_questions, seed, sampling, judge_max_new_tokens, strong_weight, bootstrap_rounds, "
-                              "answers (Arena-Hard model_answer jsonl).")
-    lm_eval: dict = _f({}, "tasks ([{name, num_fewshot, metric?, data_files? | yaml?}]), batch_size, limit, seed.")
-
 BENCHMARKS = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard", "lm_eval")
 JUDGED = ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard")
 OPTIONAL = ("alpaca_eval_2", "arena_hard")  # sections kept in the resolved config only when chosen
 ALPACA_EVAL_CONFIGS = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/src/alpaca_eval/evaluators_configs"
 FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
-DEFAULTS = {
-    "mt_bench": {
-        "questions": "HuggingFaceH4/mt_bench_prompts",
-        "judge_prompts": f"{FASTCHAT}/judge_prompts.jsonl",
-        "reference_answers": f"{FASTCHAT}/mt_bench/reference_answer/gpt-4.jsonl",
-        "max_questions": None,
-        "max_new_tokens": 1024,
-        "temperatures": {"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1},
-        "judge_max_new_tokens": 2048,
-        "answers": None,
-        "judge": None,
-    },
-    "alpaca_eval": {
-        "instructions": "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json",
-        "prompt": "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/main/src/alpaca_eval/"
-                  "evaluators_configs/alpaca_eval_gpt4/alpaca_eval.txt",
-        "max_samples": None,
-        "seed": 0,
-        "both_orders": True,
-        "sampling": {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
-        "judge_max_new_tokens": 100,
-        "answers": None,
-        "judge": None,
-    },
-    "alpaca_eval_2": {
-        "instructions": "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
-        "prompt": f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
-        "df_gamed": "hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv",
-        "glm": "length_controlled_v1",
-        "logprobs": True,
-        "max_samples": None,
-        "seed": 0,
-        "both_orders": True,
-        "sampling": {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
-        "judge_max_new_tokens": 1,
-        "answers": None,
-        "judge": None,
-    },
-    "arena_hard": {
-        "version": "v0.1",
-        "questions": None,
-        "baselines": None,
-        "system_prompts": None,
-        "judge_settings": None,
-        "max_questions": None,
-        "seed": 0,
-        "sampling": {"temperature": 0.0, "max_new_tokens": 4096},
-        "judge_max_new_tokens": None,
-        "strong_weight": 3,
-        "bootstrap_rounds": 100,
-        "answers": None,
-        "judge": None,
-    },
-    "lm_eval": {
-        "tasks": [{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
-                  {"name": "mmlu", "num_fewshot": 5}, {"name": "truthfulqa_mc2", "num_fewshot": 0}],
-        "batch_size": "auto",
-        "limit": None,
-        "seed": 1234,
-    },
-}
-JUDGE_KEYS = {"transformers": {"model"}, "openai": {"base_url", "model"}, "function": {"module"}}
-JUDGE_COMMON = {"type", "max_retries", "concurrency", "timeout", "backoff", "sampling", "batch_size", "model_config",
-                "api_key_env"}
 
 
-def _merge(where: str, given, defaults: dict) -> dict:
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise ZephyrError(f"{where} must be a mapping", f"write {where} as key: value lines")
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
-        raise ZephyrError(f"unknown key {where}.{unknown[0]}",
-                          f"did you mean {close[0]}?" if close else f"known keys: {', '.join(defaults)}")
-    out = {**defaults, **given}
-    for key, value in defaults.items():  # nested mappings merge one level deep
-        if isinstance(value, dict) and isinstance(given.get(key), dict):
-            out[key] = {**value, **given[key]}
-    return out
+JUDGE_HELP = "This benchmark's own judge (same keys as stage.judge); null: stage.judge."
+ANSWERS_HELP = "Answers another tool produced, in the benchmark's own format ({}): judged, nothing generated."
+
+
+@dataclass
+class MTBenchConfig:
+    questions: str = _f("HuggingFaceH4/mt_bench_prompts", "The 80 two-turn questions (path, URL or hub id).")
+    judge_prompts: str = _f(f"{FASTCHAT}/judge_prompts.jsonl", "FastChat's judge prompts.")
+    reference_answers: Optional[str] = _f(f"{FASTCHAT}/mt_bench/reference_answer/gpt-4.jsonl",
+                                          "Reference answers for math, reasoning and coding (FastChat's "
+                                          "gpt-4.jsonl); null: none.")
+    max_questions: Optional[int] = _f(None, "Use the first N questions; null for all.")
+    max_new_tokens: int = _f(1024, "Tokens per answer of the model under test.")
+    temperatures: dict = _f({"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1},
+                            "Sampling temperature per category (FastChat's); the rest 0.0.", merge=True)
+    judge_max_new_tokens: int = _f(2048, "Tokens of the judge's reply.")
+    answers: Optional[str] = _f(None, ANSWERS_HELP.format("FastChat model_answer jsonl"))
+    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
+
+
+@dataclass
+class AlpacaEvalConfig:
+    instructions: str = _f("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json",
+                           "The 805 instructions with the baseline's outputs (text-davinci-003).")
+    prompt: str = _f(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_gpt4/alpaca_eval.txt", "The judge's ranking prompt.")
+    max_samples: Optional[int] = _f(None, "A seeded sample of N instructions; null for all.")
+    seed: int = _f(0, "Seed of the sample.")
+    both_orders: bool = _f(True, "Judge every pair in both orders (position bias cancels out).")
+    sampling: dict = _f({"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
+                        "Sampling of the model under test.", merge=True)
+    judge_max_new_tokens: int = _f(100, "Tokens of the judge's reply.")
+    answers: Optional[str] = _f(None, ANSWERS_HELP.format("alpaca_eval model_outputs.json"))
+    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
+
+
+@dataclass
+class AlpacaEval2Config:
+    instructions: str = _f("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
+                           "The 805 instructions with the gpt4_turbo baseline's outputs.")
+    prompt: str = _f(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
+                     "The judge's prompt (alpaca_eval_clf.txt; alpaca_eval:<path> reads the installed package's copy).")
+    df_gamed: Optional[str] = _f("hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv",
+                                 "alpaca_eval's df_gamed.csv, which the length-controlled GLM reads.")
+    glm: str = _f("length_controlled_v1", "The GLM: length_controlled_v1 or length_controlled_minimal.")
+    logprobs: bool = _f(True, "Weighted preferences from an OpenAI-compatible judge's log-probabilities.")
+    max_samples: Optional[int] = _f(None, "A seeded sample of N instructions; null for all.")
+    seed: int = _f(0, "Seed of the sample.")
+    both_orders: bool = _f(True, "Judge every pair in both orders.")
+    sampling: dict = _f({"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
+                        "Sampling of the model under test.", merge=True)
+    judge_max_new_tokens: int = _f(1, "Tokens of the judge's reply (one: the preferred output's letter).")
+    answers: Optional[str] = _f(None, ANSWERS_HELP.format("alpaca_eval model_outputs.json"))
+    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
+
+
+@dataclass
+class ArenaHardConfig:
+    version: str = _f("v0.1", "v0.1 or v2.0: the null keys below take that version's public files.")
+    questions: Optional[str] = _f(None, "The prompts (question.jsonl).")
+    baselines: Any = _f(None, "{category: model_answer file} (or one file for every category).")
+    system_prompts: Any = _f(None, "{category: text, file, or judge_utils.py#NAME} (or one for every category).")
+    judge_settings: Optional[str] = _f(None, "config/arena-hard-v*.yaml: prompt template, verdict regexes, "
+                                             "judge temperature.")
+    max_questions: Optional[int] = _f(None, "A seeded sample of N questions; null for all.")
+    seed: int = _f(0, "Seed of the sample and the bootstrap.")
+    sampling: dict = _f({"temperature": 0.0, "max_new_tokens": 4096}, "Sampling of the model under test.",
+                        merge=True)
+    judge_max_new_tokens: Optional[int] = _f(None, "Tokens of the judge's reply; null: the settings' max_tokens.")
+    strong_weight: int = _f(3, "Weight of a strong verdict (A>>B) in the battles, as the benchmark counts it.")
+    bootstrap_rounds: int = _f(100, "Bootstrap rounds of the 95% interval.")
+    answers: Optional[str] = _f(None, ANSWERS_HELP.format("Arena-Hard model_answer jsonl"))
+    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
+
+
+@dataclass
+class LmEvalConfig:
+    tasks: list = _f([{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
+                      {"name": "mmlu", "num_fewshot": 5}, {"name": "truthfulqa_mc2", "num_fewshot": 0}],
+                     "Tasks as [{name, num_fewshot, metric?, data_files? | yaml?}] (the Open LLM Leaderboard v1's).")
+    batch_size: Any = _f("auto", "lm-evaluation-harness's batch size.")
+    limit: Optional[int] = _f(None, "Examples per task; null for all.")
+    seed: int = _f(1234, "lm-evaluation-harness's seed.")
+
+
+@dataclass
+class EvalStageConfig(StageSection):
+    """Evaluation of model.name_or_path: MT-Bench, AlpacaEval (1, and 2.0 with the length-controlled win rate),
+    Arena-Hard-Auto, Open LLM Leaderboard tasks (lm-evaluation-harness).
+
+    Each benchmark's sets are named by a local path, a URL, hf://datasets/<owner>/<name>/<file> or a hub dataset
+    id. alpaca_eval_2 and arena_hard appear in the resolved config only when chosen."""
+
+    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"], f"Which to run: {', '.join(BENCHMARKS)}.")
+    model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
+    batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
+    judge: Optional[JudgeSpec] = _f(None, "The judge of every judged benchmark, unless one names its own.")
+    mt_bench: MTBenchConfig = _f(MTBenchConfig, "MT-Bench (FastChat's llm_judge, single-answer grading 1-10).")
+    alpaca_eval: AlpacaEvalConfig = _f(AlpacaEvalConfig, "AlpacaEval 1: win rate against text-davinci-003.")
+    alpaca_eval_2: AlpacaEval2Config = _f(AlpacaEval2Config, "AlpacaEval 2.0 with the length-controlled win rate.")
+    arena_hard: ArenaHardConfig = _f(ArenaHardConfig, "Arena-Hard-Auto: Bradley-Terry win rate against a baseline.")
+    lm_eval: LmEvalConfig = _f(LmEvalConfig, "Open LLM Leaderboard v1 tasks through lm-evaluation-harness.")
 
 
 def check_config(cfg: dict) -> None:
     """Complete stage.mt_bench / alpaca_eval / lm_eval with their defaults and refuse what cannot run."""
     from ..evaluation.harness import normalise_tasks
-    from .aif import _check_backend
 
     stage = cfg["stage"]
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
     if unknown or not stage["benchmarks"]:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
-    for name in BENCHMARKS:
-        stage[name] = _merge(f"stage.{name}", stage.get(name), DEFAULTS[name])
     for name in OPTIONAL:  # absent unless chosen: the frozen configs of runs made before them still match
         if name not in stage["benchmarks"]:
             del stage[name]
@@ -188,8 +174,6 @@ def check_config(cfg: dict) -> None:
         if not judge_spec(stage, name):
             raise ZephyrError("the eval stage has no judge",
                               "set stage.judge (type: function, transformers or openai)")
-        where = f"stage.{name}.judge" if stage[name].get("judge") else "stage.judge"
-        _check_backend(where, judge_spec(stage, name), JUDGE_KEYS, JUDGE_COMMON)
     if "lm_eval" in stage["benchmarks"]:
         normalise_tasks(stage["lm_eval"]["tasks"])
     for name, key in (("alpaca_eval", "max_samples"), ("alpaca_eval_2", "max_samples"), ("mt_bench", "max_questions"),
@@ -248,13 +232,10 @@ def judge_spec(stage: dict, name: str) -> dict:
 
 
 def _judge(cfg: dict, max_new_tokens: int, name: str):
-    from ..feedback.judges import ModelJudge, make_judge
+    from ..feedback.judges import make_judge
 
-    spec = judge_spec(cfg["stage"], name)
-    judge = make_judge(spec, cfg["hardware"])
-    if isinstance(judge, ModelJudge):
-        judge.sampling = {"temperature": 0.0, "max_new_tokens": max_new_tokens, **(spec.get("sampling") or {})}
-    return judge
+    return make_judge(judge_spec(cfg["stage"], name), cfg["hardware"],
+                      sampling={"temperature": 0.0, "max_new_tokens": max_new_tokens})
 
 
 def _backend(cfg: dict):

@@ -8,7 +8,6 @@ checkpoint and stops; every rank saves (ZeRO-3 and FSDP gather the shards) and r
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -132,31 +131,6 @@ class TrainingGuard:
             raise TrainingFailed(f"the training loss ended {last}: the weights are not usable", fix)
 
 
-class _DataTrace:
-    """Records a fingerprint of every training example this process collates, for checking data parallelism.
-
-    Only active when ZEPHYR_RECIPES_TRACE_DIR is set; writes <dir>/rank<N>.json (outside the run folder).
-    """
-
-    def __init__(self, collator, where: Path):
-        self.collator, self.where, self.seen = collator, where, []
-
-    def __call__(self, examples):
-        import hashlib
-
-        for ex in examples:
-            ids = ex.get("input_ids", ex.get("prompt_ids", ex)) if isinstance(ex, dict) else ex
-            self.seen.append(hashlib.sha1(repr(list(ids)).encode()).hexdigest()[:16])
-        return self.collator(examples)
-
-    def write(self, world: int) -> None:
-        import json
-
-        self.where.mkdir(parents=True, exist_ok=True)
-        (self.where / f"rank{rank()}.json").write_text(json.dumps({"rank": rank(), "world_size": world,
-                                                                     "examples": self.seen}))
-
-
 def train(stage, cfg: dict, folder: Path, ctx) -> Path:
     """Train ``stage`` as ``cfg`` says into ``folder``; every rank runs this."""
     resume_from, started = ctx.resume_from, ctx.started
@@ -200,9 +174,6 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         loss_guard = TrainingGuard()
         trainer.add_callback(loss_guard.callback)
         extra["tokenizer"] = tok_record
-        trace = None
-        if os.environ.get("ZEPHYR_RECIPES_TRACE_DIR"):
-            trace = trainer.data_collator = _DataTrace(trainer.data_collator, Path(os.environ["ZEPHYR_RECIPES_TRACE_DIR"]))
         hw = cfg["hardware"]
         extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
                                 "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
@@ -222,8 +193,6 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
                                      checkpoint=str(folder / f"checkpoint-{guard.stopped_at}"))
             raise preempt.Preempted(folder, guard.stopped_at)
         loss_guard.verdict(trainer.state)
-        if trace is not None:
-            trace.write(args.world_size)
         # Every rank takes part in saving (ZeRO-3 and FSDP gather the shards); the trainer writes on rank 0 only.
         hardware.gather_for_save(trainer)
         trainer.save_model(str(folder))

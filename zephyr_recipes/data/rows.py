@@ -1,0 +1,125 @@
+"""From a source's raw rows to the rows a stage trains on: format detection, UltraFeedback binarization, the
+stage's columns, the row checks, weights and limits."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..errors import ZephyrError
+from . import checks
+
+def rows_of(cfg: dict) -> str:
+    """What the recipe's stage trains on: "chat" (messages) or "pairs" (prompt / chosen / rejected)."""
+    from ..stages import get
+
+    return get(cfg["stage"]["name"]).rows
+
+
+def _stage_columns(src: dict, rows: str, column_names: list[str]) -> dict:
+    cols = dict(src["columns"] or {})
+    path = src["path"]
+
+    def need(wanted: str, *fallbacks: str) -> str:
+        col = cols.get(wanted)
+        if col is None:
+            col = next((c for c in (wanted, *fallbacks) if c in column_names), wanted)
+        if col not in column_names:
+            raise ZephyrError(f"dataset {path} has no column {col!r} (it has: {', '.join(column_names)})",
+                              f"map the stage's `{wanted}` onto one of its columns: "
+                              f"{src.get('where', 'dataset')}.columns.{wanted}=<column>")
+        return col
+
+    if rows == "chat":
+        if "completion" in cols:
+            return {"prompt": need("prompt"), "completion": need("completion")}
+        return {"messages": need("messages", "conversations")}
+    out = {"chosen": need("chosen"), "rejected": need("rejected")}
+    if "prompt" in cols or "prompt" in column_names:
+        # ultrafeedback_binarized's text `prompt` sits next to whole chosen/rejected conversations; there the
+        # conversations are the truth and the row check splits the prompt off them.
+        out["prompt"] = need("prompt")
+    return out
+
+
+def _detect_format(src: dict, column_names: list[str]) -> str:
+    if src["format"] != "auto":
+        return src["format"]
+    cols = src["columns"] or {}
+    if cols.get("completions", "completions") in column_names and "chosen" not in column_names:
+        return "ultrafeedback"
+    return "auto"
+
+
+def _binarized(raw, src: dict, ds: dict, seed: int):
+    from ..binarize import binarize_dataset
+
+    cols = src["columns"] or {}
+    opts = {k: v for k, v in (ds["binarize"] or {}).items() if k != "seed"}
+    prompt_col, comp_col = cols.get("prompt", "instruction"), cols.get("completions", "completions")
+    for col in (prompt_col, comp_col):
+        if col not in raw.column_names:
+            raise ZephyrError(f"dataset {src['path']} has no column {col!r} for binarization "
+                              f"(it has: {', '.join(raw.column_names)})",
+                              "map them with dataset.columns.prompt=<instruction column> and "
+                              "dataset.columns.completions=<column>")
+    bseed = (ds["binarize"] or {}).get("seed")
+    out, tally = binarize_dataset(raw, prompt_column=prompt_col, completions_column=comp_col,
+                                  seed=seed if bseed is None else bseed, **opts)
+    return out, tally
+
+
+def checked(raw, src: dict, cfg: dict, tokenizer, role: str):
+    """(checked dataset with _reason and _key, binarization tally or None)."""
+    ds_cfg, rows, seed = cfg["dataset"], rows_of(cfg), cfg["run"]["seed"]
+    tally = None
+    src = dict(src)
+    if _detect_format(src, raw.column_names) == "ultrafeedback":
+        raw, tally = _binarized(raw, src, ds_cfg, seed)
+        src["columns"] = {}
+    cols = _stage_columns(src, rows, raw.column_names)
+    roles = src["roles"] or {}
+    if rows == "chat":
+        fn, kwargs = checks.sft_row, {"cols": cols, "roles": roles}
+    else:
+        trainer = cfg["stage"]["trainer"]
+        limit, max_length = ds_cfg["max_prompt_tokens"], trainer.get("max_length")
+        if trainer.get("truncation_mode", "keep_start") == "keep_end":
+            max_length = None  # TRL keeps the answer's end then, so a long prompt still trains
+        kwargs = {"cols": cols, "roles": roles, "max_prompt_tokens": limit, "max_length": max_length,
+                  "tokenizer": tokenizer if (limit or max_length) else None}
+        fn = checks.dpo_row
+    checked = raw.map(fn, fn_kwargs=kwargs, remove_columns=raw.column_names, features=checks.features(rows),
+                      desc=f"checking {role} rows of {src['path']}")
+    return checked, tally
+
+
+def count_and_drop(checked, src: dict, split: str, strict: bool):
+    reasons = Counter(checked["_reason"])
+    bad = {r: n for r, n in reasons.items() if r}
+    if bad and strict:
+        index = next(i for i, r in enumerate(checked["_reason"]) if r)
+        reason = checked[index]["_reason"]
+        raise ZephyrError(f"row {index} of {src['path']} [{split}] {checks.EXPLAIN[reason]} ({reason})",
+                          "fix the data, or set dataset.strict=false to drop bad rows and count them per reason")
+    if bad:
+        checked = checked.filter(lambda r: r == "", input_columns="_reason", desc="dropping bad rows")
+    return checked, dict(sorted(bad.items()))
+
+
+def weighted(ds, weight: float, seed: int):
+    target = round(weight * len(ds))
+    if weight == 1.0 or not len(ds):
+        return ds
+    import datasets
+
+    whole, rest = divmod(target, len(ds))
+    parts = [ds] * whole
+    if rest:
+        parts.append(ds.shuffle(seed=seed).select(range(rest)))
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def limit(ds, n, seed: int):
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n))

@@ -1,0 +1,171 @@
+"""The schemas of the models that answer (generators) and of judges, one class per ``type``, defaults stated once.
+
+A recipe writes ``type: transformers | openai | function`` (and, for judges, any type a stage module registers,
+such as ``reward_model``); validation picks the class of that type and checks the keys against it, so a key of
+another type, a misspelt key or a missing model is named before anything loads. :func:`complete` gives the
+backends a spec with every default filled in, whatever wrote it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+from ..errors import ZephyrError
+from ..schema import _f
+
+SERVE_HELP = ("A command that starts an OpenAI-compatible server (vLLM, TGI, llama.cpp ...) with --port N; the "
+              "runner starts it, waits until it answers, and stops it. base_url and model then default to its "
+              "port and the first model it lists.")
+
+
+class _Typed:
+    """A schema whose ``type`` key picks the class that checks the rest."""
+
+    TYPES: ClassVar[dict[str, type]]
+    KIND: ClassVar[str]
+
+    @classmethod
+    def variant(cls, where: str, values: dict) -> type:
+        kind = values.get("type")
+        types = cls.TYPES
+        if kind not in types:
+            from .. import stages
+
+            stages.load_all()  # a stage module may register more types (the reward stage's reward_model judge)
+        if kind not in types:
+            raise ZephyrError(f"{where}.type is {kind!r}", f"use one of: {', '.join(types)}")
+        return types[kind]
+
+    @classmethod
+    def unknown_key(cls, where: str, key: str) -> None:
+        """A key of another type, left over after an override changed the type: say which type it belongs to."""
+        owner = next((t for t, c in cls.TYPES.items() if key in c.__dataclass_fields__), None)
+        if owner is not None:
+            path = re.sub(r"\[(\d+)\]", r".\1", where)
+            mine = next((t for t, c in cls.TYPES.items() if c is cls), "?")
+            raise ZephyrError(f"{where}.{key} belongs to {cls.KIND} type {owner}, and {where}.type is {mine}",
+                              f"drop it: add ~{path}.{key} to the overrides (or set {path}.type={owner})")
+
+
+# --------------------------------------------------------------------------------------------- generators
+@dataclass
+class GeneratorSpec(_Typed):
+    name: Optional[str] = _f(None, "Name of the generator in the data (models column); default generator<i>.")
+    type: str = _f("???", "transformers (a local model), openai (an OpenAI-compatible endpoint) or function "
+                          "(package.module:function answering f(messages) -> str).")
+    num_completions: Optional[int] = _f(None, "Completions per prompt; default the stage's num_completions.")
+    sampling: dict = _f({}, "Sampling settings over the stage's (temperature, top_p, max_new_tokens ...).")
+
+    KIND: ClassVar[str] = "generator"
+
+
+@dataclass
+class TransformersOptions:
+    model: str = _f("???", "Hub id, local folder or run folder of the model.")
+    model_config: dict = _f({}, "Model options as in the model section (revision, dtype, chat_template ...).")
+    batch_size: Any = _f("auto", "Prompts per generation batch (auto: 64 on a GPU, 32 on the CPU); halved on "
+                                 "out-of-memory.")
+
+
+@dataclass
+class OpenAIOptions:
+    base_url: Optional[str] = _f(None, "The endpoint, e.g. http://localhost:8000/v1 (required unless serve).")
+    model: Optional[str] = _f(None, "The model name the endpoint serves (required unless serve).")
+    api_key_env: Optional[str] = _f(None, "Environment variable holding the API key (never the key itself).")
+    concurrency: int = _f(8, "Requests in flight at once.")
+    timeout: float = _f(60.0, "Seconds to wait for one reply.")
+    max_retries: Optional[int] = _f(None, "Retries of a failed request (429, 5xx, timeouts); null: 4. For a "
+                                          "judge also the re-asks of an unparsable reply; null: 2.")
+    backoff: float = _f(1.0, "First wait in seconds between retries; it doubles each time.")
+    serve: Optional[str] = _f(None, SERVE_HELP)
+    serve_timeout: float = _f(900.0, "Seconds to wait for the served model to answer (weights load, graphs "
+                                     "capture).")
+
+    @classmethod
+    def after_check(cls, where: str, values: dict) -> None:
+        if not values["serve"]:
+            missing = [k for k in ("base_url", "model") if not values[k]]
+            if missing:
+                raise ZephyrError(f"{where} of type openai needs {', '.join(missing)}",
+                                  f"add {where}.{missing[0]}=... (or serve: a command that starts the server)")
+        else:
+            from .serve import base_url_of
+
+            base_url_of(values)  # where it will listen: refused now, not after the stage started
+
+
+@dataclass
+class TransformersGenerator(TransformersOptions, GeneratorSpec):
+    pass
+
+
+@dataclass
+class OpenAIGenerator(OpenAIOptions, GeneratorSpec):
+    pass
+
+
+@dataclass
+class FunctionOptions:
+    function: str = _f("???", "package.module:function called as f(messages) -> str.")
+
+
+@dataclass
+class FunctionGenerator(FunctionOptions, GeneratorSpec):
+    pass
+
+
+GeneratorSpec.TYPES = {"transformers": TransformersGenerator, "openai": OpenAIGenerator,
+                       "function": FunctionGenerator}
+BACKEND_OPTIONS = {"transformers": TransformersOptions, "openai": OpenAIOptions, "function": FunctionOptions}
+
+
+# ------------------------------------------------------------------------------------------------- judges
+@dataclass
+class JudgeSpec(_Typed):
+    type: str = _f("???", "function (a module of rating functions), transformers (a local chat model), openai (an "
+                          "OpenAI-compatible endpoint), or a registered type such as reward_model.")
+    prompt: Optional[str] = _f(None, "AI feedback: the rating prompt, text or a .txt/.jinja/.md file, with "
+                                     "{instruction} and {response}; null: UltraFeedback's.")
+    system: Optional[str] = _f(None, "A system message sent before every judge prompt.")
+    aspects: Optional[list] = _f(None, "AI feedback: the aspects rated; null: UltraFeedback's four.")
+    scale: list = _f([1, 5], "AI feedback: the lowest and highest rating.")
+    sampling: dict = _f({}, "The judge's sampling settings (greedy by default).")
+    max_retries: Optional[int] = _f(None, "Re-asks of a reply that does not parse; null: 2 (type openai: also the "
+                                          "retries of a failed request; null: 4).")
+
+    KIND: ClassVar[str] = "judge"
+
+
+@dataclass
+class TransformersJudge(TransformersOptions, JudgeSpec):
+    pass
+
+
+@dataclass
+class OpenAIJudge(OpenAIOptions, JudgeSpec):
+    pass
+
+
+@dataclass
+class FunctionJudgeSpec(JudgeSpec):
+    module: str = _f("???", "A module with rate(messages, response), grade(messages, response[, reference]) "
+                            "and compare(messages, a, b).")
+
+
+JudgeSpec.TYPES = {"function": FunctionJudgeSpec, "transformers": TransformersJudge, "openai": OpenAIJudge}
+JUDGE_MAKERS: dict = {}  # type -> make(spec, hardware) for types registered by stage modules
+
+
+def register_judge(kind: str, schema: type, make) -> None:
+    """Add a judge type: ``schema`` (a JudgeSpec subclass) checks its keys, ``make(spec, hardware)`` builds it."""
+    JudgeSpec.TYPES[kind] = schema
+    JUDGE_MAKERS[kind] = make
+
+
+def complete(spec: dict, schema: type, where: str = "spec") -> dict:
+    """``spec`` with every default of its type filled in (and checked), whatever wrote it."""
+    from ..schema import check_section
+
+    return check_section(where, spec, schema)
