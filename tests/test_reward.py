@@ -46,7 +46,8 @@ def pairs_dir(tmp_path_factory):
         "  judge: {type: function, module: zephyr_recipes.embedded.judge}\n"
         "  test_fraction: 0.2\n")
     out = tmp / "aif"
-    assert main([str(recipe), f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}"]) == 0
+    assert main([str(recipe), f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}",
+                 "--trust-recipe-code"]) == 0  # tests.helpers:sloppy is code from outside the package
     return out
 
 
@@ -191,7 +192,7 @@ def test_aif_with_the_reward_model_as_judge_makes_pairs_it_prefers(reward_run, t
                        "stage.generators=[{name: teacher, type: function, function: "
                        "'zephyr_recipes.embedded.tasks:teacher'}, {name: sloppy, type: function, "
                        "function: 'tests.helpers:sloppy'}]",
-                       f"stage.judge.model={reward_run}", "stage.test_fraction=0.0")
+                       f"stage.judge.model={reward_run}", "stage.test_fraction=0.0", "--trust-recipe-code")
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge_failures"] == 0 and summary["completions"] == 2 * len(prompts)
