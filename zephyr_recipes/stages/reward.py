@@ -192,9 +192,11 @@ class Reward(TrainerStage):
         return figures
 
     def run(self, cfg: dict, folder: Path, ctx) -> Path:
+        from ..logs import rank
+
         out = super().run(cfg, folder, ctx)
         card = folder / "README.md"
-        if card.is_file():  # rank 0 wrote the generic card: say how a reward model is used
+        if rank() == 0 and card.is_file():  # rank 0 wrote the generic card: say how a reward model is used
             card.write_text(_reward_card(card.read_text(), cfg))
         return out
 
@@ -288,6 +290,11 @@ class RewardModelJudge:
         second = self.scores([(m, b) for m, _, b, *_ in items])
         for i, (x, y) in enumerate(zip(first, second)):
             yield i, Verdict(1.0 if x > y else 0.0 if x < y else 0.5, f"rewards {x!r} vs {y!r}")
+
+
+    def grade_many(self, items):
+        raise ZephyrError("a judge of type reward_model gives unbounded rewards, not 1-10 grades (MT-Bench)",
+                          "use it for AI feedback or pairwise comparisons, and a model judge for graded benchmarks")
 
 
 def make_judge(spec: dict, hardware: dict | None = None) -> RewardModelJudge:
