@@ -270,10 +270,17 @@ class RewardModelJudge:
         """Rewards of (messages, response) items."""
         return self.scorer.score([self._conversation(m, r) for m, r, *_ in items])
 
+    def _streamed(self, items: list[tuple]) -> Iterator[tuple[int, float]]:
+        """(index, reward) a few batches at a time, so the caller records ratings as they come."""
+        step = self.scorer.batch_size * 8
+        for start in range(0, len(items), step):
+            for j, value in enumerate(self.scores(items[start:start + step])):
+                yield start + j, value
+
     def rate_many(self, items) -> Iterator[tuple[int, Any]]:
         from ..feedback.judges import JudgeFailure, Verdict
 
-        for i, value in enumerate(self.scores(list(items))):
+        for i, value in self._streamed(list(items)):
             if not math.isfinite(value):
                 yield i, JudgeFailure(f"the reward model returned {value}")
                 continue
