@@ -203,3 +203,16 @@ def test_aif_with_the_reward_model_as_judge_makes_pairs_it_prefers(reward_run, t
     rejected = _score_one_by_one(reward_run, list(pairs["rejected"]))
     assert all(c > r for c, r in zip(chosen, rejected))
     assert pairs["score_chosen"] == pytest.approx(chosen, abs=1e-4)
+
+
+def test_reward_judge_keys_are_checked_before_anything_runs(cli):
+    for override, problem in (
+        ("stage.judge.prompt=rate_this", "takes no prompt"),
+        ("stage.judge.batch_size=0", "stage.judge.batch_size is 0"),
+        ("+stage.judge.modle=x", "unknown key `stage.judge.modle`"),
+        ("~stage.judge.model", "`stage.judge.model` must be set"),
+    ):
+        code, _, err = cli("validate", "tiny/aif-rm", override)
+        assert code == 2 and problem in err and "fix:" in err, (override, err)
+    code, out, _ = cli("validate", "tiny/aif-rm")
+    assert code == 0 and out.startswith("ok: tiny/aif-rm")

@@ -331,6 +331,15 @@ def _register() -> None:
         batch_size: Any = _f("auto", "Conversations scored per batch (auto: 64 on a GPU, 16 on the CPU).")
         max_length: Optional[int] = _f(None, "Tokens kept of a longer conversation (its start); null keeps all.")
 
+        @classmethod
+        def after_check(cls, where: str, values: dict) -> None:
+            if values.get("prompt"):
+                raise ZephyrError(f"{where} of type reward_model scores the conversation itself and takes no prompt",
+                                  f"remove {where}.prompt")
+            size = values.get("batch_size")
+            if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise ZephyrError(f"{where}.batch_size is {size!r}", "use auto or a whole number of 1 or more")
+
     register_judge("reward_model", RewardModelJudgeSpec, make_judge)
 
 
