@@ -14,8 +14,15 @@ from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca, mt_bench
 from zephyr_recipes.evaluation.sources import load_records, read_text
 from zephyr_recipes.feedback.backends import FunctionBackend
-from zephyr_recipes.feedback.judges import (Item, JudgeFailure, ModelJudge, chat_messages, fill, parse_grade,
-                                            parse_ranking)
+from zephyr_recipes.feedback.judges import (
+    Item,
+    JudgeFailure,
+    ModelJudge,
+    chat_messages,
+    fill,
+    parse_grade,
+    parse_ranking,
+)
 from zephyr_recipes.feedback.store import Store
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -14,8 +14,18 @@ import pytest
 from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import arena_hard
 from zephyr_recipes.feedback.backends import FunctionBackend
-from zephyr_recipes.feedback.judges import (FunctionJudge, Item, Judge, ModelJudge, Verdict, check_judge, make_judge,
-                                            parse_preference, parse_ranking, reads_prompts)
+from zephyr_recipes.feedback.judges import (
+    FunctionJudge,
+    Item,
+    Judge,
+    ModelJudge,
+    Verdict,
+    check_judge,
+    make_judge,
+    parse_preference,
+    parse_ranking,
+    reads_prompts,
+)
 from zephyr_recipes.feedback.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

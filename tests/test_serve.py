@@ -65,7 +65,8 @@ def test_served_generator_is_started_used_and_stopped(tmp_path, cli):
     data = _write_prompts(tmp_path / "prompts.jsonl")
     recipe = _recipe(tmp_path, stage(serve_command(port, pidfile)))
     out = tmp_path / "run"
-    code, _, err = cli(str(recipe), "--trust-recipe-code", f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}")
+    code, _, err = cli(str(recipe), "--trust-recipe-code", f"dataset.path={data}", "dataset.train_split=train",
+                       f"run.output_dir={out}")
     assert code == 0, err
     served = [r for r in _rows(out, "completions.jsonl") if r["model"] == "served"]
     assert len(served) == 12 and all("response" in r for r in served)
@@ -106,9 +107,9 @@ def test_ctrl_c_or_sigterm_of_the_runner_stops_the_server(tmp_path, sig, rc):
     recipe = _recipe(tmp_path, stage(serve_command(port, pidfile, "--reply-delay", "2")))
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "zephyr_recipes", "run", str(recipe), "--trust-recipe-code", f"dataset.path={data}",
-                             "dataset.train_split=train", f"run.output_dir={out}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "zephyr_recipes", "run", str(recipe), "--trust-recipe-code",
+                             f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = out / "serve-served.log"
     end = time.time() + 120
     while not (log.exists() and "POST /v1/chat/completions" in log.read_text() or

@@ -106,7 +106,8 @@ def check(cfg: dict) -> None:
         if "gradient_accumulation_steps" in (stage.get("trainer") or {}):
             raise ZephyrError("stage.global_batch_size and stage.trainer.gradient_accumulation_steps are both set; "
                               "accumulation is derived from the global batch",
-                              "remove stage.trainer.gradient_accumulation_steps (~stage.trainer.gradient_accumulation_steps)")
+                              "remove stage.trainer.gradient_accumulation_steps "
+                              "(~stage.trainer.gradient_accumulation_steps)")
         gradient_accumulation(cfg)
 
 

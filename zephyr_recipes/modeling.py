@@ -84,7 +84,8 @@ def resolve_placement(hw: dict) -> Placement:
                               "use hardware.attn_implementation=auto (sdpa on the CPU)")
         if not flash_attn_installed():
             raise ZephyrError("hardware.attn_implementation=flash_attention_2 but the flash-attn package is not installed",
-                              "pip install 'zephyr-recipes[gpu]' (builds flash-attn), or use hardware.attn_implementation=sdpa")
+                              "pip install 'zephyr-recipes[gpu]' (builds flash-attn), or use "
+                              "hardware.attn_implementation=sdpa")
     precision = hw["precision"]
     if precision == "auto":
         if device == "cuda":
@@ -237,9 +238,8 @@ def fit_embeddings(model, tokenizer) -> dict | None:
 
 
 def load_model(name: str, model_cfg: dict, placement: Placement):
-    from transformers import AutoModelForCausalLM
-
     import torch
+    from transformers import AutoModelForCausalLM
 
     source = resolve_source(name, "model")
     dtype = placement.weights_dtype if model_cfg["dtype"] == "auto" else getattr(torch, model_cfg["dtype"])

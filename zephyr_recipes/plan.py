@@ -113,7 +113,8 @@ class Shape:
         r = int(lora.get("r", 8))
         targets = lora.get("target_modules") or LORA_DEFAULT_TARGETS
         if isinstance(targets, str):
-            targets = [t for t in self.linear_shapes() if t in targets] if targets != "all-linear" else list(self.linear_shapes())
+            every = list(self.linear_shapes())
+            targets = every if targets == "all-linear" else [t for t in every if t in targets]
         shapes = self.linear_shapes()
         return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
 
@@ -226,7 +227,8 @@ def estimate(cfg: dict, shape: Shape) -> dict:
             w = 2 if strategy == "zero3" else 4  # FSDP2 keeps fp32 sharded parameters under mixed precision
             parts[f"weights ({'bf16' if w == 2 else 'fp32'}, sharded)"] = P * w / world
             parts["gradients (sharded)"] = P * w / world
-            parts["fp32 master weights + AdamW (sharded)" if w == 2 else "AdamW (sharded)"] = P * (12 if w == 2 else 8) / world
+            optimizer = "fp32 master weights + AdamW (sharded)" if w == 2 else "AdamW (sharded)"
+            parts[optimizer] = P * (12 if w == 2 else 8) / world
         parts["gathered layers in flight"] = 2 * layer_16bit + shape.vocab * shape.hidden * 2
     else:
         parts["weights (fp32; the trainer autocasts)" if not fp32 else "weights (fp32)"] = P * 4
@@ -278,13 +280,14 @@ def _count(n: int) -> str:
 
 def render(cfg: dict, est: dict, sentence: str, source: str) -> str:
     hw = cfg["hardware"]
+    pairs = f" (chosen + rejected: {est['rows_per_step']} rows)" if est["rows_per_step"] > est["per_device_batch"] else ""
     lines = [f"memory plan: {cfg['stage']['name']} of {cfg['model']['name_or_path']} on hardware {hw['name']} "
              f"({hw['num_nodes']} node(s) x {hw['num_processes']} process(es), strategy {hw['strategy']}"
              f"{', offload' if hw['offload'] else ''}{', 4-bit base' if hw['load_in_4bit'] else ''}"
              f"{', LoRA' if hw['lora'] else ''}, precision {hw['precision']})",
              f"  model: {_count(est['params'])} parameters (config: {source})",
              f"  per device: batch {est['per_device_batch']} x sequence {est['sequence_length']}"
-             f"{' (chosen + rejected: ' + str(est['rows_per_step']) + ' rows)' if est['rows_per_step'] > est['per_device_batch'] else ''}, "
+             f"{pairs}, "
              f"gradient checkpointing {'on' if hw['gradient_checkpointing'] else 'off'}"]
     width = max(len(k) for k in est["parts"])
     for k, v in est["parts"].items():

@@ -189,8 +189,9 @@ class ModelConfig:
     tokenizer_name_or_path: Optional[str] = _f(None, "Tokenizer source when it differs from the model's.")
     chat_template: Optional[str] = _f(
         "zephyr", "A shipped template name (zephyr), a path to a .jinja file, or null to keep the tokenizer's own.")
-    dtype: str = _f("auto", "Weights dtype: auto, bfloat16, float16 or float32. auto: fp32 weights with bf16/fp16 autocast on one "
-        "process or DDP; 16-bit weights under ZeRO/FSDP (they keep fp32 masters) and for a frozen LoRA base.")
+    dtype: str = _f("auto", "Weights dtype: auto, bfloat16, float16 or float32. auto: fp32 weights with bf16/fp16 "
+                            "autocast on one process or DDP; 16-bit weights under ZeRO/FSDP (they keep fp32 masters) and "
+                            "for a frozen LoRA base.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub. Off unless you trust the repository.")
 
 

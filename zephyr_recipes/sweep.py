@@ -126,7 +126,7 @@ def _all_or_some(grid: list[dict], errors: dict) -> None:
 def _refuse_clobber(planned: list[tuple[dict, dict]]) -> None:
     """Refuse before anything runs when a point's folder holds another config's run, or not a run at all."""
     bad = []
-    for point, cfg in planned:
+    for _point, cfg in planned:
         folder = Path(cfg["run"]["output_dir"])
         if not folder.exists() or not any(folder.iterdir()) or cfg["run"].get("overwrite"):
             continue
@@ -286,7 +286,7 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
         log.info("sweep: --from %s: %s; every point's %s and later stages run again, finished or not", from_stage,
                  f"the shared {', '.join(again)} run again once" if again else "no shared stage runs again",
                  first_branch)
-    for point, spec, _ in specs:  # refuse before anything runs, like a single run
+    for _point, spec, _ in specs:  # refuse before anything runs, like a single run
         for st in spec["stages"]:
             if st["name"] in shared or (only and st["name"] != only):
                 continue

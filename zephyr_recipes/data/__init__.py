@@ -21,10 +21,9 @@ import logging
 from collections import Counter
 
 from ..errors import ZephyrError
-from . import decontaminate
+from . import decontaminate, rows
 from .cache import cache_key, cache_root, fingerprint_of, load_cached, save
 from .config import check_config, sources_of
-from . import rows
 from .rows import rows_of
 from .sources import FILE_BUILDERS, load_split, locate
 

@@ -147,7 +147,8 @@ def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str |
     w = stream.write
     legend = (f"{ANSI[TRAINED]}trained\x1b[0m {ANSI[MASKED]}masked\x1b[0m {ANSI[CUT]}cut by max_length\x1b[0m"
               if color else "[[trained]] masked <<cut: cut by max_length>>")
-    w(f"{stage} data of {info['path']}: {len(train)} training rows ({'cache hit' if info['cache']['hit'] else 'prepared'})\n")
+    hit = "cache hit" if info["cache"]["hit"] else "prepared"
+    w(f"{stage} data of {info['path']}: {len(train)} training rows ({hit})\n")
     w(f"legend: {legend}\n")
     lengths, trained = [], []
     for i, row in enumerate(rows):

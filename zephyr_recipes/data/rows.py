@@ -8,6 +8,7 @@ from collections import Counter
 from ..errors import ZephyrError
 from . import checks
 
+
 def rows_of(cfg: dict) -> str:
     """What the recipe's stage trains on: "chat" (messages) or "pairs" (prompt / chosen / rejected)."""
     from ..stages import get

@@ -60,7 +60,8 @@ def check_json_lines(path: str) -> None:
                 json.load(fh)
             except json.JSONDecodeError as exc:
                 raise ZephyrError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})",
-                                  "fix that line of the file (a .json file holds one JSON array or one object per line)") from None
+                                  "fix that line of the file (a .json file holds one JSON array or one object "
+                                  "per line)") from None
             return
         for _ in json_lines(fh, path):
             pass

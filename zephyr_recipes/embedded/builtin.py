@@ -92,7 +92,7 @@ def _dialogue(rng: random.Random) -> tuple[list[dict], list[dict]]:
     """A one- or two-turn dialogue; returns (messages, wrong-final-answer messages)."""
     turns = 2 if rng.random() < 0.25 else 1
     messages, wrong = [], []
-    for i in range(turns):
+    for _ in range(turns):
         task = tasks.sample(rng)
         answer = f"{rng.choice(CHATTER)} {task.answer}" if rng.random() < CHATTY_SHARE else task.answer
         messages += [{"content": task.instruction, "role": "user"},

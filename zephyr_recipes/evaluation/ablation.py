@@ -298,7 +298,7 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, d in data.items():
         for f in d["rounds"]:
-            def c(k, fmt):
+            def c(k, fmt, f=f):
                 return "–" if f.get(k) is None else format(f[k], fmt)
             text.append(f"| {label} | {f['round']} | {c('mt_bench', '.2f')} | {c('alpaca_eval', '.1f')} | "
                         f"{c('pairs', 'd')} | {c('tied', 'd')} | {c('policy_rating', '.2f')} | {c('dpo_loss', '.3f')} | "

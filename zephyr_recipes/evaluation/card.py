@@ -34,7 +34,7 @@ def eval_card(cfg: dict, prov: dict, scores: dict) -> str:
                   f"over {ae['n_total']} of {ae['instructions']} instructions (wins {ae['n_wins']}, draws "
                   f"{ae['n_draws']}, losses {ae['n_losses']}; both orders judged; judge failures: {ae['failures']})",
                   f"- average output length {ae['avg_length']} characters (baseline {ae['baseline_avg_length']})",
-                  f"- outputs in alpaca_eval's format: `alpaca_eval/model_outputs.json` "
+                  "- outputs in alpaca_eval's format: `alpaca_eval/model_outputs.json` "
                   "(`alpaca_eval --model_outputs alpaca_eval/model_outputs.json` reads them)\n"]
     ae2 = scores.get("alpaca_eval_2")
     if ae2:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ZephyrError
 from .. import runfolder
+from ..errors import ZephyrError
 from . import plots
 
 LEADERBOARD_COLUMNS = (("arc_challenge", "ARC"), ("hellaswag", "HellaSwag"), ("mmlu", "MMLU"),

@@ -14,7 +14,6 @@ import statistics
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 from tqdm.auto import tqdm
 

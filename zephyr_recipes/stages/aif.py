@@ -16,17 +16,16 @@ import gc
 import logging
 import statistics
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from tqdm.auto import tqdm
-
-from dataclasses import dataclass
-from typing import Optional
 
 from ..binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..errors import ZephyrError
 from ..feedback.backends import make_backend
-from ..feedback.judges import Item, JudgeFailure, make_judge
+from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
 from ..feedback.specs import GeneratorSpec, JudgeSpec
 from ..feedback.store import Store
@@ -70,6 +69,7 @@ def check_config(cfg: dict) -> None:
     if not stage["judge"]:
         raise ZephyrError("the aif stage has no judge", "set stage.judge (type: function, transformers, openai or "
                           "reward_model)")
+    check_judge(stage["judge"]["type"], "rate", "AI feedback")
     if not 0 <= stage["test_fraction"] < 1 or not 0 <= stage["self_agreement"] <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")

@@ -24,9 +24,8 @@ import gc
 import json
 import logging
 import os
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ZephyrError
@@ -146,6 +145,7 @@ class EvalStageConfig(StageSection):
 def check_config(cfg: dict) -> None:
     """Complete stage.mt_bench / alpaca_eval / lm_eval with their defaults and refuse what cannot run."""
     from ..evaluation.harness import normalise_tasks
+    from ..feedback.judges import check_judge
 
     stage = cfg["stage"]
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
@@ -169,6 +169,7 @@ def check_config(cfg: dict) -> None:
         if not judge_spec(stage, name):
             raise ZephyrError("the eval stage has no judge",
                               "set stage.judge (type: function, transformers or openai)")
+        check_judge(judge_spec(stage, name)["type"], *ASKS[name])  # what the benchmark asks, it can do
     if "lm_eval" in stage["benchmarks"]:
         normalise_tasks(stage["lm_eval"]["tasks"])
     for name, key in (("alpaca_eval", "max_samples"), ("alpaca_eval_2", "max_samples"), ("mt_bench", "max_questions"),
