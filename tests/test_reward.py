@@ -6,7 +6,6 @@ against a sloppy one), so no language model has to be trained first.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -135,7 +134,7 @@ def test_reward_without_evaluation_is_refused_before_anything_loads(cli, tmp_pat
 
 # ------------------------------------------------------------------------------------------------ judge
 def test_reward_judge_rates_and_compares_in_the_model_s_order(reward_run):
-    from zephyr_recipes.stages.reward import make_judge
+    from zephyr_recipes.feedback.judges import Item, make_judge
 
     judge = make_judge({"type": "reward_model", "model": str(reward_run), "batch_size": 4}, CPU)
     rng = random.Random(7)
@@ -145,7 +144,7 @@ def test_reward_judge_rates_and_compares_in_the_model_s_order(reward_run):
         msgs = [{"role": "user", "content": t.instruction}]
         items += [(msgs, t.answer), (msgs, _sloppy(t.answer))]
     direct = _score_one_by_one(reward_run, [m + [{"role": "assistant", "content": r}] for m, r in items])
-    ratings = dict(judge.rate_many(items))
+    ratings = dict(judge.ask("rate", [Item(m, (r,)) for m, r in items], "the test"))
     assert sorted(ratings) == list(range(len(items)))
     scores = []
     for i in range(len(items)):
@@ -157,8 +156,8 @@ def test_reward_judge_rates_and_compares_in_the_model_s_order(reward_run):
     for k in range(0, len(items), 2):  # every pair ordered as the model's own scores order it
         if abs(direct[k] - direct[k + 1]) > 1e-4:
             assert (scores[k] > scores[k + 1]) == (direct[k] > direct[k + 1])
-    verdicts = dict(judge.compare_many([(items[k][0], items[k][1], items[k + 1][1], None)
-                                        for k in range(0, len(items), 2)]))
+    verdicts = dict(judge.ask("compare", [Item(items[k][0], (items[k][1], items[k + 1][1]))
+                                          for k in range(0, len(items), 2)], "the test"))
     for j, k in enumerate(range(0, len(items), 2)):
         expected = 1.0 if scores[k] > scores[k + 1] else 0.0 if scores[k] < scores[k + 1] else 0.5
         assert verdicts[j].value == expected
@@ -173,14 +172,12 @@ def test_reward_judge_rates_and_compares_in_the_model_s_order(reward_run):
 
 def test_reward_judge_refuses_a_rating_prompt(reward_run):
     from zephyr_recipes.errors import ZephyrError
-    from zephyr_recipes.stages.reward import make_judge
+    from zephyr_recipes.feedback.judges import make_judge
 
     with pytest.raises(ZephyrError, match="takes no prompt"):
         make_judge({"type": "reward_model", "model": str(reward_run), "prompt": "Rate: {response}"}, CPU)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("zephyr_recipes.feedback.specs") is None,
-                    reason="judge types registered by stage modules need zephyr_recipes.feedback.specs")
 def test_aif_with_the_reward_model_as_judge_makes_pairs_it_prefers(reward_run, tmp_path, cli):
     import datasets
 

@@ -230,13 +230,24 @@ STAGE = Reward()
 
 
 # ------------------------------------------------------------------------------------------------ judge
-class RewardModelJudge:
-    """A trained reward model as judge: ``rate_many`` and ``compare_many`` like the other judges.
+def _judge_base():
+    from ..feedback.judges import Judge
+
+    return Judge
+
+
+class RewardModelJudge(_judge_base()):
+    """A trained reward model as judge: it rates one answer and compares two, reading the conversation itself.
 
     A rating is the reward written on every aspect (so binarization's mean score is the reward itself, and a
     higher reward makes the chosen answer); a comparison is 1.0, 0.0 or 0.5 as the first answer's reward is
-    higher, lower or equal. Nothing is sampled, so the judge agrees with itself exactly.
+    higher, lower or equal (Arena-Hard gets slight verdicts from it). Nothing is sampled, so the judge agrees with
+    itself exactly. It gives no 1-10 grades: MT-Bench is refused when the recipe is validated.
     """
+
+    type = "reward_model"
+    KINDS = frozenset({"rate", "compare"})
+    READS_PROMPTS = False
 
     def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
@@ -261,26 +272,32 @@ class RewardModelJudge:
         self.system = system
         self.name = model
 
+    @classmethod
+    def from_spec(cls, spec: dict, hardware: dict | None = None) -> "RewardModelJudge":
+        """The judge of a checked ``{type: reward_model, model, ...}`` spec."""
+        return cls(spec["model"], hardware, spec["model_config"], spec["batch_size"], spec["max_length"],
+                   spec["aspects"], spec["system"])
+
     def _conversation(self, messages: list[dict], response: str) -> list[dict]:
         system = [{"role": "system", "content": self.system}] if self.system and \
             not any(m.get("role") == "system" for m in messages) else []
         return system + list(messages) + [{"role": "assistant", "content": response}]
 
-    def scores(self, items: list[tuple]) -> list[float]:
-        """Rewards of (messages, response) items."""
-        return self.scorer.score([self._conversation(m, r) for m, r, *_ in items])
+    def scores(self, pairs: list[tuple]) -> list[float]:
+        """Rewards of (messages, response) pairs."""
+        return self.scorer.score([self._conversation(m, r) for m, r in pairs])
 
-    def _streamed(self, items: list[tuple]) -> Iterator[tuple[int, float]]:
+    def _streamed(self, pairs: list[tuple]) -> Iterator[tuple[int, float]]:
         """(index, reward) a few batches at a time, so the caller records ratings as they come."""
         step = self.scorer.batch_size * 8
-        for start in range(0, len(items), step):
-            for j, value in enumerate(self.scores(items[start:start + step])):
+        for start in range(0, len(pairs), step):
+            for j, value in enumerate(self.scores(pairs[start:start + step])):
                 yield start + j, value
 
     def rate_many(self, items) -> Iterator[tuple[int, Any]]:
         from ..feedback.judges import JudgeFailure, Verdict
 
-        for i, value in self._streamed(list(items)):
+        for i, value in self._streamed([(it.messages, it.answers[0]) for it in items]):
             if not math.isfinite(value):
                 yield i, JudgeFailure(f"the reward model returned {value}")
                 continue
@@ -289,38 +306,19 @@ class RewardModelJudge:
             yield i, Verdict({a: {"Rating": rating, "Rationale": why} for a in self.aspects}, f"reward {rating}")
 
     def compare_many(self, items) -> Iterator[tuple[int, Any]]:
-        """items: (messages, first, second[, prompt text]); the prompt text is not used."""
+        """The first answer against the second, by their rewards; prompts are not read."""
         from ..feedback.judges import Verdict
 
         items = list(items)
-        first = self.scores([(m, a) for m, a, *_ in items])
-        second = self.scores([(m, b) for m, _, b, *_ in items])
+        first = self.scores([(it.messages, it.answers[0]) for it in items])
+        second = self.scores([(it.messages, it.answers[1]) for it in items])
         for i, (x, y) in enumerate(zip(first, second)):
             yield i, Verdict(1.0 if x > y else 0.0 if x < y else 0.5, f"rewards {x!r} vs {y!r}")
 
 
-    def grade_many(self, items):
-        raise ZephyrError("a judge of type reward_model gives unbounded rewards, not 1-10 grades (MT-Bench)",
-                          "use it for AI feedback or pairwise comparisons, and a model judge for graded benchmarks")
-
-
-def make_judge(spec: dict, hardware: dict | None = None) -> RewardModelJudge:
-    """The reward-model judge of ``spec`` ({type: reward_model, model, model_config?, batch_size?, ...})."""
-    if not spec.get("model"):
-        raise ZephyrError("a judge of type reward_model needs model", "add judge.model=<reward run folder or hub id>")
-    if spec.get("prompt"):
-        raise ZephyrError("a judge of type reward_model scores the conversation itself and takes no prompt",
-                          "remove judge.prompt")
-    return RewardModelJudge(spec["model"], hardware, spec.get("model_config"), spec.get("batch_size", "auto"),
-                            spec.get("max_length"), spec.get("aspects"), spec.get("system"))
-
-
 def _register() -> None:
-    """Add the reward_model judge type where the judge specs support registered types."""
-    try:
-        from ..feedback.specs import JudgeSpec, register_judge
-    except ImportError:
-        return
+    """Add the reward_model judge type to the judges a recipe may name."""
+    from ..feedback.specs import JudgeSpec, register_judge
 
     @dataclass
     class RewardModelJudgeSpec(JudgeSpec):
@@ -340,7 +338,7 @@ def _register() -> None:
             if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
                 raise ZephyrError(f"{where}.batch_size is {size!r}", "use auto or a whole number of 1 or more")
 
-    register_judge("reward_model", RewardModelJudgeSpec, make_judge)
+    register_judge("reward_model", RewardModelJudgeSpec, RewardModelJudge.from_spec)
 
 
 _register()
