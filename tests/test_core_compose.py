@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from zephyr_recipes import stages
 from zephyr_recipes.compose import RECIPES_DIR, compose, list_options, list_recipes
 from zephyr_recipes.validate import validate
 
@@ -16,7 +17,7 @@ def test_every_shipped_recipe_composes_and_validates(recipe, cli):
     cfg, _ = _compose(recipe, [])
     configs = [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]
     for c in configs:
-        assert c["stage"]["name"] in ("sft", "dpo", "aif", "eval")
+        assert c["stage"]["name"] in stages.names()
         assert c["run"]["output_dir"]
         assert c["model"]["name_or_path"]
     code, out, err = cli("validate", recipe)

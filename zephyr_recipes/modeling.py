@@ -237,12 +237,15 @@ def fit_embeddings(model, tokenizer) -> dict | None:
     return done
 
 
-def load_model(name: str, model_cfg: dict, placement: Placement):
+def load_model(name: str, model_cfg: dict, placement: Placement, auto_class: str = "AutoModelForCausalLM",
+               **options):
+    """``name`` through transformers' ``auto_class`` (a causal LM unless a stage trains another head), in the
+    placement's dtype and attention kernel; ``options`` go to from_pretrained (num_labels ...)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    import transformers
 
     source = resolve_source(name, "model")
-    dtype = placement.weights_dtype if model_cfg["dtype"] == "auto" else getattr(torch, model_cfg["dtype"])
+    dtype = placement.weights_dtype if model_cfg.get("dtype", "auto") == "auto" else getattr(torch, model_cfg["dtype"])
     extra = {}
     if placement.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -253,10 +256,10 @@ def load_model(name: str, model_cfg: dict, placement: Placement):
             bnb_4bit_compute_dtype=placement.dtype, bnb_4bit_quant_storage=placement.dtype)
         extra["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # quantized weights load on the GPU
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, revision=model_cfg["revision"], dtype=dtype,
+        model = getattr(transformers, auto_class).from_pretrained(
+            source, revision=model_cfg.get("revision"), dtype=dtype,
             attn_implementation=placement.attn_implementation,
-            trust_remote_code=model_cfg["trust_remote_code"], **extra)
+            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)), **extra, **options)
     except (OSError, ValueError) as exc:
         raise _hub_error(name, exc, "model") from None
     return model

@@ -246,7 +246,10 @@ def estimate(cfg: dict, shape: Shape) -> dict:
         parts["activations (checkpointed)"] = (L * 2 * s * rows * h + 34 * s * rows * h) * act_bytes / 2
     else:
         parts["activations"] = L * 34 * s * rows * h * act_bytes / 2
-    parts["logits and loss"] = LOGIT_BYTES["fp32" if fp32 else "16-bit"] * s * rows * shape.vocab
+    if trains.auto_model == "AutoModelForCausalLM":
+        parts["logits and loss"] = LOGIT_BYTES["fp32" if fp32 else "16-bit"] * s * rows * shape.vocab
+    else:  # a score head (reward model): no vocabulary-sized logits; the untied LM head is counted, a slight excess
+        notes.append(f"{trains.auto_model}: no vocabulary logits")
     parts = {k: v / GB for k, v in parts.items()}
     parts["CUDA context and workspace"] = OVERHEAD_GB if hw["device"] != "cpu" else 0.0
     total = sum(parts.values())

@@ -88,7 +88,7 @@ def plot_curves(log_history: list[dict], stage: str, metrics: tuple[str, ...], p
     return list(series)
 
 
-def model_card(cfg: dict, prov: dict, metrics: dict, curves: list[str]) -> str:
+def model_card(cfg: dict, prov: dict, metrics: dict, curves: list[str], usage: str, config_class: str) -> str:
     stage, model, ds = cfg["stage"], cfg["model"], cfg["dataset"]
     trainer = yaml.safe_dump(stage["trainer"], sort_keys=True).strip()
     final = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
@@ -109,20 +109,14 @@ datasets: [{ds['path']}]
 {ref}
 ## Use
 
-```python
-from transformers import pipeline
-
-chat = pipeline("text-generation", model="{cfg['run']['output_dir']}")
-print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}], max_new_tokens=32)[0]["generated_text"])
-```
-
+{usage}
 ## Training
 
 - Device: {prov['placement']['device']}, precision {prov['placement']['precision']}, attention {prov['placement']['attn_implementation']}
 {_distributed_line(prov)}{_tokenizer_lines(prov)}- Training rows: {prov['data'].get('train', {}).get('rows', '?')}
 - Reproduce: `{prov['command']}` (the resolved config is `config.yaml` beside this card)
 
-Trainer arguments (trl.{'SFTConfig' if stage['name'] == 'sft' else 'DPOConfig'}):
+Trainer arguments (trl.{config_class}):
 
 ```yaml
 {trainer}

@@ -51,6 +51,8 @@ class TrainerStage(Stage):
     trl_config: ClassVar[str]  # the name of the TRL config class of stage.trainer (SFTConfig, DPOConfig ...)
     curves: ClassVar[tuple[str, ...]] = ("loss",)  # logged metrics drawn in training_curves.png
     sequences_per_row: ClassVar[int] = 1  # sequences in memory per row: 2 for chosen + rejected (the plan)
+    auto_model: ClassVar[str] = "AutoModelForCausalLM"  # transformers' class of the trained model
+    model_options: ClassVar[dict] = {}  # for its from_pretrained (num_labels ...)
 
     def config_class(self):
         import trl
@@ -65,7 +67,17 @@ class TrainerStage(Stage):
     def load_model(self, name: str, cfg: dict, placement):
         from .. import modeling
 
-        return modeling.load_model(name, cfg["model"], placement)
+        return modeling.load_model(name, cfg["model"], placement, self.auto_model, **self.model_options)
+
+    def card_usage(self, cfg: dict) -> str:
+        """The model card's "Use" section: how to load and use what the stage trained."""
+        return f"""```python
+from transformers import pipeline
+
+chat = pipeline("text-generation", model="{cfg['run']['output_dir']}")
+print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}], max_new_tokens=32)[0]["generated_text"])
+```
+"""
 
     def build_trainer(self, cfg: dict, model, tokenizer, train, eval_dataset, args, load_other) -> tuple[Any, dict]:
         """The TRL trainer, and facts for provenance and the card (e.g. the DPO reference)."""

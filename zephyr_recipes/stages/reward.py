@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..errors import ZephyrError
@@ -34,31 +32,9 @@ def load_reward_model(name: str, model_cfg: dict, placement):
     A causal LM checkpoint gets a new, randomly initialised score head (transformers' usual warning about it is
     expected); a reward run folder loads as saved.
     """
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
     from .. import modeling
 
-    source = modeling.resolve_source(name, "model")
-    dtype = placement.weights_dtype if model_cfg.get("dtype", "auto") == "auto" else getattr(torch, model_cfg["dtype"])
-    extra: dict[str, Any] = {}
-    if placement.load_in_4bit:  # QLoRA: the frozen base in 4 bits on this process's GPU, as modeling does it
-        import os
-
-        from transformers import BitsAndBytesConfig
-
-        dtype = placement.dtype
-        extra["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=placement.dtype, bnb_4bit_quant_storage=placement.dtype)
-        extra["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=1, revision=model_cfg.get("revision"), dtype=dtype,
-            attn_implementation=placement.attn_implementation,
-            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)), **extra)
-    except (OSError, ValueError) as exc:
-        raise modeling._hub_error(name, exc, "model") from None
+    model = modeling.load_model(name, model_cfg, placement, Reward.auto_model, **Reward.model_options)
     if model.config.num_labels != 1:
         raise ZephyrError(f"{name} is a classifier with {model.config.num_labels} outputs, and a reward model has one",
                           "start from a causal LM or a reward model (num_labels 1)")
@@ -137,6 +113,8 @@ class Reward(TrainerStage):
     trl_config = "RewardConfig"
     curves = ("loss", "accuracy", "margin")
     sequences_per_row = 2
+    auto_model = "AutoModelForSequenceClassification"
+    model_options = {"num_labels": 1}
 
     def check(self, cfg: dict) -> None:
         trainer = cfg["stage"]["trainer"]
@@ -191,21 +169,9 @@ class Reward(TrainerStage):
                  figures["heldout_margin"])
         return figures
 
-    def run(self, cfg: dict, folder: Path, ctx) -> Path:
-        from ..logs import rank
-
-        out = super().run(cfg, folder, ctx)
-        card = folder / "README.md"
-        if rank() == 0 and card.is_file():  # rank 0 wrote the generic card: say how a reward model is used
-            card.write_text(_reward_card(card.read_text(), cfg))
-        return out
-
-
-def _reward_card(text: str, cfg: dict) -> str:
-    where = cfg["run"]["output_dir"]
-    use = f"""## Use
-
-A reward model: one score per conversation (higher is better), read at its last token.
+    def card_usage(self, cfg: dict) -> str:
+        where = cfg["run"]["output_dir"]
+        return f"""A reward model: one score per conversation (higher is better), read at its last token.
 
 ```python
 import torch
@@ -220,10 +186,7 @@ with torch.no_grad():
 ```
 
 As the judge of an AI feedback recipe: `stage.judge: {{type: reward_model, model: {where}}}`.
-
 """
-    text = re.sub(r"## Use\n.*?(?=## Training)", lambda _: use, text, count=1, flags=re.S)
-    return re.sub(r"Trainer arguments \(trl\.\w+\)", "Trainer arguments (trl.RewardConfig)", text, count=1)
 
 
 STAGE = Reward()

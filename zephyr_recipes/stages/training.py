@@ -212,7 +212,8 @@ def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, pr
     metrics["train_wall_seconds"] = round(time.time() - started, 2)
     report.write_json(folder / "metrics.json", metrics)
     curves = report.plot_curves(history, cfg["stage"]["name"], stage.curves, folder / "training_curves.png")
-    (folder / "README.md").write_text(report.model_card(cfg, prov, metrics, curves))
+    (folder / "README.md").write_text(report.model_card(cfg, prov, metrics, curves, stage.card_usage(cfg),
+                                                        stage.trl_config))
     for ckpt in folder.glob("checkpoint-*"):
         shutil.rmtree(ckpt, ignore_errors=True)
     runfolder.set_status(folder, "complete", finished=runfolder.now(), metrics=metrics)
