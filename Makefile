@@ -7,6 +7,7 @@
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
 #   make aif                                  AI feedback with that SFT run among the generators (runs sft if missing)
 #   make dpo                                  dDPO of that SFT run (runs sft and aif if missing)
+#   make reward                               a reward model trained on the AIF pairs, held-out pair accuracy (runs sft, aif if missing)
 #   make eval                                 MT-Bench, AlpacaEval 1/2.0, Arena-Hard, lm-eval of that DPO run, then the report
 #                                             (EVAL_DATA=<folder> names local copies of the benchmark files)
 #   make sft RECIPE=zephyr-7b-beta ARGS="hardware=1gpu stage.trainer.learning_rate=1e-5"
@@ -26,7 +27,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
+.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,9 @@ sft: setup
 
 dpo: setup $(DPO_NEEDS)
 	$(PY) -m zephyr_recipes run $(RECIPE)/dpo $(ARGS)
+
+reward: setup $(DPO_NEEDS)
+	$(PY) -m zephyr_recipes run $(RECIPE)/reward $(ARGS)
 
 aif: setup $(AIF_NEEDS)
 	$(PY) -m zephyr_recipes run $(RECIPE)/aif $(ARGS)
