@@ -237,6 +237,17 @@ def fit_embeddings(model, tokenizer) -> dict | None:
     return done
 
 
+def standalone(model: str, model_cfg: dict | None, hardware: dict | None, purpose: str) -> tuple[dict, Placement]:
+    """The model section and the placement of a model used outside training (a generator, a judge): the model
+    section's defaults with the tokenizer's own chat template, under ``model_cfg``; the run's hardware profile,
+    or the defaults (the GPU when there is one)."""
+    from .schema import HardwareConfig, ModelConfig, defaults_of
+
+    cfg = {**defaults_of(ModelConfig), "chat_template": None, **(model_cfg or {}), "name_or_path": model}
+    hw = {**defaults_of(HardwareConfig), "name": purpose, **(hardware or {})}
+    return cfg, resolve_placement(hw)
+
+
 def load_model(name: str, model_cfg: dict, placement: Placement, auto_class: str = "AutoModelForCausalLM",
                **options):
     """``name`` through transformers' ``auto_class`` (a causal LM unless a stage trains another head), in the

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
 from ..feedback.judges import Item, JudgeFailure, chat_messages, fill, parse_ranking
-from ..feedback.store import Store
+from ..feedback.store import Store, answered
 from .sources import load_records
 
 log = logging.getLogger("zephyr_recipes")
@@ -54,13 +54,9 @@ def generate(backend, rows: list[dict], store: Store, sampling: dict) -> None:
     convs = [[{"role": "user", "content": r["instruction"]}] for r in todo]
     with tqdm(total=len(todo), desc="AlpacaEval answers", unit="instruction") as bar:
         for j, result in backend.generate(convs, 1, dict(sampling)):
-            rec = {"key": instruction_id(todo[j]["instruction"]), "instruction": todo[j]["instruction"],
-                   "tstamp": time.time()}
-            if isinstance(result, Exception):
-                rec["error"] = str(result)[:500]
-            else:
-                rec["output"] = result[0]
-            store.add(rec)
+            ins = todo[j]["instruction"]
+            store.add(answered({"key": instruction_id(ins), "instruction": ins, "tstamp": time.time()}, result,
+                               "output"))
             bar.update(1)
 
 
@@ -100,14 +96,18 @@ def comparison(instruction: str, first: str, second: str, prompt: str | None, pa
 
 
 def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None,
-              both_orders: bool = True) -> None:
-    """Judge every pending comparison (see :func:`pending_pairs`), as it arrives into ``judgments``."""
+              both_orders: bool = True, parse=parse_ranking, labels: tuple | None = None,
+              benchmark: str = "AlpacaEval", raw_chars: int = 2000, record_kind: bool = False) -> None:
+    """Judge every pending comparison (see :func:`pending_pairs`), as it arrives into ``judgments``.
+
+    ``parse`` reads a chat judge's reply; ``labels`` let a judge with token log-probabilities weigh the choice
+    (AlpacaEval 2.0), and ``record_kind`` notes whether a preference was weighed or chosen."""
     todo = pending_pairs(rows, outputs, judgments, both_orders)
     if not todo:
         return
-    verdicts = judge.ask("compare", [comparison(ins, a, b, prompt, parse_ranking) for _, _, ins, (a, b) in todo],
-                         "AlpacaEval")
-    with tqdm(total=len(todo), desc="AlpacaEval judging", unit="pair") as bar:
+    verdicts = judge.ask("compare", [comparison(ins, a, b, prompt, parse, labels) for _, _, ins, (a, b) in todo],
+                         benchmark)
+    with tqdm(total=len(todo), desc=f"{benchmark} judging", unit="comparison") as bar:
         for j, verdict in verdicts:
             iid, order, _, _ = todo[j]
             rec = {"key": f"{iid}:o{order}", "instruction_id": iid, "order": order,
@@ -115,9 +115,11 @@ def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt:
             if isinstance(verdict, JudgeFailure):
                 rec.update(failure=str(verdict), raw=verdict.raw[:2000])
             else:
-                first = float(verdict.value)  # preference for output_1: 1, 0 or 0.5
-                rec.update(preference_output_1=first, model_preference=1 - first if order == 0 else first,
-                           raw=verdict.raw[:2000])
+                first = float(verdict.value)  # preference for output_1: 1, 0 or 0.5 (or weighed)
+                rec.update(preference_output_1=first, model_preference=1 - first if order == 0 else first)
+                if record_kind:
+                    rec["kind"] = "logprob" if verdict.weighted else "discrete"
+                rec["raw"] = verdict.raw[:raw_chars]
             judgments.add(rec)
             bar.update(1)
 

@@ -24,10 +24,7 @@ import json
 import logging
 import math
 import statistics
-import time
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
 from ..feedback.judges import JudgeFailure
@@ -84,26 +81,10 @@ def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt:
               logprobs: bool) -> None:
     """Order 0 shows the baseline as output_1 (``m``) and the model as output_2 (``M``); order 1 swaps them.
     With ``logprobs`` a judge that offers token log-probabilities weighs m against M."""
-    from .alpaca import comparison, pending_pairs
+    from . import alpaca
 
-    todo = pending_pairs(rows, outputs, judgments, both_orders)
-    if not todo:
-        return
-    verdicts = judge.ask("compare", [comparison(ins, a, b, prompt, parse_choice, LABELS if logprobs else None)
-                                     for _, _, ins, (a, b) in todo], "AlpacaEval 2.0")
-    with tqdm(total=len(todo), desc="AlpacaEval 2.0 judging", unit="comparison") as bar:
-        for j, verdict in verdicts:
-            iid, order, _, _ = todo[j]
-            rec = {"key": f"{iid}:o{order}", "instruction_id": iid, "order": order,
-                   "output_1": "baseline" if order == 0 else "model", "tstamp": time.time()}
-            if isinstance(verdict, JudgeFailure):
-                rec.update(failure=str(verdict), raw=verdict.raw[:2000])
-            else:
-                first = float(verdict.value)
-                rec.update(preference_output_1=first, model_preference=1 - first if order == 0 else first,
-                           kind="logprob" if verdict.weighted else "discrete", raw=verdict.raw[:200])
-            judgments.add(rec)
-            bar.update(1)
+    alpaca.judge_all(judge, rows, outputs, judgments, prompt, both_orders, parse_choice, LABELS if logprobs else None,
+                     "AlpacaEval 2.0", raw_chars=200, record_kind=True)
 
 
 # ------------------------------------------------------------------------------------------- scoring

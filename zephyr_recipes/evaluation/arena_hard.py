@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
 from ..feedback.judges import Item, JudgeFailure
-from ..feedback.store import Store
+from ..feedback.store import Store, answered
 from .sources import load_records, local_file, read_text
 
 log = logging.getLogger("zephyr_recipes")
@@ -170,11 +170,7 @@ def generate(backend, questions: list[dict], store: Store, sampling: dict) -> No
         for j, result in backend.generate([[{"role": "user", "content": q["prompt"]}] for q in todo], 1,
                                           dict(sampling)):
             rec = {"key": todo[j]["uid"], "uid": todo[j]["uid"], "tstamp": time.time()}
-            if isinstance(result, Exception):
-                rec["error"] = str(result)[:500]
-            else:
-                rec["answer"] = result[0]
-            store.add(rec)
+            store.add(answered(rec, result, "answer"))
             bar.update(1)
 
 

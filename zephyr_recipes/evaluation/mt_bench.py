@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ZephyrError
 from ..feedback.judges import Item, JudgeFailure, fill, parse_grade
-from ..feedback.store import Store
+from ..feedback.store import Store, answered
 from .sources import load_records
 
 log = logging.getLogger("zephyr_recipes")
@@ -128,11 +128,7 @@ def generate(backend, questions: list[Question], store: Store, max_new_tokens: i
                 for j, result in backend.generate(convs, 1, sampling):
                     q = group[j]
                     rec = {"key": _key(q, turn), "question_id": q.id, "turn": turn, "tstamp": time.time()}
-                    if isinstance(result, Exception):
-                        rec["error"] = str(result)[:500]
-                    else:
-                        rec["answer"] = result[0]
-                    store.add(rec)
+                    store.add(answered(rec, result, "answer"))
                     bar.update(1)
 
 

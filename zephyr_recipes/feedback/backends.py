@@ -81,12 +81,7 @@ class TransformersBackend:
                  batch_size: int | str = "auto"):
         from .. import modeling
 
-        cfg = {"name_or_path": model, "revision": None, "tokenizer_name_or_path": None, "chat_template": None,
-               "dtype": "auto", "trust_remote_code": False, **(model_cfg or {})}
-        cfg["name_or_path"] = model
-        hw = {"name": "generation", "device": "auto", "precision": "auto", "attn_implementation": "auto",
-              "gradient_checkpointing": False, **(hardware or {})}
-        self.placement = modeling.resolve_placement(hw)
+        cfg, self.placement = modeling.standalone(model, model_cfg, hardware, "generation")
         self.tokenizer = modeling.load_tokenizer(cfg)
         self.tokenizer.padding_side = "left"
         self.model = modeling.load_model(model, cfg, self.placement).to(self.placement.device).eval()

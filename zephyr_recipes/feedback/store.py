@@ -11,6 +11,16 @@ import os
 from pathlib import Path
 
 
+def answered(rec: dict, result, field: str) -> dict:
+    """A generation result written into a store record: the first text under ``field``, or the error that stopped
+    it (a failed request is recorded, and asked again by the next run)."""
+    if isinstance(result, Exception):
+        rec["error"] = str(result)[:500]
+    else:
+        rec[field] = result[0]
+    return rec
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)

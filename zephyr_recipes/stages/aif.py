@@ -298,8 +298,9 @@ def run(cfg: dict, folder: Path) -> dict:
 
 
 class AIF(TaskStage):
+    """AI feedback: generators answer prompts, a judge rates, ratings become preference pairs."""
+
     name = "aif"
-    summary = "AI feedback: generators answer prompts, a judge rates, ratings become preference pairs"
     schema = AIFStageConfig
     rows = "prompts"
     finished_hint = "point a dpo recipe's dataset.path at it"

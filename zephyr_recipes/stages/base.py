@@ -33,10 +33,14 @@ class Stage:
     """One step of the method. Subclasses set the class attributes and implement :meth:`run`."""
 
     name: ClassVar[str]
-    summary: ClassVar[str] = ""  # one line for `zephyr-recipes list`
     schema: ClassVar[type]  # the dataclass of the `stage` section (see zephyr_recipes.schema)
     rows: ClassVar[Optional[str]] = None  # what the dataset section feeds: "chat", "pairs", "prompts" or None
     one_process: ClassVar[bool] = False  # refuses hardware profiles that launch several processes
+
+    @property
+    def summary(self) -> str:
+        """One line for `zephyr-recipes list`: the first line of the stage class's docstring."""
+        return (type(self).__doc__ or "").strip().splitlines()[0].rstrip(".")
 
     def check(self, cfg: dict) -> None:
         """Refuse what cannot run, after the schema checked keys and types and before anything loads."""
@@ -91,6 +95,13 @@ print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}],
         from .training import train
 
         return train(self, cfg, folder, ctx)
+
+
+class PreferenceStage(TrainerStage):
+    """A trainer stage on preference pairs (prompt, chosen, rejected): both answers of a row are in memory."""
+
+    rows = "pairs"
+    sequences_per_row = 2
 
 
 class TaskStage(Stage):

@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..errors import ZephyrError
 from ..schema import TrainerStageConfig, _f
-from .base import TrainerStage
+from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -27,14 +27,13 @@ class DPOStageConfig(TrainerStageConfig):
         "hardware.lora the reference is the base with adapters disabled and no copy is kept.")
 
 
-class DPO(TrainerStage):
+class DPO(PreferenceStage):
+    """Direct preference optimisation on preference pairs (TRL DPOTrainer)."""
+
     name = "dpo"
-    summary = "direct preference optimisation on preference pairs (TRL DPOTrainer)"
     schema = DPOStageConfig
-    rows = "pairs"
     trl_config = "DPOConfig"
     curves = ("loss", "rewards/margins", "rewards/accuracies")
-    sequences_per_row = 2
 
     def check(self, cfg: dict) -> None:
         beta = cfg["stage"]["trainer"].get("beta", 0.1)

@@ -20,6 +20,7 @@ twice. The run folder holds:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -255,6 +256,25 @@ def _backend(cfg: dict):
     return TransformersBackend(model["name_or_path"], model, cfg["hardware"], cfg["stage"]["batch_size"])
 
 
+@contextlib.contextmanager
+def _stores(out: Path):
+    """A benchmark's answers.jsonl and judgments.jsonl, closed whatever happens."""
+    answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
+    try:
+        yield answers, judgments
+    finally:
+        answers.close()
+        judgments.close()
+
+
+def _answers(sec: dict, imported, generate):
+    """The benchmark's answers file when it names one (returns where they came from), else the model answers."""
+    if sec["answers"]:
+        return imported()
+    generate()
+    return None
+
+
 def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     from ..evaluation import mt_bench, precomputed
     sec = cfg["stage"]["mt_bench"]
@@ -263,22 +283,16 @@ def run_mt_bench(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     references = mt_bench.load_references(sec["reference_answers"])
     log.info("MT-Bench: %d questions from %s", len(questions), sec["questions"])
     out = folder / "mt_bench"
-    answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
-    imported = None
-    try:
-        if sec["answers"]:
-            imported = precomputed.fastchat_answers(sec["answers"], questions, answers)
-        else:
-            mt_bench.generate(backend(), questions, answers, sec["max_new_tokens"], sec["temperatures"])
+    with _stores(out) as (answers, judgments):
+        imported = _answers(sec, lambda: precomputed.fastchat_answers(sec["answers"], questions, answers),
+                            lambda: mt_bench.generate(backend(), questions, answers, sec["max_new_tokens"],
+                                                      sec["temperatures"]))
         rows = mt_bench.answer_records(questions, answers, model_id)
         (out / "model_answer.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         judge = _judge(cfg, "mt_bench", sec["judge_max_new_tokens"])
         mt_bench.judge_all(judge, questions, answers, judgments, prompts, references)
         del judge  # a local judge model leaves memory before the next one loads
         gc.collect()
-    finally:
-        answers.close()
-        judgments.close()
     ids = {str(q.id) for q in questions}
     result = mt_bench.scores([j for j in judgments.records.values() if str(j["question_id"]) in ids])
     result["questions"] = len(questions)
@@ -421,13 +435,10 @@ def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
     if missing:
         out.mkdir(parents=True, exist_ok=True)
         (out / "missing_baseline.txt").write_text("".join(f"{uid}\n" for uid in missing))
-    answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
-    imported = None
-    try:
-        if sec["answers"]:
-            imported = precomputed.arena_hard_answers(sec["answers"], questions, answers)
-        else:
-            arena_hard.generate(backend(), [q for q in questions if q["uid"] in baselines], answers, sec["sampling"])
+    with _stores(out) as (answers, judgments):
+        imported = _answers(sec, lambda: precomputed.arena_hard_answers(sec["answers"], questions, answers),
+                            lambda: arena_hard.generate(backend(), [q for q in questions if q["uid"] in baselines],
+                                                        answers, sec["sampling"]))
         rows = arena_hard.answer_records(questions, answers, model_id)
         (out / "model_answer").mkdir(parents=True, exist_ok=True)
         (out / "model_answer" / f"{model_id.replace('/', '_')}.jsonl").write_text(
@@ -438,9 +449,6 @@ def run_arena_hard(cfg: dict, folder: Path, backend, model_id: str) -> dict:
         arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, system_prompts)
         del judge
         gc.collect()
-    finally:
-        answers.close()
-        judgments.close()
     ids = {q["uid"] for q in questions}
     result = arena_hard.scores(questions, [j for j in judgments.records.values() if j["uid"] in ids], missing,
                                sec["strong_weight"], sec["bootstrap_rounds"], sec["seed"])
@@ -510,8 +518,9 @@ def run(cfg: dict, folder: Path) -> dict:
 
 
 class Eval(TaskStage):
+    """MT-Bench, AlpacaEval 1/2.0, Arena-Hard and lm-eval tasks of model.name_or_path."""
+
     name = "eval"
-    summary = "MT-Bench, AlpacaEval 1/2.0, Arena-Hard and lm-eval tasks of model.name_or_path"
     schema = EvalStageConfig
     rows = None  # the benchmarks name their own sets
     result_file = "scores.json"

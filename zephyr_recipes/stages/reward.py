@@ -20,7 +20,7 @@ from typing import Any, Iterator, Optional
 
 from ..errors import ZephyrError
 from ..schema import TrainerStageConfig, _f
-from .base import TrainerStage
+from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -105,14 +105,13 @@ def pair_accuracy(scorer: Scorer, rows) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ stage
-class Reward(TrainerStage):
+class Reward(PreferenceStage):
+    """Reward modelling on preference pairs: one score per conversation (TRL RewardTrainer)."""
+
     name = "reward"
-    summary = "reward modelling on preference pairs: one score per conversation (TRL RewardTrainer)"
     schema = TrainerStageConfig
-    rows = "pairs"
     trl_config = "RewardConfig"
     curves = ("loss", "accuracy", "margin")
-    sequences_per_row = 2
     auto_model = "AutoModelForSequenceClassification"
     model_options = {"num_labels": 1}
 
@@ -218,12 +217,7 @@ class RewardModelJudge(_judge_base()):
         from .. import modeling
         from ..binarize import ASPECTS
 
-        cfg = {"name_or_path": model, "revision": None, "tokenizer_name_or_path": None, "chat_template": None,
-               "dtype": "auto", "trust_remote_code": False, **(model_config or {})}
-        cfg["name_or_path"] = model
-        hw = {"name": "judge", "device": "auto", "precision": "auto", "attn_implementation": "auto",
-              "gradient_checkpointing": False, **(hardware or {})}
-        self.placement = modeling.resolve_placement(hw)
+        cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
         tokenizer = modeling.load_tokenizer(cfg)  # chat_template null: the one the reward model was trained with
         net = load_reward_model(model, cfg, self.placement)
         if not self.placement.load_in_4bit:

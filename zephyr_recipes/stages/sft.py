@@ -11,8 +11,9 @@ from .base import TrainerStage
 
 
 class SFT(TrainerStage):
+    """Distilled supervised fine-tuning on dialogues (TRL SFTTrainer)."""
+
     name = "sft"
-    summary = "distilled supervised fine-tuning on dialogues (TRL SFTTrainer)"
     schema = TrainerStageConfig
     rows = "chat"
     trl_config = "SFTConfig"
