@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
         s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+        if name == "show":
+            s.add_argument("--explain", action="store_true",
+                           help="write each key's help (from its schema) as a comment above it")
         if name == "validate":
             s.add_argument("--rows", type=int, default=200, metavar="N",
                            help="render the first N rows of the data through the chat template (default 200)")
@@ -137,6 +140,12 @@ def cmd_show(args) -> int:
     code = trust.describe(cfg)
     if code:
         sys.stdout.write("# Python code this recipe runs:\n" + "".join(f"#   {line}\n" for line in code))
+    if args.explain and "pipeline" not in cfg:
+        from . import stages
+        from .schema import explained
+
+        sys.stdout.write(explained(cfg, stages.get(cfg["stage"]["name"]).schema))
+        return 0
     sys.stdout.write(dump(cfg))
     return 0
 

@@ -149,6 +149,50 @@ def defaults_of(cls: type) -> dict:
     return out
 
 
+def explained(cfg: dict, stage_schema: type) -> str:
+    """A resolved config as YAML with each key's help from its schema as a comment above it (`show --explain`)."""
+    import yaml
+
+    def value(v) -> str:
+        return yaml.safe_dump(v, default_flow_style=True, width=10**6, allow_unicode=True).strip().removesuffix(
+            "\n...").removesuffix("...").strip()
+
+    def emit(d: dict, cls, pad: str, out: list) -> None:
+        if cls is not None and hasattr(cls, "variant"):
+            try:
+                cls = cls.variant("", d)
+            except ZephyrError:
+                cls = None
+        fields = {f.name: f for f in dataclasses.fields(cls)} if cls is not None else {}
+        hints = kinds_of(cls) if cls is not None else {}
+        for key, v in d.items():
+            text = fields[key].metadata.get("help") if key in fields else None
+            if text:
+                out.append(f"{pad}# {text}")
+            nested = hints.get(key) if isinstance(hints.get(key), type) else None
+            listed = hints.get(key)[0] if isinstance(hints.get(key), tuple) else None
+            if isinstance(v, dict) and v:
+                out.append(f"{pad}{key}:")
+                emit(v, nested, pad + "  ", out)
+            elif listed is not None and v and all(isinstance(x, dict) and x for x in v):
+                out.append(f"{pad}{key}:")
+                for item in v:  # each a block: `- ` before its first key
+                    lines: list[str] = []
+                    emit(item, listed, pad + "    ", lines)
+                    first = next(i for i, line in enumerate(lines) if not line.lstrip().startswith("#"))
+                    lines[first] = f"{pad}  - " + lines[first][len(pad) + 4:]
+                    out += lines
+            else:
+                out.append(f"{pad}{key}: {value(v)}")
+
+    out: list[str] = []
+    for name, cls in SECTIONS.items():
+        if name in cfg:
+            out.append(f"{name}:")
+            emit(cfg[name], stage_schema if name == "stage" else cls, "  ", out)
+    return "\n".join(out) + "\n"
+
+
 def recipe_defaults(stage_schema: type) -> dict:
     """Every section's defaults, the stage section's from its stage's schema."""
     return {name: defaults_of(stage_schema if name == "stage" else cls) for name, cls in SECTIONS.items()}
