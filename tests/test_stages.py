@@ -97,3 +97,24 @@ def test_show_imports_no_torch_and_trl_still_judges_trainer_values_in_validate(t
     with pytest.raises(ZephyrError) as exc:  # a value TRL's own __post_init__ refuses
         validate(compose("tiny/sft", ["stage.trainer.lr_scheduler_type=cosine_with_typo"])[0], "x")
     assert "refuses stage.trainer" in str(exc.value) or "lr_scheduler_type" in str(exc.value)
+
+
+def test_an_lm_eval_task_file_that_names_python_is_code_the_user_must_trust(tmp_path, cli):
+    from zephyr_recipes import trust
+
+    task = tmp_path / "my_task.yaml"
+    task.write_text("task: my_task\ndataset_path: json\nprocess_docs: !function utils.process_docs\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("task: plain\ndataset_path: json\n")
+    cfg = {"stage": {"lm_eval": {"tasks": [{"name": "my_task", "yaml": str(task)},
+                                           {"name": "plain", "yaml": str(plain)}, {"name": "arc_challenge"}]}}}
+    assert trust.foreign(cfg) == [("stage.lm_eval.tasks[0].yaml", f"{task} (its !function tags)")]
+    trust.allow(False)
+    with pytest.raises(ZephyrError) as exc:
+        trust.check(cfg)
+    assert "--trust-recipe-code" in exc.value.fix
+    trust.allow(True)
+    try:
+        trust.check(cfg)
+    finally:
+        trust.allow(False)
