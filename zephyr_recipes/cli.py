@@ -224,14 +224,9 @@ def _check_template(cfg: dict, limit: int) -> None:
 
 
 def _inputs(cfg: dict) -> str:
-    """What a stage reads: its benchmarks (eval), its mixture's sources, or its dataset."""
-    if cfg["stage"]["name"] == "eval":
-        return ", ".join(cfg["stage"].get("benchmarks") or []) or "no benchmarks"
-    ds = cfg.get("dataset") or {}
-    if ds.get("mixture"):
-        parts = [f"{m.get('path')}[{m.get('split') or ds.get('train_split')}] x{m.get('weight', 1)}" for m in ds["mixture"]]
-        return "a mixture of " + " + ".join(parts)
-    return f"{ds.get('path')}[{ds.get('train_split')}]"
+    from . import stages
+
+    return stages.get(cfg["stage"]["name"]).reads(cfg)
 
 
 def cmd_list(args) -> int:

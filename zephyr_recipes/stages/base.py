@@ -42,6 +42,15 @@ class Stage:
         """One line for `zephyr-recipes list`: the first line of the stage class's docstring."""
         return (type(self).__doc__ or "").strip().splitlines()[0].rstrip(".")
 
+    def reads(self, cfg: dict) -> str:
+        """What the stage reads, in a few words for `validate`: its dataset or its mixture's sources."""
+        ds = cfg.get("dataset") or {}
+        if ds.get("mixture"):
+            parts = [f"{m.get('path')}[{m.get('split') or ds.get('train_split')}] x{m.get('weight', 1)}"
+                     for m in ds["mixture"]]
+            return "a mixture of " + " + ".join(parts)
+        return f"{ds.get('path')}[{ds.get('train_split')}]"
+
     def check(self, cfg: dict) -> None:
         """Refuse what cannot run, after the schema checked keys and types and before anything loads."""
 

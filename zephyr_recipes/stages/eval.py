@@ -529,6 +529,9 @@ class Eval(TaskStage):
     def check(self, cfg: dict) -> None:
         check_config(cfg)
 
+    def reads(self, cfg: dict) -> str:
+        return ", ".join(cfg["stage"].get("benchmarks") or []) or "no benchmarks"
+
     def inputs(self, cfg: dict) -> dict:
         return {"model": cfg["model"]["name_or_path"]}
 
