@@ -107,8 +107,10 @@ def test_ctrl_c_or_sigterm_of_the_runner_stops_the_server(tmp_path, sig, rc):
     recipe = _recipe(tmp_path, stage(serve_command(port, pidfile, "--reply-delay", "2")))
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # As from a terminal: a shell starts background jobs with SIGINT ignored, and Python keeps it ignored.
     proc = subprocess.Popen([sys.executable, "-m", "zephyr_recipes", "run", str(recipe), "--trust-recipe-code",
                              f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}"],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = out / "serve-served.log"
     end = time.time() + 120
