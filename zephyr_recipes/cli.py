@@ -24,6 +24,9 @@ examples:
   zephyr-recipes tiny/dpo                                   DPO on its output
   zephyr-recipes -m tiny/dpo stage.trainer.beta=0.01,0.1,0.5  a sweep: one run per value, sweep.md + sweep.png
   zephyr-recipes show zephyr-7b-beta/sft hardware=cpu       print the resolved config, run nothing
+  zephyr-recipes show tiny/aif --explain                    ... with every key's help as a comment
+  zephyr-recipes their_aif.yaml --trust-recipe-code         run a recipe whose Python code (validate lists it) you read
+  zephyr-recipes tiny/reward                                a reward model on the AIF pairs, held-out pair accuracy
   zephyr-recipes path/to/their_recipe.yaml run.name=mine    run a recipe a colleague sent
   zephyr-recipes validate tiny/sft model=smollm2-135m-instruct   check keys, chat template and rows; no weights
   zephyr-recipes list                                       shipped recipes and the options of every group
