@@ -1,6 +1,9 @@
 """Scripted judges for the evaluation tests: programs that answer like a judge model would, misbehaving on cue."""
 
+import json
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ASKED: Counter = Counter()
 
@@ -78,3 +81,40 @@ def mute_judge(messages):
     if ASKED[user] == 1:
         return "Assistant A is slightly better."
     return "Final verdict: [[A>B]]"
+
+
+class ChatEndpoint:
+    """An OpenAI-compatible chat endpoint on 127.0.0.1 for the tests. ``answer(body, headers)`` (a method of a
+    subclass, or given) returns the reply text or a whole choice ({message, logprobs}); every request body is kept
+    in ``requests``."""
+
+    def __init__(self, answer=None):
+        self.requests: list[dict] = []
+        reply = answer or self.answer
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                got = reply(body, self.headers)
+                choice = {"index": 0, "message": {"role": "assistant", "content": got}} if isinstance(got, str) else got
+                data = json.dumps({"choices": [choice]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def answer(self, body: dict, headers) -> "str | dict":
+        raise NotImplementedError
+
+    def close(self):
+        self.httpd.shutdown()

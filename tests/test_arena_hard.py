@@ -310,50 +310,28 @@ def test_older_arena_hard_answer_format_and_v20_selection(tmp_path, cli):
     assert code != 0 and "choose from: v0.1, v2.0" in err
 
 
-class _LogprobJudge:
+def _LogprobJudge():  # noqa: N802 - used as the class it was
     """An OpenAI-compatible endpoint on 127.0.0.1 that answers alpaca_eval's clf prompt with log-probabilities:
     70% for the model's identifier, whichever position it holds; no log-probabilities for NOLOGPROB instructions
     (a plain 'm' or 'M' then), and no identifier at all for MUTE ones."""
+    from tests.eval_helpers import ChatEndpoint
 
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    def answer(body, headers):
+        user = body["messages"][-1]["content"]
+        first = user.index('"model_identifier": "m"')
+        model_is_m = user.index("MODEL:", first) < user.index('"model_identifier": "M"')
+        p_m = 0.7 if model_is_m else 0.3
+        best = "m" if p_m > 0.5 else "M"
+        choice = {"index": 0, "message": {"role": "assistant", "content": best}}
+        if "MUTE" in user:
+            choice["message"]["content"] = "Both are good."
+        elif "NOLOGPROB" not in user:
+            choice["logprobs"] = {"content": [{"token": best, "logprob": math.log(max(p_m, 1 - p_m)),
+                                               "top_logprobs": [{"token": "m", "logprob": math.log(p_m)},
+                                                                {"token": "M", "logprob": math.log(1 - p_m)}]}]}
+        return choice
 
-        outer = self
-        self.requests: list[dict] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                user = body["messages"][-1]["content"]
-                first = user.index('"model_identifier": "m"')
-                model_is_m = user.index("MODEL:", first) < user.index('"model_identifier": "M"')
-                p_m = 0.7 if model_is_m else 0.3
-                best = "m" if p_m > 0.5 else "M"
-                choice = {"index": 0, "message": {"role": "assistant", "content": best}}
-                if "MUTE" in user:
-                    choice["message"]["content"] = "Both are good."
-                elif "NOLOGPROB" not in user:
-                    choice["logprobs"] = {"content": [{"token": best, "logprob": math.log(max(p_m, 1 - p_m)),
-                                                       "top_logprobs": [{"token": "m", "logprob": math.log(p_m)},
-                                                                        {"token": "M", "logprob": math.log(1 - p_m)}]}]}
-                data = json.dumps({"choices": [choice]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+    return ChatEndpoint(answer)
 
 
 @needs_data

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.eval_helpers import ChatEndpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -116,7 +117,7 @@ def test_tiny_model_on_real_questions_with_the_offline_judge(function_run):
 
 
 # ---------------------------------------------------------------------------------- HTTP judge, resume
-class FakeJudge:
+class FakeJudge(ChatEndpoint):
     """An OpenAI-compatible judge on 127.0.0.1: grades MT-Bench answers, ranks AlpacaEval pairs (always
     preferring output_1), and misbehaves on its first answer to some prompts."""
 
@@ -125,41 +126,22 @@ class FakeJudge:
         self.systems: set = set()
         self.auth: set = set()
         self.lock = threading.Lock()
-        judge = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                msgs = body["messages"]
-                judge.auth.add(self.headers.get("Authorization"))
-                text = msgs[-1]["content"]
-                with judge.lock:
-                    judge.asked[text] += 1
-                    n = judge.asked[text]
-                    judge.systems |= {m["content"][:40] for m in msgs if m["role"] == "system"}
-                if "model_1" in text:
-                    reply = "I like both." if n == 1 and hash(text) % 3 == 0 else \
-                        "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]"
-                elif "Reference Answer" in text:
-                    reply = "Not rated." if n == 1 else "Correctness checked. Rating: [[4]]"
-                else:
-                    reply = "Rating: [[8]]" if "Assistant A's Conversation" in text else "Rating: [[6]]"
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+    def answer(self, body: dict, headers) -> str:
+        msgs = body["messages"]
+        self.auth.add(headers.get("Authorization"))
+        text = msgs[-1]["content"]
+        with self.lock:
+            self.asked[text] += 1
+            n = self.asked[text]
+            self.systems |= {m["content"][:40] for m in msgs if m["role"] == "system"}
+        if "model_1" in text:
+            return "I like both." if n == 1 and hash(text) % 3 == 0 else \
+                "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]"
+        if "Reference Answer" in text:
+            return "Not rated." if n == 1 else "Correctness checked. Rating: [[4]]"
+        return "Rating: [[8]]" if "Assistant A's Conversation" in text else "Rating: [[6]]"
 
 
 @needs_data

@@ -4,9 +4,7 @@ judge type cannot do is refused by name; a benchmark's judge settings are given 
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -173,32 +171,11 @@ def test_a_judge_without_log_probabilities_gives_discrete_choices_for_labelled_i
         judge.ask("compare", [Item(QUESTION, ("a", "b"), parse=parse_preference)], "AlpacaEval")
 
 
-class _VerdictServer:
+def _VerdictServer():  # noqa: N802 - used as the class it was
     """An OpenAI-compatible judge on 127.0.0.1 that always answers [[A>B]] and keeps every request body."""
+    from tests.eval_helpers import ChatEndpoint
 
-    def __init__(self):
-        outer, self.requests = self, []
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                outer.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                            "content": "My final verdict: [[A>B]]"}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+    return ChatEndpoint(lambda body, headers: "My final verdict: [[A>B]]")
 
 
 def test_the_callers_settings_are_given_when_the_judge_is_made_under_the_specs_own():
