@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 from .errors import ZephyrError, unknown_key
 
 
-def _f(default: Any, help: str, merge: bool = False, **kw):  # noqa: A002 - mirrors dataclasses' own vocabulary
+def option(default: Any, help: str, merge: bool = False, **kw):  # noqa: A002 - mirrors dataclasses' own vocabulary
     """A schema field: its default (a nested schema's class for a nested section) and its help text.
 
     ``merge``: a mapping the recipe gives is laid over the default key by key instead of replacing it."""
@@ -213,81 +213,81 @@ def _checked_value(where: str, value: Any, kind: Any, f) -> Any:
 
 @dataclass
 class RecipeInfo:
-    description: str = _f("", "One line saying what the recipe does; shown by `zephyr-recipes list`.")
-    paper: Optional[str] = _f(None, "Where the recipe's hyperparameters come from, if anywhere.")
+    description: str = option("", "One line saying what the recipe does; shown by `zephyr-recipes list`.")
+    paper: Optional[str] = option(None, "Where the recipe's hyperparameters come from, if anywhere.")
 
 
 @dataclass
 class RunConfig:
-    name: Optional[str] = _f(None, "Run name; defaults to the recipe's name with '/' replaced by '-'.")
-    output_dir: Optional[str] = _f(None, "Run folder; defaults to runs/<run.name> under the current directory.")
-    seed: int = _f(42, "Seed for data shuffling, initialisation of new weights and the trainer.")
-    overwrite: bool = _f(False, "Replace a finished run folder. Without it a finished run is never touched.")
-    resume: bool = _f(True, "Continue an unfinished run from its last checkpoint when the config matches.")
+    name: Optional[str] = option(None, "Run name; defaults to the recipe's name with '/' replaced by '-'.")
+    output_dir: Optional[str] = option(None, "Run folder; defaults to runs/<run.name> under the current directory.")
+    seed: int = option(42, "Seed for data shuffling, initialisation of new weights and the trainer.")
+    overwrite: bool = option(False, "Replace a finished run folder. Without it a finished run is never touched.")
+    resume: bool = option(True, "Continue an unfinished run from its last checkpoint when the config matches.")
 
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = _f("???", "Hub id, local folder (start it with ./ or /), or builtin://tiny-mistral.")
-    revision: Optional[str] = _f(None, "Hub revision (branch, tag or commit) of the weights and tokenizer.")
-    tokenizer_name_or_path: Optional[str] = _f(None, "Tokenizer source when it differs from the model's.")
-    chat_template: Optional[str] = _f(
+    name_or_path: str = option("???", "Hub id, local folder (start it with ./ or /), or builtin://tiny-mistral.")
+    revision: Optional[str] = option(None, "Hub revision (branch, tag or commit) of the weights and tokenizer.")
+    tokenizer_name_or_path: Optional[str] = option(None, "Tokenizer source when it differs from the model's.")
+    chat_template: Optional[str] = option(
         "zephyr", "A shipped template name (zephyr), a path to a .jinja file, or null to keep the tokenizer's own.")
-    dtype: str = _f("auto", "Weights dtype: auto, bfloat16, float16 or float32. auto: fp32 weights with bf16/fp16 "
+    dtype: str = option("auto", "Weights dtype: auto, bfloat16, float16 or float32. auto: fp32 weights with bf16/fp16 "
                             "autocast on one process or DDP; 16-bit weights under ZeRO/FSDP (they keep fp32 masters) and "
                             "for a frozen LoRA base.")
-    trust_remote_code: bool = _f(False, "Allow model code from the hub. Off unless you trust the repository.")
+    trust_remote_code: bool = option(False, "Allow model code from the hub. Off unless you trust the repository.")
 
 
 @dataclass
 class BinarizeRule:
     """How a prompt's rated completions become one pair; the recipe keys of the AIF stage and of dataset.binarize."""
 
-    rejected: Literal["random", "lowest"] = _f("random", "random: one of the lower-rated completions, drawn with the "
+    rejected: Literal["random", "lowest"] = option("random", "random: one of the lower-rated completions, drawn with the "
                                                          "seed; lowest: the lowest-rated one.")
-    score: Literal["mean", "overall"] = _f("mean", "mean: the mean of the aspect ratings; overall: overall_score.")
-    ties: Literal["drop", "keep"] = _f("drop", "drop: rejected must score below chosen (prompts whose completions "
+    score: Literal["mean", "overall"] = option("mean", "mean: the mean of the aspect ratings; overall: overall_score.")
+    ties: Literal["drop", "keep"] = option("drop", "drop: rejected must score below chosen (prompts whose completions "
                                                "all tie are skipped); keep: a tie may be rejected.")
 
 
 @dataclass
 class DatasetBinarize(BinarizeRule):
-    seed: Optional[int] = _f(None, "Seed of the rejected draw; null: run.seed.")
+    seed: Optional[int] = option(None, "Seed of the rejected draw; null: run.seed.")
 
 
 @dataclass
 class DatasetConfig:
-    path: Optional[str] = _f(
+    path: Optional[str] = option(
         None, "Hub id, local file or folder (json, jsonl, parquet, csv, save_to_disk), or builtin://... "
               "Required unless dataset.mixture lists the sources.")
-    name: Optional[str] = _f(None, "Hub dataset configuration name, if the dataset has several.")
-    revision: Optional[str] = _f(None, "Hub revision of the dataset.")
-    train_split: str = _f("train", "Split to train on.")
-    test_split: Optional[str] = _f(None, "Split to evaluate on, or null for none.")
-    columns: dict = _f({}, "Map from the stage's column names (messages, or prompt + completion; prompt, chosen, "
+    name: Optional[str] = option(None, "Hub dataset configuration name, if the dataset has several.")
+    revision: Optional[str] = option(None, "Hub revision of the dataset.")
+    train_split: str = option("train", "Split to train on.")
+    test_split: Optional[str] = option(None, "Split to evaluate on, or null for none.")
+    columns: dict = option({}, "Map from the stage's column names (messages, or prompt + completion; prompt, chosen, "
                            "rejected; for format ultrafeedback prompt and completions) to this dataset's.")
-    format: str = _f(
+    format: str = option(
         "auto", "How rows are read: chat (messages, ChatML or ShareGPT from/value), preference (prompt/chosen/"
                 "rejected, text or conversations), ultrafeedback (raw openbmb/UltraFeedback, binarized), or auto.")
-    roles: dict = _f({}, "Rename roles before the checks, e.g. {human: user, gpt: assistant} (ShareGPT's names "
+    roles: dict = option({}, "Rename roles before the checks, e.g. {human: user, gpt: assistant} (ShareGPT's names "
                          "human and gpt are renamed by default).")
-    binarize: DatasetBinarize = _f(DatasetBinarize, "For format ultrafeedback: how the raw ratings become pairs.")
-    mixture: list = _f(
+    binarize: DatasetBinarize = option(DatasetBinarize, "For format ultrafeedback: how the raw ratings become pairs.")
+    mixture: list = option(
         [], "Sources to mix, each {path, split, weight, test_split, name, revision, columns, format, roles}; "
             "missing keys come from this section. weight below 1 subsamples, above 1 repeats (seeded).")
-    test_fraction: Optional[float] = _f(
+    test_fraction: Optional[float] = option(
         None, "Carve this seeded fraction of each source's training rows out as the evaluation set "
               "(instead of test_split); the two never overlap.")
-    strict: bool = _f(False, "Fail on the first bad row instead of dropping bad rows and counting them per reason.")
-    cache: bool = _f(True, "Keep the prepared rows under $ZEPHYR_RECIPES_HOME/data, keyed by the data, the options, "
+    strict: bool = option(False, "Fail on the first bad row instead of dropping bad rows and counting them per reason.")
+    cache: bool = option(True, "Keep the prepared rows under $ZEPHYR_RECIPES_HOME/data, keyed by the data, the options, "
                            "the tokenizer and its chat template; a second run loads them at once.")
-    decontaminate: list = _f(
+    decontaminate: list = option(
         [], "Evaluation prompt files (MT-Bench question.jsonl, AlpacaEval json); training rows sharing an n-gram "
             "of words with one of their prompts are dropped and reported.")
-    decontaminate_ngram: int = _f(13, "Length in words of the n-grams that decontamination matches.")
-    max_train_samples: Optional[int] = _f(None, "Use at most this many training rows (seeded shuffle, not the first N).")
-    max_test_samples: Optional[int] = _f(None, "Use at most this many evaluation rows.")
-    max_prompt_tokens: Optional[int] = _f(
+    decontaminate_ngram: int = option(13, "Length in words of the n-grams that decontamination matches.")
+    max_train_samples: Optional[int] = option(None, "Use at most this many training rows (seeded shuffle, not the first N).")
+    max_test_samples: Optional[int] = option(None, "Use at most this many evaluation rows.")
+    max_prompt_tokens: Optional[int] = option(
         None, "Drop preference rows whose prompt is longer than this many tokens (TRL's old max_prompt_length).")
 
 
@@ -295,16 +295,16 @@ class DatasetConfig:
 class StageSection:
     """The `stage` section: which step of the method. Each stage extends it with its own keys."""
 
-    name: str = _f("sft", "Which step of the method (see `zephyr-recipes list`): sft, aif, dpo, eval ...")
+    name: str = option("sft", "Which step of the method (see `zephyr-recipes list`): sft, aif, dpo, eval ...")
 
 
 @dataclass
 class TrainerStageConfig(StageSection):
     """The `stage` section of a stage that trains with a TRL trainer."""
 
-    trainer: dict = _f({}, "Arguments for TRL's config class of the stage (SFTConfig, DPOConfig ...), passed as is "
+    trainer: dict = option({}, "Arguments for TRL's config class of the stage (SFTConfig, DPOConfig ...), passed as is "
                            "and checked against that class.")
-    global_batch_size: Optional[int] = _f(
+    global_batch_size: Optional[int] = option(
         None, "Sequences per optimizer step over all processes. When set, gradient accumulation is derived: "
         "global / (per-device batch x world size), so the recipe's batch holds on any number of GPUs.")
 
@@ -313,37 +313,37 @@ class TrainerStageConfig(StageSection):
 class HardwareConfig:
     """Where a recipe runs. The one place that knows about devices, processes, sharding and memory."""
 
-    name: str = _f("cpu", "Profile name.")
-    device: Literal["auto", "cpu", "cuda"] = _f("auto", "Where to train: cuda, cpu, or auto (cuda when present).")
-    launcher: Literal["inprocess", "accelerate", "slurm"] = _f(
+    name: str = option("cpu", "Profile name.")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "Where to train: cuda, cpu, or auto (cuda when present).")
+    launcher: Literal["inprocess", "accelerate", "slurm"] = option(
         "inprocess", "How processes start. inprocess: one process, the front end trains itself. accelerate: "
         "`accelerate launch` with the generated config (several processes on this machine). slurm: a generated "
         "sbatch script that runs one `accelerate launch` per node.")
-    num_nodes: int = _f(1, "Machines. More than one needs launcher=slurm.")
-    num_processes: int = _f(1, "Processes per node (one per GPU). World size = num_nodes x num_processes.")
-    strategy: Literal["none", "ddp", "zero2", "zero3", "fsdp2"] = _f(
+    num_nodes: int = option(1, "Machines. More than one needs launcher=slurm.")
+    num_processes: int = option(1, "Processes per node (one per GPU). World size = num_nodes x num_processes.")
+    strategy: Literal["none", "ddp", "zero2", "zero3", "fsdp2"] = option(
         "none", "How several processes share the work. none: one process. ddp: data parallel, full copies. "
         "zero2 / zero3: DeepSpeed ZeRO stage 2 (optimizer and gradients sharded) or 3 (weights too). "
         "fsdp2: PyTorch FSDP2 (weights, gradients and optimizer sharded).")
-    offload: bool = _f(False, "zero3 / fsdp2 only: keep optimizer states (and weights) in CPU RAM between uses.")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = _f(
+    offload: bool = option(False, "zero3 / fsdp2 only: keep optimizer states (and weights) in CPU RAM between uses.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = option(
         "auto", "Training precision. auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on the CPU.")
-    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = _f(
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = option(
         "auto", "Attention kernel. auto: flash_attention_2 when flash-attn and a CUDA device are present, else sdpa.")
-    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
-    per_device_batch_size: Optional[int] = _f(
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
+    per_device_batch_size: Optional[int] = option(
         None, "When set, replaces stage.trainer.per_device_train_batch_size (and the eval one): what fits this "
         "profile's memory. With stage.global_batch_size the global batch stays the recipe's.")
-    gpu_memory_gb: Optional[float] = _f(
+    gpu_memory_gb: Optional[float] = option(
         None, "Memory of one device in GB, for the memory plan. null: no plan check (the CPU).")
-    load_in_4bit: bool = _f(False, "QLoRA: load the frozen base in 4-bit NF4 through bitsandbytes (needs lora).")
-    lora: Optional[dict] = _f(
+    load_in_4bit: bool = option(False, "QLoRA: load the frozen base in 4-bit NF4 through bitsandbytes (needs lora).")
+    lora: Optional[dict] = option(
         None, "Train LoRA adapters instead of all weights: arguments for peft.LoraConfig (r, lora_alpha, "
         "lora_dropout, target_modules ...), passed as is. null: full fine-tuning.")
-    main_process_port: int = _f(29500, "Rendezvous port of rank 0 for several processes.")
-    slurm: dict = _f({}, "launcher=slurm only: #SBATCH options (partition, time, account, qos, cpus_per_task, "
+    main_process_port: int = option(29500, "Rendezvous port of rank 0 for several processes.")
+    slurm: dict = option({}, "launcher=slurm only: #SBATCH options (partition, time, account, qos, cpus_per_task, "
                          "mem ...) written into the generated script, and `setup` (shell lines run first on each node).")
-    ignore_memory_plan: bool = _f(
+    ignore_memory_plan: bool = option(
         False, "Launch even when `zephyr-recipes plan` estimates that the run does not fit the devices.")
 
 

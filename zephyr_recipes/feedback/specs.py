@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from ..errors import ZephyrError
-from ..schema import _f
+from ..schema import option
 
 SERVE_HELP = ("A command that starts an OpenAI-compatible server (vLLM, TGI, llama.cpp ...) with --port N; the "
               "runner starts it, waits until it answers, and stops it. base_url and model then default to its "
@@ -52,35 +52,35 @@ class _Typed:
 # --------------------------------------------------------------------------------------------- generators
 @dataclass
 class GeneratorSpec(_Typed):
-    name: Optional[str] = _f(None, "Name of the generator in the data (models column); default generator<i>.")
-    type: str = _f("???", "transformers (a local model), openai (an OpenAI-compatible endpoint) or function "
+    name: Optional[str] = option(None, "Name of the generator in the data (models column); default generator<i>.")
+    type: str = option("???", "transformers (a local model), openai (an OpenAI-compatible endpoint) or function "
                           "(package.module:function answering f(messages) -> str).")
-    num_completions: Optional[int] = _f(None, "Completions per prompt; default the stage's num_completions.")
-    sampling: dict = _f({}, "Sampling settings over the stage's (temperature, top_p, max_new_tokens ...).")
+    num_completions: Optional[int] = option(None, "Completions per prompt; default the stage's num_completions.")
+    sampling: dict = option({}, "Sampling settings over the stage's (temperature, top_p, max_new_tokens ...).")
 
     KIND: ClassVar[str] = "generator"
 
 
 @dataclass
 class TransformersOptions:
-    model: str = _f("???", "Hub id, local folder or run folder of the model.")
-    model_config: dict = _f({}, "Model options as in the model section (revision, dtype, chat_template ...).")
-    batch_size: Any = _f("auto", "Prompts per generation batch (auto: 64 on a GPU, 32 on the CPU); halved on "
+    model: str = option("???", "Hub id, local folder or run folder of the model.")
+    model_config: dict = option({}, "Model options as in the model section (revision, dtype, chat_template ...).")
+    batch_size: Any = option("auto", "Prompts per generation batch (auto: 64 on a GPU, 32 on the CPU); halved on "
                                  "out-of-memory.")
 
 
 @dataclass
 class OpenAIOptions:
-    base_url: Optional[str] = _f(None, "The endpoint, e.g. http://localhost:8000/v1 (required unless serve).")
-    model: Optional[str] = _f(None, "The model name the endpoint serves (required unless serve).")
-    api_key_env: Optional[str] = _f(None, "Environment variable holding the API key (never the key itself).")
-    concurrency: int = _f(8, "Requests in flight at once.")
-    timeout: float = _f(60.0, "Seconds to wait for one reply.")
-    max_retries: Optional[int] = _f(None, "Retries of a failed request (429, 5xx, timeouts); null: 4. For a "
+    base_url: Optional[str] = option(None, "The endpoint, e.g. http://localhost:8000/v1 (required unless serve).")
+    model: Optional[str] = option(None, "The model name the endpoint serves (required unless serve).")
+    api_key_env: Optional[str] = option(None, "Environment variable holding the API key (never the key itself).")
+    concurrency: int = option(8, "Requests in flight at once.")
+    timeout: float = option(60.0, "Seconds to wait for one reply.")
+    max_retries: Optional[int] = option(None, "Retries of a failed request (429, 5xx, timeouts); null: 4. For a "
                                           "judge also the re-asks of an unparsable reply; null: 2.")
-    backoff: float = _f(1.0, "First wait in seconds between retries; it doubles each time.")
-    serve: Optional[str] = _f(None, SERVE_HELP)
-    serve_timeout: float = _f(900.0, "Seconds to wait for the served model to answer (weights load, graphs "
+    backoff: float = option(1.0, "First wait in seconds between retries; it doubles each time.")
+    serve: Optional[str] = option(None, SERVE_HELP)
+    serve_timeout: float = option(900.0, "Seconds to wait for the served model to answer (weights load, graphs "
                                      "capture).")
 
     @classmethod
@@ -108,7 +108,7 @@ class OpenAIGenerator(OpenAIOptions, GeneratorSpec):
 
 @dataclass
 class FunctionOptions:
-    function: str = _f("???", "package.module:function called as f(messages) -> str.")
+    function: str = option("???", "package.module:function called as f(messages) -> str.")
 
 
 @dataclass
@@ -124,15 +124,15 @@ BACKEND_OPTIONS = {"transformers": TransformersOptions, "openai": OpenAIOptions,
 # ------------------------------------------------------------------------------------------------- judges
 @dataclass
 class JudgeSpec(_Typed):
-    type: str = _f("???", "function (a module of rating functions), transformers (a local chat model), openai (an "
+    type: str = option("???", "function (a module of rating functions), transformers (a local chat model), openai (an "
                           "OpenAI-compatible endpoint), or a registered type such as reward_model.")
-    prompt: Optional[str] = _f(None, "AI feedback: the rating prompt, text or a .txt/.jinja/.md file, with "
+    prompt: Optional[str] = option(None, "AI feedback: the rating prompt, text or a .txt/.jinja/.md file, with "
                                      "{instruction} and {response}; null: UltraFeedback's.")
-    system: Optional[str] = _f(None, "A system message sent before every judge prompt.")
-    aspects: Optional[list] = _f(None, "AI feedback: the aspects rated; null: UltraFeedback's four.")
-    scale: list = _f([1, 5], "AI feedback: the lowest and highest rating.")
-    sampling: dict = _f({}, "The judge's sampling settings (greedy by default).")
-    max_retries: Optional[int] = _f(None, "Re-asks of a reply that does not parse; null: 2 (type openai: also the "
+    system: Optional[str] = option(None, "A system message sent before every judge prompt.")
+    aspects: Optional[list] = option(None, "AI feedback: the aspects rated; null: UltraFeedback's four.")
+    scale: list = option([1, 5], "AI feedback: the lowest and highest rating.")
+    sampling: dict = option({}, "The judge's sampling settings (greedy by default).")
+    max_retries: Optional[int] = option(None, "Re-asks of a reply that does not parse; null: 2 (type openai: also the "
                                           "retries of a failed request; null: 4).")
 
     KIND: ClassVar[str] = "judge"
@@ -150,7 +150,7 @@ class OpenAIJudge(OpenAIOptions, JudgeSpec):
 
 @dataclass
 class FunctionJudgeSpec(JudgeSpec):
-    module: str = _f("???", "A module with rate(messages, response), grade(messages, response[, reference]) "
+    module: str = option("???", "A module with rate(messages, response), grade(messages, response[, reference]) "
                             "and compare(messages, a, b).")
 
 

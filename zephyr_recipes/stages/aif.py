@@ -29,7 +29,7 @@ from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
 from ..feedback.specs import GeneratorSpec, JudgeSpec
 from ..feedback.store import Store
-from ..schema import StageSection, _f
+from ..schema import StageSection, option
 from .base import TaskStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -39,19 +39,19 @@ log = logging.getLogger("zephyr_recipes")
 class AIFStageConfig(StageSection):
     """The AI feedback stage: generators answer the dataset's prompts, a judge rates, pairs are binarized."""
 
-    generators: list[GeneratorSpec] = _f([], "Models that answer, each {type: transformers | openai | function, "
+    generators: list[GeneratorSpec] = option([], "Models that answer, each {type: transformers | openai | function, "
                                              "name, ...}; see `zephyr-recipes show` for every key of each type.")
-    num_completions: int = _f(1, "Completions per prompt from each generator, unless the generator says otherwise.")
-    sampling: dict = _f({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256},
+    num_completions: int = option(1, "Completions per prompt from each generator, unless the generator says otherwise.")
+    sampling: dict = option({"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 256},
                         "Default sampling settings of every generator (temperature, top_p, max_new_tokens); keys "
                         "given here replace these one by one.", merge=True)
-    judge: Optional[JudgeSpec] = _f(None, "The judge that rates every answer: {type: function, module} | "
+    judge: Optional[JudgeSpec] = option(None, "The judge that rates every answer: {type: function, module} | "
                                           "{type: transformers, model} | {type: openai, base_url | serve, model} | "
                                           "{type: reward_model, model}.")
-    self_agreement: float = _f(0.0, "Share of completions the judge rates a second time to measure its consistency.")
-    binarize: BinarizeRule = _f(BinarizeRule, "How ratings become pairs (the rule of ultrafeedback_binarized).")
-    test_fraction: float = _f(0.05, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
-    prompt_offset: Optional[int] = _f(
+    self_agreement: float = option(0.0, "Share of completions the judge rates a second time to measure its consistency.")
+    binarize: BinarizeRule = option(BinarizeRule, "How ratings become pairs (the rule of ultrafeedback_binarized).")
+    test_fraction: float = option(0.05, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
+    prompt_offset: Optional[int] = option(
         None, "Take dataset.max_train_samples distinct prompts starting at this position of the seeded shuffle, "
               "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
 

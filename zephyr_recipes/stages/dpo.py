@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import ZephyrError
-from ..schema import TrainerStageConfig, _f
+from ..schema import TrainerStageConfig, option
 from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -22,7 +22,7 @@ log = logging.getLogger("zephyr_recipes")
 
 @dataclass
 class DPOStageConfig(TrainerStageConfig):
-    ref_model: Optional[str] = _f(
+    ref_model: Optional[str] = option(
         None, "Reference model. null means the policy's starting weights (model.name_or_path); with "
         "hardware.lora the reference is the base with adapters disabled and no copy is kept.")
 

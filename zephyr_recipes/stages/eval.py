@@ -32,7 +32,7 @@ from typing import Any, Optional
 from ..errors import ZephyrError
 from ..feedback.specs import JudgeSpec
 from ..feedback.store import Store
-from ..schema import StageSection, _f
+from ..schema import StageSection, option
 from .base import TaskStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -51,77 +51,77 @@ ANSWERS_HELP = "Answers another tool produced, in the benchmark's own format ({}
 
 @dataclass
 class MTBenchConfig:
-    questions: str = _f("HuggingFaceH4/mt_bench_prompts", "The 80 two-turn questions (path, URL or hub id).")
-    judge_prompts: str = _f(f"{FASTCHAT}/judge_prompts.jsonl", "FastChat's judge prompts.")
-    reference_answers: Optional[str] = _f(f"{FASTCHAT}/mt_bench/reference_answer/gpt-4.jsonl",
+    questions: str = option("HuggingFaceH4/mt_bench_prompts", "The 80 two-turn questions (path, URL or hub id).")
+    judge_prompts: str = option(f"{FASTCHAT}/judge_prompts.jsonl", "FastChat's judge prompts.")
+    reference_answers: Optional[str] = option(f"{FASTCHAT}/mt_bench/reference_answer/gpt-4.jsonl",
                                           "Reference answers for math, reasoning and coding (FastChat's "
                                           "gpt-4.jsonl); null: none.")
-    max_questions: Optional[int] = _f(None, "Use the first N questions; null for all.")
-    max_new_tokens: int = _f(1024, "Tokens per answer of the model under test.")
-    temperatures: dict = _f({"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1},
+    max_questions: Optional[int] = option(None, "Use the first N questions; null for all.")
+    max_new_tokens: int = option(1024, "Tokens per answer of the model under test.")
+    temperatures: dict = option({"writing": 0.7, "roleplay": 0.7, "stem": 0.1, "humanities": 0.1},
                             "Sampling temperature per category (FastChat's); the rest 0.0.", merge=True)
-    judge_max_new_tokens: int = _f(2048, "Tokens of the judge's reply.")
-    answers: Optional[str] = _f(None, ANSWERS_HELP.format("FastChat model_answer jsonl"))
-    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
+    judge_max_new_tokens: int = option(2048, "Tokens of the judge's reply.")
+    answers: Optional[str] = option(None, ANSWERS_HELP.format("FastChat model_answer jsonl"))
+    judge: Optional[JudgeSpec] = option(None, JUDGE_HELP)
 
 
 @dataclass
 class AlpacaEvalConfig:
-    instructions: str = _f("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json",
+    instructions: str = option("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json",
                            "The 805 instructions with the baseline's outputs (text-davinci-003).")
-    prompt: str = _f(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_gpt4/alpaca_eval.txt", "The judge's ranking prompt.")
-    max_samples: Optional[int] = _f(None, "A seeded sample of N instructions; null for all.")
-    seed: int = _f(0, "Seed of the sample.")
-    both_orders: bool = _f(True, "Judge every pair in both orders (position bias cancels out).")
-    sampling: dict = _f({"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
+    prompt: str = option(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_gpt4/alpaca_eval.txt", "The judge's ranking prompt.")
+    max_samples: Optional[int] = option(None, "A seeded sample of N instructions; null for all.")
+    seed: int = option(0, "Seed of the sample.")
+    both_orders: bool = option(True, "Judge every pair in both orders (position bias cancels out).")
+    sampling: dict = option({"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 2048},
                         "Sampling of the model under test.", merge=True)
-    judge_max_new_tokens: int = _f(100, "Tokens of the judge's reply.")
-    answers: Optional[str] = _f(None, ANSWERS_HELP.format("alpaca_eval model_outputs.json"))
-    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
+    judge_max_new_tokens: int = option(100, "Tokens of the judge's reply.")
+    answers: Optional[str] = option(None, ANSWERS_HELP.format("alpaca_eval model_outputs.json"))
+    judge: Optional[JudgeSpec] = option(None, JUDGE_HELP)
 
 
 @dataclass
 class AlpacaEval2Config(AlpacaEvalConfig):
     """AlpacaEval's keys with 2.0's files, and what its length-controlled win rate needs."""
 
-    instructions: str = _f("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
+    instructions: str = option("hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json",
                            "The 805 instructions with the gpt4_turbo baseline's outputs.")
-    prompt: str = _f(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
+    prompt: str = option(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt",
                      "The judge's prompt (alpaca_eval_clf.txt; alpaca_eval:<path> reads the installed package's copy).")
-    judge_max_new_tokens: int = _f(1, "Tokens of the judge's reply (one: the preferred output's letter).")
-    df_gamed: Optional[str] = _f("hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv",
+    judge_max_new_tokens: int = option(1, "Tokens of the judge's reply (one: the preferred output's letter).")
+    df_gamed: Optional[str] = option("hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv",
                                  "alpaca_eval's df_gamed.csv, which the length-controlled GLM reads.")
-    glm: str = _f("length_controlled_v1", "The GLM: length_controlled_v1 or length_controlled_minimal.")
-    logprobs: bool = _f(True, "Weighted preferences from an OpenAI-compatible judge's log-probabilities.")
+    glm: str = option("length_controlled_v1", "The GLM: length_controlled_v1 or length_controlled_minimal.")
+    logprobs: bool = option(True, "Weighted preferences from an OpenAI-compatible judge's log-probabilities.")
 
 
 @dataclass
 class ArenaHardConfig:
-    version: str = _f("v0.1", "v0.1 or v2.0: the null keys below take that version's public files.")
-    questions: Optional[str] = _f(None, "The prompts (question.jsonl).")
-    baselines: Any = _f(None, "{category: model_answer file} (or one file for every category).")
-    system_prompts: Any = _f(None, "{category: text, file, or judge_utils.py#NAME} (or one for every category).")
-    judge_settings: Optional[str] = _f(None, "config/arena-hard-v*.yaml: prompt template, verdict regexes, "
+    version: str = option("v0.1", "v0.1 or v2.0: the null keys below take that version's public files.")
+    questions: Optional[str] = option(None, "The prompts (question.jsonl).")
+    baselines: Any = option(None, "{category: model_answer file} (or one file for every category).")
+    system_prompts: Any = option(None, "{category: text, file, or judge_utils.py#NAME} (or one for every category).")
+    judge_settings: Optional[str] = option(None, "config/arena-hard-v*.yaml: prompt template, verdict regexes, "
                                              "judge temperature.")
-    max_questions: Optional[int] = _f(None, "A seeded sample of N questions; null for all.")
-    seed: int = _f(0, "Seed of the sample and the bootstrap.")
-    sampling: dict = _f({"temperature": 0.0, "max_new_tokens": 4096}, "Sampling of the model under test.",
+    max_questions: Optional[int] = option(None, "A seeded sample of N questions; null for all.")
+    seed: int = option(0, "Seed of the sample and the bootstrap.")
+    sampling: dict = option({"temperature": 0.0, "max_new_tokens": 4096}, "Sampling of the model under test.",
                         merge=True)
-    judge_max_new_tokens: Optional[int] = _f(None, "Tokens of the judge's reply; null: the settings' max_tokens.")
-    strong_weight: int = _f(3, "Weight of a strong verdict (A>>B) in the battles, as the benchmark counts it.")
-    bootstrap_rounds: int = _f(100, "Bootstrap rounds of the 95% interval.")
-    answers: Optional[str] = _f(None, ANSWERS_HELP.format("Arena-Hard model_answer jsonl"))
-    judge: Optional[JudgeSpec] = _f(None, JUDGE_HELP)
+    judge_max_new_tokens: Optional[int] = option(None, "Tokens of the judge's reply; null: the settings' max_tokens.")
+    strong_weight: int = option(3, "Weight of a strong verdict (A>>B) in the battles, as the benchmark counts it.")
+    bootstrap_rounds: int = option(100, "Bootstrap rounds of the 95% interval.")
+    answers: Optional[str] = option(None, ANSWERS_HELP.format("Arena-Hard model_answer jsonl"))
+    judge: Optional[JudgeSpec] = option(None, JUDGE_HELP)
 
 
 @dataclass
 class LmEvalConfig:
-    tasks: list = _f([{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
+    tasks: list = option([{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
                       {"name": "mmlu", "num_fewshot": 5}, {"name": "truthfulqa_mc2", "num_fewshot": 0}],
                      "Tasks as [{name, num_fewshot, metric?, data_files? | yaml?}] (the Open LLM Leaderboard v1's).")
-    batch_size: Any = _f("auto", "lm-evaluation-harness's batch size.")
-    limit: Optional[int] = _f(None, "Examples per task; null for all.")
-    seed: int = _f(1234, "lm-evaluation-harness's seed.")
+    batch_size: Any = option("auto", "lm-evaluation-harness's batch size.")
+    limit: Optional[int] = option(None, "Examples per task; null for all.")
+    seed: int = option(1234, "lm-evaluation-harness's seed.")
 
 
 @dataclass
@@ -132,15 +132,15 @@ class EvalStageConfig(StageSection):
     Each benchmark's sets are named by a local path, a URL, hf://datasets/<owner>/<name>/<file> or a hub dataset
     id. alpaca_eval_2 and arena_hard appear in the resolved config only when chosen."""
 
-    benchmarks: list = _f(["mt_bench", "alpaca_eval", "lm_eval"], f"Which to run: {', '.join(BENCHMARKS)}.")
-    model_id: Optional[str] = _f(None, "Name of the model in answer files and reports; defaults to run.name.")
-    batch_size: Any = _f("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
-    judge: Optional[JudgeSpec] = _f(None, "The judge of every judged benchmark, unless one names its own.")
-    mt_bench: MTBenchConfig = _f(MTBenchConfig, "MT-Bench (FastChat's llm_judge, single-answer grading 1-10).")
-    alpaca_eval: AlpacaEvalConfig = _f(AlpacaEvalConfig, "AlpacaEval 1: win rate against text-davinci-003.")
-    alpaca_eval_2: AlpacaEval2Config = _f(AlpacaEval2Config, "AlpacaEval 2.0 with the length-controlled win rate.")
-    arena_hard: ArenaHardConfig = _f(ArenaHardConfig, "Arena-Hard-Auto: Bradley-Terry win rate against a baseline.")
-    lm_eval: LmEvalConfig = _f(LmEvalConfig, "Open LLM Leaderboard v1 tasks through lm-evaluation-harness.")
+    benchmarks: list = option(["mt_bench", "alpaca_eval", "lm_eval"], f"Which to run: {', '.join(BENCHMARKS)}.")
+    model_id: Optional[str] = option(None, "Name of the model in answer files and reports; defaults to run.name.")
+    batch_size: Any = option("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on the CPU).")
+    judge: Optional[JudgeSpec] = option(None, "The judge of every judged benchmark, unless one names its own.")
+    mt_bench: MTBenchConfig = option(MTBenchConfig, "MT-Bench (FastChat's llm_judge, single-answer grading 1-10).")
+    alpaca_eval: AlpacaEvalConfig = option(AlpacaEvalConfig, "AlpacaEval 1: win rate against text-davinci-003.")
+    alpaca_eval_2: AlpacaEval2Config = option(AlpacaEval2Config, "AlpacaEval 2.0 with the length-controlled win rate.")
+    arena_hard: ArenaHardConfig = option(ArenaHardConfig, "Arena-Hard-Auto: Bradley-Terry win rate against a baseline.")
+    lm_eval: LmEvalConfig = option(LmEvalConfig, "Open LLM Leaderboard v1 tasks through lm-evaluation-harness.")
 
 
 def check_config(cfg: dict) -> None:

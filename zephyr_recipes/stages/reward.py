@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from ..errors import ZephyrError
-from ..schema import TrainerStageConfig, _f
+from ..schema import TrainerStageConfig, option
 from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -279,12 +279,12 @@ def _register() -> None:
 
     @dataclass
     class RewardModelJudgeSpec(JudgeSpec):
-        model: str = _f("???", "Reward run folder (stage=reward), local folder or hub id of a sequence-"
+        model: str = option("???", "Reward run folder (stage=reward), local folder or hub id of a sequence-"
                                "classification model with one output.")
-        model_config: dict = _f({}, "Model options as in the model section (revision, dtype, chat_template ...); "
+        model_config: dict = option({}, "Model options as in the model section (revision, dtype, chat_template ...); "
                                     "chat_template null keeps the one the reward model was trained with.")
-        batch_size: Any = _f("auto", "Conversations scored per batch (auto: 64 on a GPU, 16 on the CPU).")
-        max_length: Optional[int] = _f(None, "Tokens kept of a longer conversation (its start); null keeps all.")
+        batch_size: Any = option("auto", "Conversations scored per batch (auto: 64 on a GPU, 16 on the CPU).")
+        max_length: Optional[int] = option(None, "Tokens kept of a longer conversation (its start); null keeps all.")
 
         @classmethod
         def after_check(cls, where: str, values: dict) -> None:
