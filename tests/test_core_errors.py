@@ -101,7 +101,7 @@ def test_gpu_profile_on_a_cpu_machine_fails_before_loading_weights(cli, tmp_path
         pytest.skip("this check is about machines without a GPU")
     out = tmp_path / "run"
     _fails(cli, "tiny/sft", f"run.output_dir={out}", "hardware=1gpu",
-           problem="needs a CUDA GPU, and this machine has none", fix="hardware=cpu")
+           problem="and this machine has no CUDA GPU", fix="hardware=cpu")
     _no_folder_left(out)
 
 

@@ -38,7 +38,7 @@ examples:
   zephyr-recipes chat runs/tiny-dpo "Sort the numbers: 5 3 9"
 """
 
-COMMANDS = ("run", "show", "validate", "plan", "list", "cp", "preview", "report", "chat")
+COMMANDS = ("run", "show", "validate", "plan", "rehearse", "list", "cp", "preview", "report", "chat")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--trust-recipe-code", action="store_true",
                            help="run the Python code the recipe names (function generators and judges from outside "
                                 "zephyr_recipes; `validate` lists them). Only this flag allows it, never a recipe")
+            s.add_argument("--dry-run", action="store_true",
+                           help="do everything before loading weights (compose, validate, trust, plan, the folder "
+                                "lock, the launcher files), write the files to <run folder>.dry-run, print the "
+                                "command it would launch, start nothing")
             s.add_argument("-m", "--multirun", action="store_true",
                            help="sweep: one run per combination of the swept values (key=a,b  key=range(1,4)  "
                                 "key=choice(a,b)), into <run.output_dir>-sweep/ with sweep.md and sweep.png")
@@ -84,14 +88,37 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
     pv.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                     help="highlight with terminal colours; without, trained text is [[bracketed]]")
-    pl = sub.add_parser("plan", help="estimate per-device memory of a recipe on its hardware profile (no GPU needed)",
-                        description="estimate per-device memory of a recipe on its hardware profile from the model "
-                                    "config alone; exits 1 when it will not fit", epilog=EPILOG,
+    pl = sub.add_parser("plan", help="estimate memory, tokens, FLOPs, hours and cost of a recipe or pipeline on its "
+                                     "hardware profile (no GPU needed)",
+                        description="estimate per-device memory of a recipe (or every stage of a pipeline) on its "
+                                    "hardware profile from the model config alone, and its tokens, FLOPs, hours at a "
+                                    "stated MFU and cost at --price; exits 1 when it will not fit", epilog=EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     pl.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
     pl.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
     pl.add_argument("--model-config", metavar="PATH",
                     help="config.json (or a folder holding one) to take the model's shape from")
+    pl.add_argument("--price", type=float, metavar="PER_GPU_HOUR",
+                    help="cost of one GPU-hour (any currency): the plan adds the cost per stage and in total")
+    pl.add_argument("--gpu", metavar="MODEL", help="the GPU model for the hours (h100-80gb, a100-80gb ...); "
+                    "default: the profile's hardware.gpu")
+    pl.add_argument("--mfu", type=float, metavar="SHARE", help="model FLOPs utilisation for training stages "
+                    "(default: the stage's published figure, printed)")
+    pl.add_argument("--tokens-per-row", type=float, metavar="N",
+                    help="tokens per training row, where the data is not on this machine")
+    rh = sub.add_parser("rehearse", help="run a recipe or pipeline for real on the CPU with small stand-ins for its "
+                                         "models, data, judges and hardware (minutes)",
+                        description="Run a recipe or pipeline end to end on the CPU with every stage, key, split, "
+                                    "column, chat template, benchmark and hand-off of the real one; only the heavy "
+                                    "parts are swapped (hub models -> tiny random models of the same family, hub "
+                                    "datasets -> a few rows in the same schema, API judges and generators -> offline "
+                                    "programs, a few optimizer steps, the profile -> cpu with its launcher files still "
+                                    "written and checked). What was swapped is printed and kept in REHEARSAL.md.",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rh.add_argument("recipe", help="shipped recipe or pipeline (zephyr-7b-beta/zephyr) or a recipe YAML file")
+    rh.add_argument("overrides", nargs="*", help="Hydra overrides, as for run")
+    rh.add_argument("--out", default=None, help="rehearsal folder (default runs/rehearsal/<recipe>)")
+    rh.add_argument("--steps", type=int, default=2, help="optimizer steps per training stage (default 2)")
     sub.add_parser("list", help="list shipped recipes and the options of every config group",
                    description="list shipped recipes and the options of every config group")
     cp = sub.add_parser("cp", help="copy a shipped recipe to a file you can edit and share",
@@ -286,14 +313,27 @@ def cmd_preview(args) -> int:
 
 def cmd_plan(args) -> int:
     from . import plan
+    from .timeplan import render_cost
 
     cfg, _ = _compose(args.recipe, args.overrides)
-    est, kind, sentence, source = plan.plan(cfg, args.model_config)
-    print(plan.render(cfg, est, sentence, source))
-    if kind == "no":
-        print(f"  fix: {plan.advice(cfg)}")
-        return 1
-    return 0
+    if args.price is not None and args.price < 0:
+        raise ZephyrError(f"--price {args.price} is negative", "give the cost of one GPU-hour, e.g. --price 2.5")
+    if args.mfu is not None and not 0 < args.mfu <= 1:
+        raise ZephyrError(f"--mfu {args.mfu} is not a share between 0 and 1", "e.g. --mfu 0.35")
+    options = {"gpu": args.gpu, "mfu": args.mfu, "tokens_per_row": args.tokens_per_row}
+    if "pipeline" in cfg:
+        if args.model_config:
+            raise ZephyrError("--model-config applies to a single stage", "plan the stage's recipe with it")
+        planned = [(st, st["recipe"], st["config"]) for st in cfg["pipeline"]["stages"]]
+        text, refused = plan.pipeline_plan(planned, args.price, **options)
+        print(text)
+        return 1 if refused else 0
+    sp = plan.stage_plan(cfg, args.model_config, **options)
+    print(sp.text)
+    cost = render_cost([sp.work], args.price) if sp.work is not None and args.price is not None else []
+    for line in cost:
+        print(f"  total: {line}")
+    return 1 if sp.kind == "no" else 0
 
 
 def cmd_run(args) -> int:
@@ -315,6 +355,10 @@ def cmd_run(args) -> int:
             print(f"error: {len(failed)} point(s) failed: {', '.join(failed)} (see {out / 'sweep.md'})", file=sys.stderr)
             return 1
         return 0
+    if args.dry_run:
+        if args.multirun:
+            raise ZephyrError("--dry-run and -m together", "dry-run one point of the sweep (without -m)")
+        return _dry_run(args.recipe, args.overrides, argv)
     loaded = pipeline.load(args.recipe, args.overrides)
     if loaded:
         spec, name, path = loaded
@@ -334,6 +378,42 @@ def cmd_run(args) -> int:
     if folder is None:  # submitted to the scheduler
         return 0
     print(f"run folder: {folder}")
+    return 0
+
+
+def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
+    from . import launch, pipeline
+
+    loaded = pipeline.load(recipe, overrides)
+    if loaded:
+        spec, name, path = loaded
+        planned = pipeline.stage_configs(spec, path.parent)
+        out = Path(spec["output_dir"])
+        out = out.with_name(out.name + launch.DRY_RUN_SUFFIX)
+        known: dict = {}
+        for st, rname, cfg in planned:
+            result = launch.dry_run(cfg, rname, argv, out / st["name"], known)
+            print(f"== stage {st['name']}\n{launch.render_dry_run(result)}")
+        print(f"dry run of pipeline {name}: {len(planned)} stage(s) checked; files in {out}")
+        return 0
+    from .compose import compose
+    from .validate import validate
+
+    raw, name, _ = compose(recipe, overrides)
+    print(launch.render_dry_run(launch.dry_run(validate(raw, name), name, argv)))
+    return 0
+
+
+def cmd_rehearse(args) -> int:
+    from . import rehearse
+    from .logs import setup_logging
+
+    setup_logging()
+    if args.steps < 1:
+        raise ZephyrError(f"--steps {args.steps}", "give at least 1 optimizer step per training stage")
+    out = rehearse.run(args.recipe, args.overrides, Path(args.out) if args.out else None, args.steps)
+    print((out / "REHEARSAL.md").read_text())
+    print(f"rehearsal folder: {out}")
     return 0
 
 
@@ -373,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "plan": cmd_plan, "list": cmd_list,
+    handler = {"run": cmd_run, "show": cmd_show, "validate": cmd_validate, "plan": cmd_plan,
+               "rehearse": cmd_rehearse, "list": cmd_list,
                "cp": cmd_cp, "preview": cmd_preview, "report": cmd_report, "chat": cmd_chat}
     try:
         return handler[args.command](args)

@@ -73,7 +73,10 @@ def resolve_placement(hw: dict) -> Placement:
     if device == "auto":
         device = "cuda" if has_cuda else "cpu"
     if device == "cuda" and not has_cuda:
-        raise ZephyrError(f"hardware profile {hw['name']!r} needs a CUDA GPU, and this machine has none",
+        gpus = int(hw.get("num_processes") or 1) * int(hw.get("num_nodes") or 1)
+        kind = f"{gpus} x {hw.get('gpu') or 'CUDA GPU'}" + \
+            (f" ({hw['gpu_memory_gb']:g} GB each)" if hw.get("gpu_memory_gb") else "")
+        raise ZephyrError(f"hardware profile {hw['name']!r} needs {kind}, and this machine has no CUDA GPU",
                           "run with hardware=cpu (or hardware=auto) here, or move the run to a GPU machine")
     attn = hw["attn_implementation"]
     if attn == "auto":

@@ -80,11 +80,17 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
         if (head in names or head in block or _round_name(head, block)) and "=" in rest:
             key, _, value = rest.partition("=")
             per_stage.setdefault(head, {})[key] = _Verbatim(value)
+        elif re.match(r"hardware[.=]", o.lstrip("+")):  # a profile for every stage that can take it
+            key, _, value = o.partition("=")
+            per_stage.setdefault(EVERY, {})[key] = _Verbatim(value)
         else:
             own.append(o)
     raw, name, path = compose(recipe, own)
     spec = check(raw, per_stage)
     return spec, name, path
+
+
+EVERY = "*"  # per_stage key of the hardware overrides given for every stage (see stage_config)
 
 
 def _round_name(name: str, block) -> str | None:
@@ -170,8 +176,11 @@ def expand_rounds(rounds, output_dir: str, per_stage: dict) -> list[dict]:
                 overrides["stage.prompt_offset"] = (r - 1) * per if prompts.get("mode", "fresh") == "fresh" else 0
             overrides.update(per_stage.get(st["name"], {}))
             overrides.update(per_stage.get(name, {}))
-            out.append({"name": name, "recipe": st["recipe"], "overrides": _fill(overrides, tokens),
-                        "round": r, "block": st["name"]})
+            entry = {"name": name, "recipe": st["recipe"], "overrides": _fill(overrides, tokens),
+                     "round": r, "block": st["name"]}
+            if per_stage.get(EVERY):
+                entry["every"] = dict(per_stage[EVERY])
+            out.append(entry)
     return out
 
 
@@ -193,7 +202,9 @@ def check(raw: dict, per_stage: dict | None = None) -> dict:
         raise ZephyrError("`pipeline.stages` must be a non-empty list", "list stages as {name, recipe, overrides}")
     per_stage = per_stage or {}
     _check_stage_list(stages, "pipeline.stages")
-    stages = [{**st, "overrides": {**(st.get("overrides") or {}), **per_stage.get(st["name"], {})}} for st in stages]
+    common = per_stage.get(EVERY, {})
+    stages = [{**st, "overrides": {**(st.get("overrides") or {}), **per_stage.get(st["name"], {})},
+               **({"every": dict(common)} if common else {})} for st in stages]
     if spec.get("rounds") is not None:
         stages += expand_rounds(spec["rounds"], str(spec["output_dir"]), per_stage)
     names = []
@@ -311,6 +322,12 @@ def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
         f"{Path(spec['output_dir']).name}-{st['name']}"
     overrides += [_override("run.output_dir", str(folder)), _override("run.name", run_name)]
     try:
+        if st.get("every"):  # hardware for every stage: those that run in one process keep their own profile
+            from . import stages
+
+            raw, _, _ = compose(recipe, overrides)
+            if not stages.get((raw.get("stage") or {}).get("name", "sft")).one_process:
+                overrides = [_override(k, v) for k, v in st["every"].items()] + overrides
         raw, name, _ = compose(recipe, overrides)
         cfg = validate(raw, name, deep=deep)
     except ZephyrError as exc:
@@ -379,7 +396,9 @@ def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None
 
 
 def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str | None = None,
-        argv: list[str] | None = None, folders: dict | None = None) -> Path:
+        argv: list[str] | None = None, folders: dict | None = None, transform=None) -> Path:
+    """Run the stages in order (``transform(stage entry, recipe, config) -> config``, when given, replaces each
+    stage's config before anything runs: a rehearsal's stand-ins)."""
     from . import launch
 
     names = [st["name"] for st in spec["stages"]]
@@ -391,6 +410,10 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             raise ZephyrError(f"{flag} {value}: the pipeline has no stage of that name{hint}",
                               f"its stages: {', '.join(names)}")
     planned = stage_configs(spec, recipe_file.parent, folders)
+    if transform is not None:
+        from .validate import validate
+
+        planned = [(st, name, validate(transform(st, name, cfg), name)) for st, name, cfg in planned]
     trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
     out = Path(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ _SHAPES = (
     (("mistral", 4096, 14336, 32, 32, 8, 32000, False),
      ("mistralai/Mistral-7B-v0.1", "alignment-handbook/zephyr-7b-sft-full", "HuggingFaceH4/zephyr-7b-beta",
       "HuggingFaceH4/mistral-7b-sft-beta", "mistralai/Mistral-7B-Instruct-v0.2")),
-    (("llama", 4096, 11008, 32, 32, 32, 32000, False), ("meta-llama/Llama-2-7b-hf",)),
+    (("llama", 4096, 11008, 32, 32, 32, 32000, False), ("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-chat-hf")),
     (("llama", 4096, 14336, 32, 32, 8, 128256, False), ("meta-llama/Meta-Llama-3-8B",)),
     (("llama", 2048, 8192, 16, 32, 8, 128256, True), ("meta-llama/Llama-3.2-1B-Instruct",)),
     (("qwen2", 896, 4864, 24, 14, 2, 151936, True), ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B-Instruct")),
@@ -135,7 +135,7 @@ def _upstream_model(folder: Path) -> str | None:
         return None
 
 
-def model_config(cfg: dict, path: str | None = None) -> tuple[dict, str]:
+def model_config(cfg: dict, path: str | None = None, folders: dict | None = None) -> tuple[dict, str]:
     """(config dict, where it came from) for the recipe's model, without loading weights."""
     if path:
         p = Path(path).expanduser()
@@ -144,9 +144,18 @@ def model_config(cfg: dict, path: str | None = None) -> tuple[dict, str]:
             raise ZephyrError(f"--model-config {path} is not a config.json or a folder holding one",
                               "give the path of the model's config.json")
         return json.loads(p.read_text()), str(p)
-    name = cfg["model"]["name_or_path"]
+    return config_of(cfg["model"]["name_or_path"], cfg["model"], folders)
+
+
+def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = None) -> tuple[dict, str]:
+    """(config dict, where it came from) of a model named in a recipe: the shipped table, a local or run folder
+    (``folders``: run folders a pipeline will write, with the config of what it trains there), or AutoConfig."""
+    model_cfg = model_cfg or {}
     if name in KNOWN:
         return dict(KNOWN[name]), f"shipped table ({name})"
+    for planned, (config, source) in (folders or {}).items():
+        if Path(planned).expanduser().resolve() == Path(name).expanduser().resolve():
+            return config, f"{source.split(', trained into')[0]}, trained into {name} by an earlier stage"
     from .embedded import builtin
     from .modeling import is_local_path
 
@@ -162,8 +171,8 @@ def model_config(cfg: dict, path: str | None = None) -> tuple[dict, str]:
     try:
         from transformers import AutoConfig
 
-        c = AutoConfig.from_pretrained(name, revision=cfg["model"]["revision"],
-                                       trust_remote_code=cfg["model"]["trust_remote_code"])
+        c = AutoConfig.from_pretrained(name, revision=model_cfg.get("revision", "main"),
+                                       trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
         return c.to_dict(), f"AutoConfig ({name})"
     except Exception:
         raise ZephyrError(f"cannot read the config of {name!r} (offline, or not cached) and it is not in the shipped table",
@@ -184,9 +193,8 @@ def _training_stage(cfg: dict):
 
     stage = stages.get(cfg["stage"]["name"])
     if not isinstance(stage, stages.TrainerStage):
-        raise ZephyrError(f"the memory plan sizes training stages, and {stage.name} trains nothing",
-                          "plan an sft, dpo or other training recipe; this stage's memory is its models' at "
-                          "inference")
+        raise ZephyrError(f"the training memory plan sizes training stages, and {stage.name} trains nothing",
+                          "use plan.stage_plan, which sizes the models this stage runs")
     return stage
 
 
@@ -316,7 +324,7 @@ def check_before_launch(cfg: dict) -> None:
     if hw["device"] == "cpu" or not hw["gpu_memory_gb"]:
         return
     try:
-        est, kind, sentence, source = plan(cfg)
+        sp = stage_plan(cfg, count_data=False)
     except ZephyrError as exc:
         import logging
 
@@ -324,7 +332,125 @@ def check_before_launch(cfg: dict) -> None:
         return
     import sys
 
-    print(render(cfg, est, sentence, source), file=sys.stderr)
-    if kind == "no" and not hw["ignore_memory_plan"]:
-        raise ZephyrError(f"the memory plan says this run will not fit: {sentence}",
-                          advice(cfg) + "; or hardware.ignore_memory_plan=true to launch anyway")
+    print(sp.text, file=sys.stderr)
+    if sp.kind == "no" and not hw["ignore_memory_plan"]:
+        from . import stages
+
+        fix = advice(cfg) if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage) else \
+            "lower the generators' or judge's batch_size, or serve the model (serve: ...) on a larger GPU"
+        raise ZephyrError("the memory plan says this run will not fit (above)",
+                          fix + "; or hardware.ignore_memory_plan=true to launch anyway")
+
+
+# ------------------------------------------------------------------------------ stages that train nothing
+def inference_gb(shape: Shape, batch: int, tokens: int, hw: dict) -> float:
+    """Per-device memory of a model that generates: 16-bit weights (fp32 on the CPU), the KV cache of a batch,
+    the last position's logits in fp32, and the CUDA context."""
+    width = 4 if hw["device"] == "cpu" or hw["precision"] == "fp32" else 2
+    head = shape.hidden // shape.heads
+    kv = 2 * shape.layers * shape.kv_heads * head * tokens * batch * width
+    logits = batch * shape.vocab * 4
+    overhead = OVERHEAD_GB * GB if hw["device"] != "cpu" else 0.0
+    return (shape.params * width + kv + logits + overhead) / GB
+
+
+@dataclass
+class StagePlan:
+    """One stage's plan: its text, the memory verdict ('fits' | 'tight' | 'no' | 'unknown') and its work."""
+
+    text: str
+    kind: str
+    work: object = None  # timeplan.Work
+    trained: tuple | None = None  # (config, source) of the model the stage writes, for later stages
+    writes: tuple | None = None  # (rows, tokens per row) of the data the stage writes, for later stages
+
+
+def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> StagePlan:
+    from . import timeplan
+
+    hw = cfg["hardware"]
+    loads = stage.loads(cfg)
+    lines = [f"plan: {stage.name} on hardware {hw['name']} ({hw['device']}, one process; models load one at a time)"]
+    shapes, sizes, kind = {}, {}, "unknown"
+    for load in loads:
+        if load["how"] not in ("local", "served"):
+            continue
+        try:
+            config, source = config_of(load["model"], load["spec"].get("model_config") or {}, folders)
+            shape = Shape.from_config(config)
+        except ZephyrError as exc:
+            lines.append(f"  {load['role']}: {load['model']}: not checked here ({exc.problem})")
+            continue
+        shapes[load["model"]] = shape
+        if load["how"] == "served":
+            continue
+        gb = inference_gb(shape, int(load["batch"]), timeplan.PROMPT_TOKENS + load["new_tokens"], hw)
+        if gb > sizes.get(load["model"], (0,))[0]:
+            sizes[load["model"]] = (gb, f"  {load['model']} ({_count(shape.params)} parameters, {source}): about "
+                                        f"{gb:.1f} GB at batch {load['batch']} x "
+                                        f"{timeplan.PROMPT_TOKENS + load['new_tokens']} tokens ({load['role']})")
+    lines += [line for _, line in sizes.values()]
+    peak = max([gb for gb, _ in sizes.values()], default=0.0)
+    if any(load["how"] == "served" for load in loads):
+        lines.append("  served models (`serve:`) run in their own process: their memory is the server's (vLLM takes "
+                     "90% of a GPU by default)")
+    mem = hw["gpu_memory_gb"]
+    if peak and mem:
+        kind = "no" if peak > mem else "tight" if peak > TIGHT * mem else "fits"
+        word = {"no": "does NOT fit", "tight": "fits tightly", "fits": "fits"}[kind]
+        lines.append(f"  {word}: the largest local model needs about {peak:.1f} GB of {mem:g} GB")
+        if kind == "no":
+            lines.append("  fix: lower that model's batch_size, serve it with vLLM (serve: ...) on a larger GPU, or "
+                         "use a profile with more memory")
+    elif peak:
+        lines.append(f"  the largest local model needs about {peak:.1f} GB; the profile names no device memory")
+    work = timeplan.generation_work(cfg, stage, loads, shapes, gpu)
+    lines += [f"  {line}" for line in work.lines]
+    return StagePlan("\n".join(lines), kind, work, writes=stage.writes_rows(cfg, loads))
+
+
+def stage_plan(cfg: dict, model_config_path: str | None = None, folders: dict | None = None, gpu: str | None = None,
+               mfu: float | None = None, tokens_per_row: float | None = None, count_data: bool = True,
+               data: dict | None = None) -> StagePlan:
+    """Memory, tokens, FLOPs and hours of one stage config (any stage)."""
+    from . import stages, timeplan
+
+    stage = stages.get(cfg["stage"]["name"])
+    if not isinstance(stage, stages.TrainerStage):
+        return _task_plan(cfg, stage, folders, gpu)
+    config, source = model_config(cfg, model_config_path, folders)
+    shape = Shape.from_config(config)
+    est = estimate(cfg, shape)
+    kind, sentence = verdict(cfg, est)
+    work = timeplan.training_work(cfg, stage, shape, tokens_per_row, mfu, gpu, count_data, data)
+    text = render(cfg, est, sentence, source) + "".join(f"\n  {line}" for line in work.lines)
+    if kind == "no":
+        text += f"\n  fix: {advice(cfg)}"
+    return StagePlan(text, kind, work, trained=(config, source))
+
+
+def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple[str, bool]:
+    """The plan of every stage of a pipeline ((stage entry, recipe, config) triples) and the total; (text, any
+    stage that does not fit)."""
+    from . import timeplan
+
+    folders: dict = {}
+    data: dict = {}
+    parts, works, refused = [], [], False
+    for st, recipe, cfg in planned:
+        try:
+            sp = stage_plan(cfg, folders=folders, data=data, **options)
+        except ZephyrError as exc:
+            parts.append(f"== stage {st['name']} ({recipe}): not planned: {exc.problem}")
+            continue
+        if sp.trained:
+            folders[str(cfg["run"]["output_dir"])] = sp.trained
+        if sp.writes:
+            data[str(Path(cfg["run"]["output_dir"]).resolve())] = sp.writes
+        refused |= sp.kind == "no"
+        works.append(sp.work)
+        parts.append(f"== stage {st['name']} ({recipe})\n{sp.text}")
+    total = timeplan.render_cost(works, price)
+    if total:
+        parts.append("== total\n" + "\n".join(f"  {line}" for line in total))
+    return "\n".join(parts), refused

@@ -336,6 +336,9 @@ class HardwareConfig:
         "profile's memory. With stage.global_batch_size the global batch stays the recipe's.")
     gpu_memory_gb: Optional[float] = option(
         None, "Memory of one device in GB, for the memory plan. null: no plan check (the CPU).")
+    gpu: Optional[str] = option(
+        None, "The GPU model, for the time and cost plan (h100-80gb, h200, a100-80gb, a100-40gb, l40s, l4, rtx4090); "
+        "null: the plan gives FLOPs and tokens but no hours.")
     load_in_4bit: bool = option(False, "QLoRA: load the frozen base in 4-bit NF4 through bitsandbytes (needs lora).")
     lora: Optional[dict] = option(
         None, "Train LoRA adapters instead of all weights: arguments for peft.LoraConfig (r, lora_alpha, "

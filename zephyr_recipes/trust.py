@@ -27,6 +27,11 @@ def allow(trusted: bool) -> None:
     _trusted = bool(trusted)
 
 
+def trusted() -> bool:
+    """Whether this command line said --trust-recipe-code."""
+    return _trusted
+
+
 def _task_file_code(path: str) -> bool:
     """Whether an lm-evaluation-harness task file names Python (its `!function` tags import modules beside it);
     a file that cannot be read here is assumed to."""

@@ -169,3 +169,35 @@ def complete(spec: dict, schema: type, where: str = "spec") -> dict:
     from ..schema import check_section
 
     return check_section(where, spec, schema)
+
+
+def served_model(command: str) -> str | None:
+    """The model a serve: command serves (`vllm serve NAME`, `--model NAME`), for the plan."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for i, word in enumerate(words[:-1]):
+        if word in ("--model", "--model-path", "--model-id", "-m") and not words[i + 1].startswith("-"):
+            return words[i + 1]
+        if word == "serve" and not words[i + 1].startswith("-"):
+            return words[i + 1]
+    return None
+
+
+def load_of(role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+    """What one generator or judge spec asks of the machine, for the plan (see TaskStage.loads)."""
+    kind = spec.get("type")
+    out = {"role": role, "requests": int(requests), "new_tokens": int(new_tokens), "spec": spec, "batch": 64}
+    if kind == "openai":
+        if spec.get("serve"):
+            return {**out, "how": "served", "model": served_model(spec["serve"]) or spec.get("model") or "?",
+                    "batch": spec.get("concurrency") or 8}
+        return {**out, "how": "api", "model": f"{spec.get('model')} at {spec.get('base_url')}"}
+    if kind == "function":
+        return {**out, "how": "function", "model": spec.get("function") or spec.get("module") or "?"}
+    batch = spec.get("batch_size")
+    return {**out, "how": "local", "model": spec.get("model") or "?",
+            "batch": batch if isinstance(batch, int) and not isinstance(batch, bool) else 64}

@@ -271,6 +271,14 @@ def run(cfg: dict, folder: Path) -> dict:
             continue
         test = int(pair["prompt_id"][:8], 16) / 0xFFFFFFFF < stage["test_fraction"]
         pairs["test_prefs" if test else "train_prefs"].append(pair)
+    if stage["test_fraction"] > 0 and not pairs["test_prefs"] and len(pairs["train_prefs"]) >= 2:
+        # So few pairs that the share rounds to none: one still goes to test_prefs, which a DPO recipe reading
+        # this folder names as its test split (the pair whose id hashes lowest, as the share would pick first).
+        first = min(pairs["train_prefs"], key=lambda p: int(p["prompt_id"][:8], 16))
+        pairs["train_prefs"].remove(first)
+        pairs["test_prefs"].append(first)
+        log.warning("aif: stage.test_fraction=%s of %d pairs rounds to none; 1 pair goes to test_prefs",
+                    stage["test_fraction"], len(pairs["train_prefs"]) + 1)
     if not pairs["train_prefs"]:
         raise ZephyrError("AI feedback produced no preference pairs (every prompt was skipped: "
                           f"{tally.as_dict()})", "check the judge's failures in ratings.jsonl and the generators")
@@ -313,6 +321,39 @@ class AIF(TaskStage):
 
     def execute(self, cfg: dict, folder: Path) -> dict:
         return run(cfg, folder)
+
+    def loads(self, cfg: dict) -> list[dict]:
+        from ..feedback.specs import load_of
+        from ..timeplan import DATASETS
+
+        stage, ds = cfg["stage"], cfg["dataset"]
+        prompts = ds["max_train_samples"] or DATASETS.get(ds["path"], ({}, 0))[0].get(ds["train_split"])
+        if not prompts:
+            try:
+                prompts = len(load_prompts(cfg))
+            except ZephyrError:
+                prompts = 0
+        out, answers = [], 0
+        for i, gen in enumerate(stage["generators"]):
+            k = int(gen.get("num_completions") or stage["num_completions"])
+            answers += prompts * k
+            new = int({**stage["sampling"], **(gen.get("sampling") or {})}.get("max_new_tokens") or 256)
+            out.append(load_of(f"generator {_generator_name(gen, i)}", gen, prompts * k, new))
+        judge = stage["judge"]
+        new = int((judge.get("sampling") or {}).get("max_new_tokens") or 1024)
+        out.append(load_of("judge", judge, answers * (1 + stage["self_agreement"]), new))
+        return out
+
+    def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
+        """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""
+        from ..timeplan import PROMPT_TOKENS
+
+        gens = [load for load in loads if load["role"].startswith("generator")]
+        if not gens or not gens[0]["requests"]:
+            return None
+        prompts = gens[0]["requests"]
+        answer = sum(g["new_tokens"] for g in gens) / len(gens) / 2
+        return int(prompts * (1 - cfg["stage"]["test_fraction"])), 2 * (PROMPT_TOKENS + answer)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
         from ..report import dataset_card

@@ -66,6 +66,13 @@ class TrainerStage(Stage):
     sequences_per_row: ClassVar[int] = 1  # sequences in memory per row: 2 for chosen + rejected (the plan)
     auto_model: ClassVar[str] = "AutoModelForCausalLM"  # transformers' class of the trained model
     model_options: ClassVar[dict] = {}  # for its from_pretrained (num_labels ...)
+    # The time plan's model FLOPs utilisation, and the published figure it comes from.
+    mfu: ClassVar[float] = 0.33
+    mfu_source: ClassVar[str] = "torchtitan's Llama-3.1-8B bf16 training on H100s: 33-39%"
+
+    def texts(self, row: dict) -> list[list[dict]]:
+        """The conversations of one prepared row that go through the model (the time plan counts their tokens)."""
+        return [row["messages"]]
 
     def config_class(self):
         import trl
@@ -112,6 +119,9 @@ class PreferenceStage(TrainerStage):
     rows = "pairs"
     sequences_per_row = 2
 
+    def texts(self, row: dict) -> list[list[dict]]:
+        return [list(row["prompt"]) + list(row["chosen"]), list(row["prompt"]) + list(row["rejected"])]
+
 
 class TaskStage(Stage):
     """A stage that does its own work in one process and returns a summary of it."""
@@ -123,6 +133,15 @@ class TaskStage(Stage):
     def inputs(self, cfg: dict) -> dict:
         """What the stage reads, for provenance."""
         return {}
+
+    def loads(self, cfg: dict) -> list[dict]:
+        """The models the stage asks, for the plan: {role, model, how (local | served | api | function), batch,
+        requests, new_tokens, spec}. Local models load one at a time."""
+        return []
+
+    def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
+        """(training rows, tokens per row) of the dataset the stage writes, for the plan of a later stage."""
+        return None
 
     def execute(self, cfg: dict, folder: Path) -> dict:
         raise NotImplementedError

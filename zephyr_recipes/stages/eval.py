@@ -45,6 +45,10 @@ ALPACA_EVAL_CONFIGS = "https://raw.githubusercontent.com/tatsu-lab/alpaca_eval/m
 FASTCHAT = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
 
 
+# Questions in each public set (the plan's request counts): MT-Bench 80 two-turn questions, AlpacaEval's 805
+# instructions, Arena-Hard-Auto v0.1's 500 and v2.0's 750 prompts.
+PUBLISHED_SIZES = {"mt_bench": 80, "alpaca_eval": 805, "alpaca_eval_2": 805, "arena_hard_v0.1": 500,
+                   "arena_hard_v2.0": 750}
 JUDGE_HELP = "This benchmark's own judge (same keys as stage.judge); null: stage.judge."
 ANSWERS_HELP = "Answers another tool produced, in the benchmark's own format ({}): judged, nothing generated."
 
@@ -534,6 +538,26 @@ class Eval(TaskStage):
 
     def inputs(self, cfg: dict) -> dict:
         return {"model": cfg["model"]["name_or_path"]}
+
+    def loads(self, cfg: dict) -> list[dict]:
+        from ..feedback.specs import load_of
+
+        stage, out = cfg["stage"], []
+        model = {"type": "transformers", "model": cfg["model"]["name_or_path"], "batch_size": stage["batch_size"]}
+        for name in JUDGED:
+            if name not in stage["benchmarks"]:
+                continue
+            sec = stage[name]
+            full = PUBLISHED_SIZES[name] if name != "arena_hard" else PUBLISHED_SIZES[f"arena_hard_{sec['version']}"]
+            n = min(full, sec.get("max_questions") or sec.get("max_samples") or full)
+            turns = 2 if name == "mt_bench" else 1
+            new = int(sec.get("max_new_tokens") or (sec.get("sampling") or {}).get("max_new_tokens") or 1024)
+            if not sec.get("answers"):
+                out.append(load_of(f"{name} answers", model, n * turns, new))
+            judged = n * turns * (2 if sec.get("both_orders") or name == "arena_hard" else 1)
+            budget = int(sec.get("judge_max_new_tokens") or 1024)
+            out.append(load_of(f"{name} judge", judge_spec(stage, name), judged, budget))
+        return out
 
     def execute(self, cfg: dict, folder: Path) -> dict:
         return run(cfg, folder)

@@ -1,0 +1,417 @@
+"""Rehearsal: run a shipped recipe or pipeline for real on the CPU, with only its heavy parts swapped.
+
+Every stage, key, split name, column, chat template, benchmark and hand-off of the real recipe runs through the
+same code as a real run (compose, validate, the worker, TRL, the judges, the report). What cannot run here is
+replaced by a small stand-in of the same kind, and every replacement is printed and recorded in the rehearsal
+folder (``rehearsal.json``, ``REHEARSAL.md``):
+
+- a hub model becomes a tiny random model of the same architecture family (its ``model_type``), with the
+  embedded tokenizer and the template the real model would use (its own, from the shipped twin, when the recipe
+  keeps the tokenizer's template; else the recipe's), and the real model's context length;
+- a hub dataset becomes a few rows in the same schema, under the same split names and column names;
+- API generators become the embedded teacher program, served ones (``serve:``) a transformers generator on a
+  stand-in of the model they serve, API judges the embedded judge programs;
+- a benchmark's public files become a few questions in the same formats; lm-eval tasks run ARC-schema stand-in
+  questions (the harness, its few-shot path and the scoring are real);
+- training stops after a few optimizer steps, and the hardware profile runs as ``cpu``; the real profile's
+  launcher files (accelerate, DeepSpeed, sbatch) are still written and parsed, beside the stage, as a dry run.
+
+It answers "will this recipe get through every stage and hand-off?", not "how good will it be".
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import re
+import time
+from pathlib import Path
+
+from .errors import ZephyrError
+
+log = logging.getLogger("zephyr_recipes")
+
+STEPS = 2  # optimizer steps per training stage
+ROWS = 32  # training rows of a stand-in dataset (test splits: 8)
+NEW_TOKENS = 16  # generation budget of every answer and judge reply
+# The template each well-known hub model's tokenizer carries, as the shipped template that renders like it.
+OWN_TEMPLATES = {"alignment-handbook/zephyr-7b-sft-full": "zephyr", "HuggingFaceH4/zephyr-7b-beta": "zephyr",
+                 "HuggingFaceH4/mistral-7b-sft-beta": "zephyr", "mistralai/Mistral-7B-Instruct-v0.2": "mistral-instruct",
+                 "meta-llama/Llama-2-7b-chat-hf": "zephyr", "meta-llama/Llama-3.2-1B-Instruct": "llama-3.2",
+                 "Qwen/Qwen2.5-0.5B-Instruct": "chatml", "Qwen/Qwen2.5-1.5B-Instruct": "chatml"}
+TEMPLATE_EOS = {"chatml": "<|im_end|>", "smollm2": "<|im_end|>", "llama-3.2": "<|eot_id|>", "llama-3": "<|eot_id|>",
+                "gemma": "<end_of_turn>"}
+
+
+def _is_hub(name) -> bool:
+    from .embedded import builtin
+
+    if not isinstance(name, str) or not name or builtin.is_builtin(name) or name == "none":
+        return False
+    if name.startswith(("./", "../", "/", "~")) or Path(name).expanduser().exists():
+        return False
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "--", name)
+
+
+class Rehearsal:
+    """The stand-ins of one rehearsal, built once under ``root`` and reused by every stage."""
+
+    def __init__(self, root: Path, steps: int = STEPS):
+        self.root, self.steps = root, steps
+        self.swaps: dict[str, list[str]] = {}
+        self._stage = "?"
+
+    def note(self, text: str) -> None:
+        self.swaps.setdefault(self._stage, []).append(text)
+
+    # ------------------------------------------------------------------------------------------- models
+    def model(self, name: str, template: str | None = None) -> str:
+        """``template``: the shipped template the recipe trains it with, if any."""
+        """The stand-in folder of hub model ``name``: a tiny random model of its family."""
+        from . import plan
+
+        folder = self.root / "stand-ins" / "models" / _safe(name)
+        if (folder / "config.json").is_file():
+            return str(folder)
+        try:
+            real, source = plan.config_of(name)
+        except ZephyrError:
+            real, source = {"model_type": "mistral"}, "unknown shape: Mistral family assumed"
+        own = OWN_TEMPLATES.get(name) or ("smollm2" if "SmolLM2" in name and "Instruct" in name else None)
+        try:
+            _build_model(folder, real, own, template)
+        except ZephyrError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - transformers' own message names the field
+            raise ZephyrError(f"cannot build a stand-in for {name} ({real.get('model_type')}): {exc}",
+                              "rehearse with model.name_or_path pointing at a local model of that family") from None
+        self.note(f"model {name} -> {folder} (tiny random {real.get('model_type', 'mistral')}, embedded tokenizer"
+                  f"{f', its own template as the shipped {own}' if own else ', no template of its own'}; shape from "
+                  f"{source})")
+        return str(folder)
+
+    # ------------------------------------------------------------------------------------------- data
+    def dataset(self, ds: dict, rows_kind: str | None) -> None:
+        """Point ds (a dataset section or a mixture entry) at a stand-in with the same splits and columns."""
+        path = ds.get("path")
+        if not _is_hub(path):
+            return
+        splits = [s for s in (ds.get("train_split") or ds.get("split") or "train", ds.get("test_split")) if s]
+        folder = self.root / "stand-ins" / "data" / _safe(f"{path}-{'-'.join(splits)}")
+        if not (folder / "data").is_dir():
+            _write_data(folder, splits, rows_kind, ds.get("columns") or {})
+        ds["path"] = str(folder)
+        self.note(f"dataset {path} -> {folder} ({ROWS} rows of {rows_kind or 'prompts'} in splits {', '.join(splits)})")
+
+    # ------------------------------------------------------------------------------------------- specs
+    def generator(self, gen: dict, where: str) -> dict:
+        kind = gen.get("type")
+        keep = {k: gen[k] for k in ("name", "num_completions", "sampling") if k in gen}
+        if kind == "openai" and gen.get("serve"):
+            from .feedback.specs import served_model
+
+            model = gen.get("model") if gen.get("model") and not _is_hub(gen.get("model")) else \
+                served_model(gen["serve"]) or gen.get("model")
+            model = self.model(model) if _is_hub(model) else model
+            self.note(f"{where}: served `{gen['serve']}` -> transformers on {model}")
+            return {**keep, "type": "transformers", "model": model, "batch_size": 8}
+        if kind == "openai":
+            self.note(f"{where}: {gen.get('model')} at {gen.get('base_url')} -> the embedded teacher program")
+            return {**keep, "type": "function", "function": "zephyr_recipes.embedded.tasks:teacher"}
+        if kind == "transformers" and _is_hub(gen.get("model")):
+            return {**gen, "model": self.model(gen["model"]), "batch_size": 8}
+        return gen
+
+    def judge(self, judge: dict | None, where: str, module: str) -> dict | None:
+        if not judge:
+            return judge
+        if judge.get("type") == "openai" or (judge.get("type") == "transformers" and _is_hub(judge.get("model"))):
+            self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module})")
+            return {"type": "function", "module": module}
+        if _is_hub(judge.get("model")):
+            return {**judge, "model": self.model(judge["model"])}
+        return judge
+
+    # ------------------------------------------------------------------------------------------- a stage
+    def stage_config(self, cfg: dict, stage_name: str) -> dict:
+        """The rehearsal's version of one validated stage config."""
+        from . import stages
+        from .schema import HardwareConfig, defaults_of
+
+        self._stage = stage_name
+        cfg = copy.deepcopy(cfg)
+        stage = stages.get(cfg["stage"]["name"])
+        hw = cfg["hardware"]
+        cpu = {**defaults_of(HardwareConfig), "name": "cpu", "device": "cpu", "precision": "fp32",
+               "gradient_checkpointing": hw["gradient_checkpointing"], "lora": hw["lora"]}
+        if hw["name"] != "cpu" or hw["device"] != "cpu":
+            self.note(f"hardware {hw['name']} -> cpu (its launcher files are written and checked in launchers/)")
+        cfg["hardware"] = cpu
+        model = cfg["model"]
+        if _is_hub(model["name_or_path"]):
+            model["name_or_path"] = self.model(model["name_or_path"], model.get("chat_template"))
+        if _is_hub(model.get("tokenizer_name_or_path")):
+            model["tokenizer_name_or_path"] = model["name_or_path"]
+        if stage.rows is not None:
+            ds = cfg["dataset"]
+            for entry in ds.get("mixture") or []:
+                self.dataset(entry, stage.rows)
+            self.dataset(ds, stage.rows)
+        section = cfg["stage"]
+        if isinstance(stage, stages.TrainerStage):
+            trainer = section["trainer"]
+            if trainer.get("max_steps") != self.steps:
+                trainer["max_steps"] = self.steps
+                self.note(f"stage.trainer.max_steps -> {self.steps}")
+            if _is_hub(section.get("ref_model")):
+                section["ref_model"] = self.model(section["ref_model"])
+        for i, gen in enumerate(section.get("generators") or []):
+            section["generators"][i] = self.generator(gen, f"generator {gen.get('name') or i}")
+        if "generators" in section:
+            self._cap_prompts(cfg)
+            section["judge"] = self.judge(section.get("judge"), "judge", "zephyr_recipes.embedded.standin_judge")
+            section["sampling"] = {**section.get("sampling", {}), "max_new_tokens": NEW_TOKENS}
+        if "benchmarks" in section:
+            self._benchmarks(cfg)
+        return cfg
+
+    def _cap_prompts(self, cfg: dict) -> None:
+        ds = cfg["dataset"]
+        n = 8 if not cfg["stage"].get("prompt_offset") else ds["max_train_samples"]
+        if ds["max_train_samples"] != n:
+            ds["max_train_samples"] = n
+            self.note(f"dataset.max_train_samples -> {n} prompts")
+
+    def _benchmarks(self, cfg: dict) -> None:
+        section = cfg["stage"]
+        lexical = "zephyr_recipes.embedded.lexical_judge"
+        section["judge"] = self.judge(section.get("judge"), "stage.judge", lexical)
+        files = _eval_files(self.root / "stand-ins" / "eval")
+        for name in section["benchmarks"]:
+            sec = section.get(name)
+            if not isinstance(sec, dict):
+                continue
+            if "judge" in sec:
+                sec["judge"] = self.judge(sec["judge"], f"stage.{name}.judge", lexical)
+            swapped = []
+            for key, value in files.get(name, {}).items():
+                if key in sec and sec[key] != value and not (isinstance(sec[key], str) and not _remote(sec[key])):
+                    sec[key] = value
+                    swapped.append(key)
+            if "max_questions" in sec:
+                sec["max_questions"] = 4
+            if "max_samples" in sec:  # the LC GLM's 5-fold fit needs more than 5 instructions
+                sec["max_samples"] = 10
+            if "max_new_tokens" in sec:
+                sec["max_new_tokens"] = NEW_TOKENS
+            if "sampling" in sec:
+                sec["sampling"] = {**sec["sampling"], "max_new_tokens": NEW_TOKENS}
+            if name == "alpaca_eval_2" and sec.get("df_gamed") and _remote(sec["df_gamed"]):
+                sec["df_gamed"], sec["glm"] = None, "length_controlled_minimal"
+                swapped.append("df_gamed (none: glm length_controlled_minimal)")
+            if name == "lm_eval":
+                tasks = [t if isinstance(t, str) else t.get("name") for t in sec["tasks"]]
+                sec["tasks"] = [{"name": "arc_challenge", "num_fewshot": 2, "data_files": "builtin://tiny-arc"}]
+                sec["limit"], sec["batch_size"] = 8, 8
+                self.note(f"stage.lm_eval.tasks {', '.join(map(str, tasks))} -> arc_challenge on ARC-schema "
+                          "stand-in questions (builtin://tiny-arc), 8 of them")
+            if swapped:
+                self.note(f"stage.{name}: {', '.join(swapped)} -> stand-in files in {files['root']}")
+
+
+def _remote(spec) -> bool:
+    return isinstance(spec, str) and (spec.startswith(("http://", "https://", "hf://")) or _is_hub(spec))
+
+
+# --------------------------------------------------------------------------------------------- builders
+def _build_model(folder: Path, real: dict, own_template: str | None, recipe_template: str | None = None) -> None:
+    """A 2-layer random model of ``real``'s family with the embedded tokenizer, written atomically."""
+    import shutil
+    import tempfile
+
+    import torch
+    import transformers
+    from transformers import AutoConfig, PreTrainedTokenizerFast
+
+    from . import chat_format
+    from .embedded import builtin
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(builtin.resolve("builtin://tiny-mistral"))
+        ender = TEMPLATE_EOS.get(own_template or recipe_template or "")
+        if ender:  # the family's end-of-turn token is one special token, as in its real tokenizer
+            tokenizer.add_special_tokens({"additional_special_tokens": [ender]})
+        if own_template:
+            tokenizer.chat_template = chat_format.template_text(own_template)
+            if ender:
+                tokenizer.eos_token = ender
+        tokenizer.model_max_length = int(real.get("max_position_embeddings") or 4096)
+        tokenizer.save_pretrained(str(tmp))
+        kind = real.get("model_type") or "mistral"
+        small = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                 "max_position_embeddings": int(real.get("max_position_embeddings") or 4096),
+                 "tie_word_embeddings": bool(real.get("tie_word_embeddings", False)),
+                 "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": None}
+        try:
+            config = AutoConfig.for_model(kind, **small)
+        except ValueError:
+            kind, config = "mistral", AutoConfig.for_model("mistral", **small)
+        if hasattr(config, "sliding_window"):
+            config.sliding_window = None
+        torch.manual_seed(0)
+        arch = (config.architectures or [None])[0] if getattr(config, "architectures", None) else None
+        cls = getattr(transformers, arch) if arch and hasattr(transformers, arch) else transformers.AutoModelForCausalLM
+        model = cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
+        model.save_pretrained(str(tmp))
+        (tmp / "README.md").write_text(f"# rehearsal stand-in\n\nA tiny random {kind} model with the embedded "
+                                       "tokenizer, standing in for a hub model in `zephyr-recipes rehearse`.\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _task_rows(n: int, seed: int) -> list:
+    from .embedded import tasks
+
+    rng = random.Random(seed)
+    kinds = tuple(tasks.TASKS)
+    return [tasks.TASKS[kinds[i % len(kinds)]](rng) for i in range(n)]
+
+
+def _write_data(folder: Path, splits: list[str], rows_kind: str | None, columns: dict) -> None:
+    """Parquet splits in the schema of the rows the stage reads, with the recipe's column names."""
+    import datasets
+
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    for i, split in enumerate(splits):
+        rows = []
+        for t in _task_rows(ROWS if i == 0 else 8, seed=11 + i):
+            user = [{"role": "user", "content": t.instruction}]
+            if rows_kind == "pairs":
+                wrong = t.answer[::-1] if len(t.answer) > 1 else t.answer + "?"
+                row = {"prompt": user, "chosen": [{"role": "assistant", "content": t.answer}],
+                       "rejected": [{"role": "assistant", "content": wrong}],
+                       "messages": user + [{"role": "assistant", "content": t.answer}],
+                       "score_chosen": 8.0, "score_rejected": 3.0}
+            else:
+                row = {"prompt": t.instruction, "messages": user + [{"role": "assistant", "content": t.answer}]}
+            row["prompt_id"] = f"{i}-{len(rows)}"
+            for ours, theirs in columns.items():  # the recipe's own column names (prompt: instruction ...)
+                if ours in row and theirs not in row:
+                    row[theirs] = row[ours] if not (ours == "prompt" and rows_kind != "pairs") else t.instruction
+            rows.append(row)
+        datasets.Dataset.from_list(rows).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+
+
+def _eval_files(folder: Path) -> dict:
+    """Stand-in benchmark files in each benchmark's public format (a few held-out embedded tasks)."""
+    import yaml
+
+    from .embedded import builtin
+
+    done = folder / ".complete"
+    mt = "builtin://tiny-zephyr-eval/question.jsonl"
+    alpaca = "builtin://tiny-zephyr-eval/alpaca_eval.json"
+    files = {"root": str(folder),
+             "mt_bench": {"questions": mt, "reference_answers": None,
+                          "judge_prompts": str(folder / "judge_prompts.jsonl")},
+             "alpaca_eval": {"instructions": alpaca, "prompt": str(folder / "alpaca_judge.txt")},
+             "alpaca_eval_2": {"instructions": alpaca, "prompt": str(folder / "alpaca_judge.txt")},
+             "arena_hard": {"questions": str(folder / "question.jsonl"),
+                            "baselines": {"*": str(folder / "baseline.jsonl")},
+                            "system_prompts": {"*": "You are a judge. Compare the two answers."},
+                            "judge_settings": str(folder / "settings.yaml")}}
+    if done.exists():
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    builtin.resolve(mt)
+    prompt = ("[Instruction]\n{question}\n\n[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's "
+              "Answer]\nRate it as [[rating]].")
+    judge_prompts = [{"name": n, "type": "single", "system_prompt": "You are a judge.", "prompt_template": prompt,
+                      "description": "rehearsal stand-in", "category": "general", "output_format": "[[rating]]"}
+                     for n in ("single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn")]
+    (folder / "judge_prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in judge_prompts))
+    (folder / "alpaca_judge.txt").write_text("Which output is better for {instruction}? m: {output_1} M: "
+                                             "{output_2}\n")
+    tasks = _task_rows(12, seed=21)
+    (folder / "question.jsonl").write_text("".join(
+        json.dumps({"uid": f"rehearsal-{i}", "category": "arena-hard-v0.1", "prompt": t.instruction}) + "\n"
+        for i, t in enumerate(tasks)))
+    (folder / "baseline.jsonl").write_text("".join(json.dumps(
+        {"uid": f"rehearsal-{i}", "model": "teacher", "messages": [
+            {"role": "user", "content": t.instruction}, {"role": "assistant", "content": {"answer": t.answer}}]})
+        + "\n" for i, t in enumerate(tasks)))
+    (folder / "settings.yaml").write_text(yaml.safe_dump({
+        "judge_model": "stand-in", "bench_name": "arena-hard-v0.1", "temperature": 0.0, "max_tokens": NEW_TOKENS,
+        "regex_patterns": [r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"],
+        "prompt_template": "<|User Prompt|>\n{QUESTION}\n\n<|A|>\n{ANSWER_A}\n\n<|B|>\n{ANSWER_B}"}))
+    done.write_text("ok\n")
+    return files
+
+
+# ----------------------------------------------------------------------------------------------- driver
+def default_folder(recipe: str) -> Path:
+    return Path("runs") / "rehearsal" / _safe(Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe)
+
+
+def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int = STEPS,
+        argv: list[str] | None = None) -> Path:
+    """Rehearse ``recipe`` (a stage or a pipeline) into ``out``; returns the folder."""
+    from . import launch, pipeline, runfolder
+    from .compose import compose
+    from .validate import validate
+
+    out = Path(out or default_folder(recipe))
+    out.mkdir(parents=True, exist_ok=True)
+    reh = Rehearsal(out.resolve(), steps)
+    argv = argv or ["zephyr-recipes", "rehearse", recipe, *overrides]
+    started, outcome, error = time.time(), "complete", None
+    loaded = pipeline.load(recipe, [*overrides, f"pipeline.output_dir={out / 'pipeline'}"]) \
+        if pipeline.load(recipe, overrides) else None
+    known: dict = {}
+    try:
+        if loaded:
+            spec, name, path = loaded
+
+            def transform(st: dict, rname: str, cfg: dict) -> dict:
+                launch.dry_run(cfg, rname, argv, out / "launchers" / st["name"], known)
+                return reh.stage_config(cfg, st["name"])
+
+            pipeline.run(spec, path, argv=argv, transform=transform)
+        else:
+            raw, name, _ = compose(recipe, [*overrides, f"run.output_dir={out / 'run'}"])
+            cfg = validate(raw, name)
+            launch.dry_run(cfg, name, argv, out / "launchers" / "run", known)
+            launch.execute(validate(reh.stage_config(cfg, "run"), name), name, argv)
+    except ZephyrError as exc:
+        outcome, error = "failed", str(exc)
+        raise
+    finally:
+        record = {"recipe": recipe, "overrides": overrides, "outcome": outcome, "error": error,
+                  "seconds": round(time.time() - started, 1), "steps_per_training_stage": steps,
+                  "swapped": reh.swaps}
+        runfolder.write_atomic(out / "rehearsal.json", json.dumps(record, indent=2) + "\n")
+        runfolder.write_atomic(out / "REHEARSAL.md", render(record))
+    return out
+
+
+def render(record: dict) -> str:
+    lines = [f"# Rehearsal of {record['recipe']}", "",
+             f"Outcome: **{record['outcome']}** in {record['seconds']} s on the CPU"
+             + (f": {record['error']}" if record["error"] else "") + ".", "",
+             "Everything else is the recipe's own. What was swapped, per stage:", ""]
+    for stage, swaps in record["swapped"].items():
+        lines.append(f"## {stage}")
+        lines += [f"- {s}" for s in swaps] + [""]
+    return "\n".join(lines)
