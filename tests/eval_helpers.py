@@ -97,6 +97,14 @@ class ChatEndpoint:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):  # /v1/models, which the pre-flight asks (every OpenAI-compatible server answers it)
+                data = b'{"object": "list", "data": []}'
+                self.send_response(200 if self.path.rstrip("/").endswith("/models") else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)

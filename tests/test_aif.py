@@ -151,6 +151,9 @@ class FakeOpenAI:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):  # the pre-flight's /v1/models, as every OpenAI-compatible server answers it
+                self._send(200, b'{"object": "list", "data": []}')
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.auth.add(self.headers.get("Authorization"))

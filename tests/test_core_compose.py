@@ -20,8 +20,8 @@ def test_every_shipped_recipe_composes_and_validates(recipe, cli):
         assert c["stage"]["name"] in stages.names()
         assert c["run"]["output_dir"]
         assert c["model"]["name_or_path"]
-    code, out, err = cli("validate", recipe)
-    assert code == 0 and out.startswith("ok: "), err
+    code, out, err = cli("validate", recipe, "--no-preflight")  # no API keys or runs on this machine
+    assert code == 0 and out.splitlines()[-1].startswith("ok: "), err
 
 
 def test_zephyr_7b_beta_hyperparameters_match_the_paper():
@@ -97,7 +97,7 @@ def test_cp_copies_a_recipe_and_refuses_to_overwrite(cli, tmp_path):
 
 def test_validate_command(cli):
     code, out, _ = cli("validate", "tiny/dpo")
-    assert code == 0 and out.startswith("ok: tiny/dpo")
+    assert code == 0 and out.splitlines()[-1].startswith("ok: tiny/dpo")
 
 
 def test_help_explains_overrides(cli, capsys):

@@ -249,7 +249,7 @@ def test_switching_a_judge_or_generator_type_names_the_leftover_key(cli):
     switch = ["stage.judge.type=openai", "stage.judge.model=gpt-4", "stage.judge.base_url=http://127.0.0.1:9/v1"]
     code, _, err = cli("validate", "tiny/eval-heldout", *switch)
     assert code == 2 and "stage.judge.module belongs to judge type function" in err and "add ~stage.judge.module" in err
-    code, out, err = cli("validate", "tiny/eval-heldout", *switch, "~stage.judge.module")
+    code, out, err = cli("validate", "tiny/eval-heldout", *switch, "~stage.judge.module", "--no-preflight")
     assert code == 0, err
     code, _, err = cli("validate", "tiny/aif", "stage.generators.3.type=transformers", "stage.generators.3.model=x")
     assert code == 2 and "add ~stage.generators.3.function" in err

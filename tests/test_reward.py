@@ -212,4 +212,4 @@ def test_reward_judge_keys_are_checked_before_anything_runs(cli):
         code, _, err = cli("validate", "tiny/aif-rm", override)
         assert code == 2 and problem in err and "fix:" in err, (override, err)
     code, out, _ = cli("validate", "tiny/aif-rm")
-    assert code == 0 and out.startswith("ok: tiny/aif-rm")
+    assert code == 0 and out.splitlines()[-1].startswith("ok: tiny/aif-rm")

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "validate":
             s.add_argument("--rows", type=int, default=200, metavar="N",
                            help="render the first N rows of the data through the chat template (default 200)")
+            s.add_argument("--no-preflight", action="store_true",
+                           help="check the recipe only: not the API keys, endpoints and local paths it names (a "
+                                "recipe meant for another machine)")
         if name == "run":
             s.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="pipelines: run this stage and every later one again")
@@ -181,26 +184,39 @@ def cmd_show(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from . import trust
+    from . import preflight, trust
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"python code: {line}" for line in trust.describe(cfg)]
+    network = not args.no_preflight
     if "pipeline" in cfg:
+        produced: set[str] = set()
+        checked = []
         for st in cfg["pipeline"]["stages"]:
             c = st["config"]
-            print(f"ok: {name} stage {st['name']}: {c['stage']['name']} of {c['model']['name_or_path']} "
-                  f"-> {c['run']['output_dir']}")
-        if code:
-            print("\n".join(code))
+            try:
+                checked += [f"pre-flight: {st['name']}: {line}"
+                            for line in preflight.run(c, network=network, produced=produced, strict=False)]
+            except ZephyrError as exc:
+                raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
+            produced.add(str(c["run"]["output_dir"]))
+        print("\n".join(code + checked + [f"ok: {name} stage {st['name']}: {st['config']['stage']['name']} of "
+                                          f"{st['config']['model']['name_or_path']} -> "
+                                          f"{st['config']['run']['output_dir']}" for st in cfg["pipeline"]["stages"]]))
         return 0
-    print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
-          f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
     if code:
         print("\n".join(code))
     from . import stages
 
     if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage):
         _check_template(cfg, args.rows)
+    for line in preflight.run(cfg, network=network, strict=False):
+        print(f"pre-flight: {line}")
+    if not network:
+        print("pre-flight: keys, endpoints and local paths not checked (--no-preflight)")
+    # Last, once every check above has passed.
+    print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
+          f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
     return 0
 
 

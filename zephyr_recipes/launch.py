@@ -283,20 +283,23 @@ def run_slurm(cfg: dict, folder: Path) -> int:
     return 0
 
 
-def execute(cfg: dict, name: str, argv: list[str]) -> Path | None:
+def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = None) -> Path | None:
     """Check, freeze and start one validated stage config on its launcher.
 
     Returns the finished run folder, or None when the run was handed to the scheduler. Every check that can
-    refuse (memory plan, this machine's devices) runs before the run folder is touched.
+    refuse (trust, the pre-flight of keys, endpoints, paths and disk, the memory plan, this machine's devices) runs
+    before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes.
     """
-    from . import plan, worker
+    from . import plan, preflight, worker
     from .modeling import resolve_placement
 
     hw = cfg["hardware"]
     trust.check(cfg)
-    plan.check_before_launch(cfg)
     if hw["launcher"] != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
+    for line in preflight.run(cfg, network=True, produced=produced):  # keys, endpoints, paths, disk
+        worker.log.info("pre-flight: %s", line)
+    plan.check_before_launch(cfg)
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
         done = runfolder.finished_alike(cfg)
         if done is not None:
@@ -379,7 +382,16 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     needs = trust.foreign(cfg)
     if needs and not trust.trusted():
         notes.append("the run needs --trust-recipe-code for: " + "; ".join(f"{w} = {n}" for w, n in needs))
+    from . import preflight
+
+    try:
+        checked_outside = preflight.run(cfg, network=True, produced=(known or {}).get("produced", set()),
+                                        strict=False)
+    except ZephyrError as exc:
+        checked_outside = []
+        notes.append(f"pre-flight: the run would refuse: {exc.problem} (fix: {exc.fix})")
     known = {} if known is None else known
+    known.setdefault("produced", set()).add(str(folder))
     known.setdefault("folders", {})
     known.setdefault("data", {})
     try:
@@ -425,7 +437,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
             runfolder.write_atomic(out / NODE_SCRIPT, node)
             command = f"sbatch {shlex.quote(str(folder / SBATCH))}"
         del acc
-    checked = check_launcher_files(out)
+    checked = check_launcher_files(out) + [f"pre-flight: {line}" for line in checked_outside]
     summary = {"recipe": name, "run_folder": str(folder), "run_folder_state": state, "launcher": hw["launcher"],
                "command": command, "checked": checked, "notes": notes, "memory": sp.kind, "files": str(out)}
     runfolder.write_atomic(out / "dry-run.json", json.dumps(summary, indent=2) + "\n")

@@ -415,6 +415,15 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
 
         planned = [(st, name, validate(transform(st, name, cfg), name)) for st, name, cfg in planned]
     trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
+    from . import preflight
+
+    produced: set[str] = set()
+    for st, _, cfg in planned:  # keys, endpoints, paths and disk of every stage, before the first runs
+        try:
+            preflight.run(cfg, network=True, produced=produced)
+        except ZephyrError as exc:
+            raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
+        produced.add(str(Path(cfg["run"]["output_dir"])))
     out = Path(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     written = {**spec, "stages": [{**st, "folder": str(Path(cfg["run"]["output_dir"]))} for st, _, cfg in planned]}
@@ -453,7 +462,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             raise ZephyrError(f"pipeline stage {stage!r} uses a Slurm profile; a pipeline waits for each stage",
                               "run the pipeline itself inside a Slurm allocation with an accelerate profile, "
                               "or launch the stage recipes one by one")
-        launch.execute(cfg, name, argv or [])
+        launch.execute(cfg, name, argv or [], produced)
         status["stages"][stage] = {"folder": str(folder), "seconds": round(time.time() - started, 2),
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")

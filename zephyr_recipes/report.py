@@ -14,12 +14,23 @@ import yaml
 
 PACKAGES = ("zephyr-recipes", "torch", "transformers", "trl", "datasets", "accelerate", "hydra-core",
             "omegaconf", "tokenizers", "flash-attn", "peft", "deepspeed")
-SECRET_ARG = re.compile(r"((?:token|api_?key|secret|password)[^=\s]*=)\S+", re.I)
+# KEY=VALUE whose key (its last dotted part) names a secret: token, hf_token, api_key, secret, password ... but not
+# a count of tokens (max_new_tokens) or a vocabulary entry (pad_token); values that look like keys; passwords in URLs.
+SECRET_ARG = re.compile(r"((?:^|(?<=[\s.+~]))(?:[\w-]*_)?(?:token|api_?key|secret|password|credentials?)=)\S+", re.I)
+VOCABULARY = re.compile(r"(?:^|(?<=[\s.+~]))(?:pad|eos|bos|unk|sep|cls|mask)_token=", re.I)
 SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,})\b")
+URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
 
 
 def redact(text: str) -> str:
-    return SECRET_VALUE.sub("***", SECRET_ARG.sub(r"\1***", text))
+    """Mask secrets only (keys, tokens, credentials), never numbers or names: a redacted command still runs once
+    the secrets are put back from the environment."""
+    def arg(m: re.Match) -> str:
+        start = m.start()
+        return m.group(0) if VOCABULARY.match(text, start) else m.group(1) + "***"
+
+    text = SECRET_ARG.sub(arg, text)
+    return URL_PASSWORD.sub(r"\1***@", SECRET_VALUE.sub("***", text))
 
 
 def versions() -> dict:

@@ -349,8 +349,13 @@ def _point_metrics(header: dict, entry: dict) -> dict:
         prefix = f"{name} " if name else ""
         status = runfolder.read_status(f) or {}
         metrics = status.get("metrics") or {}
-        if "last_loss" in metrics:
-            out[f"{prefix}train loss"] = metrics["last_loss"]
+        tail = _tail_loss(f)
+        if isinstance(metrics.get("eval_loss"), (int, float)):
+            out.setdefault("headline", f"{prefix}eval_loss")
+        elif tail is not None:
+            out.setdefault("headline", f"{prefix}{TAIL_LABEL}")
+        if tail is not None:
+            out[f"{prefix}{TAIL_LABEL}"] = tail
         for k, v in sorted(metrics.items()):
             if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second")):
                 out[f"{prefix}{k}"] = v
@@ -367,6 +372,23 @@ def _point_metrics(header: dict, entry: dict) -> dict:
     return out
 
 
+TAIL_LABEL = "train loss (last 10%)"
+
+
+def _tail_loss(folder: Path) -> float | None:
+    """The mean of the last 10% (at least one) of the logged training losses: the last one alone was computed
+    before the last update, and is one batch's."""
+    try:
+        history = json.loads((folder / "log_history.json").read_text())
+    except (OSError, ValueError):
+        return None
+    losses = [h["loss"] for h in history if isinstance(h.get("loss"), (int, float))]
+    if not losses:
+        return None
+    k = max(1, -(-len(losses) // 10))
+    return sum(losses[-k:]) / k
+
+
 def _number(text: str):
     try:
         return float(text)
@@ -381,7 +403,8 @@ def summarize(sweep_dir: Path, header: dict, grid: list[dict], results: dict) ->
     for point in grid:
         entry = results.get(point["name"], {"values": point["values"], "status": "not run"})
         metrics = _point_metrics(header, entry) if entry.get("folder") else {}
-        rows.append({"name": point["name"], **entry, "metrics": metrics})
+        headline = metrics.pop("headline", None)
+        rows.append({"name": point["name"], **entry, "metrics": metrics, "headline": headline})
     columns = []
     for r in rows:
         columns += [c for c in r["metrics"] if c not in columns]
@@ -391,6 +414,11 @@ def summarize(sweep_dir: Path, header: dict, grid: list[dict], results: dict) ->
     if header["kind"] == "pipeline":
         text += ["", f"Stages shared by every point (run once): {', '.join(header['shared']) or 'none'}. "
                      f"Stages run per point: {', '.join(header['branched'])}."]
+    headlines = sorted({r["headline"] for r in rows if r.get("headline")})
+    if headlines:
+        text += ["", f"Headline figure: {' / '.join(f'`{h}`' for h in headlines)} - the final evaluation loss on the "
+                     "test split where there is one (eval_loss), else the mean of the last 10% of the logged training "
+                     "losses (the last logged loss alone was computed before the last update)."]
     text += ["", "| " + " | ".join(labels + ["status"] + columns + ["folder"]) + " |",
              "|" + " --- |" * (len(labels) + len(columns) + 2)]
     for r in rows:

@@ -54,6 +54,10 @@ class Stage:
     def check(self, cfg: dict) -> None:
         """Refuse what cannot run, after the schema checked keys and types and before anything loads."""
 
+    def reads_model(self, cfg: dict) -> bool:
+        """Whether the run loads model.name_or_path (the pre-flight checks that a local one exists)."""
+        return True
+
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
         raise NotImplementedError
 

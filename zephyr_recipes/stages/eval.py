@@ -539,6 +539,11 @@ class Eval(TaskStage):
     def inputs(self, cfg: dict) -> dict:
         return {"model": cfg["model"]["name_or_path"]}
 
+    def reads_model(self, cfg: dict) -> bool:
+        """Not when every benchmark scores answers another tool produced."""
+        stage = cfg["stage"]
+        return any(name not in JUDGED or not (stage.get(name) or {}).get("answers") for name in stage["benchmarks"])
+
     def loads(self, cfg: dict) -> list[dict]:
         from ..feedback.specs import load_of
 

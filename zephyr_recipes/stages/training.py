@@ -32,6 +32,26 @@ def without_unused_test_data(cfg: dict) -> dict:
     return {**cfg, "dataset": {**ds, "test_split": None, "test_fraction": None, "mixture": mixture}}
 
 
+def short_run(args, rows: int) -> str | None:
+    """A warning when warmup leaves fewer than 2 optimizer steps that update at the set learning rate's schedule:
+    the first step of a linear warmup is taken at learning rate 0, so a 2-step run with warmup trains one step."""
+    import math
+
+    per_step = max(1, args.per_device_train_batch_size * args.gradient_accumulation_steps * max(1, args.world_size))
+    total = args.max_steps if args.max_steps and args.max_steps > 0 else \
+        math.ceil(args.num_train_epochs * math.ceil(rows / per_step))
+    warmup = args.get_warmup_steps(total)
+    if not warmup:
+        return None
+    updating = total - 1  # step 1 of a warmup runs at learning rate 0
+    if updating >= 2 and warmup < total:
+        return None
+    return (f"short run: {total} optimizer step(s) with {warmup} warmup step(s): step 1 runs at learning rate 0"
+            f"{' and the learning rate never reaches its set value' if warmup >= total else ''}, so "
+            f"{max(updating, 0)} step(s) update the weights; the last logged training loss was computed before the "
+            "last update. Set stage.trainer.warmup_steps=0 or train longer for a meaningful comparison")
+
+
 def trainer_args(cfg: dict, placement, folder: Path):
     import dataclasses
 
@@ -171,6 +191,10 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
             return other
 
         trainer, extra = stage.build_trainer(cfg, model, tokenizer, train, eval_dataset, args, load_other)
+        short = short_run(args, len(train))
+        if short and main_process:
+            log.warning("%s", short)
+            extra["short_run"] = short
         loss_guard = TrainingGuard()
         trainer.add_callback(loss_guard.callback)
         extra["tokenizer"] = tok_record
