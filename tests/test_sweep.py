@@ -106,7 +106,8 @@ def test_pipeline_sweep_runs_the_shared_stages_once_and_branches_the_rest(tmp_pa
         stages = yaml.safe_load((point / "pipeline.yaml").read_text())["pipeline"]["stages"]
         assert stages[0]["folder"] == str(shared_sft)
     md = (sweep / "sweep.md").read_text()
-    assert "Stages shared by every point (run once): sft" in md and "dpo train loss" in md
+    assert "Stages shared by every point (run once): sft" in md and "dpo train loss (last 10%)" in md
+    assert "Headline figure:" in md  # which loss the sweep compares, and why not the last logged one
     assert (sweep / "sweep.png").is_file()
 
     # A second run finds everything finished: nothing trains again.
