@@ -17,6 +17,8 @@
 #                                             make test-all both (PYTEST_ARGS= adds pytest options)
 #   make lint                                 ruff check of the package, the tests and the benchmark
 #   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
+#   make bench-timing                         the time plan against measured CPU step times (bench-results/timing.md)
+#   make rehearse RECIPE=zephyr-7b-beta/zephyr  a shipped recipe or pipeline end to end on the CPU with stand-ins
 #   make gpu-check                            acceptance run on one CUDA GPU (gpu-check/results.*, <= 8 min)
 
 PYTHON ?= python3
@@ -27,7 +29,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
+.PHONY: rehearse bench-timing setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -143,6 +145,12 @@ test-all: setup
 
 lint: setup
 	$(PY) -m ruff check zephyr_recipes tests bench
+
+rehearse: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m zephyr_recipes rehearse $(RECIPE) $(ARGS)
+
+bench-timing: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m bench.timing $(BENCH_ARGS)
 
 bench: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m bench.run $(BENCH_ARGS)

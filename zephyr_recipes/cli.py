@@ -32,7 +32,10 @@ examples:
   zephyr-recipes list                                       shipped recipes and the options of every group
   zephyr-recipes preview tiny/sft -n 2                      rows as the trainer sees them, token lengths
   zephyr-recipes tiny/sft hardware=cpu-2proc                two processes through accelerate launch (gloo)
-  zephyr-recipes plan zephyr-7b-beta/sft hardware=8gpu-zero3  per-GPU memory estimate, refuses what won't fit
+  zephyr-recipes plan zephyr-7b-beta/sft hardware=8gpu-zero3  per-GPU memory, tokens, FLOPs and hours; refuses what won't fit
+  zephyr-recipes plan zephyr-7b-beta/zephyr hardware=8gpu-zero3 --price 2.5   every stage and the total, with cost
+  zephyr-recipes zephyr-7b-beta/sft --dry-run               everything before the weights load; launcher files written
+  zephyr-recipes rehearse zephyr-7b-beta/zephyr             the whole pipeline on the CPU with small stand-ins
   zephyr-recipes tiny/eval                                  MT-Bench, AlpacaEval 1/2.0, Arena-Hard, lm-eval of runs/tiny-dpo
   zephyr-recipes report runs/tiny-eval runs/other-eval      evaluation runs side by side
   zephyr-recipes chat runs/tiny-dpo "Sort the numbers: 5 3 9"
