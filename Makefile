@@ -18,7 +18,7 @@
 #   make lint                                 ruff check of the package, the tests and the benchmark
 #   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
 #   make bench-timing                         the time plan against measured CPU step times (bench-results/timing.md)
-#   make rehearse RECIPE=zephyr-7b-beta/zephyr  a shipped recipe or pipeline end to end on the CPU with stand-ins
+#   make rehearse                             zephyr-7b-beta/zephyr end to end on the CPU with stand-ins (REHEARSE=<recipe>)
 #   make gpu-check                            acceptance run on one CUDA GPU (gpu-check/results.*, <= 8 min)
 
 PYTHON ?= python3
@@ -146,8 +146,9 @@ test-all: setup
 lint: setup
 	$(PY) -m ruff check zephyr_recipes tests bench
 
+REHEARSE ?= zephyr-7b-beta/zephyr
 rehearse: setup
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m zephyr_recipes rehearse $(RECIPE) $(ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m zephyr_recipes rehearse $(REHEARSE) $(ARGS)
 
 bench-timing: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -m bench.timing $(BENCH_ARGS)
