@@ -55,6 +55,31 @@ def _is_hub(name) -> bool:
     return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None
 
 
+def _missing_run_folder(path, depth: int = 0) -> tuple[str, str, str | None] | None:
+    """(producing recipe, the hub model its chain starts from, the template it trains with) for a local run folder
+    of a shipped recipe that is not here yet (./runs/smollm2-360m-dpo: smollm2-360m/dpo, SmolLM2-360M, smollm2)."""
+    from .modeling import producing_recipe
+
+    if depth > 5 or not isinstance(path, str) or not path.startswith(("./", "../", "/", "~")) \
+            or Path(path).expanduser().exists():
+        return None
+    producer = producing_recipe(Path(path).expanduser())
+    if not producer:
+        return None
+    from .compose import compose
+
+    try:
+        raw, _, _ = compose(producer[0], [])
+    except ZephyrError:
+        return None
+    model = raw.get("model") or {}
+    name, template = model.get("name_or_path"), model.get("chat_template")
+    earlier = _missing_run_folder(name, depth + 1)
+    if earlier:
+        return producer[0], earlier[1], template or earlier[2]
+    return producer[0], name if _is_hub(name) else "mistralai/Mistral-7B-v0.1", template
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^\w.-]+", "--", name)
 
@@ -71,19 +96,20 @@ class Rehearsal:
         self.swaps.setdefault(self._stage, []).append(text)
 
     # ------------------------------------------------------------------------------------------- models
-    def model(self, name: str, template: str | None = None) -> str:
-        """``template``: the shipped template the recipe trains it with, if any."""
-        """The stand-in folder of hub model ``name``: a tiny random model of its family."""
+    def model(self, name: str, template: str | None = None, own: str | None = None, key: str | None = None) -> str:
+        """The stand-in folder of hub model ``name``: a tiny random model of its family. ``template``: the shipped
+        template the recipe trains it with, if any; ``own``: the template its tokenizer carries (a run folder's);
+        ``key``: the stand-in's name when it is not the hub id's."""
         from . import plan
 
-        folder = self.root / "stand-ins" / "models" / _safe(name)
+        folder = self.root / "stand-ins" / "models" / _safe(key or name)
         if (folder / "config.json").is_file():
             return str(folder)
         try:
             real, source = plan.config_of(name)
         except ZephyrError:
             real, source = {"model_type": "mistral"}, "unknown shape: Mistral family assumed"
-        own = OWN_TEMPLATES.get(name) or ("smollm2" if "SmolLM2" in name and "Instruct" in name else None)
+        own = own or OWN_TEMPLATES.get(name) or ("smollm2" if "SmolLM2" in name and "Instruct" in name else None)
         try:
             _build_model(folder, real, own, template)
         except ZephyrError:
@@ -100,7 +126,8 @@ class Rehearsal:
     def dataset(self, ds: dict, rows_kind: str | None) -> None:
         """Point ds (a dataset section or a mixture entry) at a stand-in with the same splits and columns."""
         path = ds.get("path")
-        if not _is_hub(path):
+        missing = _missing_run_folder(path)
+        if not _is_hub(path) and not missing:
             return
         splits = [s for s in (ds.get("train_split") or ds.get("split") or "train", ds.get("test_split")) if s]
         folder = self.root / "stand-ins" / "data" / _safe(f"{path}-{'-'.join(splits)}")
@@ -124,9 +151,17 @@ class Rehearsal:
         if kind == "openai":
             self.note(f"{where}: {gen.get('model')} at {gen.get('base_url')} -> the embedded teacher program")
             return {**keep, "type": "function", "function": "zephyr_recipes.embedded.tasks:teacher"}
-        if kind == "transformers" and _is_hub(gen.get("model")):
-            return {**gen, "model": self.model(gen["model"]), "batch_size": 8}
+        if kind == "transformers":
+            return {**gen, "model": self._local_or_standin(gen.get("model"), where), "batch_size": 8}
         return gen
+
+    def _local_or_standin(self, name, where: str):
+        """A hub model's stand-in, or a stand-in for a run folder of another recipe that is not here."""
+        missing = _missing_run_folder(name)
+        if missing:
+            self.note(f"{where}: {name} (the run folder of {missing[0]}, not here) -> a stand-in of {missing[1]}")
+            return self.model(missing[1], own=missing[2], key=f"{missing[0]}-output")
+        return self.model(name) if _is_hub(name) else name
 
     def judge(self, judge: dict | None, where: str, module: str) -> dict | None:
         if not judge:
@@ -134,8 +169,8 @@ class Rehearsal:
         if judge.get("type") == "openai" or (judge.get("type") == "transformers" and _is_hub(judge.get("model"))):
             self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module})")
             return {"type": "function", "module": module}
-        if _is_hub(judge.get("model")):
-            return {**judge, "model": self.model(judge["model"])}
+        if judge.get("model"):
+            return {**judge, "model": self._local_or_standin(judge["model"], where)}
         return judge
 
     # ------------------------------------------------------------------------------------------- a stage
@@ -154,6 +189,12 @@ class Rehearsal:
             self.note(f"hardware {hw['name']} -> cpu (its launcher files are written and checked in launchers/)")
         cfg["hardware"] = cpu
         model = cfg["model"]
+        missing = _missing_run_folder(model["name_or_path"])
+        if missing and stage.reads_model(cfg):  # a run folder of another recipe, not made here
+            self.note(f"model {model['name_or_path']} (the run folder of {missing[0]}, not here) -> a stand-in of "
+                      f"{missing[1]} carrying the template that recipe trains with ({missing[2] or 'its own'})")
+            model["name_or_path"] = self.model(missing[1], model.get("chat_template"), own=missing[2],
+                                               key=f"{missing[0]}-output")
         if _is_hub(model["name_or_path"]):
             model["name_or_path"] = self.model(model["name_or_path"], model.get("chat_template"))
         if _is_hub(model.get("tokenizer_name_or_path")):
