@@ -141,3 +141,47 @@ def test_sweep_on_slurm_submits_one_job_per_point(tmp_path, cli):
     assert [p["status"] for p in json.loads((sweep / "sweep.json").read_text())["points"]] == ["submitted"] * 2
     code, _, err = cli(*args)
     assert code == 0 and err.count("not submitted again") == 2
+
+
+def test_sweep_on_slurm_is_one_job_array_with_a_gathering_job(tmp_path, cli, monkeypatch):
+    """With sbatch on the machine (a fake one here, recording its calls) a sweep on a Slurm profile is one job
+    array (hardware.slurm.array_limit tasks at once) over the points' prepared folders, and a job that depends on
+    the array re-runs the sweep command when it ends, which gathers sweep.md from the finished points."""
+    import os
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    for tool, reply in (("sbatch", "4242"), ("srun", ""), ("scontrol", "node1")):
+        (bin_dir / tool).write_text(f"#!/bin/bash\necho \"{tool} $*\" >> {calls}\necho {reply}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    args = ["-m", "tiny/sft", "hardware=cpu-2proc", "hardware.launcher=slurm", "+hardware.slurm.array_limit=2",
+            "+hardware.slurm.time=01:00:00", f"run.output_dir={tmp_path / 's'}", *QUICK_SFT,
+            "stage.trainer.learning_rate=1e-3,2e-3,3e-3"]
+    code, out, err = cli(*args)
+    assert code == 0, err
+    sweep = tmp_path / "s-sweep"
+    script = (sweep / "sweep.sbatch").read_text()
+    assert "#SBATCH --array=0-2%2" in script and "#SBATCH --time=01:00:00" in script
+    assert "array_limit" not in script and "#SBATCH --nodes=1" in script
+    for lr in ("0.001", "0.002", "0.003"):
+        folder = sweep / f"learning_rate={lr}"
+        assert str(folder.resolve()) in script and (folder / "launch.sbatch").is_file()
+        assert "array_limit" not in (folder / "launch.sbatch").read_text()
+    jobs = sorted(_status(sweep / f"learning_rate={lr}")["slurm_job"] for lr in ("0.001", "0.002", "0.003"))
+    assert jobs == ["4242_0", "4242_1", "4242_2"]
+    lines = calls.read_text().splitlines()
+    assert len([c for c in lines if c.startswith("sbatch")]) == 2  # the array, then the gathering job
+    assert "--dependency=afterany:4242" in lines[1] and "-m tiny/sft" in lines[1]
+    assert "submitted Slurm job array 4242 (3 tasks, 2 at once)" in out
+    assert subprocess.run(["bash", "-n", str(sweep / "sweep.sbatch")]).returncode == 0
+    # Array task 1 runs point 2's own job script inside its allocation: srun starts that point's node script.
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "1", "SLURM_JOB_ID": "4243", "SLURM_JOB_NODELIST": "node1"}
+    proc = subprocess.run(["bash", str(sweep / "sweep.sbatch")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{(sweep / 'learning_rate=0.002').resolve()}/launch_node.sh" in calls.read_text().splitlines()[-1]
+    # The gathering job's command: every point queued, nothing submitted again, sweep.md written.
+    code, _, err = cli(*args)
+    assert code == 0 and err.count("not submitted again") == 3 and (sweep / "sweep.md").is_file()

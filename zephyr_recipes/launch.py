@@ -23,6 +23,7 @@ from . import hardware, preempt, runfolder, trust
 from .errors import ZephyrError
 
 SBATCH = "launch.sbatch"
+ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
 PREEMPT_GRACE_S = 180  # seconds between Slurm's SIGTERM and the time limit: one step plus one checkpoint
 PREEMPT_EXIT = preempt.EXIT_CODE
 NODE_SCRIPT = "launch_node.sh"
@@ -202,6 +203,7 @@ def sbatch_script(cfg: dict, folder: Path) -> tuple[str, str]:
     nodes, per_node = hw["num_nodes"], hw["num_processes"]
     slurm = dict(hw["slurm"] or {})
     setup = slurm.pop("setup", None)
+    slurm.pop(ARRAY_LIMIT, None)  # a sweep's job array option, not a job's
     # Preemption: SIGTERM a grace period before the time limit (every rank checkpoints and stops), the job may
     # be requeued, and the log is appended to across requeues. hardware.slurm overrides any of them.
     slurm = {"requeue": True, "signal": f"TERM@{PREEMPT_GRACE_S}", "open_mode": "append", **slurm}
@@ -260,14 +262,23 @@ def sbatch_script(cfg: dict, folder: Path) -> tuple[str, str]:
     return "\n".join(lines), "\n".join(node)
 
 
-def run_slurm(cfg: dict, folder: Path) -> int:
+def write_slurm(cfg: dict, folder: Path) -> None:
+    """The run folder's launcher files for launcher=slurm (accelerate config, launch.sbatch, launch_node.sh)."""
     folder = folder.resolve()
     write_configs(cfg, folder)
     script, node = sbatch_script(cfg, folder)
     runfolder.write_atomic(folder / SBATCH, script)
     runfolder.write_atomic(folder / NODE_SCRIPT, node)
     (folder / NODE_SCRIPT).chmod(0o755)
+
+
+def run_slurm(cfg: dict, folder: Path, submit_job: bool = True) -> int:
+    folder = folder.resolve()
+    write_slurm(cfg, folder)
     submit = ["sbatch", str(folder / SBATCH)]
+    if not submit_job:  # a sweep's job array submits it
+        runfolder.set_status(folder, "prepared", submit=" ".join(map(shlex.quote, submit)))
+        return 0
     if shutil.which("sbatch") is None:
         runfolder.set_status(folder, "prepared", submit=" ".join(map(shlex.quote, submit)))
         print(f"wrote {folder / SBATCH} and {folder / NODE_SCRIPT}; sbatch is not available on this machine.\n"
@@ -283,12 +294,14 @@ def run_slurm(cfg: dict, folder: Path) -> int:
     return 0
 
 
-def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = None) -> Path | None:
+def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = None,
+            submit: bool = True) -> Path | None:
     """Check, freeze and start one validated stage config on its launcher.
 
     Returns the finished run folder, or None when the run was handed to the scheduler. Every check that can
     refuse (trust, the pre-flight of keys, endpoints, paths and disk, the memory plan, this machine's devices) runs
-    before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes.
+    before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes. ``submit=False``
+    (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
     """
     from . import plan, preflight, worker
     from .modeling import resolve_placement
@@ -315,8 +328,8 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
         elif hw["launcher"] == "accelerate":
             run_accelerate(cfg, folder)
         else:
-            run_slurm(cfg, folder)
-            return None
+            run_slurm(cfg, folder, submit)
+            return None if submit else folder
     return folder
 
 
