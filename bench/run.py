@@ -1,6 +1,6 @@
 """`make bench`: the runner's speed, measured against plain TRL on the same machine in the same session.
 
-    python -m bench.run [--reps 3] [--only overhead,sft,loss,dpo,aif,data] [--out bench-results] [--smoke]
+    python -m bench.run [--reps 3] [--only overhead,tracking,sft,loss,dpo,aif,data] [--out bench-results] [--smoke]
 
 One function per figure; each returns a dict with its raw samples, medians and spreads, and the ratio against
 its baseline. ``main`` prints the machine, runs them, and writes ``bench-results/bench.json`` and
@@ -168,6 +168,37 @@ def bench_overhead(reps: int = 3, max_steps: int = 5, warmup: bool = True, work:
         res[kind] = {"first_step_s": summary([r["first_step"] for r in rs]), "total_s": summary([r["total"] for r in rs])}
     for key in ("first_step_s", "total_s"):
         res[f"overhead_{key[:-2]}"] = res["runner"][key]["median"] / res["plain_trl"][key]["median"] - 1
+    return res
+
+
+# -------------------------------------------------------------------------- 1b. tracking overhead
+def bench_tracking(reps: int = 3, max_steps: int = 40, work: Path | None = None) -> dict:
+    """tiny/sft through the runner with its default tracker (trackio, local) against report_to=none, alternated,
+    each in a fresh process: the share of a tiny run's wall time that tracking adds."""
+    work = Path(work or tempfile.mkdtemp(prefix="bench-tracking-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**_env(), "TRACKIO_DIR": str(work / "trackio")}
+    base = ["-m", "zephyr_recipes", "run", "tiny/sft", f"+stage.trainer.max_steps={max_steps}",
+            "stage.trainer.logging_steps=1", "run.overwrite=true"]
+    extra = {"trackio": [], "none": ["stage.trainer.report_to=none"]}
+
+    def once(kind: str, i: int) -> float:
+        out = work / f"{kind}-{i}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.time()
+        proc = subprocess.run([PY, *base, *extra[kind], f"run.output_dir={out}"], cwd=work, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{kind} run failed:\n{proc.stderr[-3000:]}")
+        return time.time() - t0
+
+    once("trackio", -1), once("none", -1)  # untimed warm-up of the caches both use
+    runs = {"trackio": [], "none": []}
+    for i in range(reps):
+        for kind in (("trackio", "none") if i % 2 == 0 else ("none", "trackio")):
+            runs[kind].append(once(kind, i))
+    res = {"max_steps": max_steps, "trackio_s": summary(runs["trackio"]), "none_s": summary(runs["none"])}
+    res["overhead"] = res["trackio_s"]["median"] / res["none_s"]["median"] - 1
     return res
 
 
@@ -522,6 +553,11 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | plain TRL {fmt(o['plain_trl'][key])} s | {fmt(o['runner'][key])} s | "
                          f"{o['runner'][key]['median'] / o['plain_trl'][key]['median']:.3f}x "
                          f"({o['overhead_' + key[:-2]] * 100:+.1f}%) | overhead <= 5% |")
+    if "tracking" in results:
+        t = results["tracking"]
+        lines.append(f"| total wall time, tiny/sft {t['max_steps']} steps, logging every step | report_to=none "
+                     f"{fmt(t['none_s'])} s | trackio (default) {fmt(t['trackio_s'])} s | "
+                     f"{1 + t['overhead']:.3f}x ({t['overhead'] * 100:+.1f}%) | overhead < 2% |")
     if "sft" in results:
         s = results["sft"]
         base = s["tokens_per_s"]["trl_default"]
@@ -557,10 +593,12 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-FIGURES = ("overhead", "sft", "loss", "dpo", "aif", "data")
-FULL = {"overhead": {"max_steps": 5}, "sft": {"rows": 2000, "steps": 6}, "loss": {"n_examples": 6},
+FIGURES = ("overhead", "tracking", "sft", "loss", "dpo", "aif", "data")
+FULL = {"overhead": {"max_steps": 5}, "tracking": {"max_steps": 40}, "sft": {"rows": 2000, "steps": 6},
+        "loss": {"n_examples": 6},
         "dpo": {"rows": 256}, "aif": {"prompts": 64, "max_new_tokens": 32}, "data": {"rows": 50_000}}
-SMOKE = {"overhead": {"max_steps": 1, "warmup": False}, "sft": {"rows": 24, "steps": 2, "batch": 4},
+SMOKE = {"overhead": {"max_steps": 1, "warmup": False}, "tracking": {"max_steps": 2},
+         "sft": {"rows": 24, "steps": 2, "batch": 4},
          "loss": {"n_examples": 3},
          "dpo": {"rows": 32}, "aif": {"prompts": 4, "max_new_tokens": 4}, "data": {"rows": 200}}
 
@@ -570,7 +608,8 @@ def run_all(out: Path, reps: int = 3, only=FIGURES, smoke: bool = False, note: s
     work = Path(tempfile.mkdtemp(prefix="zephyr-bench-"))
     results = {"machine": machine(), "reps": reps, "smoke": smoke, "note": note}
     print("machine:", json.dumps(results["machine"]), flush=True)
-    fns = {"overhead": bench_overhead, "sft": bench_sft_throughput, "loss": bench_packed_loss, "dpo": bench_dpo,
+    fns = {"overhead": bench_overhead, "tracking": bench_tracking,
+           "sft": bench_sft_throughput, "loss": bench_packed_loss, "dpo": bench_dpo,
            "aif": bench_aif, "data": bench_data}
     try:
         for name in only:
@@ -578,7 +617,7 @@ def run_all(out: Path, reps: int = 3, only=FIGURES, smoke: bool = False, note: s
             kwargs = dict(sizes[name])
             if name != "loss":
                 kwargs["reps"] = reps
-            if name in ("overhead", "sft", "dpo", "data"):
+            if name in ("overhead", "tracking", "sft", "dpo", "data"):
                 kwargs["work"] = work / name
             results[name] = fns[name](**kwargs)
             results[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)

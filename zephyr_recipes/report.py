@@ -99,6 +99,14 @@ def plot_curves(log_history: list[dict], stage: str, metrics: tuple[str, ...], p
     return list(series)
 
 
+def _tracking_line(prov: dict) -> str:
+    t = prov.get("tracking")
+    if not t:
+        return ""
+    return (f"- Tracking: trackio project `{t['project']}`, run `{t['run']}`, local store `{t['store']}`; "
+            f"dashboard: `{t['dashboard']}`\n")
+
+
 def model_card(cfg: dict, prov: dict, metrics: dict, curves: list[str], usage: str, config_class: str) -> str:
     stage, model, ds = cfg["stage"], cfg["model"], cfg["dataset"]
     trainer = yaml.safe_dump(stage["trainer"], sort_keys=True).strip()
@@ -126,7 +134,7 @@ datasets: [{ds['path']}]
 - Device: {prov['placement']['device']}, precision {prov['placement']['precision']}, attention {prov['placement']['attn_implementation']}
 {_distributed_line(prov)}{_tokenizer_lines(prov)}- Training rows: {prov['data'].get('train', {}).get('rows', '?')}
 - Reproduce: `{prov['command']}` (the resolved config is `config.yaml` beside this card)
-
+{_tracking_line(prov)}
 Trainer arguments (trl.{config_class}):
 
 ```yaml

@@ -8,6 +8,7 @@ checkpoint and stops; every rank saves (ZeRO-3 and FSDP gather the shards) and r
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -52,6 +53,27 @@ def short_run(args, rows: int) -> str | None:
             "last update. Set stage.trainer.warmup_steps=0 or train longer for a meaningful comparison")
 
 
+TRACKIO_PROJECT = "zephyr-recipes"
+
+
+def tracking(trainer: dict) -> list[str]:
+    """The trackers stage.trainer.report_to names."""
+    value = trainer.get("report_to", "none")
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def tracking_store() -> Path:
+    """Where trackio keeps its local database: $TRACKIO_DIR, else $ZEPHYR_RECIPES_HOME/trackio."""
+    from ..embedded.builtin import cache_home
+
+    return Path(os.environ.get("TRACKIO_DIR") or cache_home() / "trackio")
+
+
+def dashboard_command(trainer: dict) -> str:
+    return (f"TRACKIO_DIR={tracking_store()} trackio show --project "
+            f"{trainer.get('project') or TRACKIO_PROJECT}")
+
+
 def trainer_args(cfg: dict, placement, folder: Path):
     import dataclasses
 
@@ -71,6 +93,12 @@ def trainer_args(cfg: dict, placement, folder: Path):
     ckpt = hw["gradient_checkpointing"] and hw.get("strategy") != "fsdp2"
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever it has.
     ckpt_key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    if "trackio" in tracking(trainer):
+        store = tracking_store()
+        os.environ.setdefault("TRACKIO_DIR", str(store))  # local: never a Space unless the recipe names one
+        if "project" in fields:
+            trainer.setdefault("project", TRACKIO_PROJECT)
+        trainer.setdefault("run_name", cfg["run"]["name"])
     return cls(output_dir=str(folder), bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
                use_cpu=placement.device == "cpu", seed=cfg["run"]["seed"], **{ckpt_key: ckpt}, **trainer)
 
@@ -198,6 +226,10 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         loss_guard = TrainingGuard()
         trainer.add_callback(loss_guard.callback)
         extra["tokenizer"] = tok_record
+        if "trackio" in tracking(cfg["stage"]["trainer"]):
+            extra["tracking"] = {"tracker": "trackio", "store": str(tracking_store()),
+                                 "project": getattr(args, "project", None) or TRACKIO_PROJECT, "run": args.run_name,
+                                 "dashboard": dashboard_command({"project": getattr(args, "project", None)})}
         hw = cfg["hardware"]
         extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
                                 "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
@@ -243,5 +275,7 @@ def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, pr
     runfolder.set_status(folder, "complete", finished=runfolder.now(), metrics=metrics)
     log.info("finished: %s (loss %.4f -> %.4f)", folder, metrics.get("first_loss", float("nan")),
              metrics.get("last_loss", float("nan")))
+    if prov.get("tracking"):
+        log.info("curves: %s (trackio, local)", prov["tracking"]["dashboard"])
 
 
