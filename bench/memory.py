@@ -131,12 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(r)
             print(f"{shape} ckpt={'on' if ckpt else 'off'}: measured {r['measured_mb']:.0f} MB, "
                   f"plan {r['plan_mb']:.0f} MB ({r['plan_mb'] / r['measured_mb']:.2f}x)", file=sys.stderr, flush=True)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out / "memory.md").write_text(table(rows) + "\n")
-    print(table(rows))
+    save(Path(a.out), "memory", rows, table(rows))
     return 0
+
+
+def save(out: Path, stem: str, rows: list[dict], text: str) -> None:
+    """<stem>.json (every measurement) and <stem>.md (the table) in ``out``, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.memory import SHAPES, model_config, recipe_overrides
+from bench.memory import SHAPES, model_config, recipe_overrides, save
 
 SHAPE_NAMES = ["tiny", *SHAPES]
 STEPS = 8
@@ -157,11 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{shape}: {r['step_seconds']:.3f} s/step, {r['flops_per_step'] / 1e9:.1f} GFLOPs/step",
               file=sys.stderr, flush=True)
     rows = calibrate(rows)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "timing.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out / "timing.md").write_text(table(rows) + "\n")
-    print(table(rows))
+    save(Path(a.out), "timing", rows, table(rows))
     return 0
 
 
