@@ -132,6 +132,11 @@ class Benchmark:
     references: ClassVar[tuple] = ()  # published Reference rows
     optional: ClassVar[bool] = False  # kept in the resolved config only when chosen
     failures_key: ClassVar[Optional[str]] = "failures"  # the result's count of judgments without a verdict
+    own_model: ClassVar[bool] = False  # loads the model under test its own way (the shared generator leaves first)
+
+    def uses_model(self, sec: dict) -> bool:
+        """Whether it needs the model under test: not when an answers file holds the answers."""
+        return not sec.get("answers")
 
     def check(self, sec: dict, stage: dict) -> None:
         """Complete and check the section before anything loads (the schema checked keys and types)."""

@@ -29,6 +29,10 @@ class LmEval(Benchmark):
     help = "Open LLM Leaderboard v1 tasks through lm-evaluation-harness."
     asks = None
     failures_key = None
+    own_model = True
+
+    def uses_model(self, sec: dict) -> bool:
+        return True
     metrics = tuple(Metric(task, label, (task, "value")) for task, label in TASKS)
     references = (Reference("Zephyr-7B-beta", {"arc_challenge": 62.03, "hellaswag": 84.52, "mmlu": 61.44,
                                                "truthfulqa_mc2": 57.44},

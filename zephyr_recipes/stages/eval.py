@@ -123,7 +123,7 @@ def _backend(cfg: dict):
 
 def needs_model(stage: dict) -> bool:
     """Whether the model under test is needed: not when every judged benchmark scores an answers file."""
-    return any(not b.asks or not stage[b.name].get("answers") for b in chosen(stage))
+    return any(b.uses_model(stage[b.name]) for b in chosen(stage))
 
 
 def _judge_summary(spec: dict) -> dict:
@@ -161,7 +161,7 @@ def run(cfg: dict, folder: Path) -> dict:
     result = {"model": cfg["model"]["name_or_path"], "model_id": model_id,
               "judge": _judge_summary(stage["judge"] or {})}
     for bench in chosen(stage):
-        if not bench.asks:  # a benchmark that loads the model its own way: the generator leaves memory first
+        if bench.own_model:  # a benchmark that loads the model its own way: the generator leaves memory first
             loaded.clear()
             gc.collect()
         result[bench.name] = bench.run(ctx)
