@@ -52,6 +52,7 @@ LEADERBOARD = "alpaca_eval leaderboard (tatsu-lab/alpaca_eval@cd543a1, src/alpac
 class AlpacaEval(Benchmark):
     name = "alpaca_eval"
     title = "AlpacaEval"
+    default = True
     schema = AlpacaEvalConfig
     help = "AlpacaEval 1: win rate against text-davinci-003."
     asks = "compare"

@@ -54,6 +54,7 @@ class AlpacaEval2(AlpacaEval):
     schema = AlpacaEval2Config
     help = "AlpacaEval 2.0 with the length-controlled win rate."
     optional = True
+    default = False
     metrics = (Metric("alpaca_eval_2_lc", "AlpacaEval 2.0 LC %", ("length_controlled_winrate",),
                       ("lc_standard_error",), "se", digits=1),
                Metric("alpaca_eval_2", "AlpacaEval 2.0 win %", ("win_rate",), ("standard_error",), "se", digits=1))

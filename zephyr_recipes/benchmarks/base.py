@@ -131,6 +131,7 @@ class Benchmark:
     metrics: ClassVar[tuple] = ()  # its headline Metric s, the first being its score
     references: ClassVar[tuple] = ()  # published Reference rows
     optional: ClassVar[bool] = False  # kept in the resolved config only when chosen
+    default: ClassVar[bool] = False  # in stage.benchmarks unless the recipe chooses (the Zephyr paper's three)
     failures_key: ClassVar[Optional[str]] = "failures"  # the result's count of judgments without a verdict
     own_model: ClassVar[bool] = False  # loads the model under test its own way (the shared generator leaves first)
 

@@ -25,6 +25,7 @@ class LmEvalConfig:
 class LmEval(Benchmark):
     name = "lm_eval"
     title = "Open LLM Leaderboard tasks (lm-evaluation-harness)"
+    default = True
     schema = LmEvalConfig
     help = "Open LLM Leaderboard v1 tasks through lm-evaluation-harness."
     asks = None

@@ -44,6 +44,7 @@ PUBLISHED_PROTOCOL = "FastChat llm_judge, GPT-4 single-answer grading 1-10, all 
 class MTBench(Benchmark):
     name = "mt_bench"
     title = "MT-Bench"
+    default = True
     schema = MTBenchConfig
     help = "MT-Bench (FastChat's llm_judge, single-answer grading 1-10)."
     asks = "grade"

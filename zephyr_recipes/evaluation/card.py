@@ -19,23 +19,22 @@ def eval_card(cfg: dict, prov: dict, scores: dict) -> str:
     generated = [b for b in ran if b.name not in imported]
     if generated:
         subject = f"Evaluation of `{cfg['model']['name_or_path']}` (model id `{scores['model_id']}`)"
-    else:  # nothing was generated: the answers came from files
+        front = f"base_model: {cfg['model']['name_or_path']}\n"
+    else:  # nothing was generated: the answers came from files, not from model.name_or_path
         models = sorted({str(v.get("model") or "?") for v in imported.values()})
         subject = f"Evaluation of answers read from files (model {', '.join(models)}; id `{scores['model_id']}`)"
-    lines = [f"---\ntags: [zephyr-recipes, evaluation]\nbase_model: {cfg['model']['name_or_path']}\n---\n",
-             f"# {cfg['run']['name']}\n", f"{subject}, recipe `{prov['recipe']}`.\n"]
+        front = ""
+    lines = [f"---\ntags: [zephyr-recipes, evaluation]\n{front}---\n", f"# {cfg['run']['name']}\n",
+             f"{subject}, recipe `{prov['recipe']}`.\n"]
     judges = {b.name: scores[b.name].get("judge") or {} for b in ran if b.asks}
     if judges:
         kinds = {_judge_text(j) for j in judges.values()}
-        if len(kinds) == 1:
-            lines.append(f"Judge: {kinds.pop()}.")
-        else:
-            lines.append("Judges: " + "; ".join(f"{benchmarks.get(n).title}: {_judge_text(j)}"
-                                                for n, j in judges.items()) + ".")
+        text = f"Judge: {kinds.pop()}." if len(kinds) == 1 else \
+            "Judges: " + "; ".join(f"{benchmarks.get(n).title}: {_judge_text(j)}" for n, j in judges.items()) + "."
         if any(j.get("type") == "function" for j in judges.values()):
-            lines.append(" A function judge is a pipeline check, not a quality measure: its figures are only "
-                         "comparable with runs judged by the same function, never with published GPT-4-judged numbers.")
-        lines.append("")
+            text += (" A function judge is a pipeline check, not a quality measure: its figures are only comparable "
+                     "with runs judged by the same function, never with published GPT-4-judged numbers.")
+        lines.append(text + "\n")
     for b in ran:
         lines += b.card(stage.get(b.name) or {}, scores[b.name])
         src = imported.get(b.name)

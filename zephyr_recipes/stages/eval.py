@@ -31,13 +31,13 @@ log = logging.getLogger("zephyr_recipes")
 
 
 BENCHMARKS = tuple(benchmarks.names())
-DEFAULT = ["mt_bench", "alpaca_eval", "lm_eval"]  # the Zephyr paper's three
 
 
 def _stage_schema() -> type:
     """The stage section: the stage's own keys and one section per registered benchmark."""
     fields: list[tuple[str, Any, Any]] = [
-        ("benchmarks", list, option(list(DEFAULT), f"Which to run: {', '.join(BENCHMARKS)}.")),
+        ("benchmarks", list, option([b.name for b in benchmarks.all_benchmarks() if b.default],
+                                    f"Which to run: {', '.join(BENCHMARKS)}.")),
         ("model_id", Optional[str], option(None, "Name of the model in answer files and reports; defaults to run.name.")),
         ("batch_size", Any, option("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on "
                                            "the CPU).")),
