@@ -370,6 +370,10 @@ def test_alpaca_eval_2_weighted_preferences_from_an_endpoints_logprobs(tmp_path,
     assert ae2["win_rate"] == pytest.approx(100 * (8 * 0.7 + 1.0) / 9, abs=1e-3)
     assert sum(1 for r in asked if "MUTE" in r["messages"][-1]["content"]) == 2  # one order x (1 + 1 retry)
     assert ae2["orders"] == "one" and ae2["lc_standard_error"] is None and "approximate" in ae2["lc_note"]
+    from zephyr_recipes import benchmarks
+
+    lc = benchmarks.get("alpaca_eval_2").metrics[0]
+    assert lc.format(ae2).endswith("(approximate, not comparable)") and "±" not in lc.format(ae2)
 
 
 @needs_data

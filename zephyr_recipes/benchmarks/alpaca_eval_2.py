@@ -56,7 +56,7 @@ class AlpacaEval2(AlpacaEval):
     optional = True
     default = False
     metrics = (Metric("alpaca_eval_2_lc", "AlpacaEval 2.0 LC %", ("length_controlled_winrate",),
-                      ("lc_standard_error",), "se", digits=1),
+                      ("lc_standard_error",), "se", digits=1, caveat=("lc_caveat",)),
                Metric("alpaca_eval_2", "AlpacaEval 2.0 win %", ("win_rate",), ("standard_error",), "se", digits=1))
     references = (Reference("Zephyr-7B-beta", {"alpaca_eval_2_lc": 13.20, "alpaca_eval_2": (10.99, 0.96)}, PROTOCOL,
                             LEADERBOARD + ": LC 13.2032, win rate 10.9929 ± 0.9618"),)
@@ -139,7 +139,7 @@ class AlpacaEval2(AlpacaEval):
 
     def card(self, sec: dict, result: dict) -> list[str]:
         r = result
-        lc = self.metrics[0].format(r)
+        lc = self.metrics[0].format({k: v for k, v in r.items() if k != "lc_caveat"})  # the note follows
         orders = "both orders judged and averaged, not the published protocol" if r.get("orders") == "both" else \
             "one judgment per pair in alpaca_eval's seeded order"
         return [f"## {self.title}\n",

@@ -38,6 +38,7 @@ class Metric:
     digits: int = 2
     headline: bool = True  # kept in run.json's summary (and offered to sweeps)
     ablation_label: Optional[str] = None  # shown in the ablation report (Table 3) under this label
+    caveat: Optional[tuple] = None  # where the result says the figure is not comparable (a text, shown beside it)
 
     def value(self, result: dict | None):
         return _dig(result, self.path)
@@ -58,6 +59,9 @@ class Metric:
                 and all(isinstance(x, (int, float)) for x in spread):
             level = self.uncertainty[2:] or _dig(result, self.path[:-1] + ("interval",)) or "?"
             text += f" ({level}% CI {spread[0]:.{self.digits}f} to {spread[1]:.{self.digits}f})"
+        caveat = _dig(result, self.caveat) if self.caveat else None
+        if caveat:
+            text += f" ({caveat})"
         return text
 
 

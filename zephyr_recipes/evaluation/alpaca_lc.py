@@ -178,7 +178,7 @@ def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], mo
         out.update(length_controlled_winrate=lc.get("length_controlled_winrate"),
                    lc_standard_error=None if approximate else lc.get("lc_standard_error"))
         if approximate:
-            out["lc_note"] = APPROXIMATE
+            out["lc_note"], out["lc_caveat"] = APPROXIMATE, "approximate, not comparable"
     elif lc_note:
         out["lc_note"] = lc_note
     kinds = sorted({j["kind"] for j in judgments if "kind" in j})
