@@ -74,7 +74,7 @@ EVAL_DIR   = $(abspath $(EVAL_DATA))
 EVAL_ARGS  = $(if $(EVAL_DATA),stage.mt_bench.questions=$(EVAL_DIR)/mt_bench/question.jsonl \
 	stage.mt_bench.judge_prompts=$(EVAL_DIR)/mt_bench/judge_prompts.jsonl \
 	stage.mt_bench.reference_answers=$(EVAL_DIR)/mt_bench/reference_answer_gpt-4.jsonl \
-	stage.alpaca_eval.instructions=$(EVAL_DIR)/alpaca_eval/text_davinci_003_outputs.json \
+	stage.alpaca_eval.instructions=$(EVAL_DIR)/alpaca_eval/alpaca_eval_1_baseline_text_davinci_003.json \
 	stage.alpaca_eval.prompt=$(EVAL_DIR)/alpaca_eval/alpaca_eval_gpt4_judge_prompt.txt \
 	stage.arena_hard.questions=$(EVAL_DIR)/arena_hard_v0.1/question.jsonl \
 	stage.arena_hard.baselines=$(EVAL_DIR)/arena_hard_v0.1/gpt-4-0314.jsonl \

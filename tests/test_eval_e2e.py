@@ -40,7 +40,7 @@ def _data_overrides(tmp: Path, samples: int = 5) -> list[str]:
     return [f"stage.mt_bench.questions={_questions(tmp)}",
             f"stage.mt_bench.judge_prompts={DATA / 'mt_bench' / 'judge_prompts.jsonl'}",
             f"stage.mt_bench.reference_answers={DATA / 'mt_bench' / 'reference_answer_gpt-4.jsonl'}",
-            f"stage.alpaca_eval.instructions={DATA / 'alpaca_eval' / 'text_davinci_003_outputs.json'}",
+            f"stage.alpaca_eval.instructions={DATA / 'alpaca_eval' / 'alpaca_eval_1_baseline_text_davinci_003.json'}",
             f"stage.alpaca_eval.prompt={DATA / 'alpaca_eval' / 'alpaca_eval_gpt4_judge_prompt.txt'}",
             f"stage.alpaca_eval.max_samples={samples}", "stage.mt_bench.max_new_tokens=6",
             "stage.alpaca_eval.sampling.max_new_tokens=6", "stage.benchmarks=[mt_bench,alpaca_eval]"]
@@ -110,7 +110,7 @@ def test_tiny_model_on_real_questions_with_the_offline_judge(function_run):
     assert 0 <= ae["win_rate"] <= 100 and ae["baseline"] == ["text_davinci_003"] and ae["avg_length"] >= 0
     outputs = json.loads((out / "alpaca_eval" / "model_outputs.json").read_text())
     assert len(outputs) == 5 and all(set(o) == {"instruction", "output", "generator", "dataset"} for o in outputs)
-    assert len(_rows(out / "alpaca_eval" / "judgments.jsonl")) == 10  # both orders
+    assert len(_rows(out / "alpaca_eval" / "judgments.jsonl")) == 5  # one per pair, in alpaca_eval's seeded order
     assert (out / "radar.png").stat().st_size > 5000
     card = (out / "README.md").read_text()
     assert "pipeline check, not a quality measure" in card and "## MT-Bench" in card and "## AlpacaEval" in card
@@ -153,7 +153,7 @@ def test_openai_compatible_judge_and_resume_without_asking_twice(tmp_path, cli, 
     args = ["tiny/eval", *MODEL, *_data_overrides(tmp_path, samples=6), f"run.output_dir={out}",
             "~stage.judge.module", "stage.judge.type=openai",
             "stage.judge={type: openai, base_url: '" + server.url + "', model: gpt-4, api_key_env: ZR_EVAL_KEY, "
-            "max_retries: 2, backoff: 0.01, concurrency: 4}"]
+            "max_retries: 2, backoff: 0.01, concurrency: 4}", "stage.alpaca_eval.both_orders=true"]
     try:
         code, _, err = cli(*args)
         assert code == 0, err
@@ -167,7 +167,7 @@ def test_openai_compatible_judge_and_resume_without_asking_twice(tmp_path, cli, 
         judged = {(j["category"], j["turn"]): j["judge_prompt"] for j in _rows(out / "mt_bench" / "judgments.jsonl")}
         assert judged[("math", 2)] == "single-math-v1-multi-turn" and judged[("writing", 1)] == "single-v1"
         assert judged[("coding", 1)] == "single-math-v1" and judged[("stem", 2)] == "single-v1-multi-turn"
-        # a judge that always prefers output_1 is cancelled by judging both orders
+        # a judge that always prefers output_1 is cancelled by judging both orders (an option, not the protocol)
         assert ae["win_rate"] == 50.0 and ae["n_draws"] == 6 and ae["output_1_preferred"] == 1.0
         assert ae["order_agreement"] == 0.0 and ae["failures"] == 0
         assert "You are a helpful assistant, that ranks models by the quality of their answers."[:40] in server.systems

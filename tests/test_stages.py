@@ -64,7 +64,8 @@ def test_defaults_are_stated_once_and_interpolations_still_reach_them():
     # tiny/eval points AlpacaEval 2.0's instructions at ${stage.alpaca_eval.instructions}, a schema default
     ev = validate(*compose("tiny/eval")[:2])
     assert ev["stage"]["alpaca_eval_2"]["instructions"] == ev["stage"]["alpaca_eval"]["instructions"]
-    assert ev["stage"]["alpaca_eval"]["instructions"].endswith("alpaca_eval.json")
+    # the AlpacaEval 1 leaderboard's baseline: output_1 of its annotations
+    assert ev["stage"]["alpaca_eval"]["instructions"].endswith("alpaca_eval_gpt4/annotations.json")
 
 
 def test_trl_fields_are_described_once_per_version_and_a_broken_description_is_made_again(tmp_path, monkeypatch):

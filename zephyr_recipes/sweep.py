@@ -452,10 +452,12 @@ def _point_metrics(header: dict, entry: dict) -> dict:
                 out[f"{prefix}{k}"] = v
         if (f / "scores.json").is_file():
             scores = json.loads((f / "scores.json").read_text())
-            for section, key, label in (("mt_bench", "score", "MT-Bench"), ("alpaca_eval", "win_rate", "win %")):
-                value = (scores.get(section) or {}).get(key)
+            from . import benchmarks
+
+            for bench, metric in benchmarks.metrics(headline_only=True):  # every headline figure the run has
+                value = metric.value(scores.get(bench.name))
                 if isinstance(value, (int, float)):
-                    out[f"{prefix}{label}"] = value
+                    out[f"{prefix}{metric.label}"] = value
         if (f / "summary.json").is_file() and status.get("status") == "complete":
             pairs = (json.loads((f / "summary.json").read_text()).get("pairs") or {}).get("train_prefs")
             if pairs is not None:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import yaml
 
-from .. import runfolder
+from .. import benchmarks, runfolder
 from ..errors import ZephyrError, unknown_key
 from . import plots
 from .compare import PUBLISHED
 
-METRICS = {"mt_bench": ("MT-Bench-style grade (1-10)", ("mt_bench", "score")),
-           "alpaca_eval": ("AlpacaEval-style win %", ("alpaca_eval", "win_rate"))}
+# The ablation's figures (Table 3): the benchmarks' metrics that carry an ablation label, by metric key.
+METRICS = {m.key: (m.ablation_label, (b.name, m.path)) for b, m in benchmarks.metrics() if m.ablation_label}
 CLAIM_KEYS = {"run", "metric", "above", "at_least"}
 
 
@@ -69,8 +69,7 @@ def _stages(folder: Path) -> tuple[list[Path], list[dict]]:
 
 
 def _value(scores: dict, metric: str):
-    section, key = METRICS[metric][1]
-    return (scores.get(section) or {}).get(key)
+    return benchmarks.value(scores, metric)
 
 
 def collect(folders: list[Path]) -> tuple[list[str], dict, list[dict], list[str]]:

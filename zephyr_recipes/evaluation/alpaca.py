@@ -1,9 +1,11 @@
 """AlpacaEval: the model answers the AlpacaEval instructions and a judge compares each answer with the
 baseline's (text-davinci-003 in AlpacaEval 1, as in the Zephyr paper).
 
-Every pair is judged in both orders (baseline first, then model first) so the judge's taste for a position
-cancels. The win rate is alpaca_eval's: the mean preference for the model, ties counting half, times 100, with
-the standard error of that mean; the average output length is reported beside it.
+As alpaca_eval does it, every pair is judged once, in an order drawn from the instruction and a seed
+(:func:`switched`: alpaca_eval's ``RandomSwitchTwoColumnsProcessor`` with its annotators' seed 0). Judging both
+orders and averaging is an option; it is not the published protocol. The win rate is alpaca_eval's: the mean
+preference for the model, ties counting half, times 100, with the standard error of that mean; the average output
+length is reported beside it.
 """
 
 from __future__ import annotations
@@ -31,12 +33,22 @@ def instruction_id(instruction: str) -> str:
     return hashlib.sha1(instruction.encode()).hexdigest()[:16]
 
 
+def switched(instruction: str, seed: int = 0) -> bool:
+    """Whether alpaca_eval shows this pair with the model's output first: its ``RandomSwitchTwoColumnsProcessor``
+    draws ``random.Random("is_switched_outputs" + instruction + str(seed)).choices([False, True])``. With seed 0
+    (its annotators' default) this gives the order recorded in the published AlpacaEval 2.0 annotations."""
+    return random.Random("is_switched_outputs" + instruction + str(seed)).choices([False, True], k=1)[0]
+
+
 def load_instructions(spec: str, max_samples: int | None, seed: int) -> list[dict]:
     """Rows in alpaca_eval's format (instruction, output, generator, dataset); a seeded sample of N or all.
+    alpaca_eval's annotations format is read too (the baseline is ``output_1``, as its leaderboards judged it).
     Each row keeps its position in the file as ``index`` (alpaca_eval's instruction index)."""
     rows = load_records(spec, "AlpacaEval instructions", split="eval")
     for n, row in enumerate(rows, 1):
         row.setdefault("index", n - 1)
+        if "output" not in row and isinstance(row.get("output_1"), str):  # annotations: the baseline is output_1
+            row.update(output=row["output_1"], generator=row.get("generator_1", "baseline"))
         if not isinstance(row.get("instruction"), str) or not isinstance(row.get("output"), str):
             raise ZephyrError(f"{spec}: row {n} lacks a text instruction and output (the baseline's answer)",
                               "use alpaca_eval's format: "
@@ -71,7 +83,15 @@ def model_outputs(rows: list[dict], store: Store, model_id: str) -> list[dict]:
     return out
 
 
-def pending_pairs(rows: list[dict], outputs: Store, judgments: Store, both_orders: bool) -> list[tuple]:
+def orders(instruction: str, both_orders: bool, order_seed: int | None) -> tuple[int, ...]:
+    """The orders a pair is judged in: both, or alpaca_eval's seeded one (order_seed None: baseline first)."""
+    if both_orders:
+        return (0, 1)
+    return (int(switched(instruction, order_seed)),) if order_seed is not None else (0,)
+
+
+def pending_pairs(rows: list[dict], outputs: Store, judgments: Store, both_orders: bool,
+                  order_seed: int | None = 0) -> list[tuple]:
     """(id, order, instruction, (output_1, output_2)) of every comparison not judged yet. Order 0 shows the
     baseline as output_1 and the model as output_2 (alpaca_eval's own layout); order 1 swaps them."""
     todo = []
@@ -80,7 +100,7 @@ def pending_pairs(rows: list[dict], outputs: Store, judgments: Store, both_order
         rec = outputs.get(iid)
         if not rec or "output" not in rec:
             continue
-        for order in ((0, 1) if both_orders else (0,)):
+        for order in orders(r["instruction"], both_orders, order_seed):
             if f"{iid}:o{order}" not in judgments:
                 pair = (r["output"], rec["output"]) if order == 0 else (rec["output"], r["output"])
                 todo.append((iid, order, r["instruction"], pair))
@@ -96,13 +116,14 @@ def comparison(instruction: str, first: str, second: str, prompt: str | None, pa
 
 
 def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None,
-              both_orders: bool = True, parse=parse_ranking, labels: tuple | None = None,
-              benchmark: str = "AlpacaEval", raw_chars: int = 2000, record_kind: bool = False) -> None:
+              both_orders: bool = False, parse=parse_ranking, labels: tuple | None = None,
+              benchmark: str = "AlpacaEval", raw_chars: int = 2000, record_kind: bool = False,
+              order_seed: int | None = 0) -> None:
     """Judge every pending comparison (see :func:`pending_pairs`), as it arrives into ``judgments``.
 
     ``parse`` reads a chat judge's reply; ``labels`` let a judge with token log-probabilities weigh the choice
     (AlpacaEval 2.0), and ``record_kind`` notes whether a preference was weighed or chosen."""
-    todo = pending_pairs(rows, outputs, judgments, both_orders)
+    todo = pending_pairs(rows, outputs, judgments, both_orders, order_seed)
     if not todo:
         return
     verdicts = judge.ask("compare", [comparison(ins, a, b, prompt, parse, labels) for _, _, ins, (a, b) in todo],
@@ -139,6 +160,7 @@ def win_rate(preferences: list[float]) -> dict:
 
 
 def scores(rows: list[dict], outputs: list[dict], judgments: list[dict]) -> dict:
+    """Win rate over the judged instructions (the mean of an instruction's orders when both were judged)."""
     by_iid: dict[str, list[dict]] = {}
     for j in judgments:
         if "model_preference" in j:

@@ -5,16 +5,17 @@ alpaca_eval's ``weighted_alpaca_eval_gpt4_turbo`` prompt (``alpaca_eval_clf.txt`
 the better output, ``m`` or ``M``). With an OpenAI-compatible judge that returns log-probabilities the
 preference is weighted, as alpaca_eval does it: the probability of the model's identifier among ``m`` and ``M``
 in the first token's top log-probabilities. Otherwise (no log-probabilities, a local or function judge) it is
-the discrete choice, and ``scores.json`` says so (``preferences: discrete``). Both orders are judged by default
-and averaged per instruction.
+the discrete choice, and ``scores.json`` says so (``preferences: discrete``). Each pair is judged once, in
+alpaca_eval's seeded order (see :func:`.alpaca.switched`), unless both orders are asked for.
 
-The raw and the LC win rate, with their standard errors, come from alpaca_eval's own code
-(``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate``) on the run's annotations, written in
-alpaca_eval's annotation format. Its GLM needs alpaca_eval's ``df_gamed.csv`` (instruction difficulty and the
-gamed baselines' annotations, from the ``tatsu-lab/alpaca_eval`` hub dataset), given here as a path, URL or
-hf:// address, so it runs offline with a local copy. An instruction set other than AlpacaEval's has no
-difficulty estimates: ``glm: length_controlled_minimal`` (alpaca_eval's GLM with the length term only) runs on
-it with a table of zero difficulties written into the run folder.
+The win rate and its standard error are alpaca_eval's arithmetic (:func:`.alpaca.win_rate`). The length-controlled
+win rate comes from alpaca_eval's own code (``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate``) on
+the run's annotations, written in alpaca_eval's annotation format. Its GLM needs alpaca_eval's ``df_gamed.csv``
+(instruction difficulty and the gamed baselines' annotations, from the ``tatsu-lab/alpaca_eval`` hub dataset),
+fetched on first use into the hub cache, or given as a local path for an offline machine. Without it there is no
+LC figure (the reason is in ``scores.json``). An instruction set other than AlpacaEval's has no difficulty
+estimates: ``glm: length_controlled_minimal`` runs on it with a table of zero difficulties, and its LC figure is
+labelled approximate, not comparable, with no standard error.
 """
 
 from __future__ import annotations
@@ -78,13 +79,13 @@ LABELS = ("m", "M")  # the clf prompt's identifiers of output_1 and output_2
 
 
 def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt: str | None, both_orders: bool,
-              logprobs: bool) -> None:
+              logprobs: bool, order_seed: int | None = 0) -> None:
     """Order 0 shows the baseline as output_1 (``m``) and the model as output_2 (``M``); order 1 swaps them.
     With ``logprobs`` a judge that offers token log-probabilities weighs m against M."""
     from . import alpaca
 
     alpaca.judge_all(judge, rows, outputs, judgments, prompt, both_orders, parse_choice, LABELS if logprobs else None,
-                     "AlpacaEval 2.0", raw_chars=200, record_kind=True)
+                     "AlpacaEval 2.0", raw_chars=200, record_kind=True, order_seed=order_seed)
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -158,11 +159,28 @@ def length_controlled(annotated: list[dict], glm: str, df_gamed: str, weights_di
     return out
 
 
+APPROXIMATE = "approximate, not comparable: zero instruction difficulty (glm length_controlled_minimal)"
+
+
 def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], model_id: str, glm: str,
-           df_gamed: str, folder: Path) -> dict:
+           df_gamed: "str | None", folder: Path, lc_note: str | None = None, approximate: bool = False) -> dict:
+    """Win rate and standard error (alpaca_eval's arithmetic); the LC win rate from alpaca_eval's GLM when
+    ``df_gamed`` is given (else None, with ``lc_note`` saying why); ``approximate`` marks an LC from the zero
+    difficulty table, whose standard error is not reported."""
+    from .alpaca import win_rate
+
     annotated = annotations(rows, produced, judgments, model_id)
     (folder / "annotations.json").write_text(json.dumps(annotated, indent=1, ensure_ascii=False) + "\n")
-    out = length_controlled(annotated, glm, df_gamed, folder / "glm_weights")
+    out = win_rate([a["preference"] - 1.0 for a in annotated])
+    out.update(length_controlled_winrate=None, lc_standard_error=None)
+    if df_gamed and annotated:
+        lc = length_controlled(annotated, glm, df_gamed, folder / "glm_weights")
+        out.update(length_controlled_winrate=lc.get("length_controlled_winrate"),
+                   lc_standard_error=None if approximate else lc.get("lc_standard_error"))
+        if approximate:
+            out["lc_note"], out["lc_caveat"] = APPROXIMATE, "approximate, not comparable"
+    elif lc_note:
+        out["lc_note"] = lc_note
     kinds = sorted({j["kind"] for j in judgments if "kind" in j})
     out.update({
         "glm": glm,
@@ -176,11 +194,18 @@ def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], mo
     return out
 
 
-def resolve_df_gamed(spec: str | None, glm: str, rows: list[dict], folder: Path) -> str:
+def resolve_df_gamed(spec: str | None, glm: str, rows: list[dict], folder: Path) -> tuple[str | None, str | None]:
+    """(the local df_gamed.csv, or None; why there is none). The hub file is fetched once into the hub cache; a
+    machine without the network gives a local path. length_controlled_minimal without one gets the zero
+    difficulty table."""
     if spec:
-        return str(local_file(package_file(spec), "alpaca_eval's df_gamed.csv"))
+        try:
+            return str(local_file(package_file(spec), "alpaca_eval's df_gamed.csv")), None
+        except ZephyrError as exc:
+            log.warning("AlpacaEval 2.0: no length-controlled win rate: %s (%s)", exc.problem, exc.fix)
+            return None, f"not computed: {exc.problem}; give stage.alpaca_eval_2.df_gamed a local copy"
     if glm != "length_controlled_minimal":
         raise ZephyrError(f"stage.alpaca_eval_2.df_gamed is null, and glm {glm} needs alpaca_eval's df_gamed.csv",
                           "give its path or hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv, or use "
                           "glm: length_controlled_minimal for an instruction set other than AlpacaEval's")
-    return str(standin_difficulties(rows, folder / "difficulty_standin.csv"))
+    return str(standin_difficulties(rows, folder / "difficulty_standin.csv")), None

@@ -3,13 +3,18 @@
 Follows the benchmark (lmarena/arena-hard-auto): every answer is judged against the baseline's answer to the
 same prompt twice, once with the baseline as assistant A and once with the model as assistant A, under the
 benchmark's system prompt and user template. The judge ends with one of ``[[A>>B]]``, ``[[A>B]]``, ``[[A=B]]``,
-``[[B>A]]``, ``[[B>>A]]`` (read with the benchmark's regexes, the last match counting); a strong verdict counts as
-``strong_weight`` (3) battles. The score is the Bradley-Terry win rate of the model against the baseline (the
-baseline's rating anchored), fitted by logistic regression on the battles, with a 95% interval from
-``bootstrap_rounds`` resamples of the battles.
+``[[B>A]]``, ``[[B>>A]]``; a strong verdict counts as ``strong_weight`` (3) battles. Each version is scored the way
+its leaderboard was (:data:`PROTOCOLS`):
 
-v0.1: 500 prompts, one baseline (gpt-4-0314). v2.0: a baseline and a system prompt per category (o3-mini for
-hard prompts, gemini-2.0-flash for creative writing); scores per category, and pooled.
+- v0.1 (2024): 500 prompts, one baseline (gpt-4-0314). A reply is read with the first verdict pattern as it is
+  written; a reply with two different labels has no verdict (``gen_judgment.get_score`` of 2024). Each game counts
+  on its own. The score is the Bradley-Terry win rate of the model against the baseline (the baseline's rating
+  anchored), fitted by logistic regression on the battles, with a 95% interval from ``bootstrap_rounds`` resamples
+  of the battles (``show_result.py`` of 2024).
+- v2.0 (2025): a baseline and a system prompt per category (o3-mini for hard prompts, gemini-2.0-flash for creative
+  writing). A reply is read upper-cased, the last label of the first pattern that matches counting; a prompt with a
+  game without a verdict is dropped. Scores are per category: the mean over ``bootstrap_rounds`` resamples of the
+  mean battle outcome, with a 90% interval (``show_result.py`` of 2025). The headline is ``hard_prompt``'s.
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ VERSIONS = {
         "judge_settings": f"{REPO}/config/arena-hard-v2.0.yaml",
     },
 }
+PROTOCOLS = {
+    "v0.1": {"verdict_rule": "2024", "interval": 95, "per_category": False, "pair_drop": False},
+    "v2.0": {"verdict_rule": "2025", "interval": 90, "per_category": True, "pair_drop": True},
+}
+HEADLINE_CATEGORY = "hard_prompt"  # v2.0's leaderboard default (show_result.py --category)
 VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 # the model's share of each verdict, per game: game 1 shows the baseline as A, game 2 the model as A
 _A_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B=A": 0.5, "B>A": 0.0, "B>>A": 0.0, "A<B": 0.0, "A<<B": 0.0,
@@ -175,9 +185,21 @@ def generate(backend, questions: list[dict], store: Store, sampling: dict) -> No
 
 
 # ------------------------------------------------------------------------------------------- judging
-def parse_verdict(text: str, patterns=(r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]")) -> str:
-    """The benchmark's reading of a judge reply: the first pattern that matches (on the upper-cased reply),
-    its last match. Raises JudgeFailure when there is none, or it is not a verdict."""
+def parse_verdict(text: str, patterns=(r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"), rule: str = "2025") -> str:
+    """The benchmark's reading of a judge reply. Rule 2025: the first pattern that matches (on the upper-cased
+    reply), its last match. Rule 2024 (v0.1's leaderboard): the first pattern on the reply as written; two
+    different labels are no verdict. Raises JudgeFailure when there is none, or it is not a verdict."""
+    if rule == "2024":
+        found = sorted({m for m in re.findall(patterns[0], text) if m})
+        if len(found) > 1:
+            raise JudgeFailure(f"conflicting verdicts {', '.join(found)} (dropped, as arena-hard v0.1 did)", text)
+        if found:
+            label = found[0].strip("\n")
+            if label not in _A_SCORE:
+                raise JudgeFailure(f"{label!r} is not a verdict ([[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]])",
+                                   text)
+            return label
+        raise JudgeFailure("no [[A>>B]] ... [[B>>A]] verdict in the reply", text)
     for pattern in patterns:
         found = [m for m in re.findall(pattern, text.upper()) if m]
         if found:
@@ -195,7 +217,7 @@ def judge_messages(system: str, template: str, question: str, answer_a: str, ans
 
 
 def judge_all(judge, questions: list[dict], answers: Store, baselines: dict[str, dict[str, str]],
-              judgments: Store, settings: dict, system_prompts: dict[str, str]) -> None:
+              judgments: Store, settings: dict, system_prompts: dict[str, str], rule: str = "2025") -> None:
     """Both games of every answered prompt whose baseline answer exists. ``system_prompts`` (per category) is
     empty when the judge reads no prompts."""
     patterns = settings.get("regex_patterns") or (r"\[\[([AB<>=]+)\]\]",)
@@ -212,7 +234,7 @@ def judge_all(judge, questions: list[dict], answers: Store, baselines: dict[str,
         return
 
     def read(text: str) -> str:
-        return parse_verdict(text, patterns)
+        return parse_verdict(text, patterns, rule)
 
     items = [Item([{"role": "user", "content": q["prompt"]}], (a, b), parse=read,
                   prompt=judge_messages(system_prompts[q["category"]], settings["prompt_template"], q["prompt"], a, b)
@@ -284,14 +306,21 @@ def win_rate(outcomes: list[float]) -> float | None:
     return 100.0 / (1.0 + math.exp(-(model - baseline)))
 
 
-def score(outcomes: list[float], rounds: int = 100, seed: int = 0) -> dict:
-    """Win rate with its bootstrapped 95% interval (battles resampled with replacement, ``rounds`` times)."""
+def score(outcomes: list[float], rounds: int = 100, seed: int = 0, interval: int = 95, mean: bool = False) -> dict:
+    """Win rate with its bootstrapped interval (battles resampled with replacement, ``rounds`` times): the
+    Bradley-Terry win rate and a 95% interval (v0.1), or (``mean``) the mean of the resamples' mean outcomes and a
+    90% interval (v2.0). The interval is under ``ci_<interval>``."""
+    key = f"ci_{interval}"
     point = win_rate(outcomes)
     if point is None:
-        return {"score": None, "ci_95": None, "battles": 0}
+        return {"score": None, key: None, "battles": 0}
     rng = random.Random(seed)
     n = len(outcomes)
-    samples = sorted(win_rate([outcomes[rng.randrange(n)] for _ in range(n)]) for _ in range(rounds))
+    fit = (lambda xs: 100.0 * sum(xs) / len(xs)) if mean else win_rate
+    samples = sorted(fit([outcomes[rng.randrange(n)] for _ in range(n)]) for _ in range(rounds))
+    if mean:
+        point = sum(samples) / len(samples)
+    tail = (1 - interval / 100) / 2
 
     def quantile(q: float) -> float:  # linear interpolation, as numpy's default
         pos = q * (len(samples) - 1)
@@ -299,16 +328,28 @@ def score(outcomes: list[float], rounds: int = 100, seed: int = 0) -> dict:
         hi = min(lo + 1, len(samples) - 1)
         return samples[lo] + (samples[hi] - samples[lo]) * (pos - lo)
 
-    return {"score": round(point, 2), "ci_95": [round(quantile(0.025), 2), round(quantile(0.975), 2)],
+    return {"score": round(point, 2), key: [round(quantile(tail), 2), round(quantile(1 - tail), 2)],
             "battles": n}
 
 
-def scores(questions: list[dict], judgments: list[dict], missing_baseline: list[str], strong_weight: int = 3,
-           rounds: int = 100, seed: int = 0) -> dict:
-    by_cat: dict[str, list[dict]] = {}
+def complete_pairs(judgments: list[dict]) -> list[dict]:
+    """The judgments of prompts whose both games have a verdict (v2.0 drops a prompt with a null game)."""
+    games: dict[str, int] = {}
     for j in judgments:
+        if j.get("verdict") is not None:
+            games[j["uid"]] = games.get(j["uid"], 0) + 1
+    return [j for j in judgments if games.get(j["uid"]) == 2]
+
+
+def scores(questions: list[dict], judgments: list[dict], missing_baseline: list[str], strong_weight: int = 3,
+           rounds: int = 100, seed: int = 0, version: str = "v0.1") -> dict:
+    protocol = PROTOCOLS.get(version, PROTOCOLS["v0.1"])
+    interval, mean = protocol["interval"], protocol["per_category"]
+    scored = complete_pairs(judgments) if protocol["pair_drop"] else judgments
+    by_cat: dict[str, list[dict]] = {}
+    for j in scored:
         by_cat.setdefault(j["category"], []).append(j)
-    out = score(battles(judgments, strong_weight), rounds, seed)
+    out = score(battles(scored, strong_weight), rounds, seed, interval, mean)
     counts = {label: sum(1 for j in judgments if j.get("verdict") == label) for label in VERDICTS}
     out.update({
         "questions": len(questions),
@@ -319,6 +360,16 @@ def scores(questions: list[dict], judgments: list[dict], missing_baseline: list[
         "missing_baseline_uids": missing_baseline[:50],
         "baselines": sorted({j["baseline"] for j in judgments if j.get("baseline")}),
     })
-    if len(by_cat) > 1:
-        out["categories"] = {c: score(battles(js, strong_weight), rounds, seed) for c, js in sorted(by_cat.items())}
+    out["interval"], out["ci"] = interval, out[f"ci_{interval}"]
+    out["verdict_rule"] = protocol["verdict_rule"]
+    if protocol["pair_drop"]:
+        out["dropped_prompts"] = len({j["uid"] for j in judgments} - {j["uid"] for j in scored})
+    if len(by_cat) > 1 or protocol["per_category"]:
+        out["categories"] = {c: score(battles(js, strong_weight), rounds, seed, interval, mean)
+                             for c, js in sorted(by_cat.items())}
+    if protocol["per_category"]:  # the published figures are per category: the pooled one is kept aside
+        out["pooled"] = {k: out[k] for k in ("score", f"ci_{interval}")}
+        head = (out.get("categories") or {}).get(HEADLINE_CATEGORY) or {}
+        out.update(score=head.get("score"), ci=head.get(f"ci_{interval}"), score_category=HEADLINE_CATEGORY,
+                   **{f"ci_{interval}": head.get(f"ci_{interval}")})
     return out

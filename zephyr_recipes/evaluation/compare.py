@@ -1,26 +1,31 @@
-"""`zephyr-recipes report`: evaluation runs side by side, with the published Zephyr figures for reference."""
+"""`zephyr-recipes report`: evaluation runs side by side, and beside each benchmark's published rows with the
+protocol that made every row. The benchmarks, their metrics and their published rows come from
+:mod:`zephyr_recipes.benchmarks`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .. import runfolder
+import yaml
+
+from .. import benchmarks, runfolder
 from ..errors import ZephyrError
 from . import plots
 
-LEADERBOARD_COLUMNS = (("arc_challenge", "ARC"), ("hellaswag", "HellaSwag"), ("mmlu", "MMLU"),
-                       ("truthfulqa_mc2", "TruthfulQA"))
-# Published figures (arXiv 2310.16944 and the Zephyr-7B-beta model card; AlpacaEval 2.0 from alpaca_eval's
-# leaderboard, weighted_alpaca_eval_gpt4_turbo: LC 13.20, win rate 10.99). They were measured with GPT-4 (GPT-4
-# Turbo for AlpacaEval 2.0) as the judge on the full benchmarks; a run judged otherwise is not comparable.
-PUBLISHED = [
-    {"name": "Zephyr-7B-beta (published)", "mt_bench": 7.34, "alpaca_eval": 90.60, "alpaca_eval_2_lc": 13.2,
-     "alpaca_eval_2": 11.0, "arc_challenge": 62.03, "hellaswag": 84.52, "mmlu": 61.44, "truthfulqa_mc2": 57.44},
-    {"name": "ablation: dSFT (published)", "mt_bench": 6.64},
-    {"name": "ablation: dDPO without dSFT (published)", "mt_bench": 4.76},
-    {"name": "ablation: dSFT + dDPO (published)", "mt_bench": 7.00},
-]
+
+def _published() -> list[dict]:
+    """Every benchmark's published rows merged by model: {"name": "<model> (published)", metric key: value}."""
+    rows: dict[str, dict] = {}
+    for bench in benchmarks.all_benchmarks():
+        for ref in bench.references:
+            row = rows.setdefault(ref.model, {"name": f"{ref.model} (published)"})
+            for key, value in ref.values.items():
+                row[key] = value[0] if isinstance(value, (tuple, list)) else value
+    return list(rows.values())
+
+
+PUBLISHED = _published()  # read by the ablation report (its published rows) and kept in report scores.json
 
 
 def load_run(folder: Path) -> dict:
@@ -37,99 +42,97 @@ def load_run(folder: Path) -> dict:
     return scores
 
 
-def _fmt(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def _sections(folder: Path) -> dict:
+    """The run's stage section (each benchmark's settings), for the protocol column; {} when unreadable."""
+    try:
+        return (yaml.safe_load((Path(folder) / runfolder.CONFIG).read_text()) or {}).get("stage") or {}
+    except (OSError, yaml.YAMLError):
+        return {}
 
 
-def row(scores: dict) -> dict:
-    mt, ae, lm = scores.get("mt_bench") or {}, scores.get("alpaca_eval") or {}, scores.get("lm_eval") or {}
-    ae2, ah = scores.get("alpaca_eval_2") or {}, scores.get("arena_hard") or {}
-    out = {"name": scores.get("model_id"), "mt_bench": mt.get("score"), "turn_1": mt.get("turn_1"),
-           "turn_2": mt.get("turn_2"), "alpaca_eval": ae.get("win_rate"), "alpaca_se": ae.get("standard_error"),
-           "avg_length": ae.get("avg_length"), "judge": (scores.get("judge") or {}).get("type"),
-           "alpaca_eval_2_lc": ae2.get("length_controlled_winrate"),
-           "alpaca_eval_2_lc_se": ae2.get("lc_standard_error"),
-           "alpaca_eval_2": ae2.get("win_rate"), "alpaca_eval_2_se": ae2.get("standard_error"),
-           "arena_hard": ah.get("score"), "arena_hard_ci": ah.get("ci_95")}
-    for task, _ in LEADERBOARD_COLUMNS:
-        out[task] = (lm.get(task) or {}).get("value")
-    return out
+def _judge_of(scores: dict, bench) -> str:
+    judge = (scores.get(bench.name) or {}).get("judge") or scores.get("judge") or {}
+    return judge.get("type") or "–" if bench.asks else "–"
 
 
-def _pm(value, error, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.{digits}f}" + (f" ± {error:.{digits}f}" if error is not None else "")
+def _ran(runs: list[dict]) -> list:
+    return [b for b in benchmarks.all_benchmarks() if any(s.get(b.name) for s in runs)]
 
 
-def table(rows: list[dict]) -> str:
-    head = ["run", "judge", "MT-Bench", "turn 1", "turn 2", "AlpacaEval win %", "avg length",
-            "AlpacaEval 2.0 LC %", "AlpacaEval 2.0 win %", "Arena-Hard % (95% CI)"] + \
-        [label for _, label in LEADERBOARD_COLUMNS]
+def table(runs: list[dict], names: list[str]) -> str:
+    """One row per run: each headline metric of the benchmarks any run has, with its uncertainty."""
+    cols = [(b, m) for b in _ran(runs) for m in b.metrics]
+    head = ["run", "judge"] + [m.label for _, m in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in rows:
-        ah = "–" if r.get("arena_hard") is None else f"{r['arena_hard']:.1f}" + \
-            (f" ({r['arena_hard_ci'][0]:.1f} to {r['arena_hard_ci'][1]:.1f})" if r.get("arena_hard_ci") else "")
-        cells = [str(r["name"]), r.get("judge") or "GPT-4", _fmt(r.get("mt_bench")), _fmt(r.get("turn_1")),
-                 _fmt(r.get("turn_2")), _pm(r.get("alpaca_eval"), r.get("alpaca_se")), _fmt(r.get("avg_length"), 0),
-                 _pm(r.get("alpaca_eval_2_lc"), r.get("alpaca_eval_2_lc_se"), 1),
-                 _pm(r.get("alpaca_eval_2"), r.get("alpaca_eval_2_se"), 1), ah] + \
-            [_fmt(r.get(task)) for task, _ in LEADERBOARD_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+    for name, s in zip(names, runs):
+        judge = (s.get("judge") or {}).get("type") or "–"
+        lines.append("| " + " | ".join([name, judge] + [m.format(s.get(b.name)) for b, m in cols]) + " |")
     return "\n".join(lines)
 
 
-def _notes(runs: list[dict]) -> list[str]:
-    """What a reader must know to read the new columns: skipped prompts, judge failures, how LC was fitted."""
+def beside_published(runs: list[dict], names: list[str]) -> str:
+    """Per benchmark: our rows, then its published rows, each with the protocol that made it."""
+    out = []
+    for bench in _ran(runs):
+        refs = bench.references
+        head = ["row", "judge"] + [m.label for m in bench.metrics] + ["protocol"]
+        lines = [f"### {bench.title}\n", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for name, s in zip(names, runs):
+            result = s.get(bench.name)
+            if not result:
+                continue
+            sec = _sections(Path(s["folder"])).get(bench.name) or {}
+            lines.append("| " + " | ".join([name, _judge_of(s, bench)] + [m.format(result) for m in bench.metrics]
+                                           + [bench.protocol(sec, result) or "–"]) + " |")
+        for ref in refs:
+            result = ref.result(bench)
+            judge = "GPT-4 Turbo" if "Turbo" in ref.protocol else "GPT-4" if bench.asks else "–"
+            lines.append("| " + " | ".join([f"{ref.model} (published)", judge] +
+                                           [m.format(result) for m in bench.metrics] + [ref.protocol]) + " |")
+        if refs:
+            lines.append("\nPublished: " + "; ".join(sorted({r.source for r in refs})) + ".")
+        else:
+            lines.append("\nNo published row for this benchmark among the reference models.")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def _notes(runs: list[dict], names: list[str]) -> list[str]:
+    """What a reader must know to read the figures: judge failures, skipped prompts, approximate figures."""
     notes = []
-    for s in runs:
-        name = s.get("model_id")
-        ah, ae2 = s.get("arena_hard") or {}, s.get("alpaca_eval_2") or {}
-        if ah.get("missing_baseline"):
-            notes.append(f"{name}: Arena-Hard skipped {ah['missing_baseline']} of {ah.get('questions')} prompts "
-                         "that have no baseline answer")
-        if ah.get("failures"):
-            notes.append(f"{name}: Arena-Hard has {ah['failures']} judgment(s) without a verdict (not scored)")
-        if ae2:
-            notes.append(f"{name}: AlpacaEval 2.0 with {ae2.get('preferences') or 'no'} preferences, GLM "
-                         f"{ae2.get('glm')}, baseline {', '.join(ae2.get('baseline') or [])}"
-                         + (f", {ae2['failures']} judge failure(s)" if ae2.get("failures") else ""))
-        for bench in ("mt_bench", "alpaca_eval", "alpaca_eval_2", "arena_hard"):
-            src = (s.get(bench) or {}).get("answers_from")
-            if src:
-                skipped = f" ({src['missing']} prompt(s) without an answer skipped)" if src.get("missing") else ""
-                notes.append(f"{name}: {bench} answers read from {src['file']}{skipped}")
+    for name, s in zip(names, runs):
+        for bench in benchmarks.all_benchmarks():
+            if s.get(bench.name):
+                notes += [f"{name}: {n}" for n in bench.notes(s[bench.name])]
     return notes
 
 
 def report(folders: list[Path], out: Path | None = None) -> str:
     """The markdown report; with ``out``, also writes report.md, scores.json and radar.png there."""
     runs = [load_run(f) for f in folders]
-    rows = [row(s) for s in runs]
-    names = [r["name"] for r in rows]
+    names = [str(s.get("model_id")) for s in runs]
     if len(set(names)) < len(names):  # the same model_id twice: tell them apart by folder
-        for r, s in zip(rows, runs):
-            r["name"] = f"{r['name']} ({s['folder']})"
-    published = [dict(p, judge="GPT-4") for p in PUBLISHED]
-    text = "# Evaluation report\n\n## Runs\n\n" + table(rows) + "\n\n"
-    judges = sorted({r["judge"] for r in rows if r.get("judge")})
+        names = [f"{n} ({s['folder']})" for n, s in zip(names, runs)]
+    text = "# Evaluation report\n\n## Runs\n\n" + table(runs, names) + "\n\n"
+    judges = {(s.get(b.name) or {}).get("judge", {}).get("type") or (s.get("judge") or {}).get("type")
+              for s in runs for b in _ran(runs) if b.asks and s.get(b.name)}
     if "function" in judges:
         text += ("Runs judged by a function judge (such as the offline lexical judge) measure that the pipeline "
                  "works, not model quality: compare them with each other only, never with the published rows.\n\n")
-    notes = _notes(runs)
+    notes = _notes(runs, names)
     if notes:
         text += "".join(f"- {n}\n" for n in notes) + "\n"
-    text += ("## Published figures (for reference)\n\nFrom the Zephyr paper (arXiv 2310.16944) and the "
-             "Zephyr-7B-beta model card (GPT-4 as judge), and alpaca_eval's AlpacaEval 2.0 leaderboard "
-             "(GPT-4 Turbo as judge, weighted_alpaca_eval_gpt4_turbo): full benchmarks, 7B models. These rows "
-             "were not produced by this report.\n\n" + table(published) + "\n")
+    text += ("## Published figures (for reference), beside ours\n\nEach benchmark's published rows (full benchmarks, "
+             "7B models) with the protocol that made them, under this report's runs with theirs. A figure is "
+             "comparable with a published one only when judge and protocol agree.\n\n" + beside_published(runs, names))
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        drawn = plots.radar({r["name"]: (s.get("mt_bench") or {}).get("categories") or {} for r, s in zip(rows, runs)},
-                            out / "radar.png", "MT-Bench by category")
+        graded = [b for b in _ran(runs) if b.asks == "grade"]
+        drawn = graded and plots.radar({n: (s.get(graded[0].name) or {}).get("categories") or {}
+                                        for n, s in zip(names, runs)}, out / "radar.png", f"{graded[0].title} by category")
         if drawn:
-            text += "\n![MT-Bench by category](radar.png)\n"
+            text += f"\n![{graded[0].title} by category](radar.png)\n"
         (out / "report.md").write_text(text)
         (out / "scores.json").write_text(json.dumps({"runs": runs, "published": PUBLISHED}, indent=2) + "\n")
     return text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import statistics
 import time
 from collections import defaultdict
@@ -39,10 +40,32 @@ class Question:
 
 
 # ------------------------------------------------------------------------------------------- loading
-def load_questions(spec: str, max_questions: int | None = None) -> list[Question]:
+def sample_across_categories(questions: list[Question], n: int, seed: int) -> list[Question]:
+    """A seeded sample of ``n`` questions spread over the categories as evenly as they allow (each category's
+    questions in a seeded order, taken in turn), kept in file order."""
+    if not n or n >= len(questions):
+        return questions
+    rng = random.Random(seed)
+    by_cat: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        by_cat.setdefault(q.category, []).append(i)
+    for idx in by_cat.values():
+        rng.shuffle(idx)
+    cats = list(by_cat)
+    rng.shuffle(cats)
+    keep: list[int] = []
+    while len(keep) < n:
+        for c in cats:
+            if by_cat[c] and len(keep) < n:
+                keep.append(by_cat[c].pop())
+    return [questions[i] for i in sorted(keep)]
+
+
+def load_questions(spec: str, max_questions: int | None = None, seed: int = 0) -> list[Question]:
     """FastChat's question.jsonl (question_id, category, turns), or HuggingFaceH4/mt_bench_prompts
     (prompt_id, category, prompt, reference). A reference carried by the question is used only when the
-    reference answer file has none for it (FastChat grades with the GPT-4 reference answers)."""
+    reference answer file has none for it (FastChat grades with the GPT-4 reference answers). ``max_questions``
+    takes a seeded sample spread over the categories."""
     out = []
     for n, row in enumerate(load_records(spec, "MT-Bench questions"), 1):
         qid = row.get("question_id", row.get("prompt_id"))
@@ -56,7 +79,7 @@ def load_questions(spec: str, max_questions: int | None = None) -> list[Question
         out.append(Question(qid, row["category"], list(turns)[:2], list(ref) if ref else None))
     if not out:
         raise ZephyrError(f"{spec} holds no MT-Bench questions", "point stage.mt_bench.questions at question.jsonl")
-    return out[:max_questions] if max_questions else out
+    return sample_across_categories(out, max_questions, seed) if max_questions else out
 
 
 def load_references(spec: str | None) -> dict:

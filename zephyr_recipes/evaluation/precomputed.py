@@ -2,8 +2,9 @@
 ``model_answer/<model>.jsonl`` (MT-Bench) and Arena-Hard's ``model_answer/<model>.jsonl``.
 
 Each is read into the benchmark's answer store exactly as generated answers would be (marked with the file they
-came from), so judging, resuming and scoring are the same. A file in another format is refused with the format
-that was expected; prompts the file has no answer for are logged, skipped and counted.
+came from), so judging, resuming and scoring are the same. A file in another format, or one that answers none of
+the benchmark's prompts, is refused with the format that was expected (and the one the file looks like); prompts
+the file has no answer for are logged, skipped and counted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,32 @@ FASTCHAT_FORMAT = ("FastChat's model_answer/<model>.jsonl: one line per question
                    '{"question_id": 81, "model_id": "<model>", "choices": [{"index": 0, "turns": ["...", "..."]}]}')
 
 
-def _missing(what: str, path: str, missing: list) -> None:
+def looks_like(path: str) -> str | None:
+    """Which benchmark's answer format a file looks like, in words (None when unknown or unreadable)."""
+    try:
+        records = load_records(str(path), "answers")
+    except ZephyrError:
+        return None
+    rec = records[0] if records else {}
+    if "instruction" in rec and "output" in rec:
+        return "alpaca_eval's model_outputs (AlpacaEval)"
+    if "uid" in rec and "messages" in rec:
+        return "Arena-Hard's model_answer"
+    turns = ((rec.get("choices") or [{}])[0] or {}).get("turns") if isinstance(rec.get("choices"), list) else None
+    if "question_id" in rec and isinstance(turns, list):
+        if isinstance(rec["question_id"], int) and len(turns) >= 2:
+            return "FastChat's MT-Bench model_answer (two turns per question)"
+        return "Arena-Hard's older model_answer (question_id, choices)"
+    return None
+
+
+def _missing(what: str, path: str, missing: list, total: int = 0, expected: str | None = None) -> None:
+    """Log the prompts without an answer; refuse a file that answers none of them."""
+    if total and len(missing) >= total:
+        seen = looks_like(path)
+        raise ZephyrError(f"{what}: {path} answers none of the {total} prompt(s)"
+                          + (f"; it looks like {seen}" if seen else ""),
+                          f"give {expected or 'answers to these prompts'}, for the same prompts")
     if missing:
         log.warning("%s: %s has no answer for %d prompt(s) (%s%s); they are skipped", what, path, len(missing),
                     ", ".join(map(str, missing[:5])), " ..." if len(missing) > 5 else "")
@@ -43,7 +69,7 @@ def read_alpaca(path: str) -> tuple[str | None, dict[str, str]]:
     return generator, by_iid
 
 
-def alpaca_outputs(path: str, rows: list[dict], store: Store) -> dict:
+def alpaca_outputs(path: str, rows: list[dict], store: Store, expected: str = ALPACA_FORMAT) -> dict:
     """alpaca_eval's model_outputs.json into an AlpacaEval answer store, matched by instruction text."""
     generator, by_iid = read_alpaca(path)
     missing = []
@@ -54,7 +80,7 @@ def alpaca_outputs(path: str, rows: list[dict], store: Store) -> dict:
         elif iid not in store:
             store.add({"key": iid, "instruction": r["instruction"], "output": by_iid[iid], "source": str(path),
                        "tstamp": time.time()})
-    _missing("AlpacaEval", path, missing)
+    _missing("AlpacaEval", path, missing, len(rows), expected)
     return {"model": generator, "file": str(path), "missing": len(missing)}
 
 
@@ -76,7 +102,7 @@ def read_fastchat(path: str) -> tuple[str | None, dict[str, list[str]]]:
     return model, by_id
 
 
-def fastchat_answers(path: str, questions: list, store: Store) -> dict:
+def fastchat_answers(path: str, questions: list, store: Store, expected: str = FASTCHAT_FORMAT) -> dict:
     """FastChat's model_answer jsonl into the MT-Bench answer store (both turns of each question)."""
     from .mt_bench import _key
 
@@ -91,12 +117,12 @@ def fastchat_answers(path: str, questions: list, store: Store) -> dict:
             if _key(q, t) not in store:
                 store.add({"key": _key(q, t), "question_id": q.id, "turn": t, "answer": turns[t - 1],
                            "source": str(path), "tstamp": time.time()})
-    _missing("MT-Bench", path, missing)
+    _missing("MT-Bench", path, missing, len(questions), expected)
     return {"model": model, "file": str(path), "missing": len(missing)}
 
 
-def arena_hard_answers(path: str, questions: list[dict], store: Store) -> dict:
-    from .arena_hard import parse_answers
+def arena_hard_answers(path: str, questions: list[dict], store: Store, expected: str | None = None) -> dict:
+    from .arena_hard import ANSWER_FORMAT, parse_answers
 
     model, answers = parse_answers(path)
     missing = []
@@ -106,14 +132,5 @@ def arena_hard_answers(path: str, questions: list[dict], store: Store) -> dict:
         elif q["uid"] not in store:
             store.add({"key": q["uid"], "uid": q["uid"], "answer": answers[q["uid"]], "source": str(path),
                        "tstamp": time.time()})
-    _missing("Arena-Hard", path, missing)
+    _missing("Arena-Hard", path, missing, len(questions), expected or ANSWER_FORMAT)
     return {"model": model, "file": str(path), "missing": len(missing)}
-
-
-def check(benchmark: str, path: str) -> None:
-    """Read an answers file once before anything is generated, so that a wrong format stops the run early."""
-    from .arena_hard import parse_answers
-
-    readers = {"mt_bench": read_fastchat, "alpaca_eval": read_alpaca, "alpaca_eval_2": read_alpaca,
-               "arena_hard": parse_answers}
-    readers[benchmark](path)

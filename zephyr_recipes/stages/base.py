@@ -157,6 +157,10 @@ class TaskStage(Stage):
         """The few figures kept in run.json."""
         return {}
 
+    def unfinished(self, cfg: dict, result: dict) -> Optional[str]:
+        """Why the work did not produce what it is for (the run ends failed with this reason), or None."""
+        return None
+
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
         import logging
 
@@ -168,6 +172,12 @@ class TaskStage(Stage):
         result["wall_seconds"] = round(time.time() - ctx.started, 2)
         report.write_json(folder / self.result_file, result)
         (folder / "README.md").write_text(self.card(cfg, prov, result))
+        reason = self.unfinished(cfg, result)
+        if reason:  # the figures and the card stay for a look; the run is not complete
+            from ..errors import ZephyrError
+
+            runfolder.set_status(folder, "failed", summary=self.headline(result))
+            raise ZephyrError(reason, f"see {folder / self.result_file} and the judgments beside it")
         runfolder.set_status(folder, "complete", finished=runfolder.now(), summary=self.headline(result))
         logging.getLogger("zephyr_recipes").info("finished: %s (%s)", folder,
                                                  self.finished_hint.format(folder=folder))

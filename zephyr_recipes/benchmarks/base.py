@@ -1,0 +1,231 @@
+"""What a benchmark is, for the eval stage and everything that reads its figures.
+
+A benchmark is one module defining one :class:`Benchmark`: its name, the schema of its ``stage.<name>`` section,
+what it asks of a judge (``grade``, ``compare``, ``verdict`` or nothing), the answer files it reads precomputed,
+its headline :class:`Metric` s (with their uncertainty and direction), the published :class:`Reference` rows a
+reader compares with, and ``run``, which answers, judges and scores with what a :class:`Context` hands it. The
+scoring arithmetic lives in :mod:`zephyr_recipes.evaluation`; a benchmark module wires it to the stage.
+
+The eval stage, the run card, ``run.json``'s summary, ``zephyr-recipes report``, the ablation report and sweeps ask
+:mod:`zephyr_recipes.benchmarks` for benchmarks and metrics; none of them names one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
+
+from ..errors import ZephyrError
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One headline figure of a benchmark, found in its result at ``path``.
+
+    ``error`` is where its uncertainty is: a standard error (``uncertainty="se"``) or an interval [low, high]
+    (``"ci95"``, ``"ci90"``). ``key`` is unique over all benchmarks: run.json's summary, the ablation's claims and
+    sweeps name the figure by it."""
+
+    key: str
+    label: str
+    path: tuple
+    error: Optional[tuple] = None
+    uncertainty: str = ""  # "se", "ci95", "ci90", "ci" (its level in the result's "interval") or "" (none)
+    higher_is_better: bool = True
+    digits: int = 2
+    headline: bool = True  # kept in run.json's summary (and offered to sweeps)
+    ablation_label: Optional[str] = None  # shown in the ablation report (Table 3) under this label
+    caveat: Optional[tuple] = None  # where the result says the figure is not comparable (a text, shown beside it)
+
+    def value(self, result: dict | None):
+        return _dig(result, self.path)
+
+    def spread(self, result: dict | None):
+        return _dig(result, self.error) if self.error else None
+
+    def format(self, result: dict | None) -> str:
+        """'7.34', '90.60 ± 1.03', '24.1 (90% CI 22.0 to 26.3)', or '–' when there is no value."""
+        value = self.value(result)
+        if not isinstance(value, (int, float)):
+            return "–"
+        text = f"{value:.{self.digits}f}"
+        spread = self.spread(result)
+        if self.uncertainty == "se" and isinstance(spread, (int, float)):
+            text += f" ± {spread:.{self.digits}f}"
+        elif self.uncertainty.startswith("ci") and isinstance(spread, (list, tuple)) and len(spread) == 2 \
+                and all(isinstance(x, (int, float)) for x in spread):
+            level = self.uncertainty[2:] or _dig(result, self.path[:-1] + ("interval",)) or "?"
+            text += f" ({level}% CI {spread[0]:.{self.digits}f} to {spread[1]:.{self.digits}f})"
+        caveat = _dig(result, self.caveat) if self.caveat else None
+        if caveat:
+            text += f" ({caveat})"
+        return text
+
+
+def _dig(result, path):
+    for key in path or ():
+        if not isinstance(result, dict):
+            return None
+        result = result.get(key)
+    return result
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published row: a model's figures (metric key -> value, or (value, standard error)), the protocol that
+    made them, and where they were published."""
+
+    model: str
+    values: dict
+    protocol: str
+    source: str
+
+    def result(self, benchmark: "Benchmark") -> dict:
+        """The figures laid out as the benchmark's own result, so its metrics read them."""
+        out: dict = {}
+        for m in benchmark.metrics:
+            got = self.values.get(m.key)
+            if got is None:
+                continue
+            value, error = got if isinstance(got, (tuple, list)) else (got, None)
+            _put(out, m.path, value)
+            if error is not None and m.error:
+                _put(out, m.error, error)
+        return out
+
+
+def _put(d: dict, path: tuple, value) -> None:
+    for key in path[:-1]:
+        d = d.setdefault(key, {})
+    d[path[-1]] = value
+
+
+@dataclass
+class Context:
+    """What the eval stage hands a benchmark's ``run``: the frozen config, the run folder, the model under test
+    (loaded when first asked for), its name in answer files, and the benchmark's judge."""
+
+    cfg: dict
+    folder: Path
+    model_id: str
+    backend: Callable[[], Any]
+    make_judge: Callable[..., Any]  # (benchmark, max_new_tokens, temperature) -> Judge
+    reads_prompts: Callable[[Any], bool]  # (benchmark) -> whether its judge reads judge prompts
+    extra: dict = field(default_factory=dict)
+
+    def section(self, benchmark: "Benchmark") -> dict:
+        return self.cfg["stage"][benchmark.name]
+
+    def chosen(self, name: str) -> bool:
+        return name in self.cfg["stage"]["benchmarks"]
+
+
+class Benchmark:
+    """One benchmark. Subclasses set the class attributes and implement :meth:`run`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # "MT-Bench", "AlpacaEval 2.0" ...
+    schema: ClassVar[type]  # the dataclass of stage.<name>
+    help: ClassVar[str] = ""  # one line for the stage schema's help
+    asks: ClassVar[Optional[str]] = None  # what it asks a judge: grade, compare, verdict; None: no judge
+    answer_format: ClassVar[Optional[str]] = None  # the precomputed answer format it reads (stage.<name>.answers)
+    metrics: ClassVar[tuple] = ()  # its headline Metric s, the first being its score
+    references: ClassVar[tuple] = ()  # published Reference rows
+    optional: ClassVar[bool] = False  # kept in the resolved config only when chosen
+    default: ClassVar[bool] = False  # in stage.benchmarks unless the recipe chooses (the Zephyr paper's three)
+    failures_key: ClassVar[Optional[str]] = "failures"  # the result's count of judgments without a verdict
+    own_model: ClassVar[bool] = False  # loads the model under test its own way (the shared generator leaves first)
+    size: ClassVar[int] = 0  # prompts in the published set (the plan's request counts)
+    turns: ClassVar[int] = 1  # answers per prompt (MT-Bench: 2 turns)
+
+    def workload(self, sec: dict) -> tuple[int, int, int, int]:
+        """For the plan: (answers the model writes, tokens per answer, judge requests, tokens per judge reply)."""
+        full = self.prompt_count(sec)
+        n = min(full, sec.get("max_questions") or sec.get("max_samples") or full)
+        new = int(sec.get("max_new_tokens") or (sec.get("sampling") or {}).get("max_new_tokens") or 1024)
+        answers = n * self.turns if self.uses_model(sec) else 0
+        judged = n * self.turns * (2 if sec.get("both_orders") else 1) if self.asks else 0
+        return answers, new, judged, int(sec.get("judge_max_new_tokens") or 1024)
+
+    def prompt_count(self, sec: dict) -> int:
+        return self.size
+
+    def uses_model(self, sec: dict) -> bool:
+        """Whether it needs the model under test: not when an answers file holds the answers."""
+        return not sec.get("answers")
+
+    def check(self, sec: dict, stage: dict) -> None:
+        """Complete and check the section before anything loads (the schema checked keys and types)."""
+
+    def read_answers(self, path: str) -> tuple[Optional[str], dict]:
+        """(model name, prompt key -> answer) from a precomputed answers file; refuses another format."""
+        raise ZephyrError(f"{self.title} reads no answers file", f"drop stage.{self.name}.answers")
+
+    def run(self, ctx: Context) -> dict:
+        raise NotImplementedError
+
+    def protocol(self, sec: dict, result: dict) -> str:
+        """How this run's figures were made, in a few words for the report beside the published protocols."""
+        return ""
+
+    def card(self, sec: dict, result: dict) -> list[str]:
+        """The run card's section: markdown lines."""
+        return [f"## {self.title}\n"] + [f"- {m.label}: **{m.format(result)}**" for m in self.metrics] + [""]
+
+    def notes(self, result: dict) -> list[str]:
+        """What a reader of the report must know (judge failures, skipped prompts, approximate figures)."""
+        out = []
+        n = self.failures(result)
+        if n:
+            out.append(f"{self.title}: {n} judgment(s) without a verdict (not scored)")
+        src = result.get("answers_from")
+        if src:
+            skipped = f" ({src['missing']} prompt(s) without an answer skipped)" if src.get("missing") else ""
+            out.append(f"{self.title}: answers read from {src['file']}{skipped}")
+        return out
+
+    def failures(self, result: dict) -> int:
+        return int((result or {}).get(self.failures_key) or 0) if self.failures_key else 0
+
+    def headline(self, result: dict) -> dict:
+        """Metric key -> value for run.json's summary (the metrics marked headline)."""
+        return {m.key: m.value(result) for m in self.metrics if m.headline}
+
+    def unscored(self, result: dict) -> Optional[str]:
+        """Why the benchmark has no score (no headline value at all), or None."""
+        if any(isinstance(v, (int, float)) for v in self.headline(result).values()):
+            return None
+        n = self.failures(result)
+        if n:
+            why = result.get("first_failure") or f"see {self.name}/judgments.jsonl"
+            return f"{self.title}: no score, all {n} judgment(s) failed (first: {why})"
+        return f"{self.title}: no score (nothing was judged)"
+
+
+@contextlib.contextmanager
+def stores(out: Path):
+    """A benchmark's answers.jsonl and judgments.jsonl, closed whatever happens."""
+    from ..feedback.store import Store
+
+    answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
+    try:
+        yield answers, judgments
+    finally:
+        answers.close()
+        judgments.close()
+
+
+def release(judge) -> None:
+    """A local judge model leaves memory before the next one loads."""
+    del judge
+    gc.collect()
+
+
+def first_failure(judgments: list[dict]) -> Optional[str]:
+    for j in judgments:
+        if "failure" in j:
+            return str(j["failure"])[:200]
+    return None

@@ -1,0 +1,74 @@
+"""The Open LLM Leaderboard (v1) tasks through lm-evaluation-harness: ARC, HellaSwag, MMLU, TruthfulQA with the
+leaderboard's few-shot counts and metrics. No judge: the tasks declare their own metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..schema import option
+from .base import Benchmark, Context, Metric, Reference
+
+TASKS = (("arc_challenge", "ARC"), ("hellaswag", "HellaSwag"), ("mmlu", "MMLU"), ("truthfulqa_mc2", "TruthfulQA"))
+
+
+@dataclass
+class LmEvalConfig:
+    tasks: list = option([{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
+                          {"name": "mmlu", "num_fewshot": 5}, {"name": "truthfulqa_mc2", "num_fewshot": 0}],
+                         "Tasks as [{name, num_fewshot, metric?, data_files? | yaml?}] (the Open LLM Leaderboard v1's).")
+    batch_size: Any = option("auto", "lm-evaluation-harness's batch size.")
+    limit: Optional[int] = option(None, "Examples per task; null for all.")
+    seed: int = option(1234, "lm-evaluation-harness's seed.")
+
+
+class LmEval(Benchmark):
+    name = "lm_eval"
+    title = "Open LLM Leaderboard tasks (lm-evaluation-harness)"
+    default = True
+    schema = LmEvalConfig
+    help = "Open LLM Leaderboard v1 tasks through lm-evaluation-harness."
+    asks = None
+    failures_key = None
+    own_model = True
+
+    def uses_model(self, sec: dict) -> bool:
+        return True
+    metrics = tuple(Metric(task, label, (task, "value")) for task, label in TASKS)
+    references = (Reference("Zephyr-7B-beta", {"arc_challenge": 62.03, "hellaswag": 84.52, "mmlu": 61.44,
+                                               "truthfulqa_mc2": 57.44},
+                            "Open LLM Leaderboard v1: ARC 25-shot acc_norm, HellaSwag 10-shot acc_norm, MMLU 5-shot "
+                            "acc, TruthfulQA 0-shot mc2",
+                            "Zephyr paper (arXiv 2310.16944) and the Zephyr-7B-beta model card"),)
+
+    def check(self, sec: dict, stage: dict) -> None:
+        from ..evaluation.harness import normalise_tasks
+
+        normalise_tasks(sec["tasks"])
+
+    def run(self, ctx: Context) -> dict:
+        from .. import modeling
+        from ..evaluation import harness
+
+        placement = modeling.resolve_placement(ctx.cfg["hardware"])
+        return harness.run(ctx.section(self), ctx.cfg["model"], placement, ctx.folder)
+
+    def headline(self, result: dict) -> dict:
+        """Every task's figure (not only the leaderboard's four)."""
+        return {task: v.get("value") for task, v in (result or {}).items() if isinstance(v, dict)}
+
+    def protocol(self, sec: dict, result: dict) -> str:
+        tasks = ", ".join(f"{t} {v.get('num_fewshot')}-shot {v.get('metric')}" for t, v in (result or {}).items())
+        limit = f", {sec.get('limit')} examples per task" if sec.get("limit") else ""
+        return f"lm-evaluation-harness: {tasks}{limit}"
+
+    def card(self, sec: dict, result: dict) -> list[str]:
+        labels = dict(TASKS)
+        lines = [f"## {self.title}\n", "| task | shots | metric | value |", "| --- | --- | --- | --- |"]
+        lines += [f"| {labels.get(t, t)} | {v['num_fewshot']} | {v['metric']} | {v['value']} |"
+                  for t, v in result.items()]
+        lines.append("\nFull results: `lm_eval/results.json`.\n")
+        return lines
+
+
+BENCHMARK = LmEval()
