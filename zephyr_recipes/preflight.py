@@ -120,7 +120,7 @@ def local_paths(cfg: dict) -> list[tuple[str, str]]:
 
     def walk(obj, where):
         if isinstance(obj, dict):
-            if obj.get("type") in ("transformers", "reward_model") and is_local_path(obj.get("model")):
+            if obj.get("type") in ("transformers", "reward_model", "vllm") and is_local_path(obj.get("model")):
                 found.append((f"{where}.model", obj["model"]))
             for k, v in obj.items():
                 walk(v, f"{where}.{k}")

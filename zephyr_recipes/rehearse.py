@@ -140,6 +140,10 @@ class Rehearsal:
     def generator(self, gen: dict, where: str) -> dict:
         kind = gen.get("type")
         keep = {k: gen[k] for k in ("name", "num_completions", "sampling") if k in gen}
+        if kind == "vllm":
+            model = self._local_or_standin(gen.get("model"), where)
+            self.note(f"{where}: vLLM serving {gen.get('model')} -> transformers on {model}")
+            return {**keep, "type": "transformers", "model": model, "batch_size": 8}
         if kind == "openai" and gen.get("serve"):
             from .feedback.specs import served_model
 
@@ -166,7 +170,7 @@ class Rehearsal:
     def judge(self, judge: dict | None, where: str, module: str) -> dict | None:
         if not judge:
             return judge
-        if judge.get("type") == "openai" or (judge.get("type") == "transformers" and _is_hub(judge.get("model"))):
+        if judge.get("type") in ("openai", "vllm") or (judge.get("type") == "transformers" and _is_hub(judge.get("model"))):
             self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module})")
             return {"type": "function", "module": module}
         if judge.get("model"):

@@ -183,6 +183,10 @@ class Server:
 @contextlib.contextmanager
 def serving(spec: dict, log_dir: Path, name: str):
     """The spec as is when it names no server; otherwise the served spec, for the duration of the block."""
+    if spec.get("type") == "vllm":  # the serve command written from the spec (see .vllm)
+        from .vllm import as_openai
+
+        spec = as_openai(spec)
     if not spec.get("serve"):
         yield spec
         return

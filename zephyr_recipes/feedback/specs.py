@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Optional
 
 from ..errors import ZephyrError
 from ..schema import option
+from .vllm import VLLMOptions
 
 SERVE_HELP = ("A command that starts an OpenAI-compatible server (vLLM, TGI, llama.cpp ...) with --port N; the "
               "runner starts it, waits until it answers, and stops it. base_url and model then default to its "
@@ -53,8 +54,9 @@ class _Typed:
 @dataclass
 class GeneratorSpec(_Typed):
     name: Optional[str] = option(None, "Name of the generator in the data (models column); default generator<i>.")
-    type: str = option("???", "transformers (a local model), openai (an OpenAI-compatible endpoint) or function "
-                          "(package.module:function answering f(messages) -> str).")
+    type: str = option("???", "transformers (a local model), vllm (a model the runner serves with vLLM), openai (an "
+                          "OpenAI-compatible endpoint) or function (package.module:function answering "
+                          "f(messages) -> str).")
     num_completions: Optional[int] = option(None, "Completions per prompt; default the stage's num_completions.")
     sampling: dict = option({}, "Sampling settings over the stage's (temperature, top_p, max_new_tokens ...).")
 
@@ -154,7 +156,19 @@ class FunctionJudgeSpec(JudgeSpec):
                             "and compare(messages, a, b).")
 
 
-JudgeSpec.TYPES = {"function": FunctionJudgeSpec, "transformers": TransformersJudge, "openai": OpenAIJudge}
+@dataclass
+class VLLMGenerator(VLLMOptions, GeneratorSpec):
+    pass
+
+
+@dataclass
+class VLLMJudge(VLLMOptions, JudgeSpec):
+    pass
+
+
+GeneratorSpec.TYPES["vllm"] = VLLMGenerator
+JudgeSpec.TYPES = {"function": FunctionJudgeSpec, "transformers": TransformersJudge, "openai": OpenAIJudge,
+                   "vllm": VLLMJudge}
 JUDGE_MAKERS: dict = {}  # type -> make(spec, hardware) for types registered by stage modules
 
 
@@ -191,6 +205,8 @@ def load_of(role: str, spec: dict, requests: int, new_tokens: int) -> dict:
     """What one generator or judge spec asks of the machine, for the plan (see TaskStage.loads)."""
     kind = spec.get("type")
     out = {"role": role, "requests": int(requests), "new_tokens": int(new_tokens), "spec": spec, "batch": 64}
+    if kind == "vllm":
+        return {**out, "how": "served", "model": spec.get("model") or "?", "batch": spec.get("concurrency") or 32}
     if kind == "openai":
         if spec.get("serve"):
             return {**out, "how": "served", "model": served_model(spec["serve"]) or spec.get("model") or "?",

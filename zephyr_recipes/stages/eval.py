@@ -14,8 +14,10 @@ This module names no benchmark: the stage's schema, checks, card and summary com
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
+import json
 import logging
 import os
 from pathlib import Path
@@ -42,6 +44,9 @@ def _stage_schema() -> type:
         ("batch_size", Any, option("auto", "Generation batch size of the model under test (auto: 64 on a GPU, 32 on "
                                            "the CPU).")),
         ("judge", Optional[JudgeSpec], option(None, "The judge of every judged benchmark, unless one names its own.")),
+        ("vllm", Optional[dict], option(None, "Serve the model under test with vLLM for its answers: {max_model_len, "
+                                              "dtype, args, concurrency} (see `type: vllm`); null: transformers in "
+                                              "this process.")),
     ]
     fields += [(b.name, b.schema, option(b.schema, b.help)) for b in benchmarks.all_benchmarks()]
     cls = dataclasses.make_dataclass("EvalStageConfig", fields, bases=(StageSection,))
@@ -69,6 +74,15 @@ def check_config(cfg: dict) -> None:
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
     if unknown or not stage["benchmarks"]:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
+    if stage.get("vllm") is None:  # absent unless set: older runs' frozen configs still match
+        stage.pop("vllm", None)
+    elif not isinstance(stage["vllm"], dict):
+        raise ZephyrError(f"stage.vllm={stage['vllm']!r}", "give vLLM's options ({max_model_len: 2048}), {} for "
+                          "its defaults, or null to answer in this process")
+    else:
+        from ..feedback.specs import VLLMGenerator, complete
+
+        complete({**stage["vllm"], "type": "vllm", "model": cfg["model"]["name_or_path"]}, VLLMGenerator, "stage.vllm")
     for bench in benchmarks.all_benchmarks():  # absent unless chosen: older runs' frozen configs still match
         if bench.optional and bench.name not in stage["benchmarks"]:
             stage.pop(bench.name, None)
@@ -106,19 +120,25 @@ def _reads_prompts(cfg: dict, bench) -> bool:
     return reads_prompts(kind)
 
 
-def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0):
-    """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins)."""
+def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, served=None):
+    """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins);
+    ``served(spec, name)`` starts a judge the runner serves (type: vllm) for the rest of the stage."""
     from ..feedback.judges import make_judge
 
-    return make_judge(judge_spec(cfg["stage"], bench.name), cfg["hardware"],
-                      sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
+    spec = judge_spec(cfg["stage"], bench.name)
+    if served is not None and spec.get("type") == "vllm":
+        spec = served(spec, f"judge-{bench.name}")
+    return make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
 
 
-def _backend(cfg: dict):
-    from ..feedback.backends import TransformersBackend
+def _backend(cfg: dict, served=None):
+    """The model under test: in this process (transformers), or served by vLLM (stage.vllm)."""
+    from ..feedback.backends import TransformersBackend, make_backend
 
-    model = cfg["model"]
-    return TransformersBackend(model["name_or_path"], model, cfg["hardware"], cfg["stage"]["batch_size"])
+    model, stage = cfg["model"], cfg["stage"]
+    if stage.get("vllm") is not None and served is not None:
+        return make_backend(served({**stage["vllm"], "type": "vllm", "model": model["name_or_path"]}, "model"))
+    return TransformersBackend(model["name_or_path"], model, cfg["hardware"], stage["batch_size"])
 
 
 def needs_model(stage: dict) -> bool:
@@ -133,7 +153,6 @@ def _judge_summary(spec: dict) -> dict:
 def run(cfg: dict, folder: Path) -> dict:
     """Run the chosen benchmarks; returns the scores (also written to scores.json)."""
     from .. import modeling
-    from ..evaluation import plots
 
     stage = cfg["stage"]
     model_id = stage["model_id"] or cfg["run"]["name"]
@@ -149,15 +168,33 @@ def run(cfg: dict, folder: Path) -> dict:
 
     set_seed(cfg["run"]["seed"])  # sampled answers (writing, roleplay, AlpacaEval) are repeatable
     loaded = {}
+    servers = contextlib.ExitStack()  # models the runner serves (stage.vllm, type: vllm judges), stopped at the end
+    started: dict = {}
+
+    def served(spec: dict, name: str) -> dict:
+        from ..feedback.serve import serving
+
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key not in started:
+            started[key] = servers.enter_context(serving(spec, folder, name))
+        return started[key]
 
     def backend():  # one model for every benchmark, loaded when first needed
         if "b" not in loaded:
-            loaded["b"] = _backend(cfg)
+            loaded["b"] = _backend(cfg, served)
         return loaded["b"]
 
     ctx = benchmarks.Context(cfg, folder, model_id, backend,
-                             make_judge=lambda bench, tokens, temperature=0.0: _judge(cfg, bench, tokens, temperature),
+                             make_judge=lambda bench, tokens, temperature=0.0: _judge(cfg, bench, tokens, temperature,
+                                                                                      served),
                              reads_prompts=lambda bench: _reads_prompts(cfg, bench))
+    with servers:
+        return _run_benchmarks(cfg, folder, stage, model_id, ctx, loaded)
+
+
+def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
+    from ..evaluation import plots
+
     result = {"model": cfg["model"]["name_or_path"], "model_id": model_id,
               "judge": _judge_summary(stage["judge"] or {})}
     for bench in chosen(stage):
@@ -203,6 +240,8 @@ class Eval(TaskStage):
 
         stage, out = cfg["stage"], []
         model = {"type": "transformers", "model": cfg["model"]["name_or_path"], "batch_size": stage["batch_size"]}
+        if stage.get("vllm") is not None:
+            model = {**stage["vllm"], "type": "vllm", "model": cfg["model"]["name_or_path"]}
         for bench in chosen(stage):
             answers, new, judged, budget = bench.workload(stage[bench.name])
             if answers:
