@@ -1,6 +1,6 @@
 """`make bench`: the runner's speed, measured against plain TRL on the same machine in the same session.
 
-    python -m bench.run [--reps 3] [--only overhead,tracking,sft,loss,dpo,aif,data] [--out bench-results] [--smoke]
+    python -m bench.run [--reps 3] [--only overhead,tracking,sft,loss,dpo,aif,vllm,data] [--out bench-results] [--smoke]
 
 One function per figure; each returns a dict with its raw samples, medians and spreads, and the ratio against
 its baseline. ``main`` prints the machine, runs them, and writes ``bench-results/bench.json`` and
@@ -498,6 +498,67 @@ def bench_aif(reps: int = 3, prompts: int = 64, max_new_tokens: int = 32) -> dic
     return res
 
 
+def vllm_test_model(folder: Path) -> Path:
+    """A small Llama-architecture model with the embedded tokenizer that vLLM's CPU kernels accept (head size 64)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from zephyr_recipes import chat_format
+    from zephyr_recipes.embedded import builtin
+
+    tok = PreTrainedTokenizerFast.from_pretrained(builtin.resolve("builtin://tiny-mistral"))
+    tok.chat_template = chat_format.template_text("zephyr")
+    tok.save_pretrained(str(folder))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=1024,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+def bench_vllm(reps: int = 3, prompts: int = 64, max_new_tokens: int = 64, work: Path | None = None) -> dict:
+    """AI-feedback generation, tokens/s: a model served by vLLM (type: vllm, the environment `make vllm` builds)
+    against the same model through TransformersBackend's batches, same prompts, same sampling. The server's start-up
+    is reported, not counted."""
+    _quiet()
+    from zephyr_recipes.errors import ZephyrError
+    from zephyr_recipes.feedback import vllm
+    from zephyr_recipes.feedback.backends import TransformersBackend, make_backend
+    from zephyr_recipes.feedback.serve import serving
+    from zephyr_recipes.stages.aif import load_prompts
+
+    try:
+        vllm.python()
+    except ZephyrError as exc:
+        return {"skipped": exc.problem}
+    work = Path(work or tempfile.mkdtemp(prefix="bench-vllm-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model = vllm_test_model(work / "model")
+    convs = [[{"role": "user", "content": p}] for p in load_prompts(_compose("tiny/aif", []))[:prompts]]
+    sampling = {"temperature": 0.0, "max_new_tokens": max_new_tokens}
+    hw = {"device": "cpu", "precision": "fp32", "attn_implementation": "sdpa"}
+    local = TransformersBackend(str(model), {"chat_template": None}, hw)
+    rates = {"transformers": [], "vllm": []}
+    t0 = time.perf_counter()
+    with serving({"type": "vllm", "model": str(model), "max_model_len": 512, "concurrency": prompts}, work,
+                 "bench") as served:
+        startup = time.perf_counter() - t0
+        remote = make_backend(served)
+        for i in range(reps):
+            for name in (("vllm", "transformers") if i % 2 == 0 else ("transformers", "vllm")):
+                backend = remote if name == "vllm" else local
+                t = time.perf_counter()
+                got = dict(backend.generate(convs, 1, dict(sampling)))
+                tokens = sum(len(local.tokenizer(got[j][0])["input_ids"]) if not isinstance(got[j], Exception)
+                             else 0 for j in range(len(convs)))
+                rates[name].append(tokens / (time.perf_counter() - t))
+    res = {"prompts": len(convs), "max_new_tokens": max_new_tokens, "server_start_s": round(startup, 1),
+           "tokens_per_s": {k: summary(v) for k, v in rates.items()}}
+    res["ratio"] = res["tokens_per_s"]["vllm"]["median"] / res["tokens_per_s"]["transformers"]["median"]
+    return res
+
+
 # ----------------------------------------------------------------------------------------- 5. data
 def _data_child(path: str, home: str) -> None:
     """Runs in a fresh process: time data.load_for_stage for a local jsonl (tokenizer loaded beforehand)."""
@@ -586,6 +647,15 @@ def markdown(results: dict) -> str:
         lines.append(f"| AIF completions/s ({a['prompts']} prompts, {a['max_new_tokens']} new tokens, greedy) | one "
                      f"at a time {fmt(a['completions_per_s']['one_at_a_time'])} | batched ({a['batch_size']}) "
                      f"{fmt(a['completions_per_s']['batched'])} | {a['ratio']:.1f}x | >= 4x |")
+    if "vllm" in results:
+        v = results["vllm"]
+        if "skipped" in v:
+            lines.append(f"| AI-feedback generation through vLLM | not measured: {v['skipped']} | | | |")
+        else:
+            lines.append(f"| AI-feedback generation, tokens/s ({v['prompts']} prompts, {v['max_new_tokens']} new tokens, "
+                         f"greedy; server start {v['server_start_s']} s not counted) | transformers batches "
+                         f"{fmt(v['tokens_per_s']['transformers'], 0)} | vLLM {fmt(v['tokens_per_s']['vllm'], 0)} | "
+                         f"{v['ratio']:.2f}x | |")
     if "data" in results:
         d = results["data"]
         lines.append(f"| data preparation, {d['rows']:,} rows, s | cold {fmt(d['cold_s'])} | cached "
@@ -593,14 +663,16 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-FIGURES = ("overhead", "tracking", "sft", "loss", "dpo", "aif", "data")
+FIGURES = ("overhead", "tracking", "sft", "loss", "dpo", "aif", "vllm", "data")
 FULL = {"overhead": {"max_steps": 5}, "tracking": {"max_steps": 40}, "sft": {"rows": 2000, "steps": 6},
         "loss": {"n_examples": 6},
-        "dpo": {"rows": 256}, "aif": {"prompts": 64, "max_new_tokens": 32}, "data": {"rows": 50_000}}
+        "dpo": {"rows": 256}, "aif": {"prompts": 64, "max_new_tokens": 32}, "vllm": {"prompts": 64},
+        "data": {"rows": 50_000}}
 SMOKE = {"overhead": {"max_steps": 1, "warmup": False}, "tracking": {"max_steps": 2},
          "sft": {"rows": 24, "steps": 2, "batch": 4},
          "loss": {"n_examples": 3},
-         "dpo": {"rows": 32}, "aif": {"prompts": 4, "max_new_tokens": 4}, "data": {"rows": 200}}
+         "dpo": {"rows": 32}, "aif": {"prompts": 4, "max_new_tokens": 4}, "vllm": {"prompts": 4, "max_new_tokens": 4},
+         "data": {"rows": 200}}
 
 
 def run_all(out: Path, reps: int = 3, only=FIGURES, smoke: bool = False, note: str = "") -> dict:
@@ -610,14 +682,14 @@ def run_all(out: Path, reps: int = 3, only=FIGURES, smoke: bool = False, note: s
     print("machine:", json.dumps(results["machine"]), flush=True)
     fns = {"overhead": bench_overhead, "tracking": bench_tracking,
            "sft": bench_sft_throughput, "loss": bench_packed_loss, "dpo": bench_dpo,
-           "aif": bench_aif, "data": bench_data}
+           "aif": bench_aif, "vllm": bench_vllm, "data": bench_data}
     try:
         for name in only:
             t0 = time.perf_counter()
             kwargs = dict(sizes[name])
             if name != "loss":
                 kwargs["reps"] = reps
-            if name in ("overhead", "tracking", "sft", "dpo", "data"):
+            if name in ("overhead", "tracking", "sft", "dpo", "vllm", "data"):
                 kwargs["work"] = work / name
             results[name] = fns[name](**kwargs)
             results[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -12,31 +13,38 @@ QUICK = ["dataset.max_train_samples=32", "dataset.test_split=null", "stage.train
          "stage.trainer.logging_steps=1"]
 
 
-def test_a_tiny_run_is_tracked_locally_by_default(cli, tmp_path, monkeypatch):
-    store = tmp_path / "trackio"
-    monkeypatch.setenv("TRACKIO_DIR", str(store))
+def _rows(store: Path, run: str) -> list[dict]:
+    db = store / "zephyr-recipes.db"
+    if not db.is_file():
+        return []
+    rows = sqlite3.connect(db).execute("select run_name, step, metrics from metrics").fetchall()
+    return [json.loads(m) for name, _, m in rows if name == run]
+
+
+def test_a_tiny_run_is_tracked_locally_by_default(cli, tmp_path):
     out = tmp_path / "run"
     code, _, err = cli("tiny/sft", *QUICK, f"run.output_dir={out}", "run.name=tracked-sft")
     assert code == 0, err
-    db = store / "zephyr-recipes.db"
-    assert db.is_file()
-    rows = sqlite3.connect(db).execute("select run_name, step, metrics from metrics").fetchall()
-    mine = [json.loads(m) for run, _, m in rows if run == "tracked-sft"]
-    assert len([m for m in mine if "train/loss" in m]) == 4  # every logged step's loss
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["tracking"]["store"] == str(store) and prov["tracking"]["run"] == "tracked-sft"
+    store = Path(prov["tracking"]["store"])
+    assert prov["tracking"]["run"] == "tracked-sft"
+    assert store.is_relative_to(os.environ["ZEPHYR_RECIPES_HOME"]) or "TRACKIO_DIR" in os.environ  # local
+    mine = _rows(store, "tracked-sft")
+    assert len([m for m in mine if "train/loss" in m]) >= 4  # every logged step's loss
     card = (out / "README.md").read_text()
     assert f"TRACKIO_DIR={store} trackio show --project zephyr-recipes" in card
     assert "trackio show" in err  # the log says how to open the dashboard
 
 
-def test_report_to_none_turns_tracking_off(cli, tmp_path, monkeypatch):
-    store = tmp_path / "trackio"
-    monkeypatch.setenv("TRACKIO_DIR", str(store))
+def test_report_to_none_turns_tracking_off(cli, tmp_path):
+    from zephyr_recipes.stages.training import tracking_store
+
     out = tmp_path / "run"
-    code, _, err = cli("tiny/sft", *QUICK, "stage.trainer.report_to=none", f"run.output_dir={out}")
+    code, _, err = cli("tiny/sft", *QUICK, "stage.trainer.report_to=none", f"run.output_dir={out}",
+                       "run.name=untracked-sft")
     assert code == 0, err
-    assert not store.exists() and "tracking" not in json.loads((out / "provenance.json").read_text())
+    assert "tracking" not in json.loads((out / "provenance.json").read_text())
+    assert _rows(tracking_store(), "untracked-sft") == []
 
 
 @pytest.mark.slow

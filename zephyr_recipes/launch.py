@@ -308,11 +308,11 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
 
     hw = cfg["hardware"]
     trust.check(cfg)
+    plan.check_before_launch(cfg)  # a run that cannot fit is refused on any machine
     if hw["launcher"] != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
     for line in preflight.run(cfg, network=True, produced=produced):  # keys, endpoints, paths, disk
         worker.log.info("pre-flight: %s", line)
-    plan.check_before_launch(cfg)
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
         done = runfolder.finished_alike(cfg)
         if done is not None:

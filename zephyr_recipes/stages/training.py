@@ -63,9 +63,14 @@ def tracking(trainer: dict) -> list[str]:
 
 
 def tracking_store() -> Path:
-    """Where trackio keeps its local database: $TRACKIO_DIR, else $ZEPHYR_RECIPES_HOME/trackio."""
+    """Where trackio keeps its local database: $TRACKIO_DIR, else $ZEPHYR_RECIPES_HOME/trackio (trackio reads it
+    once, when it is first imported in the process)."""
+    import sys
+
     from ..embedded.builtin import cache_home
 
+    if "trackio.utils" in sys.modules:
+        return Path(sys.modules["trackio.utils"].TRACKIO_DIR)
     return Path(os.environ.get("TRACKIO_DIR") or cache_home() / "trackio")
 
 
