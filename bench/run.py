@@ -172,14 +172,16 @@ def bench_overhead(reps: int = 3, max_steps: int = 5, warmup: bool = True, work:
 
 
 # -------------------------------------------------------------------------- 1b. tracking overhead
-def bench_tracking(reps: int = 3, max_steps: int = 40, work: Path | None = None) -> dict:
+def bench_tracking(reps: int = 3, max_steps: int | None = None, work: Path | None = None) -> dict:
     """tiny/sft through the runner with its default tracker (trackio, local) against report_to=none, alternated,
-    each in a fresh process: the share of a tiny run's wall time that tracking adds."""
+    each in a fresh process: the share of a tiny run's wall time that tracking adds (the recipe's whole run, or
+    ``max_steps`` steps logging every step)."""
     work = Path(work or tempfile.mkdtemp(prefix="bench-tracking-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**_env(), "TRACKIO_DIR": str(work / "trackio")}
-    base = ["-m", "zephyr_recipes", "run", "tiny/sft", f"+stage.trainer.max_steps={max_steps}",
-            "stage.trainer.logging_steps=1", "run.overwrite=true"]
+    base = ["-m", "zephyr_recipes", "run", "tiny/sft", "run.overwrite=true"]
+    if max_steps:
+        base += [f"+stage.trainer.max_steps={max_steps}", "stage.trainer.logging_steps=1"]
     extra = {"trackio": [], "none": ["stage.trainer.report_to=none"]}
 
     def once(kind: str, i: int) -> float:
@@ -616,7 +618,8 @@ def markdown(results: dict) -> str:
                          f"({o['overhead_' + key[:-2]] * 100:+.1f}%) | overhead <= 5% |")
     if "tracking" in results:
         t = results["tracking"]
-        lines.append(f"| total wall time, tiny/sft {t['max_steps']} steps, logging every step | report_to=none "
+        run = f"{t['max_steps']} steps, logging every step" if t["max_steps"] else "the recipe's whole run"
+        lines.append(f"| total wall time, tiny/sft, {run} | report_to=none "
                      f"{fmt(t['none_s'])} s | trackio (default) {fmt(t['trackio_s'])} s | "
                      f"{1 + t['overhead']:.3f}x ({t['overhead'] * 100:+.1f}%) | overhead < 2% |")
     if "sft" in results:
@@ -664,7 +667,7 @@ def markdown(results: dict) -> str:
 
 
 FIGURES = ("overhead", "tracking", "sft", "loss", "dpo", "aif", "vllm", "data")
-FULL = {"overhead": {"max_steps": 5}, "tracking": {"max_steps": 40}, "sft": {"rows": 2000, "steps": 6},
+FULL = {"overhead": {"max_steps": 5}, "tracking": {"max_steps": None}, "sft": {"rows": 2000, "steps": 6},
         "loss": {"n_examples": 6},
         "dpo": {"rows": 256}, "aif": {"prompts": 64, "max_new_tokens": 32}, "vllm": {"prompts": 64},
         "data": {"rows": 50_000}}
