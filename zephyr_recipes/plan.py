@@ -449,7 +449,10 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
             data[str(Path(cfg["run"]["output_dir"]).resolve())] = sp.writes
         refused |= sp.kind == "no"
         works.append(sp.work)
-        parts.append(f"== stage {st['name']} ({recipe})\n{sp.text}")
+        cost = ""
+        if price is not None and sp.work is not None and sp.work.gpu_hours is not None:
+            cost = f"\n  cost: {sp.work.gpu_hours * price:,.2f} ({sp.work.gpu_hours:,.1f} GPU-hours at {price:g})"
+        parts.append(f"== stage {st['name']} ({recipe})\n{sp.text}{cost}")
     total = timeplan.render_cost(works, price)
     if total:
         parts.append("== total\n" + "\n".join(f"  {line}" for line in total))
