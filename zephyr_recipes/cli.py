@@ -127,8 +127,9 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
     loaded = pipeline.load(recipe, overrides)
     if loaded:
         spec, name, path = loaded
-        stages = [{"name": st["name"], "recipe": rname, "config": cfg}
-                  for st, rname, cfg in pipeline.stage_configs(spec, path.parent, deep=deep)]
+        planned = pipeline.stage_configs(spec, path.parent, deep=deep)
+        pipeline.check_references(spec, planned)
+        stages = [{"name": st["name"], "recipe": rname, "config": cfg} for st, rname, cfg in planned]
         return {"pipeline": {**spec, "stages": stages}}, name
     raw, name, path = compose(recipe, overrides)
     return validate(raw, name, deep=deep), name
@@ -142,7 +143,7 @@ def cmd_show(args) -> int:
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
     code = trust.describe(cfg)
     if code:
-        sys.stdout.write("# Python code this recipe runs:\n" + "".join(f"#   {line}\n" for line in code))
+        sys.stdout.write("# code this recipe runs:\n" + "".join(f"#   {line}\n" for line in code))
     if args.explain and "pipeline" not in cfg:
         from . import stages
         from .schema import explained
@@ -155,9 +156,10 @@ def cmd_show(args) -> int:
 
 def cmd_validate(args) -> int:
     from . import trust
+    from .safety import secret_routes
 
     cfg, name = _compose(args.recipe, args.overrides)
-    code = [f"python code: {line}" for line in trust.describe(cfg)]
+    code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
     if "pipeline" in cfg:
         for st in cfg["pipeline"]["stages"]:
             c = st["config"]

@@ -16,10 +16,11 @@ PACKAGES = ("zephyr-recipes", "torch", "transformers", "trl", "datasets", "accel
             "omegaconf", "tokenizers", "flash-attn", "peft", "deepspeed")
 SECRET_ARG = re.compile(r"((?:token|api_?key|secret|password)[^=\s]*=)\S+", re.I)
 SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,})\b")
+URL_USER = re.compile(r"(\w+://)[^/\s@]+@")
 
 
 def redact(text: str) -> str:
-    return SECRET_VALUE.sub("***", SECRET_ARG.sub(r"\1***", text))
+    return URL_USER.sub(r"\1***@", SECRET_VALUE.sub("***", SECRET_ARG.sub(r"\1***", text)))
 
 
 def versions() -> dict:
