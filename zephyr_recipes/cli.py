@@ -305,6 +305,7 @@ def cmd_run(args) -> int:
 
     setup_logging()
     trust.allow(args.trust_recipe_code)
+    _stop_on_sigterm()
     argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
     if args.multirun:
         from . import sweep
@@ -337,6 +338,24 @@ def cmd_run(args) -> int:
         return 0
     print(f"run folder: {folder}")
     return 0
+
+
+class Terminated(SystemExit):
+    """SIGTERM to the runner: unwinds like Ctrl-C (servers stopped, answers kept, the folder left unfinished)."""
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds the run (training replaces this with its checkpoint-and-stop handler while it trains)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        def on_term(signum, _frame):
+            raise Terminated(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_term)
 
 
 def cmd_report(args) -> int:
@@ -388,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the run folder is kept unfinished; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print("stopped (SIGTERM): the answers received are kept, the run folder is unfinished; re-run the same "
+              "command to resume", file=sys.stderr)
+        return exc.code
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
         raise ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None
     finally:
         GlobalHydra.instance().clear()
-    guard_destructive(container, overrides, name)
+    guard_destructive(container, overrides, name, path)
     return container, name, path
 
 

@@ -75,10 +75,36 @@ def config_diff(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if k not in VOLATILE and a.get(k) != b.get(k))
 
 
+CHECKPOINT_DONE = ".zephyr-checkpoint-complete"  # written into a checkpoint folder after the trainer saved it all
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*")
-             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
+    """The newest checkpoint that was written completely (its marker is written last); a torn one (a full disk, a
+    kill during the save) is passed over for the one before it."""
+    import logging
+
+    found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+                    if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
+    for _step, path in found:
+        if (path / CHECKPOINT_DONE).is_file():
+            return path
+        logging.getLogger("zephyr_recipes").warning("%s was not completely written (no %s): not resumed from",
+                                                    path, CHECKPOINT_DONE)
+    return None
+
+
+def checkpoint_marker():
+    """A TrainerCallback that marks each checkpoint complete once the trainer has written all of it."""
+    from transformers import TrainerCallback
+
+    class MarkComplete(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if path.is_dir():
+                    write_atomic(path / CHECKPOINT_DONE, now() + "\n")
+
+    return MarkComplete()
 
 
 def is_run_folder(folder: Path) -> bool:

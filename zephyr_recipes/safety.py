@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ZephyrError
@@ -112,9 +111,17 @@ def inside_cwd(path: str) -> bool:
     return full == cwd or full.startswith(cwd.rstrip(os.sep) + os.sep)
 
 
-def guard_destructive(cfg: dict, overrides, recipe_name: str) -> None:
-    """A recipe's own run.overwrite is ignored, and its run folder must lie in the working directory unless the
-    command line names it. Changes ``cfg`` in place."""
+def _own_folder(path: str, recipe_file) -> bool:
+    """A frozen config.yaml re-run as a recipe names the run folder it lies in."""
+    if recipe_file is None:
+        return False
+    full = os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(str(path))))
+    return full == os.path.normpath(os.path.dirname(os.path.abspath(str(recipe_file))))
+
+
+def guard_destructive(cfg: dict, overrides, recipe_name: str, recipe_file=None) -> None:
+    """A recipe's own run.overwrite is ignored, and its run folder must lie in the working directory (or be the
+    folder a frozen config.yaml lies in) unless the command line names it. Changes ``cfg`` in place."""
     given = command_line_keys(overrides)
     if "pipeline" in cfg and isinstance(cfg["pipeline"], dict):
         out = cfg["pipeline"].get("output_dir")
@@ -132,7 +139,8 @@ def guard_destructive(cfg: dict, overrides, recipe_name: str) -> None:
               "finished run (add run.overwrite=true to it)", file=sys.stderr)
     out, name = run.get("output_dir"), run.get("name")
     where, value = ("run.output_dir", out) if out else ("run.name", f"runs/{name}") if name else (None, None)
-    if where and isinstance(value, str) and not inside_cwd(value) and where not in given:
+    if where and isinstance(value, str) and not inside_cwd(value) and where not in given and \
+            not _own_folder(value, recipe_file):
         raise ZephyrError(f"{where}={out or name} from the recipe file puts the run folder outside the working "
                           f"directory ({os.getcwd()}); a recipe may only write below it",
                           f"give the folder on your own command line if you mean it: run.output_dir={value}")

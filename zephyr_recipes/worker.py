@@ -60,7 +60,7 @@ def _mark_failed(folder: Path, exc: BaseException, keep: bool = False) -> None:
                     h.close()
             shutil.rmtree(folder, ignore_errors=True)
         else:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"{type(exc).__name__}: {exc}"
             runfolder.set_status(folder, "failed", error=report.redact(str(reason))[:2000])
     except OSError:
         pass

@@ -276,9 +276,12 @@ class FunctionJudge(Judge):
         fn = self._fn(name)
         for i, args in enumerate(items):
             try:
-                yield i, Verdict(fn(*args))
+                value = fn(*args)
             except Exception as exc:
                 yield i, JudgeFailure(f"{self.module}.{name} failed: {exc}")
+                continue
+            # A result of the wrong shape is the function's bug, not the answer's: stop before it is recorded.
+            yield i, Verdict(checked_result(f"{self.module}.{name}", name, value))
 
     def rate_many(self, items: list[Item]):
         return self._each("rate", [(it.messages, it.answers[0]) for it in items])
@@ -315,6 +318,41 @@ class FunctionJudge(Judge):
                 yield i, Verdict((it.parse or _parse_verdict)(reply if "[" in reply else f"[[{reply}]]"), reply)
             except JudgeFailure as failure:
                 yield i, failure
+
+
+RESULT_SHAPES = {
+    "rate": "a dict of aspect -> rating, each a number or {'Rating': number, 'Rationale': str}, e.g. "
+            "{'helpfulness': {'Rating': 4, 'Rationale': '...'}, 'honesty': 5, ...}",
+    "grade": "a number (MT-Bench: 1-10)",
+    "compare": "a number from 0 to 1: the preference for the first answer (1, 0.5 for a tie, 0)",
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def checked_result(function: str, kind: str, value):
+    """A function judge's result in the shape ``kind`` needs (ratings normalised to {'Rating', 'Rationale'}), or a
+    ZephyrError naming the expected shape; the caller records nothing for it."""
+    ok = True
+    if kind == "rate":
+        ok = isinstance(value, dict) and bool(value) and all(
+            isinstance(k, str) and (_is_number(v) or isinstance(v, dict) and _is_number(v.get("Rating")))
+            for k, v in value.items())
+        if ok:
+            value = {k: v if isinstance(v, dict) else {"Rating": v, "Rationale": ""} for k, v in value.items()}
+    elif kind == "grade":
+        ok = _is_number(value)
+    elif kind == "compare":
+        ok = _is_number(value) and 0 <= value <= 1
+    if not ok:
+        shown = repr(value)
+        raise ZephyrError(f"{function} returned {shown[:200]} ({type(value).__name__}), and a {kind} function must "
+                          f"return {RESULT_SHAPES[kind]}; nothing of it was recorded",
+                          f"fix {function} (the hooks' signatures and results: README, 'Recipes that name Python "
+                          "code') and run the same command again")
+    return value
 
 
 _DEFAULT_PARSE = {"grade": parse_grade, "compare": parse_preference, "verdict": _parse_verdict}

@@ -184,6 +184,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.add_callback(guard)
+        trainer.add_callback(runfolder.checkpoint_marker())
         if main_process and (runfolder.read_status(folder) or {}).get("status") == "preempted":
             runfolder.set_status(folder, "running", resumed_from=str(resume_from) if resume_from else None)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
