@@ -44,9 +44,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 def read_status(folder: Path) -> dict | None:
     try:
-        return json.loads((folder / STATUS).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads((folder / STATUS).read_text())
+    except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8, or folder is a file
         return None
+    return data if isinstance(data, dict) else None
 
 
 def set_status(folder: Path, status: str, **extra) -> None:

@@ -44,8 +44,9 @@ class FunctionBackend:
             except Exception as exc:  # the function's own failure is recorded, not fatal
                 yield i, exc
                 continue
-            wrong = next((t for t in texts if not isinstance(t, str)), None)
-            if wrong is not None:  # the function's bug: stop before anything of it is recorded
+            bad = [t for t in texts if not isinstance(t, str)]
+            if bad:  # the function's bug: stop before anything of it is recorded
+                wrong = bad[0]
                 raise ZephyrError(f"generator function {self.spec} returned {repr(wrong)[:200]} "
                                   f"({type(wrong).__name__}), and a generator function must return the answer as a "
                                   "str: f(messages: list[dict]) -> str",
