@@ -8,11 +8,11 @@ from .errors import ZephyrError
 
 
 def load(model: str, chat_template: str | None = None, device: str | None = None):
+    from pathlib import Path
+
     from transformers import AutoTokenizer, pipeline
 
     from . import modeling
-
-    from pathlib import Path
 
     path = Path(model).expanduser()
     if path.is_file():

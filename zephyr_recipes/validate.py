@@ -121,9 +121,9 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
 
 def _check_weight_files(cfg: dict) -> None:
     """An empty or cut-short weight file of a local model is named before any weights load."""
-    from .modeling import check_weight_files, is_local_path
-
     from pathlib import Path
+
+    from .modeling import check_weight_files, is_local_path
 
     def local_models(obj, where):
         if isinstance(obj, dict):
