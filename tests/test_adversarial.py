@@ -168,10 +168,17 @@ def test_code_trust_remote_code_model_is_refused_naming_its_files(work, tiny_mod
     assert not (work / "runs").exists()
 
 
-def test_code_trust_remote_code_is_listed_by_validate(work, tiny_model):
+@pytest.mark.parametrize("command", ["show", "validate"])
+def test_code_trust_remote_code_is_listed_and_not_imported(work, tiny_model, command):
     folder = remote_code_model(work, tiny_model)
-    settled(work, zr(work, "show", "tiny/sft", f"model.name_or_path={folder}", "model.trust_remote_code=true"), 0,
+    settled(work, zr(work, command, "tiny/sft", f"model.name_or_path={folder}", "model.trust_remote_code=true"), 0,
             "model.trust_remote_code = the python files of model", "evil_model.py")
+
+
+def test_code_preview_does_not_import_a_models_code(work, tiny_model):
+    folder = remote_code_model(work, tiny_model)
+    settled(work, zr(work, "preview", "tiny/sft", f"model.name_or_path={folder}", "model.trust_remote_code=true"), 2,
+            "model.trust_remote_code", "--trust-recipe-code")
 
 
 def test_code_trust_remote_code_of_a_generator_is_refused(work, tiny_model):
@@ -727,3 +734,10 @@ def test_values_a_generator_result_of_the_wrong_shape_is_an_error_and_never_reco
     settled(work, zr(work, "run", r, "--trust-recipe-code", f"run.output_dir={out}"), 2,
             "generator function shapegen:answer returned", "must return the answer as a str")
     assert not any(x.get("model") == "mine" for x in lines(out / "completions.jsonl"))
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_values_a_test_split_that_does_not_exist_is_refused_with_evaluation_off(work, command):
+    settled(work, zr(work, command, "tiny/sft", "dataset.test_split=nosuchsplit", "run.output_dir=runs/ts"), 2,
+            "no split 'nosuchsplit'", "train_sft", "test_split=null")
+    assert not (work / "runs" / "ts").exists()

@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
     pv.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                     help="highlight with terminal colours; without, trained text is [[bracketed]]")
+    pv.add_argument("--trust-recipe-code", action="store_true",
+                    help="allow the model's own Python files (model.trust_remote_code) to load its tokenizer")
     pl = sub.add_parser("plan", help="estimate per-device memory of a recipe on its hardware profile (no GPU needed)",
                         description="estimate per-device memory of a recipe on its hardware profile from the model "
                                     "config alone; exits 1 when it will not fit", epilog=EPILOG,
@@ -198,6 +200,10 @@ def _check_template(cfg: dict, limit: int) -> None:
 
     setup_logging()
     rows_kind = stages.get(cfg["stage"]["name"]).rows
+    if cfg["model"].get("trust_remote_code"):
+        print("chat template: not checked here (model.trust_remote_code: validate runs no code of the model's own); "
+              "the run checks it, after --trust-recipe-code")
+        return
     try:
         tokenizer = modeling.open_tokenizer(cfg["model"])
     except ZephyrError as exc:
@@ -277,6 +283,10 @@ def cmd_preview(args) -> int:
 
     setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
+    from . import trust
+
+    trust.allow(args.trust_recipe_code)
+    trust.check({"model": cfg["model"]})  # the tokenizer may be the model's own code
     if args.examples < 0 or args.sample < 1:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
     tokenizer = modeling.load_tokenizer(cfg["model"])
@@ -290,6 +300,8 @@ def cmd_plan(args) -> int:
     from . import plan
 
     cfg, _ = _compose(args.recipe, args.overrides)
+    # A plan reads the model's shape, never its code (a custom architecture: pass --model-config).
+    cfg["model"] = {**cfg["model"], "trust_remote_code": False}
     est, kind, sentence, source = plan.plan(cfg, args.model_config)
     print(plan.render(cfg, est, sentence, source))
     if kind == "no":

@@ -350,8 +350,8 @@ def checked_result(function: str, kind: str, value):
         shown = repr(value)
         raise ZephyrError(f"{function} returned {shown[:200]} ({type(value).__name__}), and a {kind} function must "
                           f"return {RESULT_SHAPES[kind]}; nothing of it was recorded",
-                          f"fix {function} (the hooks' signatures and results: README, 'Recipes that name Python "
-                          "code') and run the same command again")
+                          f"fix {function} (the hooks' signatures and results: docs/security.md) and run the "
+                          "same command again")
     return value
 
 

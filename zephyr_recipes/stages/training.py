@@ -27,6 +27,11 @@ def without_unused_test_data(cfg: dict) -> dict:
     if not ds.get("test_split") and not ds.get("test_fraction") and \
             not any(m.get("test_split") for m in ds.get("mixture") or []):
         return cfg
+    from ..data.sources import check_split_exists
+
+    for src in [m for m in ds.get("mixture") or [] if m.get("test_split")] or \
+            ([ds] if ds.get("test_split") and not ds.get("mixture") else []):
+        check_split_exists(src, src["test_split"])
     log.info("no evaluation during training (eval_strategy: no): the test data is not loaded")
     mixture = [{**m, "test_split": None} for m in ds.get("mixture") or []]
     return {**cfg, "dataset": {**ds, "test_split": None, "test_fraction": None, "mixture": mixture}}
