@@ -326,7 +326,7 @@ def test_secrets_credentials_in_a_url_on_the_command_line_are_refused_and_not_lo
                    OWN_JUDGE)
     settled(work, zr(work, "run", r, f"stage.generators.1.base_url=http://u:{SECRET}@127.0.0.1:9/v1",
                      "run.output_dir=runs/x"), 2, "credential")
-    assert not list((work / "runs").glob(".*.lock")) if (work / "runs").exists() else True
+    assert not (work / "runs").exists()  # refused before the lock file beside the folder was written
 
 
 def test_secrets_a_key_written_into_a_recipe_is_refused(work):
@@ -646,8 +646,8 @@ def test_broken_corrupt_config_in_an_unfinished_folder(work, config):
 
 
 def test_broken_chat_with_a_file_does_not_suggest_the_hub(work):
-    text = settled(work, zr(work, "chat", "/etc/hostname", "hi"), 2, "is a file", "config.json")
-    assert "hub" not in text.split("error:", 1)[1].split("\n")[0].lower() or "hub id" in text
+    text = settled(work, zr(work, "chat", "/etc/hostname", "hi"), 2, "/etc/hostname is a file", "config.json")
+    assert "download" not in text and "HF_HUB_OFFLINE" not in text
 
 
 def test_broken_chat_with_a_folder_without_a_model(work):

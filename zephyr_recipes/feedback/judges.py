@@ -16,7 +16,6 @@ import inspect
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
@@ -474,9 +473,10 @@ class ModelJudge(Judge):
                     last = failure
             return i, last
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for future in as_completed([pool.submit(one, i) for i in range(len(items))]):
-                yield future.result()
+        from .backends import in_flight  # stops at once on Ctrl-C or SIGTERM, like every request the runner sends
+
+        for _i, result in in_flight(one, len(items), concurrency):
+            yield result
 
 
 TOP_LOGPROBS = 5  # the first token's alternatives asked for when weighing a one-token reply
