@@ -142,10 +142,13 @@ def cmd_show(args) -> int:
     from . import trust
     from .pipeline import dump
 
+    from .safety import secret_routes
+
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
-    code = trust.describe(cfg)
+    code = trust.describe(cfg) + secret_routes(cfg)
     if code:
-        sys.stdout.write("# code this recipe runs:\n" + "".join(f"#   {line}\n" for line in code))
+        sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
+                         + "".join(f"#   {line}\n" for line in code))
     if args.explain and "pipeline" not in cfg:
         from . import stages
         from .schema import explained
