@@ -141,7 +141,6 @@ def cmd_show(args) -> int:
 
     from . import trust
     from .pipeline import dump
-
     from .safety import secret_routes
 
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
