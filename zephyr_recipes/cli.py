@@ -418,6 +418,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head and the like
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        from .runfolder import unwritable
+
+        # A full disk or a folder turned read-only while the run wrote: the folder stays unfinished, never complete.
+        print(f"error: {unwritable(Path(exc.filename or '.'), exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: the run folder is kept unfinished; re-run the same command to resume", file=sys.stderr)
         return 130
