@@ -5,8 +5,9 @@ directory and replace runs. The threat model is docs/security.md; code a recipe 
   folder's ``config.yaml``, its card and its provenance, and sent wherever the recipe says. Secrets are named by
   the variable that holds them (``api_key_env: OPENAI_API_KEY``, read at call time, sent to that spec's host only).
 - Credentials in a URL (``https://user:key@host``, ``?api_key=...``) are refused for the same reason.
-- ``run.overwrite`` is honoured only from the command line, and a run folder outside the working directory only
-  when the command line names it (``run.output_dir=...``, ``pipeline.output_dir=...``).
+- ``run.overwrite`` is honoured only from the command line, and a run folder outside the working directory (and
+  outside the folder the recipe file lies in) only when the command line names it (``run.output_dir=...``,
+  ``pipeline.output_dir=...``).
 """
 
 from __future__ import annotations
@@ -112,11 +113,13 @@ def inside_cwd(path: str) -> bool:
 
 
 def _own_folder(path: str, recipe_file) -> bool:
-    """A frozen config.yaml re-run as a recipe names the run folder it lies in."""
+    """At or below the folder the recipe file lies in (a frozen config.yaml re-run as a recipe names the run folder
+    it lies in; a pipeline file writes beside itself)."""
     if recipe_file is None:
         return False
     full = os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(str(path))))
-    return full == os.path.normpath(os.path.dirname(os.path.abspath(str(recipe_file))))
+    own = os.path.normpath(os.path.dirname(os.path.abspath(str(recipe_file))))
+    return full == own or full.startswith(own.rstrip(os.sep) + os.sep)
 
 
 def guard_destructive(cfg: dict, overrides, recipe_name: str, recipe_file=None) -> None:
@@ -125,9 +128,10 @@ def guard_destructive(cfg: dict, overrides, recipe_name: str, recipe_file=None) 
     given = command_line_keys(overrides)
     if "pipeline" in cfg and isinstance(cfg["pipeline"], dict):
         out = cfg["pipeline"].get("output_dir")
-        if isinstance(out, str) and not inside_cwd(out) and "pipeline.output_dir" not in given:
+        if isinstance(out, str) and not inside_cwd(out) and "pipeline.output_dir" not in given and \
+                not _own_folder(out, recipe_file):
             raise ZephyrError(f"pipeline.output_dir={out} from the recipe file lies outside the working directory "
-                              f"({os.getcwd()}); a recipe may only write below it",
+                              f"({os.getcwd()}) and the recipe's own folder; a recipe may only write below those",
                               f"give it on your own command line if you mean it: pipeline.output_dir={out}")
         return
     run = cfg.get("run")
@@ -142,5 +146,5 @@ def guard_destructive(cfg: dict, overrides, recipe_name: str, recipe_file=None) 
     if where and isinstance(value, str) and not inside_cwd(value) and where not in given and \
             not _own_folder(value, recipe_file):
         raise ZephyrError(f"{where}={out or name} from the recipe file puts the run folder outside the working "
-                          f"directory ({os.getcwd()}); a recipe may only write below it",
+                          f"directory ({os.getcwd()}) and the recipe's own folder; a recipe may only write below those",
                           f"give the folder on your own command line if you mean it: run.output_dir={value}")
