@@ -91,8 +91,8 @@ def test_function_judge_on_a_checkable_task_produces_pairs_dpo_can_read(tmp_path
     assert code == 2 and "stage.generators[1].function = tests.helpers:sloppy" in err
     assert "--trust-recipe-code" in err and "zephyr_recipes.embedded" not in err and not out.exists()
     code, text, err = cli("validate", *args)
-    assert code == 0 and "python code: stage.generators[1].function = tests.helpers:sloppy  (outside" in text
-    assert "python code: stage.judge.module = zephyr_recipes.embedded.judge\n" in text
+    assert code == 0 and "code: stage.generators[1].function = tests.helpers:sloppy  (outside" in text
+    assert "code: stage.judge.module = zephyr_recipes.embedded.judge\n" in text
     code, _, err = cli(*args, "--trust-recipe-code")
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())

@@ -109,7 +109,9 @@ def test_an_lm_eval_task_file_that_names_python_is_code_the_user_must_trust(tmp_
     plain.write_text("task: plain\ndataset_path: json\n")
     cfg = {"stage": {"lm_eval": {"tasks": [{"name": "my_task", "yaml": str(task)},
                                            {"name": "plain", "yaml": str(plain)}, {"name": "arc_challenge"}]}}}
-    assert trust.foreign(cfg) == [("stage.lm_eval.tasks[0].yaml", f"{task} (its !function tags)")]
+    # every task file of one's own is code (its folder is read whole; YAML and Jinja reach Python), not only !function
+    assert [w for w, _ in trust.foreign(cfg)] == ["stage.lm_eval.tasks[0].yaml", "stage.lm_eval.tasks[1].yaml"]
+    assert str(tmp_path) in trust.foreign(cfg)[0][1]
     trust.allow(False)
     with pytest.raises(ZephyrError) as exc:
         trust.check(cfg)

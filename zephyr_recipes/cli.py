@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
     pv.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                     help="highlight with terminal colours; without, trained text is [[bracketed]]")
+    pv.add_argument("--trust-recipe-code", action="store_true",
+                    help="allow the model's own Python files (model.trust_remote_code) to load its tokenizer")
     pl = sub.add_parser("plan", help="estimate memory, tokens, FLOPs, hours and cost of a recipe or pipeline on its "
                                      "hardware profile (no GPU needed)",
                         description="estimate per-device memory of a recipe (or every stage of a pipeline) on its "
@@ -160,8 +162,9 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
     loaded = pipeline.load(recipe, overrides)
     if loaded:
         spec, name, path = loaded
-        stages = [{"name": st["name"], "recipe": rname, "config": cfg}
-                  for st, rname, cfg in pipeline.stage_configs(spec, path.parent, deep=deep)]
+        planned = pipeline.stage_configs(spec, path.parent, deep=deep)
+        pipeline.check_references(spec, planned)
+        stages = [{"name": st["name"], "recipe": rname, "config": cfg} for st, rname, cfg in planned]
         return {"pipeline": {**spec, "stages": stages}}, name
     raw, name, path = compose(recipe, overrides)
     return validate(raw, name, deep=deep), name
@@ -171,11 +174,13 @@ def cmd_show(args) -> int:
 
     from . import trust
     from .pipeline import dump
+    from .safety import secret_routes
 
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
-    code = trust.describe(cfg)
+    code = trust.describe(cfg) + secret_routes(cfg)
     if code:
-        sys.stdout.write("# Python code this recipe runs:\n" + "".join(f"#   {line}\n" for line in code))
+        sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
+                         + "".join(f"#   {line}\n" for line in code))
     if args.explain and "pipeline" not in cfg:
         from . import stages
         from .schema import explained
@@ -188,9 +193,10 @@ def cmd_show(args) -> int:
 
 def cmd_validate(args) -> int:
     from . import preflight, trust
+    from .safety import secret_routes
 
     cfg, name = _compose(args.recipe, args.overrides)
-    code = [f"python code: {line}" for line in trust.describe(cfg)]
+    code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
     network = not args.no_preflight
     if "pipeline" in cfg:
         produced: set[str] = set()
@@ -242,6 +248,10 @@ def _check_template(cfg: dict, limit: int) -> None:
 
     setup_logging()
     rows_kind = stages.get(cfg["stage"]["name"]).rows
+    if cfg["model"].get("trust_remote_code"):
+        print("chat template: not checked here (model.trust_remote_code: validate runs no code of the model's own); "
+              "the run checks it, after --trust-recipe-code")
+        return
     try:
         tokenizer = modeling.open_tokenizer(cfg["model"])
     except ZephyrError as exc:
@@ -321,6 +331,10 @@ def cmd_preview(args) -> int:
 
     setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
+    from . import trust
+
+    trust.allow(args.trust_recipe_code)
+    trust.check({"model": cfg["model"]})  # the tokenizer may be the model's own code
     if args.examples < 0 or args.sample < 1:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
     tokenizer = modeling.load_tokenizer(cfg["model"])
@@ -339,6 +353,9 @@ def cmd_plan(args) -> int:
         raise ZephyrError(f"--price {args.price} is negative", "give the cost of one GPU-hour, e.g. --price 2.5")
     if args.mfu is not None and not 0 < args.mfu <= 1:
         raise ZephyrError(f"--mfu {args.mfu} is not a share between 0 and 1", "e.g. --mfu 0.35")
+    # A plan reads the model's shape, never its code (a custom architecture: pass --model-config).
+    for c in [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]:
+        c["model"] = {**c["model"], "trust_remote_code": False}
     options = {"gpu": args.gpu, "mfu": args.mfu, "tokens_per_row": args.tokens_per_row}
     if "pipeline" in cfg:
         if args.model_config:
@@ -362,6 +379,7 @@ def cmd_run(args) -> int:
 
     setup_logging()
     trust.allow(args.trust_recipe_code)
+    _stop_on_sigterm()
     argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
     if args.multirun:
         from . import sweep
@@ -436,6 +454,24 @@ def cmd_rehearse(args) -> int:
     return 0
 
 
+class Terminated(SystemExit):
+    """SIGTERM to the runner: unwinds like Ctrl-C (servers stopped, answers kept, the folder left unfinished)."""
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds the run (training replaces this with its checkpoint-and-stop handler while it trains)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        def on_term(signum, _frame):
+            raise Terminated(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_term)
+
+
 def cmd_report(args) -> int:
     from .evaluation import ablation
     from .evaluation.compare import report
@@ -483,9 +519,23 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head and the like
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        from .runfolder import unwritable
+
+        # A full disk or a folder turned read-only while the run wrote: the folder stays unfinished, never complete.
+        print(f"error: {unwritable(Path(exc.filename or '.'), exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: the run folder is kept unfinished; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print("stopped (SIGTERM): the answers received are kept, the run folder is unfinished; re-run the same "
+              "command to resume", file=sys.stderr)
+        return exc.code
 
 
 if __name__ == "__main__":

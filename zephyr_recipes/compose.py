@@ -61,9 +61,11 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from .safety import guard_destructive, refuse_env
+
     path, name = find_recipe(recipe)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(read_recipe_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -95,12 +97,30 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
             cfg = OmegaConf.merge(OmegaConf.create(recipe_defaults(stage.schema)), cfg)
         except (OmegaConfBaseException, ZephyrError, TypeError):
             pass  # a malformed section or stage name: validation names it
+        refuse_env(OmegaConf.to_container(cfg, resolve=False))  # before anything reads the environment
         container = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None
     finally:
         GlobalHydra.instance().clear()
+    guard_destructive(container, overrides, name, path)
     return container, name, path
+
+
+def read_recipe_text(path: Path) -> str:
+    """A recipe file's text, or an error naming what is wrong with the file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ZephyrError(f"cannot read recipe {path}: {exc.strerror or exc}",
+                          "check the path and its permissions") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ZephyrError(f"recipe {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})",
+                          "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), or check that it is a recipe "
+                          "and not a binary file") from None
 
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)+=")

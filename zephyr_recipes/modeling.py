@@ -269,11 +269,117 @@ def load_model(name: str, model_cfg: dict, placement: Placement, auto_class: str
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=placement.dtype, bnb_4bit_quant_storage=placement.dtype)
         extra["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}  # quantized weights load on the GPU
+    check_weight_files(source, name)
     try:
-        model = getattr(transformers, auto_class).from_pretrained(
+        model, info = getattr(transformers, auto_class).from_pretrained(
             source, revision=model_cfg.get("revision"), dtype=dtype,
             attn_implementation=placement.attn_implementation,
-            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)), **extra, **options)
+            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)), output_loading_info=True,
+            **extra, **options)
     except (OSError, ValueError) as exc:
         raise _hub_error(name, exc, "model") from None
+    except RuntimeError as exc:
+        if "mismatch" in str(exc) or "size" in str(exc):
+            raise ZephyrError(f"the weights of model {name} do not fit the shapes its config.json declares "
+                              "(hidden_size, intermediate_size, vocab_size ... differ from the tensors in the weight "
+                              "files)", "use the config.json saved with these weights, or the weights of this "
+                              "config") from None
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "SafetensorError":
+            raise ZephyrError(f"the weight files of model {name} cannot be read: {str(exc).splitlines()[0]}",
+                              "the files are damaged or incomplete: copy or save the model again") from None
+        raise
+    _refuse_new_weights(name, model, info, auto_class)
     return model
+
+
+def _refuse_new_weights(name: str, model, info: dict, auto_class: str) -> None:
+    """Tensors the config declares and the weight files lack are freshly random: training from them is not
+    training this model. A head a stage adds on purpose (a reward model's score) is expected."""
+    try:
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+        if is_deepspeed_zero3_enabled():
+            return  # ZeRO-3 loads the shards itself
+    except ImportError:
+        pass
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = [k if isinstance(k, str) else k[0] for k in info.get("mismatched_keys") or []]
+    if auto_class != "AutoModelForCausalLM":
+        prefix = f"{getattr(model, 'base_model_prefix', 'model')}."
+        missing = [k for k in missing if k.startswith(prefix)]
+        unexpected = []
+    problems = [f"{len(v)} {what} (e.g. {v[0]})" for v, what in
+                ((missing, "tensors the config declares are missing from the weight files and would start random"),
+                 (unexpected, "tensors in the weight files are not in the model the config declares"),
+                 (mismatched, "tensors have other shapes than the config declares")) if v]
+    if problems:
+        raise ZephyrError(f"the weights of model {name} do not match its config.json: {'; '.join(problems)}",
+                          "use the config.json saved with these weights (num_hidden_layers, hidden_size ... must "
+                          "describe the tensors in the files); nothing was trained")
+
+
+def check_weight_files(source: str, name: str | None = None) -> None:
+    """Refuse, before loading, a local model folder whose .safetensors files are empty or cut short (a full disk or
+    an interrupted copy): their header says how long they must be."""
+    import json
+    import struct
+
+    folder = Path(source)
+    if not folder.is_dir():
+        return
+    tensors: dict = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        problem = None
+        if size < 8:
+            problem = "is empty" if size == 0 else f"is {size} bytes long"
+        else:
+            with open(path, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = fh.read(n) if 8 + n <= size else b""
+            try:
+                meta = json.loads(header) if header else None
+            except ValueError:
+                meta = None
+            if meta is None or not isinstance(meta, dict):
+                problem = "has a damaged header"
+            else:
+                end = max((v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"
+                           and isinstance(v, dict) and "data_offsets" in v), default=0)
+                if 8 + n + end > size:
+                    problem = f"is cut short ({size} of {8 + n + end} bytes)"
+                tensors.update({k: v.get("shape") for k, v in meta.items() if isinstance(v, dict)})
+        if problem:
+            raise ZephyrError(f"the weight file {path} of model {name or source} {problem}",
+                              "the model was not completely written or copied (a full disk, an interrupted "
+                              "download): save or copy it again, or point at another model")
+    _check_shape(folder, tensors, name or source)
+
+
+def _check_shape(folder: Path, tensors: dict, name: str) -> None:
+    """The layer count and width the config.json declares against the tensors in the weight files' headers."""
+    import json
+    import re
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if not tensors or not isinstance(config, dict):
+        return
+    fix = ("use the config.json saved with these weights (its num_hidden_layers and hidden_size must describe the "
+           "tensors in the files), or the weights of this config")
+    layers = {int(m.group(1)) for k in tensors if (m := re.search(r"(?:^|\.)layers\.(\d+)\.", k))}
+    declared = config.get("num_hidden_layers")
+    if layers and isinstance(declared, int) and declared != len(layers):
+        raise ZephyrError(f"model {name}: config.json declares {declared} layers and its weight files hold "
+                          f"{len(layers)}; the {'missing' if declared > len(layers) else 'extra'} layers would "
+                          f"{'start random' if declared > len(layers) else 'be dropped'}", fix)
+    hidden = config.get("hidden_size")
+    embed = next((v for k, v in tensors.items() if k.endswith("embed_tokens.weight") and isinstance(v, list)), None)
+    if isinstance(hidden, int) and embed and len(embed) == 2 and embed[1] != hidden:
+        raise ZephyrError(f"model {name}: config.json declares hidden_size {hidden} and its weight files hold "
+                          f"embeddings {embed[1]} wide", fix)

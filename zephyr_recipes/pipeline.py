@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -62,10 +63,10 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
     ``STAGE.key=value`` overrides go to that stage (``sft.stage.trainer.learning_rate=1e-4``); the others
     (``pipeline.seed=3``) go to the pipeline file itself.
     """
-    from .compose import compose, find_recipe
+    from .compose import compose, find_recipe, read_recipe_text
 
     try:
-        raw = yaml.safe_load(find_recipe(recipe)[0].read_text())
+        raw = yaml.safe_load(read_recipe_text(find_recipe(recipe)[0]))
     except yaml.YAMLError:
         return None  # not a pipeline we can read; composing it reports the YAML error
     if not is_pipeline(raw):
@@ -314,6 +315,9 @@ def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
     if recipe.endswith((".yaml", ".yml")) and local.is_file():
         recipe = str(local)
     given = relocate(st.get("overrides") or {}, spec["output_dir"], folders)
+    # Replacing finished runs is the command line's to ask (STAGE.run.overwrite=true there, or --from), never the
+    # pipeline file's.
+    given = {k: v for k, v in given.items() if k != "run.overwrite" or isinstance(v, _Verbatim)}
     # The pipeline's seed, unless the stage pins its own (run.seed in its overrides).
     overrides = [f"run.seed={spec['seed']}"] + [_override(k, v) for k, v in given.items()]
     folder = stage_folder(spec, st["name"], folders)
@@ -342,6 +346,39 @@ def stage_configs(spec: dict, base: Path, folders: dict | None = None,
     ``folders`` moves stages out of the pipeline folder (a sweep's shared stages); references to them follow.
     """
     return [(st, *stage_config(spec, st, base, folders, deep)) for st in spec["stages"]]
+
+
+def check_references(spec: dict, planned: list) -> None:
+    """Every value pointing into the pipeline folder names a stage that runs before the one reading it, checked
+    before the first stage runs (a typo would otherwise be found only after the stages before it trained)."""
+    out = os.path.normpath(str(spec["output_dir"]))
+    names = [st["name"] for st, _, _ in planned]
+
+    def strings(value, where):
+        if isinstance(value, str):
+            yield where, value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if where != "" or k != "run":  # a stage's own folder and name
+                    yield from strings(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                yield from strings(v, f"{where}[{i}]")
+
+    for i, (st, _, cfg) in enumerate(planned):
+        for where, text in strings(cfg, ""):
+            norm = os.path.normpath(text) if "/" in text else ""
+            if not norm.startswith(out + os.sep):
+                continue
+            ref = norm[len(out) + 1:].split(os.sep)[0]
+            if ref in names[:i]:
+                continue
+            later = ref in names
+            raise ZephyrError(
+                f"pipeline stage {st['name']!r}: {where}={text} reads stage {ref!r}, "
+                + ("which runs after it" if later else "which the pipeline does not have"),
+                (f"move {ref} before {st['name']}" if later else
+                 f"name one of the stages before it: {', '.join(names[:i]) or '(none)'}") + "; nothing was run")
 
 
 def _strip_place(cfg: dict, output_dir: str, folders: dict | None = None) -> dict:
@@ -382,8 +419,10 @@ def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None
         if any((runfolder.read_status(stage_folder(spec, n, folders)) or {}).get("reused_from") != str(Path(other) / n)
                for n in uses):
             continue
-        if folder.exists():
-            shutil.rmtree(folder)
+        if folder.exists() and any(folder.iterdir()):
+            runfolder.remove_run_folder(folder)  # refuses anything but a run folder
+        elif folder.exists():
+            folder.rmdir()
         tmp = folder.with_name(f".{folder.name}.copy")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -410,6 +449,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             raise ZephyrError(f"{flag} {value}: the pipeline has no stage of that name{hint}",
                               f"its stages: {', '.join(names)}")
     planned = stage_configs(spec, recipe_file.parent, folders)
+    check_references(spec, planned)
     if transform is not None:
         from .validate import validate
 

@@ -19,18 +19,17 @@ PACKAGES = ("zephyr-recipes", "torch", "transformers", "trl", "datasets", "accel
 SECRET_ARG = re.compile(r"((?:^|(?<=[\s.+~]))(?:[\w-]*_)?(?:token|api_?key|secret|password|credentials?)=)\S+", re.I)
 VOCABULARY = re.compile(r"(?:^|(?<=[\s.+~]))(?:pad|eos|bos|unk|sep|cls|mask)_token=", re.I)
 SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,})\b")
-URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
+URL_USER = re.compile(r"(\w+://)[^/\s@]+@")
 
 
 def redact(text: str) -> str:
-    """Mask secrets only (keys, tokens, credentials), never numbers or names: a redacted command still runs once
-    the secrets are put back from the environment."""
+    """Mask secrets only (keys, tokens, credentials, a URL's user and password), never numbers or names: a redacted
+    command still runs once the secrets are put back from the environment."""
     def arg(m: re.Match) -> str:
-        start = m.start()
-        return m.group(0) if VOCABULARY.match(text, start) else m.group(1) + "***"
+        return m.group(0) if VOCABULARY.match(text, m.start()) else m.group(1) + "***"
 
     text = SECRET_ARG.sub(arg, text)
-    return URL_PASSWORD.sub(r"\1***@", SECRET_VALUE.sub("***", text))
+    return URL_USER.sub(r"\1***@", SECRET_VALUE.sub("***", text))
 
 
 def versions() -> dict:

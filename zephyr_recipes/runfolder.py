@@ -44,9 +44,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 def read_status(folder: Path) -> dict | None:
     try:
-        return json.loads((folder / STATUS).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads((folder / STATUS).read_text())
+    except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8, or folder is a file
         return None
+    return data if isinstance(data, dict) else None
 
 
 def set_status(folder: Path, status: str, **extra) -> None:
@@ -75,10 +76,73 @@ def config_diff(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if k not in VOLATILE and a.get(k) != b.get(k))
 
 
+CHECKPOINT_DONE = ".zephyr-checkpoint-complete"  # written into a checkpoint folder after the trainer saved it all
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*")
-             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
+    """The newest checkpoint that was written completely (its marker is written last); a torn one (a full disk, a
+    kill during the save) is passed over for the one before it."""
+    import logging
+
+    found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+                    if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
+    for _step, path in found:
+        if (path / CHECKPOINT_DONE).is_file():
+            return path
+        logging.getLogger("zephyr_recipes").warning("%s was not completely written (no %s): not resumed from",
+                                                    path, CHECKPOINT_DONE)
+    return None
+
+
+def checkpoint_marker():
+    """A TrainerCallback that marks each checkpoint complete once the trainer has written all of it."""
+    from transformers import TrainerCallback
+
+    class MarkComplete(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if path.is_dir():
+                    write_atomic(path / CHECKPOINT_DONE, now() + "\n")
+
+    return MarkComplete()
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder this runner made: its run.json says a status and its config.yaml is beside it."""
+    folder = Path(folder)
+    return folder.is_dir() and not folder.is_symlink() and isinstance((read_status(folder) or {}).get("status"), str) \
+        and (folder / CONFIG).is_file()
+
+
+def remove_run_folder(folder: Path) -> None:
+    """Delete one of the runner's own run folders; anything else (the working directory or a folder above it, a
+    folder that is not a run folder) is refused, never deleted."""
+    folder = Path(folder).expanduser()
+    here = Path.cwd().resolve()
+    target = folder.resolve()
+    if target == here or target in here.parents or target == Path(target.anchor) or target == Path.home():
+        raise ZephyrError(f"{folder} is the working directory, a folder above it or your home folder, and the "
+                          "runner never deletes those", "give the run its own folder: run.output_dir=runs/<name>")
+    if not is_run_folder(folder):
+        raise ZephyrError(f"{folder} is not a run folder (no readable run.json and config.yaml), so it is not "
+                          "replaced", "choose another run.name or run.output_dir")
+    shutil.rmtree(folder)
+
+
+def _frozen_config(folder: Path) -> dict:
+    """The config.yaml frozen in an unfinished run folder, or an error naming what is wrong with it."""
+    path = folder / CONFIG
+    if not path.exists():
+        return {}
+    try:
+        frozen = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise ZephyrError(f"{path} cannot be read ({type(exc).__name__}), so this unfinished run cannot be resumed "
+                          "or compared with the new config",
+                          "start it over with run.overwrite=true on your command line, or use run.name=<new name>") \
+            from None
+    return frozen if isinstance(frozen, dict) else {}
 
 
 def prepare(cfg: dict) -> tuple[Path, Path | None]:
@@ -90,6 +154,9 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
     run = cfg["run"]
     folder = Path(run["output_dir"]).expanduser()
     resume_from = None
+    if folder.exists() and not folder.is_dir():
+        raise ZephyrError(f"run.output_dir {folder} is a file, not a folder",
+                          "choose another run.name or run.output_dir (the file is left as it is)")
     if folder.exists() and any(folder.iterdir()):
         status = read_status(folder)
         if status is None:
@@ -98,9 +165,9 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
             if not run["overwrite"]:
                 raise ZephyrError(f"{folder} holds a finished run (completed {status.get('finished', '?')})",
                                   "pass run.overwrite=true to replace it, or run.name=<new name> to keep both")
-            shutil.rmtree(folder)
+            remove_run_folder(folder)
         else:
-            frozen = yaml.safe_load((folder / CONFIG).read_text()) if (folder / CONFIG).exists() else {}
+            frozen = {} if run["overwrite"] else _frozen_config(folder)
             changed = config_diff(frozen, cfg)
             if changed and not run["overwrite"]:
                 raise ZephyrError(
@@ -108,13 +175,30 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
                     "re-run with the same settings to resume it, run.overwrite=true to start over, "
                     "or run.name=<new name>")
             if run["overwrite"] or not run["resume"]:
-                shutil.rmtree(folder)
+                remove_run_folder(folder)
             else:
                 resume_from = last_checkpoint(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / CONFIG, yaml.safe_dump(cfg, sort_keys=False))
-    set_status(folder, "running", started=now(), resumed_from=str(resume_from) if resume_from else None)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / CONFIG, yaml.safe_dump(cfg, sort_keys=False))
+        set_status(folder, "running", started=now(), resumed_from=str(resume_from) if resume_from else None)
+    except OSError as exc:
+        raise unwritable(folder, exc) from None
     return folder, resume_from
+
+
+def unwritable(folder: Path, exc: OSError) -> ZephyrError:
+    """The error for a run folder that cannot be written (read-only, full disk, a file in the way)."""
+    import errno
+
+    where = exc.filename or folder
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ZephyrError(f"the disk holding {where} is full (or over quota)",
+                           "free space there or give another run.output_dir; re-running the same command resumes")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ZephyrError(f"cannot write {where}: {exc.strerror}",
+                           "give a folder you can write: run.output_dir=<path>, or fix the permissions")
+    return ZephyrError(f"cannot write {where}: {exc.strerror or exc}", "give another run.output_dir")
 
 
 def finished_alike(cfg: dict) -> Path | None:
@@ -122,8 +206,11 @@ def finished_alike(cfg: dict) -> Path | None:
     folder = Path(cfg["run"]["output_dir"]).expanduser()
     if cfg["run"]["overwrite"] or not is_complete(folder) or not (folder / CONFIG).is_file():
         return None
-    frozen = yaml.safe_load((folder / CONFIG).read_text())
-    return None if config_diff(frozen, cfg) else folder
+    try:
+        frozen = yaml.safe_load((folder / CONFIG).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        return None  # prepare says what is wrong with it
+    return None if config_diff(frozen if isinstance(frozen, dict) else {}, cfg) else folder
 
 
 def lock_path(folder: Path) -> Path:
@@ -144,9 +231,12 @@ def locked(folder: Path, command: list[str] | None = None):
     if os.environ.get(LOCK_ENV) == str(folder):  # started by the launch that holds it
         yield
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(folder)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise unwritable(folder.parent, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -161,9 +251,11 @@ def locked(folder: Path, command: list[str] | None = None):
                               + (f" ({' '.join(holder['command'])})" if holder.get("command") else ""),
                               "wait for that run to finish or stop it (a stopped run's lock is released by the OS, "
                               "and the same command then resumes it), or use run.name=<another name>") from None
+        from .report import redact
+
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now(),
-                                  "command": list(command or sys.argv)}).encode(), 0)
+                                  "command": [redact(str(c)) for c in (command or sys.argv)]}).encode(), 0)
         previous = os.environ.get(LOCK_ENV)
         os.environ[LOCK_ENV] = str(folder)
         try:

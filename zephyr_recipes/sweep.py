@@ -160,6 +160,13 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
         point["recipe"] = name
         planned.append((point, cfg))
     _all_or_some(grid, errors)
+    if errors:  # every point is checked before the first trains: a bad value is refused, not found hours in
+        bad = next(iter(errors))
+        raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}",
+                          f"{errors[bad].fix or 'fix that value'}; nothing was run (every point is checked first)")
+    from . import trust
+
+    trust.check({p["name"]: cfg for p, cfg in planned})  # code of any point, before the first runs
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
     results = {p["name"]: {"values": p["values"], "status": "failed", "error": f"{errors[p['name']]}"}
                for p in grid if p["name"] in errors}
@@ -340,20 +347,25 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
 
     base = pipeline.load(recipe, fixed + grid[0]["overrides"])[0]["output_dir"]
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
-    errors, specs = {}, []
+    errors, specs, everything = {}, [], {}
     for point in grid:
         try:
             spec, _, path = pipeline.load(recipe, fixed + point["overrides"] +
                                              [pipeline._override("pipeline.output_dir", str(sweep_dir / point["name"]))])
-            pipeline.stage_configs(spec, path.parent)  # every stage composes and validates before anything runs
+            configs = pipeline.stage_configs(spec, path.parent)  # every stage validates before anything runs
+            pipeline.check_references(spec, configs)
         except ZephyrError as exc:
             errors[point["name"]] = exc
             continue
         specs.append((point, spec, path))
+        everything[point["name"]] = {st["name"]: cfg for st, _, cfg in configs}
     _all_or_some(grid, errors)
     if errors:  # a pipeline point that does not compose is a mistake in the sweep, not a result
         bad = next(iter(errors))
         raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}", errors[bad].fix)
+    from . import trust
+
+    trust.check(everything)  # code of any point, before the first stage runs
     names = [st["name"] for st in specs[0][1]["stages"]]
     if any([st["name"] for st in spec["stages"]] != names for _, spec, _ in specs):
         raise ZephyrError("the points of the sweep have different stages", "sweep stage settings, not the stage list")

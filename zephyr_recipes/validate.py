@@ -111,9 +111,88 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
+    if deep:
+        _check_weight_files(out)
     if trains and deep:
+        _check_positions(out)
         trainer_fields.check_accepts(stage, out["stage"]["trainer"])
     return out
+
+
+def _check_weight_files(cfg: dict) -> None:
+    """An empty or cut-short weight file of a local model is named before any weights load."""
+    from pathlib import Path
+
+    from .modeling import check_weight_files, is_local_path
+
+    def local_models(obj, where):
+        if isinstance(obj, dict):
+            if obj.get("type") in ("transformers", "reward_model") and isinstance(obj.get("model"), str):
+                yield obj["model"]
+            for k, v in obj.items():
+                yield from local_models(v, k)
+        elif isinstance(obj, list):
+            for v in obj:
+                yield from local_models(v, where)
+
+    names = [cfg["model"]["name_or_path"]] if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage) \
+        else []
+    for name in names + list(local_models(cfg["stage"], "stage")):
+        if is_local_path(name) and Path(name).expanduser().is_dir():
+            check_weight_files(str(Path(name).expanduser()), name)
+
+
+def _stage_default(stage: str, key: str):
+    """A trainer value the stage's conf file sets (conf/stage/<stage>.yaml), or None."""
+    import yaml
+
+    from .compose import CONF_DIR
+
+    try:
+        doc = yaml.safe_load((CONF_DIR / "stage" / f"{stage}.yaml").read_text()) or {}
+        return (doc.get("trainer") or {}).get(key)
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+
+
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def _check_positions(cfg: dict) -> None:
+    """A max_length the model has no positions for trains on positions it never learned (or fails hours in)."""
+    import json
+    from pathlib import Path
+
+    from .embedded import builtin
+    from .modeling import is_local_path
+
+    max_length = cfg["stage"]["trainer"].get("max_length")
+    name = cfg["model"]["name_or_path"]
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        return
+    try:
+        if builtin.is_builtin(name):
+            folder = Path(builtin.resolve(name))
+        elif is_local_path(name):
+            folder = Path(name).expanduser()
+        else:
+            return  # a hub id: its config is not read before the run
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError, ZephyrError):
+        return  # the run reports a folder without a readable config.json
+    limit = next((config[k] for k in POSITION_KEYS if isinstance(config.get(k), int)), None)
+    if limit is not None and max_length > limit:
+        if max_length == _stage_default(cfg["stage"]["name"], "max_length"):
+            import logging
+
+            logging.getLogger("zephyr_recipes").warning(
+                "stage.trainer.max_length=%d (the %s stage's default) is above the %d positions of model %s: a "
+                "longer row would fail; set stage.trainer.max_length=%d to be sure", max_length, cfg["stage"]["name"],
+                limit, name, limit)
+            return
+        raise ZephyrError(f"stage.trainer.max_length={max_length} is above the {limit} positions of model {name} "
+                          f"(max_position_embeddings in its config.json)",
+                          f"set stage.trainer.max_length={limit} or less")
 
 
 def _number(trainer: dict, key: str, default):
@@ -129,6 +208,17 @@ def _check_training_values(stage: dict) -> None:
         raise ZephyrError(f"stage.trainer.num_train_epochs={epochs} and max_steps={steps}: the run would make no "
                           "optimizer step", "set stage.trainer.num_train_epochs to a positive number "
                           "(or stage.trainer.max_steps to a positive count, which takes precedence)")
+    import math
+
+    for key, value in trainer.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ZephyrError(f"stage.trainer.{key}={value} is not a finite number",
+                              f"give stage.trainer.{key} a real value (e.g. the recipe's default)")
+    raw_steps = trainer.get("max_steps")
+    if isinstance(raw_steps, int) and not isinstance(raw_steps, bool) and raw_steps < -1:
+        raise ZephyrError(f"stage.trainer.max_steps={raw_steps} is negative, and TRL would silently treat it as "
+                          "unset (training by epochs)", "give a positive number of steps, or -1 (no limit: train "
+                          "stage.trainer.num_train_epochs)")
     lr = _number(trainer, "learning_rate", 1.0)
     if lr <= 0:
         raise ZephyrError(f"stage.trainer.learning_rate={lr}: the weights would not move (or move the wrong way)",

@@ -52,14 +52,15 @@ def _mark_failed(folder: Path, exc: BaseException, keep: bool = False) -> None:
     bookkeeping = {runfolder.CONFIG, runfolder.STATUS, "train.log", "provenance.json"}
     try:
         produced = [p for p in folder.iterdir() if p.name not in bookkeeping and not p.name.startswith(".")]
-        if not keep and not produced and not (runfolder.read_status(folder) or {}).get("resumed_from"):
+        if not keep and not produced and not (runfolder.read_status(folder) or {}).get("resumed_from") \
+                and runfolder.is_run_folder(folder):
             for h in list(log.handlers):
                 if isinstance(h, logging.FileHandler):
                     log.removeHandler(h)
                     h.close()
             shutil.rmtree(folder, ignore_errors=True)
         else:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"{type(exc).__name__}: {exc}"
             runfolder.set_status(folder, "failed", error=report.redact(str(reason))[:2000])
     except OSError:
         pass

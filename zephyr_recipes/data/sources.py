@@ -41,6 +41,38 @@ def locate(path: str) -> tuple[str, str]:
     return "hub", path
 
 
+def check_split_exists(source: dict, split: str) -> None:
+    """Refuse a split a local source does not have, even when nothing will read it (a test split while evaluation is
+    off): a misspelt split is a mistake, not a choice. Hub datasets are checked when they load."""
+    kind, where = locate(source["path"])
+    if kind == "hub":
+        return
+    if kind == "file":
+        names = [source.get("train_split", source.get("split"))]
+    elif kind == "disk":
+        import datasets
+
+        loaded = datasets.load_from_disk(where)
+        names = list(loaded) if isinstance(loaded, datasets.DatasetDict) else [source.get("train_split")]
+    else:
+        import datasets
+
+        try:
+            names = datasets.get_dataset_split_names(where, source.get("name"))
+        except Exception:  # noqa: BLE001 - what the folder holds is for the loader to judge
+            return
+    if split not in names:
+        try:  # an AI feedback run folder names its splits, empty ones included (few prompts: no test pairs)
+            import json
+
+            if split in json.loads((Path(where) / "summary.json").read_text()).get("pairs", {}):
+                return
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise ZephyrError(f"dataset {source['path']} has no split {split!r} (its splits: {', '.join(map(str, names))})",
+                          "name one of its splits, or set dataset.test_split=null")
+
+
 def _blank(path: str) -> bool:
     """True for a file with no bytes, or only white space."""
     size = Path(path).stat().st_size

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterator
 
 from ..errors import ZephyrError
@@ -41,9 +40,18 @@ class FunctionBackend:
     def generate(self, conversations: list[list[dict]], n: int = 1, sampling: dict | None = None) -> Result:
         for i, messages in enumerate(conversations):
             try:
-                yield i, [str(self.fn(messages)) for _ in range(n)]
+                texts = [self.fn(messages) for _ in range(n)]
             except Exception as exc:  # the function's own failure is recorded, not fatal
                 yield i, exc
+                continue
+            bad = [t for t in texts if not isinstance(t, str)]
+            if bad:  # the function's bug: stop before anything of it is recorded
+                wrong = bad[0]
+                raise ZephyrError(f"generator function {self.spec} returned {repr(wrong)[:200]} "
+                                  f"({type(wrong).__name__}), and a generator function must return the answer as a "
+                                  "str: f(messages: list[dict]) -> str",
+                                  f"fix {self.spec} and run the same command again; nothing of it was recorded")
+            yield i, texts
 
 
 class EndpointBackend:
@@ -61,17 +69,59 @@ class EndpointBackend:
 
         def one(i: int):
             # Several completions are asked for one at a time: not every server implements n > 1.
-            return i, [self.endpoint.chat(conversations[i], **sampling)[0] for _ in range(n)]
+            return [self.endpoint.chat(conversations[i], **sampling)[0] for _ in range(n)]
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {pool.submit(one, i): i for i in range(len(conversations))}
-            for future in as_completed(futures):
+        yield from in_flight(one, len(conversations), self.concurrency)
+
+
+def in_flight(work: Callable[[int], object], count: int, concurrency: int) -> Result:
+    """``work(i)`` for i in range(count), at most ``concurrency`` at a time, yielding ``(i, result)`` as each
+    finishes (an EndpointError is yielded as the result; a ZephyrError stops everything).
+
+    The threads are daemons that take the next index only while the caller still listens: on Ctrl-C or SIGTERM
+    (or any error) in the caller, no queued request is sent, answers already yielded are the caller's to keep, and
+    the requests in flight are abandoned (never recorded, so asked again by the next run) instead of being
+    waited for."""
+    import queue
+    import threading
+
+    todo: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+    for i in range(count):
+        todo.put(i)
+    done: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def worker():
+        while not stop.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, work(i), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                done.put((i, None, exc))
+
+    threads = [threading.Thread(target=worker, daemon=True, name=f"request-{k}")
+               for k in range(max(1, min(concurrency, count)))]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(count):
+            while True:
                 try:
-                    yield future.result()
-                except (EndpointError, ZephyrError) as exc:
-                    if isinstance(exc, ZephyrError):
-                        raise
-                    yield futures[future], exc
+                    i, result, exc = done.get(timeout=0.2)  # short waits: signals reach the main thread
+                    break
+                except queue.Empty:
+                    continue
+            if exc is None:
+                yield i, result
+            elif isinstance(exc, EndpointError):
+                yield i, exc
+            else:
+                raise exc
+    finally:
+        stop.set()
 
 
 class TransformersBackend:

@@ -16,7 +16,6 @@ import inspect
 import json
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
@@ -276,9 +275,12 @@ class FunctionJudge(Judge):
         fn = self._fn(name)
         for i, args in enumerate(items):
             try:
-                yield i, Verdict(fn(*args))
+                value = fn(*args)
             except Exception as exc:
                 yield i, JudgeFailure(f"{self.module}.{name} failed: {exc}")
+                continue
+            # A result of the wrong shape is the function's bug, not the answer's: stop before it is recorded.
+            yield i, Verdict(checked_result(f"{self.module}.{name}", name, value))
 
     def rate_many(self, items: list[Item]):
         return self._each("rate", [(it.messages, it.answers[0]) for it in items])
@@ -315,6 +317,41 @@ class FunctionJudge(Judge):
                 yield i, Verdict((it.parse or _parse_verdict)(reply if "[" in reply else f"[[{reply}]]"), reply)
             except JudgeFailure as failure:
                 yield i, failure
+
+
+RESULT_SHAPES = {
+    "rate": "a dict of aspect -> rating, each a number or {'Rating': number, 'Rationale': str}, e.g. "
+            "{'helpfulness': {'Rating': 4, 'Rationale': '...'}, 'honesty': 5, ...}",
+    "grade": "a number (MT-Bench: 1-10)",
+    "compare": "a number from 0 to 1: the preference for the first answer (1, 0.5 for a tie, 0)",
+}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def checked_result(function: str, kind: str, value):
+    """A function judge's result in the shape ``kind`` needs (ratings normalised to {'Rating', 'Rationale'}), or a
+    ZephyrError naming the expected shape; the caller records nothing for it."""
+    ok = True
+    if kind == "rate":
+        ok = isinstance(value, dict) and bool(value) and all(
+            isinstance(k, str) and (_is_number(v) or isinstance(v, dict) and _is_number(v.get("Rating")))
+            for k, v in value.items())
+        if ok:
+            value = {k: v if isinstance(v, dict) else {"Rating": v, "Rationale": ""} for k, v in value.items()}
+    elif kind == "grade":
+        ok = _is_number(value)
+    elif kind == "compare":
+        ok = _is_number(value) and 0 <= value <= 1
+    if not ok:
+        shown = repr(value)
+        raise ZephyrError(f"{function} returned {shown[:200]} ({type(value).__name__}), and a {kind} function must "
+                          f"return {RESULT_SHAPES[kind]}; nothing of it was recorded",
+                          f"fix {function} (the hooks' signatures and results: docs/security.md) and run the "
+                          "same command again")
+    return value
 
 
 _DEFAULT_PARSE = {"grade": parse_grade, "compare": parse_preference, "verdict": _parse_verdict}
@@ -436,9 +473,10 @@ class ModelJudge(Judge):
                     last = failure
             return i, last
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for future in as_completed([pool.submit(one, i) for i in range(len(items))]):
-                yield future.result()
+        from .backends import in_flight  # stops at once on Ctrl-C or SIGTERM, like every request the runner sends
+
+        for _i, result in in_flight(one, len(items), concurrency):
+            yield result
 
 
 TOP_LOGPROBS = 5  # the first token's alternatives asked for when weighing a one-token reply

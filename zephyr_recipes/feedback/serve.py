@@ -80,6 +80,7 @@ class Server:
             argv = shlex.split(self.command)
         except ValueError as exc:
             raise ZephyrError(f"cannot parse serve command {self.command!r}: {exc}", "check its quoting") from None
+        self._refuse_taken_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
         log.info("serving: %s (log: %s)", self.command, self.log_path)
@@ -91,6 +92,7 @@ class Server:
                               "install it (e.g. pip install vllm) or give its full path in serve") from None
         finally:
             out.close()
+        self._watchdog = _watch(self.proc.pid)
         self._catch_sigterm()
         try:
             models = self._wait_ready()
@@ -145,7 +147,34 @@ class Server:
                 proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything the server started and left behind in its group
+        watchdog, self._watchdog = getattr(self, "_watchdog", None), None
+        if watchdog is not None:
+            with contextlib.suppress(OSError):
+                watchdog.stdin.close()  # its job is done: it exits without touching anything
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watchdog.wait(timeout=5)
         log.info("server stopped: %s", self.command)
+
+    def _refuse_taken_port(self) -> None:
+        """A server already listening where this one would (an orphan of a killed run, another program) would be
+        used silently instead of the one the recipe names: refuse, naming it."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.base_url)
+        host, port = parts.hostname or "127.0.0.1", parts.port
+        if port is None or host not in ("127.0.0.1", "localhost", "0.0.0.0", "::1"):
+            return
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            taken = s.connect_ex(("127.0.0.1", port)) == 0
+        if taken:
+            holder = port_holder(port)
+            raise ZephyrError(f"port {port} is already taken{' by ' + holder if holder else ''}, so `{self.command}` "
+                              f"could not listen there and the run would talk to that process instead",
+                              "stop that process (an orphan of an earlier run can be killed) or give the serve "
+                              "command another --port")
 
     def tail(self, n: int = LOG_LINES) -> str:
         try:
@@ -178,6 +207,67 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def port_holder(port: int) -> str | None:
+    """'process PID (command line)' listening on a TCP port of this machine (Linux /proc), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as fh:
+                next(fh, None)
+                for line in fh:
+                    f = line.split()
+                    if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f[9])
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"process {pid} ({cmd[:200]})"
+        except OSError:
+            continue
+    return "a process of another user"
+
+
+WATCHDOG = """
+import os, signal, sys, time
+pgid = int(sys.argv[1])
+sys.stdin.buffer.read()  # returns when the runner closes the pipe or dies, however it dies
+try:
+    os.killpg(pgid, signal.SIGTERM)
+except ProcessLookupError:
+    sys.exit(0)
+for _ in range(int(float(sys.argv[2]) * 10)):
+    time.sleep(0.1)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        sys.exit(0)
+try:
+    os.killpg(pgid, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
+
+
+def _watch(pgid: int):
+    """A small process outside the server's group that stops the whole group (whatever shell wraps the server)
+    when the runner dies, even by SIGKILL: it waits on a pipe only the runner holds. On a clean stop the runner
+    closes the pipe after the group is gone, and the watchdog finds nothing to stop."""
+    try:
+        return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(pgid), str(STOP_GRACE_S)],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, close_fds=True)
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager

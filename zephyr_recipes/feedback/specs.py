@@ -87,6 +87,10 @@ class OpenAIOptions:
 
     @classmethod
     def after_check(cls, where: str, values: dict) -> None:
+        from ..safety import refuse_url_credentials
+
+        if values["base_url"]:
+            refuse_url_credentials(f"{where}.base_url", values["base_url"])
         if not values["serve"]:
             missing = [k for k in ("base_url", "model") if not values[k]]
             if missing:

@@ -126,7 +126,10 @@ def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
     for i, gen in enumerate(stage["generators"]):
         name = _generator_name(gen, i)
         k = int(gen["num_completions"] or stage["num_completions"])
-        todo = [p for p in prompts if f"{prompt_id(p)}:{name}:0" not in store]
+        # A prompt is done when every completion of it was answered; a failed request (its record says error) and
+        # a completion never asked (a stopped run) are asked again.
+        todo = [p for p in prompts
+                if any("response" not in (store.get(f"{prompt_id(p)}:{name}:{idx}") or {}) for idx in range(k))]
         if not todo:
             log.info("generator %s: all %d prompts already answered", name, len(prompts))
             continue
@@ -169,12 +172,18 @@ def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store)
         if "response" not in rec or rec["prompt_id"] not in by_pid:
             continue
         rounds = 2 if _needs_second_rating(rec["key"], stage["self_agreement"]) else 1
-        todo += [(rec, r) for r in range(rounds) if f"{rec['key']}:r{r}" not in ratings]
+        todo += [(rec, r) for r in range(rounds) if _not_rated(ratings.get(f"{rec['key']}:r{r}"))]
     if not todo:
         log.info("judge: every completion already rated")
         return
     with serving(stage["judge"], ratings.path.parent, "judge") as spec:
         _judge_items(cfg, spec, by_pid, todo, ratings)
+
+
+def _not_rated(rating: dict | None) -> bool:
+    """Never rated, or the request failed (the judge was not reached: asked again); a reply that did not parse stays
+    recorded as the judge's failure."""
+    return rating is None or str(rating.get("failure", "")).startswith("judge request failed")
 
 
 def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store) -> None:

@@ -28,6 +28,11 @@ def without_unused_test_data(cfg: dict) -> dict:
     if not ds.get("test_split") and not ds.get("test_fraction") and \
             not any(m.get("test_split") for m in ds.get("mixture") or []):
         return cfg
+    from ..data.sources import check_split_exists
+
+    for src in [m for m in ds.get("mixture") or [] if m.get("test_split")] or \
+            ([ds] if ds.get("test_split") and not ds.get("mixture") else []):
+        check_split_exists(src, src["test_split"])
     log.info("no evaluation during training (eval_strategy: no): the test data is not loaded")
     mixture = [{**m, "test_split": None} for m in ds.get("mixture") or []]
     return {**cfg, "dataset": {**ds, "test_split": None, "test_fraction": None, "mixture": mixture}}
@@ -245,6 +250,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.add_callback(guard)
+        trainer.add_callback(runfolder.checkpoint_marker())
         if main_process and (runfolder.read_status(folder) or {}).get("status") == "preempted":
             runfolder.set_status(folder, "running", resumed_from=str(resume_from) if resume_from else None)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
