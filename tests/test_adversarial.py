@@ -338,7 +338,9 @@ def test_secrets_a_key_written_into_a_recipe_is_refused(work):
 def test_secrets_validate_and_show_say_which_variable_goes_to_which_host(work, command):
     r = aif_recipe(work, [TEACHER, "{name: api, type: openai, model: m, base_url: 'https://api.example.org/v1', "
                                    "api_key_env: OPENAI_API_KEY}"], OWN_JUDGE)
-    settled(work, zr(work, command, r), 0, "secret: $OPENAI_API_KEY is sent to api.example.org (stage.generators[1])")
+    extra = ["--no-preflight"] if command == "validate" else []  # the host does not exist: nothing is asked of it
+    settled(work, zr(work, command, r, *extra), 0,
+            "secret: $OPENAI_API_KEY is sent to api.example.org (stage.generators[1])")
 
 
 def test_secrets_an_api_key_reaches_its_host_and_no_file(work):

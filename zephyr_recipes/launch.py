@@ -307,10 +307,13 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     from .modeling import resolve_placement
 
     hw = cfg["hardware"]
-    trust.check(cfg)
-    plan.check_before_launch(cfg)  # a run that cannot fit is refused on any machine
+    # Checks that read the config only, first (the plan reads shapes, never a model's code): a run that cannot fit
+    # is refused on any machine, and one that needs devices this machine lacks says which. Then trust, then what
+    # lies outside the process.
+    plan.check_before_launch(cfg)
     if hw["launcher"] != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
+    trust.check(cfg)
     for line in preflight.run(cfg, network=True, produced=produced):  # keys, endpoints, paths, disk
         worker.log.info("pre-flight: %s", line)
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):

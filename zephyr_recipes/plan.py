@@ -171,8 +171,8 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
     try:
         from transformers import AutoConfig
 
-        c = AutoConfig.from_pretrained(name, revision=model_cfg.get("revision", "main"),
-                                       trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+        # The shape only, never the repository's code: a custom architecture is planned from --model-config.
+        c = AutoConfig.from_pretrained(name, revision=model_cfg.get("revision", "main"), trust_remote_code=False)
         return c.to_dict(), f"AutoConfig ({name})"
     except Exception:
         raise ZephyrError(f"cannot read the config of {name!r} (offline, or not cached) and it is not in the shipped table",
