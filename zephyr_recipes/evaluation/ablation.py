@@ -1,12 +1,14 @@
 """The Zephyr paper's ablation (its Table 3) from pipeline folders: one row per evaluated model, the
 MT-Bench-style mean grade and the AlpacaEval-style win rate, averaged over the pipelines given (one per seed),
-with the spread, every seed's figure, and the pipeline's own claims checked seed by seed.
+with the spread, every seed's figure, and the pipeline's own claims, each as a difference with its 95% interval
+(a paired bootstrap over the held-out items, crossed with the seeds; :mod:`.intervals`) and a verdict: holds,
+not shown or fails.
 
 A pipeline names its claims under ``pipeline.report.claims``::
 
     report:
       claims:
-        - {run: dSFT + dDPO, metric: mt_bench, above: dSFT}         # above another row, in every seed
+        - {run: dSFT + dDPO, metric: mt_bench, above: dSFT}         # above another row
         - {run: dSFT + dDPO, metric: alpaca_eval, above: 50}        # above a number
         - {run: dSFT + dDPO, metric: mt_bench, at_least: dSFT-2}    # at or above
 """
@@ -17,11 +19,12 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from .. import runfolder
 from ..errors import ZephyrError, unknown_key
-from . import plots
+from . import intervals, plots
 from .compare import PUBLISHED
 
 METRICS = {"mt_bench": ("MT-Bench-style grade (1-10)", ("mt_bench", "score")),
@@ -83,7 +86,7 @@ def collect(folders: list[Path]) -> tuple[list[str], dict, list[dict], list[str]
         status = json.loads((folder / "pipeline.json").read_text()) if (folder / "pipeline.json").is_file() else {}
         labels.append(f"seed {status.get('seed', '?')}" if status.get("seed") is not None else folder.name)
         for ev in evals:
-            scores = json.loads((ev / "scores.json").read_text())
+            scores = {**json.loads((ev / "scores.json").read_text()), "eval_folder": str(ev)}
             name = scores.get("model_id") or ev.name
             if name not in per_run:
                 names.append(name)
@@ -112,28 +115,94 @@ def _cell(values: list, digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
 
 
+def _items(scores: dict, metric: str) -> dict | None:
+    return intervals.items(Path(scores["eval_folder"]), metric) if scores.get("eval_folder") else None
+
+
+def compare(mine: list[dict], theirs: list, metric: str, strict: bool, labels: list[str]) -> dict:
+    """One comparison, seed by seed and pooled: the headline figures, the mean difference (mine - theirs) with its
+    95% interval and verdict. ``mine`` and ``theirs`` hold one scores dict per seed; ``theirs`` may be numbers."""
+    seeds = []
+    for i in range(len(labels)):
+        a = _value(mine[i], metric)
+        b = theirs[i] if not isinstance(theirs[i], dict) else _value(theirs[i], metric)
+        seeds.append({"seed": labels[i], "value": a, "bound": None if b is None else float(b)})
+    diffs = intervals.paired([_items(s, metric) for s in mine],
+                             [t if not isinstance(t, dict) else _items(t, metric) for t in theirs])
+    unit = "questions" if metric == "mt_bench" else "instructions"
+    if diffs is None:  # no per-item judgments (answers from elsewhere, or an older run): seeds only
+        got = [s for s in seeds if s["value"] is not None and s["bound"] is not None]
+        if not got:
+            return {"verdict": None, "detail": "no figures", "per_seed": seeds}
+        diffs = np.array([[s["value"] - s["bound"]] for s in got])
+        unit = None
+    out = {"per_seed": seeds, "items": diffs.shape[1], "unit": unit, "seeds": diffs.shape[0]}
+    if diffs.shape[0] == 1 and diffs.shape[1] == 1:
+        d = float(diffs[0, 0])
+        out.update(diff=d, low=None, high=None, verdict=None,
+                   detail="one seed and no per-item judgments: no interval")
+        return out
+    out["diff"], out["low"], out["high"] = intervals.bootstrap(diffs)
+    out["verdict"] = intervals.verdict(out["low"], out["high"], strict)
+    if unit is not None:
+        for i, s in enumerate(seeds):
+            s["diff"], s["low"], s["high"] = intervals.bootstrap(diffs[i])
+            s["verdict"] = intervals.verdict(s["low"], s["high"], strict)
+    return out
+
+
 def evaluate_claims(claims: list[dict], per_run: dict, labels: list[str]) -> list[dict]:
+    """Every claim with its pooled difference, interval and verdict, and the same per seed."""
     out = []
     for claim in claims:
         other = claim.get("above", claim.get("at_least"))
         strict = "above" in claim
         metric = claim["metric"]
+        sign = ">" if strict else "≥"
+        text = f"{claim['run']} {sign} {other} ({METRICS[metric][0]})"
         if claim["run"] not in per_run or (isinstance(other, str) and other not in per_run):
             missing = claim["run"] if claim["run"] not in per_run else other
-            out.append({**claim, "text": f"{claim['run']} vs {other}", "held": None,
-                        "detail": f"no row named {missing!r}"})
+            out.append({**claim, "text": text, "verdict": None, "detail": f"no row named {missing!r}"})
             continue
-        seeds = []
-        for i in range(len(labels)):
-            mine = _value(per_run[claim["run"]][i], metric)
-            theirs = float(other) if not isinstance(other, str) else _value(per_run[other][i], metric)
-            ok = None if mine is None or theirs is None else (mine > theirs if strict else mine >= theirs)
-            seeds.append((mine, theirs, ok))
-        held = sum(1 for _, _, ok in seeds if ok)
-        sign = ">" if strict else "≥"
-        out.append({**claim, "text": f"{claim['run']} {sign} {other} ({METRICS[metric][0]})", "held": held,
-                    "seeds": len(seeds), "per_seed": seeds})
+        theirs = per_run[other] if isinstance(other, str) else [float(other)] * len(labels)
+        got = compare(per_run[claim["run"]], theirs, metric, strict, labels)
+        got["held"] = sum(1 for s in got["per_seed"] if s.get("verdict") == "holds")
+        out.append({**claim, "text": text, **got})
     return out
+
+
+def claim_lines(checked: list[dict], n_seeds: int) -> list[str]:
+    """The claims as report lines: verdict, pooled difference and interval, then each seed."""
+    if not checked:
+        return []
+    units = sorted({f"{c['items']} {c['unit']}" for c in checked if c.get("unit")})
+    over = (f"a paired bootstrap over the held-out items ({', '.join(units)})"
+            + (f", crossed with a bootstrap over the {n_seeds} seeds" if n_seeds > 1 else ""))
+    lines = ["", f"Claims of this pipeline: each is the difference (run − bound) with its {intervals.LEVEL:.0%} "
+             f"interval from {over}. **holds**: the interval is clear of the bound on the claimed side; "
+             "**not shown**: it straddles the bound; **fails**: it is clear on the wrong side.", ""]
+    for c in checked:
+        if c.get("diff") is None:
+            lines.append(f"- {c['text']}: cannot be checked, {c.get('detail')}")
+            continue
+        digits = 2 if c["metric"] == "mt_bench" else 1
+        if c.get("low") is None:
+            lines.append(f"- {c['text']}: **no verdict**, {intervals.fmt(c['diff'], digits)} ({c['detail']})")
+            continue
+        size = f"{c['seeds']} seed(s) × {c['items']} {c['unit']}" if c.get("unit") else \
+            f"{c['seeds']} seeds (no per-item judgments: seeds only)"
+        line = (f"- {c['text']}: **{c['verdict']}**, "
+                f"{intervals.interval_text(c['diff'], c['low'], c['high'], digits)} over {size}")
+        if n_seeds > 1 and c.get("unit"):
+            per = "; ".join(f"{s['seed']} {s['value']:.{digits}f} vs {s['bound']:.{digits}f}, "
+                            f"{intervals.interval_text(s['diff'], s['low'], s['high'], digits)} {s['verdict']}"
+                            for s in c["per_seed"])
+            line += f". Holds in {c['held']} of {n_seeds} seeds alone ({per})"
+        elif c["per_seed"] and c["per_seed"][0]["value"] is not None and c["per_seed"][0]["bound"] is not None:
+            s = c["per_seed"][0]
+            line += f" ({s['value']:.{digits}f} vs {s['bound']:.{digits}f})"
+        lines.append(line)
+    return lines
 
 
 def bars(names: list[str], per_run: dict, path: Path, baselines: dict | None = None) -> None:
@@ -355,15 +424,7 @@ def report(folders: list[Path], out: Path | None = None) -> str:
                 cells.append(("–" if mt is None else f"{mt:.2f}") + " / " + ("–" if wr is None else f"{wr:.1f}%"))
             text.append(f"| {name} | " + " | ".join(cells) + " |")
     checked = evaluate_claims(claims, per_run, labels)
-    if checked:
-        text += ["", "Claims of this pipeline, checked seed by seed:", ""]
-        for c in checked:
-            if c["held"] is None:
-                text.append(f"- {c['text']}: cannot be checked, {c['detail']}")
-                continue
-            verdict = "holds" if c["held"] == c["seeds"] else ("fails" if c["held"] == 0 else "holds in part")
-            vals = "; ".join("–" if a is None or b is None else f"{a:.2f} vs {b:.2f}" for a, b, _ in c["per_seed"])
-            text.append(f"- {c['text']}: **{verdict}**, {c['held']} of {c['seeds']} seed(s) ({vals})")
+    text += claim_lines(checked, n)
     judges = sorted({(s.get("judge") or {}).get("module") or (s.get("judge") or {}).get("model") or "?"
                      for runs in per_run.values() for s in runs})
     published = "; ".join(f"{p['name'].removeprefix('ablation: ').removesuffix(' (published)')} {p['mt_bench']:.2f}"
