@@ -143,3 +143,40 @@ def test_held_out_prompts_are_not_in_any_training_set():
     assert all(judge.grade([{"role": "user", "content": r["instruction"]}], r["output"]) == 10 for r in alpaca)
     with pytest.raises(builtin.ZephyrError, match="has no 'nope.json'"):
         builtin.resolve("builtin://tiny-zephyr-eval/nope.json")
+
+
+def _rounds(folder, seed, dsft, per_round):
+    """A finished rounds pipeline folder: eval-dsft and eval-rN with per-question grades."""
+    stages = [{"name": "sft", "recipe": "tiny/sft"}, {"name": "eval-dsft", "recipe": "tiny/eval-heldout"}]
+    stages += [{"name": f"{b}-r{r}", "recipe": "x", "round": r} for r in range(1, len(per_round) + 1)
+               for b in ("aif", "dpo", "eval")]
+    folder.mkdir()
+    (folder / "pipeline.yaml").write_text(yaml.safe_dump({"pipeline": {
+        "output_dir": str(folder), "seed": seed, "stages": stages,
+        "rounds": {"count": len(per_round), "policy": f"{folder}/sft", "next_policy": "dpo",
+                   "stages": ["aif", "dpo", "eval"]}}}))
+    (folder / "pipeline.json").write_text(json.dumps({"seed": seed, "stages": {}}))
+    for name, model, grades in [("eval-dsft", f"{folder}/sft", dsft)] + \
+            [(f"eval-r{r}", f"{folder}/dpo-r{r}", g) for r, g in enumerate(per_round, 1)]:
+        (folder / name / "mt_bench").mkdir(parents=True)
+        (folder / name / "mt_bench" / "judgments.jsonl").write_text("".join(
+            json.dumps({"key": f"{q}:1", "question_id": q, "turn": 1, "score": g}) + "\n" for q, g in enumerate(grades)))
+        (folder / name / "scores.json").write_text(json.dumps(
+            {"model": model, "model_id": name, "mt_bench": {"score": sum(grades) / len(grades)}}))
+    return folder
+
+
+def test_rounds_against_dsft_and_round_1_with_intervals(tmp_path):
+    # Round 1 is 1.0 above dSFT on every question; round 2 adds +-1 around round 1 (no clear change).
+    dsft = _grades(3.0, 1)
+    r1 = [g + 1 for g in dsft]
+    r2 = [g + (1 if q % 4 < 2 else -1) for q, g in enumerate(r1)]
+    folders = [_rounds(tmp_path / f"s{s}", s, dsft, [r1, r2]) for s in (1, 2)]
+    md = ablation.report(folders, tmp_path / "report")
+    assert "| 1 | 4.00 | +1.00 [+1.00, +1.00] | **holds** | – | – |" in md
+    assert "| 2 | 4.00 | +1.00 [" in md and "| +0.00 [" in md and "| **not shown** |" in md
+    assert "Every round beats dSFT over 2 seed(s). Later rounds are not shown to beat round 1 on this task" in md
+    assert "- seed 1: round 2 does not shown beat round 1" not in md
+    assert "- seed 1: round 2 is not shown to beat round 1 (4.00 vs 4.00, +0.00 [" in md
+    saved = json.loads((tmp_path / "report" / "scores.json").read_text())["rounds"]["comparisons"]
+    assert [c["round"] for c in saved] == [1, 2] and saved[1]["vs_round_1"]["verdict"] == "not shown"

@@ -322,7 +322,56 @@ def _why_not(later: dict, first: dict) -> str:
                       "held-out prompts do not reward")
     if not causes:
         causes.append("none of these moved enough to explain it: the difference is within what one seed's noise gives")
-    return "measured: " + "; ".join(parts) + ". The reason, from these figures: " + "; ".join(causes) + "."
+    return "measured: " + ("; ".join(parts) or "the grades only") + ". The reason, from these figures: " \
+        + "; ".join(causes) + "."
+
+
+def _scores_of(folder: Path | None) -> dict | None:
+    if folder is None or not (Path(folder) / "scores.json").is_file():
+        return None
+    return {**json.loads((Path(folder) / "scores.json").read_text()), "eval_folder": str(folder)}
+
+
+def _round_comparisons(scored: dict, seeds: list[str], count: int) -> list[dict]:
+    """Per round: its difference from dSFT and from round 1, pooled over the seeds and seed by seed."""
+    out = []
+    for r in range(1, count + 1):
+        mine = [scored[label][1][r - 1] if r <= len(scored[label][1]) else None for label in seeds]
+        if not seeds or any(m is None for m in mine):
+            continue
+        got = {"round": r}
+        starts = [scored[label][0] for label in seeds]
+        if all(starts):
+            got["vs_dsft"] = compare(mine, starts, "mt_bench", True, seeds)
+        firsts = [scored[label][1][0] if scored[label][1] else None for label in seeds]
+        if r > 1 and all(firsts):
+            got["vs_round_1"] = compare(mine, firsts, "mt_bench", True, seeds)
+        out.append(got)
+    return out
+
+
+def _rounds_summary(comparisons: list[dict], n_seeds: int) -> str:
+    """One plain sentence on what the rounds show, from the verdicts."""
+    over = f"over {n_seeds} seed(s)"
+    vs_dsft = [c for c in comparisons if c.get("vs_dsft", {}).get("verdict")]
+    later = [c for c in comparisons if c.get("vs_round_1", {}).get("verdict")]
+    beat = [c["round"] for c in vs_dsft if c["vs_dsft"]["verdict"] == "holds"]
+    parts = []
+    if vs_dsft:
+        parts.append(("Every round beats dSFT" if len(beat) == len(vs_dsft) else
+                      f"Rounds {', '.join(map(str, beat))} beat dSFT" if beat else "No round is shown to beat dSFT")
+                     + f" {over}.")
+    if later:
+        helped = [c["round"] for c in later if c["vs_round_1"]["verdict"] == "holds"]
+        if len(helped) == len(later):
+            parts.append("Every later round beats round 1: on-policy rounds help on this task.")
+        else:
+            worse = [c["round"] for c in later if c["vs_round_1"]["verdict"] == "fails"]
+            parts.append("Later rounds are not shown to beat round 1 on this task"
+                         + (f" (round {', '.join(map(str, helped))} does)" if helped else "")
+                         + (f"; round {', '.join(map(str, worse))} is clearly below it" if worse else "")
+                         + ": the on-policy rounds after the first do not help here, by these intervals.")
+    return " ".join(parts)
 
 
 def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> tuple[str, dict]:
@@ -335,31 +384,61 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
     count = max(int(x[0]["count"]) for x, _ in found if x)
     text += ["| seed | dSFT | " + " | ".join(f"round {r}" for r in range(1, count + 1)) + " |",
              "|" + " --- |" * (count + 2)]
-    statements = []
+    statements, scored = [], {}
     for x, label in found:
         if not x:
             continue
         rounds, per = x
-        start = _value(json.loads((rounds["start"] / "scores.json").read_text()), "mt_bench") if rounds["start"] else None
+        start = _scores_of(rounds["start"])
         facts = [_round_facts(r) for r in per]
-        data[label] = {"dSFT": start, "rounds": facts}
-        series[label] = [start] + [f.get("mt_bench") for f in facts]
+        data[label] = {"dSFT": _value(start, "mt_bench") if start else None, "rounds": facts}
+        scored[label] = (start, [_scores_of(r.get("eval")) for r in per])
+        series[label] = [data[label]["dSFT"]] + [f.get("mt_bench") for f in facts]
         cells = ["–" if v is None else f"{v:.2f}" for v in series[label]]
         text.append(f"| {label} | " + " | ".join(cells) + " |")
+    seeds = list(scored)
+    comparisons = _round_comparisons(scored, seeds, count)
+    if comparisons:
+        text += ["", f"Each round against dSFT and against round 1 (MT-Bench-style grade): the mean difference over "
+                 f"{len(seeds)} seed(s) with its {intervals.LEVEL:.0%} interval (a paired bootstrap over the held-out "
+                 "questions" + (", crossed with the seeds" if len(seeds) > 1 else "") + ") and the verdict on "
+                 "\"beats\": **holds** when the interval is above 0, **not shown** when it straddles 0, **fails** "
+                 "when it is at or below 0.", "",
+                 "| round | grade | − dSFT | verdict | − round 1 | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+        for c in comparisons:
+            def cell(k, c=c):
+                got = c.get(k)
+                if not got or got.get("low") is None:
+                    return "–", "–"
+                return intervals.interval_text(got["diff"], got["low"], got["high"], 2), f"**{got['verdict']}**"
+            grade = _stats([s["value"] for s in c["vs_dsft"]["per_seed"]])[0] if c.get("vs_dsft") else None
+            text.append(f"| {c['round']} | {'–' if grade is None else f'{grade:.2f}'} | "
+                        + " | ".join(cell("vs_dsft")) + " | " + " | ".join(cell("vs_round_1")) + " |")
+        text += ["", _rounds_summary(comparisons, len(seeds))]
+    for label in seeds:
+        facts = data[label]["rounds"]
         first = facts[0] if facts else {}
         said = []
-        for later in facts[1:]:
-            a, b = later.get("mt_bench"), first.get("mt_bench")
-            if a is None or b is None:
-                said.append(f"round {later['round']}: not evaluated")
+        for c in comparisons:
+            got = c.get("vs_round_1")
+            if not got:
                 continue
-            if a > b:
-                said.append(f"round {later['round']} beats round 1 ({a:.2f} vs {b:.2f})")
+            i = seeds.index(label)
+            s = got["per_seed"][i]
+            later = facts[c["round"] - 1]
+            if s.get("value") is None or s.get("bound") is None:
+                said.append(f"round {c['round']}: not evaluated")
+                continue
+            where = (f" ({s['value']:.2f} vs {s['bound']:.2f}, "
+                     + (intervals.interval_text(s["diff"], s["low"], s["high"], 2) if s.get("low") is not None
+                        else intervals.fmt(s["value"] - s["bound"], 2)) + ")")
+            if s.get("verdict", "holds" if s["value"] > s["bound"] else None) == "holds":
+                said.append(f"round {c['round']} beats round 1{where}")
             else:
-                said.append(f"round {later['round']} does **not** beat round 1 ({a:.2f} vs {b:.2f}); "
-                            + _why_not(later, first))
+                how = "is not shown to beat" if s.get("verdict") == "not shown" else "does **not** beat"
+                said.append(f"round {c['round']} {how} round 1{where}; " + _why_not(later, first))
         if said:
-            statements.append(f"- {label}: " + " ".join(s if s.endswith(".") else s + "." for s in said))
+            statements.append(f"- {label}: " + " ".join(t if t.endswith(".") else t + "." for t in said))
     text += ["", "Per round: the round's model's MT-Bench-style grade and win rate against dSFT; its AI feedback's "
              "pairs, prompts whose answers were all rated alike, and the judge's mean rating of the policy's own "
              "answers; DPO's final loss and reward accuracy.", "",
@@ -373,7 +452,7 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
                         f"{c('pairs', 'd')} | {c('tied', 'd')} | {c('policy_rating', '.2f')} | {c('dpo_loss', '.3f')} | "
                         f"{c('reward_accuracy', '.2f')} |")
     if statements:
-        text += ["", "Do later rounds beat round 1?", ""] + statements
+        text += ["", "Do later rounds beat round 1, seed by seed?", ""] + statements
     md = "\n".join(text) + "\n"
     if out is not None:
         import matplotlib
@@ -394,7 +473,7 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
         fig.savefig(Path(out) / "rounds.png", dpi=110)
         plt.close(fig)
         md += "\n![Grade by round](rounds.png)\n"
-    return md, data
+    return md, {**data, "comparisons": comparisons}
 
 
 def report(folders: list[Path], out: Path | None = None) -> str:
