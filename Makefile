@@ -1,7 +1,9 @@
 # zephyr-recipes: `make sft`, `make dpo`, `make test`. The first target you run sets up .venv by itself.
 #   make zephyr                               the whole method on the embedded default: dSFT -> AIF -> dDPO,
 #                                             the paper's ablation (Table 3) and the report (CPU, ~2 minutes)
-#   make zephyr-ablation                      the same over three seeds (SEEDS), mean and spread
+#   make zephyr-ablation                      the same over three seeds (SEEDS), mean and spread, every claim with
+#                                             its 95% interval and verdict (CHECK=1: exit 1 unless every claim holds)
+#   make zephyr-check                         make zephyr, then exit 1 unless every claim holds (what CI asserts)
 #   make zephyr-iterative                     3 rounds of on-policy AIF + dDPO over three seeds, grade by round
 #   make zephyr-beta-sweep                    a sweep of dDPO's beta (BETAS) on that pipeline, grade against beta
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
@@ -27,7 +29,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
+.PHONY: setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-check zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -90,6 +92,11 @@ report: setup
 zephyr: setup
 	$(PY) -m zephyr_recipes run $(RECIPE)/zephyr $(ARGS)
 
+# The claims' verdicts, never the figures: exit 1 unless every claim of the pipeline holds (its 95% interval clear
+# of the bound). CI runs this; another processor's figures may differ, its verdicts may not.
+zephyr-check: zephyr
+	$(PY) -m zephyr_recipes report runs/$(RECIPE)-zephyr --check > /dev/null
+
 # One pipeline per seed (the first is `make zephyr`'s own, so a finished one is reused), then Table 3 over them.
 SEEDS ?= 42 43 44
 zephyr-ablation: setup
@@ -98,7 +105,7 @@ zephyr-ablation: setup
 	    pipeline.output_dir=runs/$(RECIPE)-zephyr$$(test $$s = 42 || echo -seed$$s) $(ARGS) || exit 1; \
 	done
 	$(PY) -m zephyr_recipes report $(foreach s,$(SEEDS),runs/$(RECIPE)-zephyr$(if $(filter 42,$(s)),,-seed$(s))) \
-	  --out runs/$(RECIPE)-zephyr-ablation
+	  --out runs/$(RECIPE)-zephyr-ablation $(if $(CHECK),--check)
 
 # Rounds of on-policy AIF + dDPO from make zephyr's dSFT (copied when runs/tiny-zephyr has it), one pipeline per
 # seed, then the report with the grade by round over the seeds.

@@ -110,6 +110,21 @@ def test_bootstrap_and_verdicts():
     assert intervals.verdict(-0.3, -0.1, strict=False) == "fails"
 
 
+def test_report_check_asserts_verdicts_not_figures(tmp_path, cli):
+    rows = [("dSFT", _grades(3.0, 1), None), ("dSFT-2", _grades(3.2, 1), [1, 0] * 50),
+            ("dSFT + dDPO", _grades(4.0, 1), [1] * 80 + [0] * 20)]
+    good = _pipeline(tmp_path / "good", 1, rows)
+    code, out, err = cli("report", str(good), "--check")
+    assert code == 0 and "check: all 3 claims hold over 1 seed(s)" in err and "| dSFT + dDPO |" in out
+    rows[2] = ("dSFT + dDPO", _grades(4.0, 1), [1] * 52 + [0] * 48)  # 52% of 100: not shown above 50
+    weak = _pipeline(tmp_path / "weak", 1, rows)
+    code, _, err = cli("report", str(weak), "--check")
+    assert code == 1 and "check: dSFT + dDPO > 50 (AlpacaEval-style win %): not shown" in err
+    assert "check: 1 of 3 claim(s) do not hold" in err
+    code, _, err = cli("report", str(weak / "eval-0"), "--check")
+    assert code == 2 and "--check needs pipeline folders" in err
+
+
 def test_table3_refuses_unlike_pipelines_and_bad_claims(tmp_path, cli):
     a = _pipeline(tmp_path / "s1", 1, [("dSFT", [3.0], None), ("dSFT + dDPO", [4.0], [1, 0])])
     b = _pipeline(tmp_path / "s2", 2, [("dSFT", [3.0], None)])

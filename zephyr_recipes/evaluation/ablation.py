@@ -532,3 +532,24 @@ def report(folders: list[Path], out: Path | None = None) -> str:
              "runs": per_run, "claims": [{k: v for k, v in c.items()} for c in checked],
              **({"rounds": rounds_data} if rounds_data else {})}, indent=2, default=str) + "\n")
     return md
+
+
+def check(folders: list[Path]) -> int:
+    """``report --check``: 0 when every claim of the pipelines holds, else 1, naming each claim that does not (on
+    stderr). Only the verdicts are asserted, never the figures: another processor's numbers may differ."""
+    import sys
+
+    names, per_run, claims, labels = collect(folders)
+    checked = evaluate_claims(claims, per_run, labels)
+    if not checked:
+        print("check: the pipeline states no claims (pipeline.report.claims)", file=sys.stderr)
+        return 1
+    bad = [c for c in checked if c.get("verdict") != "holds"]
+    for c in checked:
+        print(f"check: {c['text']}: {c.get('verdict') or 'no verdict'}", file=sys.stderr)
+    if bad:
+        print(f"check: {len(bad)} of {len(checked)} claim(s) do not hold", file=sys.stderr)
+        return 1
+    print(f"check: all {len(checked)} claims hold over {len(labels)} seed(s)", file=sys.stderr)
+    return 0
+
