@@ -151,7 +151,8 @@ def test_held_out_prompts_are_not_in_any_training_set():
     questions = [json.loads(line) for line in open(f"{root}/question.jsonl")]
     alpaca = json.load(open(f"{root}/alpaca_eval.json"))
     asked = [t for q in questions for t in q["turns"]] + [r["instruction"] for r in alpaca]
-    assert len(questions) == 50 and all(len(q["turns"]) == 2 for q in questions) and len(alpaca) == 100
+    assert len(questions) == builtin.EVAL_QUESTIONS and all(len(q["turns"]) == 2 for q in questions)
+    assert len(alpaca) == builtin.EVAL_INSTRUCTIONS
     assert not set(asked) & seen and len(set(asked)) == len(asked)
     assert {q["category"] for q in questions} == set(tasks.TASKS)
     # The baseline outputs are the teacher's, which the judge grades as exact.
@@ -195,3 +196,17 @@ def test_rounds_against_dsft_and_round_1_with_intervals(tmp_path):
     assert "- seed 1: round 2 is not shown to beat round 1 (4.00 vs 4.00, +0.00 [" in md
     saved = json.loads((tmp_path / "report" / "scores.json").read_text())["rounds"]["comparisons"]
     assert [c["round"] for c in saved] == [1, 2] and saved[1]["vs_round_1"]["verdict"] == "not shown"
+
+
+def test_the_pools_teacher_keeps_its_habit_and_is_right():
+    import random
+
+    rng = random.Random(0)
+    asked = [[{"role": "user", "content": tasks.sample(rng).instruction}] for _ in range(2000)]
+    said = [tasks.chatty_teacher(m) for m in asked]
+    chatty = [s for s in said if s.startswith(tasks.CHATTER)]
+    assert 0.25 < len(chatty) / len(said) < 0.35  # CHATTY_SHARE, as in the dSFT dialogues
+    assert said == [tasks.chatty_teacher(m) for m in asked]  # a hash of the instruction: the same everywhere
+    for m, s in zip(asked, said):
+        assert s.endswith(tasks.teacher(m))
+        assert judge.grade(m, s) < 10 if s in chatty else judge.grade(m, s) == 10  # the judge marks the habit down
