@@ -359,8 +359,10 @@ def _rounds_summary(comparisons: list[dict], n_seeds: int) -> str:
     parts = []
     if vs_dsft:
         parts.append(("Every round beats dSFT" if len(beat) == len(vs_dsft) else
+                      f"Round {beat[0]} beats dSFT" if len(beat) == 1 else
                       f"Rounds {', '.join(map(str, beat))} beat dSFT" if beat else "No round is shown to beat dSFT")
-                     + f" {over}.")
+                     + f" {over}" + (", the others are not shown to" if beat and len(beat) < len(vs_dsft) else "")
+                     + ".")
     if later:
         helped = [c["round"] for c in later if c["vs_round_1"]["verdict"] == "holds"]
         if len(helped) == len(later):
@@ -368,7 +370,7 @@ def _rounds_summary(comparisons: list[dict], n_seeds: int) -> str:
         else:
             worse = [c["round"] for c in later if c["vs_round_1"]["verdict"] == "fails"]
             parts.append("Later rounds are not shown to beat round 1 on this task"
-                         + (f" (round {', '.join(map(str, helped))} does)" if helped else "")
+                         + (f" (only round {', '.join(map(str, helped))} does)" if helped else "")
                          + (f"; round {', '.join(map(str, worse))} is clearly below it" if worse else "")
                          + ": the on-policy rounds after the first do not help here, by these intervals.")
     return " ".join(parts)
