@@ -3,7 +3,7 @@
 #                                             the paper's ablation (Table 3) and the report (CPU, ~2 minutes)
 #   make zephyr-ablation                      the same over five seeds (SEEDS), mean and spread, every claim with
 #                                             its 95% interval and verdict (CHECK=1: exit 1 unless every claim holds)
-#   make zephyr-check                         make zephyr, then exit 1 unless every claim holds (what CI asserts)
+#   make zephyr-check                         make zephyr, then exit 1 unless every claim holds (verdicts, not figures)
 #   make zephyr-iterative                     3 rounds of on-policy AIF + dDPO over three seeds, grade by round
 #   make zephyr-beta-sweep                    a sweep of dDPO's beta (BETAS) on that pipeline, grade against beta
 #   make sft                                  dSFT of the embedded tiny model (CPU, under a minute)
@@ -98,12 +98,12 @@ zephyr: setup
 	$(TINY_THREADS) $(PY) -m zephyr_recipes run $(RECIPE)/zephyr $(ARGS)
 
 # The claims' verdicts, never the figures: exit 1 unless every claim of the pipeline holds (its 95% interval clear
-# of the bound). CI runs this; another processor's figures may differ, its verdicts may not.
+# of the bound); another processor's figures may differ, its verdicts should not. Not in CI yet (README).
 zephyr-check: zephyr
 	$(PY) -m zephyr_recipes report runs/$(RECIPE)-zephyr --check > /dev/null
 
 # One pipeline per seed (the first is `make zephyr`'s own, so a finished one is reused), then Table 3 over them.
-# Five seeds: over three, dSFT + dDPO against dSFT-2 was +0.12 [-0.02, +0.26], not shown (README).
+# Five seeds: intervals over three were too wide to separate dSFT + dDPO from dSFT-2 (README).
 # SEEDS=... sets the seeds of both zephyr-ablation and zephyr-iterative.
 SEEDS ?=
 ABLATION_SEEDS = $(or $(SEEDS),42 43 44 45 46)
