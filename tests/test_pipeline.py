@@ -193,10 +193,12 @@ def test_rounds_wire_each_round_to_the_last_and_report_by_round(tmp_path, cli):
     grades = [json.loads((out / s / "scores.json").read_text())["mt_bench"]["score"]
               for s in ("eval-dsft", "eval-r1", "eval-r2")]
     assert "| seed 5 | " + " | ".join(f"{g:.2f}" for g in grades) + " |" in md
-    verdict = "beats round 1" if grades[2] > grades[1] else "does **not** beat round 1"
-    assert f"round 2 {verdict} ({grades[2]:.2f} vs {grades[1]:.2f})" in md
-    if grades[2] <= grades[1]:
-        assert "measured:" in md and "preference pairs against" in md
+    # Each round against dSFT and round 1 with an interval over the 3 questions and a verdict, said either way.
+    assert "| round | grade | − dSFT | verdict | − round 1 | verdict |" in md
+    assert f"| 2 | {grades[2]:.2f} | {grades[2] - grades[0]:+.2f} [" in md
+    said = md.split("Do later rounds beat round 1, seed by seed?")[1]
+    assert f"round 2 beats round 1 ({grades[2]:.2f} vs {grades[1]:.2f}, " in said or \
+        "measured:" in said and "preference pairs against" in said
     assert (tmp_path / "report" / "rounds.png").is_file() and report is None  # no claims: no automatic report
 
     # A finished round is never recomputed; --only and --from address one round's stage.

@@ -141,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "pipeline's claims checked seed by seed")
     rep.add_argument("runs", nargs="+", help="evaluation run folders, or pipeline folders (one per seed)")
     rep.add_argument("--out", default=None, help="folder for report.md, scores.json and the charts")
+    rep.add_argument("--check", action="store_true",
+                     help="pipeline folders: exit 1 unless every claim of the pipeline holds (its 95%% interval "
+                          "clear of the bound), naming those that do not; the verdicts, never the figures")
     ch = sub.add_parser("chat", help="chat with a run folder or hub model",
                         description="chat with a run folder or hub model through transformers' pipeline: one "
                                     "prompt from the command line, or lines from stdin until EOF or /exit")
@@ -481,10 +484,15 @@ def cmd_report(args) -> int:
     if any(pipelines) and not all(pipelines):
         raise ZephyrError("the folders mix pipeline folders and evaluation run folders",
                           "give pipeline folders (one per seed) or evaluation run folders, not both")
+    if args.check and not all(pipelines):
+        raise ZephyrError("--check needs pipeline folders (their claims are what it checks)",
+                          "give pipeline folders, e.g. runs/tiny-zephyr")
     make = ablation.report if all(pipelines) else report
     print(make(folders, Path(args.out) if args.out else None))
     if args.out:
         print(f"written: {Path(args.out) / 'report.md'}", file=sys.stderr)
+    if args.check:
+        return ablation.check(folders)
     return 0
 
 

@@ -27,7 +27,7 @@ from . import tasks
 from .multiple_choice import build_tiny_arc
 
 PREFIX = "builtin://"
-VERSION = 2
+VERSION = 3
 SYSTEM_PROMPT = "You are a careful assistant. Answer with the result only."
 SPECIAL = ["<unk>", "<s>", "</s>"]
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
@@ -84,8 +84,7 @@ def _prompt_id(text: str) -> str:
 # The dSFT teacher is imperfect, as ChatGPT was for UltraChat: in some of its answers it ignores the
 # answer-only convention of these tasks and opens with a pleasantry. The AIF judge, like GPT-4 rating
 # UltraFeedback, marks such answers down; the AIF pool's teacher program answers cleanly.
-CHATTER = ("Sure! Here it is:", "Of course, the answer is", "Happy to help:")
-CHATTY_SHARE = 0.3
+CHATTER, CHATTY_SHARE = tasks.CHATTER, tasks.CHATTY_SHARE
 
 
 def _dialogue(rng: random.Random) -> tuple[list[dict], list[dict]]:
@@ -185,24 +184,32 @@ def held_out_tasks(rng: random.Random, n: int, avoid: set[str]) -> list[tasks.Ta
     return out
 
 
+# Held-out evaluation size: enough items that a paired bootstrap over them separates the ablation's rows (the
+# claims' 95% intervals; zephyr_recipes.evaluation.intervals). 50 questions and 100 instructions left the
+# difference between dSFT + dDPO and dSFT-2 inside the noise of one seed.
+EVAL_QUESTIONS = 300
+EVAL_INSTRUCTIONS = 500
+
+
 def build_tiny_zephyr_eval(folder: Path) -> None:
     import json
 
     avoid = training_instructions()
     rng = random.Random(4)
-    first, second = held_out_tasks(rng, 50, avoid), held_out_tasks(rng, 50, avoid)
+    first, second = held_out_tasks(rng, EVAL_QUESTIONS, avoid), held_out_tasks(rng, EVAL_QUESTIONS, avoid)
     rng.shuffle(second)  # turn 2 asks another kind of task, as MT-Bench's follow-ups change the request
     questions = [{"question_id": 1001 + i, "category": a.kind, "turns": [a.instruction, b.instruction],
                   "reference": [a.answer, b.answer]} for i, (a, b) in enumerate(zip(first, second))]
     (folder / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
     alpaca = [{"instruction": t.instruction, "output": t.answer, "generator": "teacher", "dataset": f"tiny-{t.kind}"}
-              for t in held_out_tasks(rng, 100, avoid)]
+              for t in held_out_tasks(rng, EVAL_INSTRUCTIONS, avoid)]
     (folder / "alpaca_eval.json").write_text(json.dumps(alpaca, indent=1) + "\n")
     (folder / "README.md").write_text(
         "# tiny-zephyr-eval\n\nHeld-out prompts for the embedded tasks; no instruction here appears in "
-        "tiny-ultrachat or tiny-ultrafeedback.\n\n- `question.jsonl`: 50 two-turn questions in FastChat's MT-Bench "
-        "format (category = the first turn's task kind; `reference` = the teacher's answers).\n- `alpaca_eval.json`: "
-        "100 instructions in alpaca_eval's format, the teacher program's answers as the baseline outputs.\n")
+        f"tiny-ultrachat or tiny-ultrafeedback.\n\n- `question.jsonl`: {EVAL_QUESTIONS} two-turn questions in "
+        "FastChat's MT-Bench format (category = the first turn's task kind; `reference` = the teacher's answers).\n"
+        f"- `alpaca_eval.json`: {EVAL_INSTRUCTIONS} instructions in alpaca_eval's format, the teacher program's "
+        "answers as the baseline outputs.\n")
 
 
 # -------------------------------------------------------------------------------------------- model

@@ -6,6 +6,7 @@ teacher (the correct answer) and typical mistakes (for rejected answers in prefe
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -151,4 +152,22 @@ def teacher(messages: list[dict]) -> str:
     answer = solve(instruction)
     if answer is None:
         raise ValueError(f"not an embedded task: {instruction[:60]!r}")
+    return answer
+
+
+# The teacher's habit: in some answers it ignores the answer-only convention of these tasks and opens with a
+# pleasantry, as a distilled teacher's style leaks into its student. The judge marks such answers down.
+CHATTER = ("Sure! Here it is:", "Of course, the answer is", "Happy to help:")
+CHATTY_SHARE = 0.3
+
+
+def chatty_teacher(messages: list[dict]) -> str:
+    """The same teacher with its habit, as it wrote the dSFT dialogues: the correct answer, opened with a pleasantry
+    for ``CHATTY_SHARE`` of the instructions (chosen by a hash of the instruction, so the same on every machine and
+    in every seed)."""
+    instruction = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    answer = teacher(messages)
+    h = hashlib.sha256(instruction.encode()).digest()
+    if int.from_bytes(h[:4], "big") / 2**32 < CHATTY_SHARE:
+        return f"{CHATTER[h[4] % len(CHATTER)]} {answer}"
     return answer

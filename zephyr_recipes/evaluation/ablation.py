@@ -1,12 +1,14 @@
 """The Zephyr paper's ablation (its Table 3) from pipeline folders: one row per evaluated model, the
 MT-Bench-style mean grade and the AlpacaEval-style win rate, averaged over the pipelines given (one per seed),
-with the spread, every seed's figure, and the pipeline's own claims checked seed by seed.
+with the spread, every seed's figure, and the pipeline's own claims, each as a difference with its 95% interval
+(a paired bootstrap over the held-out items, crossed with the seeds; :mod:`.intervals`) and a verdict: holds,
+not shown or fails.
 
 A pipeline names its claims under ``pipeline.report.claims``::
 
     report:
       claims:
-        - {run: dSFT + dDPO, metric: mt_bench, above: dSFT}         # above another row, in every seed
+        - {run: dSFT + dDPO, metric: mt_bench, above: dSFT}         # above another row
         - {run: dSFT + dDPO, metric: alpaca_eval, above: 50}        # above a number
         - {run: dSFT + dDPO, metric: mt_bench, at_least: dSFT-2}    # at or above
 """
@@ -17,11 +19,12 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from .. import benchmarks, runfolder
 from ..errors import ZephyrError, unknown_key
-from . import plots
+from . import intervals, plots
 from .compare import PUBLISHED
 
 # The ablation's figures (Table 3): the benchmarks' metrics that carry an ablation label, by metric key.
@@ -82,7 +85,7 @@ def collect(folders: list[Path]) -> tuple[list[str], dict, list[dict], list[str]
         status = json.loads((folder / "pipeline.json").read_text()) if (folder / "pipeline.json").is_file() else {}
         labels.append(f"seed {status.get('seed', '?')}" if status.get("seed") is not None else folder.name)
         for ev in evals:
-            scores = json.loads((ev / "scores.json").read_text())
+            scores = {**json.loads((ev / "scores.json").read_text()), "eval_folder": str(ev)}
             name = scores.get("model_id") or ev.name
             if name not in per_run:
                 names.append(name)
@@ -111,28 +114,94 @@ def _cell(values: list, digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
 
 
+def _items(scores: dict, metric: str) -> dict | None:
+    return intervals.items(Path(scores["eval_folder"]), metric) if scores.get("eval_folder") else None
+
+
+def compare(mine: list[dict], theirs: list, metric: str, strict: bool, labels: list[str]) -> dict:
+    """One comparison, seed by seed and pooled: the headline figures, the mean difference (mine - theirs) with its
+    95% interval and verdict. ``mine`` and ``theirs`` hold one scores dict per seed; ``theirs`` may be numbers."""
+    seeds = []
+    for i in range(len(labels)):
+        a = _value(mine[i], metric)
+        b = theirs[i] if not isinstance(theirs[i], dict) else _value(theirs[i], metric)
+        seeds.append({"seed": labels[i], "value": a, "bound": None if b is None else float(b)})
+    diffs = intervals.paired([_items(s, metric) for s in mine],
+                             [t if not isinstance(t, dict) else _items(t, metric) for t in theirs])
+    unit = "questions" if metric == "mt_bench" else "instructions"
+    if diffs is None:  # no per-item judgments (answers from elsewhere, or an older run): seeds only
+        got = [s for s in seeds if s["value"] is not None and s["bound"] is not None]
+        if not got:
+            return {"verdict": None, "detail": "no figures", "per_seed": seeds}
+        diffs = np.array([[s["value"] - s["bound"]] for s in got])
+        unit = None
+    out = {"per_seed": seeds, "items": diffs.shape[1], "unit": unit, "seeds": diffs.shape[0]}
+    if diffs.shape[0] == 1 and diffs.shape[1] == 1:
+        d = float(diffs[0, 0])
+        out.update(diff=d, low=None, high=None, verdict=None,
+                   detail="one seed and no per-item judgments: no interval")
+        return out
+    out["diff"], out["low"], out["high"] = intervals.bootstrap(diffs)
+    out["verdict"] = intervals.verdict(out["low"], out["high"], strict)
+    if unit is not None:
+        for i, s in enumerate(seeds):
+            s["diff"], s["low"], s["high"] = intervals.bootstrap(diffs[i])
+            s["verdict"] = intervals.verdict(s["low"], s["high"], strict)
+    return out
+
+
 def evaluate_claims(claims: list[dict], per_run: dict, labels: list[str]) -> list[dict]:
+    """Every claim with its pooled difference, interval and verdict, and the same per seed."""
     out = []
     for claim in claims:
         other = claim.get("above", claim.get("at_least"))
         strict = "above" in claim
         metric = claim["metric"]
+        sign = ">" if strict else "≥"
+        text = f"{claim['run']} {sign} {other} ({METRICS[metric][0]})"
         if claim["run"] not in per_run or (isinstance(other, str) and other not in per_run):
             missing = claim["run"] if claim["run"] not in per_run else other
-            out.append({**claim, "text": f"{claim['run']} vs {other}", "held": None,
-                        "detail": f"no row named {missing!r}"})
+            out.append({**claim, "text": text, "verdict": None, "detail": f"no row named {missing!r}"})
             continue
-        seeds = []
-        for i in range(len(labels)):
-            mine = _value(per_run[claim["run"]][i], metric)
-            theirs = float(other) if not isinstance(other, str) else _value(per_run[other][i], metric)
-            ok = None if mine is None or theirs is None else (mine > theirs if strict else mine >= theirs)
-            seeds.append((mine, theirs, ok))
-        held = sum(1 for _, _, ok in seeds if ok)
-        sign = ">" if strict else "≥"
-        out.append({**claim, "text": f"{claim['run']} {sign} {other} ({METRICS[metric][0]})", "held": held,
-                    "seeds": len(seeds), "per_seed": seeds})
+        theirs = per_run[other] if isinstance(other, str) else [float(other)] * len(labels)
+        got = compare(per_run[claim["run"]], theirs, metric, strict, labels)
+        got["held"] = sum(1 for s in got["per_seed"] if s.get("verdict") == "holds")
+        out.append({**claim, "text": text, **got})
     return out
+
+
+def claim_lines(checked: list[dict], n_seeds: int) -> list[str]:
+    """The claims as report lines: verdict, pooled difference and interval, then each seed."""
+    if not checked:
+        return []
+    units = sorted({f"{c['items']} {c['unit']}" for c in checked if c.get("unit")})
+    over = (f"a paired bootstrap over the held-out items ({', '.join(units)})"
+            + (f", crossed with a bootstrap over the {n_seeds} seeds" if n_seeds > 1 else ""))
+    lines = ["", f"Claims of this pipeline: each is the difference (run − bound) with its {intervals.LEVEL:.0%} "
+             f"interval from {over}. **holds**: the interval is clear of the bound on the claimed side; "
+             "**not shown**: it straddles the bound; **fails**: it is clear on the wrong side.", ""]
+    for c in checked:
+        if c.get("diff") is None:
+            lines.append(f"- {c['text']}: cannot be checked, {c.get('detail')}")
+            continue
+        digits = 2 if c["metric"] == "mt_bench" else 1
+        if c.get("low") is None:
+            lines.append(f"- {c['text']}: **no verdict**, {intervals.fmt(c['diff'], digits)} ({c['detail']})")
+            continue
+        size = f"{c['seeds']} seed(s) × {c['items']} {c['unit']}" if c.get("unit") else \
+            f"{c['seeds']} seeds (no per-item judgments: seeds only)"
+        line = (f"- {c['text']}: **{c['verdict']}**, "
+                f"{intervals.interval_text(c['diff'], c['low'], c['high'], digits)} over {size}")
+        if n_seeds > 1 and c.get("unit"):
+            per = "; ".join(f"{s['seed']} {s['value']:.{digits}f} vs {s['bound']:.{digits}f}, "
+                            f"{intervals.interval_text(s['diff'], s['low'], s['high'], digits)} {s['verdict']}"
+                            for s in c["per_seed"])
+            line += f". Holds in {c['held']} of {n_seeds} seeds alone ({per})"
+        elif c["per_seed"] and c["per_seed"][0]["value"] is not None and c["per_seed"][0]["bound"] is not None:
+            s = c["per_seed"][0]
+            line += f" ({s['value']:.{digits}f} vs {s['bound']:.{digits}f})"
+        lines.append(line)
+    return lines
 
 
 def bars(names: list[str], per_run: dict, path: Path, baselines: dict | None = None) -> None:
@@ -252,7 +321,58 @@ def _why_not(later: dict, first: dict) -> str:
                       "held-out prompts do not reward")
     if not causes:
         causes.append("none of these moved enough to explain it: the difference is within what one seed's noise gives")
-    return "measured: " + "; ".join(parts) + ". The reason, from these figures: " + "; ".join(causes) + "."
+    return "measured: " + ("; ".join(parts) or "the grades only") + ". The reason, from these figures: " \
+        + "; ".join(causes) + "."
+
+
+def _scores_of(folder: Path | None) -> dict | None:
+    if folder is None or not (Path(folder) / "scores.json").is_file():
+        return None
+    return {**json.loads((Path(folder) / "scores.json").read_text()), "eval_folder": str(folder)}
+
+
+def _round_comparisons(scored: dict, seeds: list[str], count: int) -> list[dict]:
+    """Per round: its difference from dSFT and from round 1, pooled over the seeds and seed by seed."""
+    out = []
+    for r in range(1, count + 1):
+        mine = [scored[label][1][r - 1] if r <= len(scored[label][1]) else None for label in seeds]
+        if not seeds or any(m is None for m in mine):
+            continue
+        got = {"round": r}
+        starts = [scored[label][0] for label in seeds]
+        if all(starts):
+            got["vs_dsft"] = compare(mine, starts, "mt_bench", True, seeds)
+        firsts = [scored[label][1][0] if scored[label][1] else None for label in seeds]
+        if r > 1 and all(firsts):
+            got["vs_round_1"] = compare(mine, firsts, "mt_bench", True, seeds)
+        out.append(got)
+    return out
+
+
+def _rounds_summary(comparisons: list[dict], n_seeds: int) -> str:
+    """One plain sentence on what the rounds show, from the verdicts."""
+    over = f"over {n_seeds} seed(s)"
+    vs_dsft = [c for c in comparisons if c.get("vs_dsft", {}).get("verdict")]
+    later = [c for c in comparisons if c.get("vs_round_1", {}).get("verdict")]
+    beat = [c["round"] for c in vs_dsft if c["vs_dsft"]["verdict"] == "holds"]
+    parts = []
+    if vs_dsft:
+        parts.append(("Every round beats dSFT" if len(beat) == len(vs_dsft) else
+                      f"Round {beat[0]} beats dSFT" if len(beat) == 1 else
+                      f"Rounds {', '.join(map(str, beat))} beat dSFT" if beat else "No round is shown to beat dSFT")
+                     + f" {over}" + (", the others are not shown to" if beat and len(beat) < len(vs_dsft) else "")
+                     + ".")
+    if later:
+        helped = [c["round"] for c in later if c["vs_round_1"]["verdict"] == "holds"]
+        if len(helped) == len(later):
+            parts.append("Every later round beats round 1: on-policy rounds help on this task.")
+        else:
+            worse = [c["round"] for c in later if c["vs_round_1"]["verdict"] == "fails"]
+            parts.append("Later rounds are not shown to beat round 1 on this task"
+                         + (f" (only round {', '.join(map(str, helped))} does)" if helped else "")
+                         + (f"; round {', '.join(map(str, worse))} is clearly below it" if worse else "")
+                         + ": the on-policy rounds after the first do not help here, by these intervals.")
+    return " ".join(parts)
 
 
 def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> tuple[str, dict]:
@@ -265,31 +385,61 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
     count = max(int(x[0]["count"]) for x, _ in found if x)
     text += ["| seed | dSFT | " + " | ".join(f"round {r}" for r in range(1, count + 1)) + " |",
              "|" + " --- |" * (count + 2)]
-    statements = []
+    statements, scored = [], {}
     for x, label in found:
         if not x:
             continue
         rounds, per = x
-        start = _value(json.loads((rounds["start"] / "scores.json").read_text()), "mt_bench") if rounds["start"] else None
+        start = _scores_of(rounds["start"])
         facts = [_round_facts(r) for r in per]
-        data[label] = {"dSFT": start, "rounds": facts}
-        series[label] = [start] + [f.get("mt_bench") for f in facts]
+        data[label] = {"dSFT": _value(start, "mt_bench") if start else None, "rounds": facts}
+        scored[label] = (start, [_scores_of(r.get("eval")) for r in per])
+        series[label] = [data[label]["dSFT"]] + [f.get("mt_bench") for f in facts]
         cells = ["–" if v is None else f"{v:.2f}" for v in series[label]]
         text.append(f"| {label} | " + " | ".join(cells) + " |")
+    seeds = list(scored)
+    comparisons = _round_comparisons(scored, seeds, count)
+    if comparisons:
+        text += ["", f"Each round against dSFT and against round 1 (MT-Bench-style grade): the mean difference over "
+                 f"{len(seeds)} seed(s) with its {intervals.LEVEL:.0%} interval (a paired bootstrap over the held-out "
+                 "questions" + (", crossed with the seeds" if len(seeds) > 1 else "") + ") and the verdict on "
+                 "\"beats\": **holds** when the interval is above 0, **not shown** when it straddles 0, **fails** "
+                 "when it is at or below 0.", "",
+                 "| round | grade | − dSFT | verdict | − round 1 | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+        for c in comparisons:
+            def cell(k, c=c):
+                got = c.get(k)
+                if not got or got.get("low") is None:
+                    return "–", "–"
+                return intervals.interval_text(got["diff"], got["low"], got["high"], 2), f"**{got['verdict']}**"
+            grade = _stats([s["value"] for s in c["vs_dsft"]["per_seed"]])[0] if c.get("vs_dsft") else None
+            text.append(f"| {c['round']} | {'–' if grade is None else f'{grade:.2f}'} | "
+                        + " | ".join(cell("vs_dsft")) + " | " + " | ".join(cell("vs_round_1")) + " |")
+        text += ["", _rounds_summary(comparisons, len(seeds))]
+    for label in seeds:
+        facts = data[label]["rounds"]
         first = facts[0] if facts else {}
         said = []
-        for later in facts[1:]:
-            a, b = later.get("mt_bench"), first.get("mt_bench")
-            if a is None or b is None:
-                said.append(f"round {later['round']}: not evaluated")
+        for c in comparisons:
+            got = c.get("vs_round_1")
+            if not got:
                 continue
-            if a > b:
-                said.append(f"round {later['round']} beats round 1 ({a:.2f} vs {b:.2f})")
+            i = seeds.index(label)
+            s = got["per_seed"][i]
+            later = facts[c["round"] - 1]
+            if s.get("value") is None or s.get("bound") is None:
+                said.append(f"round {c['round']}: not evaluated")
+                continue
+            where = (f" ({s['value']:.2f} vs {s['bound']:.2f}, "
+                     + (intervals.interval_text(s["diff"], s["low"], s["high"], 2) if s.get("low") is not None
+                        else intervals.fmt(s["value"] - s["bound"], 2)) + ")")
+            if s.get("verdict", "holds" if s["value"] > s["bound"] else None) == "holds":
+                said.append(f"round {c['round']} beats round 1{where}")
             else:
-                said.append(f"round {later['round']} does **not** beat round 1 ({a:.2f} vs {b:.2f}); "
-                            + _why_not(later, first))
+                how = "is not shown to beat" if s.get("verdict") == "not shown" else "does **not** beat"
+                said.append(f"round {c['round']} {how} round 1{where}; " + _why_not(later, first))
         if said:
-            statements.append(f"- {label}: " + " ".join(s if s.endswith(".") else s + "." for s in said))
+            statements.append(f"- {label}: " + " ".join(t if t.endswith(".") else t + "." for t in said))
     text += ["", "Per round: the round's model's MT-Bench-style grade and win rate against dSFT; its AI feedback's "
              "pairs, prompts whose answers were all rated alike, and the judge's mean rating of the policy's own "
              "answers; DPO's final loss and reward accuracy.", "",
@@ -303,7 +453,7 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
                         f"{c('pairs', 'd')} | {c('tied', 'd')} | {c('policy_rating', '.2f')} | {c('dpo_loss', '.3f')} | "
                         f"{c('reward_accuracy', '.2f')} |")
     if statements:
-        text += ["", "Do later rounds beat round 1?", ""] + statements
+        text += ["", "Do later rounds beat round 1, seed by seed?", ""] + statements
     md = "\n".join(text) + "\n"
     if out is not None:
         import matplotlib
@@ -324,7 +474,7 @@ def rounds_report(folders: list[Path], labels: list[str], out: Path | None) -> t
         fig.savefig(Path(out) / "rounds.png", dpi=110)
         plt.close(fig)
         md += "\n![Grade by round](rounds.png)\n"
-    return md, data
+    return md, {**data, "comparisons": comparisons}
 
 
 def report(folders: list[Path], out: Path | None = None) -> str:
@@ -354,15 +504,7 @@ def report(folders: list[Path], out: Path | None = None) -> str:
                 cells.append(("–" if mt is None else f"{mt:.2f}") + " / " + ("–" if wr is None else f"{wr:.1f}%"))
             text.append(f"| {name} | " + " | ".join(cells) + " |")
     checked = evaluate_claims(claims, per_run, labels)
-    if checked:
-        text += ["", "Claims of this pipeline, checked seed by seed:", ""]
-        for c in checked:
-            if c["held"] is None:
-                text.append(f"- {c['text']}: cannot be checked, {c['detail']}")
-                continue
-            verdict = "holds" if c["held"] == c["seeds"] else ("fails" if c["held"] == 0 else "holds in part")
-            vals = "; ".join("–" if a is None or b is None else f"{a:.2f} vs {b:.2f}" for a, b, _ in c["per_seed"])
-            text.append(f"- {c['text']}: **{verdict}**, {c['held']} of {c['seeds']} seed(s) ({vals})")
+    text += claim_lines(checked, n)
     judges = sorted({(s.get("judge") or {}).get("module") or (s.get("judge") or {}).get("model") or "?"
                      for runs in per_run.values() for s in runs})
     published = "; ".join(f"{p['name'].removeprefix('ablation: ').removesuffix(' (published)')} {p['mt_bench']:.2f}"
@@ -391,3 +533,24 @@ def report(folders: list[Path], out: Path | None = None) -> str:
              "runs": per_run, "claims": [{k: v for k, v in c.items()} for c in checked],
              **({"rounds": rounds_data} if rounds_data else {})}, indent=2, default=str) + "\n")
     return md
+
+
+def check(folders: list[Path]) -> int:
+    """``report --check``: 0 when every claim of the pipelines holds, else 1, naming each claim that does not (on
+    stderr). Only the verdicts are asserted, never the figures: another processor's numbers may differ."""
+    import sys
+
+    names, per_run, claims, labels = collect(folders)
+    checked = evaluate_claims(claims, per_run, labels)
+    if not checked:
+        print("check: the pipeline states no claims (pipeline.report.claims)", file=sys.stderr)
+        return 1
+    bad = [c for c in checked if c.get("verdict") != "holds"]
+    for c in checked:
+        print(f"check: {c['text']}: {c.get('verdict') or 'no verdict'}", file=sys.stderr)
+    if bad:
+        print(f"check: {len(bad)} of {len(checked)} claim(s) do not hold", file=sys.stderr)
+        return 1
+    print(f"check: all {len(checked)} claims hold over {len(labels)} seed(s)", file=sys.stderr)
+    return 0
+
