@@ -137,8 +137,8 @@ def _parser() -> argparse.ArgumentParser:
                          description="evaluation runs side by side in a markdown table (and an MT-Bench radar "
                                      "chart), with the published Zephyr-7B-beta figures for reference; given "
                                      "pipeline folders (one per seed, e.g. runs/tiny-zephyr), the Zephyr paper's "
-                                     "Table 3: every evaluated model's mean and spread over the seeds, and the "
-                                     "pipeline's claims checked seed by seed")
+                                     "Table 3: every evaluated model's mean and spread over the seeds, and each of "
+                                     "the pipeline's claims with its 95% interval and verdict")
     rep.add_argument("runs", nargs="+", help="evaluation run folders, or pipeline folders (one per seed)")
     rep.add_argument("--out", default=None, help="folder for report.md, scores.json and the charts")
     rep.add_argument("--check", action="store_true",
