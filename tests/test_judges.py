@@ -83,7 +83,7 @@ def test_a_judge_that_cannot_do_a_kind_is_refused_naming_its_type_and_the_benchm
     with pytest.raises(ZephyrError) as err:
         judge.ask("grade", [Item(QUESTION, ("2 3 5",))], "MT-Bench")
     assert "type by_length cannot grade" in str(err.value) and "MT-Bench" in str(err.value)
-    assert "function, openai or transformers" in err.value.fix
+    assert "function, openai, transformers or vllm" in err.value.fix
     with pytest.raises(ZephyrError, match="type by_length cannot rate.*AI feedback"):
         judge.ask("rate", [Item(QUESTION, ("2 3 5",))], "AI feedback")
     assert judge.seen == []  # refused before any question was asked

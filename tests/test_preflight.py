@@ -95,7 +95,7 @@ def test_the_cards_reproduce_command_keeps_numbers_and_masks_secrets(tiny_sft_ru
     line = redact("zephyr-recipes run tiny/eval stage.mt_bench.max_new_tokens=24 stage.trainer.hub_token=hf_"
                   + "a" * 30 + " model.pad_token=<pad> stage.judge.base_url=https://user:pw@host/v1")
     assert "max_new_tokens=24" in line and "pad_token=<pad>" in line
-    assert "hf_aaaa" not in line and "hub_token=***" in line and "user:***@host" in line and "pw@" not in line
+    assert "hf_aaaa" not in line and "hub_token=***" in line and "https://***@host" in line and "pw@" not in line
 
 
 def test_a_short_run_whose_warmup_eats_its_steps_says_so(cli, tmp_path):
