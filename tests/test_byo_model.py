@@ -170,7 +170,8 @@ def test_dpo_beta_must_be_positive(cli):
 @pytest.mark.slow
 def test_a_diverged_run_ends_failed_never_complete(cli, byo, tmp_path):
     out = tmp_path / "nan"
-    code, _, err = cli(*_sft(byo, out), "stage.trainer.learning_rate=inf", "stage.trainer.max_steps=20",
+    # A finite learning rate that blows the weights up (an infinite one is refused before the run starts).
+    code, _, err = cli(*_sft(byo, out), "stage.trainer.learning_rate=1e30", "stage.trainer.max_steps=20",
                        "stage.trainer.warmup_steps=0")
     assert code == 2 and ("NaN or infinite" in err or "loss ended" in err), err
     status = json.loads((out / "run.json").read_text())

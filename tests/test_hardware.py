@@ -305,19 +305,21 @@ def test_failing_multi_process_run_ends_in_one_clear_error(tmp_path):
     import socket
 
     out = tmp_path / "run"
+    bad = tmp_path / "broken.jsonl"  # there (the pre-flight passes), unreadable (the workers fail on it)
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json at all\n')
     with socket.socket() as busy:  # the profile's port is taken by something else on this machine
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run([sys.executable, "-m", "zephyr_recipes", "tiny/sft", "hardware=cpu-2proc",
-                               f"hardware.main_process_port={port}", f"dataset.path={tmp_path / 'missing.jsonl'}",
+                               f"hardware.main_process_port={port}", f"dataset.path={bad}",
                                f"+run.output_dir={out}"],
                               cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert f"port {port} is busy" in proc.stderr
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-2:]
     assert last[0].startswith("error: the run failed (accelerate launch exit code")
-    assert "missing.jsonl does not exist" in last[0] and last[1].startswith("  fix: check dataset.path")
+    assert "broken.jsonl" in last[0] and last[1].startswith("  fix: ")
     assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
     assert json.loads((out / "run.json").read_text())["status"] == "failed"  # kept: a launched run's folder
 
