@@ -15,22 +15,9 @@ pytestmark = [pytest.mark.vllm]
 
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory, _builtin_home) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from bench.run import vllm_test_model
 
-    from zephyr_recipes import chat_format
-    from zephyr_recipes.embedded import builtin
-
-    folder = tmp_path_factory.mktemp("vllm-model")
-    tok = PreTrainedTokenizerFast.from_pretrained(builtin.resolve("builtin://tiny-mistral"))
-    tok.chat_template = chat_format.template_text("zephyr")
-    tok.save_pretrained(str(folder))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=1024,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    return folder
+    return vllm_test_model(tmp_path_factory.mktemp("vllm-model"))
 
 
 def _no_server_left() -> bool:
