@@ -5,6 +5,9 @@ directory and replace runs. The threat model is docs/security.md; code a recipe 
   folder's ``config.yaml``, its card and its provenance, and sent wherever the recipe says. Secrets are named by
   the variable that holds them (``api_key_env: OPENAI_API_KEY``, read at call time, sent to that spec's host only).
 - Credentials in a URL (``https://user:key@host``, ``?api_key=...``) are refused for the same reason.
+- Publishing is honoured only from the command line: a trainer's ``push_to_hub`` / ``hub_model_id`` (an upload with
+  the user's hub token), ``trackio_space_id`` (curves sent to a hub Space) and a ``report_to`` that names a tracker
+  other than the local ones (``none``, ``trackio``, ``tensorboard``).
 - ``run.overwrite`` is honoured only from the command line, and a run folder outside the working directory (and
   outside the folder the recipe file lies in) only when the command line names it (``run.output_dir=...``,
   ``pipeline.output_dir=...``).
@@ -134,6 +137,7 @@ def guard_destructive(cfg: dict, overrides, recipe_name: str, recipe_file=None) 
                               f"({os.getcwd()}) and the recipe's own folder; a recipe may only write below those",
                               f"give it on your own command line if you mean it: pipeline.output_dir={out}")
         return
+    guard_publishing(cfg, given)
     run = cfg.get("run")
     if not isinstance(run, dict):
         return
@@ -148,3 +152,48 @@ def guard_destructive(cfg: dict, overrides, recipe_name: str, recipe_file=None) 
         raise ZephyrError(f"{where}={out or name} from the recipe file puts the run folder outside the working "
                           f"directory ({os.getcwd()}) and the recipe's own folder; a recipe may only write below those",
                           f"give the folder on your own command line if you mean it: run.output_dir={value}")
+
+
+LOCAL_TRACKERS = ("none", "trackio", "tensorboard")
+
+
+def publishing(trainer: dict) -> list[tuple[str, object, str]]:
+    """(key, value, where it sends) of each trainer setting that sends something off the machine."""
+    found = []
+    if trainer.get("push_to_hub") is True:
+        found.append(("push_to_hub", True, "uploads the model with your hub token"))
+    if trainer.get("hub_model_id"):
+        found.append(("hub_model_id", trainer["hub_model_id"], "names the hub repository the model is uploaded to"))
+    if trainer.get("trackio_space_id"):
+        found.append(("trackio_space_id", trainer["trackio_space_id"], "sends the training curves to a hub Space"))
+    report_to = trainer.get("report_to")
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    remote = [str(n) for n in names if str(n) not in LOCAL_TRACKERS]
+    if remote:
+        found.append(("report_to", report_to, f"logs to {', '.join(remote)}, which may send the run off the machine"))
+    return found
+
+
+def guard_publishing(cfg: dict, given: set[str]) -> None:
+    """Settings that send the model or its curves off the machine must come from the user's own command line."""
+    stage = cfg.get("stage")
+    trainer = stage.get("trainer") if isinstance(stage, dict) else None
+    if not isinstance(trainer, dict):
+        return
+    for key, value, what in publishing(trainer):
+        if f"stage.trainer.{key}" in given:
+            continue
+        value = _yaml(value)
+        raise ZephyrError(f"stage.trainer.{key}={value} from the recipe file {what}; a recipe may not publish "
+                          "anything by itself",
+                          f"give it on your own command line if you mean it: stage.trainer.{key}={value} (or "
+                          f"remove it from the recipe)")
+
+
+def _yaml(value) -> str:
+    """A value as it is written on the command line."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_yaml(v) for v in value) + "]"
+    return str(value)

@@ -86,10 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                 recipe=launched.get("recipe", "?"))
     except ZephyrError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
-    finally:
-        _leave_process_group()
-    return 0
+        code = getattr(exc, "exit_code", 2)
+        _leave_process_group(together=False)
+        return _exit(code)
+    except BaseException:
+        _leave_process_group(together=False)
+        raise
+    _leave_process_group(together=True)
+    return _exit(0)
 
 
 def _die_with_launcher() -> None:
@@ -113,15 +117,41 @@ def _die_with_launcher() -> None:
         os._exit(1)
 
 
-def _leave_process_group() -> None:
+def _leave_process_group(together: bool) -> None:
     """Tear the process group down before the interpreter exits: left to interpreter shutdown, the gloo backend's
-    threads can abort a rank that finished cleanly ("terminate called without an active exception")."""
+    threads can abort a rank that finished cleanly ("terminate called without an active exception").
+
+    ``together``: after a run that finished on every rank, the ranks first wait for each other (rank 0 writes the
+    card and the metrics after the others are done), so that no rank tears its connections down while a peer still
+    uses the group. After a failure there is no waiting: the peer may be gone.
+    """
     try:
         import torch.distributed as dist
     except ImportError:
         return
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if together and dist.get_world_size() > 1:
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer that failed after training; its own error says why
+            pass
+    dist.destroy_process_group()
+
+
+def _exit(code: int) -> int:
+    """A rank other than 0 of a launched run leaves without the interpreter's teardown.
+
+    Its work is on disk (checkpoint shards are written synchronously; rank 0 writes the model, the card and the
+    status), and the C++ teardown of torch.distributed's threads at interpreter exit is where a finished rank was seen
+    to abort now and then (SIGABRT, "terminate called without an active exception"), which fails the whole launch.
+    Rank 0 exits normally: its trackers flush at exit.
+    """
+    if "LOCAL_RANK" in os.environ and rank() != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
