@@ -263,3 +263,28 @@ def test_a_new_benchmark_is_its_module_and_one_registry_line(tmp_path, cli, monk
     finally:
         monkeypatch.undo()
         importlib.reload(eval_stage)
+
+
+def test_too_few_judged_instructions_for_the_lc_glm_give_a_note_not_a_traceback(tmp_path):
+    """alpaca_eval fits its GLM with 5-fold cross-validation: under 5 judged instructions (a small max_samples) the
+    LC win rate is not computed and says why; the raw win rate is still given. At 6 it is computed."""
+    from zephyr_recipes.evaluation import alpaca_lc
+    from zephyr_recipes.evaluation.alpaca import instruction_id
+
+    def case(n: int) -> dict:
+        rows = [{"instruction": f"Say {i} things.", "output": "word " * (5 + i), "generator": "base", "index": i}
+                for i in range(n)]
+        produced = {instruction_id(r["instruction"]): "word " * (3 + 2 * i) for i, r in enumerate(rows)}
+        judgments = [{"instruction_id": instruction_id(r["instruction"]), "model_preference": float(i % 2)}
+                     for i, r in enumerate(rows)]
+        difficulty = alpaca_lc.standin_difficulties(rows, tmp_path / f"df_{n}.csv")
+        folder = tmp_path / f"run{n}"
+        folder.mkdir()
+        return alpaca_lc.scores(rows, produced, judgments, "m", "length_controlled_minimal", str(difficulty),
+                                folder, approximate=True)
+
+    few = case(3)
+    assert few["length_controlled_winrate"] is None and "5-fold" in few["lc_note"] and "here 3" in few["lc_note"]
+    assert few["win_rate"] is not None
+    enough = case(6)
+    assert enough["length_controlled_winrate"] is not None and "lc_note" in enough

@@ -148,6 +148,11 @@ def length_controlled(annotated: list[dict], glm: str, df_gamed: str, weights_di
     if not annotated:
         return {"win_rate": None, "standard_error": None, "length_controlled_winrate": None,
                 "lc_standard_error": None, "n_total": 0}
+    folds = int((glm_winrate.GLM_INFO[glm].get("kwargs") or {}).get("n_splits") or 0)
+    if len(annotated) < folds:  # its GLM is fitted with that many cross-validation folds, one instruction at least each
+        return {"length_controlled_winrate": None, "lc_standard_error": None, "n_total": len(annotated),
+                "lc_note": f"not computed: glm {glm} is fitted with {folds}-fold cross-validation and needs at least "
+                           f"{folds} judged instructions, here {len(annotated)}"}
     with _local_alpaca_eval_files(glm_winrate, {"df_gamed.csv": df_gamed}):
         metrics = glm_winrate.get_length_controlled_winrate(
             annotated, glm_name=glm, save_weights_dir=weights_dir, is_warn_extreme_changes=True)
@@ -177,7 +182,9 @@ def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], mo
         lc = length_controlled(annotated, glm, df_gamed, folder / "glm_weights")
         out.update(length_controlled_winrate=lc.get("length_controlled_winrate"),
                    lc_standard_error=None if approximate else lc.get("lc_standard_error"))
-        if approximate:
+        if lc.get("lc_note"):
+            out["lc_note"] = lc["lc_note"]
+        elif approximate:
             out["lc_note"], out["lc_caveat"] = APPROXIMATE, "approximate, not comparable"
     elif lc_note:
         out["lc_note"] = lc_note
