@@ -62,10 +62,12 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, MistralConfig
 
-    from zephyr_recipes import data, modeling, plan, stages
-    from zephyr_recipes.compose import compose
+    from zephyr_recipes import data, stages
+    from zephyr_recipes.commands import plan
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.model import modeling
     from zephyr_recipes.stages.training import trainer_args, without_unused_test_data
-    from zephyr_recipes.validate import validate
 
     logging.getLogger("zephyr_recipes").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests import eval_helpers
+from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.embedded import judge as embedded_judge
 from zephyr_recipes.embedded import lexical_judge
-from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca_lc, arena_hard, precomputed
 from zephyr_recipes.feedback.backends import FunctionBackend
 from zephyr_recipes.feedback.judges import JudgeFailure, ModelJudge, label_probability
@@ -423,8 +423,8 @@ def test_wrong_answer_file_stops_the_run_before_any_answer_is_generated(tmp_path
 
 
 def test_new_sections_appear_in_the_resolved_config_only_when_chosen():
-    from zephyr_recipes.compose import compose
-    from zephyr_recipes.validate import validate
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
 
     cfg, name, _ = compose("tiny/eval-heldout")
     stage = validate(cfg, name)["stage"]

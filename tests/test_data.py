@@ -14,11 +14,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from zephyr_recipes import cli, modeling  # noqa: E402
-from zephyr_recipes.binarize import SCHEMA, Tally, binarize, binarize_dataset  # noqa: E402
+from zephyr_recipes.commands import cli  # noqa: E402
+from zephyr_recipes.commands.validate import validate  # noqa: E402
+from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
 from zephyr_recipes.data import load_for_stage  # noqa: E402
-from zephyr_recipes.errors import ZephyrError  # noqa: E402
-from zephyr_recipes.validate import validate  # noqa: E402
+from zephyr_recipes.data.binarize import SCHEMA, Tally, binarize, binarize_dataset  # noqa: E402
+from zephyr_recipes.model import modeling  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not SHARED.exists():
@@ -375,7 +376,7 @@ def test_cache_hit_and_invalidation(tmp_path, tok, home):
 def test_trl_tokenization_is_cached_next_to_the_prepared_rows(tmp_path, tok):
     from trl import SFTConfig, SFTTrainer
 
-    from zephyr_recipes.modeling import load_model, resolve_placement
+    from zephyr_recipes.model.modeling import load_model, resolve_placement
 
     path = write_jsonl(tmp_path / "uc.jsonl", ultrachat_rows(30))
     c = cfg("sft", {"path": path})

@@ -107,7 +107,7 @@ def test_from_needs_a_pipeline_stage(cli, tmp_path):
 def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
     """Lists of mappings, strings with spaces, quotes and brackets, numbers and nulls are written in Hydra's
     override grammar, so the stage receives them exactly as the pipeline file gives them."""
-    from zephyr_recipes import pipeline
+    from zephyr_recipes.commands import pipeline
 
     generators = [{"name": "it's (teacher)", "type": "function", "function": "zephyr_recipes.embedded.tasks:teacher"},
                   {"name": "sft, hot", "type": "transformers", "model": "builtin://tiny-mistral",

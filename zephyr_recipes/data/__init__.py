@@ -4,7 +4,7 @@ SFT gets ``messages`` (a list of {role, content}); DPO gets ``prompt`` / ``chose
 conversational form with an explicit prompt. The steps, per source of the (possibly mixed) dataset:
 
 1. load the split with ``datasets`` (hub id, local file, save_to_disk folder, builtin://);
-2. binarize raw UltraFeedback rows (:mod:`zephyr_recipes.binarize`) when ``format: ultrafeedback``;
+2. binarize raw UltraFeedback rows (:mod:`zephyr_recipes.data.binarize`) when ``format: ultrafeedback``;
 3. map the columns onto the stage's and check every row (:mod:`.checks`), counting bad rows per reason;
 4. carve out an evaluation fraction, drop training rows whose prompt is in the evaluation data, and
    optionally those that overlap benchmark prompts (:mod:`.decontaminate`);
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from . import decontaminate, rows
 from .cache import cache_key, cache_root, fingerprint_of, load_cached, save
 from .config import check_config, sources_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from . import checks
 
 
@@ -52,7 +52,7 @@ def _detect_format(src: dict, column_names: list[str]) -> str:
 
 
 def _binarized(raw, src: dict, ds: dict, seed: int):
-    from ..binarize import binarize_dataset
+    from .binarize import binarize_dataset
 
     cols = src["columns"] or {}
     opts = {k: v for k, v in (ds["binarize"] or {}).items() if k != "seed"}

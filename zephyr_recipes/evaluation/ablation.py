@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .. import benchmarks, runfolder
-from ..errors import ZephyrError, unknown_key
+from .. import benchmarks
+from ..core import runfolder
+from ..core.errors import ZephyrError, unknown_key
 from . import intervals, plots
 from .compare import PUBLISHED
 

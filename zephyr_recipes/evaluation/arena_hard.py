@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from ..feedback.judges import Item, JudgeFailure
 from ..feedback.store import Store, answered
 from .sources import load_records, local_file, read_text

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from .. import benchmarks, runfolder
-from ..errors import ZephyrError
+from .. import benchmarks
+from ..core import runfolder
+from ..core.errors import ZephyrError
 from . import plots
 
 

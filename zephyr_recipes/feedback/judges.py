@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
 
-from ..binarize import ASPECTS
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
+from ..data.binarize import ASPECTS
 from .backends import load_callable, make_backend
 
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.

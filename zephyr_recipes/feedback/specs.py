@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-from ..errors import ZephyrError
-from ..schema import option
+from ..core.errors import ZephyrError
+from ..core.schema import option
 from .vllm import VLLMOptions
 
 SERVE_HELP = ("A command that starts an OpenAI-compatible server (vLLM, TGI, llama.cpp ...) with --port N; the "
@@ -87,7 +87,7 @@ class OpenAIOptions:
 
     @classmethod
     def after_check(cls, where: str, values: dict) -> None:
-        from ..safety import refuse_url_credentials
+        from ..core.safety import refuse_url_credentials
 
         if values["base_url"]:
             refuse_url_credentials(f"{where}.base_url", values["base_url"])
@@ -184,7 +184,7 @@ def register_judge(kind: str, schema: type, make) -> None:
 
 def complete(spec: dict, schema: type, where: str = "spec") -> dict:
     """``spec`` with every default of its type filled in (and checked), whatever wrote it."""
-    from ..schema import check_section
+    from ..core.schema import check_section
 
     return check_section(where, spec, schema)
 

@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
-from ..errors import ZephyrError
-from ..schema import TrainerStageConfig, option
+from ..core.errors import ZephyrError
+from ..core.schema import TrainerStageConfig, option
 from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -32,7 +32,7 @@ def load_reward_model(name: str, model_cfg: dict, placement):
     A causal LM checkpoint gets a new, randomly initialised score head (transformers' usual warning about it is
     expected); a reward run folder loads as saved.
     """
-    from .. import modeling
+    from ..model import modeling
 
     model = modeling.load_model(name, model_cfg, placement, Reward.auto_model, **Reward.model_options)
     if model.config.num_labels != 1:
@@ -137,7 +137,7 @@ class Reward(PreferenceStage):
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import RewardTrainer
 
-        from ..modeling import lora_config
+        from ..model.modeling import lora_config
 
         hw = cfg["hardware"]
         # A reward model's LoRA is a sequence-classification task: peft then trains the new score head too.
@@ -155,7 +155,7 @@ class Reward(PreferenceStage):
         if sharded and trainer.args.world_size > 1:
             # Only rank 0 gets here, and a forward pass through sharded weights needs every rank: score with the
             # weights just saved to the run folder instead.
-            from .. import modeling
+            from ..model import modeling
 
             placement = modeling.Placement(device=str(trainer.args.device.type), attn_implementation="sdpa",
                                            precision="bf16" if trainer.args.bf16 else "fp32")
@@ -214,8 +214,8 @@ class RewardModelJudge(_judge_base()):
     def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
                  system: Optional[str] = None):
-        from .. import modeling
-        from ..binarize import ASPECTS
+        from ..data.binarize import ASPECTS
+        from ..model import modeling
 
         cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
         tokenizer = modeling.load_tokenizer(cfg)  # chat_template null: the one the reward model was trained with

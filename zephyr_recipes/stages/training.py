@@ -13,9 +13,11 @@ import shutil
 import time
 from pathlib import Path
 
-from .. import chat_format, data, hardware, modeling, preempt, report, runfolder
-from ..errors import ZephyrError
-from ..logs import launched_world, rank
+from .. import data
+from ..core import preempt, records, runfolder
+from ..core.errors import ZephyrError
+from ..core.logs import launched_world, rank
+from ..model import chat_format, hardware, modeling
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -121,8 +123,8 @@ def check_world(cfg: dict, folder: Path) -> None:
             f"{folder} was prepared for {want} processes (hardware {cfg['hardware']['name']}), "
             f"and this worker runs among {got}",
             f"start it with `accelerate launch --config_file {folder / hardware.ACCELERATE_CONFIG} "
-            f"-m zephyr_recipes.worker {folder}`" if want > 1 else
-            f"run `python -m zephyr_recipes.worker {folder}` without a launcher")
+            f"-m zephyr_recipes.runtime.worker {folder}`" if want > 1 else
+            f"run `python -m zephyr_recipes.runtime.worker {folder}` without a launcher")
 
 
 class TrainingFailed(ZephyrError):
@@ -244,9 +246,9 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
                                 "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
                                 "global_batch_size": glob}
-        prov = report.provenance(ctx.argv, ctx.recipe, placement, data_info, extra)
+        prov = records.provenance(ctx.argv, ctx.recipe, placement, data_info, extra)
         if main_process:
-            report.write_json(folder / "provenance.json", prov)
+            records.write_json(folder / "provenance.json", prov)
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.add_callback(guard)
@@ -273,13 +275,13 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
 def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
     tokenizer.save_pretrained(str(folder))
     history = trainer.state.log_history
-    report.write_json(folder / "log_history.json", history)
-    metrics = report.final_metrics(history)
+    records.write_json(folder / "log_history.json", history)
+    metrics = records.final_metrics(history)
     metrics.update(stage.results(trainer, eval_dataset))
     metrics["train_wall_seconds"] = round(time.time() - started, 2)
-    report.write_json(folder / "metrics.json", metrics)
-    curves = report.plot_curves(history, cfg["stage"]["name"], stage.curves, folder / "training_curves.png")
-    (folder / "README.md").write_text(report.model_card(cfg, prov, metrics, curves, stage.card_usage(cfg),
+    records.write_json(folder / "metrics.json", metrics)
+    curves = records.plot_curves(history, cfg["stage"]["name"], stage.curves, folder / "training_curves.png")
+    (folder / "README.md").write_text(records.model_card(cfg, prov, metrics, curves, stage.card_usage(cfg),
                                                         stage.trl_config))
     for ckpt in folder.glob("checkpoint-*"):
         shutil.rmtree(ckpt, ignore_errors=True)

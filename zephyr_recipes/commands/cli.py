@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.errors import ZephyrError
 
 EPILOG = """\
 recipes are shipped names (tiny/sft, zephyr-7b-beta/dpo) or paths to any recipe YAML file.
@@ -175,9 +175,9 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
 
 def cmd_show(args) -> int:
 
-    from . import trust
+    from ..core import trust
+    from ..core.safety import secret_routes
     from .pipeline import dump
-    from .safety import secret_routes
 
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
     code = trust.describe(cfg) + secret_routes(cfg)
@@ -185,8 +185,8 @@ def cmd_show(args) -> int:
         sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
                          + "".join(f"#   {line}\n" for line in code))
     if args.explain and "pipeline" not in cfg:
-        from . import stages
-        from .schema import explained
+        from .. import stages
+        from ..core.schema import explained
 
         sys.stdout.write(explained(cfg, stages.get(cfg["stage"]["name"]).schema))
         return 0
@@ -195,8 +195,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from . import preflight, trust
-    from .safety import secret_routes
+    from ..core import trust
+    from ..core.safety import secret_routes
+    from . import preflight
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
@@ -218,7 +219,7 @@ def cmd_validate(args) -> int:
         return 0
     if code:
         print("\n".join(code))
-    from . import stages
+    from .. import stages
 
     if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage):
         _check_template(cfg, args.rows)
@@ -242,12 +243,13 @@ def _unavailable_here(path: str, locate) -> bool:
 
 def _check_template(cfg: dict, limit: int) -> None:
     """Render real rows of the recipe's data through the chat template the run will use, and show one."""
-    from . import chat_format, modeling, stages
-    from .data import load_for_stage
-    from .data.preview import render, tokenize_dpo, tokenize_sft
-    from .data.sources import locate
-    from .logs import setup_logging
-    from .stages.training import without_unused_test_data
+    from .. import stages
+    from ..core.logs import setup_logging
+    from ..data import load_for_stage
+    from ..data.preview import render, tokenize_dpo, tokenize_sft
+    from ..data.sources import locate
+    from ..model import chat_format, modeling
+    from ..stages.training import without_unused_test_data
 
     setup_logging()
     rows_kind = stages.get(cfg["stage"]["name"]).rows
@@ -286,7 +288,7 @@ def _check_template(cfg: dict, limit: int) -> None:
 
 
 def _inputs(cfg: dict) -> str:
-    from . import stages
+    from .. import stages
 
     return stages.get(cfg["stage"]["name"]).reads(cfg)
 
@@ -307,7 +309,7 @@ def cmd_list(args) -> int:
     print("\nconfig groups (pick one with group=option):")
     for group, options in list_options().items():
         print(f"  {group:<10} {', '.join(options)}")
-    from . import stages
+    from .. import stages
 
     print("\nstages (stage.name; `zephyr-recipes show RECIPE` prints every key of a stage with its default):")
     for name in stages.names():
@@ -328,13 +330,13 @@ def cmd_cp(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from . import modeling
-    from .data.preview import preview
-    from .logs import setup_logging
+    from ..core.logs import setup_logging
+    from ..data.preview import preview
+    from ..model import modeling
 
     setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
-    from . import trust
+    from ..core import trust
 
     trust.allow(args.trust_recipe_code)
     trust.check({"model": cfg["model"]})  # the tokenizer may be the model's own code
@@ -376,9 +378,10 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import launch, pipeline, trust
+    from ..core import trust
+    from ..core.logs import setup_logging
+    from . import launch, pipeline
     from .compose import compose
-    from .logs import setup_logging
 
     setup_logging()
     trust.allow(args.trust_recipe_code)
@@ -445,8 +448,8 @@ def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
 
 
 def cmd_rehearse(args) -> int:
+    from ..core.logs import setup_logging
     from . import rehearse
-    from .logs import setup_logging
 
     setup_logging()
     if args.steps < 1:
@@ -476,8 +479,8 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_report(args) -> int:
-    from .evaluation import ablation
-    from .evaluation.compare import report
+    from ..evaluation import ablation
+    from ..evaluation.compare import report
 
     folders = [Path(r) for r in args.runs]
     pipelines = [ablation.is_pipeline_folder(f) for f in folders]
@@ -532,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        from .runfolder import unwritable
+        from ..core.runfolder import unwritable
 
         # A full disk or a folder turned read-only while the run wrote: the folder stays unfinished, never complete.
         print(f"error: {unwritable(Path(exc.filename or '.'), exc)}", file=sys.stderr)

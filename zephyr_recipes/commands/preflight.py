@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.errors import ZephyrError
 
 TIMEOUT_S = 5.0
 
@@ -99,12 +99,12 @@ def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S) -> list[str]:
 
 def local_paths(cfg: dict) -> list[tuple[str, str]]:
     """(where, path) of the local model and data paths a stage config reads."""
-    from .modeling import is_local_path as local
+    from ..model.modeling import is_local_path as local
 
     def is_local_path(value) -> bool:
         return isinstance(value, str) and bool(value) and local(value)
 
-    from . import stages
+    from .. import stages
 
     found = []
     model = cfg.get("model") or {}
@@ -137,7 +137,7 @@ def local_paths(cfg: dict) -> list[tuple[str, str]]:
 def check_paths(cfg: dict, produced: set[str] | None = None, strict: bool = True) -> list[str]:
     """Missing local paths are refused (``strict``) or listed; paths under ``produced`` (folders an earlier
     pipeline stage writes) are skipped."""
-    from .modeling import producing_recipe
+    from ..model.modeling import producing_recipe
 
     lines = []
     for where, path in local_paths(cfg):
@@ -186,7 +186,8 @@ def check_disk(cfg: dict, params: int | None) -> list[str]:
 def run(cfg: dict, network: bool = True, produced: set[str] | None = None, strict: bool = True) -> list[str]:
     """Every pre-flight check of one stage config; raises ZephyrError on the first that fails. ``network=False``
     (validate --no-preflight) leaves out what lies outside this machine's run: keys, endpoints and local paths."""
-    from . import plan, stages
+    from .. import stages
+    from . import plan
 
     lines = []
     if network:

@@ -1,14 +1,14 @@
 """Hardware profiles: checks that need no GPU, the global batch arithmetic, and the accelerate / DeepSpeed /
 FSDP configuration a profile generates.
 
-Nothing here launches anything (see :mod:`zephyr_recipes.launch`) or looks at the current machine: a
+Nothing here launches anything (see :mod:`zephyr_recipes.commands.launch`) or looks at the current machine: a
 profile for 16 GPUs validates on a laptop. The configs are accelerate's and DeepSpeed's own formats, written
 into the run folder so that a run can be re-launched by hand with exactly what the runner used.
 """
 
 from __future__ import annotations
 
-from .errors import ZephyrError, did_you_mean
+from ..core.errors import ZephyrError, did_you_mean
 
 SHARDED = ("zero2", "zero3", "fsdp2")
 ACCELERATE_CONFIG = "accelerate.yaml"
@@ -26,7 +26,8 @@ def per_device_batch(cfg: dict) -> int:
         return int(hw["per_device_batch_size"])
     if "per_device_train_batch_size" in trainer:
         return int(trainer["per_device_train_batch_size"])
-    from . import stages, trainer_fields
+    from .. import stages
+    from . import trainer_fields
 
     return int(trainer_fields.default(stages.get(cfg["stage"]["name"]), "per_device_train_batch_size"))
 

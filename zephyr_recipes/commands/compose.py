@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import ZephyrError, did_you_mean
+from ..core.errors import ZephyrError, did_you_mean
 
 GROUPS = ("model", "dataset", "stage", "hardware")
 
@@ -21,7 +21,7 @@ def _first_existing(*candidates: Path) -> Path:
     return candidates[0]
 
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent
 CONF_DIR = _first_existing(PACKAGE.parent / "conf", PACKAGE / "_conf")
 RECIPES_DIR = _first_existing(PACKAGE.parent / "recipes", PACKAGE / "_recipes")
 
@@ -61,7 +61,7 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .safety import guard_destructive, refuse_env
+    from ..core.safety import guard_destructive, refuse_env
 
     path, name = find_recipe(recipe)
     try:
@@ -87,8 +87,8 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
             cfg = hydra_compose(config_name=path.stem,
                                 overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
         # The schemas' defaults lie under the recipe, so an interpolation may name any key, set or not.
-        from . import stages
-        from .schema import recipe_defaults
+        from .. import stages
+        from ..core.schema import recipe_defaults
 
         try:
             if "pipeline" in cfg:

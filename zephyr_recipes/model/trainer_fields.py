@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .schema import kinds
+from ..core.schema import kinds
 
 FORMAT = 1
 
@@ -107,7 +107,7 @@ def check_accepts(stage, trainer: dict) -> None:
     class imports TRL and torch: seconds), so validating an unchanged recipe again is quick."""
     import warnings
 
-    from .errors import ZephyrError
+    from ..core.errors import ZephyrError
 
     marker = _accepted_marker(stage, trainer)
     if marker.exists():

@@ -11,10 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import ZephyrError
+from ..embedded import builtin
 from . import chat_format
 from .chat_format import TEMPLATES, template_text  # noqa: F401  (re-exported)
-from .embedded import builtin
-from .errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -138,7 +138,7 @@ def is_local_path(name: str) -> bool:
 
 def producing_recipe(folder: Path) -> tuple[str, str] | None:
     """(recipe, command) of the shipped recipe whose default run folder this is (runs/tiny-sft: tiny/sft)."""
-    from .compose import RECIPES_DIR
+    from ..commands.compose import RECIPES_DIR
 
     if folder.parent.name != "runs":
         return None
@@ -244,7 +244,7 @@ def standalone(model: str, model_cfg: dict | None, hardware: dict | None, purpos
     """The model section and the placement of a model used outside training (a generator, a judge): the model
     section's defaults with the tokenizer's own chat template, under ``model_cfg``; the run's hardware profile,
     or the defaults (the GPU when there is one)."""
-    from .schema import HardwareConfig, ModelConfig, defaults_of
+    from ..core.schema import HardwareConfig, ModelConfig, defaults_of
 
     cfg = {**defaults_of(ModelConfig), "chat_template": None, **(model_cfg or {}), "name_or_path": model}
     hw = {**defaults_of(HardwareConfig), "name": purpose, **(hardware or {})}

@@ -37,7 +37,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.errors import ZephyrError
 
 GB = 1e9
 OVERHEAD_GB = 2.0
@@ -121,7 +121,7 @@ class Shape:
 
 def _upstream_model(folder: Path) -> str | None:
     """The model that the shipped recipe writing this run folder starts from (runs/smollm2-360m-sft: SmolLM2-360M)."""
-    from .modeling import producing_recipe
+    from ..model.modeling import producing_recipe
 
     producer = producing_recipe(folder)
     if not producer:
@@ -156,8 +156,8 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
     for planned, (config, source) in (folders or {}).items():
         if Path(planned).expanduser().resolve() == Path(name).expanduser().resolve():
             return config, f"{source.split(', trained into')[0]}, trained into {name} by an earlier stage"
-    from .embedded import builtin
-    from .modeling import is_local_path
+    from ..embedded import builtin
+    from ..model.modeling import is_local_path
 
     if builtin.is_builtin(name) or is_local_path(name):
         folder = Path(builtin.resolve(name) if builtin.is_builtin(name) else name).expanduser()
@@ -180,7 +180,7 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
 
 
 def _trainer_value(cfg: dict, key: str):
-    from .trainer_fields import default
+    from ..model.trainer_fields import default
 
     trainer = cfg["stage"]["trainer"]
     if key in trainer:
@@ -189,7 +189,7 @@ def _trainer_value(cfg: dict, key: str):
 
 
 def _training_stage(cfg: dict):
-    from . import stages
+    from .. import stages
 
     stage = stages.get(cfg["stage"]["name"])
     if not isinstance(stage, stages.TrainerStage):
@@ -200,7 +200,7 @@ def _training_stage(cfg: dict):
 
 def estimate(cfg: dict, shape: Shape) -> dict:
     """Per-device memory in GB by component, the total, and the facts it used."""
-    from . import hardware
+    from ..model import hardware
 
     hw = cfg["hardware"]
     P = shape.params
@@ -334,7 +334,7 @@ def check_before_launch(cfg: dict) -> None:
 
     print(sp.text, file=sys.stderr)
     if sp.kind == "no" and not hw["ignore_memory_plan"]:
-        from . import stages
+        from .. import stages
 
         fix = advice(cfg) if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage) else \
             "lower the generators' or judge's batch_size, or serve the model (serve: ...) on a larger GPU"
@@ -413,7 +413,8 @@ def stage_plan(cfg: dict, model_config_path: str | None = None, folders: dict | 
                mfu: float | None = None, tokens_per_row: float | None = None, count_data: bool = True,
                data: dict | None = None) -> StagePlan:
     """Memory, tokens, FLOPs and hours of one stage config (any stage)."""
-    from . import stages, timeplan
+    from .. import stages
+    from . import timeplan
 
     stage = stages.get(cfg["stage"]["name"])
     if not isinstance(stage, stages.TrainerStage):
