@@ -98,12 +98,14 @@ def _reset_peak() -> None:
 
 
 def _plan_gb(recipe: str, overrides: list[str]) -> dict:
+    from zephyr_recipes import stages
     from zephyr_recipes.commands import plan
     from zephyr_recipes.commands.compose import compose
     from zephyr_recipes.commands.validate import validate
 
     raw, name, _ = compose(recipe, overrides)
-    est, kind, sentence, source = plan.plan(validate(raw, name))
+    cfg = validate(raw, name)
+    est, kind, sentence, source = plan.plan(cfg, stages.get(cfg["stage"]["name"]))
     return {"plan_gb": est["total_gb"], "plan_parts_gb": est["parts"], "plan_verdict": sentence}
 
 

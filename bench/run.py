@@ -438,14 +438,14 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             cfg = _compose("tiny/dpo", base + [f"+stage.trainer.precompute_ref_log_probs={str(pre).lower()}"])
             placement = modeling.resolve_placement(cfg["hardware"])
             tok = modeling.load_tokenizer(cfg["model"])
-            train, _, info = data.load_for_stage(cfg, tok)
+            train, _, info = data.load_for_stage(cfg, tok, dpo.rows)
             folder = info["cache"]["folder"]
             for f in glob.glob(os.path.join(folder, "train", "cache-*.arrow")):  # no cached tokenization/precompute
                 os.unlink(f)
-            train, _, info = data.load_for_stage(cfg, tok)
+            train, _, info = data.load_for_stage(cfg, tok, dpo.rows)
             out = work / f"dpo-{pre}-{i}"
             t0 = time.perf_counter()
-            args = trainer_args(cfg, placement, out)
+            args = trainer_args(dpo, cfg, placement, out)
             model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
             clock = _StepClock.make()
             trainer, _ = dpo.build_trainer(cfg, model, tok, train, None, args,
@@ -574,7 +574,7 @@ def _data_child(path: str, home: str) -> None:
     tok = modeling.load_tokenizer(cfg["model"])
     os.environ["ZEPHYR_RECIPES_HOME"] = home  # the data cache goes here; the tokenizer came from the usual home
     t0 = time.perf_counter()
-    train, _, info = data.load_for_stage(cfg, tok)
+    train, _, info = data.load_for_stage(cfg, tok, "chat")
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": len(train), "hit": info["cache"]["hit"]}))
 
 

@@ -69,8 +69,9 @@ def measure_here(shape: str) -> dict:
     cfg = validate(raw, name)
     placement = modeling.resolve_placement(cfg["hardware"])
     tokenizer = modeling.load_tokenizer(cfg["model"])
-    train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer)
-    args = trainer_args(cfg, placement, out)
+    sft = stages.get("sft")
+    train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer, sft.rows)
+    args = trainer_args(sft, cfg, placement, out)
     torch.manual_seed(0)
     if shape == "tiny":
         config_dict = json.loads((Path(builtin.resolve("builtin://tiny-mistral")) / "config.json").read_text())
@@ -80,7 +81,7 @@ def measure_here(shape: str) -> dict:
         config_dict = model_config(shape)
         config = MistralConfig(**{k: v for k, v in config_dict.items() if k != "model_type"})
         model = AutoModelForCausalLM.from_config(config, attn_implementation=placement.attn_implementation)
-    trainer, _ = stages.get("sft").build_trainer(cfg, model, tokenizer, train, None, args, None)
+    trainer, _ = sft.build_trainer(cfg, model, tokenizer, train, None, args, None)
     stamps: list[float] = []
     tokens: list[int] = []
 

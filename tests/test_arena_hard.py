@@ -16,7 +16,7 @@ from zephyr_recipes.embedded import judge as embedded_judge
 from zephyr_recipes.embedded import lexical_judge
 from zephyr_recipes.evaluation import alpaca_lc, arena_hard, precomputed
 from zephyr_recipes.feedback.backends import FunctionBackend
-from zephyr_recipes.feedback.judges import JudgeFailure, ModelJudge, label_probability
+from zephyr_recipes.feedback.judges import VERDICT_LABELS, JudgeFailure, ModelJudge, label_probability
 from zephyr_recipes.feedback.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,7 @@ def test_verdicts_read_as_the_benchmark_reads_them():
     for bad in ("A is better", "[[A]]", "", "[[A>B>C]]"):
         with pytest.raises(JudgeFailure):
             arena_hard.parse_verdict(bad)
+    assert set(arena_hard._A_SCORE) == VERDICT_LABELS  # every label the parser accepts is scored
     # a strong verdict weighs strong_weight battles; game 1 shows the baseline as A, game 2 the model as A
     judged = [{"game": 1, "verdict": "B>>A"}, {"game": 2, "verdict": "A=B"}, {"game": 2, "verdict": "B>A"},
               {"game": 1, "failure": "no verdict"}]

@@ -197,6 +197,7 @@ REAL_MODELS = ["smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-i
 
 @pytest.mark.parametrize("option", REAL_MODELS)
 def test_every_real_model_option_composes_validates_and_has_a_memory_plan(option):
+    from zephyr_recipes import stages
     from zephyr_recipes.commands import plan
     from zephyr_recipes.commands.compose import compose
     from zephyr_recipes.commands.validate import validate
@@ -205,7 +206,7 @@ def test_every_real_model_option_composes_validates_and_has_a_memory_plan(option
     assert "/" in cfg["model"]["name_or_path"]  # a hub id: the real loading code, offline-safe in validate
     spec = cfg["model"]["chat_template"]
     assert spec is None or spec in chat_format.shipped_names()
-    est, kind, _, source = plan.plan(cfg)
+    est, kind, _, source = plan.plan(cfg, stages.get("sft"))
     assert "shipped table" in source and est["total_gb"] > 1
 
 

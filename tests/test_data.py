@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from zephyr_recipes import stages  # noqa: E402
 from zephyr_recipes.commands import cli  # noqa: E402
 from zephyr_recipes.commands.validate import validate  # noqa: E402
 from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
@@ -54,7 +55,7 @@ def cfg(stage: str, dataset: dict, **kw) -> dict:
 
 
 def load(stage, dataset, tok, **kw):
-    return load_for_stage(cfg(stage, dataset, **kw), tok)
+    return load_for_stage(cfg(stage, dataset, **kw), tok, stages.get(stage).rows)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -385,7 +386,7 @@ def test_trl_tokenization_is_cached_next_to_the_prepared_rows(tmp_path, tok):
     args = SFTConfig(output_dir=str(tmp_path / "out"), max_length=128, report_to="none", use_cpu=True)
 
     def trl_cache_files(tokenizer):
-        train, _, info = load_for_stage(c, tokenizer)
+        train, _, info = load_for_stage(c, tokenizer, "chat")
         folder = Path(train.cache_files[0]["filename"]).parent
         before = set(folder.glob("cache-*.arrow"))
         SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

@@ -19,10 +19,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "zephyr-recipes-tests"))
 
+from zephyr_recipes import stages  # noqa: E402
 from zephyr_recipes.commands import launch  # noqa: E402
 from zephyr_recipes.commands.cli import main  # noqa: E402
-from zephyr_recipes.commands.compose import compose, find_recipe, list_options, list_recipes  # noqa: E402
+from zephyr_recipes.commands.compose import compose, find_recipe  # noqa: E402
 from zephyr_recipes.commands.validate import validate  # noqa: E402
+from zephyr_recipes.core.catalog import list_options, list_recipes  # noqa: E402
 from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
 from zephyr_recipes.model import hardware  # noqa: E402
 
@@ -35,6 +37,10 @@ FAST = ["+stage.trainer.max_steps=2", "+dataset.max_train_samples=64"]
 def cfg_for(recipe: str, *overrides: str) -> dict:
     raw, name, _ = compose(recipe, list(overrides))
     return validate(raw, name)
+
+
+def stage_of(cfg: dict):
+    return stages.get(cfg["stage"]["name"])
 
 
 def env() -> dict:
@@ -65,8 +71,9 @@ def test_every_profile_composes_with_every_recipe(recipe, profile):
     assert hw["name"] == profile
     # The global batch of a recipe that states one is kept exactly on every profile.
     if cfg["stage"].get("global_batch_size"):
-        acc = hardware.gradient_accumulation(cfg)
-        assert hardware.per_device_batch(cfg) * acc * hardware.world_size(hw) == cfg["stage"]["global_batch_size"]
+        stage = stage_of(cfg)
+        acc = hardware.gradient_accumulation(cfg, stage)
+        assert hardware.per_device_batch(cfg, stage) * acc * hardware.world_size(hw) == cfg["stage"]["global_batch_size"]
 
 
 def test_validate_command_passes_for_gpu_profile_on_a_cpu_machine(capsys):
@@ -76,11 +83,11 @@ def test_validate_command_passes_for_gpu_profile_on_a_cpu_machine(capsys):
 
 def test_global_batch_derives_accumulation():
     cfg = cfg_for("zephyr-7b-beta/sft", "hardware=1gpu")
-    assert hardware.gradient_accumulation(cfg) == 128 // 16
+    assert hardware.gradient_accumulation(cfg, stage_of(cfg)) == 128 // 16
     cfg = cfg_for("zephyr-7b-beta/sft", "hardware=8gpu-zero3")
-    assert hardware.gradient_accumulation(cfg) == 1
+    assert hardware.gradient_accumulation(cfg, stage_of(cfg)) == 1
     cfg = cfg_for("zephyr-7b-beta/dpo", "hardware=qlora-24gb")
-    assert (hardware.per_device_batch(cfg), hardware.gradient_accumulation(cfg)) == (4, 32)
+    assert (hardware.per_device_batch(cfg, stage_of(cfg)), hardware.gradient_accumulation(cfg, stage_of(cfg))) == (4, 32)
 
 
 @pytest.mark.parametrize("overrides, problem, fix", [

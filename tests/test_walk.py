@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands.compose import compose, list_recipes
+from zephyr_recipes.commands.compose import compose
+from zephyr_recipes.core.catalog import list_recipes
 
 RECIPES = list_recipes()
 PIPELINES = [r for r in RECIPES if "pipeline" in (yaml.safe_load(
@@ -112,7 +113,7 @@ def test_training_hours_follow_the_flop_count():
 
     def hours(*overrides):
         raw, name, _ = comp("zephyr-7b-beta/sft", list(overrides))
-        return plan.stage_plan(validate(raw, name), count_data=False).work
+        return plan.stage_plan(validate(raw, name), stages.get("sft"), count_data=False).work
 
     eight, one = hours("hardware=8gpu-zero3"), hours("hardware=1gpu")
     assert eight.flops == pytest.approx(one.flops)

@@ -195,6 +195,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from .. import stages
     from ..core import trust
     from ..core.safety import secret_routes
     from . import preflight
@@ -209,7 +210,8 @@ def cmd_validate(args) -> int:
             c = st["config"]
             try:
                 checked += [f"pre-flight: {st['name']}: {line}"
-                            for line in preflight.run(c, network=network, produced=produced, strict=False)]
+                            for line in preflight.run(c, stages.get(c["stage"]["name"]), network=network,
+                                                              produced=produced, strict=False)]
             except ZephyrError as exc:
                 raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
             produced.add(str(c["run"]["output_dir"]))
@@ -219,11 +221,10 @@ def cmd_validate(args) -> int:
         return 0
     if code:
         print("\n".join(code))
-    from .. import stages
-
-    if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage):
-        _check_template(cfg, args.rows)
-    for line in preflight.run(cfg, network=network, strict=False):
+    stage = stages.get(cfg["stage"]["name"])
+    if isinstance(stage, stages.TrainerStage):
+        _check_template(cfg, stage.rows, args.rows)
+    for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:
         print("pre-flight: keys, endpoints and local paths not checked (--no-preflight)")
@@ -241,9 +242,9 @@ def _unavailable_here(path: str, locate) -> bool:
         return True
 
 
-def _check_template(cfg: dict, limit: int) -> None:
-    """Render real rows of the recipe's data through the chat template the run will use, and show one."""
-    from .. import stages
+def _check_template(cfg: dict, rows_kind: str, limit: int) -> None:
+    """Render real rows (of ``rows_kind``, the stage's) of the recipe's data through the chat template the run will
+    use, and show one."""
     from ..core.logs import setup_logging
     from ..data import load_for_stage
     from ..data.preview import render, tokenize_dpo, tokenize_sft
@@ -252,7 +253,6 @@ def _check_template(cfg: dict, limit: int) -> None:
     from ..stages.training import without_unused_test_data
 
     setup_logging()
-    rows_kind = stages.get(cfg["stage"]["name"]).rows
     if cfg["model"].get("trust_remote_code"):
         print("chat template: not checked here (model.trust_remote_code: validate runs no code of the model's own); "
               "the run checks it, after --trust-recipe-code")
@@ -268,7 +268,7 @@ def _check_template(cfg: dict, limit: int) -> None:
     t = record["chat_template"]
     print(f"chat template: {t['name']} ({t['source']}); pad token {record['pad_token']['pad_token']!r}")
     try:
-        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer)
+        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, rows_kind)
     except ZephyrError as exc:
         paths = [m.get("path") for m in cfg["dataset"].get("mixture") or []] or [cfg["dataset"]["path"]]
         if not any(p and _unavailable_here(p, locate) for p in paths):
@@ -296,7 +296,7 @@ def _inputs(cfg: dict) -> str:
 def cmd_list(args) -> int:
     import yaml
 
-    from .compose import RECIPES_DIR, list_options, list_recipes
+    from ..core.catalog import RECIPES_DIR, list_options, list_recipes
 
     print("recipes:")
     for name in list_recipes():
@@ -330,6 +330,7 @@ def cmd_cp(args) -> int:
 
 
 def cmd_preview(args) -> int:
+    from .. import stages
     from ..core.logs import setup_logging
     from ..data.preview import preview
     from ..model import modeling
@@ -344,12 +345,13 @@ def cmd_preview(args) -> int:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
     tokenizer = modeling.load_tokenizer(cfg["model"])
     color = {"auto": None, "always": True, "never": False}[args.color]
-    preview(cfg, tokenizer, n=args.examples, sample=args.sample, color=color,
+    preview(cfg, tokenizer, stages.get(cfg["stage"]["name"]).rows, n=args.examples, sample=args.sample, color=color,
             out_dir=args.out or f"{cfg['run']['output_dir'].rstrip('/')}-preview")
     return 0
 
 
 def cmd_plan(args) -> int:
+    from .. import stages
     from . import plan
     from .timeplan import render_cost
 
@@ -369,7 +371,7 @@ def cmd_plan(args) -> int:
         text, refused = plan.pipeline_plan(planned, args.price, **options)
         print(text)
         return 1 if refused else 0
-    sp = plan.stage_plan(cfg, args.model_config, **options)
+    sp = plan.stage_plan(cfg, stages.get(cfg["stage"]["name"]), args.model_config, **options)
     print(sp.text)
     cost = render_cost([sp.work], args.price) if sp.work is not None and args.price is not None else []
     for line in cost:

@@ -9,30 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..core.catalog import CONF_DIR, RECIPES_DIR, list_options, list_recipes
 from ..core.errors import ZephyrError, did_you_mean
-
-GROUPS = ("model", "dataset", "stage", "hardware")
-
-
-def _first_existing(*candidates: Path) -> Path:
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return candidates[0]
-
-
-PACKAGE = Path(__file__).resolve().parent.parent
-CONF_DIR = _first_existing(PACKAGE.parent / "conf", PACKAGE / "_conf")
-RECIPES_DIR = _first_existing(PACKAGE.parent / "recipes", PACKAGE / "_recipes")
-
-
-def list_recipes() -> list[str]:
-    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
-
-
-def list_options() -> dict[str, list[str]]:
-    # Files starting with "_" are building blocks of the options (conf/hardware/_base.yaml), not options.
-    return {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if not p.stem.startswith("_")) for g in GROUPS}
 
 
 def find_recipe(recipe: str) -> tuple[Path, str]:

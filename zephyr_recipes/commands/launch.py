@@ -304,19 +304,21 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes. ``submit=False``
     (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
     """
+    from .. import stages
     from ..model.modeling import resolve_placement
     from ..runtime import worker
     from . import plan, preflight
 
     hw = cfg["hardware"]
+    stage = stages.get(cfg["stage"]["name"])  # the front end's one look-up: the checks below receive the stage
     # Checks that read the config only, first (the plan reads shapes, never a model's code): a run that cannot fit
     # is refused on any machine, and one that needs devices this machine lacks says which. Then trust, then what
     # lies outside the process.
-    plan.check_before_launch(cfg)
+    plan.check_before_launch(cfg, stage)
     if hw["launcher"] != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
     trust.check(cfg)
-    for line in preflight.run(cfg, network=True, produced=produced):  # keys, endpoints, paths, disk
+    for line in preflight.run(cfg, stage, network=True, produced=produced):  # keys, endpoints, paths, disk
         worker.log.info("pre-flight: %s", line)
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
         done = runfolder.finished_alike(cfg)
@@ -329,7 +331,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
                              launch={"command": argv, "recipe": name, "launcher": hw["launcher"]})
         if hw["launcher"] == "inprocess":
-            worker.run(folder, resume_from, argv=argv, recipe=name)
+            worker.run(folder, resume_from, argv=argv, recipe=name, stage=stage)
         elif hw["launcher"] == "accelerate":
             run_accelerate(cfg, folder)
         else:
@@ -390,10 +392,12 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     own tools and returns what the run would launch. ``known`` carries what earlier pipeline stages will write
     (models and data) from stage to stage, for the plan.
     """
+    from .. import stages
     from ..model.modeling import resolve_placement
     from . import plan
 
     hw = cfg["hardware"]
+    stage = stages.get(cfg["stage"]["name"])
     folder = Path(cfg["run"]["output_dir"]).expanduser().resolve()
     out = Path(out or dry_run_folder(cfg)).resolve()
     notes: list[str] = []
@@ -403,7 +407,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     from . import preflight
 
     try:
-        checked_outside = preflight.run(cfg, network=True, produced=(known or {}).get("produced", set()),
+        checked_outside = preflight.run(cfg, stage, network=True, produced=(known or {}).get("produced", set()),
                                         strict=False)
     except ZephyrError as exc:
         checked_outside = []
@@ -413,7 +417,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     known.setdefault("folders", {})
     known.setdefault("data", {})
     try:
-        sp = plan.stage_plan(cfg, count_data=False, folders=known["folders"], data=known["data"])
+        sp = plan.stage_plan(cfg, stage, count_data=False, folders=known["folders"], data=known["data"])
     except ZephyrError as exc:
         sp = plan.StagePlan(f"plan: not made here ({exc.problem})", "unknown")
     if sp.trained:

@@ -455,12 +455,13 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
 
         planned = [(st, name, validate(transform(st, name, cfg), name)) for st, name, cfg in planned]
     trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
+    from .. import stages
     from . import preflight
 
     produced: set[str] = set()
     for st, _, cfg in planned:  # keys, endpoints, paths and disk of every stage, before the first runs
         try:
-            preflight.run(cfg, network=True, produced=produced)
+            preflight.run(cfg, stages.get(cfg["stage"]["name"]), network=True, produced=produced)
         except ZephyrError as exc:
             raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
         produced.add(str(Path(cfg["run"]["output_dir"])))

@@ -29,6 +29,7 @@ import re
 import time
 from pathlib import Path
 
+from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
@@ -58,8 +59,6 @@ def _is_hub(name) -> bool:
 def _missing_run_folder(path, depth: int = 0) -> tuple[str, str, str | None] | None:
     """(producing recipe, the hub model its chain starts from, the template it trains with) for a local run folder
     of a shipped recipe that is not here yet (./runs/smollm2-360m-dpo: smollm2-360m/dpo, SmolLM2-360M, smollm2)."""
-    from ..model.modeling import producing_recipe
-
     if depth > 5 or not isinstance(path, str) or not path.startswith(("./", "../", "/", "~")) \
             or Path(path).expanduser().exists():
         return None

@@ -107,21 +107,22 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
                           "vLLM or TGI and name it as an openai generator or judge")
     from ..model import hardware
 
-    hardware.check(out)
+    hardware.check(out, stage if trains else None)
     stage.check(out)
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
     if deep:
-        _check_weight_files(out)
+        _check_weight_files(out, trains)
     if trains and deep:
         _check_positions(out)
         trainer_fields.check_accepts(stage, out["stage"]["trainer"])
     return out
 
 
-def _check_weight_files(cfg: dict) -> None:
-    """An empty or cut-short weight file of a local model is named before any weights load."""
+def _check_weight_files(cfg: dict, trains: bool) -> None:
+    """An empty or cut-short weight file of a local model is named before any weights load (``trains``: the stage
+    trains cfg's model)."""
     from pathlib import Path
 
     from ..model.modeling import check_weight_files, is_local_path
@@ -136,8 +137,7 @@ def _check_weight_files(cfg: dict) -> None:
             for v in obj:
                 yield from local_models(v, where)
 
-    names = [cfg["model"]["name_or_path"]] if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage) \
-        else []
+    names = [cfg["model"]["name_or_path"]] if trains else []
     for name in names + list(local_models(cfg["stage"], "stage")):
         if is_local_path(name) and Path(name).expanduser().is_dir():
             check_weight_files(str(Path(name).expanduser()), name)
@@ -147,7 +147,7 @@ def _stage_default(stage: str, key: str):
     """A trainer value the stage's conf file sets (conf/stage/<stage>.yaml), or None."""
     import yaml
 
-    from .compose import CONF_DIR
+    from ..core.catalog import CONF_DIR
 
     try:
         doc = yaml.safe_load((CONF_DIR / "stage" / f"{stage}.yaml").read_text()) or {}

@@ -9,13 +9,6 @@ from ..core.errors import ZephyrError
 from . import checks
 
 
-def rows_of(cfg: dict) -> str:
-    """What the recipe's stage trains on: "chat" (messages) or "pairs" (prompt / chosen / rejected)."""
-    from ..stages import get
-
-    return get(cfg["stage"]["name"]).rows
-
-
 def _stage_columns(src: dict, rows: str, column_names: list[str]) -> dict:
     cols = dict(src["columns"] or {})
     path = src["path"]
@@ -69,9 +62,9 @@ def _binarized(raw, src: dict, ds: dict, seed: int):
     return out, tally
 
 
-def checked(raw, src: dict, cfg: dict, tokenizer, role: str):
-    """(checked dataset with _reason and _key, binarization tally or None)."""
-    ds_cfg, rows, seed = cfg["dataset"], rows_of(cfg), cfg["run"]["seed"]
+def checked(raw, src: dict, cfg: dict, tokenizer, role: str, rows: str):
+    """(checked dataset with _reason and _key, binarization tally or None) for a stage that reads ``rows``."""
+    ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]
     tally = None
     src = dict(src)
     if _detect_format(src, raw.column_names) == "ultrafeedback":

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
 from ..embedded import builtin
 from . import chat_format
@@ -134,21 +135,6 @@ def lora_config(hw: dict):
 
 def is_local_path(name: str) -> bool:
     return name.startswith(("./", "../", "/", "~")) or Path(name).expanduser().exists()
-
-
-def producing_recipe(folder: Path) -> tuple[str, str] | None:
-    """(recipe, command) of the shipped recipe whose default run folder this is (runs/tiny-sft: tiny/sft)."""
-    from ..commands.compose import RECIPES_DIR
-
-    if folder.parent.name != "runs":
-        return None
-    stem = folder.name
-    for i in [i for i, c in enumerate(stem) if c == "-"]:
-        recipe = f"{stem[:i]}/{stem[i + 1:]}"
-        if (RECIPES_DIR / f"{recipe}.yaml").is_file():
-            make = f"`make {stem[i + 1:]}` or " if stem[:i] == "tiny" else ""
-            return recipe, f"{make}`zephyr-recipes {recipe}`"
-    return None
 
 
 def resolve_source(name: str, what: str = "model") -> str:

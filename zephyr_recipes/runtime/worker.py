@@ -22,19 +22,22 @@ from .. import stages
 from ..core import preempt, records, runfolder
 from ..core.errors import ZephyrError
 from ..core.logs import rank, setup_logging
-from ..stages.base import RunContext
+from ..stages.base import RunContext, Stage
 from ..stages.training import TrainingFailed
 
 log = logging.getLogger("zephyr_recipes")
 
 
 def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | None = None,
-        recipe: str = "?") -> Path:
-    """Run the stage described by ``folder/config.yaml`` and finish the run folder (every rank calls this)."""
+        recipe: str = "?", stage: Stage | None = None) -> Path:
+    """Run the stage described by ``folder/config.yaml`` and finish the run folder (every rank calls this).
+
+    ``stage``: the stage the front end already holds when it runs the worker in its own process; a launched
+    worker process looks the config's stage up itself."""
     folder = Path(folder)
     cfg = yaml.safe_load((folder / runfolder.CONFIG).read_text())
     setup_logging(folder)
-    stage = stages.get(cfg["stage"]["name"])
+    stage = stage or stages.get(cfg["stage"]["name"])
     try:
         return stage.run(cfg, folder, RunContext(argv or sys.argv, recipe, resume_from))
     except BaseException as exc:

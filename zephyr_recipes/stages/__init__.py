@@ -40,8 +40,3 @@ def get(name) -> Stage:
         _loaded[name] = stage
     return _loaded[name]
 
-
-def load_all() -> None:
-    """Import every stage module (they may register judge types and the like)."""
-    for name in MODULES:
-        get(name)

@@ -332,7 +332,7 @@ class AIF(TaskStage):
         return run(cfg, folder)
 
     def loads(self, cfg: dict) -> list[dict]:
-        from ..commands.timeplan import DATASETS
+        from ..data.sizes import DATASETS
         from ..feedback.specs import load_of
 
         stage, ds = cfg["stage"], cfg["dataset"]
@@ -355,7 +355,7 @@ class AIF(TaskStage):
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
         """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""
-        from ..commands.timeplan import PROMPT_TOKENS
+        from ..data.sizes import PROMPT_TOKENS
 
         gens = [load for load in loads if load["role"].startswith("generator")]
         if not gens or not gens[0]["requests"]:

@@ -18,6 +18,7 @@ from ..core import preempt, records, runfolder
 from ..core.errors import ZephyrError
 from ..core.logs import launched_world, rank
 from ..model import chat_format, hardware, modeling
+from ..model.trainer_fields import TrainsWithTRL
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -86,12 +87,11 @@ def dashboard_command(trainer: dict) -> str:
             f"{trainer.get('project') or TRACKIO_PROJECT}")
 
 
-def trainer_args(cfg: dict, placement, folder: Path):
+def trainer_args(stage: TrainsWithTRL, cfg: dict, placement, folder: Path):
+    """TRL's config object of ``stage`` for this run: the recipe's trainer values and what the runner owns."""
     import dataclasses
 
-    from . import get
-
-    cls = get(cfg["stage"]["name"]).config_class()
+    cls = stage.config_class()
     fields = {f.name for f in dataclasses.fields(cls)}
     hw = cfg["hardware"]
     trainer = dict(cfg["stage"]["trainer"])
@@ -99,7 +99,7 @@ def trainer_args(cfg: dict, placement, folder: Path):
         trainer["per_device_train_batch_size"] = hw.get("per_device_batch_size")
         trainer["per_device_eval_batch_size"] = hw.get("per_device_batch_size")
     if cfg["stage"].get("global_batch_size"):
-        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, launched_world())
+        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, stage, launched_world())
     # FSDP checkpoints activations itself (fsdp_activation_checkpointing in the generated accelerate config);
     # the trainer's flag must then stay off.
     ckpt = hw["gradient_checkpointing"] and hw.get("strategy") != "fsdp2"
@@ -206,7 +206,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         tok_record: dict = {}
         assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
         tokenizer = modeling.load_tokenizer(cfg["model"], assistant_only=assistant_only, record=tok_record)
-        train, eval_dataset, data_info = data.load_for_stage(without_unused_test_data(cfg), tokenizer)
+        train, eval_dataset, data_info = data.load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
         if len(train) == 0:
             raise ZephyrError(f"no training rows are left in {cfg['dataset']['path']} after the row checks and filters",
                               "see the data log above for why rows were dropped (dataset.max_prompt_tokens, empty "
@@ -214,7 +214,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         rows = chat_format.check_rows(tokenizer, train, stage.rows, assistant_only)
         chat_format.refuse(rows, tok_record["chat_template"]["name"])
         log.info("%s", chat_format.explain(rows))
-        args = trainer_args(cfg, placement, folder)
+        args = trainer_args(stage, cfg, placement, folder)
         glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
                  args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
