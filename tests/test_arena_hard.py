@@ -202,7 +202,7 @@ def test_published_alpaca_eval_2_rows_match_alpaca_evals_leaderboard():
 
     import alpaca_eval
 
-    from zephyr_recipes.evaluation.compare import PUBLISHED
+    from zephyr_recipes.commands.report import PUBLISHED
 
     board = Path(alpaca_eval.__file__).parent / "leaderboards" / "data_AlpacaEval_2" / \
         "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"

@@ -187,7 +187,7 @@ def test_rounds_wire_each_round_to_the_last_and_report_by_round(tmp_path, cli):
     assert len(first) == len(second) == 12 and not first & second
     # The report: grade by round beside dSFT, and whether round 2 beat round 1, said either way.
     report = (out / "report" / "report.md").read_text() if (out / "report").exists() else None
-    from zephyr_recipes.evaluation import ablation
+    from zephyr_recipes.commands import ablation
 
     md = ablation.report([out], tmp_path / "report")
     grades = [json.loads((out / s / "scores.json").read_text())["mt_bench"]["score"]

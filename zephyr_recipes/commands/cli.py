@@ -481,8 +481,8 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_report(args) -> int:
-    from ..evaluation import ablation
-    from ..evaluation.compare import report
+    from . import ablation
+    from .report import report
 
     folders = [Path(r) for r in args.runs]
     pipelines = [ablation.is_pipeline_folder(f) for f in folders]

@@ -220,7 +220,7 @@ def check(raw: dict, per_stage: dict | None = None) -> dict:
         raise ZephyrError("`pipeline.reuse` must be a list of pipeline folders", "e.g. pipeline.reuse=[runs/tiny-zephyr]")
     report = spec.get("report")
     if report is not None:
-        from ..evaluation.ablation import check_claims
+        from .ablation import check_claims
 
         if not isinstance(report, dict) or set(report) - {"claims"}:
             raise ZephyrError("`pipeline.report` takes one key, claims", "write report: {claims: [...]}, or drop it")
@@ -508,7 +508,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")
     if "report" in spec and not only:
-        from ..evaluation import ablation
+        from . import ablation
 
         try:
             ablation.report([out], out / "report")

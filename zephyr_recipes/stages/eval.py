@@ -254,7 +254,7 @@ class Eval(TaskStage):
         return run(cfg, folder)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        from ..evaluation.card import eval_card
+        from .eval_card import eval_card
 
         return eval_card(cfg, prov, result)
 

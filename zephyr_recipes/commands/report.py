@@ -12,7 +12,7 @@ import yaml
 from .. import benchmarks
 from ..core import runfolder
 from ..core.errors import ZephyrError
-from . import plots
+from ..evaluation import plots
 
 
 def _published() -> list[dict]:
