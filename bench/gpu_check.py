@@ -98,18 +98,20 @@ def _reset_peak() -> None:
 
 
 def _plan_gb(recipe: str, overrides: list[str]) -> dict:
-    from zephyr_recipes import plan
-    from zephyr_recipes.compose import compose
-    from zephyr_recipes.validate import validate
+    from zephyr_recipes import stages
+    from zephyr_recipes.commands import plan
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
 
     raw, name, _ = compose(recipe, overrides)
-    est, kind, sentence, source = plan.plan(validate(raw, name))
+    cfg = validate(raw, name)
+    est, kind, sentence, source = plan.plan(cfg, stages.get(cfg["stage"]["name"]))
     return {"plan_gb": est["total_gb"], "plan_parts_gb": est["parts"], "plan_verdict": sentence}
 
 
 def _compare(measured: dict, planned: dict) -> dict:
     # The plan's total includes OVERHEAD_GB for the CUDA context, which torch's counters do not see.
-    from zephyr_recipes.plan import OVERHEAD_GB
+    from zephyr_recipes.commands.plan import OVERHEAD_GB
 
     seen = measured["max_reserved_gb"] + OVERHEAD_GB
     return {**measured, **planned, "measured_with_context_gb": seen, "plan_over_measured": planned["plan_gb"] / seen}
@@ -117,7 +119,7 @@ def _compare(measured: dict, planned: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ checks
 def check_attention() -> dict:
-    from zephyr_recipes import modeling
+    from zephyr_recipes.model import modeling
 
     hw = {"name": "gpu-check", "device": "cuda", "precision": "auto", "attn_implementation": "auto",
           "gradient_checkpointing": False, "strategy": "none", "lora": None, "load_in_4bit": False}
@@ -132,8 +134,8 @@ def make_model_folder(folder: Path) -> Path:
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
     from bench.gpu_sft import MODEL_1B
-    from zephyr_recipes import modeling
     from zephyr_recipes.embedded import builtin
+    from zephyr_recipes.model import modeling
 
     if (folder / "config.json").exists():
         return folder
@@ -205,7 +207,7 @@ def check_sft(model_dir: Path, steps: int, batch: int, seq: int, peak_measured: 
 
 
 def _run_recipe(recipe: str, overrides: list[str], out: Path) -> dict:
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     _reset_peak()
     started = time.perf_counter()

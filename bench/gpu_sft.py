@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bench.run import _StepClock, _word_pool, ultrachat_like_rows
-    from zephyr_recipes import modeling
     from zephyr_recipes.embedded import builtin
+    from zephyr_recipes.model import modeling
 
     peak = matmul_rate()
     gpu = torch.cuda.get_device_name(0)

@@ -62,10 +62,12 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, MistralConfig
 
-    from zephyr_recipes import data, modeling, plan, stages
-    from zephyr_recipes.compose import compose
+    from zephyr_recipes import data, stages
+    from zephyr_recipes.commands import plan
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.model import modeling
     from zephyr_recipes.stages.training import trainer_args, without_unused_test_data
-    from zephyr_recipes.validate import validate
 
     logging.getLogger("zephyr_recipes").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
@@ -74,8 +76,9 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     cfg = validate(raw, name)
     placement = modeling.resolve_placement(cfg["hardware"])
     tokenizer = modeling.load_tokenizer(cfg["model"])
-    train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer)
-    args = trainer_args(cfg, placement, out)
+    sft = stages.get("sft")
+    train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer, sft.rows)
+    args = trainer_args(sft, cfg, placement, out)
     config = MistralConfig(**{k: v for k, v in model_config(shape).items() if k != "model_type"})
     gc.collect()
     baseline_kb = _status_kb("VmRSS")
@@ -83,10 +86,10 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=placement.attn_implementation)
     params = sum(p.numel() for p in model.parameters())
-    trainer, _ = stages.get("sft").build_trainer(cfg, model, tokenizer, train, None, args, None)
+    trainer, _ = sft.build_trainer(cfg, model, tokenizer, train, None, args, None)
     trainer.train()
     peak_kb = _status_kb("VmHWM")
-    est = plan.estimate(cfg, plan.Shape.from_config(model_config(shape)))
+    est = plan.estimate(cfg, sft, plan.Shape.from_config(model_config(shape)))
     return {"shape": shape, "gradient_checkpointing": ckpt, "params": params, "plan_params": est["params"],
             "per_device_batch": est["per_device_batch"], "sequence_length": est["sequence_length"],
             "baseline_mb": baseline_kb * 1024 / MB, "peak_mb": peak_kb * 1024 / MB,

@@ -79,8 +79,8 @@ def _env() -> dict:
 
 
 def _compose(recipe: str, overrides: list[str]) -> dict:
-    from zephyr_recipes.compose import compose
-    from zephyr_recipes.validate import validate
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
 
     raw, name, _ = compose(recipe, overrides)
     return validate(raw, name)
@@ -117,7 +117,8 @@ class _StepClock:
 # ------------------------------------------------------------------------------- 1. runner overhead
 def _trainer_kwargs(cfg: dict) -> dict:
     """The keyword arguments the worker passes to SFTConfig (besides output_dir), from a resolved config."""
-    from zephyr_recipes import stages, trainer_fields
+    from zephyr_recipes import stages
+    from zephyr_recipes.model import trainer_fields
 
     fields = trainer_fields.fields(stages.get(cfg["stage"]["name"]))
     ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
@@ -127,7 +128,7 @@ def _trainer_kwargs(cfg: dict) -> dict:
 def bench_overhead(reps: int = 3, max_steps: int = 5, warmup: bool = True, work: Path | None = None) -> dict:
     """Tiny SFT recipe through the runner vs the same arguments in a plain TRL script, alternated."""
     from zephyr_recipes.embedded import builtin
-    from zephyr_recipes.modeling import TEMPLATES
+    from zephyr_recipes.model.modeling import TEMPLATES
 
     work = Path(work or tempfile.mkdtemp(prefix="bench-overhead-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -268,7 +269,7 @@ def _ids(tok, messages) -> list[int]:
 
 
 def _tiny(cfg_model: dict | None = None):
-    from zephyr_recipes import modeling
+    from zephyr_recipes.model import modeling
 
     model_cfg = {"name_or_path": "builtin://tiny-mistral", "tokenizer_name_or_path": None, "revision": None,
                  "chat_template": "zephyr", "trust_remote_code": False, "dtype": "auto", **(cfg_model or {})}
@@ -279,7 +280,7 @@ def _tiny(cfg_model: dict | None = None):
 def _sft_run(train, method: str, steps: int, recipe_trainer: dict, work: Path) -> dict:
     from trl import SFTConfig, SFTTrainer
 
-    from zephyr_recipes import modeling
+    from zephyr_recipes.model import modeling
 
     model_cfg, placement, tok = _tiny()
     model = modeling.load_model(model_cfg["name_or_path"], model_cfg, placement)
@@ -359,7 +360,7 @@ def bench_packed_loss(n_examples: int = 6) -> dict:
     import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from zephyr_recipes import modeling
+    from zephyr_recipes.model import modeling
 
     model_cfg, placement, tok = _tiny()
     torch.manual_seed(0)
@@ -420,7 +421,8 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
     import glob
 
     _quiet()
-    from zephyr_recipes import data, modeling, stages
+    from zephyr_recipes import data, stages
+    from zephyr_recipes.model import modeling
     from zephyr_recipes.stages.training import trainer_args
 
     dpo = stages.get("dpo")
@@ -436,14 +438,14 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             cfg = _compose("tiny/dpo", base + [f"+stage.trainer.precompute_ref_log_probs={str(pre).lower()}"])
             placement = modeling.resolve_placement(cfg["hardware"])
             tok = modeling.load_tokenizer(cfg["model"])
-            train, _, info = data.load_for_stage(cfg, tok)
+            train, _, info = data.load_for_stage(cfg, tok, dpo.rows)
             folder = info["cache"]["folder"]
             for f in glob.glob(os.path.join(folder, "train", "cache-*.arrow")):  # no cached tokenization/precompute
                 os.unlink(f)
-            train, _, info = data.load_for_stage(cfg, tok)
+            train, _, info = data.load_for_stage(cfg, tok, dpo.rows)
             out = work / f"dpo-{pre}-{i}"
             t0 = time.perf_counter()
-            args = trainer_args(cfg, placement, out)
+            args = trainer_args(dpo, cfg, placement, out)
             model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
             clock = _StepClock.make()
             trainer, _ = dpo.build_trainer(cfg, model, tok, train, None, args,
@@ -505,8 +507,8 @@ def vllm_test_model(folder: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from zephyr_recipes import chat_format
     from zephyr_recipes.embedded import builtin
+    from zephyr_recipes.model import chat_format
 
     tok = PreTrainedTokenizerFast.from_pretrained(builtin.resolve("builtin://tiny-mistral"))
     tok.chat_template = chat_format.template_text("zephyr")
@@ -524,7 +526,7 @@ def bench_vllm(reps: int = 3, prompts: int = 64, max_new_tokens: int = 64, work:
     against the same model through TransformersBackend's batches, same prompts, same sampling. The server's start-up
     is reported, not counted."""
     _quiet()
-    from zephyr_recipes.errors import ZephyrError
+    from zephyr_recipes.core.errors import ZephyrError
     from zephyr_recipes.feedback import vllm
     from zephyr_recipes.feedback.backends import TransformersBackend, make_backend
     from zephyr_recipes.feedback.serve import serving
@@ -565,13 +567,14 @@ def bench_vllm(reps: int = 3, prompts: int = 64, max_new_tokens: int = 64, work:
 def _data_child(path: str, home: str) -> None:
     """Runs in a fresh process: time data.load_for_stage for a local jsonl (tokenizer loaded beforehand)."""
     _quiet()
-    from zephyr_recipes import data, modeling
+    from zephyr_recipes import data
+    from zephyr_recipes.model import modeling
 
     cfg = _compose("tiny/sft", [f"dataset.path={path}", "dataset.test_split=null"])
     tok = modeling.load_tokenizer(cfg["model"])
     os.environ["ZEPHYR_RECIPES_HOME"] = home  # the data cache goes here; the tokenizer came from the usual home
     t0 = time.perf_counter()
-    train, _, info = data.load_for_stage(cfg, tok)
+    train, _, info = data.load_for_stage(cfg, tok, "chat")
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": len(train), "hit": info["cache"]["hit"]}))
 
 

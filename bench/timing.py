@@ -9,7 +9,7 @@ Mistral-shaped model of the given size. The step time is the median wall time of
 first two warm up). The same process times a dense fp32 matmul (1024 x 1024, the same threads) to give this
 CPU's achievable FLOP/s: the "peak" the plan's formula divides by.
 
-The plan's model is `zephyr_recipes.timeplan`: (6P + 12Lhs) FLOPs per trained token, hours = FLOPs / (peak x
+The plan's model is `zephyr_recipes.commands.timeplan`: (6P + 12Lhs) FLOPs per trained token, hours = FLOPs / (peak x
 MFU). The MFU is fitted on the largest shape and the other shapes are predicted with it: predicted / measured
 says how far the FLOP count carries from one shape to another.
 
@@ -53,11 +53,13 @@ def measure_here(shape: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, MistralConfig, TrainerCallback
 
-    from zephyr_recipes import data, modeling, plan, stages
-    from zephyr_recipes.compose import compose
+    from zephyr_recipes import data, stages
+    from zephyr_recipes.commands import plan
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
     from zephyr_recipes.embedded import builtin
+    from zephyr_recipes.model import modeling
     from zephyr_recipes.stages.training import trainer_args, without_unused_test_data
-    from zephyr_recipes.validate import validate
 
     logging.getLogger("zephyr_recipes").setLevel(logging.WARNING)
     threads = max(1, min(4, os.cpu_count() or 1))
@@ -67,8 +69,9 @@ def measure_here(shape: str) -> dict:
     cfg = validate(raw, name)
     placement = modeling.resolve_placement(cfg["hardware"])
     tokenizer = modeling.load_tokenizer(cfg["model"])
-    train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer)
-    args = trainer_args(cfg, placement, out)
+    sft = stages.get("sft")
+    train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer, sft.rows)
+    args = trainer_args(sft, cfg, placement, out)
     torch.manual_seed(0)
     if shape == "tiny":
         config_dict = json.loads((Path(builtin.resolve("builtin://tiny-mistral")) / "config.json").read_text())
@@ -78,7 +81,7 @@ def measure_here(shape: str) -> dict:
         config_dict = model_config(shape)
         config = MistralConfig(**{k: v for k, v in config_dict.items() if k != "model_type"})
         model = AutoModelForCausalLM.from_config(config, attn_implementation=placement.attn_implementation)
-    trainer, _ = stages.get("sft").build_trainer(cfg, model, tokenizer, train, None, args, None)
+    trainer, _ = sft.build_trainer(cfg, model, tokenizer, train, None, args, None)
     stamps: list[float] = []
     tokens: list[int] = []
 

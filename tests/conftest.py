@@ -23,7 +23,7 @@ def _builtin_home(tmp_path_factory):
 @pytest.fixture
 def cli(capsys):
     """Run the real command line in process; returns (exit code, stdout, stderr)."""
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     def run(*args: str):
         code = main(list(args))
@@ -42,7 +42,7 @@ TINY_AIF = ["dataset.max_train_samples=40"]
 
 
 def _finished(folder, *args: str):
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     assert main([*args, f"run.output_dir={folder}"]) == 0, f"the shared run {folder} did not finish"
     return folder

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests import eval_helpers
+from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.embedded import judge as embedded_judge
 from zephyr_recipes.embedded import lexical_judge
-from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca_lc, arena_hard, precomputed
 from zephyr_recipes.feedback.backends import FunctionBackend
-from zephyr_recipes.feedback.judges import JudgeFailure, ModelJudge, label_probability
+from zephyr_recipes.feedback.judges import VERDICT_LABELS, JudgeFailure, ModelJudge, label_probability
 from zephyr_recipes.feedback.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,7 @@ def test_verdicts_read_as_the_benchmark_reads_them():
     for bad in ("A is better", "[[A]]", "", "[[A>B>C]]"):
         with pytest.raises(JudgeFailure):
             arena_hard.parse_verdict(bad)
+    assert set(arena_hard._A_SCORE) == VERDICT_LABELS  # every label the parser accepts is scored
     # a strong verdict weighs strong_weight battles; game 1 shows the baseline as A, game 2 the model as A
     judged = [{"game": 1, "verdict": "B>>A"}, {"game": 2, "verdict": "A=B"}, {"game": 2, "verdict": "B>A"},
               {"game": 1, "failure": "no verdict"}]
@@ -201,7 +202,7 @@ def test_published_alpaca_eval_2_rows_match_alpaca_evals_leaderboard():
 
     import alpaca_eval
 
-    from zephyr_recipes.evaluation.compare import PUBLISHED
+    from zephyr_recipes.commands.report import PUBLISHED
 
     board = Path(alpaca_eval.__file__).parent / "leaderboards" / "data_AlpacaEval_2" / \
         "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
@@ -423,8 +424,8 @@ def test_wrong_answer_file_stops_the_run_before_any_answer_is_generated(tmp_path
 
 
 def test_new_sections_appear_in_the_resolved_config_only_when_chosen():
-    from zephyr_recipes.compose import compose
-    from zephyr_recipes.validate import validate
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
 
     cfg, name, _ = compose("tiny/eval-heldout")
     stage = validate(cfg, name)["stage"]

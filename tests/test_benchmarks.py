@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from zephyr_recipes import benchmarks
-from zephyr_recipes.errors import ZephyrError
+from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca, arena_hard, mt_bench, precomputed
 
 HERE = Path(__file__).parent

@@ -49,21 +49,23 @@ def test_validate_shows_the_template_choice_and_a_marked_row(cli, byo):
 @pytest.mark.slow
 def test_sft_trains_exactly_the_assistant_tokens_of_a_marker_less_chatml_model(cli, byo, tmp_path):
     """The collated batch the trainer steps on holds labels on the answers and their <|im_end|> only."""
-    from zephyr_recipes import data, modeling, stages
-    from zephyr_recipes.compose import compose
+    from zephyr_recipes import data, stages
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.model import modeling
     from zephyr_recipes.stages.training import trainer_args
-    from zephyr_recipes.validate import validate
 
     cfg = validate(compose("tiny/sft", _sft(byo, tmp_path / "probe")[1:])[0], "tiny/sft")
     record: dict = {}
     tok = modeling.load_tokenizer(cfg["model"], assistant_only=True, record=record)
     assert record["chat_template"]["source"] == "shipped-twin" and record["chat_template"]["name"] == "chatml"
-    train, _, _ = data.load_for_stage(cfg, tok)
+    sft = stages.get("sft")
+    train, _, _ = data.load_for_stage(cfg, tok, sft.rows)
     placement = modeling.resolve_placement(cfg["hardware"])
     model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
     (tmp_path / "probe").mkdir()
-    args = trainer_args(cfg, placement, tmp_path / "probe")
-    trainer, _ = stages.get("sft").build_trainer(cfg, model, tok, train, None, args, None)
+    args = trainer_args(sft, cfg, placement, tmp_path / "probe")
+    trainer, _ = sft.build_trainer(cfg, model, tok, train, None, args, None)
     batch = next(iter(trainer.get_train_dataloader()))
     by_prompt = {json.loads(line)["prompt"]: json.loads(line)["messages"] for line in byo["sft"].read_text().splitlines()}
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
@@ -214,7 +216,7 @@ def test_a_missing_run_folder_names_the_target_that_makes_it(cli, tmp_path, monk
 # ------------------------------------------------------------------------------------ one launch per run folder
 def _holder(folder: Path, ready: Path) -> subprocess.Popen:
     code = ("import sys, time, pathlib\n"
-            "from zephyr_recipes import runfolder\n"
+            "from zephyr_recipes.core import runfolder\n"
             f"with runfolder.locked(pathlib.Path({str(folder)!r}), ['holder']):\n"
             f"    pathlib.Path({str(ready)!r}).write_text('x')\n"
             "    time.sleep(120)\n")
@@ -235,7 +237,7 @@ def test_a_second_launch_into_a_busy_run_folder_is_refused_and_a_killed_holder_l
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    from zephyr_recipes import runfolder
+    from zephyr_recipes.core import runfolder
 
     with runfolder.locked(out, ["again"]):  # the killed holder's lock went with it
         assert json.loads(runfolder.lock_path(out).read_text())["command"] == ["again"]

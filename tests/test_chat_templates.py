@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.byo_helpers import build_tokenizer, published
-from zephyr_recipes import chat_format
-from zephyr_recipes.errors import ZephyrError
+from zephyr_recipes.core.errors import ZephyrError
+from zephyr_recipes.model import chat_format
 
 # (shipped template, published template file, special tokens, bos, eos)
 FAMILIES = {
@@ -197,15 +197,16 @@ REAL_MODELS = ["smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-i
 
 @pytest.mark.parametrize("option", REAL_MODELS)
 def test_every_real_model_option_composes_validates_and_has_a_memory_plan(option):
-    from zephyr_recipes import plan
-    from zephyr_recipes.compose import compose
-    from zephyr_recipes.validate import validate
+    from zephyr_recipes import stages
+    from zephyr_recipes.commands import plan
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
 
     cfg = validate(compose("smollm2-360m/sft", [f"model={option}"])[0], "x")
     assert "/" in cfg["model"]["name_or_path"]  # a hub id: the real loading code, offline-safe in validate
     spec = cfg["model"]["chat_template"]
     assert spec is None or spec in chat_format.shipped_names()
-    est, kind, _, source = plan.plan(cfg)
+    est, kind, _, source = plan.plan(cfg, stages.get("sft"))
     assert "shipped table" in source and est["total_gb"] > 1
 
 

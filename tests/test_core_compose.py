@@ -6,13 +6,14 @@ import pytest
 import yaml
 
 from zephyr_recipes import stages
-from zephyr_recipes.compose import RECIPES_DIR, compose, list_options, list_recipes
-from zephyr_recipes.validate import validate
+from zephyr_recipes.commands.compose import compose
+from zephyr_recipes.commands.validate import validate
+from zephyr_recipes.core.catalog import RECIPES_DIR, list_options, list_recipes
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_every_shipped_recipe_composes_and_validates(recipe, cli):
-    from zephyr_recipes.cli import _compose
+    from zephyr_recipes.commands.cli import _compose
 
     cfg, _ = _compose(recipe, [])
     configs = [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]
@@ -101,7 +102,7 @@ def test_validate_command(cli):
 
 
 def test_help_explains_overrides(cli, capsys):
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

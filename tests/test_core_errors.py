@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from zephyr_recipes.report import redact
+from zephyr_recipes.core.records import redact
 
 
 def _fails(cli, *args, problem: str, fix: str):

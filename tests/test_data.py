@@ -14,11 +14,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from zephyr_recipes import cli, modeling  # noqa: E402
-from zephyr_recipes.binarize import SCHEMA, Tally, binarize, binarize_dataset  # noqa: E402
+from zephyr_recipes import stages  # noqa: E402
+from zephyr_recipes.commands import cli  # noqa: E402
+from zephyr_recipes.commands.validate import validate  # noqa: E402
+from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
 from zephyr_recipes.data import load_for_stage  # noqa: E402
-from zephyr_recipes.errors import ZephyrError  # noqa: E402
-from zephyr_recipes.validate import validate  # noqa: E402
+from zephyr_recipes.data.binarize import SCHEMA, Tally, binarize, binarize_dataset  # noqa: E402
+from zephyr_recipes.model import modeling  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not SHARED.exists():
@@ -53,7 +55,7 @@ def cfg(stage: str, dataset: dict, **kw) -> dict:
 
 
 def load(stage, dataset, tok, **kw):
-    return load_for_stage(cfg(stage, dataset, **kw), tok)
+    return load_for_stage(cfg(stage, dataset, **kw), tok, stages.get(stage).rows)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:
@@ -375,7 +377,7 @@ def test_cache_hit_and_invalidation(tmp_path, tok, home):
 def test_trl_tokenization_is_cached_next_to_the_prepared_rows(tmp_path, tok):
     from trl import SFTConfig, SFTTrainer
 
-    from zephyr_recipes.modeling import load_model, resolve_placement
+    from zephyr_recipes.model.modeling import load_model, resolve_placement
 
     path = write_jsonl(tmp_path / "uc.jsonl", ultrachat_rows(30))
     c = cfg("sft", {"path": path})
@@ -384,7 +386,7 @@ def test_trl_tokenization_is_cached_next_to_the_prepared_rows(tmp_path, tok):
     args = SFTConfig(output_dir=str(tmp_path / "out"), max_length=128, report_to="none", use_cpu=True)
 
     def trl_cache_files(tokenizer):
-        train, _, info = load_for_stage(c, tokenizer)
+        train, _, info = load_for_stage(c, tokenizer, "chat")
         folder = Path(train.cache_files[0]["filename"]).parent
         before = set(folder.glob("cache-*.arrow"))
         SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

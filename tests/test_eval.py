@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests import eval_helpers
+from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.embedded import lexical_judge
-from zephyr_recipes.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca, mt_bench
 from zephyr_recipes.evaluation.sources import load_records, read_text
 from zephyr_recipes.feedback.backends import FunctionBackend

@@ -47,7 +47,7 @@ def _data_overrides(tmp: Path, samples: int = 5) -> list[str]:
 
 
 def _run(*args: str) -> int:
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     return main(list(args))
 

@@ -19,11 +19,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "zephyr-recipes-tests"))
 
-from zephyr_recipes import hardware, launch  # noqa: E402
-from zephyr_recipes.cli import main  # noqa: E402
-from zephyr_recipes.compose import compose, find_recipe, list_options, list_recipes  # noqa: E402
-from zephyr_recipes.errors import ZephyrError  # noqa: E402
-from zephyr_recipes.validate import validate  # noqa: E402
+from zephyr_recipes import stages  # noqa: E402
+from zephyr_recipes.commands import launch  # noqa: E402
+from zephyr_recipes.commands.cli import main  # noqa: E402
+from zephyr_recipes.commands.compose import compose, find_recipe  # noqa: E402
+from zephyr_recipes.commands.validate import validate  # noqa: E402
+from zephyr_recipes.core.catalog import list_options, list_recipes  # noqa: E402
+from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
+from zephyr_recipes.model import hardware  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = list_options()["hardware"]
@@ -34,6 +37,10 @@ FAST = ["+stage.trainer.max_steps=2", "+dataset.max_train_samples=64"]
 def cfg_for(recipe: str, *overrides: str) -> dict:
     raw, name, _ = compose(recipe, list(overrides))
     return validate(raw, name)
+
+
+def stage_of(cfg: dict):
+    return stages.get(cfg["stage"]["name"])
 
 
 def env() -> dict:
@@ -64,8 +71,9 @@ def test_every_profile_composes_with_every_recipe(recipe, profile):
     assert hw["name"] == profile
     # The global batch of a recipe that states one is kept exactly on every profile.
     if cfg["stage"].get("global_batch_size"):
-        acc = hardware.gradient_accumulation(cfg)
-        assert hardware.per_device_batch(cfg) * acc * hardware.world_size(hw) == cfg["stage"]["global_batch_size"]
+        stage = stage_of(cfg)
+        acc = hardware.gradient_accumulation(cfg, stage)
+        assert hardware.per_device_batch(cfg, stage) * acc * hardware.world_size(hw) == cfg["stage"]["global_batch_size"]
 
 
 def test_validate_command_passes_for_gpu_profile_on_a_cpu_machine(capsys):
@@ -75,11 +83,11 @@ def test_validate_command_passes_for_gpu_profile_on_a_cpu_machine(capsys):
 
 def test_global_batch_derives_accumulation():
     cfg = cfg_for("zephyr-7b-beta/sft", "hardware=1gpu")
-    assert hardware.gradient_accumulation(cfg) == 128 // 16
+    assert hardware.gradient_accumulation(cfg, stage_of(cfg)) == 128 // 16
     cfg = cfg_for("zephyr-7b-beta/sft", "hardware=8gpu-zero3")
-    assert hardware.gradient_accumulation(cfg) == 1
+    assert hardware.gradient_accumulation(cfg, stage_of(cfg)) == 1
     cfg = cfg_for("zephyr-7b-beta/dpo", "hardware=qlora-24gb")
-    assert (hardware.per_device_batch(cfg), hardware.gradient_accumulation(cfg)) == (4, 32)
+    assert (hardware.per_device_batch(cfg, stage_of(cfg)), hardware.gradient_accumulation(cfg, stage_of(cfg))) == (4, 32)
 
 
 @pytest.mark.parametrize("overrides, problem, fix", [
@@ -112,12 +120,13 @@ def test_lora_with_ref_model_is_refused():
 
 
 def _accelerate_view(acc: Path, folder: Path):
-    """What `accelerate launch --config_file acc -m zephyr_recipes.worker folder` would run with: accelerate's
+    """What `accelerate launch --config_file acc -m zephyr_recipes.runtime.worker folder` would run with: accelerate's
     own parser, validation and environment builders, stopping short of starting processes."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils import launch as acc_launch
 
-    args = launch_command_parser().parse_args(["--config_file", str(acc), "-m", "zephyr_recipes.worker", str(folder)])
+    args = launch_command_parser().parse_args(["--config_file", str(acc), "-m", "zephyr_recipes.runtime.worker",
+                                               str(folder)])
     args, defaults, mp_from_config = _validate_launch_command(args)
     if args.use_deepspeed:
         # as accelerate.commands.launch.launch_command does before deepspeed_launcher
@@ -231,7 +240,7 @@ def test_slurm_script_for_two_nodes(tmp_path):
     assert "SLURM_NODEID" in node and "SLURM_PROCID" in node
     assert re.search(r'--num_machines 2 --num_processes 16 --machine_rank "\$MACHINE_RANK" '
                      r'--main_process_ip "\$MAIN_IP" --main_process_port 29500', node)
-    assert "-m zephyr_recipes.worker" in node
+    assert "-m zephyr_recipes.runtime.worker" in node
     for text in (script, node):
         f = tmp_path / "check.sh"
         f.write_text(text)
@@ -289,11 +298,11 @@ def test_slurm_path_runs_one_node_with_two_cpu_processes(tmp_path, capsys):
 
 
 def test_worker_refuses_a_multi_process_folder_without_its_launcher(tmp_path):
-    from zephyr_recipes import runfolder
+    from zephyr_recipes.core import runfolder
 
     cfg = cfg_for("tiny/sft", "hardware=cpu-2proc", f"+run.output_dir={tmp_path / 'run'}")
     folder, _ = runfolder.prepare(cfg)
-    proc = subprocess.run([sys.executable, "-m", "zephyr_recipes.worker", str(folder)], env=env(),
+    proc = subprocess.run([sys.executable, "-m", "zephyr_recipes.runtime.worker", str(folder)], env=env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "prepared for 2 processes" in proc.stderr and "accelerate launch --config_file" in proc.stderr
@@ -333,7 +342,7 @@ def test_trainer_keys_owned_by_the_profile_are_refused():
 @pytest.mark.parametrize("profile, weights", [("1gpu", "fp32"), ("8gpu-ddp", "fp32"), ("8gpu-zero3", "bf16"),
                                               ("8gpu-fsdp2", "bf16"), ("qlora-24gb", "bf16"), ("cpu", "fp32")])
 def test_weights_precision_follows_who_keeps_fp32_masters(profile, weights):
-    from zephyr_recipes.modeling import weights_precision
+    from zephyr_recipes.model.modeling import weights_precision
 
     hw = cfg_for("zephyr-7b-beta/sft", f"hardware={profile}")["hardware"]
     precision = "fp32" if profile == "cpu" else "bf16"

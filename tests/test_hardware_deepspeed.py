@@ -17,11 +17,13 @@ os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "
 
 pytest.importorskip("deepspeed", reason="the dev extra installs deepspeed (pip install -e '.[dev]')")
 
-from zephyr_recipes import hardware, launch, plan  # noqa: E402
-from zephyr_recipes.compose import compose  # noqa: E402
-from zephyr_recipes.modeling import Placement  # noqa: E402
+from zephyr_recipes import stages  # noqa: E402
+from zephyr_recipes.commands import launch, plan  # noqa: E402
+from zephyr_recipes.commands.compose import compose  # noqa: E402
+from zephyr_recipes.commands.validate import validate  # noqa: E402
+from zephyr_recipes.model import hardware  # noqa: E402
+from zephyr_recipes.model.modeling import Placement  # noqa: E402
 from zephyr_recipes.stages.training import trainer_args  # noqa: E402
-from zephyr_recipes.validate import validate  # noqa: E402
 
 ZERO = [("8gpu-zero3", []), ("8gpu-zero3-offload", []), ("2x8gpu-zero3", []),
         ("8gpu-zero3", ["hardware.strategy=zero2"]),
@@ -54,7 +56,8 @@ def test_generated_deepspeed_config_is_accepted_by_deepspeed(recipe, profile, ex
 
     monkeypatch.setattr(ta, "is_torch_bf16_gpu_available", lambda *a, **k: True)  # as on the profile's GPUs
     monkeypatch.setenv("WORLD_SIZE", str(world))  # as the launcher sets it for each process
-    args = trainer_args(cfg, Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
+    stage = stages.get(cfg["stage"]["name"])
+    args = trainer_args(stage, cfg, Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
                                tmp_path)
     # What the trainer does with the file: fill "auto" from the arguments, then from the model and step count.
     filled = HfTrainerDeepSpeedConfig(str(tmp_path / hardware.DEEPSPEED_CONFIG))
@@ -70,9 +73,9 @@ def test_generated_deepspeed_config_is_accepted_by_deepspeed(recipe, profile, ex
     parsed = ds_config.DeepSpeedConfig(filled.config)
     assert parsed.world_size == world
     # The batch the runner promised: per-device x accumulation x processes = the recipe's global batch.
-    assert parsed.train_micro_batch_size_per_gpu == args.per_device_train_batch_size == hardware.per_device_batch(cfg)
+    assert parsed.train_micro_batch_size_per_gpu == args.per_device_train_batch_size == hardware.per_device_batch(cfg, stage)
     assert parsed.gradient_accumulation_steps == args.gradient_accumulation_steps == \
-        hardware.gradient_accumulation(cfg, world)
+        hardware.gradient_accumulation(cfg, stage, world)
     assert parsed.train_batch_size == cfg["stage"]["global_batch_size"]
     assert parsed.zero_enabled and parsed.zero_optimization_stage == int(hw["strategy"][-1])
     assert parsed.bfloat16_config.enabled and not parsed.float16_config.enabled

@@ -63,7 +63,7 @@ def run(out: Path, *args: str) -> subprocess.CompletedProcess:
 
 def run_here(out: Path, *args: str) -> None:
     """A one-process run in this process (no interpreter start-up)."""
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     assert main(["run", *args, f"+run.output_dir={out}"]) == 0
 

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "zephyr-recipes-tests"))
 
-from zephyr_recipes.cli import main  # noqa: E402
+from zephyr_recipes.commands.cli import main  # noqa: E402
 
 LORA = "hardware.lora={r:4,lora_alpha:8,target_modules:[q_proj,v_proj]}"
 FAST = ["+stage.trainer.max_steps=2", "+dataset.max_train_samples=32"]

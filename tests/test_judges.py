@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zephyr_recipes.errors import ZephyrError
+from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.evaluation import arena_hard
 from zephyr_recipes.feedback.backends import FunctionBackend
 from zephyr_recipes.feedback.judges import (

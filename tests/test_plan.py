@@ -13,11 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "zephyr-recipes-tests"))
 
-from zephyr_recipes import plan  # noqa: E402
-from zephyr_recipes.cli import main  # noqa: E402
-from zephyr_recipes.compose import compose  # noqa: E402
-from zephyr_recipes.errors import ZephyrError  # noqa: E402
-from zephyr_recipes.validate import validate  # noqa: E402
+from zephyr_recipes import stages  # noqa: E402
+from zephyr_recipes.commands import plan  # noqa: E402
+from zephyr_recipes.commands.cli import main  # noqa: E402
+from zephyr_recipes.commands.compose import compose  # noqa: E402
+from zephyr_recipes.commands.validate import validate  # noqa: E402
+from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
 
 # Mistral-7B-v0.1's config.json as published on the hub (the fields the plan reads, and a few more).
 MISTRAL_CONFIG = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 4096,
@@ -30,7 +31,7 @@ MISTRAL_CONFIG = {"architectures": ["MistralForCausalLM"], "model_type": "mistra
 def run_plan(recipe: str, *overrides: str, model_config: str | None = None):
     raw, name, _ = compose(recipe, list(overrides))
     cfg = validate(raw, name)
-    est, kind, sentence, source = plan.plan(cfg, model_config)
+    est, kind, sentence, source = plan.plan(cfg, stages.get(cfg["stage"]["name"]), model_config)
     return cfg, est, kind
 
 

@@ -63,10 +63,10 @@ def test_a_missing_local_model_is_refused_at_run_start_and_named_at_validate(cli
 
 
 def test_the_disk_must_hold_the_weights_and_checkpoints(monkeypatch):
-    from zephyr_recipes import preflight
-    from zephyr_recipes.compose import compose
-    from zephyr_recipes.errors import ZephyrError
-    from zephyr_recipes.validate import validate
+    from zephyr_recipes.commands import preflight
+    from zephyr_recipes.commands.compose import compose
+    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.core.errors import ZephyrError
 
     cfg = validate(*compose("zephyr-7b-beta/sft", ["stage.trainer.save_strategy=steps"])[:2])
     kept = cfg["stage"]["trainer"].get("save_total_limit") or 2
@@ -88,7 +88,7 @@ def test_validate_says_ok_only_after_the_split_check(cli, tiny_aif_run, tiny_sft
 
 
 def test_the_cards_reproduce_command_keeps_numbers_and_masks_secrets(tiny_sft_run):
-    from zephyr_recipes.report import redact
+    from zephyr_recipes.core.records import redact
 
     card = (tiny_sft_run / "README.md").read_text()
     assert "dataset.max_train_samples=1280" in card and "num_train_epochs=1" in card

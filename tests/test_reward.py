@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zephyr_recipes.binarize import ASPECTS, binarize, completion_score
+from zephyr_recipes.data.binarize import ASPECTS, binarize, completion_score
 from zephyr_recipes.embedded import tasks
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def _sloppy(answer: str) -> str:
 @pytest.fixture(scope="module")
 def pairs_dir(tmp_path_factory):
     """An AIF run folder: 160 embedded prompts, the teacher and a sloppy program answer, the judge program rates."""
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     tmp = tmp_path_factory.mktemp("reward-pairs")
     prompts = list(dict.fromkeys(tasks.sample(random.Random(i)).instruction for i in range(160)))
@@ -52,7 +52,7 @@ def pairs_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reward_run(pairs_dir, tmp_path_factory):
-    from zephyr_recipes.cli import main
+    from zephyr_recipes.commands.cli import main
 
     folder = tmp_path_factory.mktemp("reward-runs") / "reward"
     assert main(["tiny/reward", *BASE, f"dataset.path={pairs_dir}", f"run.output_dir={folder}",
@@ -171,7 +171,7 @@ def test_reward_judge_rates_and_compares_in_the_model_s_order(reward_run):
 
 
 def test_reward_judge_refuses_a_rating_prompt(reward_run):
-    from zephyr_recipes.errors import ZephyrError
+    from zephyr_recipes.core.errors import ZephyrError
     from zephyr_recipes.feedback.judges import make_judge
 
     with pytest.raises(ZephyrError, match="takes no prompt"):

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zephyr_recipes import stages, trainer_fields
-from zephyr_recipes.compose import compose
-from zephyr_recipes.errors import ZephyrError
-from zephyr_recipes.validate import validate
+from zephyr_recipes import stages
+from zephyr_recipes.commands.compose import compose
+from zephyr_recipes.commands.validate import validate
+from zephyr_recipes.core.errors import ZephyrError
+from zephyr_recipes.model import trainer_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +88,7 @@ def test_trl_fields_are_described_once_per_version_and_a_broken_description_is_m
 def test_show_imports_no_torch_and_trl_still_judges_trainer_values_in_validate(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "ZEPHYR_RECIPES_HOME": str(tmp_path),
            "PATH": "/usr/bin:/bin"}
-    probe = ("import sys; from zephyr_recipes.cli import main; rc = main(['show', 'tiny/sft']); "
+    probe = ("import sys; from zephyr_recipes.commands.cli import main; rc = main(['show', 'tiny/sft']); "
              "print('torch' in sys.modules, file=sys.stderr); raise SystemExit(rc)")
     runs = [subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=300) for _ in range(2)]
@@ -101,7 +102,7 @@ def test_show_imports_no_torch_and_trl_still_judges_trainer_values_in_validate(t
 
 
 def test_an_lm_eval_task_file_that_names_python_is_code_the_user_must_trust(tmp_path, cli):
-    from zephyr_recipes import trust
+    from zephyr_recipes.core import trust
 
     task = tmp_path / "my_task.yaml"
     task.write_text("task: my_task\ndataset_path: json\nprocess_docs: !function utils.process_docs\n")

@@ -4,7 +4,7 @@ of a word (no model, no judge)."""
 from dataclasses import dataclass
 
 from zephyr_recipes.benchmarks import Benchmark, Metric
-from zephyr_recipes.schema import option
+from zephyr_recipes.core.schema import option
 
 
 @dataclass

@@ -10,9 +10,9 @@ import deepspeed
 import torch
 from transformers import MistralConfig, MistralForCausalLM
 
-from zephyr_recipes import hardware
-from zephyr_recipes.compose import compose
-from zephyr_recipes.validate import validate
+from zephyr_recipes.commands.compose import compose
+from zephyr_recipes.commands.validate import validate
+from zephyr_recipes.model import hardware
 
 
 def main() -> None:

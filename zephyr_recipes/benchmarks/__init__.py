@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ZephyrError, did_you_mean
+from ..core.errors import ZephyrError, did_you_mean
 from .base import Benchmark, Context, Metric, Reference  # noqa: F401 - the interface, re-exported
 
 MODULES = {

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import ZephyrError
-from ..schema import option
+from ..core.errors import ZephyrError
+from ..core.schema import option
 from .alpaca_eval import ALPACA_EVAL_CONFIGS, AlpacaEval, AlpacaEvalConfig
 from .base import Context, Metric, Reference, first_failure, release
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
+from ..core.schema import option
 from ..feedback.specs import JudgeSpec
-from ..schema import option
 from .base import Benchmark, Context, Metric, first_failure, release, stores
 
 log = logging.getLogger("zephyr_recipes")

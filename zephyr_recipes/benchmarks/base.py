@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 
 
 @dataclass(frozen=True)

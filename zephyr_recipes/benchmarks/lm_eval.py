@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..schema import option
+from ..core.schema import option
 from .base import Benchmark, Context, Metric, Reference
 
 TASKS = (("arc_challenge", "ARC"), ("hellaswag", "HellaSwag"), ("mmlu", "MMLU"), ("truthfulqa_mc2", "TruthfulQA"))
@@ -47,8 +47,8 @@ class LmEval(Benchmark):
         normalise_tasks(sec["tasks"])
 
     def run(self, ctx: Context) -> dict:
-        from .. import modeling
         from ..evaluation import harness
+        from ..model import modeling
 
         placement = modeling.resolve_placement(ctx.cfg["hardware"])
         return harness.run(ctx.section(self), ctx.cfg["model"], placement, ctx.folder)

@@ -8,8 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
+from ..core.schema import option
 from ..feedback.specs import JudgeSpec
-from ..schema import option
 from .base import Benchmark, Context, Metric, Reference, first_failure, release, stores
 
 log = logging.getLogger("zephyr_recipes")

@@ -4,7 +4,7 @@ SFT gets ``messages`` (a list of {role, content}); DPO gets ``prompt`` / ``chose
 conversational form with an explicit prompt. The steps, per source of the (possibly mixed) dataset:
 
 1. load the split with ``datasets`` (hub id, local file, save_to_disk folder, builtin://);
-2. binarize raw UltraFeedback rows (:mod:`zephyr_recipes.binarize`) when ``format: ultrafeedback``;
+2. binarize raw UltraFeedback rows (:mod:`zephyr_recipes.data.binarize`) when ``format: ultrafeedback``;
 3. map the columns onto the stage's and check every row (:mod:`.checks`), counting bad rows per reason;
 4. carve out an evaluation fraction, drop training rows whose prompt is in the evaluation data, and
    optionally those that overlap benchmark prompts (:mod:`.decontaminate`);
@@ -20,23 +20,21 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from . import decontaminate, rows
 from .cache import cache_key, cache_root, fingerprint_of, load_cached, save
 from .config import check_config, sources_of
-from .rows import rows_of
 from .sources import FILE_BUILDERS, load_split, locate
 
-__all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "load_split", "locate", "rows_of",
-           "sources_of"]
+__all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "load_split", "locate", "sources_of"]
 
 log = logging.getLogger("zephyr_recipes")
 
 
-def load_for_stage(cfg: dict, tokenizer) -> tuple[object, object | None, dict]:
-    """(train, eval or None, provenance) for the stage of cfg."""
+def load_for_stage(cfg: dict, tokenizer, kind: str) -> tuple[object, object | None, dict]:
+    """(train, eval or None, provenance) for a stage that reads rows of ``kind`` (its ``Stage.rows``)."""
     ds_cfg = cfg["dataset"]
-    check_config(ds_cfg, rows_of(cfg))
+    check_config(ds_cfg, kind)
     sources = sources_of(ds_cfg)
     raws = []
     for src in sources:
@@ -53,7 +51,7 @@ def load_for_stage(cfg: dict, tokenizer) -> tuple[object, object | None, dict]:
         log.info("data: cache hit %s (%d train rows%s)", folder, len(train),
                  f", {len(eval_ds)} eval rows" if eval_ds is not None else "")
         return train, eval_ds, info
-    train, eval_ds, info = _prepare(cfg, tokenizer, sources, raws)
+    train, eval_ds, info = _prepare(cfg, tokenizer, sources, raws, kind)
     if ds_cfg["cache"]:
         save(folder, train, eval_ds, info)
         train, eval_ds, _ = load_cached(folder)  # file-backed, so TRL's map calls cache next to it
@@ -62,7 +60,7 @@ def load_for_stage(cfg: dict, tokenizer) -> tuple[object, object | None, dict]:
     return train, eval_ds, info
 
 
-def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list):
+def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: str):
     import datasets
 
     ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]
@@ -71,7 +69,7 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list):
     for src, (train_raw, test_raw) in zip(sources, raws):
         rep = {"path": src["path"], "name": src["name"], "split": src["split"], "weight": src["weight"],
                "source_rows": len(train_raw), "source_fingerprint": fingerprint_of(train_raw)}
-        checked, tally = rows.checked(train_raw, src, cfg, tokenizer, "train")
+        checked, tally = rows.checked(train_raw, src, cfg, tokenizer, "train", kind)
         if tally is not None:
             rep["binarization"] = {"kept": len(checked), **tally}
         good, rep["dropped"] = rows.count_and_drop(checked, src, src["split"], strict)
@@ -81,7 +79,7 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list):
             evals.append(carved)
             rep["test"] = {"carved_fraction": fraction, "rows": len(carved)}
         elif test_raw is not None:
-            checked_test, _ = rows.checked(test_raw, src, cfg, tokenizer, "eval")
+            checked_test, _ = rows.checked(test_raw, src, cfg, tokenizer, "eval", kind)
             test, dropped = rows.count_and_drop(checked_test, src, src["test_split"], strict)
             evals.append(test)
             rep["test"] = {"split": src["test_split"], "source_rows": len(test_raw), "rows": len(test),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ZephyrError, unknown_key
+from ..core.errors import ZephyrError, unknown_key
 from . import checks
 
 FORMATS = ("auto", "chat", "preference", "ultrafeedback")

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 
 WORD = re.compile(r"\w+", re.UNICODE)
 FIELDS = ("turns", "instruction", "prompt", "question", "text")

@@ -133,16 +133,16 @@ def histogram(lengths: list[int], limit: int | None, title: str, path: Path) -> 
     plt.close(fig)
 
 
-def preview(cfg: dict, tokenizer, n: int = 3, sample: int = 2000, out_dir: str | Path | None = None,
+def preview(cfg: dict, tokenizer, kind: str, n: int = 3, sample: int = 2000, out_dir: str | Path | None = None,
             color: bool | None = None, stream=None) -> dict:
-    """Print ``n`` training rows as the trainer sees them and length statistics over ``sample`` rows."""
-    from . import load_for_stage, rows_of
+    """Print ``n`` training rows (of ``kind``, the stage's rows) as the trainer sees them and length statistics
+    over ``sample`` rows."""
+    from . import load_for_stage
 
     stream = stream or sys.stdout
     color = stream.isatty() if color is None else color
     stage, trainer, seed = cfg["stage"]["name"], cfg["stage"]["trainer"], cfg["run"]["seed"]
-    kind = rows_of(cfg)
-    train, _, info = load_for_stage(cfg, tokenizer)
+    train, _, info = load_for_stage(cfg, tokenizer, kind)
     rows = train.shuffle(seed=seed).select(range(min(sample, len(train))))
     w = stream.write
     legend = (f"{ANSI[TRAINED]}trained\x1b[0m {ANSI[MASKED]}masked\x1b[0m {ANSI[CUT]}cut by max_length\x1b[0m"

@@ -5,15 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from . import checks
-
-
-def rows_of(cfg: dict) -> str:
-    """What the recipe's stage trains on: "chat" (messages) or "pairs" (prompt / chosen / rejected)."""
-    from ..stages import get
-
-    return get(cfg["stage"]["name"]).rows
 
 
 def _stage_columns(src: dict, rows: str, column_names: list[str]) -> dict:
@@ -52,7 +45,7 @@ def _detect_format(src: dict, column_names: list[str]) -> str:
 
 
 def _binarized(raw, src: dict, ds: dict, seed: int):
-    from ..binarize import binarize_dataset
+    from .binarize import binarize_dataset
 
     cols = src["columns"] or {}
     opts = {k: v for k, v in (ds["binarize"] or {}).items() if k != "seed"}
@@ -69,9 +62,9 @@ def _binarized(raw, src: dict, ds: dict, seed: int):
     return out, tally
 
 
-def checked(raw, src: dict, cfg: dict, tokenizer, role: str):
-    """(checked dataset with _reason and _key, binarization tally or None)."""
-    ds_cfg, rows, seed = cfg["dataset"], rows_of(cfg), cfg["run"]["seed"]
+def checked(raw, src: dict, cfg: dict, tokenizer, role: str, rows: str):
+    """(checked dataset with _reason and _key, binarization tally or None) for a stage that reads ``rows``."""
+    ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]
     tally = None
     src = dict(src)
     if _detect_format(src, raw.column_names) == "ultrafeedback":

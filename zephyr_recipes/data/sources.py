@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core.catalog import producing_recipe
+from ..core.errors import ZephyrError
 from ..embedded import builtin
-from ..errors import ZephyrError
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -22,8 +23,6 @@ def locate(path: str) -> tuple[str, str]:
     p = Path(path).expanduser()
     if path.startswith(("./", "../", "/", "~")) or p.exists():
         if not p.exists():
-            from ..modeling import producing_recipe
-
             producer = producing_recipe(p)
             if producer:
                 raise ZephyrError(f"dataset {path} does not exist: it is the run folder of {producer[0]}",

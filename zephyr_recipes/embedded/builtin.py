@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from . import tasks
 from .multiple_choice import build_tiny_arc
 

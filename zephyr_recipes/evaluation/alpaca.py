@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from ..feedback.judges import Item, JudgeFailure, chat_messages, fill, parse_ranking
 from ..feedback.store import Store, answered
 from .sources import load_records

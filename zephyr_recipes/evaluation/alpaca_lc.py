@@ -27,7 +27,7 @@ import math
 import statistics
 from pathlib import Path
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from ..feedback.judges import JudgeFailure
 from ..feedback.store import Store
 from .alpaca import instruction_id

@@ -24,14 +24,13 @@ import hashlib
 import logging
 import math
 import random
-import re
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..errors import ZephyrError
-from ..feedback.judges import Item, JudgeFailure
+from ..core.errors import ZephyrError
+from ..feedback.judges import Item, JudgeFailure, parse_verdict
 from ..feedback.store import Store, answered
 from .sources import load_records, local_file, read_text
 
@@ -185,32 +184,6 @@ def generate(backend, questions: list[dict], store: Store, sampling: dict) -> No
 
 
 # ------------------------------------------------------------------------------------------- judging
-def parse_verdict(text: str, patterns=(r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"), rule: str = "2025") -> str:
-    """The benchmark's reading of a judge reply. Rule 2025: the first pattern that matches (on the upper-cased
-    reply), its last match. Rule 2024 (v0.1's leaderboard): the first pattern on the reply as written; two
-    different labels are no verdict. Raises JudgeFailure when there is none, or it is not a verdict."""
-    if rule == "2024":
-        found = sorted({m for m in re.findall(patterns[0], text) if m})
-        if len(found) > 1:
-            raise JudgeFailure(f"conflicting verdicts {', '.join(found)} (dropped, as arena-hard v0.1 did)", text)
-        if found:
-            label = found[0].strip("\n")
-            if label not in _A_SCORE:
-                raise JudgeFailure(f"{label!r} is not a verdict ([[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]])",
-                                   text)
-            return label
-        raise JudgeFailure("no [[A>>B]] ... [[B>>A]] verdict in the reply", text)
-    for pattern in patterns:
-        found = [m for m in re.findall(pattern, text.upper()) if m]
-        if found:
-            label = found[-1].strip("\n")
-            if label not in _A_SCORE:
-                raise JudgeFailure(f"{label!r} is not a verdict ([[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]])",
-                                   text)
-            return label
-    raise JudgeFailure("no [[A>>B]] ... [[B>>A]] verdict in the reply", text)
-
-
 def judge_messages(system: str, template: str, question: str, answer_a: str, answer_b: str) -> list[dict]:
     user = template.replace("{QUESTION}", question).replace("{ANSWER_A}", answer_a).replace("{ANSWER_B}", answer_b)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

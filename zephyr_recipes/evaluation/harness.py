@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import ZephyrError, unknown_key
+from ..core.errors import ZephyrError, unknown_key
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -101,7 +101,7 @@ def headline(results: dict, task: dict) -> tuple[str | None, float | None]:
 
 
 def run(section: dict, model_cfg: dict, placement, folder: Path) -> dict:
-    from .. import modeling
+    from ..model import modeling
 
     lm_eval, TaskManager = _lm_eval()
     tasks = normalise_tasks(section["tasks"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from ..feedback.judges import Item, JudgeFailure, fill, parse_grade
 from ..feedback.store import Store, answered
 from .sources import load_records

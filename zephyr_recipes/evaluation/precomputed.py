@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from ..feedback.store import Store
 from .alpaca import instruction_id
 from .sources import load_records

@@ -9,8 +9,8 @@ import os
 import urllib.request
 from pathlib import Path
 
+from ..core.errors import ZephyrError
 from ..embedded.builtin import cache_home
-from ..errors import ZephyrError
 
 
 def _offline() -> bool:

@@ -11,7 +11,7 @@ import importlib
 import logging
 from typing import Callable, Iterator
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 from .http import Endpoint, EndpointError
 
 log = logging.getLogger("zephyr_recipes")
@@ -129,7 +129,7 @@ class TransformersBackend:
 
     def __init__(self, model: str, model_cfg: dict | None = None, hardware: dict | None = None,
                  batch_size: int | str = "auto"):
-        from .. import modeling
+        from ..model import modeling
 
         cfg, self.placement = modeling.standalone(model, model_cfg, hardware, "generation")
         self.tokenizer = modeling.load_tokenizer(cfg)

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}

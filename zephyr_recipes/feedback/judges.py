@@ -18,10 +18,11 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Optional
 
-from ..binarize import ASPECTS
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
+from ..data.binarize import ASPECTS
+from ..model.scoring import Scorer, load_reward_model
 from .backends import load_callable, make_backend
 
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
@@ -111,6 +112,36 @@ def parse_preference(text: str) -> float:
     if len(set(m)) != 1:
         raise JudgeFailure("no single [[A]], [[B]] or [[C]] verdict in the reply", text)
     return {"A": 1.0, "B": 0.0, "C": 0.5}[m[0]]
+
+
+# Arena-Hard's pairwise labels, either way round (its judges write A>B, and sometimes B<A).
+VERDICT_LABELS = frozenset({"A>>B", "A>B", "A=B", "B=A", "B>A", "B>>A", "A<B", "A<<B", "B<A", "B<<A"})
+
+
+def parse_verdict(text: str, patterns=(r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"), rule: str = "2025") -> str:
+    """The benchmark's reading of a judge reply. Rule 2025: the first pattern that matches (on the upper-cased
+    reply), its last match. Rule 2024 (v0.1's leaderboard): the first pattern on the reply as written; two
+    different labels are no verdict. Raises JudgeFailure when there is none, or it is not a verdict."""
+    if rule == "2024":
+        found = sorted({m for m in re.findall(patterns[0], text) if m})
+        if len(found) > 1:
+            raise JudgeFailure(f"conflicting verdicts {', '.join(found)} (dropped, as arena-hard v0.1 did)", text)
+        if found:
+            label = found[0].strip("\n")
+            if label not in VERDICT_LABELS:
+                raise JudgeFailure(f"{label!r} is not a verdict ([[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]])",
+                                   text)
+            return label
+        raise JudgeFailure("no [[A>>B]] ... [[B>>A]] verdict in the reply", text)
+    for pattern in patterns:
+        found = [m for m in re.findall(pattern, text.upper()) if m]
+        if found:
+            label = found[-1].strip("\n")
+            if label not in VERDICT_LABELS:
+                raise JudgeFailure(f"{label!r} is not a verdict ([[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]])",
+                                   text)
+            return label
+    raise JudgeFailure("no [[A>>B]] ... [[B>>A]] verdict in the reply", text)
 
 
 def parse_ranking(text: str) -> float:
@@ -252,8 +283,6 @@ class Judge:
 
 
 def _parse_verdict(text: str):
-    from ..evaluation.arena_hard import parse_verdict
-
     return parse_verdict(text)
 
 
@@ -497,6 +526,77 @@ def label_probability(payload: dict, labels: tuple) -> tuple[float | None, str]:
     return probs.get(labels[0], 0.0) / sum(probs.values()), text
 
 
+# --------------------------------------------------------------------------------- reward-model judge
+class RewardModelJudge(Judge):
+    """A trained reward model as judge: it rates one answer and compares two, reading the conversation itself.
+
+    A rating is the reward written on every aspect (so binarization's mean score is the reward itself, and a
+    higher reward makes the chosen answer); a comparison is 1.0, 0.0 or 0.5 as the first answer's reward is
+    higher, lower or equal (Arena-Hard gets slight verdicts from it). Nothing is sampled, so the judge agrees with
+    itself exactly. It gives no 1-10 grades: MT-Bench is refused when the recipe is validated.
+    """
+
+    type = "reward_model"
+    KINDS = frozenset({"rate", "compare"})
+    READS_PROMPTS = False
+
+    def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
+                 batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
+                 system: Optional[str] = None):
+        from ..model import modeling
+
+        cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
+        tokenizer = modeling.load_tokenizer(cfg)  # chat_template null: the one the reward model was trained with
+        net = load_reward_model(model, cfg, self.placement)
+        if not self.placement.load_in_4bit:
+            net = net.to(self.placement.device)
+        if batch_size == "auto":
+            batch_size = 64 if self.placement.device == "cuda" else 16
+        self.scorer = Scorer(net.eval(), tokenizer, int(batch_size), max_length)
+        self.aspects = tuple(aspects or ASPECTS)
+        self.system = system
+        self.name = model
+
+    @classmethod
+    def from_spec(cls, spec: dict, hardware: dict | None = None) -> "RewardModelJudge":
+        """The judge of a checked ``{type: reward_model, model, ...}`` spec."""
+        return cls(spec["model"], hardware, spec["model_config"], spec["batch_size"], spec["max_length"],
+                   spec["aspects"], spec["system"])
+
+    def _conversation(self, messages: list[dict], response: str) -> list[dict]:
+        system = [{"role": "system", "content": self.system}] if self.system and \
+            not any(m.get("role") == "system" for m in messages) else []
+        return system + list(messages) + [{"role": "assistant", "content": response}]
+
+    def scores(self, pairs: list[tuple]) -> list[float]:
+        """Rewards of (messages, response) pairs."""
+        return self.scorer.score([self._conversation(m, r) for m, r in pairs])
+
+    def _streamed(self, pairs: list[tuple]) -> Iterator[tuple[int, float]]:
+        """(index, reward) a few batches at a time, so the caller records ratings as they come."""
+        step = self.scorer.batch_size * 8
+        for start in range(0, len(pairs), step):
+            for j, value in enumerate(self.scores(pairs[start:start + step])):
+                yield start + j, value
+
+    def rate_many(self, items) -> Iterator[tuple[int, Any]]:
+        for i, value in self._streamed([(it.messages, it.answers[0]) for it in items]):
+            if not math.isfinite(value):
+                yield i, JudgeFailure(f"the reward model returned {value}")
+                continue
+            rating = repr(value)
+            why = f"reward {value:.6g} from {self.name}"
+            yield i, Verdict({a: {"Rating": rating, "Rationale": why} for a in self.aspects}, f"reward {rating}")
+
+    def compare_many(self, items) -> Iterator[tuple[int, Any]]:
+        """The first answer against the second, by their rewards; prompts are not read."""
+        items = list(items)
+        first = self.scores([(it.messages, it.answers[0]) for it in items])
+        second = self.scores([(it.messages, it.answers[1]) for it in items])
+        for i, (x, y) in enumerate(zip(first, second)):
+            yield i, Verdict(1.0 if x > y else 0.0 if x < y else 0.5, f"rewards {x!r} vs {y!r}")
+
+
 # ---------------------------------------------------------------------------------------------- making
 def judge_types() -> dict:
     """Judge type -> the class its judges are (None for a registered type whose maker is a plain function: a
@@ -507,7 +607,7 @@ def judge_types() -> dict:
     for kind in JudgeSpec.TYPES:
         make = JUDGE_MAKERS.get(kind)
         if make is None:
-            out[kind] = FunctionJudge if kind == "function" else ModelJudge
+            out[kind] = {"function": FunctionJudge, "reward_model": RewardModelJudge}.get(kind, ModelJudge)
             continue
         owner = make if isinstance(make, type) else getattr(make, "__self__", None)
         out[kind] = owner if isinstance(owner, type) and issubclass(owner, Judge) else None
@@ -515,13 +615,7 @@ def judge_types() -> dict:
 
 
 def _class_of(judge_type: str):
-    found = judge_types()
-    if judge_type not in found:
-        from .. import stages
-
-        stages.load_all()  # a stage module may register the type
-        found = judge_types()
-    return found.get(judge_type)
+    return judge_types().get(judge_type)
 
 
 def check_judge(judge_type: str, kind: str, benchmark: str) -> None:
@@ -543,6 +637,8 @@ def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None =
     from .specs import JUDGE_MAKERS, JudgeSpec, complete
 
     spec = complete(spec, JudgeSpec, "judge")
+    if spec["type"] == "reward_model":
+        return RewardModelJudge.from_spec(spec, hardware)
     if spec["type"] in JUDGE_MAKERS:
         return JUDGE_MAKERS[spec["type"]](spec, hardware)
     if spec["type"] == "function":

@@ -32,7 +32,7 @@ import urllib.request
 from collections import deque
 from pathlib import Path
 
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 DEFAULT_TIMEOUT_S = 900.0  # a 7B model's weights load and CUDA graphs capture in a few minutes

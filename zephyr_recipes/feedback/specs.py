@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
-from ..errors import ZephyrError
-from ..schema import option
+from ..core.errors import ZephyrError
+from ..core.schema import option
 from .vllm import VLLMOptions
 
 SERVE_HELP = ("A command that starts an OpenAI-compatible server (vLLM, TGI, llama.cpp ...) with --port N; the "
@@ -31,10 +31,6 @@ class _Typed:
     def variant(cls, where: str, values: dict) -> type:
         kind = values.get("type")
         types = cls.TYPES
-        if kind not in types:
-            from .. import stages
-
-            stages.load_all()  # a stage module may register more types (the reward stage's reward_model judge)
         if kind not in types:
             raise ZephyrError(f"{where}.type is {kind!r}", f"use one of: {', '.join(types)}")
         return types[kind]
@@ -87,7 +83,7 @@ class OpenAIOptions:
 
     @classmethod
     def after_check(cls, where: str, values: dict) -> None:
-        from ..safety import refuse_url_credentials
+        from ..core.safety import refuse_url_credentials
 
         if values["base_url"]:
             refuse_url_credentials(f"{where}.base_url", values["base_url"])
@@ -173,7 +169,29 @@ class VLLMJudge(VLLMOptions, JudgeSpec):
 GeneratorSpec.TYPES["vllm"] = VLLMGenerator
 JudgeSpec.TYPES = {"function": FunctionJudgeSpec, "transformers": TransformersJudge, "openai": OpenAIJudge,
                    "vllm": VLLMJudge}
-JUDGE_MAKERS: dict = {}  # type -> make(spec, hardware) for types registered by stage modules
+
+
+@dataclass
+class RewardModelJudgeSpec(JudgeSpec):
+    model: str = option("???", "Reward run folder (stage=reward), local folder or hub id of a sequence-"
+                           "classification model with one output.")
+    model_config: dict = option({}, "Model options as in the model section (revision, dtype, chat_template ...); "
+                                "chat_template null keeps the one the reward model was trained with.")
+    batch_size: Any = option("auto", "Conversations scored per batch (auto: 64 on a GPU, 16 on the CPU).")
+    max_length: Optional[int] = option(None, "Tokens kept of a longer conversation (its start); null keeps all.")
+
+    @classmethod
+    def after_check(cls, where: str, values: dict) -> None:
+        if values.get("prompt"):
+            raise ZephyrError(f"{where} of type reward_model scores the conversation itself and takes no prompt",
+                              f"remove {where}.prompt")
+        size = values.get("batch_size")
+        if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ZephyrError(f"{where}.batch_size is {size!r}", "use auto or a whole number of 1 or more")
+
+
+JudgeSpec.TYPES["reward_model"] = RewardModelJudgeSpec  # a trained reward model (stage=reward) as judge
+JUDGE_MAKERS: dict = {}  # type -> make(spec, hardware) for judge types added with register_judge
 
 
 def register_judge(kind: str, schema: type, make) -> None:
@@ -184,7 +202,7 @@ def register_judge(kind: str, schema: type, make) -> None:
 
 def complete(spec: dict, schema: type, where: str = "spec") -> dict:
     """``spec`` with every default of its type filled in (and checked), whatever wrote it."""
-    from ..schema import check_section
+    from ..core.schema import check_section
 
     return check_section(where, spec, schema)
 

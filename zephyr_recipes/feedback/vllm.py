@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ZephyrError
-from ..schema import option
+from ..core.errors import ZephyrError
+from ..core.schema import option
 
 VENV = Path(__file__).resolve().parent.parent.parent / ".venv-vllm"
 REFUSED_ARGS = ("--trust-remote-code", "--trust_remote_code")
@@ -72,7 +72,7 @@ CPU_MEMORY_SHARE = 0.2
 
 
 def _cuda() -> bool:
-    from ..modeling import cuda_available
+    from ..model.modeling import cuda_available
 
     return cuda_available()
 
@@ -85,7 +85,7 @@ def _free_port() -> int:
 
 def as_openai(spec: dict) -> dict:
     """The spec as ``type: openai`` with the ``serve`` command that starts vLLM on a free port."""
-    from ..modeling import resolve_source
+    from ..model.modeling import resolve_source
 
     model = resolve_source(str(spec["model"]), "model")  # builtin:// and run folders become their local folders
     base = python()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import ZephyrError, did_you_mean
+from ..core.errors import ZephyrError, did_you_mean
 from .base import RunContext, Stage, TaskStage, TrainerStage  # noqa: F401 - the interface, re-exported
 
 MODULES = {
@@ -40,8 +40,3 @@ def get(name) -> Stage:
         _loaded[name] = stage
     return _loaded[name]
 
-
-def load_all() -> None:
-    """Import every stage module (they may register judge types and the like)."""
-    for name in MODULES:
-        get(name)

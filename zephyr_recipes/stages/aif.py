@@ -22,14 +22,14 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from ..binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
+from ..core.schema import StageSection, option
+from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
 from ..feedback.specs import GeneratorSpec, JudgeSpec
 from ..feedback.store import Store
-from ..schema import StageSection, option
 from .base import TaskStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -332,8 +332,8 @@ class AIF(TaskStage):
         return run(cfg, folder)
 
     def loads(self, cfg: dict) -> list[dict]:
+        from ..data.sizes import DATASETS
         from ..feedback.specs import load_of
-        from ..timeplan import DATASETS
 
         stage, ds = cfg["stage"], cfg["dataset"]
         prompts = ds["max_train_samples"] or DATASETS.get(ds["path"], ({}, 0))[0].get(ds["train_split"])
@@ -355,7 +355,7 @@ class AIF(TaskStage):
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
         """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""
-        from ..timeplan import PROMPT_TOKENS
+        from ..data.sizes import PROMPT_TOKENS
 
         gens = [load for load in loads if load["role"].startswith("generator")]
         if not gens or not gens[0]["requests"]:
@@ -365,7 +365,7 @@ class AIF(TaskStage):
         return int(prompts * (1 - cfg["stage"]["test_fraction"])), 2 * (PROMPT_TOKENS + answer)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        from ..report import dataset_card
+        from ..core.records import dataset_card
 
         return dataset_card(cfg, prov, result)
 

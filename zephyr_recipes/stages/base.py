@@ -33,7 +33,7 @@ class Stage:
     """One step of the method. Subclasses set the class attributes and implement :meth:`run`."""
 
     name: ClassVar[str]
-    schema: ClassVar[type]  # the dataclass of the `stage` section (see zephyr_recipes.schema)
+    schema: ClassVar[type]  # the dataclass of the `stage` section (see zephyr_recipes.core.schema)
     rows: ClassVar[Optional[str]] = None  # what the dataset section feeds: "chat", "pairs", "prompts" or None
     one_process: ClassVar[bool] = False  # refuses hardware profiles that launch several processes
 
@@ -89,7 +89,7 @@ class TrainerStage(Stage):
         return 0, None
 
     def load_model(self, name: str, cfg: dict, placement):
-        from .. import modeling
+        from ..model import modeling
 
         return modeling.load_model(name, cfg["model"], placement, self.auto_model, **self.model_options)
 
@@ -164,17 +164,17 @@ class TaskStage(Stage):
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
         import logging
 
-        from .. import report, runfolder
+        from ..core import records, runfolder
 
-        prov = report.provenance(ctx.argv, ctx.recipe, None, self.inputs(cfg), {})
-        report.write_json(folder / "provenance.json", prov)
+        prov = records.provenance(ctx.argv, ctx.recipe, None, self.inputs(cfg), {})
+        records.write_json(folder / "provenance.json", prov)
         result = self.execute(cfg, folder)
         result["wall_seconds"] = round(time.time() - ctx.started, 2)
-        report.write_json(folder / self.result_file, result)
+        records.write_json(folder / self.result_file, result)
         (folder / "README.md").write_text(self.card(cfg, prov, result))
         reason = self.unfinished(cfg, result)
         if reason:  # the figures and the card stay for a look; the run is not complete
-            from ..errors import ZephyrError
+            from ..core.errors import ZephyrError
 
             runfolder.set_status(folder, "failed", summary=self.headline(result))
             raise ZephyrError(reason, f"see {folder / self.result_file} and the judgments beside it")

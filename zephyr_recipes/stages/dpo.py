@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import ZephyrError
-from ..schema import TrainerStageConfig, option
+from ..core.errors import ZephyrError
+from ..core.schema import TrainerStageConfig, option
 from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -58,7 +58,7 @@ class DPO(PreferenceStage):
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import DPOTrainer
 
-        from ..modeling import lora_config, resolve_source
+        from ..model.modeling import lora_config, resolve_source
 
         peft_config = lora_config(cfg["hardware"])
         ref_name = cfg["stage"]["ref_model"]

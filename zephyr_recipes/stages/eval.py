@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import benchmarks
-from ..errors import ZephyrError
+from ..core.errors import ZephyrError
+from ..core.schema import StageSection, option
 from ..feedback.specs import JudgeSpec
-from ..schema import StageSection, option
 from .base import TaskStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -152,7 +152,7 @@ def _judge_summary(spec: dict) -> dict:
 
 def run(cfg: dict, folder: Path) -> dict:
     """Run the chosen benchmarks; returns the scores (also written to scores.json)."""
-    from .. import modeling
+    from ..model import modeling
 
     stage = cfg["stage"]
     model_id = stage["model_id"] or cfg["run"]["name"]
@@ -254,7 +254,7 @@ class Eval(TaskStage):
         return run(cfg, folder)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        from ..evaluation.card import eval_card
+        from .eval_card import eval_card
 
         return eval_card(cfg, prov, result)
 

@@ -15,80 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any, Iterator, Optional
 
-from ..errors import ZephyrError
-from ..schema import TrainerStageConfig, option
+from ..core.errors import ZephyrError
+from ..core.schema import TrainerStageConfig
+from ..model.scoring import AUTO_MODEL, MODEL_OPTIONS, Scorer, load_reward_model
 from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
-
-
-# ------------------------------------------------------------------------------------------------ model
-def load_reward_model(name: str, model_cfg: dict, placement):
-    """``name`` as AutoModelForSequenceClassification with one output, in the placement's dtype.
-
-    A causal LM checkpoint gets a new, randomly initialised score head (transformers' usual warning about it is
-    expected); a reward run folder loads as saved.
-    """
-    from .. import modeling
-
-    model = modeling.load_model(name, model_cfg, placement, Reward.auto_model, **Reward.model_options)
-    if model.config.num_labels != 1:
-        raise ZephyrError(f"{name} is a classifier with {model.config.num_labels} outputs, and a reward model has one",
-                          "start from a causal LM or a reward model (num_labels 1)")
-    return model
-
-
-class Scorer:
-    """Rewards of whole conversations: chat template as the model was trained with, batched, no gradients.
-
-    Conversations are sorted by length and right-padded in batches; the head reads the last token that is not
-    padding, as in training. ``max_length`` keeps the first tokens of a longer conversation.
-    """
-
-    def __init__(self, model, tokenizer, batch_size: int = 16, max_length: Optional[int] = None):
-        self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.max_length = max(1, int(batch_size)), max_length
-        self.truncated = 0
-        if getattr(model.config, "pad_token_id", None) is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
-
-    def ids(self, messages: list[dict]) -> list[int]:
-        enc = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
-        ids = list(enc["input_ids"])
-        if self.max_length and len(ids) > self.max_length:
-            self.truncated += 1
-            ids = ids[:self.max_length]
-        return ids
-
-    def score(self, conversations: list[list[dict]]) -> list[float]:
-        import torch
-
-        encoded = [self.ids(c) for c in conversations]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out = [math.nan] * len(encoded)
-        pad = self.tokenizer.pad_token_id
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for s in range(0, len(order), self.batch_size):
-                idx = order[s:s + self.batch_size]
-                width = max(len(encoded[i]) for i in idx)
-                input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, i in enumerate(idx):
-                    input_ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[row, :len(encoded[i])] = 1
-                with torch.no_grad():
-                    logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-                for row, i in enumerate(idx):
-                    out[i] = float(logits[row, 0].float())
-        finally:
-            self.model.train(was_training)
-        return out
 
 
 def pair_accuracy(scorer: Scorer, rows) -> dict:
@@ -112,8 +45,8 @@ class Reward(PreferenceStage):
     schema = TrainerStageConfig
     trl_config = "RewardConfig"
     curves = ("loss", "accuracy", "margin")
-    auto_model = "AutoModelForSequenceClassification"
-    model_options = {"num_labels": 1}
+    auto_model = AUTO_MODEL
+    model_options = MODEL_OPTIONS
 
     def check(self, cfg: dict) -> None:
         trainer = cfg["stage"]["trainer"]
@@ -137,7 +70,7 @@ class Reward(PreferenceStage):
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import RewardTrainer
 
-        from ..modeling import lora_config
+        from ..model.modeling import lora_config
 
         hw = cfg["hardware"]
         # A reward model's LoRA is a sequence-classification task: peft then trains the new score head too.
@@ -155,7 +88,7 @@ class Reward(PreferenceStage):
         if sharded and trainer.args.world_size > 1:
             # Only rank 0 gets here, and a forward pass through sharded weights needs every rank: score with the
             # weights just saved to the run folder instead.
-            from .. import modeling
+            from ..model import modeling
 
             placement = modeling.Placement(device=str(trainer.args.device.type), attn_implementation="sdpa",
                                            precision="bf16" if trainer.args.bf16 else "fp32")
@@ -189,113 +122,3 @@ As the judge of an AI feedback recipe: `stage.judge: {{type: reward_model, model
 
 
 STAGE = Reward()
-
-
-# ------------------------------------------------------------------------------------------------ judge
-def _judge_base():
-    from ..feedback.judges import Judge
-
-    return Judge
-
-
-class RewardModelJudge(_judge_base()):
-    """A trained reward model as judge: it rates one answer and compares two, reading the conversation itself.
-
-    A rating is the reward written on every aspect (so binarization's mean score is the reward itself, and a
-    higher reward makes the chosen answer); a comparison is 1.0, 0.0 or 0.5 as the first answer's reward is
-    higher, lower or equal (Arena-Hard gets slight verdicts from it). Nothing is sampled, so the judge agrees with
-    itself exactly. It gives no 1-10 grades: MT-Bench is refused when the recipe is validated.
-    """
-
-    type = "reward_model"
-    KINDS = frozenset({"rate", "compare"})
-    READS_PROMPTS = False
-
-    def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
-                 batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
-                 system: Optional[str] = None):
-        from .. import modeling
-        from ..binarize import ASPECTS
-
-        cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
-        tokenizer = modeling.load_tokenizer(cfg)  # chat_template null: the one the reward model was trained with
-        net = load_reward_model(model, cfg, self.placement)
-        if not self.placement.load_in_4bit:
-            net = net.to(self.placement.device)
-        if batch_size == "auto":
-            batch_size = 64 if self.placement.device == "cuda" else 16
-        self.scorer = Scorer(net.eval(), tokenizer, int(batch_size), max_length)
-        self.aspects = tuple(aspects or ASPECTS)
-        self.system = system
-        self.name = model
-
-    @classmethod
-    def from_spec(cls, spec: dict, hardware: dict | None = None) -> "RewardModelJudge":
-        """The judge of a checked ``{type: reward_model, model, ...}`` spec."""
-        return cls(spec["model"], hardware, spec["model_config"], spec["batch_size"], spec["max_length"],
-                   spec["aspects"], spec["system"])
-
-    def _conversation(self, messages: list[dict], response: str) -> list[dict]:
-        system = [{"role": "system", "content": self.system}] if self.system and \
-            not any(m.get("role") == "system" for m in messages) else []
-        return system + list(messages) + [{"role": "assistant", "content": response}]
-
-    def scores(self, pairs: list[tuple]) -> list[float]:
-        """Rewards of (messages, response) pairs."""
-        return self.scorer.score([self._conversation(m, r) for m, r in pairs])
-
-    def _streamed(self, pairs: list[tuple]) -> Iterator[tuple[int, float]]:
-        """(index, reward) a few batches at a time, so the caller records ratings as they come."""
-        step = self.scorer.batch_size * 8
-        for start in range(0, len(pairs), step):
-            for j, value in enumerate(self.scores(pairs[start:start + step])):
-                yield start + j, value
-
-    def rate_many(self, items) -> Iterator[tuple[int, Any]]:
-        from ..feedback.judges import JudgeFailure, Verdict
-
-        for i, value in self._streamed([(it.messages, it.answers[0]) for it in items]):
-            if not math.isfinite(value):
-                yield i, JudgeFailure(f"the reward model returned {value}")
-                continue
-            rating = repr(value)
-            why = f"reward {value:.6g} from {self.name}"
-            yield i, Verdict({a: {"Rating": rating, "Rationale": why} for a in self.aspects}, f"reward {rating}")
-
-    def compare_many(self, items) -> Iterator[tuple[int, Any]]:
-        """The first answer against the second, by their rewards; prompts are not read."""
-        from ..feedback.judges import Verdict
-
-        items = list(items)
-        first = self.scores([(it.messages, it.answers[0]) for it in items])
-        second = self.scores([(it.messages, it.answers[1]) for it in items])
-        for i, (x, y) in enumerate(zip(first, second)):
-            yield i, Verdict(1.0 if x > y else 0.0 if x < y else 0.5, f"rewards {x!r} vs {y!r}")
-
-
-def _register() -> None:
-    """Add the reward_model judge type to the judges a recipe may name."""
-    from ..feedback.specs import JudgeSpec, register_judge
-
-    @dataclass
-    class RewardModelJudgeSpec(JudgeSpec):
-        model: str = option("???", "Reward run folder (stage=reward), local folder or hub id of a sequence-"
-                               "classification model with one output.")
-        model_config: dict = option({}, "Model options as in the model section (revision, dtype, chat_template ...); "
-                                    "chat_template null keeps the one the reward model was trained with.")
-        batch_size: Any = option("auto", "Conversations scored per batch (auto: 64 on a GPU, 16 on the CPU).")
-        max_length: Optional[int] = option(None, "Tokens kept of a longer conversation (its start); null keeps all.")
-
-        @classmethod
-        def after_check(cls, where: str, values: dict) -> None:
-            if values.get("prompt"):
-                raise ZephyrError(f"{where} of type reward_model scores the conversation itself and takes no prompt",
-                                  f"remove {where}.prompt")
-            size = values.get("batch_size")
-            if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-                raise ZephyrError(f"{where}.batch_size is {size!r}", "use auto or a whole number of 1 or more")
-
-    register_judge("reward_model", RewardModelJudgeSpec, RewardModelJudge.from_spec)
-
-
-_register()

@@ -13,9 +13,12 @@ import shutil
 import time
 from pathlib import Path
 
-from .. import chat_format, data, hardware, modeling, preempt, report, runfolder
-from ..errors import ZephyrError
-from ..logs import launched_world, rank
+from .. import data
+from ..core import preempt, records, runfolder
+from ..core.errors import ZephyrError
+from ..core.logs import launched_world, rank
+from ..model import chat_format, hardware, modeling
+from ..model.trainer_fields import TrainsWithTRL
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -84,12 +87,11 @@ def dashboard_command(trainer: dict) -> str:
             f"{trainer.get('project') or TRACKIO_PROJECT}")
 
 
-def trainer_args(cfg: dict, placement, folder: Path):
+def trainer_args(stage: TrainsWithTRL, cfg: dict, placement, folder: Path):
+    """TRL's config object of ``stage`` for this run: the recipe's trainer values and what the runner owns."""
     import dataclasses
 
-    from . import get
-
-    cls = get(cfg["stage"]["name"]).config_class()
+    cls = stage.config_class()
     fields = {f.name for f in dataclasses.fields(cls)}
     hw = cfg["hardware"]
     trainer = dict(cfg["stage"]["trainer"])
@@ -97,7 +99,7 @@ def trainer_args(cfg: dict, placement, folder: Path):
         trainer["per_device_train_batch_size"] = hw.get("per_device_batch_size")
         trainer["per_device_eval_batch_size"] = hw.get("per_device_batch_size")
     if cfg["stage"].get("global_batch_size"):
-        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, launched_world())
+        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, stage, launched_world())
     # FSDP checkpoints activations itself (fsdp_activation_checkpointing in the generated accelerate config);
     # the trainer's flag must then stay off.
     ckpt = hw["gradient_checkpointing"] and hw.get("strategy") != "fsdp2"
@@ -121,8 +123,8 @@ def check_world(cfg: dict, folder: Path) -> None:
             f"{folder} was prepared for {want} processes (hardware {cfg['hardware']['name']}), "
             f"and this worker runs among {got}",
             f"start it with `accelerate launch --config_file {folder / hardware.ACCELERATE_CONFIG} "
-            f"-m zephyr_recipes.worker {folder}`" if want > 1 else
-            f"run `python -m zephyr_recipes.worker {folder}` without a launcher")
+            f"-m zephyr_recipes.runtime.worker {folder}`" if want > 1 else
+            f"run `python -m zephyr_recipes.runtime.worker {folder}` without a launcher")
 
 
 class TrainingFailed(ZephyrError):
@@ -204,7 +206,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         tok_record: dict = {}
         assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
         tokenizer = modeling.load_tokenizer(cfg["model"], assistant_only=assistant_only, record=tok_record)
-        train, eval_dataset, data_info = data.load_for_stage(without_unused_test_data(cfg), tokenizer)
+        train, eval_dataset, data_info = data.load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
         if len(train) == 0:
             raise ZephyrError(f"no training rows are left in {cfg['dataset']['path']} after the row checks and filters",
                               "see the data log above for why rows were dropped (dataset.max_prompt_tokens, empty "
@@ -212,7 +214,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         rows = chat_format.check_rows(tokenizer, train, stage.rows, assistant_only)
         chat_format.refuse(rows, tok_record["chat_template"]["name"])
         log.info("%s", chat_format.explain(rows))
-        args = trainer_args(cfg, placement, folder)
+        args = trainer_args(stage, cfg, placement, folder)
         glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
                  args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
@@ -244,9 +246,9 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
                                 "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
                                 "global_batch_size": glob}
-        prov = report.provenance(ctx.argv, ctx.recipe, placement, data_info, extra)
+        prov = records.provenance(ctx.argv, ctx.recipe, placement, data_info, extra)
         if main_process:
-            report.write_json(folder / "provenance.json", prov)
+            records.write_json(folder / "provenance.json", prov)
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.add_callback(guard)
@@ -273,13 +275,13 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
 def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
     tokenizer.save_pretrained(str(folder))
     history = trainer.state.log_history
-    report.write_json(folder / "log_history.json", history)
-    metrics = report.final_metrics(history)
+    records.write_json(folder / "log_history.json", history)
+    metrics = records.final_metrics(history)
     metrics.update(stage.results(trainer, eval_dataset))
     metrics["train_wall_seconds"] = round(time.time() - started, 2)
-    report.write_json(folder / "metrics.json", metrics)
-    curves = report.plot_curves(history, cfg["stage"]["name"], stage.curves, folder / "training_curves.png")
-    (folder / "README.md").write_text(report.model_card(cfg, prov, metrics, curves, stage.card_usage(cfg),
+    records.write_json(folder / "metrics.json", metrics)
+    curves = records.plot_curves(history, cfg["stage"]["name"], stage.curves, folder / "training_curves.png")
+    (folder / "README.md").write_text(records.model_card(cfg, prov, metrics, curves, stage.card_usage(cfg),
                                                         stage.trl_config))
     for ckpt in folder.glob("checkpoint-*"):
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -29,7 +29,8 @@ import re
 import time
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.catalog import producing_recipe
+from ..core.errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -46,7 +47,7 @@ TEMPLATE_EOS = {"chatml": "<|im_end|>", "smollm2": "<|im_end|>", "llama-3.2": "<
 
 
 def _is_hub(name) -> bool:
-    from .embedded import builtin
+    from ..embedded import builtin
 
     if not isinstance(name, str) or not name or builtin.is_builtin(name) or name == "none":
         return False
@@ -58,8 +59,6 @@ def _is_hub(name) -> bool:
 def _missing_run_folder(path, depth: int = 0) -> tuple[str, str, str | None] | None:
     """(producing recipe, the hub model its chain starts from, the template it trains with) for a local run folder
     of a shipped recipe that is not here yet (./runs/smollm2-360m-dpo: smollm2-360m/dpo, SmolLM2-360M, smollm2)."""
-    from .modeling import producing_recipe
-
     if depth > 5 or not isinstance(path, str) or not path.startswith(("./", "../", "/", "~")) \
             or Path(path).expanduser().exists():
         return None
@@ -145,7 +144,7 @@ class Rehearsal:
             self.note(f"{where}: vLLM serving {gen.get('model')} -> transformers on {model}")
             return {**keep, "type": "transformers", "model": model, "batch_size": 8}
         if kind == "openai" and gen.get("serve"):
-            from .feedback.specs import served_model
+            from ..feedback.specs import served_model
 
             model = gen.get("model") if gen.get("model") and not _is_hub(gen.get("model")) else \
                 served_model(gen["serve"]) or gen.get("model")
@@ -180,8 +179,8 @@ class Rehearsal:
     # ------------------------------------------------------------------------------------------- a stage
     def stage_config(self, cfg: dict, stage_name: str) -> dict:
         """The rehearsal's version of one validated stage config."""
-        from . import stages
-        from .schema import HardwareConfig, defaults_of
+        from .. import stages
+        from ..core.schema import HardwareConfig, defaults_of
 
         self._stage = stage_name
         cfg = copy.deepcopy(cfg)
@@ -284,8 +283,8 @@ def _build_model(folder: Path, real: dict, own_template: str | None, recipe_temp
     import transformers
     from transformers import AutoConfig, PreTrainedTokenizerFast
 
-    from . import chat_format
-    from .embedded import builtin
+    from ..embedded import builtin
+    from ..model import chat_format
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -327,7 +326,7 @@ def _build_model(folder: Path, real: dict, own_template: str | None, recipe_temp
 
 
 def _task_rows(n: int, seed: int) -> list:
-    from .embedded import tasks
+    from ..embedded import tasks
 
     rng = random.Random(seed)
     kinds = tuple(tasks.TASKS)
@@ -363,7 +362,7 @@ def _eval_files(folder: Path) -> dict:
     """Stand-in benchmark files in each benchmark's public format (a few held-out embedded tasks)."""
     import yaml
 
-    from .embedded import builtin
+    from ..embedded import builtin
 
     done = folder / ".complete"
     mt = "builtin://tiny-zephyr-eval/question.jsonl"
@@ -413,7 +412,8 @@ def default_folder(recipe: str) -> Path:
 def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int = STEPS,
         argv: list[str] | None = None) -> Path:
     """Rehearse ``recipe`` (a stage or a pipeline) into ``out``; returns the folder."""
-    from . import launch, pipeline, runfolder
+    from ..core import runfolder
+    from . import launch, pipeline
     from .compose import compose
     from .validate import validate
 

@@ -22,11 +22,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 # Probe conversations for "renders the same text": with and without a system message, several turns, content
 # with surrounding white space (templates that trim it differ from those that don't), and generation prompts.

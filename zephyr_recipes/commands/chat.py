@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import ZephyrError
+from ..core.errors import ZephyrError
 
 
 def load(model: str, chat_template: str | None = None, device: str | None = None):
@@ -12,7 +12,7 @@ def load(model: str, chat_template: str | None = None, device: str | None = None
 
     from transformers import AutoTokenizer, pipeline
 
-    from . import modeling
+    from ..model import modeling
 
     path = Path(model).expanduser()
     if path.is_file():

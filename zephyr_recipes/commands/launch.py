@@ -1,7 +1,7 @@
 """Start a frozen run folder on the profile's launcher: in process, `accelerate launch`, or a Slurm job.
 
 Nothing here starts processes itself beyond calling the real launchers: several processes are
-``accelerate launch --config_file <run folder>/accelerate.yaml -m zephyr_recipes.worker <run folder>``, several
+``accelerate launch --config_file <run folder>/accelerate.yaml -m zephyr_recipes.runtime.worker <run folder>``, several
 nodes are a generated sbatch script that runs that same command once per node with the node's rank. The
 generated files stay in the run folder, so a run can be re-launched by hand with exactly what was used.
 """
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from . import hardware, preempt, runfolder, trust
-from .errors import ZephyrError
+from ..core import preempt, runfolder, trust
+from ..core.errors import ZephyrError
+from ..model import hardware
 
 SBATCH = "launch.sbatch"
 ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
@@ -46,7 +47,7 @@ def write_configs(cfg: dict, folder: Path) -> Path:
 
 def _source_root() -> str | None:
     """The folder to put on PYTHONPATH when the package runs from a source checkout rather than an install."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     return None if "site-packages" in root.parts or "dist-packages" in root.parts else str(root)
 
 
@@ -63,7 +64,7 @@ def child_env() -> dict:
 def accelerate_command(folder: Path, acc: Path, extra: list[str] | None = None, python: str | None = None) -> list[str]:
     # `python -m accelerate.commands.launch` is `accelerate launch` from this interpreter's environment.
     return [python or sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(acc), *(extra or []),
-            "-m", "zephyr_recipes.worker", str(folder)]
+            "-m", "zephyr_recipes.runtime.worker", str(folder)]
 
 
 def show(cmd: list[str]) -> str:
@@ -145,7 +146,7 @@ def _any_free_port() -> int:
 
 def _forward_signals(proc: subprocess.Popen) -> dict:
     """SIGTERM to this front end goes on to the launcher (torchrun hands it to every worker, which checkpoints
-    and stops; see :mod:`zephyr_recipes.preempt`); the front end keeps relaying output until they exit."""
+    and stops; see :mod:`zephyr_recipes.core.preempt`); the front end keeps relaying output until they exit."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -303,18 +304,21 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes. ``submit=False``
     (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
     """
-    from . import plan, preflight, worker
-    from .modeling import resolve_placement
+    from .. import stages
+    from ..model.modeling import resolve_placement
+    from ..runtime import worker
+    from . import plan, preflight
 
     hw = cfg["hardware"]
+    stage = stages.get(cfg["stage"]["name"])  # the front end's one look-up: the checks below receive the stage
     # Checks that read the config only, first (the plan reads shapes, never a model's code): a run that cannot fit
     # is refused on any machine, and one that needs devices this machine lacks says which. Then trust, then what
     # lies outside the process.
-    plan.check_before_launch(cfg)
+    plan.check_before_launch(cfg, stage)
     if hw["launcher"] != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
     trust.check(cfg)
-    for line in preflight.run(cfg, network=True, produced=produced):  # keys, endpoints, paths, disk
+    for line in preflight.run(cfg, stage, network=True, produced=produced):  # keys, endpoints, paths, disk
         worker.log.info("pre-flight: %s", line)
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
         done = runfolder.finished_alike(cfg)
@@ -327,7 +331,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
                              launch={"command": argv, "recipe": name, "launcher": hw["launcher"]})
         if hw["launcher"] == "inprocess":
-            worker.run(folder, resume_from, argv=argv, recipe=name)
+            worker.run(folder, resume_from, argv=argv, recipe=name, stage=stage)
         elif hw["launcher"] == "accelerate":
             run_accelerate(cfg, folder)
         else:
@@ -388,10 +392,12 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     own tools and returns what the run would launch. ``known`` carries what earlier pipeline stages will write
     (models and data) from stage to stage, for the plan.
     """
+    from .. import stages
+    from ..model.modeling import resolve_placement
     from . import plan
-    from .modeling import resolve_placement
 
     hw = cfg["hardware"]
+    stage = stages.get(cfg["stage"]["name"])
     folder = Path(cfg["run"]["output_dir"]).expanduser().resolve()
     out = Path(out or dry_run_folder(cfg)).resolve()
     notes: list[str] = []
@@ -401,7 +407,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     from . import preflight
 
     try:
-        checked_outside = preflight.run(cfg, network=True, produced=(known or {}).get("produced", set()),
+        checked_outside = preflight.run(cfg, stage, network=True, produced=(known or {}).get("produced", set()),
                                         strict=False)
     except ZephyrError as exc:
         checked_outside = []
@@ -411,7 +417,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     known.setdefault("folders", {})
     known.setdefault("data", {})
     try:
-        sp = plan.stage_plan(cfg, count_data=False, folders=known["folders"], data=known["data"])
+        sp = plan.stage_plan(cfg, stage, count_data=False, folders=known["folders"], data=known["data"])
     except ZephyrError as exc:
         sp = plan.StagePlan(f"plan: not made here ({exc.problem})", "unknown")
     if sp.trained:

@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.errors import ZephyrError
 
 EPILOG = """\
 recipes are shipped names (tiny/sft, zephyr-7b-beta/dpo) or paths to any recipe YAML file.
@@ -175,9 +175,9 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
 
 def cmd_show(args) -> int:
 
-    from . import trust
+    from ..core import trust
+    from ..core.safety import secret_routes
     from .pipeline import dump
-    from .safety import secret_routes
 
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
     code = trust.describe(cfg) + secret_routes(cfg)
@@ -185,8 +185,8 @@ def cmd_show(args) -> int:
         sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
                          + "".join(f"#   {line}\n" for line in code))
     if args.explain and "pipeline" not in cfg:
-        from . import stages
-        from .schema import explained
+        from .. import stages
+        from ..core.schema import explained
 
         sys.stdout.write(explained(cfg, stages.get(cfg["stage"]["name"]).schema))
         return 0
@@ -195,8 +195,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from . import preflight, trust
-    from .safety import secret_routes
+    from .. import stages
+    from ..core import trust
+    from ..core.safety import secret_routes
+    from . import preflight
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
@@ -208,7 +210,8 @@ def cmd_validate(args) -> int:
             c = st["config"]
             try:
                 checked += [f"pre-flight: {st['name']}: {line}"
-                            for line in preflight.run(c, network=network, produced=produced, strict=False)]
+                            for line in preflight.run(c, stages.get(c["stage"]["name"]), network=network,
+                                                              produced=produced, strict=False)]
             except ZephyrError as exc:
                 raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
             produced.add(str(c["run"]["output_dir"]))
@@ -218,11 +221,10 @@ def cmd_validate(args) -> int:
         return 0
     if code:
         print("\n".join(code))
-    from . import stages
-
-    if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage):
-        _check_template(cfg, args.rows)
-    for line in preflight.run(cfg, network=network, strict=False):
+    stage = stages.get(cfg["stage"]["name"])
+    if isinstance(stage, stages.TrainerStage):
+        _check_template(cfg, stage.rows, args.rows)
+    for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:
         print("pre-flight: keys, endpoints and local paths not checked (--no-preflight)")
@@ -240,17 +242,17 @@ def _unavailable_here(path: str, locate) -> bool:
         return True
 
 
-def _check_template(cfg: dict, limit: int) -> None:
-    """Render real rows of the recipe's data through the chat template the run will use, and show one."""
-    from . import chat_format, modeling, stages
-    from .data import load_for_stage
-    from .data.preview import render, tokenize_dpo, tokenize_sft
-    from .data.sources import locate
-    from .logs import setup_logging
-    from .stages.training import without_unused_test_data
+def _check_template(cfg: dict, rows_kind: str, limit: int) -> None:
+    """Render real rows (of ``rows_kind``, the stage's) of the recipe's data through the chat template the run will
+    use, and show one."""
+    from ..core.logs import setup_logging
+    from ..data import load_for_stage
+    from ..data.preview import render, tokenize_dpo, tokenize_sft
+    from ..data.sources import locate
+    from ..model import chat_format, modeling
+    from ..stages.training import without_unused_test_data
 
     setup_logging()
-    rows_kind = stages.get(cfg["stage"]["name"]).rows
     if cfg["model"].get("trust_remote_code"):
         print("chat template: not checked here (model.trust_remote_code: validate runs no code of the model's own); "
               "the run checks it, after --trust-recipe-code")
@@ -266,7 +268,7 @@ def _check_template(cfg: dict, limit: int) -> None:
     t = record["chat_template"]
     print(f"chat template: {t['name']} ({t['source']}); pad token {record['pad_token']['pad_token']!r}")
     try:
-        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer)
+        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, rows_kind)
     except ZephyrError as exc:
         paths = [m.get("path") for m in cfg["dataset"].get("mixture") or []] or [cfg["dataset"]["path"]]
         if not any(p and _unavailable_here(p, locate) for p in paths):
@@ -286,7 +288,7 @@ def _check_template(cfg: dict, limit: int) -> None:
 
 
 def _inputs(cfg: dict) -> str:
-    from . import stages
+    from .. import stages
 
     return stages.get(cfg["stage"]["name"]).reads(cfg)
 
@@ -294,7 +296,7 @@ def _inputs(cfg: dict) -> str:
 def cmd_list(args) -> int:
     import yaml
 
-    from .compose import RECIPES_DIR, list_options, list_recipes
+    from ..core.catalog import RECIPES_DIR, list_options, list_recipes
 
     print("recipes:")
     for name in list_recipes():
@@ -307,7 +309,7 @@ def cmd_list(args) -> int:
     print("\nconfig groups (pick one with group=option):")
     for group, options in list_options().items():
         print(f"  {group:<10} {', '.join(options)}")
-    from . import stages
+    from .. import stages
 
     print("\nstages (stage.name; `zephyr-recipes show RECIPE` prints every key of a stage with its default):")
     for name in stages.names():
@@ -328,13 +330,14 @@ def cmd_cp(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from . import modeling
-    from .data.preview import preview
-    from .logs import setup_logging
+    from .. import stages
+    from ..core.logs import setup_logging
+    from ..data.preview import preview
+    from ..model import modeling
 
     setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
-    from . import trust
+    from ..core import trust
 
     trust.allow(args.trust_recipe_code)
     trust.check({"model": cfg["model"]})  # the tokenizer may be the model's own code
@@ -342,12 +345,13 @@ def cmd_preview(args) -> int:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
     tokenizer = modeling.load_tokenizer(cfg["model"])
     color = {"auto": None, "always": True, "never": False}[args.color]
-    preview(cfg, tokenizer, n=args.examples, sample=args.sample, color=color,
+    preview(cfg, tokenizer, stages.get(cfg["stage"]["name"]).rows, n=args.examples, sample=args.sample, color=color,
             out_dir=args.out or f"{cfg['run']['output_dir'].rstrip('/')}-preview")
     return 0
 
 
 def cmd_plan(args) -> int:
+    from .. import stages
     from . import plan
     from .timeplan import render_cost
 
@@ -367,7 +371,7 @@ def cmd_plan(args) -> int:
         text, refused = plan.pipeline_plan(planned, args.price, **options)
         print(text)
         return 1 if refused else 0
-    sp = plan.stage_plan(cfg, args.model_config, **options)
+    sp = plan.stage_plan(cfg, stages.get(cfg["stage"]["name"]), args.model_config, **options)
     print(sp.text)
     cost = render_cost([sp.work], args.price) if sp.work is not None and args.price is not None else []
     for line in cost:
@@ -376,9 +380,10 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import launch, pipeline, trust
+    from ..core import trust
+    from ..core.logs import setup_logging
+    from . import launch, pipeline
     from .compose import compose
-    from .logs import setup_logging
 
     setup_logging()
     trust.allow(args.trust_recipe_code)
@@ -445,8 +450,8 @@ def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
 
 
 def cmd_rehearse(args) -> int:
+    from ..core.logs import setup_logging
     from . import rehearse
-    from .logs import setup_logging
 
     setup_logging()
     if args.steps < 1:
@@ -476,8 +481,8 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_report(args) -> int:
-    from .evaluation import ablation
-    from .evaluation.compare import report
+    from . import ablation
+    from .report import report
 
     folders = [Path(r) for r in args.runs]
     pipelines = [ablation.is_pipeline_folder(f) for f in folders]
@@ -532,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        from .runfolder import unwritable
+        from ..core.runfolder import unwritable
 
         # A full disk or a folder turned read-only while the run wrote: the folder stays unfinished, never complete.
         print(f"error: {unwritable(Path(exc.filename or '.'), exc)}", file=sys.stderr)

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .. import benchmarks, runfolder
-from ..errors import ZephyrError, unknown_key
-from . import intervals, plots
-from .compare import PUBLISHED
+from .. import benchmarks
+from ..core import runfolder
+from ..core.errors import ZephyrError, unknown_key
+from ..evaluation import intervals, plots
+from .report import PUBLISHED
 
 # The ablation's figures (Table 3): the benchmarks' metrics that carry an ablation label, by metric key.
 METRICS = {m.key: (m.ablation_label, (b.name, m.path)) for b, m in benchmarks.metrics() if m.ablation_label}

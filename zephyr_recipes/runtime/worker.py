@@ -1,9 +1,9 @@
 """The worker: runs one stage from a frozen, resolved config file. It never composes with Hydra.
 
-    python -m zephyr_recipes.worker runs/tiny-sft
+    python -m zephyr_recipes.runtime.worker runs/tiny-sft
 
 The front end (``zephyr-recipes``) writes ``<run folder>/config.yaml`` and calls :func:`run` in process; for
-several processes it runs this same module under ``accelerate launch`` (see :mod:`zephyr_recipes.launch`).
+several processes it runs this same module under ``accelerate launch`` (see :mod:`zephyr_recipes.commands.launch`).
 Every rank trains; only rank 0 writes run-folder files (train.log, provenance, metrics, card, run.json).
 """
 
@@ -18,22 +18,26 @@ from pathlib import Path
 
 import yaml
 
-from . import preempt, report, runfolder, stages
-from .errors import ZephyrError
-from .logs import rank, setup_logging
-from .stages.base import RunContext
-from .stages.training import TrainingFailed
+from .. import stages
+from ..core import preempt, records, runfolder
+from ..core.errors import ZephyrError
+from ..core.logs import rank, setup_logging
+from ..stages.base import RunContext, Stage
+from ..stages.training import TrainingFailed
 
 log = logging.getLogger("zephyr_recipes")
 
 
 def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | None = None,
-        recipe: str = "?") -> Path:
-    """Run the stage described by ``folder/config.yaml`` and finish the run folder (every rank calls this)."""
+        recipe: str = "?", stage: Stage | None = None) -> Path:
+    """Run the stage described by ``folder/config.yaml`` and finish the run folder (every rank calls this).
+
+    ``stage``: the stage the front end already holds when it runs the worker in its own process; a launched
+    worker process looks the config's stage up itself."""
     folder = Path(folder)
     cfg = yaml.safe_load((folder / runfolder.CONFIG).read_text())
     setup_logging(folder)
-    stage = stages.get(cfg["stage"]["name"])
+    stage = stage or stages.get(cfg["stage"]["name"])
     try:
         return stage.run(cfg, folder, RunContext(argv or sys.argv, recipe, resume_from))
     except BaseException as exc:
@@ -61,7 +65,7 @@ def _mark_failed(folder: Path, exc: BaseException, keep: bool = False) -> None:
             shutil.rmtree(folder, ignore_errors=True)
         else:
             reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else f"{type(exc).__name__}: {exc}"
-            runfolder.set_status(folder, "failed", error=report.redact(str(reason))[:2000])
+            runfolder.set_status(folder, "failed", error=records.redact(str(reason))[:2000])
     except OSError:
         pass
 
@@ -69,7 +73,7 @@ def _mark_failed(folder: Path, exc: BaseException, keep: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m zephyr_recipes.worker RUN_FOLDER", file=sys.stderr)
+        print("usage: python -m zephyr_recipes.runtime.worker RUN_FOLDER", file=sys.stderr)
         return 2
     folder = Path(argv[0])
     if not (folder / runfolder.CONFIG).is_file():

@@ -17,11 +17,21 @@ import typing
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .schema import kinds
+from ..core.schema import kinds
 
 FORMAT = 1
+
+
+class TrainsWithTRL(Protocol):
+    """What this layer needs of a training stage (:class:`zephyr_recipes.stages.base.TrainerStage` is one): the
+    name of its TRL config class, and the class."""
+
+    @property
+    def trl_config(self) -> str: ...
+
+    def config_class(self) -> type: ...
 
 
 def _home() -> Path:
@@ -85,29 +95,29 @@ def describe(class_name: str) -> dict:
     return desc
 
 
-def fields(stage) -> dict:
+def fields(stage: TrainsWithTRL) -> dict:
     return describe(stage.trl_config)["fields"]
 
 
-def default(stage, key: str):
+def default(stage: TrainsWithTRL, key: str):
     return (fields(stage).get(key) or {}).get("default")
 
 
-def _accepted_marker(stage, trainer: dict) -> Path:
+def _accepted_marker(stage: TrainsWithTRL, trainer: dict) -> Path:
     import hashlib
 
     key = hashlib.sha256(json.dumps([stage.trl_config, trainer], sort_keys=True, default=str).encode()).hexdigest()
     return _home() / "trainer-fields" / _versions() / "accepted" / key[:24]
 
 
-def check_accepts(stage, trainer: dict) -> None:
+def check_accepts(stage: TrainsWithTRL, trainer: dict) -> None:
     """Let TRL's own __post_init__ judge stage.trainer's values (scheduler names, strategies, ranges).
 
     A trainer section TRL accepted once is remembered for this TRL/transformers version (building the config
     class imports TRL and torch: seconds), so validating an unchanged recipe again is quick."""
     import warnings
 
-    from .errors import ZephyrError
+    from ..core.errors import ZephyrError
 
     marker = _accepted_marker(stage, trainer)
     if marker.exists():

@@ -18,7 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.catalog import producing_recipe
+from ..core.errors import ZephyrError
+from ..stages.base import Stage, TrainerStage
 
 TIMEOUT_S = 5.0
 
@@ -97,18 +99,16 @@ def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S) -> list[str]:
     return lines
 
 
-def local_paths(cfg: dict) -> list[tuple[str, str]]:
-    """(where, path) of the local model and data paths a stage config reads."""
-    from .modeling import is_local_path as local
+def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
+    """(where, path) of the local model and data paths a config of ``stage`` reads."""
+    from ..model.modeling import is_local_path as local
 
     def is_local_path(value) -> bool:
         return isinstance(value, str) and bool(value) and local(value)
 
-    from . import stages
-
     found = []
     model = cfg.get("model") or {}
-    reads = stages.get(cfg["stage"]["name"]).reads_model(cfg)
+    reads = stage.reads_model(cfg)
     for key in ("name_or_path", "tokenizer_name_or_path"):
         if reads and is_local_path(model.get(key)):
             found.append((f"model.{key}", model[key]))
@@ -134,13 +134,11 @@ def local_paths(cfg: dict) -> list[tuple[str, str]]:
     return found
 
 
-def check_paths(cfg: dict, produced: set[str] | None = None, strict: bool = True) -> list[str]:
+def check_paths(cfg: dict, stage: Stage, produced: set[str] | None = None, strict: bool = True) -> list[str]:
     """Missing local paths are refused (``strict``) or listed; paths under ``produced`` (folders an earlier
     pipeline stage writes) are skipped."""
-    from .modeling import producing_recipe
-
     lines = []
-    for where, path in local_paths(cfg):
+    for where, path in local_paths(cfg, stage):
         p = Path(path).expanduser()
         if p.exists() or any(p.resolve() == Path(q).resolve() or Path(q).resolve() in p.resolve().parents
                              for q in produced or ()):
@@ -183,15 +181,17 @@ def check_disk(cfg: dict, params: int | None) -> list[str]:
     return [f"disk: about {need / 1e9:.2f} GB to write, {free / 1e9:.0f} GB free under {existing}"]
 
 
-def run(cfg: dict, network: bool = True, produced: set[str] | None = None, strict: bool = True) -> list[str]:
-    """Every pre-flight check of one stage config; raises ZephyrError on the first that fails. ``network=False``
-    (validate --no-preflight) leaves out what lies outside this machine's run: keys, endpoints and local paths."""
-    from . import plan, stages
+def run(cfg: dict, stage: Stage, network: bool = True, produced: set[str] | None = None,
+        strict: bool = True) -> list[str]:
+    """Every pre-flight check of one config of ``stage``; raises ZephyrError on the first that fails.
+    ``network=False`` (validate --no-preflight) leaves out what lies outside this machine's run: keys, endpoints and
+    local paths."""
+    from . import plan
 
     lines = []
     if network:
-        lines += check_keys(cfg) + check_endpoints(cfg) + check_paths(cfg, produced, strict)
-    if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage):
+        lines += check_keys(cfg) + check_endpoints(cfg) + check_paths(cfg, stage, produced, strict)
+    if isinstance(stage, TrainerStage):
         try:
             config, _ = plan.model_config(cfg)
             params = plan.Shape.from_config(config).params

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from .. import benchmarks, runfolder
-from ..errors import ZephyrError
-from . import plots
+from .. import benchmarks
+from ..core import runfolder
+from ..core.errors import ZephyrError
+from ..evaluation import plots
 
 
 def _published() -> list[dict]:

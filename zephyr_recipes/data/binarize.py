@@ -38,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Optional
 
-from .schema import BinarizeRule
+from ..core.schema import BinarizeRule
 
 ASPECTS = ("helpfulness", "honesty", "instruction_following", "truthfulness")
 SCHEMA = ("prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected")

@@ -251,7 +251,7 @@ def locked(folder: Path, command: list[str] | None = None):
                               + (f" ({' '.join(holder['command'])})" if holder.get("command") else ""),
                               "wait for that run to finish or stop it (a stopped run's lock is released by the OS, "
                               "and the same command then resumes it), or use run.name=<another name>") from None
-        from .report import redact
+        from .records import redact
 
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now(),

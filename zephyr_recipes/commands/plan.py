@@ -37,7 +37,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ZephyrError
+from ..core.catalog import producing_recipe
+from ..core.errors import ZephyrError
+from ..data.sizes import PROMPT_TOKENS
+from ..stages.base import Stage, TrainerStage
 
 GB = 1e9
 OVERHEAD_GB = 2.0
@@ -121,8 +124,6 @@ class Shape:
 
 def _upstream_model(folder: Path) -> str | None:
     """The model that the shipped recipe writing this run folder starts from (runs/smollm2-360m-sft: SmolLM2-360M)."""
-    from .modeling import producing_recipe
-
     producer = producing_recipe(folder)
     if not producer:
         return None
@@ -156,8 +157,8 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
     for planned, (config, source) in (folders or {}).items():
         if Path(planned).expanduser().resolve() == Path(name).expanduser().resolve():
             return config, f"{source.split(', trained into')[0]}, trained into {name} by an earlier stage"
-    from .embedded import builtin
-    from .modeling import is_local_path
+    from ..embedded import builtin
+    from ..model.modeling import is_local_path
 
     if builtin.is_builtin(name) or is_local_path(name):
         folder = Path(builtin.resolve(name) if builtin.is_builtin(name) else name).expanduser()
@@ -179,28 +180,26 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
                           "pass --model-config path/to/config.json (a few kB from the model's hub page)") from None
 
 
-def _trainer_value(cfg: dict, key: str):
-    from .trainer_fields import default
+def _trainer_value(cfg: dict, stage: TrainerStage, key: str):
+    from ..model.trainer_fields import default
 
     trainer = cfg["stage"]["trainer"]
     if key in trainer:
         return trainer[key]
-    return default(_training_stage(cfg), key)
+    return default(stage, key)
 
 
-def _training_stage(cfg: dict):
-    from . import stages
-
-    stage = stages.get(cfg["stage"]["name"])
-    if not isinstance(stage, stages.TrainerStage):
+def _training_stage(stage: Stage) -> TrainerStage:
+    if not isinstance(stage, TrainerStage):
         raise ZephyrError(f"the training memory plan sizes training stages, and {stage.name} trains nothing",
                           "use plan.stage_plan, which sizes the models this stage runs")
     return stage
 
 
-def estimate(cfg: dict, shape: Shape) -> dict:
-    """Per-device memory in GB by component, the total, and the facts it used."""
-    from . import hardware
+def estimate(cfg: dict, stage: Stage, shape: Shape) -> dict:
+    """Per-device memory in GB by component, the total, and the facts it used, for ``stage`` (a trainer stage)
+    as ``cfg`` runs it."""
+    from ..model import hardware
 
     hw = cfg["hardware"]
     P = shape.params
@@ -209,9 +208,9 @@ def estimate(cfg: dict, shape: Shape) -> dict:
     shards = world if strategy in ("zero3", "fsdp2") else 1
     fp32 = hw["precision"] == "fp32"
     act_bytes = 4 if fp32 else 2
-    b = hardware.per_device_batch(cfg)
-    s = int(_trainer_value(cfg, "max_length") or 1024)
-    trains = _training_stage(cfg)
+    trains = _training_stage(stage)
+    b = hardware.per_device_batch(cfg, trains)
+    s = int(_trainer_value(cfg, trains, "max_length") or 1024)
     rows = trains.sequences_per_row * b
     parts: dict[str, float] = {}
     notes: list[str] = []
@@ -278,9 +277,11 @@ def verdict(cfg: dict, est: dict) -> tuple[str, str]:
     return "fits", f"fits: about {total:.1f} GB of {mem:g} GB per device"
 
 
-def plan(cfg: dict, model_config_path: str | None = None) -> tuple[dict, str, str, str]:
+def plan(cfg: dict, stage: Stage, model_config_path: str | None = None) -> tuple[dict, str, str, str]:
+    """The memory plan of ``stage`` (a trainer stage) as ``cfg`` runs it: (estimate, verdict, sentence, where the
+    model's config came from)."""
     config, source = model_config(cfg, model_config_path)
-    est = estimate(cfg, Shape.from_config(config))
+    est = estimate(cfg, stage, Shape.from_config(config))
     kind, sentence = verdict(cfg, est)
     return est, kind, sentence, source
 
@@ -318,13 +319,13 @@ def advice(cfg: dict) -> str:
             "hardware.gradient_checkpointing, or use hardware.offload=true")
 
 
-def check_before_launch(cfg: dict) -> None:
+def check_before_launch(cfg: dict, stage: Stage) -> None:
     """Run by `zephyr-recipes run` on GPU profiles: refuse a run the plan says will not fit."""
     hw = cfg["hardware"]
     if hw["device"] == "cpu" or not hw["gpu_memory_gb"]:
         return
     try:
-        sp = stage_plan(cfg, count_data=False)
+        sp = stage_plan(cfg, stage, count_data=False)
     except ZephyrError as exc:
         import logging
 
@@ -334,9 +335,7 @@ def check_before_launch(cfg: dict) -> None:
 
     print(sp.text, file=sys.stderr)
     if sp.kind == "no" and not hw["ignore_memory_plan"]:
-        from . import stages
-
-        fix = advice(cfg) if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage) else \
+        fix = advice(cfg) if isinstance(stage, TrainerStage) else \
             "lower the generators' or judge's batch_size, or serve the model (serve: ...) on a larger GPU"
         raise ZephyrError("the memory plan says this run will not fit (above)",
                           fix + "; or hardware.ignore_memory_plan=true to launch anyway")
@@ -384,11 +383,11 @@ def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> Stage
         shapes[load["model"]] = shape
         if load["how"] == "served":
             continue
-        gb = inference_gb(shape, int(load["batch"]), timeplan.PROMPT_TOKENS + load["new_tokens"], hw)
+        gb = inference_gb(shape, int(load["batch"]), PROMPT_TOKENS + load["new_tokens"], hw)
         if gb > sizes.get(load["model"], (0,))[0]:
             sizes[load["model"]] = (gb, f"  {load['model']} ({_count(shape.params)} parameters, {source}): about "
                                         f"{gb:.1f} GB at batch {load['batch']} x "
-                                        f"{timeplan.PROMPT_TOKENS + load['new_tokens']} tokens ({load['role']})")
+                                        f"{PROMPT_TOKENS + load['new_tokens']} tokens ({load['role']})")
     lines += [line for _, line in sizes.values()]
     peak = max([gb for gb, _ in sizes.values()], default=0.0)
     if any(load["how"] == "served" for load in loads):
@@ -409,18 +408,17 @@ def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> Stage
     return StagePlan("\n".join(lines), kind, work, writes=stage.writes_rows(cfg, loads))
 
 
-def stage_plan(cfg: dict, model_config_path: str | None = None, folders: dict | None = None, gpu: str | None = None,
-               mfu: float | None = None, tokens_per_row: float | None = None, count_data: bool = True,
-               data: dict | None = None) -> StagePlan:
+def stage_plan(cfg: dict, stage: Stage, model_config_path: str | None = None, folders: dict | None = None,
+               gpu: str | None = None, mfu: float | None = None, tokens_per_row: float | None = None,
+               count_data: bool = True, data: dict | None = None) -> StagePlan:
     """Memory, tokens, FLOPs and hours of one stage config (any stage)."""
-    from . import stages, timeplan
+    from . import timeplan
 
-    stage = stages.get(cfg["stage"]["name"])
-    if not isinstance(stage, stages.TrainerStage):
+    if not isinstance(stage, TrainerStage):
         return _task_plan(cfg, stage, folders, gpu)
     config, source = model_config(cfg, model_config_path, folders)
     shape = Shape.from_config(config)
-    est = estimate(cfg, shape)
+    est = estimate(cfg, stage, shape)
     kind, sentence = verdict(cfg, est)
     work = timeplan.training_work(cfg, stage, shape, tokens_per_row, mfu, gpu, count_data, data)
     text = render(cfg, est, sentence, source) + "".join(f"\n  {line}" for line in work.lines)
@@ -432,6 +430,7 @@ def stage_plan(cfg: dict, model_config_path: str | None = None, folders: dict | 
 def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple[str, bool]:
     """The plan of every stage of a pipeline ((stage entry, recipe, config) triples) and the total; (text, any
     stage that does not fit)."""
+    from .. import stages
     from . import timeplan
 
     folders: dict = {}
@@ -439,7 +438,7 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
     parts, works, refused = [], [], False
     for st, recipe, cfg in planned:
         try:
-            sp = stage_plan(cfg, folders=folders, data=data, **options)
+            sp = stage_plan(cfg, stages.get(cfg["stage"]["name"]), folders=folders, data=data, **options)
         except ZephyrError as exc:
             parts.append(f"== stage {st['name']} ({recipe}): not planned: {exc.problem}")
             continue

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ZephyrError
+from ..core.errors import ZephyrError
+from ..data.sizes import DATASETS, PROMPT_TOKENS
 
 # Dense (no sparsity) bf16 tensor-core FLOP/s and memory bandwidth (bytes/s), from the vendors' datasheets.
 GPUS: dict[str, tuple[float, float]] = {
@@ -37,17 +38,6 @@ GPUS: dict[str, tuple[float, float]] = {
     "rtx4090": (165e12, 1.008e12),
 }
 GENERATION_EFFICIENCY = 0.5  # share of the memory bandwidth a batched decode step reaches (an assumption)
-PROMPT_TOKENS = 256  # typical prompt length for generation estimates (an assumption, printed)
-
-# Published row counts of well-known hub datasets (their dataset cards), and a typical row length in tokens of a
-# Llama/Mistral-style tokenizer (an estimate, printed as one: give --tokens-per-row when you know better).
-DATASETS: dict[str, tuple[dict[str, int], int]] = {
-    "HuggingFaceH4/ultrachat_200k": ({"train_sft": 207865, "test_sft": 23110, "train_gen": 256032,
-                                      "test_gen": 28304}, 1400),
-    "HuggingFaceH4/ultrafeedback_binarized": ({"train_prefs": 61135, "test_prefs": 2000, "train_sft": 61135,
-                                               "test_sft": 1000, "train_gen": 61135, "test_gen": 1000}, 600),
-    "openbmb/UltraFeedback": ({"train": 63967}, 200),
-}
 
 
 def _tokens(n: float) -> str:
@@ -80,7 +70,7 @@ def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
     if not name:
         return None
     if name not in GPUS:
-        from .errors import did_you_mean
+        from ..core.errors import did_you_mean
 
         raise ZephyrError(f"hardware.gpu={name!r} is not a GPU the time plan knows",
                           did_you_mean(name, GPUS) or f"use one of: {', '.join(GPUS)}")
@@ -89,13 +79,13 @@ def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
 
 def _rows_on_machine(cfg: dict, stage, split: str) -> tuple[int, float] | None:
     """(rows, mean tokens per row) counted from the data and tokenizer on this machine, or None."""
-    from . import modeling
-    from .data import load_for_stage
-    from .stages.training import without_unused_test_data
+    from ..data import load_for_stage
+    from ..model import modeling
+    from ..stages.training import without_unused_test_data
 
     try:
         tokenizer = modeling.load_tokenizer(cfg["model"], bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
-        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer)
+        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
     except ZephyrError:
         return None
     n = len(train)
@@ -114,7 +104,7 @@ def _rows_on_machine(cfg: dict, stage, split: str) -> tuple[int, float] | None:
 def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, mfu: float | None = None,
                   gpu: str | None = None, count_data: bool = True, data: dict | None = None) -> Work:
     """Tokens, FLOPs and hours of a training stage; see the module docstring for the model."""
-    from . import hardware
+    from ..model import hardware
 
     hw, trainer = cfg["hardware"], cfg["stage"]["trainer"]
     work = Work(stage=stage.name, gpus=hardware.world_size(hw))
@@ -149,7 +139,7 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     tokens = rows * per_row * epochs
     steps = trainer.get("max_steps")
     if isinstance(steps, int) and steps > 0:
-        batch = hardware.per_device_batch(cfg) * hardware.world_size(hw) * hardware.gradient_accumulation(cfg)
+        batch = hardware.per_device_batch(cfg, stage) * hardware.world_size(hw) * hardware.gradient_accumulation(cfg, stage)
         tokens = min(tokens, steps * batch * per_row) if tokens else steps * batch * per_row
     P, L, h = shape.params, shape.layers, shape.hidden
     ctx = min(seq, max(per_row / stage.sequences_per_row, 1))

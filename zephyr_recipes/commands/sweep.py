@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from . import runfolder
-from .errors import ZephyrError
+from ..core import runfolder
+from ..core.errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 SHARED = "shared"
@@ -164,7 +164,7 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
         bad = next(iter(errors))
         raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}",
                           f"{errors[bad].fix or 'fix that value'}; nothing was run (every point is checked first)")
-    from . import trust
+    from ..core import trust
 
     trust.check({p["name"]: cfg for p, cfg in planned})  # code of any point, before the first runs
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
@@ -363,7 +363,7 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
     if errors:  # a pipeline point that does not compose is a mistake in the sweep, not a result
         bad = next(iter(errors))
         raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}", errors[bad].fix)
-    from . import trust
+    from ..core import trust
 
     trust.check(everything)  # code of any point, before the first stage runs
     names = [st["name"] for st in specs[0][1]["stages"]]
@@ -464,7 +464,7 @@ def _point_metrics(header: dict, entry: dict) -> dict:
                 out[f"{prefix}{k}"] = v
         if (f / "scores.json").is_file():
             scores = json.loads((f / "scores.json").read_text())
-            from . import benchmarks
+            from .. import benchmarks
 
             for bench, metric in benchmarks.metrics(headline_only=True):  # every headline figure the run has
                 value = metric.value(scores.get(bench.name))

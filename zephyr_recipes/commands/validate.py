@@ -1,8 +1,8 @@
 """Check a composed recipe before anything expensive happens.
 
-Every section is checked against its schema (:mod:`zephyr_recipes.schema`; the `stage` section against the
+Every section is checked against its schema (:mod:`zephyr_recipes.core.schema`; the `stage` section against the
 schema of the stage it names, from :mod:`zephyr_recipes.stages`). ``stage.trainer`` is checked against TRL's
-config class for the stage (described once per TRL version, :mod:`zephyr_recipes.trainer_fields`), so the runner
+config class for the stage (described once per TRL version, :mod:`zephyr_recipes.model.trainer_fields`), so the runner
 follows TRL as it moves: a key TRL has is accepted, a key it removed gets the replacement named, anything else
 gets a did-you-mean. Then the stage's own ``check`` and the dataset and hardware checks run.
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import stages, trainer_fields
-from .errors import ZephyrError, did_you_mean
-from .schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
+from .. import stages
+from ..core.errors import ZephyrError, did_you_mean
+from ..core.schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
+from ..model import trainer_fields
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{16,})$")
@@ -90,7 +91,7 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         raise ZephyrError(f"`dataset.max_prompt_tokens` filters preference pairs and does not apply to {stage.name}",
                           "remove dataset.max_prompt_tokens, or use stage.trainer.max_length to truncate")
     if stage.rows is not None:
-        from .data import check_config as check_dataset
+        from ..data import check_config as check_dataset
 
         check_dataset(out["dataset"], stage.rows)
     hw = out["hardware"]
@@ -104,26 +105,27 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         raise ZephyrError(f"the {stage.name} stage runs in one process, and hardware profile {hw['name']!r} launches "
                           "several", "use hardware=1gpu (or cpu); to generate on many GPUs, serve the model with "
                           "vLLM or TGI and name it as an openai generator or judge")
-    from . import hardware
+    from ..model import hardware
 
-    hardware.check(out)
+    hardware.check(out, stage if trains else None)
     stage.check(out)
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
     if deep:
-        _check_weight_files(out)
+        _check_weight_files(out, trains)
     if trains and deep:
         _check_positions(out)
         trainer_fields.check_accepts(stage, out["stage"]["trainer"])
     return out
 
 
-def _check_weight_files(cfg: dict) -> None:
-    """An empty or cut-short weight file of a local model is named before any weights load."""
+def _check_weight_files(cfg: dict, trains: bool) -> None:
+    """An empty or cut-short weight file of a local model is named before any weights load (``trains``: the stage
+    trains cfg's model)."""
     from pathlib import Path
 
-    from .modeling import check_weight_files, is_local_path
+    from ..model.modeling import check_weight_files, is_local_path
 
     def local_models(obj, where):
         if isinstance(obj, dict):
@@ -135,8 +137,7 @@ def _check_weight_files(cfg: dict) -> None:
             for v in obj:
                 yield from local_models(v, where)
 
-    names = [cfg["model"]["name_or_path"]] if isinstance(stages.get(cfg["stage"]["name"]), stages.TrainerStage) \
-        else []
+    names = [cfg["model"]["name_or_path"]] if trains else []
     for name in names + list(local_models(cfg["stage"], "stage")):
         if is_local_path(name) and Path(name).expanduser().is_dir():
             check_weight_files(str(Path(name).expanduser()), name)
@@ -146,7 +147,7 @@ def _stage_default(stage: str, key: str):
     """A trainer value the stage's conf file sets (conf/stage/<stage>.yaml), or None."""
     import yaml
 
-    from .compose import CONF_DIR
+    from ..core.catalog import CONF_DIR
 
     try:
         doc = yaml.safe_load((CONF_DIR / "stage" / f"{stage}.yaml").read_text()) or {}
@@ -163,8 +164,8 @@ def _check_positions(cfg: dict) -> None:
     import json
     from pathlib import Path
 
-    from .embedded import builtin
-    from .modeling import is_local_path
+    from ..embedded import builtin
+    from ..model.modeling import is_local_path
 
     max_length = cfg["stage"]["trainer"].get("max_length")
     name = cfg["model"]["name_or_path"]

@@ -11,10 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.catalog import producing_recipe
+from ..core.errors import ZephyrError
+from ..embedded import builtin
 from . import chat_format
 from .chat_format import TEMPLATES, template_text  # noqa: F401  (re-exported)
-from .embedded import builtin
-from .errors import ZephyrError
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -136,21 +137,6 @@ def is_local_path(name: str) -> bool:
     return name.startswith(("./", "../", "/", "~")) or Path(name).expanduser().exists()
 
 
-def producing_recipe(folder: Path) -> tuple[str, str] | None:
-    """(recipe, command) of the shipped recipe whose default run folder this is (runs/tiny-sft: tiny/sft)."""
-    from .compose import RECIPES_DIR
-
-    if folder.parent.name != "runs":
-        return None
-    stem = folder.name
-    for i in [i for i, c in enumerate(stem) if c == "-"]:
-        recipe = f"{stem[:i]}/{stem[i + 1:]}"
-        if (RECIPES_DIR / f"{recipe}.yaml").is_file():
-            make = f"`make {stem[i + 1:]}` or " if stem[:i] == "tiny" else ""
-            return recipe, f"{make}`zephyr-recipes {recipe}`"
-    return None
-
-
 def resolve_source(name: str, what: str = "model") -> str:
     """A builtin:// name becomes its cache folder; a local path must exist; a hub id passes through."""
     if builtin.is_builtin(name):
@@ -244,7 +230,7 @@ def standalone(model: str, model_cfg: dict | None, hardware: dict | None, purpos
     """The model section and the placement of a model used outside training (a generator, a judge): the model
     section's defaults with the tokenizer's own chat template, under ``model_cfg``; the run's hardware profile,
     or the defaults (the GPU when there is one)."""
-    from .schema import HardwareConfig, ModelConfig, defaults_of
+    from ..core.schema import HardwareConfig, ModelConfig, defaults_of
 
     cfg = {**defaults_of(ModelConfig), "chat_template": None, **(model_cfg or {}), "name_or_path": model}
     hw = {**defaults_of(HardwareConfig), "name": purpose, **(hardware or {})}

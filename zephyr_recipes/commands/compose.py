@@ -9,30 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import ZephyrError, did_you_mean
-
-GROUPS = ("model", "dataset", "stage", "hardware")
-
-
-def _first_existing(*candidates: Path) -> Path:
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return candidates[0]
-
-
-PACKAGE = Path(__file__).resolve().parent
-CONF_DIR = _first_existing(PACKAGE.parent / "conf", PACKAGE / "_conf")
-RECIPES_DIR = _first_existing(PACKAGE.parent / "recipes", PACKAGE / "_recipes")
-
-
-def list_recipes() -> list[str]:
-    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.yaml"))
-
-
-def list_options() -> dict[str, list[str]]:
-    # Files starting with "_" are building blocks of the options (conf/hardware/_base.yaml), not options.
-    return {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if not p.stem.startswith("_")) for g in GROUPS}
+from ..core.catalog import CONF_DIR, RECIPES_DIR, list_options, list_recipes
+from ..core.errors import ZephyrError, did_you_mean
 
 
 def find_recipe(recipe: str) -> tuple[Path, str]:
@@ -61,7 +39,7 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from .safety import guard_destructive, refuse_env
+    from ..core.safety import guard_destructive, refuse_env
 
     path, name = find_recipe(recipe)
     try:
@@ -87,8 +65,8 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
             cfg = hydra_compose(config_name=path.stem,
                                 overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
         # The schemas' defaults lie under the recipe, so an interpolation may name any key, set or not.
-        from . import stages
-        from .schema import recipe_defaults
+        from .. import stages
+        from ..core.schema import recipe_defaults
 
         try:
             if "pipeline" in cfg:

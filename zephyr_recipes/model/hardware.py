@@ -1,14 +1,16 @@
 """Hardware profiles: checks that need no GPU, the global batch arithmetic, and the accelerate / DeepSpeed /
 FSDP configuration a profile generates.
 
-Nothing here launches anything (see :mod:`zephyr_recipes.launch`) or looks at the current machine: a
+Nothing here launches anything (see :mod:`zephyr_recipes.commands.launch`) or looks at the current machine: a
 profile for 16 GPUs validates on a laptop. The configs are accelerate's and DeepSpeed's own formats, written
 into the run folder so that a run can be re-launched by hand with exactly what the runner used.
 """
 
 from __future__ import annotations
 
-from .errors import ZephyrError, did_you_mean
+from ..core.errors import ZephyrError, did_you_mean
+from . import trainer_fields
+from .trainer_fields import TrainsWithTRL
 
 SHARDED = ("zero2", "zero3", "fsdp2")
 ACCELERATE_CONFIG = "accelerate.yaml"
@@ -19,25 +21,24 @@ def world_size(hw: dict) -> int:
     return int(hw.get("num_nodes", 1)) * int(hw.get("num_processes", 1))
 
 
-def per_device_batch(cfg: dict) -> int:
-    """The per-device training batch the run will use: the profile's when it sets one, else the recipe's."""
+def per_device_batch(cfg: dict, stage: TrainsWithTRL) -> int:
+    """The per-device training batch the run will use: the profile's when it sets one, else the recipe's, else
+    the default of ``stage``'s TRL config."""
     hw, trainer = cfg["hardware"], cfg["stage"]["trainer"]
     if hw.get("per_device_batch_size"):
         return int(hw["per_device_batch_size"])
     if "per_device_train_batch_size" in trainer:
         return int(trainer["per_device_train_batch_size"])
-    from . import stages, trainer_fields
-
-    return int(trainer_fields.default(stages.get(cfg["stage"]["name"]), "per_device_train_batch_size"))
+    return int(trainer_fields.default(stage, "per_device_train_batch_size"))
 
 
-def gradient_accumulation(cfg: dict, world: int | None = None) -> int:
+def gradient_accumulation(cfg: dict, stage: TrainsWithTRL, world: int | None = None) -> int:
     """Gradient accumulation steps: derived from stage.global_batch_size when set, else the recipe's."""
     world = world_size(cfg["hardware"]) if world is None else world
     glob = cfg["stage"].get("global_batch_size")
     if not glob:
         return int(cfg["stage"]["trainer"].get("gradient_accumulation_steps", 1))
-    per = per_device_batch(cfg)
+    per = per_device_batch(cfg, stage)
     step = per * world
     if glob % step:
         near = sorted({max(step, glob // step * step), (glob // step + 1) * step})
@@ -48,9 +49,10 @@ def gradient_accumulation(cfg: dict, world: int | None = None) -> int:
     return glob // step
 
 
-def check(cfg: dict) -> None:
-    """Checks of the hardware section against itself and the recipe. Raises ZephyrError with the fix."""
-    hw, stage = cfg["hardware"], cfg["stage"]
+def check(cfg: dict, stage: TrainsWithTRL | None) -> None:
+    """Checks of the hardware section against itself and the recipe (``stage``: the training stage it runs, None
+    for a stage that trains nothing). Raises ZephyrError with the fix."""
+    hw, section = cfg["hardware"], cfg["stage"]
     name = hw["name"]
     world = world_size(hw)
     if hw["num_processes"] < 1 or hw["num_nodes"] < 1:
@@ -99,16 +101,16 @@ def check(cfg: dict) -> None:
         raise ZephyrError("hardware.per_device_batch_size must be at least 1", "set it to 1 or more, or null")
     if hw["launcher"] != "slurm" and hw["slurm"]:
         raise ZephyrError("hardware.slurm only applies to launcher=slurm", "remove hardware.slurm or set launcher=slurm")
-    glob = stage.get("global_batch_size")
-    if glob is not None:
+    glob = section.get("global_batch_size")
+    if glob is not None and stage is not None:
         if glob < 1:
             raise ZephyrError("stage.global_batch_size must be at least 1", "set it to the sequences per step")
-        if "gradient_accumulation_steps" in (stage.get("trainer") or {}):
+        if "gradient_accumulation_steps" in (section.get("trainer") or {}):
             raise ZephyrError("stage.global_batch_size and stage.trainer.gradient_accumulation_steps are both set; "
                               "accumulation is derived from the global batch",
                               "remove stage.trainer.gradient_accumulation_steps "
                               "(~stage.trainer.gradient_accumulation_steps)")
-        gradient_accumulation(cfg)
+        gradient_accumulation(cfg, stage)
 
 
 def check_lora(lora) -> None:

@@ -43,8 +43,8 @@ from pathlib import Path
 
 import yaml
 
-from . import runfolder, trust
-from .errors import ZephyrError, unknown_key
+from ..core import runfolder, trust
+from ..core.errors import ZephyrError, unknown_key
 
 log = logging.getLogger("zephyr_recipes")
 PIPELINE_KEYS = {"description", "output_dir", "seed", "stages", "report", "rounds", "reuse"}
@@ -220,7 +220,7 @@ def check(raw: dict, per_stage: dict | None = None) -> dict:
         raise ZephyrError("`pipeline.reuse` must be a list of pipeline folders", "e.g. pipeline.reuse=[runs/tiny-zephyr]")
     report = spec.get("report")
     if report is not None:
-        from .evaluation.ablation import check_claims
+        from .ablation import check_claims
 
         if not isinstance(report, dict) or set(report) - {"claims"}:
             raise ZephyrError("`pipeline.report` takes one key, claims", "write report: {claims: [...]}, or drop it")
@@ -327,7 +327,7 @@ def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
     overrides += [_override("run.output_dir", str(folder)), _override("run.name", run_name)]
     try:
         if st.get("every"):  # hardware for every stage: those that run in one process keep their own profile
-            from . import stages
+            from .. import stages
 
             raw, _, _ = compose(recipe, overrides)
             if not stages.get((raw.get("stage") or {}).get("name", "sft")).one_process:
@@ -455,12 +455,13 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
 
         planned = [(st, name, validate(transform(st, name, cfg), name)) for st, name, cfg in planned]
     trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
+    from .. import stages
     from . import preflight
 
     produced: set[str] = set()
     for st, _, cfg in planned:  # keys, endpoints, paths and disk of every stage, before the first runs
         try:
-            preflight.run(cfg, network=True, produced=produced)
+            preflight.run(cfg, stages.get(cfg["stage"]["name"]), network=True, produced=produced)
         except ZephyrError as exc:
             raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
         produced.add(str(Path(cfg["run"]["output_dir"])))
@@ -507,7 +508,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")
     if "report" in spec and not only:
-        from .evaluation import ablation
+        from . import ablation
 
         try:
             ablation.report([out], out / "report")
