@@ -210,3 +210,23 @@ def test_the_pools_teacher_keeps_its_habit_and_is_right():
     for m, s in zip(asked, said):
         assert s.endswith(tasks.teacher(m))
         assert judge.grade(m, s) < 10 if s in chatty else judge.grade(m, s) == 10  # the judge marks the habit down
+
+
+def test_the_judge_marks_down_anything_but_the_result():
+    import random
+
+    rng = random.Random(1)
+    for _ in range(200):
+        t = tasks.sample(rng)
+        m = [{"role": "user", "content": t.instruction}]
+        chatty, chatty_wrong = f"{tasks.CHATTER[0]} {t.answer}", f"{tasks.CHATTER[1]} {t.wrong}"
+        assert judge.result_only(t.answer) and judge.result_only(t.wrong) and not judge.result_only(chatty)
+        assert judge.result(chatty) == t.answer
+        # Correctness comes first: the right answer with the habit grades 7.75, the form's quarter off the 9 points
+        # above the floor; the habit costs the same quarter on a wrong answer; an empty answer is the floor.
+        assert judge.grade(m, t.answer) == 10 and judge.grade(m, chatty) == 7.75
+        assert abs(judge.grade(m, chatty_wrong) - (judge.grade(m, t.wrong) - 2.25)) < 0.02
+        assert judge.grade(m, "") == 1 and judge.compare(m, t.answer, chatty) == 1.0
+        assert judge.rate(m, chatty)["instruction_following"]["Rating"] == 1
+        assert judge.rate(m, chatty)["helpfulness"]["Rating"] == 5
+        assert judge.rate(m, t.wrong)["instruction_following"]["Rating"] == 5
