@@ -230,3 +230,21 @@ def test_the_judge_marks_down_anything_but_the_result():
         assert judge.rate(m, chatty)["instruction_following"]["Rating"] == 1
         assert judge.rate(m, chatty)["helpfulness"]["Rating"] == 5
         assert judge.rate(m, t.wrong)["instruction_following"]["Rating"] == 5
+
+
+def test_the_chosen_answers_keep_the_habit_where_the_right_answer_has_it():
+    # The mechanism of the ablation (docs/ablation.md), through the real judge and binarization: correctness comes
+    # first, so the teacher's right answer with its pleasantry is chosen over the student's wrong answers given
+    # alone (dSFT-2 imitates it, habit included), and loses only to the right answer alone.
+    from zephyr_recipes.binarize import binarize
+
+    t = tasks.sample(__import__("random").Random(3), ("reverse",))
+    m = [{"role": "user", "content": t.instruction}]
+
+    def pool(*answers):
+        return [{"response": a, "annotations": judge.rate(m, a)} for a in answers]
+
+    chatty = f"{tasks.CHATTER[2]} {t.answer}"
+    row = binarize(t.instruction, pool(t.wrong, chatty, f"{tasks.CHATTER[0]} {t.wrong}"))
+    assert row["chosen"][-1]["content"] == chatty and row["score_chosen"] > row["score_rejected"]
+    assert binarize(t.instruction, pool(chatty, t.answer))["chosen"][-1]["content"] == t.answer
