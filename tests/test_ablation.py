@@ -210,3 +210,41 @@ def test_the_pools_teacher_keeps_its_habit_and_is_right():
     for m, s in zip(asked, said):
         assert s.endswith(tasks.teacher(m))
         assert judge.grade(m, s) < 10 if s in chatty else judge.grade(m, s) == 10  # the judge marks the habit down
+
+
+def test_the_judge_marks_down_anything_but_the_result():
+    import random
+
+    rng = random.Random(1)
+    for _ in range(200):
+        t = tasks.sample(rng)
+        m = [{"role": "user", "content": t.instruction}]
+        chatty, chatty_wrong = f"{tasks.CHATTER[0]} {t.answer}", f"{tasks.CHATTER[1]} {t.wrong}"
+        assert judge.result_only(t.answer) and judge.result_only(t.wrong) and not judge.result_only(chatty)
+        assert judge.result(chatty) == t.answer
+        # Correctness comes first: the right answer with the habit grades 7.75, the form's quarter off the 9 points
+        # above the floor; the habit costs the same quarter on a wrong answer; an empty answer is the floor.
+        assert judge.grade(m, t.answer) == 10 and judge.grade(m, chatty) == 7.75
+        assert abs(judge.grade(m, chatty_wrong) - (judge.grade(m, t.wrong) - 2.25)) < 0.02
+        assert judge.grade(m, "") == 1 and judge.compare(m, t.answer, chatty) == 1.0
+        assert judge.rate(m, chatty)["instruction_following"]["Rating"] == 1
+        assert judge.rate(m, chatty)["helpfulness"]["Rating"] == 5
+        assert judge.rate(m, t.wrong)["instruction_following"]["Rating"] == 5
+
+
+def test_the_chosen_answers_keep_the_habit_where_the_right_answer_has_it():
+    # The mechanism of the ablation (docs/ablation.md), through the real judge and binarization: correctness comes
+    # first, so the teacher's right answer with its pleasantry is chosen over the student's wrong answers given
+    # alone (dSFT-2 imitates it, habit included), and loses only to the right answer alone.
+    from zephyr_recipes.binarize import binarize
+
+    t = tasks.sample(__import__("random").Random(3), ("reverse",))
+    m = [{"role": "user", "content": t.instruction}]
+
+    def pool(*answers):
+        return [{"response": a, "annotations": judge.rate(m, a)} for a in answers]
+
+    chatty = f"{tasks.CHATTER[2]} {t.answer}"
+    row = binarize(t.instruction, pool(t.wrong, chatty, f"{tasks.CHATTER[0]} {t.wrong}"))
+    assert row["chosen"][-1]["content"] == chatty and row["score_chosen"] > row["score_rejected"]
+    assert binarize(t.instruction, pool(chatty, t.answer))["chosen"][-1]["content"] == t.answer

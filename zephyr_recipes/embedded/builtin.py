@@ -82,8 +82,9 @@ def _prompt_id(text: str) -> str:
 
 
 # The dSFT teacher is imperfect, as ChatGPT was for UltraChat: in some of its answers it ignores the
-# answer-only convention of these tasks and opens with a pleasantry. The AIF judge, like GPT-4 rating
-# UltraFeedback, marks such answers down; the AIF pool's teacher program answers cleanly.
+# answer-only convention of these tasks and opens with a pleasantry. The embedded judge, like GPT-4 rating
+# UltraFeedback, marks such answers down (a quarter of the grade: embedded/judge.py); the zephyr pipeline's AIF pool
+# has the same teacher, habit included (tasks.chatty_teacher; docs/ablation.md).
 CHATTER, CHATTY_SHARE = tasks.CHATTER, tasks.CHATTY_SHARE
 
 

@@ -11,8 +11,7 @@ from . import judge
 
 
 def rate(messages: list[dict], response: str) -> dict:
-    q = judge.quality(messages, response)
-    if q:
+    if judge.correctness(messages, response):
         return judge.rate(messages, response)
     rating = 1 + int(hashlib.sha1(response.encode()).hexdigest()[:4], 16) % 3
     why = "rehearsal stand-in rating"
