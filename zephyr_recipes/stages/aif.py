@@ -23,6 +23,7 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from ..binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
+from ..data import kinds
 from ..errors import ZephyrError
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
@@ -319,7 +320,7 @@ class AIF(TaskStage):
 
     name = "aif"
     schema = AIFStageConfig
-    rows = "prompts"
+    rows = kinds.PROMPTS
     finished_hint = "point a dpo recipe's dataset.path at it"
 
     def check(self, cfg: dict) -> None:
