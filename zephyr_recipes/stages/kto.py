@@ -33,7 +33,8 @@ class KTO(DPO):
     schema = KTOStageConfig
     rows = kinds.UNPAIRED
     trl_config = "KTOConfig"
-    sequences_per_row = 2  # each answer and the mismatched one its KL term reads
+    # One trained sequence per row; the KL term's mismatched sequence is a forward pass without gradients.
+    sequences_per_row = 1
     curves = ("loss", "rewards/margins", "kl")
 
     def check(self, cfg: dict) -> None:
