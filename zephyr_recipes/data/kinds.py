@@ -212,7 +212,7 @@ class Unpaired(RowKind):
         """Pairs -> unpaired: each pair's chosen answer desirable, its rejected one undesirable, then shuffled
         (seeded). TRL's KTOTrainer reads rows in order and estimates its KL term from each row's neighbours in the
         batch, so the two answers of one prompt must not sit side by side."""
-        if source.name != "pairs":
+        if not isinstance(source, Pairs):
             return super().convert(checked, source, seed)
         out = checked.map(checks.unpair, batched=True, remove_columns=checked.column_names,
                           features=self.features(), desc="pairs -> unpaired rows")
