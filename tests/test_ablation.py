@@ -236,7 +236,7 @@ def test_the_chosen_answers_keep_the_habit_where_the_right_answer_has_it():
     # The mechanism of the ablation (docs/ablation.md), through the real judge and binarization: correctness comes
     # first, so the teacher's right answer with its pleasantry is chosen over the student's wrong answers given
     # alone (dSFT-2 imitates it, habit included), and loses only to the right answer alone.
-    from zephyr_recipes.binarize import binarize
+    from zephyr_recipes.data.binarize import binarize
 
     t = tasks.sample(__import__("random").Random(3), ("reverse",))
     m = [{"role": "user", "content": t.instruction}]

@@ -386,7 +386,7 @@ def test_trl_tokenization_is_cached_next_to_the_prepared_rows(tmp_path, tok):
     args = SFTConfig(output_dir=str(tmp_path / "out"), max_length=128, report_to="none", use_cpu=True)
 
     def trl_cache_files(tokenizer):
-        train, _, info = load_for_stage(c, tokenizer, "chat")
+        train, _, info = load_for_stage(c, tokenizer, stages.get("sft").rows)
         folder = Path(train.cache_files[0]["filename"]).parent
         before = set(folder.glob("cache-*.arrow"))
         SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "zephyr-recipes-tests"))
 
-from zephyr_recipes.cli import main  # noqa: E402
+from zephyr_recipes.commands.cli import main  # noqa: E402
 
 CASES = [
     ("push_to_hub", "true", "uploads the model"),

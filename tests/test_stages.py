@@ -15,6 +15,7 @@ from zephyr_recipes import stages
 from zephyr_recipes.commands.compose import compose
 from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.core.errors import ZephyrError
+from zephyr_recipes.data import kinds
 from zephyr_recipes.model import trainer_fields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,8 @@ def test_every_registered_stage_declares_itself():
         assert "name" in {f.name for f in dataclasses.fields(stage.schema)}
         assert (ROOT / "conf" / "stage" / f"{name}.yaml").is_file()
         if isinstance(stage, stages.TrainerStage):
-            assert stage.rows in ("chat", "pairs") and stage.config_class().__name__ == stage.trl_config
+            assert stage.rows in kinds.KINDS.values() and stage.rows is not kinds.PROMPTS
+            assert stage.config_class().__name__ == stage.trl_config
         else:
             assert stage.one_process
 

@@ -242,12 +242,12 @@ def _unavailable_here(path: str, locate) -> bool:
         return True
 
 
-def _check_template(cfg: dict, rows_kind: str, limit: int) -> None:
-    """Render real rows (of ``rows_kind``, the stage's) of the recipe's data through the chat template the run will
-    use, and show one."""
+def _check_template(cfg: dict, rows_kind, limit: int) -> None:
+    """Render real rows (of ``rows_kind``, the stage's :class:`~zephyr_recipes.data.kinds.RowKind`) of the recipe's
+    data through the chat template the run will use, and show one."""
     from ..core.logs import setup_logging
     from ..data import load_for_stage
-    from ..data.preview import render, tokenize_dpo, tokenize_sft
+    from ..data.preview import render
     from ..data.sources import locate
     from ..model import chat_format, modeling
     from ..stages.training import without_unused_test_data
@@ -280,8 +280,7 @@ def _check_template(cfg: dict, rows_kind: str, limit: int) -> None:
     print(chat_format.explain(rows))
     if len(train):
         row = train[0]
-        pairs = (tokenize_sft(tokenizer, row["messages"], cfg["stage"]["trainer"]) if rows_kind == "chat"
-                 else tokenize_dpo(tokenizer, row, cfg["stage"]["trainer"], "chosen"))
+        pairs = next(iter(rows_kind.tokenize(tokenizer, row, cfg["stage"]["trainer"]).values()))
         color = sys.stdout.isatty()
         legend = "trained text in green" if color else "[[trained]] text, the rest masked"
         print(f"first row as the trainer sees it ({legend}):\n{render(tokenizer, pairs, color)}")

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..data import kinds
+from ..data.kinds import RowKind
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -122,7 +124,7 @@ class Rehearsal:
         return str(folder)
 
     # ------------------------------------------------------------------------------------------- data
-    def dataset(self, ds: dict, rows_kind: str | None) -> None:
+    def dataset(self, ds: dict, rows_kind: RowKind | None) -> None:
         """Point ds (a dataset section or a mixture entry) at a stand-in with the same splits and columns."""
         path = ds.get("path")
         missing = _missing_run_folder(path)
@@ -133,7 +135,8 @@ class Rehearsal:
         if not (folder / "data").is_dir():
             _write_data(folder, splits, rows_kind, ds.get("columns") or {})
         ds["path"] = str(folder)
-        self.note(f"dataset {path} -> {folder} ({ROWS} rows of {rows_kind or 'prompts'} in splits {', '.join(splits)})")
+        self.note(f"dataset {path} -> {folder} ({ROWS} rows of {(rows_kind or kinds.PROMPTS).name} in splits "
+                  f"{', '.join(splits)})")
 
     # ------------------------------------------------------------------------------------------- specs
     def generator(self, gen: dict, where: str) -> dict:
@@ -333,27 +336,22 @@ def _task_rows(n: int, seed: int) -> list:
     return [tasks.TASKS[kinds[i % len(kinds)]](rng) for i in range(n)]
 
 
-def _write_data(folder: Path, splits: list[str], rows_kind: str | None, columns: dict) -> None:
-    """Parquet splits in the schema of the rows the stage reads, with the recipe's column names."""
+def _write_data(folder: Path, splits: list[str], kind, columns: dict) -> None:
+    """Parquet splits in the schema of the rows the stage reads (its row kind's stand-in rows, or prompts), with
+    the recipe's column names."""
     import datasets
 
+    kind = kind or kinds.PROMPTS
     (folder / "data").mkdir(parents=True, exist_ok=True)
     for i, split in enumerate(splits):
         rows = []
         for t in _task_rows(ROWS if i == 0 else 8, seed=11 + i):
-            user = [{"role": "user", "content": t.instruction}]
-            if rows_kind == "pairs":
-                wrong = t.answer[::-1] if len(t.answer) > 1 else t.answer + "?"
-                row = {"prompt": user, "chosen": [{"role": "assistant", "content": t.answer}],
-                       "rejected": [{"role": "assistant", "content": wrong}],
-                       "messages": user + [{"role": "assistant", "content": t.answer}],
-                       "score_chosen": 8.0, "score_rejected": 3.0}
-            else:
-                row = {"prompt": t.instruction, "messages": user + [{"role": "assistant", "content": t.answer}]}
+            wrong = t.answer[::-1] if len(t.answer) > 1 else t.answer + "?"
+            row = kind.example(t.instruction, t.answer, wrong, len(rows))
             row["prompt_id"] = f"{i}-{len(rows)}"
             for ours, theirs in columns.items():  # the recipe's own column names (prompt: instruction ...)
                 if ours in row and theirs not in row:
-                    row[theirs] = row[ours] if not (ours == "prompt" and rows_kind != "pairs") else t.instruction
+                    row[theirs] = row[ours]
             rows.append(row)
         datasets.Dataset.from_list(rows).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
 

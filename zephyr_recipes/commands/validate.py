@@ -87,8 +87,9 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
     if secrets:
         raise ZephyrError(f"`{secrets[0]}` holds a secret; secrets never go into recipes or run folders",
                           "remove it and set the HF_TOKEN (or the service's) environment variable instead")
-    if stage.rows != "pairs" and out["dataset"]["max_prompt_tokens"] is not None:
-        raise ZephyrError(f"`dataset.max_prompt_tokens` filters preference pairs and does not apply to {stage.name}",
+    if not (stage.rows and stage.rows.limits_prompts) and out["dataset"]["max_prompt_tokens"] is not None:
+        raise ZephyrError(f"`dataset.max_prompt_tokens` drops long prompts of preference and unpaired rows and does "
+                          f"not apply to {stage.name}",
                           "remove dataset.max_prompt_tokens, or use stage.trainer.max_length to truncate")
     if stage.rows is not None:
         from ..data import check_config as check_dataset

@@ -1,18 +1,21 @@
 """Load a recipe's data and hand TRL exactly the rows and columns its trainer expects.
 
 SFT gets ``messages`` (a list of {role, content}); DPO gets ``prompt`` / ``chosen`` / ``rejected`` in TRL's
-conversational form with an explicit prompt. The steps, per source of the (possibly mixed) dataset:
+conversational form with an explicit prompt; KTO gets ``prompt`` / ``completion`` / ``label``. What a stage gets is
+its row kind's (:mod:`.kinds`). The steps, per source of the (possibly mixed) dataset:
 
 1. load the split with ``datasets`` (hub id, local file, save_to_disk folder, builtin://);
 2. binarize raw UltraFeedback rows (:mod:`zephyr_recipes.data.binarize`) when ``format: ultrafeedback``;
-3. map the columns onto the stage's and check every row (:mod:`.checks`), counting bad rows per reason;
+3. map the columns onto the stage's and check every row (:mod:`.checks`), counting bad rows per reason; a source
+   of a kind the stage's kind converts from (pairs, for unpaired rows) is checked as such, then converted;
 4. carve out an evaluation fraction, drop training rows whose prompt is in the evaluation data, and
    optionally those that overlap benchmark prompts (:mod:`.decontaminate`);
 5. weight the source (below 1 subsamples, above 1 repeats, seeded) and mix the sources.
 
 The result is saved under ``$ZEPHYR_RECIPES_HOME/data/<key>``, keyed by the raw data's fingerprints, the
-options that change the result, the tokenizer and its chat template. A second run with the same key loads it
-at once, and TRL's tokenization ``map`` calls then hit ``datasets``' fingerprint cache next to it.
+options that change the result, the row kind and its version, the tokenizer and its chat template. A second run
+with the same key loads it at once, and TRL's tokenization ``map`` calls then hit ``datasets``' fingerprint cache
+next to it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..core.errors import ZephyrError
 from . import decontaminate, rows
 from .cache import cache_key, cache_root, fingerprint_of, load_cached, save
 from .config import check_config, sources_of
+from .kinds import RowKind
 from .sources import FILE_BUILDERS, load_split, locate
 
 __all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "load_split", "locate", "sources_of"]
@@ -31,7 +35,7 @@ __all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "loa
 log = logging.getLogger("zephyr_recipes")
 
 
-def load_for_stage(cfg: dict, tokenizer, kind: str) -> tuple[object, object | None, dict]:
+def load_for_stage(cfg: dict, tokenizer, kind: RowKind) -> tuple[object, object | None, dict]:
     """(train, eval or None, provenance) for a stage that reads rows of ``kind`` (its ``Stage.rows``)."""
     ds_cfg = cfg["dataset"]
     check_config(ds_cfg, kind)
@@ -43,11 +47,11 @@ def load_for_stage(cfg: dict, tokenizer, kind: str) -> tuple[object, object | No
             if src["test_split"] and not ds_cfg["test_fraction"] else None
         raws.append((train_raw, test_raw))
     fingerprints = [fingerprint_of(r) for pair in raws for r in pair if r is not None]
-    key = cache_key(cfg, tokenizer, fingerprints)
+    key = cache_key(cfg, tokenizer, fingerprints, kind)
     folder = cache_root() / key
     if ds_cfg["cache"] and (folder / "info.json").exists():
         train, eval_ds, info = load_cached(folder)
-        info["cache"] = {"key": key, "hit": True, "folder": str(folder)}
+        info["cache"] = {"key": key, "hit": True, "folder": str(folder), "rows": kind.name}
         log.info("data: cache hit %s (%d train rows%s)", folder, len(train),
                  f", {len(eval_ds)} eval rows" if eval_ds is not None else "")
         return train, eval_ds, info
@@ -56,11 +60,11 @@ def load_for_stage(cfg: dict, tokenizer, kind: str) -> tuple[object, object | No
         save(folder, train, eval_ds, info)
         train, eval_ds, _ = load_cached(folder)  # file-backed, so TRL's map calls cache next to it
         info["train"]["fingerprint"] = fingerprint_of(train)
-    info["cache"] = {"key": key, "hit": False, "folder": str(folder) if ds_cfg["cache"] else None}
+    info["cache"] = {"key": key, "hit": False, "folder": str(folder) if ds_cfg["cache"] else None, "rows": kind.name}
     return train, eval_ds, info
 
 
-def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: str):
+def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: RowKind):
     import datasets
 
     ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]

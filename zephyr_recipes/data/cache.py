@@ -28,14 +28,16 @@ def fingerprint_of(ds) -> str:
     return generate_fingerprint(ds)
 
 
-def cache_key(cfg: dict, tokenizer, raw_fingerprints: list[str]) -> str:
-    """Hash of everything that changes the prepared rows."""
+def cache_key(cfg: dict, tokenizer, raw_fingerprints: list[str], kind) -> str:
+    """Hash of everything that changes the prepared rows, the row kind (name and version) among them: rows
+    cached for one kind are never read as another's, even under the same stage name."""
     from datasets.fingerprint import Hasher
 
     ds = dict(cfg["dataset"])
     parts = {
         "version": CACHE_VERSION,
         "stage": cfg["stage"]["name"],
+        "rows": {"kind": kind.name, "version": kind.version},
         "seed": cfg["run"]["seed"],
         "max_length": cfg["stage"]["trainer"].get("max_length"),
         "dataset": {k: v for k, v in ds.items() if k != "cache"},

@@ -1,7 +1,9 @@
 """Map a source's rows onto the stage's columns and check each one, naming the reason a row is bad.
 
 SFT rows become ``{"messages": [...]}``; DPO rows become TRL's conversational form with an explicit prompt,
-``{"prompt": [...], "chosen": [assistant], "rejected": [assistant]}``. Each row gets a ``_reason`` ("" when
+``{"prompt": [...], "chosen": [assistant], "rejected": [assistant]}``; unpaired rows (KTO, binary feedback)
+``{"prompt": [...], "completion": [assistant], "label": bool}``. Which check a stage's rows get is its row kind's
+choice (:mod:`.kinds`). Each row gets a ``_reason`` ("" when
 it is good) so that bad rows are counted per reason and dropped, or, in strict mode, the first one stops the
 run. Reasons:
 
@@ -13,6 +15,7 @@ run. Reasons:
   prompt_mismatch     chosen and rejected conversations that differ before their last turn
   identical_answers   chosen and rejected answers that are the same text
   prompt_too_long     a prompt over dataset.max_prompt_tokens, or one that fills DPO's whole max_length
+  not_a_label         an unpaired row whose label is not true/false (or 1/0)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ ROLES = ("system", "user", "assistant")
 # ShareGPT's names, applied after dataset.roles: conversations / from / value with human and gpt.
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 REASONS = ("not_a_conversation", "unknown_role", "empty_content", "not_alternating", "no_final_assistant",
-           "prompt_mismatch", "identical_answers", "prompt_too_long")
+           "prompt_mismatch", "identical_answers", "prompt_too_long", "not_a_label")
 EXPLAIN = {
     "not_a_conversation": "is not a list of {role, content} messages",
     "unknown_role": "has a role outside system/user/assistant (rename others with dataset.roles)",
@@ -31,6 +34,7 @@ EXPLAIN = {
     "prompt_mismatch": "has chosen and rejected conversations that differ before the answer",
     "identical_answers": "has the same text as chosen and rejected answer",
     "prompt_too_long": "has a prompt longer than the stage allows (dataset.max_prompt_tokens / max_length)",
+    "not_a_label": "has a label that is not true/false (desirable/undesirable) or 1/0",
     "overlaps_test": "has the prompt of an evaluation row",
     "contaminated": "overlaps an evaluation benchmark prompt (dataset.decontaminate)",
 }
@@ -42,12 +46,18 @@ class Bad(Exception):
         self.reason = reason
 
 
-def features(rows: str):
+def message_list():
+    """The datasets feature of a list of {role, content} messages."""
     import datasets
 
-    message = datasets.List({"content": datasets.Value("string"), "role": datasets.Value("string")})
-    cols = {"messages": message} if rows == "chat" else {"prompt": message, "chosen": message, "rejected": message}
-    return datasets.Features({**cols, "_reason": datasets.Value("string"), "_key": datasets.Value("string")})
+    return datasets.List({"content": datasets.Value("string"), "role": datasets.Value("string")})
+
+
+def features(columns: dict):
+    """The features of checked rows: the kind's own columns plus _reason and _key."""
+    import datasets
+
+    return datasets.Features({**columns, "_reason": datasets.Value("string"), "_key": datasets.Value("string")})
 
 
 def messages_of(value, roles: dict) -> list[dict]:
@@ -124,6 +134,13 @@ def sft_row(row: dict, cols: dict, roles: dict) -> dict:
     return {"messages": msgs if not reason else [], "_reason": reason, "_key": _key(msgs) if not reason else ""}
 
 
+def _prompt_fits(tokenizer, prompt: list[dict], max_prompt_tokens: int | None, max_length: int | None) -> None:
+    if max_prompt_tokens or max_length:
+        n = _prompt_tokens(tokenizer, prompt)
+        if (max_prompt_tokens and n > max_prompt_tokens) or (max_length and n >= max_length):
+            raise Bad("prompt_too_long")
+
+
 def dpo_row(row: dict, cols: dict, roles: dict, tokenizer=None, max_prompt_tokens: int | None = None,
             max_length: int | None = None) -> dict:
     out = {"prompt": [], "chosen": [], "rejected": [], "_reason": "", "_key": ""}
@@ -150,11 +167,50 @@ def dpo_row(row: dict, cols: dict, roles: dict, tokenizer=None, max_prompt_token
         check_conversation(prompt + rejected, end="assistant")
         if [m["content"].strip() for m in chosen] == [m["content"].strip() for m in rejected]:
             raise Bad("identical_answers")
-        if max_prompt_tokens or max_length:
-            n = _prompt_tokens(tokenizer, prompt)
-            if (max_prompt_tokens and n > max_prompt_tokens) or (max_length and n >= max_length):
-                raise Bad("prompt_too_long")
+        _prompt_fits(tokenizer, prompt, max_prompt_tokens, max_length)
         out.update(prompt=prompt, chosen=chosen, rejected=rejected, _key=_key(prompt))
     except Bad as bad:
         out["_reason"] = bad.reason
+    return out
+
+
+def label_of(value) -> bool:
+    """True (desirable) or False (undesirable) from a bool or 1/0; raises Bad otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise Bad("not_a_label")
+
+
+def unpaired_row(row: dict, cols: dict, roles: dict, tokenizer=None, max_prompt_tokens: int | None = None,
+                 max_length: int | None = None) -> dict:
+    """One answer to a prompt and whether it is desirable: text or conversational prompt and completion."""
+    out = {"prompt": [], "completion": [], "label": False, "_reason": "", "_key": ""}
+    try:
+        prompt, completion = row[cols["prompt"]], row[cols["completion"]]
+        prompt = messages_of(prompt, roles) if isinstance(prompt, list) else _user(prompt)
+        completion = messages_of(completion, roles) if isinstance(completion, list) else _assistant(completion)
+        label = label_of(row[cols["label"]])
+        check_conversation(prompt + completion, end="assistant")
+        _prompt_fits(tokenizer, prompt, max_prompt_tokens, max_length)
+        out.update(prompt=prompt, completion=completion, label=label, _key=_key(prompt))
+    except Bad as bad:
+        out["_reason"] = bad.reason
+    return out
+
+
+def unpair(batch: dict) -> dict:
+    """Checked preference pairs to unpaired rows (batched): each good pair gives its chosen answer labelled
+    desirable and its rejected answer labelled undesirable; a bad pair stays one bad row with its reason."""
+    out: dict = {"prompt": [], "completion": [], "label": [], "_reason": [], "_key": []}
+    for prompt, chosen, rejected, reason, key in zip(batch["prompt"], batch["chosen"], batch["rejected"],
+                                                     batch["_reason"], batch["_key"]):
+        answers = [([], False)] if reason else [(chosen, True), (rejected, False)]
+        for completion, label in answers:
+            out["prompt"].append(prompt if not reason else [])
+            out["completion"].append(completion)
+            out["label"].append(label)
+            out["_reason"].append(reason)
+            out["_key"].append(key)
     return out

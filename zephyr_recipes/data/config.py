@@ -18,7 +18,7 @@ SOURCE_KEYS = {
     "roles": "role renaming for this source (default: dataset.roles)",
 }
 INHERITED = ("path", "name", "revision", "columns", "format", "roles")
-COLUMN_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "completions")
+COLUMN_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "label", "completions")
 
 
 def check_config(ds: dict, rows: str) -> None:

@@ -1,9 +1,10 @@
 """Show rows exactly as the trainer will see them, and how long they are. Tokenizer only, no weights.
 
 Tokenization is the one TRL's trainers use: ``apply_chat_template(..., return_assistant_tokens_mask=...)``
-for SFT (every token is trained unless ``assistant_only_loss``), and for DPO the prompt rendered with the
+for SFT (every token is trained unless ``assistant_only_loss``), and for DPO and KTO the prompt rendered with the
 generation prompt, the completion starting where prompt and prompt + answer stop sharing tokens
-(``trl.data_utils.common_prefix_length``). Packing is measured with ``trl.pack_dataset``.
+(``trl.data_utils.common_prefix_length``). Which applies is the row kind's choice (:mod:`.kinds`). Packing is
+measured with ``trl.pack_dataset``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def tokenize_dpo(tokenizer, row: dict, trainer: dict, answer: str) -> list[tuple
     ids = list(full[answer])
     pairs = [(t, MASKED if i < plen else TRAINED) for i, t in enumerate(ids)]
     return _truncate(pairs, trainer, packing=False)
+
+
+def tokenize_completion(tokenizer, prompt: list[dict], completion: list[dict], trainer: dict) -> list[tuple[int, str]]:
+    """(token id, state) for one prompt and its completion, as KTOTrainer splits them."""
+    from trl.data_utils import common_prefix_length
+
+    ids = _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True))["input_ids"]
+    full = list(_ids(tokenizer.apply_chat_template(list(prompt) + list(completion), tokenize=True,
+                                                   return_dict=True))["input_ids"])
+    plen = common_prefix_length(ids, full)
+    return _truncate([(t, MASKED if i < plen else TRAINED) for i, t in enumerate(full)], trainer, packing=False)
 
 
 def _truncate(pairs, trainer: dict, packing: bool):
@@ -99,15 +112,16 @@ def packed_lengths(lengths: list[int], max_length: int, strategy: str = "bfd") -
     return [len(x) for x in packed["input_ids"]]
 
 
-def stats(lengths: list[int], trainer: dict, rows: str, seed: int) -> dict:
+def stats(lengths: list[int], trainer: dict, kind, seed: int) -> dict:
+    """Length statistics of the sequences of a (:mod:`.kinds`) kind's rows."""
     limit = trainer.get("max_length")
     batch = int(trainer.get("per_device_train_batch_size") or 8)
     capped = [min(n, limit) if limit else n for n in lengths]
     out = {"rows": len(lengths), "p50": _percentile(lengths, 50), "p95": _percentile(lengths, 95),
            "max": max(lengths), "max_length": limit,
            "truncated_share": sum(n > limit for n in lengths) / len(lengths) if limit else 0.0,
-           "padding_share": padding_share(capped, batch if rows == "chat" else 2 * batch, seed)}
-    if rows == "chat" and limit:
+           "padding_share": padding_share(capped, kind.sequences * batch, seed)}
+    if kind.packs and limit:
         packed = packed_lengths(lengths, limit, trainer.get("packing_strategy") or "bfd")
         out["packed_rows"] = len(packed)
         out["padding_share_packed"] = padding_share(packed, batch, seed)
@@ -150,12 +164,10 @@ def preview(cfg: dict, tokenizer, kind: str, n: int = 3, sample: int = 2000, out
     hit = "cache hit" if info["cache"]["hit"] else "prepared"
     w(f"{stage} data of {info['path']}: {len(train)} training rows ({hit})\n")
     w(f"legend: {legend}\n")
-    lengths, trained = [], []
+    lengths, trained, labels = [], [], []
     for i, row in enumerate(rows):
-        if kind == "chat":
-            seqs = {"": tokenize_sft(tokenizer, row["messages"], trainer)}
-        else:
-            seqs = {k: tokenize_dpo(tokenizer, row, trainer, k) for k in ("chosen", "rejected")}
+        seqs = kind.tokenize(tokenizer, row, trainer)
+        labels.extend(label for label in seqs if label and label not in labels)
         for label, pairs in seqs.items():
             lengths.append(len(pairs))
             trained.append(sum(s == TRAINED for _, s in pairs))
@@ -167,7 +179,7 @@ def preview(cfg: dict, tokenizer, kind: str, n: int = 3, sample: int = 2000, out
     result["trained_token_share"] = sum(trained) / max(1, sum(min(n_, result["max_length"] or n_) for n_ in lengths))
     result["sampled_rows"], result["train_rows"] = len(rows), len(train)
     w(f"\ntoken lengths over {len(rows)} of {len(train)} rows"
-      f"{' (chosen and rejected sequences)' if kind == 'pairs' else ''}:\n")
+      f"{' (' + ' and '.join(labels) + ' sequences)' if labels else ''}:\n")
     w(f"  p50 {result['p50']}  p95 {result['p95']}  max {result['max']}  max_length {result['max_length']}\n")
     w(f"  truncated at max_length: {result['truncated_share']:.1%}\n")
     w(f"  padding without packing: {result['padding_share']:.1%}\n")

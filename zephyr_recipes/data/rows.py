@@ -6,33 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ..core.errors import ZephyrError
-from . import checks
-
-
-def _stage_columns(src: dict, rows: str, column_names: list[str]) -> dict:
-    cols = dict(src["columns"] or {})
-    path = src["path"]
-
-    def need(wanted: str, *fallbacks: str) -> str:
-        col = cols.get(wanted)
-        if col is None:
-            col = next((c for c in (wanted, *fallbacks) if c in column_names), wanted)
-        if col not in column_names:
-            raise ZephyrError(f"dataset {path} has no column {col!r} (it has: {', '.join(column_names)})",
-                              f"map the stage's `{wanted}` onto one of its columns: "
-                              f"{src.get('where', 'dataset')}.columns.{wanted}=<column>")
-        return col
-
-    if rows == "chat":
-        if "completion" in cols:
-            return {"prompt": need("prompt"), "completion": need("completion")}
-        return {"messages": need("messages", "conversations")}
-    out = {"chosen": need("chosen"), "rejected": need("rejected")}
-    if "prompt" in cols or "prompt" in column_names:
-        # ultrafeedback_binarized's text `prompt` sits next to whole chosen/rejected conversations; there the
-        # conversations are the truth and the row check splits the prompt off them.
-        out["prompt"] = need("prompt")
-    return out
+from . import checks, kinds
+from .kinds import RowKind
 
 
 def _detect_format(src: dict, column_names: list[str]) -> str:
@@ -62,28 +37,25 @@ def _binarized(raw, src: dict, ds: dict, seed: int):
     return out, tally
 
 
-def checked(raw, src: dict, cfg: dict, tokenizer, role: str, rows: str):
-    """(checked dataset with _reason and _key, binarization tally or None) for a stage that reads ``rows``."""
+def checked(raw, src: dict, cfg: dict, tokenizer, role: str, kind: RowKind):
+    """(checked dataset with _reason and _key, binarization tally or None) for a stage that reads rows of ``kind``.
+
+    A source of another kind that the stage's kind converts from (pairs for unpaired rows) is checked as its own
+    kind, then converted."""
     ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]
     tally = None
     src = dict(src)
     if _detect_format(src, raw.column_names) == "ultrafeedback":
         raw, tally = _binarized(raw, src, ds_cfg, seed)
         src["columns"] = {}
-    cols = _stage_columns(src, rows, raw.column_names)
-    roles = src["roles"] or {}
-    if rows == "chat":
-        fn, kwargs = checks.sft_row, {"cols": cols, "roles": roles}
-    else:
-        trainer = cfg["stage"]["trainer"]
-        limit, max_length = ds_cfg["max_prompt_tokens"], trainer.get("max_length")
-        if trainer.get("truncation_mode", "keep_start") == "keep_end":
-            max_length = None  # TRL keeps the answer's end then, so a long prompt still trains
-        kwargs = {"cols": cols, "roles": roles, "max_prompt_tokens": limit, "max_length": max_length,
-                  "tokenizer": tokenizer if (limit or max_length) else None}
-        fn = checks.dpo_row
-    checked = raw.map(fn, fn_kwargs=kwargs, remove_columns=raw.column_names, features=checks.features(rows),
+    reads = kinds.source_kind(kind, src, raw.column_names)
+    cols = reads.source_columns(src, raw.column_names)
+    fn, options = reads.check(cfg, tokenizer)
+    kwargs = {"cols": cols, "roles": src["roles"] or {}, **options}
+    checked = raw.map(fn, fn_kwargs=kwargs, remove_columns=raw.column_names, features=reads.features(),
                       desc=f"checking {role} rows of {src['path']}")
+    if reads is not kind:
+        checked = kind.convert(checked, reads, seed)
     return checked, tally
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import ZephyrError
+from ..data import kinds
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -215,12 +216,10 @@ def _spans(mask: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _conversation(row: dict, rows: str, answer: str = "chosen") -> list[dict]:
-    return row["messages"] if rows == "chat" else list(row["prompt"]) + list(row[answer])
-
-
-def check_rows(tokenizer, data, kind: str, assistant_only: bool, limit: int = 200) -> RowCheck:
-    """Render up to ``limit`` rows through the tokenizer's (already chosen) template and check them."""
+def check_rows(tokenizer, data, kind, assistant_only: bool, limit: int = 200) -> RowCheck:
+    """Render up to ``limit`` rows (of a row kind, or its name) through the tokenizer's (already chosen) template
+    and check them."""
+    kind = kinds.get(kind)
     out = RowCheck()
     enders = _turn_enders(tokenizer)
     seen_prompt = False
@@ -228,7 +227,7 @@ def check_rows(tokenizer, data, kind: str, assistant_only: bool, limit: int = 20
         if i >= limit:
             break
         out.rows += 1
-        messages = _conversation(row, kind)
+        messages = kind.conversation(row)
         try:
             enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
                                                 return_assistant_tokens_mask=assistant_only)

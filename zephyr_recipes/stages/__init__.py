@@ -16,6 +16,7 @@ MODULES = {
     "sft": "zephyr_recipes.stages.sft",
     "aif": "zephyr_recipes.stages.aif",
     "dpo": "zephyr_recipes.stages.dpo",
+    "kto": "zephyr_recipes.stages.kto",
     "reward": "zephyr_recipes.stages.reward",
     "eval": "zephyr_recipes.stages.eval",
 }

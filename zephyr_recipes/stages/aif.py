@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..core.errors import ZephyrError
 from ..core.schema import StageSection, option
+from ..data import kinds
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
@@ -319,7 +320,7 @@ class AIF(TaskStage):
 
     name = "aif"
     schema = AIFStageConfig
-    rows = "prompts"
+    rows = kinds.PROMPTS
     finished_hint = "point a dpo recipe's dataset.path at it"
 
     def check(self, cfg: dict) -> None:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from ..data import kinds
+from ..data.kinds import RowKind
+
 
 @dataclass
 class RunContext:
@@ -34,7 +37,8 @@ class Stage:
 
     name: ClassVar[str]
     schema: ClassVar[type]  # the dataclass of the `stage` section (see zephyr_recipes.core.schema)
-    rows: ClassVar[Optional[str]] = None  # what the dataset section feeds: "chat", "pairs", "prompts" or None
+    # The kind of row its dataset section feeds (zephyr_recipes.data.kinds), or None when it reads no dataset.
+    rows: ClassVar[Optional[RowKind]] = None
     one_process: ClassVar[bool] = False  # refuses hardware profiles that launch several processes
 
     @property
@@ -76,7 +80,7 @@ class TrainerStage(Stage):
 
     def texts(self, row: dict) -> list[list[dict]]:
         """The conversations of one prepared row that go through the model (the time plan counts their tokens)."""
-        return [row["messages"]]
+        return list(self.rows.conversations(row).values())
 
     def config_class(self):
         import trl
@@ -120,11 +124,8 @@ print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}],
 class PreferenceStage(TrainerStage):
     """A trainer stage on preference pairs (prompt, chosen, rejected): both answers of a row are in memory."""
 
-    rows = "pairs"
+    rows = kinds.PAIRS
     sequences_per_row = 2
-
-    def texts(self, row: dict) -> list[list[dict]]:
-        return [list(row["prompt"]) + list(row["chosen"]), list(row["prompt"]) + list(row["rejected"])]
 
 
 class TaskStage(Stage):

@@ -40,24 +40,24 @@ class DPO(PreferenceStage):
     def check(self, cfg: dict) -> None:
         beta = cfg["stage"]["trainer"].get("beta", 0.1)
         if isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta <= 0:
-            raise ZephyrError(f"stage.trainer.beta={beta}: DPO's beta must be positive",
+            raise ZephyrError(f"stage.trainer.beta={beta}: {self.name.upper()}'s beta must be positive",
                               "the Zephyr paper uses 0.01 to 0.1: stage.trainer.beta=0.01")
         if cfg["hardware"]["lora"] is not None and cfg["stage"]["ref_model"]:
-            raise ZephyrError("with hardware.lora the DPO reference is the base model with adapters disabled; "
-                              "stage.ref_model would load a second model that is never used",
+            raise ZephyrError(f"with hardware.lora the {self.name.upper()} reference is the base model with "
+                              "adapters disabled; stage.ref_model would load a second model that is never used",
                               "remove stage.ref_model, or set hardware.lora=null for full fine-tuning")
 
     def frozen_copies(self, cfg: dict) -> tuple[int, str | None]:
         """The reference: no copy with LoRA (adapters disabled) or precomputed log-probabilities."""
         if cfg["hardware"]["lora"]:
-            return 0, "DPO reference: the policy with adapters disabled"
+            return 0, f"{self.name.upper()} reference: the policy with adapters disabled"
         if cfg["stage"]["trainer"].get("precompute_ref_log_probs", False):
-            return 0, "DPO reference: precomputed log-probabilities"
+            return 0, f"{self.name.upper()} reference: precomputed log-probabilities"
         return 1, None
 
-    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
-        from trl import DPOTrainer
-
+    def reference(self, cfg, args, load_other) -> tuple:
+        """(frozen reference model or None, LoRA config or None, facts for provenance): the reference is the
+        policy's starting weights unless stage.ref_model names another; TRL copies it when given None."""
         from ..model.modeling import lora_config, resolve_source
 
         peft_config = lora_config(cfg["hardware"])
@@ -66,10 +66,16 @@ class DPO(PreferenceStage):
         reference = resolve_source(ref_name or cfg["model"]["name_or_path"])
         how = ("the policy with LoRA adapters disabled (no copy)" if peft_config is not None else
                "precomputed log-probabilities" if getattr(args, "precompute_ref_log_probs", False) else "a frozen copy")
-        log.info("DPO reference model: %s, %s", reference, how)
+        log.info("%s reference model: %s, %s", self.name.upper(), reference, how)
+        return ref_model, peft_config, {"reference_model": reference, "reference_mode": how}
+
+    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
+        from trl import DPOTrainer
+
+        ref_model, peft_config, facts = self.reference(cfg, args, load_other)
         trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train,
                              eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft_config)
-        return trainer, {"reference_model": reference, "reference_mode": how}
+        return trainer, facts
 
 
 STAGE = DPO()

@@ -7,6 +7,7 @@ UltraChat-style conversations, with TRL's ``SFTTrainer``.
 from __future__ import annotations
 
 from ..core.schema import TrainerStageConfig
+from ..data import kinds
 from .base import TrainerStage
 
 
@@ -15,7 +16,7 @@ class SFT(TrainerStage):
 
     name = "sft"
     schema = TrainerStageConfig
-    rows = "chat"
+    rows = kinds.CHAT
     trl_config = "SFTConfig"
 
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
