@@ -204,7 +204,7 @@ def section(anchor: str, title: str, intro: str, items: list[dict], limit: int |
     if limit is not None and total > limit:
         items = items[:limit]
     cats = sorted({i["category"] for i in items})
-    models = sorted({m for i in items for m in i["answers"]})
+    models = list(dict.fromkeys(m for i in items for m in i["answers"]))  # in the runs' order
     more = f" The first {len(items)} of {total} prompts are shown." if len(items) < total else ""
     controls = ('<div class="controls"><label>category <select class="cat-filter"><option value="">all</option>'
                 + "".join(f'<option value="{_e(c)}">{_e(c)}</option>' for c in cats) + "</select></label>"
