@@ -22,6 +22,8 @@
 #   make vllm                                 a separate environment with vLLM (.venv-vllm: the CPU build here, CUDA
 #                                             with a GPU) for generators, judges and evaluated models of type: vllm
 #   make test-vllm                            the tests that start a real vLLM server (make vllm first)
+#   make test-browser                         report.html in a headless Chromium (installs chromium from apt as root;
+#                                             SCREENSHOTS=docs saves the docs' screenshots)
 #   make bench-timing                         the time plan against measured CPU step times (bench-results/timing.md)
 #   make rehearse                             zephyr-7b-beta/zephyr end to end on the CPU with stand-ins (REHEARSE=<recipe>)
 #   make gpu-check                            acceptance run on one CUDA GPU (gpu-check/results.*, <= 8 min)
@@ -34,7 +36,7 @@ STAGE  ?= sft
 ARGS   ?=
 TORCH  ?= torch==2.13.0
 
-.PHONY: vllm test-vllm rehearse bench-timing setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-check zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
+.PHONY: vllm test-vllm test-browser rehearse bench-timing setup needs-sft needs-aif needs-dpo sft dpo aif reward eval report zephyr zephyr-check zephyr-ablation zephyr-iterative zephyr-beta-sweep run show validate list test test-slow test-all lint bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -186,6 +188,24 @@ vllm: $(VLLM_VENV)/.installed
 
 test-vllm: setup vllm
 	$(PYTEST) -m vllm $(PYTEST_ARGS)
+
+# The browser test drives Chromium and chromedriver from the OS packages (Debian: chromium, chromium-driver),
+# installed here when missing and this runs as root or with sudo; CHROMIUM= and CHROMEDRIVER= name others. Under
+# this target a missing browser fails the test, never skips it.
+BROWSER_PKGS ?= chromium chromium-driver
+SCREENSHOTS ?=
+test-browser: setup
+	@if [ -z "$$CHROMIUM" ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "make test-browser: Chromium and chromedriver are missing and this is neither root nor sudo: install" \
+	    "them (apt-get install $(BROWSER_PKGS)), or name them with CHROMIUM=... CHROMEDRIVER=..." >&2; exit 2; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "make test-browser: no apt-get here; install Chromium and" \
+	    "chromedriver yourself and name them with CHROMIUM=... CHROMEDRIVER=..." >&2; exit 2; }; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(BROWSER_PKGS); \
+	fi
+	ZEPHYR_REQUIRE_BROWSER=1 $(if $(SCREENSHOTS),ZEPHYR_SCREENSHOTS=$(abspath $(SCREENSHOTS))) $(PYTEST) -m browser \
+	  $(PYTEST_ARGS)
 
 REHEARSE ?= zephyr-7b-beta/zephyr
 rehearse: setup

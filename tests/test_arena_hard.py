@@ -296,6 +296,15 @@ def test_scoring_answer_files_in_the_three_formats_without_a_model(tmp_path, cli
     assert "Arena-Hard skipped 3 of 12 prompts that have no baseline answer" in report
     assert "AlpacaEval 2.0 LC %" in report and "13.2" in report  # beside the published row
     assert "MT-Bench: answers read from" in report
+    # report.html: every prompt of each benchmark, the baseline's answer beside the model's, both games' verdicts
+    page = (tmp_path / "report" / "report.html").read_text()
+    arena = page.split('id="b-arena_hard"', 1)[1].split("</section>", 1)[0]
+    assert arena.count('<details class="q"') == 12 and arena.count("baseline (gpt-4-0314)") == 9
+    assert arena.count("game 1 (baseline is A, model is B): [[") == 9 and "game 2 (model is A" in arena
+    ae2_section = page.split('id="b-alpaca_eval_2"', 1)[1].split("</section>", 1)[0]
+    assert ae2_section.count('<details class="q"') == 30
+    mt_section = page.split('id="b-mt_bench"', 1)[1].split("</section>", 1)[0]
+    assert mt_section.count('<details class="q"') == 3 and mt_section.count("/10</div>") == 4  # one unanswered
 
 
 @needs_data

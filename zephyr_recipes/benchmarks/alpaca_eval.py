@@ -124,6 +124,11 @@ class AlpacaEval(Benchmark):
                  result["standard_error"], result["avg_length"], result["failures"])
         return result
 
+    def browse(self, runs):
+        from ..evaluation import browse
+
+        return browse.alpaca(runs, self.name)
+
     def protocol(self, sec: dict, result: dict) -> str:
         orders = "both orders averaged (NOT the published protocol)" if result.get("orders") == "both" else \
             f"one judgment per pair in alpaca_eval's seeded order (seed {sec.get('order_seed', 0)})"

@@ -165,6 +165,11 @@ class ArenaHard(Benchmark):
                  result["missing_baseline"])
         return result
 
+    def browse(self, runs):
+        from ..evaluation import browse
+
+        return browse.arena_hard(runs, self.name)
+
     def protocol(self, sec: dict, result: dict) -> str:
         if result.get("version") == "v2.0":
             how = f"per category, mean battle outcome, {result.get('interval')}% interval; headline " \

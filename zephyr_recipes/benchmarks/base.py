@@ -171,6 +171,12 @@ class Benchmark:
         """How this run's figures were made, in a few words for the report beside the published protocols."""
         return ""
 
+    def browse(self, runs: list[tuple[str, Path]]) -> Optional[list[dict]]:
+        """Per prompt, each compared run's answers with the judge's figures and rationale, for the browsable report
+        (:mod:`zephyr_recipes.evaluation.browse` describes an item); ``runs`` is [(name, eval run folder)]. None:
+        nothing to browse (a benchmark without per-prompt answers)."""
+        return None
+
     def card(self, sec: dict, result: dict) -> list[str]:
         """The run card's section: markdown lines."""
         return [f"## {self.title}\n"] + [f"- {m.label}: **{m.format(result)}**" for m in self.metrics] + [""]

@@ -101,6 +101,11 @@ class MTBench(Benchmark):
                  result["turn_2"], result["failures"])
         return result
 
+    def browse(self, runs):
+        from ..evaluation import browse
+
+        return browse.mt_bench(runs, self.name)
+
     def protocol(self, sec: dict, result: dict) -> str:
         n = result.get("questions")
         return f"FastChat llm_judge single-answer grading 1-10, {n} question(s)" + \

@@ -138,9 +138,15 @@ def _parser() -> argparse.ArgumentParser:
                                      "chart), with the published Zephyr-7B-beta figures for reference; given "
                                      "pipeline folders (one per seed, e.g. runs/tiny-zephyr), the Zephyr paper's "
                                      "Table 3: every evaluated model's mean and spread over the seeds, and each of "
-                                     "the pipeline's claims with its 95% interval and verdict")
-    rep.add_argument("runs", nargs="+", help="evaluation run folders, or pipeline folders (one per seed)")
-    rep.add_argument("--out", default=None, help="folder for report.md, scores.json and the charts")
+                                     "the pipeline's claims with its 95% interval and verdict. AI-feedback run "
+                                     "folders (e.g. runs/tiny-aif) may be given alone or beside either. With --out, "
+                                     "also report.html: one self-contained page (no network) with the tables and "
+                                     "plots, and every prompt of every benchmark and AI-feedback run with each "
+                                     "model's answers side by side, the judge's grades or verdicts and rationale, "
+                                     "filterable by category and by where the models disagree")
+    rep.add_argument("runs", nargs="+", help="evaluation run folders, or pipeline folders (one per seed); AI-feedback "
+                                             "run folders alone or beside either")
+    rep.add_argument("--out", default=None, help="folder for report.md, report.html, scores.json and the charts")
     rep.add_argument("--check", action="store_true",
                      help="pipeline folders: exit 1 unless every claim of the pipeline holds (its 95%% interval "
                           "clear of the bound), naming those that do not; the verdicts, never the figures")
@@ -480,23 +486,38 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_report(args) -> int:
+    from ..evaluation import browse, page
     from . import ablation
     from .report import report
 
     folders = [Path(r) for r in args.runs]
-    pipelines = [ablation.is_pipeline_folder(f) for f in folders]
+    aifs = [f for f in folders if browse.is_aif_folder(f)]
+    rest = [f for f in folders if f not in aifs]
+    pipelines = [ablation.is_pipeline_folder(f) for f in rest]
     if any(pipelines) and not all(pipelines):
         raise ZephyrError("the folders mix pipeline folders and evaluation run folders",
-                          "give pipeline folders (one per seed) or evaluation run folders, not both")
-    if args.check and not all(pipelines):
+                          "give pipeline folders (one per seed) or evaluation run folders, not both "
+                          "(AI-feedback run folders go with either)")
+    if args.check and not (rest and all(pipelines)):
         raise ZephyrError("--check needs pipeline folders (their claims are what it checks)",
                           "give pipeline folders, e.g. runs/tiny-zephyr")
-    make = ablation.report if all(pipelines) else report
-    print(make(folders, Path(args.out) if args.out else None))
-    if args.out:
-        print(f"written: {Path(args.out) / 'report.md'}", file=sys.stderr)
+    out = Path(args.out) if args.out else None
+    text = ""
+    if rest:
+        text = (ablation.report if all(pipelines) else report)(rest, out)
+    if aifs:
+        text = (text.rstrip("\n") + "\n\n" if text else "# AI feedback report\n\n") + browse.aif_markdown(aifs)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "report.md").write_text(text)
+    print(text)
+    if out is not None:
+        pipes = rest if rest and all(pipelines) else []
+        page.build(out, text, [f for f in rest if not pipes], pipes, aifs)
+        print(f"written: {out / 'report.md'}, {out / 'report.html'} (open it in a browser: file://"
+              f"{(out / 'report.html').resolve()})", file=sys.stderr)
     if args.check:
-        return ablation.check(folders)
+        return ablation.check(rest)
     return 0
 
 

@@ -108,12 +108,18 @@ def _notes(runs: list[dict], names: list[str]) -> list[str]:
     return notes
 
 
-def report(folders: list[Path], out: Path | None = None) -> str:
-    """The markdown report; with ``out``, also writes report.md, scores.json and radar.png there."""
-    runs = [load_run(f) for f in folders]
+def run_names(runs: list[dict]) -> list[str]:
+    """Each run's name in the report: its model_id, with its folder when two runs share one."""
     names = [str(s.get("model_id")) for s in runs]
     if len(set(names)) < len(names):  # the same model_id twice: tell them apart by folder
         names = [f"{n} ({s['folder']})" for n, s in zip(names, runs)]
+    return names
+
+
+def report(folders: list[Path], out: Path | None = None) -> str:
+    """The markdown report; with ``out``, also writes report.md, scores.json and radar.png there."""
+    runs = [load_run(f) for f in folders]
+    names = run_names(runs)
     text = "# Evaluation report\n\n## Runs\n\n" + table(runs, names) + "\n\n"
     judges = {(s.get(b.name) or {}).get("judge", {}).get("type") or (s.get("judge") or {}).get("type")
               for s in runs for b in _ran(runs) if b.asks and s.get(b.name)}
