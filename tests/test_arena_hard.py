@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import eval_helpers
+from tests.benchmark_files import ARENA_QUESTIONS, DATA, FULL
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.embedded import judge as embedded_judge
 from zephyr_recipes.embedded import lexical_judge
@@ -19,10 +20,7 @@ from zephyr_recipes.feedback.backends import FunctionBackend
 from zephyr_recipes.feedback.judges import VERDICT_LABELS, JudgeFailure, ModelJudge, label_probability
 from zephyr_recipes.feedback.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 AH = DATA / "arena_hard_v0.1"
-needs_data = pytest.mark.skipif(not AH.is_dir(), reason=f"shared Arena-Hard v0.1 files not found at {AH}")
 WEIGHT = {"A>>B": 3, "B>>A": 3}
 MODEL_SCORE = {"A>>B": 1.0, "A>B": 1.0, "A=B": 0.5, "B>A": 0.0, "B>>A": 0.0}  # model written as A
 
@@ -67,17 +65,19 @@ def test_embedded_judges_give_arena_hard_verdicts():
     assert lexical_judge.verdict(question, good, good) == "[[A=B]]"
 
 
-@needs_data
-def test_score_on_the_shared_v01_files_matches_a_plain_logistic_regression(tmp_path):
-    """500 real prompts and gpt-4-0314 answers, the benchmark's system prompt and template; a judge with known
-    verdicts. The score must agree with an independent logistic-regression fit on the same battles."""
+def test_score_on_the_v01_files_matches_a_plain_logistic_regression(tmp_path):
+    """Real prompts and gpt-4-0314 answers (all 500 with ../shared/data beside the checkout, else the first 100 in
+    tests/data), the benchmark's system prompt and template; a judge with known verdicts. The score must agree
+    with an independent logistic-regression fit on the same battles."""
     sklearn = pytest.importorskip("sklearn.linear_model")
-    questions = arena_hard.load_questions(str(AH / "question.jsonl"))
-    settings = arena_hard.load_settings(str(AH / "arena-hard-v0.1.yaml"))
-    system = arena_hard.read_prompt(str(AH / "judge_system_prompt.txt"), "system prompt")
-    assert len(questions) == 500 and system.startswith("Please act as an impartial judge")
-    baseline_model, base = arena_hard.parse_answers(AH / "gpt-4-0314.jsonl")
-    assert baseline_model == "gpt-4-0314" and len(base) == 500
+    full = FULL / "arena_hard_v0.1"
+    n = ARENA_QUESTIONS
+    questions = arena_hard.load_questions(str(full / "question.jsonl"))
+    settings = arena_hard.load_settings(str(full / "arena-hard-v0.1.yaml"))
+    system = arena_hard.read_prompt(str(full / "judge_system_prompt.txt"), "system prompt")
+    assert len(questions) == n and system.startswith("Please act as an impartial judge")
+    baseline_model, base = arena_hard.parse_answers(full / "gpt-4-0314.jsonl")
+    assert baseline_model == "gpt-4-0314" and len(base) == n
     baselines = {uid: {"answer": text, "model": baseline_model} for uid, text in base.items()}
     eval_helpers.ARENA_SYSTEM[:] = [system]
     answers, judgments = Store(tmp_path / "answers.jsonl"), Store(tmp_path / "judgments.jsonl")
@@ -85,7 +85,7 @@ def test_score_on_the_shared_v01_files_matches_a_plain_logistic_regression(tmp_p
     judge = ModelJudge(FunctionBackend("tests.eval_helpers:arena_judge"), max_retries=0)
     arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, {"arena-hard-v0.1": system})
     result = arena_hard.scores(questions, list(judgments.records.values()), [], 3, 100, 0)
-    assert result["judged"] == 1000 and result["failures"] == 0  # every game got the verdict it was meant to
+    assert result["judged"] == 2 * n and result["failures"] == 0  # every game got the verdict it was meant to
 
     # the same battles, built here from the known verdicts alone
     outcomes = []
@@ -108,10 +108,9 @@ def test_score_on_the_shared_v01_files_matches_a_plain_logistic_regression(tmp_p
     lo, hi = result["ci_95"]
     assert lo <= expected <= hi and hi - lo > 0.5
     assert result["battles"] == len(outcomes)
-    assert sum(result["verdicts"].values()) == 1000
+    assert sum(result["verdicts"].values()) == 2 * n
 
 
-@needs_data
 def test_judge_without_verdict_is_asked_again_then_counted_as_failure(tmp_path):
     questions = arena_hard.load_questions(str(AH / "question.jsonl"), max_questions=6, seed=1)
     settings = arena_hard.load_settings(str(AH / "arena-hard-v0.1.yaml"))
@@ -236,7 +235,6 @@ def test_answer_files_in_the_wrong_format_name_the_expected_one(tmp_path):
     assert len(store) == 0
 
 
-@needs_data
 def test_scoring_answer_files_in_the_three_formats_without_a_model(tmp_path, cli):
     """Answers another tool wrote: FastChat's model_answer (MT-Bench), alpaca_eval's model_outputs.json (AlpacaEval
     1 and 2.0) and Arena-Hard's model_answer, judged by the offline judge; the model named does not exist, so
@@ -307,7 +305,6 @@ def test_scoring_answer_files_in_the_three_formats_without_a_model(tmp_path, cli
     assert mt_section.count('<details class="q"') == 3 and mt_section.count("/10</div>") == 4  # one unanswered
 
 
-@needs_data
 def test_older_arena_hard_answer_format_and_v20_selection(tmp_path, cli):
     rows = _rows(AH / "gpt-4-0314.jsonl")[:2]
     old = _write_jsonl(tmp_path / "old.jsonl", [
@@ -348,7 +345,6 @@ def _LogprobJudge():  # noqa: N802 - used as the class it was
     return ChatEndpoint(answer)
 
 
-@needs_data
 def test_alpaca_eval_2_weighted_preferences_from_an_endpoints_logprobs(tmp_path, cli):
     pytest.importorskip("alpaca_eval", reason="alpaca-eval is in the eval extra")
     instructions = json.loads((DATA / "alpaca_eval" / "text_davinci_003_outputs.json").read_text())[:10]
@@ -386,7 +382,6 @@ def test_alpaca_eval_2_weighted_preferences_from_an_endpoints_logprobs(tmp_path,
     assert lc.format(ae2).endswith("(approximate, not comparable)") and "±" not in lc.format(ae2)
 
 
-@needs_data
 @pytest.mark.slow
 def test_tiny_model_answers_arena_hard_and_alpaca_eval_2_offline(tmp_path, cli):
     """The model really answers: 4 Arena-Hard v0.1 prompts, 5 AlpacaEval instructions (AlpacaEval 2.0 judges the
@@ -417,7 +412,6 @@ def test_tiny_model_answers_arena_hard_and_alpaca_eval_2_offline(tmp_path, cli):
     assert "## Arena-Hard-Auto v0.1" in card and "## AlpacaEval 2.0" in card
 
 
-@needs_data
 def test_wrong_answer_file_stops_the_run_before_any_answer_is_generated(tmp_path, cli):
     wrong = tmp_path / "model_outputs.json"
     wrong.write_text(json.dumps([{"instruction": "Say hi", "output": "hi"}]))

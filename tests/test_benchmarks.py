@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmark_files import DATA, FULL, IS_FULL
 from zephyr_recipes import benchmarks
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.evaluation import alpaca, arena_hard, mt_bench, precomputed
 
-HERE = Path(__file__).parent
-DATA = HERE / "data"
-SHARED = HERE.parent.parent / "shared" / "data"  # full-size published files, when this checkout has them
 PREFS = DATA / "alpaca_eval" / "published_preferences.jsonl"
 REPLAY = "{type: function, module: tests.replay_judge}"
 
@@ -109,25 +107,37 @@ def test_replay_in_both_orders_is_labelled_not_the_published_protocol(tmp_path, 
     assert "NOT the published protocol" in report and "| Zephyr-7B-beta (published) | GPT-4 | 90.60 ± 1.03" in report
 
 
-@pytest.mark.skipif(not (SHARED / "alpaca_eval" / "falcon-7b-instruct_ae2_annotations.json").is_file(),
-                    reason="the full-size published files are in ../shared/data of the project's checkout")
-def test_full_size_alpaca_eval_2_replay_on_the_published_files(tmp_path, cli, monkeypatch):
-    """The published baseline file, falcon-7b-instruct's published answers and its published annotations."""
+def test_alpaca_eval_2_replay_on_the_published_answer_files(tmp_path, cli, monkeypatch):
+    """The published baseline file, falcon-7b-instruct's published answers and its published annotations: all 805,
+    giving the published figures, with ../shared/data beside the checkout; else the first 40 of each (tests/data)
+    with their published preferences, giving the win rate those preferences make by hand."""
     pytest.importorskip("alpaca_eval", reason="alpaca-eval is in the eval extra")
-    ae = SHARED / "alpaca_eval"
-    annotations = json.loads((ae / "falcon-7b-instruct_ae2_annotations.json").read_text())
-    switched = {r["instruction"]: r["ae2_falcon_switched"] for r in _published()}
+    ae = FULL / "alpaca_eval"
+    published = _published()
+    switched = {r["instruction"]: r["ae2_falcon_switched"] for r in published}
+    falcon = json.loads((ae / "falcon-7b-instruct_outputs.json").read_text())
+    if IS_FULL:
+        annotations = json.loads((ae / "falcon-7b-instruct_ae2_annotations.json").read_text())
+        prefs = [(a["instruction"], a["preference"]) for a in annotations]
+    else:
+        prefs = [(r["instruction"], r["ae2_falcon_preference"]) for r in published[: len(falcon)]]
+    assert [i for i, _ in prefs] == [r["instruction"] for r in falcon]  # the same instructions, in the same order
     verdicts = tmp_path / "verdicts.jsonl"
-    verdicts.write_text("".join(json.dumps({"instruction": a["instruction"], "preference": a["preference"],
-                                            "switched": switched[a["instruction"]]}) + "\n" for a in annotations))
+    verdicts.write_text("".join(json.dumps({"instruction": i, "preference": p, "switched": switched[i]}) + "\n"
+                                for i, p in prefs))
     base = ae / "alpaca_eval_2_baseline_gpt4_1106_preview.json"
     code, err, out = _replay(cli, monkeypatch, tmp_path, "alpaca_eval_2", base, ae / "falcon-7b-instruct_outputs.json",
                              verdicts, "stage.alpaca_eval_2.glm=length_controlled_v1",
                              f"stage.alpaca_eval_2.df_gamed={tmp_path / 'no-df_gamed.csv'}")
     assert code == 0, err
     ae2 = json.loads((out / "scores.json").read_text())["alpaca_eval_2"]
-    assert {k: ae2[k] for k in AE2_FALCON} == AE2_FALCON and ae2["baseline"] == ["gpt4_1106_preview"]
-    assert ae2["avg_length"] == pytest.approx(sum(len(a["output_2"]) for a in annotations) / 805, abs=0.1)
+    if IS_FULL:
+        assert {k: ae2[k] for k in AE2_FALCON} == AE2_FALCON
+    else:  # a weighted preference p in [1, 2] counts p - 1 of a win
+        assert ae2["n_total"] == len(prefs) == 40 and ae2["failures"] == 0
+        assert ae2["win_rate"] == pytest.approx(100 * sum(p - 1 for _, p in prefs) / len(prefs), abs=1e-3)
+    assert ae2["baseline"] == ["gpt4_1106_preview"]
+    assert ae2["avg_length"] == pytest.approx(sum(len(r["output"]) for r in falcon) / len(falcon), abs=0.1)
 
 
 def test_alpaca_evals_seeded_order_is_the_one_its_annotations_recorded():

@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from tests.benchmark_files import ALPACA_INSTRUCTIONS, DATA  # noqa: E402
 from zephyr_recipes import stages  # noqa: E402
 from zephyr_recipes.commands import cli  # noqa: E402
 from zephyr_recipes.commands.validate import validate  # noqa: E402
@@ -22,9 +23,6 @@ from zephyr_recipes.data import load_for_stage  # noqa: E402
 from zephyr_recipes.data.binarize import SCHEMA, Tally, binarize, binarize_dataset  # noqa: E402
 from zephyr_recipes.model import modeling  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not SHARED.exists():
-    SHARED = Path("/work/shared/data")
 TINY_MODEL = {"name_or_path": "builtin://tiny-mistral", "chat_template": "zephyr"}
 
 
@@ -400,19 +398,19 @@ def test_trl_tokenization_is_cached_next_to_the_prepared_rows(tmp_path, tok):
 
 # ------------------------------------------------------------------------------------------- decontamination
 def test_decontamination_drops_rows_overlapping_eval_prompts(tmp_path, tok):
-    questions = [json.loads(line) for line in (SHARED / "mt_bench" / "question.jsonl").read_text().splitlines()]
-    alpaca = json.loads((SHARED / "alpaca_eval" / "text_davinci_003_outputs.json").read_text())
+    questions = [json.loads(line) for line in (DATA / "mt_bench" / "question.jsonl").read_text().splitlines()]
+    alpaca = json.loads((DATA / "alpaca_eval" / "text_davinci_003_outputs.json").read_text())
     leaked = [{"messages": [{"role": "user", "content": "Please help. " + questions[0]["turns"][0]},
                             {"role": "assistant", "content": "Sure."}]},
               {"messages": [{"role": "user", "content": alpaca[10]["instruction"]},
                             {"role": "assistant", "content": "ok"}]}]
     rows = [{"messages": chat(i)} for i in range(10)] + leaked
     path = write_jsonl(tmp_path / "train.jsonl", rows)
-    files = [str(SHARED / "mt_bench" / "question.jsonl"), str(SHARED / "alpaca_eval" / "text_davinci_003_outputs.json")]
+    files = [str(DATA / "mt_bench" / "question.jsonl"), str(DATA / "alpaca_eval" / "text_davinci_003_outputs.json")]
     train, _, info = load("sft", {"path": path, "decontaminate": files}, tok)
     assert len(train) == 10
     d = info["decontamination"]
-    assert d["dropped"] == 2 and d["eval_prompts"] == 160 + 805
+    assert d["dropped"] == 2 and d["eval_prompts"] == 160 + ALPACA_INSTRUCTIONS
     assert {e["file"] for e in d["examples"]} == set(files)
     assert info["sources"][0]["dropped"] == {"contaminated": 2}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from tests import eval_helpers
+from tests.benchmark_files import ALPACA_INSTRUCTIONS, DATA
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.embedded import lexical_judge
 from zephyr_recipes.evaluation import alpaca, mt_bench
@@ -24,9 +24,6 @@ from zephyr_recipes.feedback.judges import (
     parse_ranking,
 )
 from zephyr_recipes.feedback.store import Store
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared evaluation data not found at {DATA}")
 
 
 # ----------------------------------------------------------------------------------------- parsing
@@ -56,7 +53,6 @@ def test_alpaca_eval_rankings_from_judge_replies():
             parse_ranking(bad)
 
 
-@needs_data
 def test_alpaca_eval_prompt_splits_into_system_and_user_messages():
     prompt = read_text(str(DATA / "alpaca_eval" / "alpaca_eval_gpt4_judge_prompt.txt"), "prompt")
     messages = chat_messages(fill(prompt, instruction="Say {hi}", output_1="A {output_2}", output_2="B"))
@@ -134,7 +130,6 @@ def test_model_judge_retries_malformed_replies_then_records_failure():
 
 
 # ------------------------------------------------------------------------------------ MT-Bench bits
-@needs_data
 def test_mt_bench_judge_prompt_per_turn_and_category():
     questions = {q.category: q for q in mt_bench.load_questions(str(DATA / "mt_bench" / "question.jsonl"))}
     assert set(questions) == set(mt_bench.CATEGORIES) and len(mt_bench.load_questions(
@@ -217,10 +212,9 @@ def test_bad_input_files_are_reported_by_file_and_line(tmp_path):
         load_records(str(outputs), "AlpacaEval instructions")
 
 
-@needs_data
 def test_alpaca_eval_subset_is_seeded():
     path = str(DATA / "alpaca_eval" / "text_davinci_003_outputs.json")
-    assert len(alpaca.load_instructions(path, None, 0)) == 805
+    assert len(alpaca.load_instructions(path, None, 0)) == ALPACA_INSTRUCTIONS
     a, b = alpaca.load_instructions(path, 20, 3), alpaca.load_instructions(path, 20, 3)
     assert a == b and len(a) == 20 and a != alpaca.load_instructions(path, 20, 4)
     assert all(r["generator"] == "text_davinci_003" for r in a)

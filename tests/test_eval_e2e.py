@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmark_files import DATA
 from tests.eval_helpers import ChatEndpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared evaluation data not found at {DATA}")
 MODEL = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr"]
 
 
@@ -54,8 +53,6 @@ def _run(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def function_run(tmp_path_factory):
-    if not DATA.is_dir():
-        pytest.skip(f"shared evaluation data not found at {DATA}")
     tmp = tmp_path_factory.mktemp("eval-fn")
     out = tmp / "run"
     assert _run("tiny/eval", *MODEL, *_data_overrides(tmp), f"run.output_dir={out}", "run.name=tiny-fn") == 0
@@ -91,7 +88,6 @@ def lm_eval_run(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------- function judge
-@needs_data
 def test_tiny_model_on_real_questions_with_the_offline_judge(function_run):
     out = function_run
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
@@ -144,7 +140,6 @@ class FakeJudge(ChatEndpoint):
         return "Rating: [[8]]" if "Assistant A's Conversation" in text else "Rating: [[6]]"
 
 
-@needs_data
 def test_openai_compatible_judge_and_resume_without_asking_twice(tmp_path, cli, monkeypatch):
     secret = "sk-eval-0123456789abcdefghijkl"
     monkeypatch.setenv("ZR_EVAL_KEY", secret)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmark_files import DATA
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.evaluation import arena_hard
 from zephyr_recipes.feedback.backends import FunctionBackend
@@ -27,8 +28,7 @@ from zephyr_recipes.feedback.judges import (
 from zephyr_recipes.feedback.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-AH = ROOT.parent / "shared" / "data" / "arena_hard_v0.1"
-needs_data = pytest.mark.skipif(not AH.is_dir(), reason=f"shared Arena-Hard v0.1 files not found at {AH}")
+AH = DATA / "arena_hard_v0.1"
 QUESTION = [{"role": "user", "content": "Name three primes."}]
 GRADED: list = []  # what grade() below was called with
 
@@ -99,7 +99,6 @@ def test_a_judge_that_cannot_do_a_kind_is_refused_naming_its_type_and_the_benchm
     assert reads_prompts("openai") and reads_prompts("transformers")
 
 
-@needs_data
 def test_a_judge_type_that_cannot_grade_stops_mt_bench_before_it_judges(length_judge_type, cli, tmp_path):
     data = AH.parent / "mt_bench"
     questions = [json.loads(line) for line in (data / "question.jsonl").read_text().splitlines()][:2]
@@ -141,7 +140,6 @@ def test_verdicts_from_comparisons_when_a_judge_has_no_verdict_of_its_own():
         assert [got[i].raw for i in range(3)] == ["[[A>B]]", "[[B>A]]", "[[A=B]]"]
 
 
-@needs_data
 def test_arena_hard_with_a_judge_that_only_compares_and_reads_no_prompt(tmp_path):
     questions = arena_hard.load_questions(str(AH / "question.jsonl"), max_questions=5, seed=3)
     settings = arena_hard.load_settings(str(AH / "arena-hard-v0.1.yaml"))
@@ -194,7 +192,6 @@ def test_the_callers_settings_are_given_when_the_judge_is_made_under_the_specs_o
     assert judge.offers_logprobs
 
 
-@needs_data
 def test_arena_hard_judge_temperature_and_budget_come_from_the_benchmark_settings(tmp_path, cli):
     arena = [json.loads(line) for line in (AH / "question.jsonl").read_text().splitlines()][:2]
     questions = tmp_path / "question.jsonl"
