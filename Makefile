@@ -1,7 +1,7 @@
 # zephyr-recipes: `make sft`, `make dpo`, `make test`. The first target you run sets up .venv by itself.
 #   make zephyr                               the whole method on the embedded default: dSFT -> AIF -> dDPO,
 #                                             the paper's ablation (Table 3) and the report (CPU, ~2 minutes)
-#   make zephyr-ablation                      the same over five seeds (SEEDS), mean and spread, every claim with
+#   make zephyr-ablation                      the same over five seeds (SEEDS, two at once), mean and spread, every claim with
 #                                             its 95% interval and verdict (CHECK=1: exit 1 unless every claim holds)
 #   make zephyr-check                         make zephyr, then exit 1 unless every claim holds (verdicts, not figures)
 #   make zephyr-iterative                     3 rounds of on-policy AIF + dDPO over three seeds, grade by round
@@ -149,11 +149,17 @@ zephyr-check: zephyr
 SEEDS ?=
 ABLATION_SEEDS = $(or $(SEEDS),42 43 44 45 46)
 ROUND_SEEDS = $(or $(SEEDS),42 43 44)
+# ABLATION_JOBS seeds run at once (default 2, one per core of a 2-core machine: each pipeline is one torch thread);
+# each seed's output goes to runs/tiny-zephyr-ablation/seed<N>.log, whose end is shown if that seed fails.
+ABLATION_JOBS ?= 2
+ABLATION_LOGS = runs/$(RECIPE)-zephyr-ablation
 zephyr-ablation: setup
-	for s in $(ABLATION_SEEDS); do \
-	  $(TINY_THREADS) $(PY) -m zephyr_recipes run $(RECIPE)/zephyr pipeline.seed=$$s \
-	    pipeline.output_dir=runs/$(RECIPE)-zephyr$$(test $$s = 42 || echo -seed$$s) $(ARGS) || exit 1; \
-	done
+	mkdir -p $(ABLATION_LOGS)
+	printf '%s\n' $(ABLATION_SEEDS) | xargs -n 1 -P $(ABLATION_JOBS) sh -c ' \
+	  log=$(ABLATION_LOGS)/seed$$0.log; echo "seed $$0: running (log: $$log)"; \
+	  if $(TINY_THREADS) $(PY) -m zephyr_recipes run $(RECIPE)/zephyr pipeline.seed=$$0 \
+	       pipeline.output_dir=runs/$(RECIPE)-zephyr$$(test $$0 = 42 || echo -seed$$0) $(ARGS) > $$log 2>&1; \
+	  then echo "seed $$0: finished"; else echo "seed $$0: FAILED, the end of $$log:"; tail -n 25 $$log; exit 1; fi'
 	$(PY) -m zephyr_recipes report $(foreach s,$(ABLATION_SEEDS),runs/$(RECIPE)-zephyr$(if $(filter 42,$(s)),,-seed$(s))) \
 	  --out runs/$(RECIPE)-zephyr-ablation $(if $(CHECK),--check)
 
