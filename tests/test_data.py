@@ -347,8 +347,15 @@ def test_dataset_config_errors(dataset, needle):
     ("tiny/dpo", ["dataset=ultrafeedback_raw"]),
     ("tiny/sft", ["dataset=sharegpt", "dataset.path=./chats.jsonl", "--no-preflight"]),
 ])
-def test_recipes_and_dataset_options_validate(recipe, overrides, capsys):
+def test_recipes_and_dataset_options_validate(recipe, overrides, capsys, home, tmp_path, monkeypatch):
+    # The tiny recipes read ./runs/tiny-sft and ./runs/tiny-aif: from the checkout, validate would check whatever
+    # `make sft`, `make aif` or a run beside the tests has left there (or is writing there at that moment), so the
+    # outcome depended on the checkout's state. An empty folder of its own, and the module's cache home, whatever
+    # the order the tests run in.
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["validate", recipe, *overrides]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].startswith(f"ok: {recipe}")
 
 
 # ------------------------------------------------------------------------------------------- cache
