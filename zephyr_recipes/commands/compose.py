@@ -72,17 +72,23 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
             if "pipeline" in cfg:
                 raise TypeError("a pipeline: its stages are composed one by one")
             stage = stages.get(OmegaConf.select(cfg, "stage.name", default="sft"))
-            cfg = OmegaConf.merge(OmegaConf.create(recipe_defaults(stage.schema)), cfg)
+            cfg = OmegaConf.merge(OmegaConf.create(recipe_defaults(stage.schema)), cfg)  # type: ignore[assignment]
         except (OmegaConfBaseException, ZephyrError, TypeError):
             pass  # a malformed section or stage name: validation names it
-        refuse_env(OmegaConf.to_container(cfg, resolve=False))  # before anything reads the environment
-        container = OmegaConf.to_container(cfg, resolve=True)
+        refuse_env(_mapping(OmegaConf.to_container(cfg, resolve=False)))  # before anything reads the environment
+        container = _mapping(OmegaConf.to_container(cfg, resolve=True))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None
     finally:
         GlobalHydra.instance().clear()
     guard_destructive(container, overrides, name, path)
     return container, name, path
+
+
+def _mapping(container) -> dict:
+    """A composed recipe's plain form: Hydra composes a mapping, always."""
+    assert isinstance(container, dict)
+    return container
 
 
 def read_recipe_text(path: Path) -> str:

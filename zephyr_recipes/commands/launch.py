@@ -172,6 +172,7 @@ def run_accelerate(cfg: dict, folder: Path) -> int:
     proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     previous = _forward_signals(proc)
     try:
+        assert proc.stdout is not None  # stdout=PIPE
         _LauncherNoise(sys.stderr.buffer).pump(proc.stdout.fileno())
         rc = proc.wait()
     except KeyboardInterrupt:

@@ -41,6 +41,7 @@ from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
 from ..data.sizes import PROMPT_TOKENS
 from ..stages.base import Stage, TrainerStage
+from .timeplan import Work
 
 GB = 1e9
 OVERHEAD_GB = 2.0
@@ -359,7 +360,7 @@ class StagePlan:
 
     text: str
     kind: str
-    work: object = None  # timeplan.Work
+    work: Work | None = None
     trained: tuple | None = None  # (config, source) of the model the stage writes, for later stages
     writes: tuple | None = None  # (rows, tokens per row) of the data the stage writes, for later stages
 
@@ -370,7 +371,9 @@ def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> Stage
     hw = cfg["hardware"]
     loads = stage.loads(cfg)
     lines = [f"plan: {stage.name} on hardware {hw['name']} ({hw['device']}, one process; models load one at a time)"]
-    shapes, sizes, kind = {}, {}, "unknown"
+    shapes: dict = {}
+    sizes: dict = {}
+    kind = "unknown"
     for load in loads:
         if load["how"] not in ("local", "served"):
             continue
@@ -447,7 +450,8 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
         if sp.writes:
             data[str(Path(cfg["run"]["output_dir"]).resolve())] = sp.writes
         refused |= sp.kind == "no"
-        works.append(sp.work)
+        if sp.work is not None:
+            works.append(sp.work)
         cost = ""
         if price is not None and sp.work is not None and sp.work.gpu_hours is not None:
             cost = f"\n  cost: {sp.work.gpu_hours * price:,.2f} ({sp.work.gpu_hours:,.1f} GPU-hours at {price:g})"

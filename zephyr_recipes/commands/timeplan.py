@@ -112,6 +112,9 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     split = ds.get("train_split") or "train"
     counted = _rows_on_machine(cfg, stage, split) if count_data and not tokens_per_row else None
     seq = int(trainer.get("max_length") or 1024)
+    rows: int | None
+    per_row: float | None
+    source: str | None
     if counted:
         rows, per_row = counted
         source = "counted from the data on this machine"
@@ -134,6 +137,7 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
             work.lines.append(f"tokens: unknown ({ds.get('path')} is not on this machine and not in the table); "
                               "give --tokens-per-row and the row count through dataset.max_train_samples")
             return work
+    assert rows is not None and per_row is not None  # counted, or known from the table (else returned above)
     per_row = min(per_row, seq * stage.sequences_per_row)
     epochs = float(trainer.get("num_train_epochs", 3.0) or 0)
     tokens = rows * per_row * epochs

@@ -79,7 +79,8 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         cfg = {**cfg, "dataset": {**(cfg.get("dataset") or {}), "path": "none"}}
     out = {name: check_section(name, cfg.get(name), stage.schema if name == "stage" else cls)
            for name, cls in SECTIONS.items()}
-    trains = isinstance(stage, stages.TrainerStage)
+    trainer = stage if isinstance(stage, stages.TrainerStage) else None
+    trains = trainer is not None
     if trains:
         check_trainer(stage, out["stage"]["trainer"])
         _check_training_values(out["stage"])
@@ -107,16 +108,16 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
                           "vLLM or TGI and name it as an openai generator or judge")
     from ..model import hardware
 
-    hardware.check(out, stage if trains else None)
+    hardware.check(out, trainer)
     stage.check(out)
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
     if deep:
         _check_weight_files(out, trains)
-    if trains and deep:
+    if trainer is not None and deep:
         _check_positions(out)
-        trainer_fields.check_accepts(stage, out["stage"]["trainer"])
+        trainer_fields.check_accepts(trainer, out["stage"]["trainer"])
     return out
 
 

@@ -119,14 +119,14 @@ def check_section(where: str, values: Any, cls: type) -> dict:
         if value == "???":
             raise ZephyrError(f"`{where}.{key}` must be set", f"add `{where}.{key}=...` or pick a {where} option")
         if fields[key].metadata.get("merge") and isinstance(value, dict):
-            value = {**fields[key].default_factory(), **value}
+            value = {**fields[key].default_factory(), **value}  # type: ignore[operator]  # merge fields have one
         out[key] = _checked_value(f"{where}.{key}", value, hints[key], fields[key])
     for key, f in fields.items():
         if key in out:
             continue
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ZephyrError(f"`{where}.{key}` is required", f.metadata.get("help"))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         if default == "???":
             raise ZephyrError(f"`{where}.{key}` must be set",
                               f"pick a {where.split('.')[0]} option in the recipe's defaults or add `{where}.{key}=...`")
@@ -169,8 +169,9 @@ def explained(cfg: dict, stage_schema: type) -> str:
             text = fields[key].metadata.get("help") if key in fields else None
             if text:
                 out.append(f"{pad}# {text}")
-            nested = hints.get(key) if isinstance(hints.get(key), type) else None
-            listed = hints.get(key)[0] if isinstance(hints.get(key), tuple) else None
+            hint = hints.get(key)
+            nested = hint if isinstance(hint, type) else None
+            listed = hint[0] if isinstance(hint, tuple) else None
             if isinstance(v, dict) and v:
                 out.append(f"{pad}{key}:")
                 emit(v, nested, pad + "  ", out)

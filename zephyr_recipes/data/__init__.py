@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from ..core.errors import ZephyrError
 from . import decontaminate, rows
@@ -31,7 +32,7 @@ __all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "loa
 log = logging.getLogger("zephyr_recipes")
 
 
-def load_for_stage(cfg: dict, tokenizer, kind: str) -> tuple[object, object | None, dict]:
+def load_for_stage(cfg: dict, tokenizer, kind: str) -> tuple[Any, Any, dict]:
     """(train, eval or None, provenance) for a stage that reads rows of ``kind`` (its ``Stage.rows``)."""
     ds_cfg = cfg["dataset"]
     check_config(ds_cfg, kind)
@@ -106,7 +107,7 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: str):
             if len(good) < before:
                 rep["dropped"]["overlaps_test"] = before - len(good)
         if index is not None:
-            good = decontaminate.apply(good, index, rep, decon)
+            good = decontaminate.apply(good, index, rep, decon or {})
         rep["rows"] = len(good)
         good = rows.weighted(good, src["weight"], seed)
         rep["train_rows"] = len(good)

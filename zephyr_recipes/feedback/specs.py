@@ -8,6 +8,7 @@ backends a spec with every default filled in, whatever wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
@@ -38,7 +39,7 @@ class _Typed:
     @classmethod
     def unknown_key(cls, where: str, key: str) -> None:
         """A key of another type, left over after an override changed the type: say which type it belongs to."""
-        owner = next((t for t, c in cls.TYPES.items() if key in c.__dataclass_fields__), None)
+        owner = next((t for t, c in cls.TYPES.items() if key in {f.name for f in dataclasses.fields(c)}), None)
         if owner is not None:
             path = re.sub(r"\[(\d+)\]", r".\1", where)
             mine = next((t for t, c in cls.TYPES.items() if c is cls), "?")

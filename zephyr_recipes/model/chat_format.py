@@ -138,13 +138,13 @@ def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | N
     if spec:
         text, source, name = template_text(spec), "recipe", str(spec)
     else:
-        text = _own_template(tokenizer)
-        if not text:
+        own = _own_template(tokenizer)
+        if not own:
             raise ZephyrError(
                 f"the tokenizer of {model_name} has no chat template (a base model's usually has none)",
                 "set model.chat_template=zephyr (the Zephyr recipes' format) or another shipped template "
                 f"({', '.join(shipped_names())}), or a path to a .jinja file")
-        source, name = "tokenizer", "the tokenizer's own"
+        text, source, name = own, "tokenizer", "the tokenizer's own"
     if not assistant_only or has_generation_markers(text):
         return TemplateChoice(source, name, text, f"chat template: {name}")
     patched = _trl_training_template(tokenizer, text)

@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
@@ -246,7 +247,7 @@ def load_model(name: str, model_cfg: dict, placement: Placement, auto_class: str
 
     source = resolve_source(name, "model")
     dtype = placement.weights_dtype if model_cfg.get("dtype", "auto") == "auto" else getattr(torch, model_cfg["dtype"])
-    extra = {}
+    extra: dict[str, Any] = {}
     if placement.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

@@ -122,7 +122,7 @@ def _generator_name(gen: dict, i: int) -> str:
 
 
 def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
-    stage, failures = cfg["stage"], Counter()
+    stage, failures = cfg["stage"], Counter[str]()
     for i, gen in enumerate(stage["generators"]):
         name = _generator_name(gen, i)
         k = int(gen["num_completions"] or stage["num_completions"])
@@ -272,7 +272,7 @@ def run(cfg: dict, folder: Path) -> dict:
         ratings.close()
     rows, scores = assemble(cfg, prompts, completions, ratings)
     tally = Tally()
-    pairs = {"train_prefs": [], "test_prefs": []}
+    pairs: dict[str, list] = {"train_prefs": [], "test_prefs": []}
     rule = stage["binarize"]
     for row in rows:
         pair = binarize(row["instruction"], row["completions"], seed=cfg["run"]["seed"], tally=tally, **rule)
