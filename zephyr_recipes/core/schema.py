@@ -10,9 +10,11 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, TypeVar
 
 from .errors import ZephyrError, unknown_key
+
+T = TypeVar("T")
 
 
 def option(default: Any, help: str, merge: bool = False, **kw):  # noqa: A002 - mirrors dataclasses' own vocabulary
@@ -197,6 +199,28 @@ def explained(cfg: dict, stage_schema: type) -> str:
 def recipe_defaults(stage_schema: type) -> dict:
     """Every section's defaults, the stage section's from its stage's schema."""
     return {name: defaults_of(stage_schema if name == "stage" else cls) for name, cls in SECTIONS.items()}
+
+
+def typed(cls: type[T], values: dict) -> T:
+    """A checked section (what :func:`check_section` returns) as an instance of its schema ``cls``.
+
+    Nested sections and lists of sections become instances too, of the variant their ``type`` picks (a generator
+    of type openai is an ``OpenAIGenerator``), so code reads ``section.key`` with its type rather than
+    ``section["key"]``. ``dataclasses.asdict`` turns a part back into the plain mapping it was checked as.
+    """
+    variant = getattr(cls, "variant", None)
+    if variant is not None:
+        cls = variant("", values)
+    sections = kinds_of(cls)
+    out = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # a schema is a dataclass
+        kind, value = sections[f.name], values[f.name]
+        if isinstance(kind, type) and isinstance(value, dict):
+            value = typed(kind, value)
+        elif isinstance(kind, tuple) and isinstance(value, list):
+            value = [typed(kind[0], item) for item in value]
+        out[f.name] = value
+    return cls(**out)
 
 
 def _checked_value(where: str, value: Any, kind: Any, f) -> Any:
