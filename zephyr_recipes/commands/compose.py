@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .. import stages
 from ..core.catalog import CONF_DIR, RECIPES_DIR, list_options, list_recipes
 from ..core.errors import ZephyrError, did_you_mean
+from ..core.safety import guard_destructive, refuse_env
+from ..core.schema import recipe_defaults
 
 
 def find_recipe(recipe: str) -> tuple[Path, str]:
@@ -39,8 +42,6 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..core.safety import guard_destructive, refuse_env
-
     path, name = find_recipe(recipe)
     try:
         doc = yaml.safe_load(read_recipe_text(path))
@@ -65,9 +66,6 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
             cfg = hydra_compose(config_name=path.stem,
                                 overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
         # The schemas' defaults lie under the recipe, so an interpolation may name any key, set or not.
-        from .. import stages
-        from ..core.schema import recipe_defaults
-
         try:
             if "pipeline" in cfg:
                 raise TypeError("a pipeline: its stages are composed one by one")

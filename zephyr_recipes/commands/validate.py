@@ -13,9 +13,13 @@ import re
 from typing import Any
 
 from .. import stages
+from ..core.catalog import CONF_DIR
 from ..core.errors import ZephyrError, did_you_mean
 from ..core.schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
-from ..model import trainer_fields
+from ..data import check_config as check_dataset
+from ..embedded import builtin
+from ..model import hardware, trainer_fields
+from ..model.modeling import check_weight_files, is_local_path
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{16,})$")
@@ -92,8 +96,6 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         raise ZephyrError(f"`dataset.max_prompt_tokens` filters preference pairs and does not apply to {stage.name}",
                           "remove dataset.max_prompt_tokens, or use stage.trainer.max_length to truncate")
     if stage.rows is not None:
-        from ..data import check_config as check_dataset
-
         check_dataset(out["dataset"], stage.rows)
     hw = out["hardware"]
     if hw["device"] == "cpu" and hw["precision"] == "fp16":
@@ -106,7 +108,6 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         raise ZephyrError(f"the {stage.name} stage runs in one process, and hardware profile {hw['name']!r} launches "
                           "several", "use hardware=1gpu (or cpu); to generate on many GPUs, serve the model with "
                           "vLLM or TGI and name it as an openai generator or judge")
-    from ..model import hardware
 
     hardware.check(out, trainer)
     stage.check(out)
@@ -125,8 +126,6 @@ def _check_weight_files(cfg: dict, trains: bool) -> None:
     """An empty or cut-short weight file of a local model is named before any weights load (``trains``: the stage
     trains cfg's model)."""
     from pathlib import Path
-
-    from ..model.modeling import check_weight_files, is_local_path
 
     def local_models(obj, where):
         if isinstance(obj, dict):
@@ -148,8 +147,6 @@ def _stage_default(stage: str, key: str):
     """A trainer value the stage's conf file sets (conf/stage/<stage>.yaml), or None."""
     import yaml
 
-    from ..core.catalog import CONF_DIR
-
     try:
         doc = yaml.safe_load((CONF_DIR / "stage" / f"{stage}.yaml").read_text()) or {}
         return (doc.get("trainer") or {}).get(key)
@@ -165,8 +162,6 @@ def _check_positions(cfg: dict) -> None:
     import json
     from pathlib import Path
 
-    from ..embedded import builtin
-    from ..model.modeling import is_local_path
 
     max_length = cfg["stage"]["trainer"].get("max_length")
     name = cfg["model"]["name_or_path"]

@@ -25,6 +25,7 @@ from ..core.errors import ZephyrError
 from . import decontaminate, rows
 from .cache import cache_key, cache_root, fingerprint_of, load_cached, save
 from .config import check_config, sources_of
+from .decontaminate import Index
 from .sources import FILE_BUILDERS, load_split, locate
 
 __all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "load_split", "locate", "sources_of"]
@@ -94,8 +95,6 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: str):
     test_keys = set(eval_ds["_key"]) - {""} if eval_ds is not None else set()
     index = None
     if ds_cfg["decontaminate"]:
-        from .decontaminate import Index
-
         index = Index(ds_cfg["decontaminate"], ds_cfg["decontaminate_ngram"])
     decon = {"files": ds_cfg["decontaminate"], "ngram": ds_cfg["decontaminate_ngram"],
              "eval_prompts": index.prompts if index else 0, "dropped": 0, "examples": []} if index else None

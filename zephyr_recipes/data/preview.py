@@ -13,6 +13,8 @@ import random
 import sys
 from pathlib import Path
 
+from . import load_for_stage
+
 TRAINED, MASKED, CUT = "trained", "masked", "cut"
 ANSI = {TRAINED: "\x1b[1;32m", MASKED: "\x1b[2m", CUT: "\x1b[9;31m"}
 PLAIN = {TRAINED: ("[[", "]]"), MASKED: ("", ""), CUT: ("<<cut:", ">>")}
@@ -137,8 +139,6 @@ def preview(cfg: dict, tokenizer, kind: str, n: int = 3, sample: int = 2000, out
             color: bool | None = None, stream=None) -> dict:
     """Print ``n`` training rows (of ``kind``, the stage's rows) as the trainer sees them and length statistics
     over ``sample`` rows."""
-    from . import load_for_stage
-
     stream = stream or sys.stdout
     color = stream.isatty() if color is None else color
     stage, trainer, seed = cfg["stage"]["name"], cfg["stage"]["trainer"], cfg["run"]["seed"]

@@ -7,6 +7,7 @@ from collections import Counter
 
 from ..core.errors import ZephyrError
 from . import checks
+from .binarize import binarize_dataset
 
 
 def _stage_columns(src: dict, rows: str, column_names: list[str]) -> dict:
@@ -45,8 +46,6 @@ def _detect_format(src: dict, column_names: list[str]) -> str:
 
 
 def _binarized(raw, src: dict, ds: dict, seed: int):
-    from .binarize import binarize_dataset
-
     cols = src["columns"] or {}
     opts = {k: v for k, v in (ds["binarize"] or {}).items() if k != "seed"}
     prompt_col, comp_col = cols.get("prompt", "instruction"), cols.get("completions", "completions")

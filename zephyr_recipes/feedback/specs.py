@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from ..core.errors import ZephyrError
-from ..core.schema import option
+from ..core.safety import refuse_url_credentials
+from ..core.schema import check_section, option
+from .serve import base_url_of
 from .vllm import VLLMOptions
 
 SERVE_HELP = ("A command that starts an OpenAI-compatible server (vLLM, TGI, llama.cpp ...) with --port N; the "
@@ -84,8 +86,6 @@ class OpenAIOptions:
 
     @classmethod
     def after_check(cls, where: str, values: dict) -> None:
-        from ..core.safety import refuse_url_credentials
-
         if values["base_url"]:
             refuse_url_credentials(f"{where}.base_url", values["base_url"])
         if not values["serve"]:
@@ -94,8 +94,6 @@ class OpenAIOptions:
                 raise ZephyrError(f"{where} of type openai needs {', '.join(missing)}",
                                   f"add {where}.{missing[0]}=... (or serve: a command that starts the server)")
         else:
-            from .serve import base_url_of
-
             base_url_of(values)  # where it will listen: refused now, not after the stage started
 
 
@@ -203,8 +201,6 @@ def register_judge(kind: str, schema: type, make) -> None:
 
 def complete(spec: dict, schema: type, where: str = "spec") -> dict:
     """``spec`` with every default of its type filled in (and checked), whatever wrote it."""
-    from ..core.schema import check_section
-
     return check_section(where, spec, schema)
 
 

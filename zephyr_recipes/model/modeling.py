@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig, ModelConfig, defaults_of
 from ..embedded import builtin
 from . import chat_format
 from .chat_format import TEMPLATES, template_text  # noqa: F401  (re-exported)
@@ -231,8 +232,6 @@ def standalone(model: str, model_cfg: dict | None, hardware: dict | None, purpos
     """The model section and the placement of a model used outside training (a generator, a judge): the model
     section's defaults with the tokenizer's own chat template, under ``model_cfg``; the run's hardware profile,
     or the defaults (the GPU when there is one)."""
-    from ..core.schema import HardwareConfig, ModelConfig, defaults_of
-
     cfg = {**defaults_of(ModelConfig), "chat_template": None, **(model_cfg or {}), "name_or_path": model}
     hw = {**defaults_of(HardwareConfig), "name": purpose, **(hardware or {})}
     return cfg, resolve_placement(hw)

@@ -23,12 +23,15 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from ..core.errors import ZephyrError
+from ..core.records import dataset_card
 from ..core.schema import StageSection, option, typed
+from ..data import load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
+from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
-from ..feedback.specs import GeneratorSpec, JudgeSpec
+from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
 from ..feedback.store import Store
 from .base import TaskStage
 
@@ -89,8 +92,6 @@ def check_config(cfg: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------- prompts
 def load_prompts(cfg: dict) -> list[str]:
-    from ..data import load_split
-
     ds_cfg = cfg["dataset"]
     ds = load_split(ds_cfg, ds_cfg["train_split"])
     col = ds_cfg["columns"].get("prompt", "prompt")
@@ -341,9 +342,6 @@ class AIF(TaskStage):
         return run(cfg, folder)
 
     def loads(self, cfg: dict) -> list[dict]:
-        from ..data.sizes import DATASETS
-        from ..feedback.specs import load_of
-
         stage, ds = section(cfg), cfg["dataset"]
         prompts = ds["max_train_samples"] or DATASETS.get(ds["path"], ({}, 0))[0].get(ds["train_split"])
         if not prompts:
@@ -364,8 +362,6 @@ class AIF(TaskStage):
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
         """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""
-        from ..data.sizes import PROMPT_TOKENS
-
         gens = [load for load in loads if load["role"].startswith("generator")]
         if not gens or not gens[0]["requests"]:
             return None
@@ -374,8 +370,6 @@ class AIF(TaskStage):
         return int(prompts * (1 - section(cfg).test_fraction)), 2 * (PROMPT_TOKENS + answer)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        from ..core.records import dataset_card
-
         return dataset_card(cfg, prov, result)
 
     def headline(self, result: dict) -> dict:

@@ -15,6 +15,7 @@ from typing import Optional
 
 from ..core.errors import ZephyrError
 from ..core.schema import TrainerStageConfig, option
+from ..model.modeling import lora_config, resolve_source
 from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -57,8 +58,6 @@ class DPO(PreferenceStage):
 
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import DPOTrainer
-
-        from ..model.modeling import lora_config, resolve_source
 
         peft_config = lora_config(cfg["hardware"])
         ref_name = cfg["stage"]["ref_model"]

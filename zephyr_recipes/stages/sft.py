@@ -7,6 +7,7 @@ UltraChat-style conversations, with TRL's ``SFTTrainer``.
 from __future__ import annotations
 
 from ..core.schema import TrainerStageConfig
+from ..model.modeling import lora_config
 from .base import TrainerStage
 
 
@@ -20,8 +21,6 @@ class SFT(TrainerStage):
 
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import SFTTrainer
-
-        from ..model.modeling import lora_config
 
         peft_config = lora_config(cfg["hardware"])  # None: all weights train
         return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
