@@ -17,7 +17,7 @@
 #   make list                                 shipped recipes and config options
 #   make test                                 the fast tests (offline, CPU, minutes); make test-slow the rest,
 #                                             make test-all both (PYTEST_ARGS= adds pytest options)
-#   make lint                                 ruff check of the package, the tests and the benchmark
+#   make lint                                 ruff, the import layers (import-linter) and types (mypy)
 #   make docs                                 the documentation site (docs/, mkdocs --strict) into site/
 #   make lock                                 regenerate constraints.txt, the pinned versions make setup installs
 #   make bench                                speed against plain TRL on this machine (bench-results/, ~15 min)
@@ -204,8 +204,11 @@ test-slow: setup
 test-all: setup
 	$(PYTEST) $(PYTEST_ARGS)
 
+# ruff; the layers and no import circles (import-linter, contracts in pyproject.toml); types (mypy).
 lint: setup
 	$(PY) -m ruff check zephyr_recipes tests bench
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 # vLLM pins its own torch and transformers, so it lives in its own environment; type: vllm finds it there.
 VLLM_VENV ?= .venv-vllm

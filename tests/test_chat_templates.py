@@ -7,6 +7,7 @@ import pytest
 
 from tests.byo_helpers import build_tokenizer, published
 from zephyr_recipes.core.errors import ZephyrError
+from zephyr_recipes.data import kinds
 from zephyr_recipes.model import chat_format
 
 # (shipped template, published template file, special tokens, bos, eos)
@@ -153,7 +154,7 @@ def _rows(n=3):
 
 def test_row_check_passes_a_good_template_and_reports_its_generation_prompt():
     tok = family_tokenizer("chatml", chat_format.template_text("chatml"))
-    check = chat_format.check_rows(tok, _rows(), "chat", assistant_only=True)
+    check = chat_format.check_rows(tok, _rows(), kinds.CHAT, assistant_only=True)
     assert check.rows == 3 and not check.problems
     assert check.end_token == "<|im_end|>" and check.generation_prompt == "<|im_start|>assistant\n"
 
@@ -163,7 +164,7 @@ def test_row_check_finds_an_answer_that_does_not_end_on_an_end_of_turn_token():
                                                         "message['content'] }}{% endgeneration %}{{ '<|im_end|>' }}")
     assert no_end != chat_format.template_text("chatml")
     tok = family_tokenizer("chatml", no_end)
-    check = chat_format.check_rows(tok, _rows(), "chat", assistant_only=True)
+    check = chat_format.check_rows(tok, _rows(), kinds.CHAT, assistant_only=True)
     assert check.problems and "would not learn to stop" in check.problems[0]
     with pytest.raises(ZephyrError, match="does not train these rows correctly"):
         chat_format.refuse(check, "custom")
@@ -175,7 +176,7 @@ def test_row_check_finds_a_generation_prompt_that_is_not_the_assistant_header():
         "{%- if add_generation_prompt -%}\n{{ '<|im_start|>assistant: ' }}")
     assert wrong != chat_format.template_text("chatml")
     tok = family_tokenizer("chatml", wrong)
-    check = chat_format.check_rows(tok, _rows(), "chat", assistant_only=True)
+    check = chat_format.check_rows(tok, _rows(), kinds.CHAT, assistant_only=True)
     assert any("generation prompt" in p for p in check.problems)
 
 
@@ -183,10 +184,10 @@ def test_row_check_finds_rows_with_nothing_to_train():
     tok = family_tokenizer("chatml", chat_format.template_text("chatml"))
     rows = _rows(2) + [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}]
     # An empty answer still trains its end token; a template that marks nothing trains nothing.
-    assert not chat_format.check_rows(tok, rows, "chat", assistant_only=True).problems
+    assert not chat_format.check_rows(tok, rows, kinds.CHAT, assistant_only=True).problems
     unmarked = chat_format.template_text("chatml").replace("{% generation %}", "").replace("{% endgeneration %}", "")
     tok.chat_template = unmarked
-    check = chat_format.check_rows(tok, rows, "chat", assistant_only=True)
+    check = chat_format.check_rows(tok, rows, kinds.CHAT, assistant_only=True)
     assert check.problems and "no trained tokens" in check.problems[0]
 
 

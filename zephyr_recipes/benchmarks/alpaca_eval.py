@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..core.schema import option
+from ..evaluation import alpaca, precomputed
+from ..evaluation.precomputed import ALPACA_FORMAT, read_alpaca
+from ..evaluation.sources import read_text
 from ..feedback.specs import JudgeSpec
+from ..feedback.store import Store
 from .base import Benchmark, Context, Metric, Reference, first_failure, release
 
 log = logging.getLogger("zephyr_recipes")
@@ -70,34 +74,22 @@ class AlpacaEval(Benchmark):
 
     @property
     def answer_format(self) -> str:
-        from ..evaluation.precomputed import ALPACA_FORMAT
-
         return ALPACA_FORMAT
 
     def read_answers(self, path: str):
-        from ..evaluation.precomputed import read_alpaca
-
         return read_alpaca(path)
 
     def load(self, sec: dict) -> list[dict]:
-        from ..evaluation import alpaca
-
         return alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
 
     def answers(self, ctx: Context, sec: dict, rows: list[dict], outputs) -> Optional[dict]:
         """The answers file's outputs, or the model's (generated); returns where imported ones came from."""
-        from ..evaluation import alpaca, precomputed
-
         if sec["answers"]:
             return precomputed.alpaca_outputs(sec["answers"], rows, outputs, self.answer_format)
         alpaca.generate(ctx.backend(), rows, outputs, sec["sampling"])
         return None
 
     def run(self, ctx: Context) -> dict:
-        from ..evaluation import alpaca
-        from ..evaluation.sources import read_text
-        from ..feedback.store import Store
-
         sec = ctx.section(self)
         rows = self.load(sec)
         prompt = read_text(sec["prompt"], "AlpacaEval judge prompt") if ctx.reads_prompts(self) else None
@@ -127,7 +119,7 @@ class AlpacaEval(Benchmark):
     def browse(self, runs):
         from ..evaluation import browse
 
-        return browse.alpaca(runs, self.name)
+        return browse.alpaca(runs, self)
 
     def protocol(self, sec: dict, result: dict) -> str:
         orders = "both orders averaged (NOT the published protocol)" if result.get("orders") == "both" else \

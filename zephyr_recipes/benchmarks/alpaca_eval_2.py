@@ -15,6 +15,11 @@ from typing import Optional
 
 from ..core.errors import ZephyrError
 from ..core.schema import option
+from ..evaluation import alpaca, alpaca_lc
+from ..evaluation.alpaca import instruction_id
+from ..evaluation.alpaca_lc import GLMS
+from ..evaluation.sources import read_text
+from ..feedback.store import Store
 from .alpaca_eval import ALPACA_EVAL_CONFIGS, AlpacaEval, AlpacaEvalConfig
 from .base import Context, Metric, Reference, first_failure, release
 
@@ -64,8 +69,6 @@ class AlpacaEval2(AlpacaEval):
     def check(self, sec: dict, stage: dict) -> None:
         import importlib.util
 
-        from ..evaluation.alpaca_lc import GLMS
-
         if sec["glm"] not in GLMS:
             raise ZephyrError(f"stage.alpaca_eval_2.glm={sec['glm']!r}", f"choose from: {', '.join(GLMS)}")
         if sec["df_gamed"] is None and sec["glm"] != "length_controlled_minimal":
@@ -79,8 +82,6 @@ class AlpacaEval2(AlpacaEval):
     def _reuse_alpaca_eval_answers(self, ctx: Context, rows: list[dict], outputs) -> None:
         """The model's AlpacaEval 1 answers serve AlpacaEval 2.0 too (same instructions, same sampling): only the
         baseline and the judge differ, as on alpaca_eval's leaderboards."""
-        from ..evaluation.alpaca import instruction_id
-        from ..feedback.store import Store
 
         stage = ctx.cfg["stage"]
         first, second = stage.get(AlpacaEval.name), stage[self.name]
@@ -94,10 +95,6 @@ class AlpacaEval2(AlpacaEval):
                 outputs.add({**rec, "source": f"{AlpacaEval.name}/outputs.jsonl"})
 
     def run(self, ctx: Context) -> dict:
-        from ..evaluation import alpaca, alpaca_lc
-        from ..evaluation.sources import read_text
-        from ..feedback.store import Store
-
         sec = ctx.section(self)
         rows = self.load(sec)
         prompt = read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval 2.0 judge prompt") \

@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 from ..core.errors import ZephyrError
 from ..core.schema import option
+from ..evaluation import arena_hard, precomputed
+from ..evaluation.arena_hard import ANSWER_FORMAT, VERSIONS, parse_answers
 from ..feedback.specs import JudgeSpec
 from .base import Benchmark, Context, Metric, first_failure, release, stores
 
@@ -62,19 +64,13 @@ class ArenaHard(Benchmark):
 
     @property
     def answer_format(self) -> str:
-        from ..evaluation.arena_hard import ANSWER_FORMAT
-
         return ANSWER_FORMAT
 
     def read_answers(self, path: str):
-        from ..evaluation.arena_hard import parse_answers
-
         return parse_answers(path)
 
     def check(self, sec: dict, stage: dict) -> None:
         """The version's public files fill what the recipe leaves null (v0.1 or v2.0)."""
-        from ..evaluation.arena_hard import VERSIONS
-
         version = str(sec["version"])
         if version not in VERSIONS:
             raise ZephyrError(f"stage.arena_hard.version={sec['version']!r}", f"choose from: {', '.join(VERSIONS)}")
@@ -94,8 +90,6 @@ class ArenaHard(Benchmark):
                               "give positive whole numbers (the benchmark's: 3 and 100)")
 
     def run(self, ctx: Context) -> dict:
-        from ..evaluation import arena_hard, precomputed
-
         sec = ctx.section(self)
         protocol = arena_hard.PROTOCOLS[sec["version"]]
         questions = arena_hard.load_questions(sec["questions"], sec["max_questions"], sec["seed"])

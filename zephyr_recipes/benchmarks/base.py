@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
 from ..core.errors import ZephyrError
+from ..feedback.store import Store
 
 
 @dataclass(frozen=True)
@@ -214,8 +215,6 @@ class Benchmark:
 @contextlib.contextmanager
 def stores(out: Path):
     """A benchmark's answers.jsonl and judgments.jsonl, closed whatever happens."""
-    from ..feedback.store import Store
-
     answers, judgments = Store(out / "answers.jsonl"), Store(out / "judgments.jsonl")
     try:
         yield answers, judgments

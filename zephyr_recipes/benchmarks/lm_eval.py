@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..core.schema import option
+from ..evaluation import harness
+from ..evaluation.harness import normalise_tasks
+from ..model import modeling
 from .base import Benchmark, Context, Metric, Reference
 
 TASKS = (("arc_challenge", "ARC"), ("hellaswag", "HellaSwag"), ("mmlu", "MMLU"), ("truthfulqa_mc2", "TruthfulQA"))
@@ -42,14 +45,9 @@ class LmEval(Benchmark):
                             "Zephyr paper (arXiv 2310.16944) and the Zephyr-7B-beta model card"),)
 
     def check(self, sec: dict, stage: dict) -> None:
-        from ..evaluation.harness import normalise_tasks
-
         normalise_tasks(sec["tasks"])
 
     def run(self, ctx: Context) -> dict:
-        from ..evaluation import harness
-        from ..model import modeling
-
         placement = modeling.resolve_placement(ctx.cfg["hardware"])
         return harness.run(ctx.section(self), ctx.cfg["model"], placement, ctx.folder)
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..core.schema import option
+from ..evaluation import mt_bench, precomputed
+from ..evaluation.precomputed import FASTCHAT_FORMAT, read_fastchat
 from ..feedback.specs import JudgeSpec
 from .base import Benchmark, Context, Metric, Reference, first_failure, release, stores
 
@@ -61,18 +63,12 @@ class MTBench(Benchmark):
 
     @property
     def answer_format(self) -> str:
-        from ..evaluation.precomputed import FASTCHAT_FORMAT
-
         return FASTCHAT_FORMAT
 
     def read_answers(self, path: str):
-        from ..evaluation.precomputed import read_fastchat
-
         return read_fastchat(path)
 
     def run(self, ctx: Context) -> dict:
-        from ..evaluation import mt_bench, precomputed
-
         sec = ctx.section(self)
         questions = mt_bench.load_questions(sec["questions"], sec["max_questions"], sec["seed"])
         prompts = mt_bench.load_judge_prompts(sec["judge_prompts"]) if ctx.reads_prompts(self) else None

@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 
 from ..core.errors import ZephyrError
+from ..model import modeling
 
 
 def load(model: str, chat_template: str | None = None, device: str | None = None):
     from pathlib import Path
 
     from transformers import AutoTokenizer, pipeline
-
-    from ..model import modeling
 
     path = Path(model).expanduser()
     if path.is_file():

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from ..core.errors import ZephyrError
 
+# Each cmd_* handler imports the modules it runs, inside it: the only function-level imports of the package's
+# own modules. Importing every command's modules up front (hydra's front end, numpy, the feedback and evaluation
+# code ...) took about a second more than this module alone (0.1 s), and `list`, `show`, `--help` and a typo's
+# error would all pay it; torch, transformers and datasets are imported only where a stage uses them.
+
 EPILOG = """\
 recipes are shipped names (tiny/sft, zephyr-7b-beta/dpo) or paths to any recipe YAML file.
 overrides use Hydra's grammar:
@@ -228,7 +233,7 @@ def cmd_validate(args) -> int:
     if code:
         print("\n".join(code))
     stage = stages.get(cfg["stage"]["name"])
-    if isinstance(stage, stages.TrainerStage):
+    if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
         _check_template(cfg, stage.rows, args.rows)
     for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
@@ -350,7 +355,11 @@ def cmd_preview(args) -> int:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
     tokenizer = modeling.load_tokenizer(cfg["model"])
     color = {"auto": None, "always": True, "never": False}[args.color]
-    preview(cfg, tokenizer, stages.get(cfg["stage"]["name"]).rows, n=args.examples, sample=args.sample, color=color,
+    rows = stages.get(cfg["stage"]["name"]).rows
+    if rows is None:
+        raise ZephyrError(f"stage {cfg['stage']['name']} reads no dataset, so there are no rows to preview",
+                          "preview a recipe of a stage that trains (sft, dpo, reward)")
+    preview(cfg, tokenizer, rows, n=args.examples, sample=args.sample, color=color,
             out_dir=args.out or f"{cfg['run']['output_dir'].rstrip('/')}-preview")
     return 0
 
@@ -486,8 +495,8 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_report(args) -> int:
-    from ..evaluation import browse, page
-    from . import ablation
+    from ..evaluation import browse
+    from . import ablation, page
     from .report import report
 
     folders = [Path(r) for r in args.runs]
@@ -568,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as exc:
         print("stopped (SIGTERM): the answers received are kept, the run folder is unfinished; re-run the same "
               "command to resume", file=sys.stderr)
-        return exc.code
+        return exc.code if isinstance(exc.code, int) else 1
 
 
 if __name__ == "__main__":

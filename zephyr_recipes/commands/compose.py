@@ -9,8 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .. import stages
 from ..core.catalog import CONF_DIR, RECIPES_DIR, list_options, list_recipes
 from ..core.errors import ZephyrError, did_you_mean
+from ..core.safety import guard_destructive, refuse_env
+from ..core.schema import recipe_defaults
 
 
 def find_recipe(recipe: str) -> tuple[Path, str]:
@@ -39,8 +42,6 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..core.safety import guard_destructive, refuse_env
-
     path, name = find_recipe(recipe)
     try:
         doc = yaml.safe_load(read_recipe_text(path))
@@ -65,24 +66,27 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
             cfg = hydra_compose(config_name=path.stem,
                                 overrides=[f"hydra.searchpath=[file://{CONF_DIR}]", *overrides])
         # The schemas' defaults lie under the recipe, so an interpolation may name any key, set or not.
-        from .. import stages
-        from ..core.schema import recipe_defaults
-
         try:
             if "pipeline" in cfg:
                 raise TypeError("a pipeline: its stages are composed one by one")
             stage = stages.get(OmegaConf.select(cfg, "stage.name", default="sft"))
-            cfg = OmegaConf.merge(OmegaConf.create(recipe_defaults(stage.schema)), cfg)
+            cfg = OmegaConf.merge(OmegaConf.create(recipe_defaults(stage.schema)), cfg)  # type: ignore[assignment]
         except (OmegaConfBaseException, ZephyrError, TypeError):
             pass  # a malformed section or stage name: validation names it
-        refuse_env(OmegaConf.to_container(cfg, resolve=False))  # before anything reads the environment
-        container = OmegaConf.to_container(cfg, resolve=True)
+        refuse_env(_mapping(OmegaConf.to_container(cfg, resolve=False)))  # before anything reads the environment
+        container = _mapping(OmegaConf.to_container(cfg, resolve=True))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None
     finally:
         GlobalHydra.instance().clear()
     guard_destructive(container, overrides, name, path)
     return container, name, path
+
+
+def _mapping(container) -> dict:
+    """A composed recipe's plain form: Hydra composes a mapping, always."""
+    assert isinstance(container, dict)
+    return container
 
 
 def read_recipe_text(path: Path) -> str:

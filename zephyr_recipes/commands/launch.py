@@ -19,9 +19,13 @@ from pathlib import Path
 
 import yaml
 
+from .. import stages
 from ..core import preempt, runfolder, trust
 from ..core.errors import ZephyrError
 from ..model import hardware
+from ..model.modeling import resolve_placement
+from ..runtime import worker
+from . import plan, preflight
 
 SBATCH = "launch.sbatch"
 ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
@@ -172,6 +176,7 @@ def run_accelerate(cfg: dict, folder: Path) -> int:
     proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     previous = _forward_signals(proc)
     try:
+        assert proc.stdout is not None  # stdout=PIPE
         _LauncherNoise(sys.stderr.buffer).pump(proc.stdout.fileno())
         rc = proc.wait()
     except KeyboardInterrupt:
@@ -304,10 +309,6 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes. ``submit=False``
     (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
     """
-    from .. import stages
-    from ..model.modeling import resolve_placement
-    from ..runtime import worker
-    from . import plan, preflight
 
     hw = cfg["hardware"]
     stage = stages.get(cfg["stage"]["name"])  # the front end's one look-up: the checks below receive the stage
@@ -392,9 +393,6 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     own tools and returns what the run would launch. ``known`` carries what earlier pipeline stages will write
     (models and data) from stage to stage, for the plan.
     """
-    from .. import stages
-    from ..model.modeling import resolve_placement
-    from . import plan
 
     hw = cfg["hardware"]
     stage = stages.get(cfg["stage"]["name"])
@@ -404,7 +402,6 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     needs = trust.foreign(cfg)
     if needs and not trust.trusted():
         notes.append("the run needs --trust-recipe-code for: " + "; ".join(f"{w} = {n}" for w, n in needs))
-    from . import preflight
 
     try:
         checked_outside = preflight.run(cfg, stage, network=True, produced=(known or {}).get("produced", set()),

@@ -43,8 +43,13 @@ from pathlib import Path
 
 import yaml
 
+from .. import stages
 from ..core import runfolder, trust
 from ..core.errors import ZephyrError, unknown_key
+from . import ablation, launch, preflight
+from .ablation import check_claims
+from .compose import compose, find_recipe, read_recipe_text
+from .validate import validate
 
 log = logging.getLogger("zephyr_recipes")
 PIPELINE_KEYS = {"description", "output_dir", "seed", "stages", "report", "rounds", "reuse"}
@@ -63,8 +68,6 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
     ``STAGE.key=value`` overrides go to that stage (``sft.stage.trainer.learning_rate=1e-4``); the others
     (``pipeline.seed=3``) go to the pipeline file itself.
     """
-    from .compose import compose, find_recipe, read_recipe_text
-
     try:
         raw = yaml.safe_load(read_recipe_text(find_recipe(recipe)[0]))
     except yaml.YAMLError:
@@ -220,8 +223,6 @@ def check(raw: dict, per_stage: dict | None = None) -> dict:
         raise ZephyrError("`pipeline.reuse` must be a list of pipeline folders", "e.g. pipeline.reuse=[runs/tiny-zephyr]")
     report = spec.get("report")
     if report is not None:
-        from .ablation import check_claims
-
         if not isinstance(report, dict) or set(report) - {"claims"}:
             raise ZephyrError("`pipeline.report` takes one key, claims", "write report: {claims: [...]}, or drop it")
         check_claims(report.get("claims"))
@@ -306,8 +307,6 @@ def stage_folder(spec: dict, name: str, folders: dict | None = None) -> Path:
 def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
                  deep: bool = True) -> tuple[str, dict]:
     """(recipe name, validated config) of one pipeline stage (``deep``: see :func:`validate.validate`)."""
-    from .compose import compose
-    from .validate import validate
 
     folders = folders or {}
     recipe = st["recipe"]
@@ -327,8 +326,6 @@ def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
     overrides += [_override("run.output_dir", str(folder)), _override("run.name", run_name)]
     try:
         if st.get("every"):  # hardware for every stage: those that run in one process keep their own profile
-            from .. import stages
-
             raw, _, _ = compose(recipe, overrides)
             if not stages.get((raw.get("stage") or {}).get("name", "sft")).one_process:
                 overrides = [_override(k, v) for k, v in st["every"].items()] + overrides
@@ -438,8 +435,6 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
         argv: list[str] | None = None, folders: dict | None = None, transform=None) -> Path:
     """Run the stages in order (``transform(stage entry, recipe, config) -> config``, when given, replaces each
     stage's config before anything runs: a rehearsal's stand-ins)."""
-    from . import launch
-
     names = [st["name"] for st in spec["stages"]]
     for flag, value in (("--from", from_stage), ("--only", only)):
         if value is not None and value not in names:
@@ -451,12 +446,8 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     planned = stage_configs(spec, recipe_file.parent, folders)
     check_references(spec, planned)
     if transform is not None:
-        from .validate import validate
-
         planned = [(st, name, validate(transform(st, name, cfg), name)) for st, name, cfg in planned]
     trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
-    from .. import stages
-    from . import preflight
 
     produced: set[str] = set()
     for st, _, cfg in planned:  # keys, endpoints, paths and disk of every stage, before the first runs
@@ -508,8 +499,6 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")
     if "report" in spec and not only:
-        from . import ablation
-
         try:
             ablation.report([out], out / "report")
             log.info("pipeline: report written to %s", out / "report" / "report.md")

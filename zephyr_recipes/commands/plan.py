@@ -37,10 +37,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import stages
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
 from ..data.sizes import PROMPT_TOKENS
+from ..embedded import builtin
+from ..model import hardware
+from ..model.modeling import is_local_path
+from ..model.trainer_fields import default
 from ..stages.base import Stage, TrainerStage
+from . import timeplan
+from .compose import compose
+from .timeplan import Work
 
 GB = 1e9
 OVERHEAD_GB = 2.0
@@ -128,8 +136,6 @@ def _upstream_model(folder: Path) -> str | None:
     if not producer:
         return None
     try:
-        from .compose import compose
-
         raw, _, _ = compose(producer[0], [])
         return (raw.get("model") or {}).get("name_or_path")
     except ZephyrError:
@@ -157,8 +163,6 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
     for planned, (config, source) in (folders or {}).items():
         if Path(planned).expanduser().resolve() == Path(name).expanduser().resolve():
             return config, f"{source.split(', trained into')[0]}, trained into {name} by an earlier stage"
-    from ..embedded import builtin
-    from ..model.modeling import is_local_path
 
     if builtin.is_builtin(name) or is_local_path(name):
         folder = Path(builtin.resolve(name) if builtin.is_builtin(name) else name).expanduser()
@@ -181,8 +185,6 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
 
 
 def _trainer_value(cfg: dict, stage: TrainerStage, key: str):
-    from ..model.trainer_fields import default
-
     trainer = cfg["stage"]["trainer"]
     if key in trainer:
         return trainer[key]
@@ -199,8 +201,6 @@ def _training_stage(stage: Stage) -> TrainerStage:
 def estimate(cfg: dict, stage: Stage, shape: Shape) -> dict:
     """Per-device memory in GB by component, the total, and the facts it used, for ``stage`` (a trainer stage)
     as ``cfg`` runs it."""
-    from ..model import hardware
-
     hw = cfg["hardware"]
     P = shape.params
     world = hardware.world_size(hw)
@@ -359,18 +359,18 @@ class StagePlan:
 
     text: str
     kind: str
-    work: object = None  # timeplan.Work
+    work: Work | None = None
     trained: tuple | None = None  # (config, source) of the model the stage writes, for later stages
     writes: tuple | None = None  # (rows, tokens per row) of the data the stage writes, for later stages
 
 
 def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> StagePlan:
-    from . import timeplan
-
     hw = cfg["hardware"]
     loads = stage.loads(cfg)
     lines = [f"plan: {stage.name} on hardware {hw['name']} ({hw['device']}, one process; models load one at a time)"]
-    shapes, sizes, kind = {}, {}, "unknown"
+    shapes: dict = {}
+    sizes: dict = {}
+    kind = "unknown"
     for load in loads:
         if load["how"] not in ("local", "served"):
             continue
@@ -412,8 +412,6 @@ def stage_plan(cfg: dict, stage: Stage, model_config_path: str | None = None, fo
                gpu: str | None = None, mfu: float | None = None, tokens_per_row: float | None = None,
                count_data: bool = True, data: dict | None = None) -> StagePlan:
     """Memory, tokens, FLOPs and hours of one stage config (any stage)."""
-    from . import timeplan
-
     if not isinstance(stage, TrainerStage):
         return _task_plan(cfg, stage, folders, gpu)
     config, source = model_config(cfg, model_config_path, folders)
@@ -430,8 +428,6 @@ def stage_plan(cfg: dict, stage: Stage, model_config_path: str | None = None, fo
 def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple[str, bool]:
     """The plan of every stage of a pipeline ((stage entry, recipe, config) triples) and the total; (text, any
     stage that does not fit)."""
-    from .. import stages
-    from . import timeplan
 
     folders: dict = {}
     data: dict = {}
@@ -447,7 +443,8 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
         if sp.writes:
             data[str(Path(cfg["run"]["output_dir"]).resolve())] = sp.writes
         refused |= sp.kind == "no"
-        works.append(sp.work)
+        if sp.work is not None:
+            works.append(sp.work)
         cost = ""
         if price is not None and sp.work is not None and sp.work.gpu_hours is not None:
             cost = f"\n  cost: {sp.work.gpu_hours * price:,.2f} ({sp.work.gpu_hours:,.1f} GPU-hours at {price:g})"

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..model.modeling import is_local_path as local
 from ..stages.base import Stage, TrainerStage
+from . import plan
 
 TIMEOUT_S = 5.0
 
@@ -101,8 +103,6 @@ def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S) -> list[str]:
 
 def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
     """(where, path) of the local model and data paths a config of ``stage`` reads."""
-    from ..model.modeling import is_local_path as local
-
     def is_local_path(value) -> bool:
         return isinstance(value, str) and bool(value) and local(value)
 
@@ -186,8 +186,6 @@ def run(cfg: dict, stage: Stage, network: bool = True, produced: set[str] | None
     """Every pre-flight check of one config of ``stage``; raises ZephyrError on the first that fails.
     ``network=False`` (validate --no-preflight) leaves out what lies outside this machine's run: keys, endpoints and
     local paths."""
-    from . import plan
-
     lines = []
     if network:
         lines += check_keys(cfg) + check_endpoints(cfg) + check_paths(cfg, stage, produced, strict)

@@ -29,10 +29,19 @@ import re
 import time
 from pathlib import Path
 
+from .. import stages
+from ..core import runfolder
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig, defaults_of
 from ..data import kinds
 from ..data.kinds import RowKind
+from ..embedded import builtin, tasks
+from ..feedback.specs import served_model
+from ..model import chat_format
+from . import launch, pipeline, plan
+from .compose import compose
+from .validate import validate
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -49,8 +58,6 @@ TEMPLATE_EOS = {"chatml": "<|im_end|>", "smollm2": "<|im_end|>", "llama-3.2": "<
 
 
 def _is_hub(name) -> bool:
-    from ..embedded import builtin
-
     if not isinstance(name, str) or not name or builtin.is_builtin(name) or name == "none":
         return False
     if name.startswith(("./", "../", "/", "~")) or Path(name).expanduser().exists():
@@ -67,7 +74,6 @@ def _missing_run_folder(path, depth: int = 0) -> tuple[str, str, str | None] | N
     producer = producing_recipe(Path(path).expanduser())
     if not producer:
         return None
-    from .compose import compose
 
     try:
         raw, _, _ = compose(producer[0], [])
@@ -101,8 +107,6 @@ class Rehearsal:
         """The stand-in folder of hub model ``name``: a tiny random model of its family. ``template``: the shipped
         template the recipe trains it with, if any; ``own``: the template its tokenizer carries (a run folder's);
         ``key``: the stand-in's name when it is not the hub id's."""
-        from . import plan
-
         folder = self.root / "stand-ins" / "models" / _safe(key or name)
         if (folder / "config.json").is_file():
             return str(folder)
@@ -147,8 +151,6 @@ class Rehearsal:
             self.note(f"{where}: vLLM serving {gen.get('model')} -> transformers on {model}")
             return {**keep, "type": "transformers", "model": model, "batch_size": 8}
         if kind == "openai" and gen.get("serve"):
-            from ..feedback.specs import served_model
-
             model = gen.get("model") if gen.get("model") and not _is_hub(gen.get("model")) else \
                 served_model(gen["serve"]) or gen.get("model")
             model = self.model(model) if _is_hub(model) else model
@@ -182,8 +184,6 @@ class Rehearsal:
     # ------------------------------------------------------------------------------------------- a stage
     def stage_config(self, cfg: dict, stage_name: str) -> dict:
         """The rehearsal's version of one validated stage config."""
-        from .. import stages
-        from ..core.schema import HardwareConfig, defaults_of
 
         self._stage = stage_name
         cfg = copy.deepcopy(cfg)
@@ -286,8 +286,6 @@ def _build_model(folder: Path, real: dict, own_template: str | None, recipe_temp
     import transformers
     from transformers import AutoConfig, PreTrainedTokenizerFast
 
-    from ..embedded import builtin
-    from ..model import chat_format
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -329,8 +327,6 @@ def _build_model(folder: Path, real: dict, own_template: str | None, recipe_temp
 
 
 def _task_rows(n: int, seed: int) -> list:
-    from ..embedded import tasks
-
     rng = random.Random(seed)
     kinds = tuple(tasks.TASKS)
     return [tasks.TASKS[kinds[i % len(kinds)]](rng) for i in range(n)]
@@ -359,8 +355,6 @@ def _write_data(folder: Path, splits: list[str], kind, columns: dict) -> None:
 def _eval_files(folder: Path) -> dict:
     """Stand-in benchmark files in each benchmark's public format (a few held-out embedded tasks)."""
     import yaml
-
-    from ..embedded import builtin
 
     done = folder / ".complete"
     mt = "builtin://tiny-zephyr-eval/question.jsonl"
@@ -410,10 +404,6 @@ def default_folder(recipe: str) -> Path:
 def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int = STEPS,
         argv: list[str] | None = None) -> Path:
     """Rehearse ``recipe`` (a stage or a pipeline) into ``out``; returns the folder."""
-    from ..core import runfolder
-    from . import launch, pipeline
-    from .compose import compose
-    from .validate import validate
 
     out = Path(out or default_folder(recipe))
     out.mkdir(parents=True, exist_ok=True)

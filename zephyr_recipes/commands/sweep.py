@@ -20,8 +20,12 @@ from pathlib import Path
 
 import yaml
 
-from ..core import runfolder
+from .. import benchmarks
+from ..core import runfolder, trust
 from ..core.errors import ZephyrError
+from . import launch, pipeline
+from .compose import compose
+from .validate import validate
 
 log = logging.getLogger("zephyr_recipes")
 SHARED = "shared"
@@ -93,8 +97,6 @@ def _safe(value: str) -> str:
 # ------------------------------------------------------------------------------------------------- run
 def run(recipe: str, overrides: list[str], from_stage: str | None = None, only: str | None = None,
         argv: list[str] | None = None) -> Path:
-    from . import pipeline
-
     fixed, swept = parse(overrides)
     grid = points(swept)
     first = pipeline.load(recipe, fixed + grid[0]["overrides"])
@@ -106,9 +108,6 @@ def run(recipe: str, overrides: list[str], from_stage: str | None = None, only: 
 
 
 def _validate(recipe: str, overrides: list[str]) -> tuple[dict, str]:
-    from .compose import compose
-    from .validate import validate
-
     raw, name, _ = compose(recipe, overrides)
     return validate(raw, name), name
 
@@ -146,8 +145,6 @@ def _refuse_clobber(planned: list[tuple[dict, dict]]) -> None:
 
 
 def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
-    from . import launch
-
     errors, planned = {}, []
     base = None
     for point in grid:
@@ -164,7 +161,6 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
         bad = next(iter(errors))
         raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}",
                           f"{errors[bad].fix or 'fix that value'}; nothing was run (every point is checked first)")
-    from ..core import trust
 
     trust.check({p["name"]: cfg for p, cfg in planned})  # code of any point, before the first runs
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
@@ -229,8 +225,6 @@ def _submit_array(recipe, fixed, swept, planned, sweep_dir: Path, header, grid, 
     import shutil
     import subprocess
     import sys
-
-    from . import launch
 
     todo = []
     for i, (point, cfg) in enumerate(planned, 1):
@@ -323,8 +317,6 @@ def plan_pipeline(specs: list[tuple[dict, Path]], shared_dir: Path) -> tuple[dic
     A stage is shared when its validated config, with the point's folder taken out, is the same in every point
     and refers to no stage that branches.
     """
-    from . import pipeline
-
     shared, branched = {}, []
     names = [st["name"] for st in specs[0][0]["stages"]]
     for i, name in enumerate(names):
@@ -343,8 +335,6 @@ def plan_pipeline(specs: list[tuple[dict, Path]], shared_dir: Path) -> tuple[dic
 
 
 def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
-    from . import pipeline
-
     base = pipeline.load(recipe, fixed + grid[0]["overrides"])[0]["output_dir"]
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
     errors, specs, everything = {}, [], {}
@@ -363,7 +353,6 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
     if errors:  # a pipeline point that does not compose is a mistake in the sweep, not a result
         bad = next(iter(errors))
         raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}", errors[bad].fix)
-    from ..core import trust
 
     trust.check(everything)  # code of any point, before the first stage runs
     names = [st["name"] for st in specs[0][1]["stages"]]
@@ -464,7 +453,6 @@ def _point_metrics(header: dict, entry: dict) -> dict:
                 out[f"{prefix}{k}"] = v
         if (f / "scores.json").is_file():
             scores = json.loads((f / "scores.json").read_text())
-            from .. import benchmarks
 
             for bench, metric in benchmarks.metrics(headline_only=True):  # every headline figure the run has
                 value = metric.value(scores.get(bench.name))

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.errors import ZephyrError
+from ..core.errors import ZephyrError, did_you_mean
+from ..data import load_for_stage
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..model import hardware, modeling
+from ..stages.training import without_unused_test_data
 
 # Dense (no sparsity) bf16 tensor-core FLOP/s and memory bandwidth (bytes/s), from the vendors' datasheets.
 GPUS: dict[str, tuple[float, float]] = {
@@ -70,8 +73,6 @@ def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
     if not name:
         return None
     if name not in GPUS:
-        from ..core.errors import did_you_mean
-
         raise ZephyrError(f"hardware.gpu={name!r} is not a GPU the time plan knows",
                           did_you_mean(name, GPUS) or f"use one of: {', '.join(GPUS)}")
     return GPUS[name]
@@ -79,9 +80,6 @@ def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
 
 def _rows_on_machine(cfg: dict, stage, split: str) -> tuple[int, float] | None:
     """(rows, mean tokens per row) counted from the data and tokenizer on this machine, or None."""
-    from ..data import load_for_stage
-    from ..model import modeling
-    from ..stages.training import without_unused_test_data
 
     try:
         tokenizer = modeling.load_tokenizer(cfg["model"], bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
@@ -104,14 +102,15 @@ def _rows_on_machine(cfg: dict, stage, split: str) -> tuple[int, float] | None:
 def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, mfu: float | None = None,
                   gpu: str | None = None, count_data: bool = True, data: dict | None = None) -> Work:
     """Tokens, FLOPs and hours of a training stage; see the module docstring for the model."""
-    from ..model import hardware
-
     hw, trainer = cfg["hardware"], cfg["stage"]["trainer"]
     work = Work(stage=stage.name, gpus=hardware.world_size(hw))
     ds = cfg["dataset"]
     split = ds.get("train_split") or "train"
     counted = _rows_on_machine(cfg, stage, split) if count_data and not tokens_per_row else None
     seq = int(trainer.get("max_length") or 1024)
+    rows: int | None
+    per_row: float | None
+    source: str | None
     if counted:
         rows, per_row = counted
         source = "counted from the data on this machine"
@@ -134,6 +133,7 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
             work.lines.append(f"tokens: unknown ({ds.get('path')} is not on this machine and not in the table); "
                               "give --tokens-per-row and the row count through dataset.max_train_samples")
             return work
+    assert rows is not None and per_row is not None  # counted, or known from the table (else returned above)
     per_row = min(per_row, seq * stage.sequences_per_row)
     epochs = float(trainer.get("num_train_epochs", 3.0) or 0)
     tokens = rows * per_row * epochs

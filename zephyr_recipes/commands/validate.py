@@ -13,9 +13,13 @@ import re
 from typing import Any
 
 from .. import stages
+from ..core.catalog import CONF_DIR
 from ..core.errors import ZephyrError, did_you_mean
 from ..core.schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
-from ..model import trainer_fields
+from ..data import check_config as check_dataset
+from ..embedded import builtin
+from ..model import hardware, trainer_fields
+from ..model.modeling import check_weight_files, is_local_path
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{16,})$")
@@ -79,7 +83,8 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         cfg = {**cfg, "dataset": {**(cfg.get("dataset") or {}), "path": "none"}}
     out = {name: check_section(name, cfg.get(name), stage.schema if name == "stage" else cls)
            for name, cls in SECTIONS.items()}
-    trains = isinstance(stage, stages.TrainerStage)
+    trainer = stage if isinstance(stage, stages.TrainerStage) else None
+    trains = trainer is not None
     if trains:
         check_trainer(stage, out["stage"]["trainer"])
         _check_training_values(out["stage"])
@@ -92,8 +97,6 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
                           f"not apply to {stage.name}",
                           "remove dataset.max_prompt_tokens, or use stage.trainer.max_length to truncate")
     if stage.rows is not None:
-        from ..data import check_config as check_dataset
-
         check_dataset(out["dataset"], stage.rows)
     hw = out["hardware"]
     if hw["device"] == "cpu" and hw["precision"] == "fp16":
@@ -106,18 +109,17 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         raise ZephyrError(f"the {stage.name} stage runs in one process, and hardware profile {hw['name']!r} launches "
                           "several", "use hardware=1gpu (or cpu); to generate on many GPUs, serve the model with "
                           "vLLM or TGI and name it as an openai generator or judge")
-    from ..model import hardware
 
-    hardware.check(out, stage if trains else None)
+    hardware.check(out, trainer)
     stage.check(out)
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
     if deep:
         _check_weight_files(out, trains)
-    if trains and deep:
+    if trainer is not None and deep:
         _check_positions(out)
-        trainer_fields.check_accepts(stage, out["stage"]["trainer"])
+        trainer_fields.check_accepts(trainer, out["stage"]["trainer"])
     return out
 
 
@@ -125,8 +127,6 @@ def _check_weight_files(cfg: dict, trains: bool) -> None:
     """An empty or cut-short weight file of a local model is named before any weights load (``trains``: the stage
     trains cfg's model)."""
     from pathlib import Path
-
-    from ..model.modeling import check_weight_files, is_local_path
 
     def local_models(obj, where):
         if isinstance(obj, dict):
@@ -148,8 +148,6 @@ def _stage_default(stage: str, key: str):
     """A trainer value the stage's conf file sets (conf/stage/<stage>.yaml), or None."""
     import yaml
 
-    from ..core.catalog import CONF_DIR
-
     try:
         doc = yaml.safe_load((CONF_DIR / "stage" / f"{stage}.yaml").read_text()) or {}
         return (doc.get("trainer") or {}).get(key)
@@ -165,8 +163,6 @@ def _check_positions(cfg: dict) -> None:
     import json
     from pathlib import Path
 
-    from ..embedded import builtin
-    from ..model.modeling import is_local_path
 
     max_length = cfg["stage"]["trainer"].get("max_length")
     name = cfg["model"]["name_or_path"]

@@ -37,7 +37,7 @@ def setup_logging(folder: Path | None = None) -> None:
         handler = _StderrHandler()
         prefix = f"[zephyr rank {rank()}]" if rank() else "[zephyr]"
         handler.setFormatter(logging.Formatter(prefix + " %(message)s"))
-        handler._zephyr = True
+        handler._zephyr = True  # type: ignore[attr-defined]  # marks the handler this module added
         log.addHandler(handler)
         log.setLevel(logging.INFO if rank() == 0 else logging.WARNING)
         log.propagate = False

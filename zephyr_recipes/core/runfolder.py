@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ZephyrError
+from .records import redact
 
 STATUS = "run.json"
 CONFIG = "config.yaml"
@@ -251,8 +252,6 @@ def locked(folder: Path, command: list[str] | None = None):
                               + (f" ({' '.join(holder['command'])})" if holder.get("command") else ""),
                               "wait for that run to finish or stop it (a stopped run's lock is released by the OS, "
                               "and the same command then resumes it), or use run.name=<another name>") from None
-        from .records import redact
-
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now(),
                                   "command": [redact(str(c)) for c in (command or sys.argv)]}).encode(), 0)

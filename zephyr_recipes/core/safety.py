@@ -159,7 +159,7 @@ LOCAL_TRACKERS = ("none", "trackio", "tensorboard")
 
 def publishing(trainer: dict) -> list[tuple[str, object, str]]:
     """(key, value, where it sends) of each trainer setting that sends something off the machine."""
-    found = []
+    found: list[tuple[str, object, str]] = []
     if trainer.get("push_to_hub") is True:
         found.append(("push_to_hub", True, "uploads the model with your hub token"))
     if trainer.get("hub_model_id"):

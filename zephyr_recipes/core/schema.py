@@ -10,9 +10,11 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, TypeVar
 
 from .errors import ZephyrError, unknown_key
+
+T = TypeVar("T")
 
 
 def option(default: Any, help: str, merge: bool = False, **kw):  # noqa: A002 - mirrors dataclasses' own vocabulary
@@ -119,14 +121,14 @@ def check_section(where: str, values: Any, cls: type) -> dict:
         if value == "???":
             raise ZephyrError(f"`{where}.{key}` must be set", f"add `{where}.{key}=...` or pick a {where} option")
         if fields[key].metadata.get("merge") and isinstance(value, dict):
-            value = {**fields[key].default_factory(), **value}
+            value = {**fields[key].default_factory(), **value}  # type: ignore[operator]  # merge fields have one
         out[key] = _checked_value(f"{where}.{key}", value, hints[key], fields[key])
     for key, f in fields.items():
         if key in out:
             continue
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ZephyrError(f"`{where}.{key}` is required", f.metadata.get("help"))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
         if default == "???":
             raise ZephyrError(f"`{where}.{key}` must be set",
                               f"pick a {where.split('.')[0]} option in the recipe's defaults or add `{where}.{key}=...`")
@@ -169,8 +171,9 @@ def explained(cfg: dict, stage_schema: type) -> str:
             text = fields[key].metadata.get("help") if key in fields else None
             if text:
                 out.append(f"{pad}# {text}")
-            nested = hints.get(key) if isinstance(hints.get(key), type) else None
-            listed = hints.get(key)[0] if isinstance(hints.get(key), tuple) else None
+            hint = hints.get(key)
+            nested = hint if isinstance(hint, type) else None
+            listed = hint[0] if isinstance(hint, tuple) else None
             if isinstance(v, dict) and v:
                 out.append(f"{pad}{key}:")
                 emit(v, nested, pad + "  ", out)
@@ -196,6 +199,28 @@ def explained(cfg: dict, stage_schema: type) -> str:
 def recipe_defaults(stage_schema: type) -> dict:
     """Every section's defaults, the stage section's from its stage's schema."""
     return {name: defaults_of(stage_schema if name == "stage" else cls) for name, cls in SECTIONS.items()}
+
+
+def typed(cls: type[T], values: dict) -> T:
+    """A checked section (what :func:`check_section` returns) as an instance of its schema ``cls``.
+
+    Nested sections and lists of sections become instances too, of the variant their ``type`` picks (a generator
+    of type openai is an ``OpenAIGenerator``), so code reads ``section.key`` with its type rather than
+    ``section["key"]``. ``dataclasses.asdict`` turns a part back into the plain mapping it was checked as.
+    """
+    variant = getattr(cls, "variant", None)
+    if variant is not None:
+        cls = variant("", values)
+    sections = kinds_of(cls)
+    out = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # a schema is a dataclass
+        kind, value = sections[f.name], values[f.name]
+        if isinstance(kind, type) and isinstance(value, dict):
+            value = typed(kind, value)
+        elif isinstance(kind, tuple) and isinstance(value, list):
+            value = [typed(kind[0], item) for item in value]
+        out[f.name] = value
+    return cls(**out)
 
 
 def _checked_value(where: str, value: Any, kind: Any, f) -> Any:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import Any
 
 from ..core.errors import ZephyrError
 from . import decontaminate, rows
 from .cache import cache_key, cache_root, fingerprint_of, load_cached, save
 from .config import check_config, sources_of
+from .decontaminate import Index
 from .kinds import RowKind
 from .sources import FILE_BUILDERS, load_split, locate
 
@@ -35,7 +37,7 @@ __all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "loa
 log = logging.getLogger("zephyr_recipes")
 
 
-def load_for_stage(cfg: dict, tokenizer, kind: RowKind) -> tuple[object, object | None, dict]:
+def load_for_stage(cfg: dict, tokenizer, kind: RowKind) -> tuple[Any, Any, dict]:
     """(train, eval or None, provenance) for a stage that reads rows of ``kind`` (its ``Stage.rows``)."""
     ds_cfg = cfg["dataset"]
     check_config(ds_cfg, kind)
@@ -97,8 +99,6 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: RowKin
     test_keys = set(eval_ds["_key"]) - {""} if eval_ds is not None else set()
     index = None
     if ds_cfg["decontaminate"]:
-        from .decontaminate import Index
-
         index = Index(ds_cfg["decontaminate"], ds_cfg["decontaminate_ngram"])
     decon = {"files": ds_cfg["decontaminate"], "ngram": ds_cfg["decontaminate_ngram"],
              "eval_prompts": index.prompts if index else 0, "dropped": 0, "examples": []} if index else None
@@ -110,7 +110,7 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: RowKin
             if len(good) < before:
                 rep["dropped"]["overlaps_test"] = before - len(good)
         if index is not None:
-            good = decontaminate.apply(good, index, rep, decon)
+            good = decontaminate.apply(good, index, rep, decon or {})
         rep["rows"] = len(good)
         good = rows.weighted(good, src["weight"], seed)
         rep["train_rows"] = len(good)

@@ -178,7 +178,7 @@ def binarize_dataset(ds, *, prompt_column: str = "instruction", completions_colu
         "score_chosen": datasets.Value("float64"), "score_rejected": datasets.Value("float64"),
         "_tally": {k: datasets.Value("int64") for k in TALLY_KEYS}, "_keep": datasets.Value("bool")})
     mapped = ds.map(one, remove_columns=ds.column_names, features=features, desc="binarizing rated completions")
-    tally = Counter()
+    tally: Counter = Counter()
     for row_tally in mapped["_tally"]:
         tally.update({k: v for k, v in row_tally.items() if v})
     kept = mapped.filter(lambda keep: keep, input_columns="_keep", desc="dropping skipped prompts")

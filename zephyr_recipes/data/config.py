@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..core.errors import ZephyrError, unknown_key
 from . import checks
+
+if TYPE_CHECKING:
+    from .kinds import RowKind
 
 FORMATS = ("auto", "chat", "preference", "ultrafeedback")
 SOURCE_KEYS = {
@@ -21,7 +26,7 @@ INHERITED = ("path", "name", "revision", "columns", "format", "roles")
 COLUMN_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "label", "completions")
 
 
-def check_config(ds: dict, rows: str) -> None:
+def check_config(ds: dict, rows: RowKind | None) -> None:
     """Check the dataset section's data-layer keys; raise ZephyrError naming the problem and the fix."""
     if not ds.get("path") and not ds.get("mixture"):
         raise ZephyrError("`dataset.path` must be set",

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..core.errors import ZephyrError
+from .cache import file_digest, fingerprint_of
 
 WORD = re.compile(r"\w+", re.UNICODE)
 FIELDS = ("turns", "instruction", "prompt", "question", "text")
@@ -106,8 +107,6 @@ def row_text(row: dict) -> list[str]:
 def apply(ds, index, rep: dict, decon: dict):
     """``ds`` without the rows that overlap an evaluation prompt; counts and examples go into rep and decon."""
     from datasets.fingerprint import Hasher
-
-    from .cache import file_digest, fingerprint_of
 
     def hit(row):
         for text in row_text(row):

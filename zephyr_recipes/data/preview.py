@@ -13,6 +13,12 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import load_for_stage
+
+if TYPE_CHECKING:  # kinds imports the tokenizers below from here
+    from .kinds import RowKind
 
 TRAINED, MASKED, CUT = "trained", "masked", "cut"
 ANSI = {TRAINED: "\x1b[1;32m", MASKED: "\x1b[2m", CUT: "\x1b[9;31m"}
@@ -147,12 +153,10 @@ def histogram(lengths: list[int], limit: int | None, title: str, path: Path) -> 
     plt.close(fig)
 
 
-def preview(cfg: dict, tokenizer, kind: str, n: int = 3, sample: int = 2000, out_dir: str | Path | None = None,
+def preview(cfg: dict, tokenizer, kind: RowKind, n: int = 3, sample: int = 2000, out_dir: str | Path | None = None,
             color: bool | None = None, stream=None) -> dict:
     """Print ``n`` training rows (of ``kind``, the stage's rows) as the trainer sees them and length statistics
     over ``sample`` rows."""
-    from . import load_for_stage
-
     stream = stream or sys.stdout
     color = stream.isatty() if color is None else color
     stage, trainer, seed = cfg["stage"]["name"], cfg["stage"]["trainer"], cfg["run"]["seed"]

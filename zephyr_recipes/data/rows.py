@@ -7,6 +7,7 @@ from collections import Counter
 
 from ..core.errors import ZephyrError
 from . import checks, kinds
+from .binarize import binarize_dataset
 from .kinds import RowKind
 
 
@@ -20,8 +21,6 @@ def _detect_format(src: dict, column_names: list[str]) -> str:
 
 
 def _binarized(raw, src: dict, ds: dict, seed: int):
-    from .binarize import binarize_dataset
-
     cols = src["columns"] or {}
     opts = {k: v for k, v in (ds["binarize"] or {}).items() if k != "seed"}
     prompt_col, comp_col = cols.get("prompt", "instruction"), cols.get("completions", "completions")

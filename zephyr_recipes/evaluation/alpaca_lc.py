@@ -30,7 +30,8 @@ from pathlib import Path
 from ..core.errors import ZephyrError
 from ..feedback.judges import JudgeFailure
 from ..feedback.store import Store
-from .alpaca import instruction_id
+from . import alpaca
+from .alpaca import instruction_id, win_rate
 from .sources import local_file
 
 log = logging.getLogger("zephyr_recipes")
@@ -82,8 +83,6 @@ def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt:
               logprobs: bool, order_seed: int | None = 0) -> None:
     """Order 0 shows the baseline as output_1 (``m``) and the model as output_2 (``M``); order 1 swaps them.
     With ``logprobs`` a judge that offers token log-probabilities weighs m against M."""
-    from . import alpaca
-
     alpaca.judge_all(judge, rows, outputs, judgments, prompt, both_orders, parse_choice, LABELS if logprobs else None,
                      "AlpacaEval 2.0", raw_chars=200, record_kind=True, order_seed=order_seed)
 
@@ -172,8 +171,6 @@ def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], mo
     """Win rate and standard error (alpaca_eval's arithmetic); the LC win rate from alpaca_eval's GLM when
     ``df_gamed`` is given (else None, with ``lc_note`` saying why); ``approximate`` marks an LC from the zero
     difficulty table, whose standard error is not reported."""
-    from .alpaca import win_rate
-
     annotated = annotations(rows, produced, judgments, model_id)
     (folder / "annotations.json").write_text(json.dumps(annotated, indent=1, ensure_ascii=False) + "\n")
     out = win_rate([a["preference"] - 1.0 for a in annotated])

@@ -133,13 +133,12 @@ def _preference_text(p) -> str:
     return "win" if p > 0.5 else "tie" if p == 0.5 else "loss" if p < 0.5 else "?"
 
 
-def alpaca(runs: list[tuple[str, Path]], name: str) -> list[dict]:
+def alpaca(runs: list[tuple[str, Path]], bench) -> list[dict]:
     """Every instruction: the baseline's answer, each model's with the judge's preference per judging order and its
-    raw reply. ``name`` is alpaca_eval or alpaca_eval_2 (same stores)."""
-    from .. import benchmarks
+    raw reply. ``bench`` is the AlpacaEval 1 or 2.0 benchmark (same stores)."""
     from .alpaca import instruction_id
 
-    bench = benchmarks.get(name)
+    name = bench.name
     items: dict[str, dict] = {}
     order: list[str] = []
     for model, folder in runs:
@@ -163,7 +162,7 @@ def alpaca(runs: list[tuple[str, Path]], name: str) -> list[dict]:
                 order.append(iid)
         by_iid: dict[str, list[dict]] = {}
         for j in judgments.values():
-            by_iid.setdefault(j.get("instruction_id"), []).append(j)
+            by_iid.setdefault(str(j.get("instruction_id")), []).append(j)
         for iid in order:
             out, js = outputs.get(iid), sorted(by_iid.get(iid, []), key=lambda j: j.get("order", 0))
             if out is None and not js:
@@ -275,10 +274,10 @@ def aif(folder: Path) -> list[dict]:
 
     folder = Path(folder)
     rows = _parquet_rows(folder / "raw" / "data", "train")
-    pairs = {}
-    for split in ("train_prefs", "test_prefs"):
-        for p in _parquet_rows(folder / "data", split):
-            pairs[p["prompt_id"]] = (split, p)
+    pairs: dict[str, tuple[str | None, dict | None]] = {}
+    for part in ("train_prefs", "test_prefs"):
+        for p in _parquet_rows(folder / "data", part):
+            pairs[p["prompt_id"]] = (part, p)
     ratings = records(folder / "ratings.jsonl")
     completions = records(folder / "completions.jsonl")
     raw_by = {}  # (prompt_id, model, response) -> the judge's raw reply, when it kept one
@@ -313,7 +312,7 @@ def aif(folder: Path) -> list[dict]:
             if raw:
                 rationale += ("\n\n" if rationale else "") + f"[judge's reply] {raw}"
             answers[name] = [{"label": "answer", "text": comp["response"],
-                              "verdict": (f"{role} ({split.replace('_prefs', '')}); " if role else "")
+                              "verdict": (f"{role} ({(split or '').replace('_prefs', '')}); " if role else "")
                               + (f"mean rating {score:g}" if score is not None else "not rated")
                               + (f" ({ratings_text})" if ratings_text else ""),
                               "score": score, "rationale": rationale, "role": role}]
@@ -348,6 +347,6 @@ def aif_markdown(folders: list[Path]) -> str:
     if names:
         text += ["", "The judge's mean rating (1-5, the mean of the four UltraFeedback aspects) of each generator:", "",
                  "| run | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
-        for folder, v in gens.items():
-            text.append(f"| {folder} | " + " | ".join("–" if v.get(g) is None else f"{v[g]:.2f}" for g in names) + " |")
+        for run, v in gens.items():
+            text.append(f"| {run} | " + " | ".join("–" if v.get(g) is None else f"{v[g]:.2f}" for g in names) + " |")
     return "\n".join(text) + "\n"

@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import ZephyrError, unknown_key
+from ..embedded import builtin
+from ..model import modeling
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -72,8 +74,6 @@ def _local_task(task: dict, folder: Path) -> Path:
                           "write a task YAML of your own (dataset_path: json) and give it as yaml: <path>")
     files = task["data_files"]
     if isinstance(files, str) and files.startswith("builtin://"):  # an embedded set in the task's schema
-        from ..embedded import builtin
-
         root = Path(builtin.resolve(files))
         files = {"train": str(root / "train.jsonl"), "validation": str(root / "test.jsonl"),
                  "test": str(root / "test.jsonl")}
@@ -101,8 +101,6 @@ def headline(results: dict, task: dict) -> tuple[str | None, float | None]:
 
 
 def run(section: dict, model_cfg: dict, placement, folder: Path) -> dict:
-    from ..model import modeling
-
     lm_eval, TaskManager = _lm_eval()
     tasks = normalise_tasks(section["tasks"])
     if not tasks:

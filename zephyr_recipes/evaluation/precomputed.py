@@ -15,6 +15,8 @@ import time
 from ..core.errors import ZephyrError
 from ..feedback.store import Store
 from .alpaca import instruction_id
+from .arena_hard import ANSWER_FORMAT, parse_answers
+from .mt_bench import _key
 from .sources import load_records
 
 log = logging.getLogger("zephyr_recipes")
@@ -104,8 +106,6 @@ def read_fastchat(path: str) -> tuple[str | None, dict[str, list[str]]]:
 
 def fastchat_answers(path: str, questions: list, store: Store, expected: str = FASTCHAT_FORMAT) -> dict:
     """FastChat's model_answer jsonl into the MT-Bench answer store (both turns of each question)."""
-    from .mt_bench import _key
-
     model, by_id = read_fastchat(path)
     missing = []
     for q in questions:
@@ -122,8 +122,6 @@ def fastchat_answers(path: str, questions: list, store: Store, expected: str = F
 
 
 def arena_hard_answers(path: str, questions: list[dict], store: Store, expected: str | None = None) -> dict:
-    from .arena_hard import ANSWER_FORMAT, parse_answers
-
     model, answers = parse_answers(path)
     missing = []
     for q in questions:

@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 from ..core.errors import ZephyrError
+from ..data.sources import json_lines
+from ..embedded import builtin
 from ..embedded.builtin import cache_home
 
 
@@ -64,8 +66,6 @@ def local_file(spec: str, what: str) -> Path:
     if spec.startswith("hf://"):
         return _hub_file(spec, what)
     if spec.startswith("builtin://"):
-        from ..embedded import builtin
-
         return Path(builtin.resolve(spec))
     path = Path(spec).expanduser()
     if not path.is_file():
@@ -83,8 +83,6 @@ def read_text(spec: str, what: str) -> str:
 def parse_records(path: Path, what: str) -> list[dict]:
     text = path.read_text()
     if path.suffix == ".jsonl" or (path.suffix != ".json" and not text.lstrip().startswith("[")):
-        from ..data.sources import json_lines
-
         return list(json_lines(text.splitlines(), path, f"the {what} file"))
     try:
         data = json.loads(text)

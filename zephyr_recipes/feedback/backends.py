@@ -12,7 +12,9 @@ import logging
 from typing import Callable, Iterator
 
 from ..core.errors import ZephyrError
+from ..model import modeling
 from .http import Endpoint, EndpointError
+from .specs import BACKEND_OPTIONS, complete
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -129,8 +131,6 @@ class TransformersBackend:
 
     def __init__(self, model: str, model_cfg: dict | None = None, hardware: dict | None = None,
                  batch_size: int | str = "auto"):
-        from ..model import modeling
-
         cfg, self.placement = modeling.standalone(model, model_cfg, hardware, "generation")
         self.tokenizer = modeling.load_tokenizer(cfg)
         self.tokenizer.padding_side = "left"
@@ -184,8 +184,6 @@ class TransformersBackend:
 
 def make_backend(spec: dict, hardware: dict | None = None):
     """The backend a generator or judge spec names, with every default of its type filled in."""
-    from .specs import BACKEND_OPTIONS, complete
-
     kind = spec.get("type")
     if kind not in BACKEND_OPTIONS:
         raise ZephyrError(f"unknown backend type {kind!r}", f"use type: {', '.join(BACKEND_OPTIONS)}")

@@ -22,8 +22,11 @@ from typing import Any, Callable, ClassVar, Iterator, Optional
 
 from ..core.errors import ZephyrError
 from ..data.binarize import ASPECTS
+from ..model import modeling
 from ..model.scoring import Scorer, load_reward_model
-from .backends import load_callable, make_backend
+from .backends import EndpointBackend, in_flight, load_callable, make_backend
+from .http import EndpointError
+from .specs import JUDGE_MAKERS, JudgeSpec, complete
 
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
 Rate the answer on four aspects, each from 1 (poor) to 5 (excellent):
@@ -408,8 +411,6 @@ class ModelJudge(Judge):
 
     @property
     def offers_logprobs(self) -> bool:
-        from .backends import EndpointBackend
-
         return isinstance(self.backend, EndpointBackend)
 
     def _conversation(self, prompt: "str | list[dict]") -> list[dict]:
@@ -475,8 +476,6 @@ class ModelJudge(Judge):
         """One request per item asking for the first token's top log-probabilities: the preference is the first
         label's share of the two labels' probability. A reply without them is read by the item's parser (a
         discrete choice); one with neither is asked again (at temperature 1), then given up as a failure."""
-        from .http import EndpointError
-
         endpoint, concurrency = self.backend.endpoint, self.backend.concurrency
         sampling = dict(self.sampling)
         if "max_new_tokens" in sampling:
@@ -501,8 +500,6 @@ class ModelJudge(Judge):
                 except JudgeFailure as failure:
                     last = failure
             return i, last
-
-        from .backends import in_flight  # stops at once on Ctrl-C or SIGTERM, like every request the runner sends
 
         for _i, result in in_flight(one, len(items), concurrency):
             yield result
@@ -543,8 +540,6 @@ class RewardModelJudge(Judge):
     def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
                  system: Optional[str] = None):
-        from ..model import modeling
-
         cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
         tokenizer = modeling.load_tokenizer(cfg)  # chat_template null: the one the reward model was trained with
         net = load_reward_model(model, cfg, self.placement)
@@ -601,8 +596,6 @@ class RewardModelJudge(Judge):
 def judge_types() -> dict:
     """Judge type -> the class its judges are (None for a registered type whose maker is a plain function: a
     maker may be the class itself or a classmethod of it, such as ``RewardJudge.from_spec``)."""
-    from .specs import JUDGE_MAKERS, JudgeSpec
-
     out = {}
     for kind in JudgeSpec.TYPES:
         make = JUDGE_MAKERS.get(kind)
@@ -634,8 +627,6 @@ def reads_prompts(judge_type: str) -> bool:
 def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> Judge:
     """The judge a spec names, its defaults filled in. ``sampling``: the caller's settings (a benchmark's token
     budget, its judge temperature, greedy), under the spec's own sampling."""
-    from .specs import JUDGE_MAKERS, JudgeSpec, complete
-
     spec = complete(spec, JudgeSpec, "judge")
     if spec["type"] == "reward_model":
         return RewardModelJudge.from_spec(spec, hardware)

@@ -33,6 +33,7 @@ from collections import deque
 from pathlib import Path
 
 from ..core.errors import ZephyrError
+from .vllm import as_openai
 
 log = logging.getLogger("zephyr_recipes")
 DEFAULT_TIMEOUT_S = 900.0  # a 7B model's weights load and CUDA graphs capture in a few minutes
@@ -274,8 +275,6 @@ def _watch(pgid: int):
 def serving(spec: dict, log_dir: Path, name: str):
     """The spec as is when it names no server; otherwise the served spec, for the duration of the block."""
     if spec.get("type") == "vllm":  # the serve command written from the spec (see .vllm)
-        from .vllm import as_openai
-
         spec = as_openai(spec)
     if not spec.get("serve"):
         yield spec

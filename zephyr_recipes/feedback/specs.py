@@ -8,12 +8,15 @@ backends a spec with every default filled in, whatever wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from ..core.errors import ZephyrError
-from ..core.schema import option
+from ..core.safety import refuse_url_credentials
+from ..core.schema import check_section, option
+from .serve import base_url_of
 from .vllm import VLLMOptions
 
 SERVE_HELP = ("A command that starts an OpenAI-compatible server (vLLM, TGI, llama.cpp ...) with --port N; the "
@@ -38,7 +41,7 @@ class _Typed:
     @classmethod
     def unknown_key(cls, where: str, key: str) -> None:
         """A key of another type, left over after an override changed the type: say which type it belongs to."""
-        owner = next((t for t, c in cls.TYPES.items() if key in c.__dataclass_fields__), None)
+        owner = next((t for t, c in cls.TYPES.items() if key in {f.name for f in dataclasses.fields(c)}), None)
         if owner is not None:
             path = re.sub(r"\[(\d+)\]", r".\1", where)
             mine = next((t for t, c in cls.TYPES.items() if c is cls), "?")
@@ -83,8 +86,6 @@ class OpenAIOptions:
 
     @classmethod
     def after_check(cls, where: str, values: dict) -> None:
-        from ..core.safety import refuse_url_credentials
-
         if values["base_url"]:
             refuse_url_credentials(f"{where}.base_url", values["base_url"])
         if not values["serve"]:
@@ -93,8 +94,6 @@ class OpenAIOptions:
                 raise ZephyrError(f"{where} of type openai needs {', '.join(missing)}",
                                   f"add {where}.{missing[0]}=... (or serve: a command that starts the server)")
         else:
-            from .serve import base_url_of
-
             base_url_of(values)  # where it will listen: refused now, not after the stage started
 
 
@@ -202,8 +201,6 @@ def register_judge(kind: str, schema: type, make) -> None:
 
 def complete(spec: dict, schema: type, where: str = "spec") -> dict:
     """``spec`` with every default of its type filled in (and checked), whatever wrote it."""
-    from ..core.schema import check_section
-
     return check_section(where, spec, schema)
 
 

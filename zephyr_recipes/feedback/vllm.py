@@ -24,6 +24,7 @@ from typing import Optional
 
 from ..core.errors import ZephyrError
 from ..core.schema import option
+from ..model.modeling import cuda_available, resolve_source
 
 VENV = Path(__file__).resolve().parent.parent.parent / ".venv-vllm"
 REFUSED_ARGS = ("--trust-remote-code", "--trust_remote_code")
@@ -72,8 +73,6 @@ CPU_MEMORY_SHARE = 0.2
 
 
 def _cuda() -> bool:
-    from ..model.modeling import cuda_available
-
     return cuda_available()
 
 
@@ -85,8 +84,6 @@ def _free_port() -> int:
 
 def as_openai(spec: dict) -> dict:
     """The spec as ``type: openai`` with the ``serve`` command that starts vLLM on a free port."""
-    from ..model.modeling import resolve_source
-
     model = resolve_source(str(spec["model"]), "model")  # builtin:// and run folders become their local folders
     base = python()
     head = base + ([model] if base[-1] == "serve" else ["--model", model])

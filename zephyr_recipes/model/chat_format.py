@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import ZephyrError
-from ..data import kinds
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -139,13 +138,13 @@ def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | N
     if spec:
         text, source, name = template_text(spec), "recipe", str(spec)
     else:
-        text = _own_template(tokenizer)
-        if not text:
+        own = _own_template(tokenizer)
+        if not own:
             raise ZephyrError(
                 f"the tokenizer of {model_name} has no chat template (a base model's usually has none)",
                 "set model.chat_template=zephyr (the Zephyr recipes' format) or another shipped template "
                 f"({', '.join(shipped_names())}), or a path to a .jinja file")
-        source, name = "tokenizer", "the tokenizer's own"
+        text, source, name = own, "tokenizer", "the tokenizer's own"
     if not assistant_only or has_generation_markers(text):
         return TemplateChoice(source, name, text, f"chat template: {name}")
     patched = _trl_training_template(tokenizer, text)
@@ -217,9 +216,8 @@ def _spans(mask: list[int]) -> list[tuple[int, int]]:
 
 
 def check_rows(tokenizer, data, kind, assistant_only: bool, limit: int = 200) -> RowCheck:
-    """Render up to ``limit`` rows (of a row kind, or its name) through the tokenizer's (already chosen) template
-    and check them."""
-    kind = kinds.get(kind)
+    """Render up to ``limit`` rows (of a row kind: :class:`zephyr_recipes.data.kinds.RowKind`, whose
+    ``conversation(row)`` gives the messages) through the tokenizer's (already chosen) template and check them."""
     out = RowCheck()
     enders = _turn_enders(tokenizer)
     seen_prompt = False

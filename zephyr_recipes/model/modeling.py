@@ -10,9 +10,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig, ModelConfig, defaults_of
 from ..embedded import builtin
 from . import chat_format
 from .chat_format import TEMPLATES, template_text  # noqa: F401  (re-exported)
@@ -230,8 +232,6 @@ def standalone(model: str, model_cfg: dict | None, hardware: dict | None, purpos
     """The model section and the placement of a model used outside training (a generator, a judge): the model
     section's defaults with the tokenizer's own chat template, under ``model_cfg``; the run's hardware profile,
     or the defaults (the GPU when there is one)."""
-    from ..core.schema import HardwareConfig, ModelConfig, defaults_of
-
     cfg = {**defaults_of(ModelConfig), "chat_template": None, **(model_cfg or {}), "name_or_path": model}
     hw = {**defaults_of(HardwareConfig), "name": purpose, **(hardware or {})}
     return cfg, resolve_placement(hw)
@@ -246,7 +246,7 @@ def load_model(name: str, model_cfg: dict, placement: Placement, auto_class: str
 
     source = resolve_source(name, "model")
     dtype = placement.weights_dtype if model_cfg.get("dtype", "auto") == "auto" else getattr(torch, model_cfg["dtype"])
-    extra = {}
+    extra: dict[str, Any] = {}
     if placement.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

@@ -10,6 +10,7 @@ import math
 from typing import Optional
 
 from ..core.errors import ZephyrError
+from . import modeling
 
 AUTO_MODEL = "AutoModelForSequenceClassification"
 MODEL_OPTIONS = {"num_labels": 1}
@@ -21,8 +22,6 @@ def load_reward_model(name: str, model_cfg: dict, placement):
     A causal LM checkpoint gets a new, randomly initialised score head (transformers' usual warning about it is
     expected); a reward run folder loads as saved.
     """
-    from . import modeling
-
     model = modeling.load_model(name, model_cfg, placement, AUTO_MODEL, **MODEL_OPTIONS)
     if model.config.num_labels != 1:
         raise ZephyrError(f"{name} is a classifier with {model.config.num_labels} outputs, and a reward model has one",

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..core.errors import ZephyrError
 from ..core.schema import kinds
 
 FORMAT = 1
@@ -116,8 +117,6 @@ def check_accepts(stage: TrainsWithTRL, trainer: dict) -> None:
     A trainer section TRL accepted once is remembered for this TRL/transformers version (building the config
     class imports TRL and torch: seconds), so validating an unchanged recipe again is quick."""
     import warnings
-
-    from ..core.errors import ZephyrError
 
     marker = _accepted_marker(stage, trainer)
     if marker.exists():

@@ -16,20 +16,22 @@ import gc
 import logging
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
 from tqdm.auto import tqdm
 
 from ..core.errors import ZephyrError
-from ..core.schema import StageSection, option
-from ..data import kinds
+from ..core.records import dataset_card
+from ..core.schema import StageSection, option, typed
+from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
+from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
-from ..feedback.specs import GeneratorSpec, JudgeSpec
+from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
 from ..feedback.store import Store
 from .base import TaskStage
 
@@ -57,32 +59,39 @@ class AIFStageConfig(StageSection):
               "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
 
 
+def section(cfg: dict) -> AIFStageConfig:
+    """The validated config's `stage` section, typed."""
+    return typed(AIFStageConfig, cfg["stage"])
+
+
+def _judge(stage: AIFStageConfig) -> JudgeSpec:
+    if stage.judge is None:
+        raise ZephyrError("the aif stage has no judge", "set stage.judge (type: function, transformers, openai or "
+                          "reward_model)")
+    return stage.judge
+
+
 def check_config(cfg: dict) -> None:
-    stage = cfg["stage"]
-    if not stage["generators"]:
+    stage = section(cfg)
+    if not stage.generators:
         raise ZephyrError("the aif stage has no generators", "list at least one under stage.generators")
     names = set()
-    for i, gen in enumerate(stage["generators"]):
+    for i, gen in enumerate(stage.generators):
         name = _generator_name(gen, i)
         if name in names:
             raise ZephyrError(f"two generators are named {name!r}", "give every generator its own name")
         names.add(name)
-    if not stage["judge"]:
-        raise ZephyrError("the aif stage has no judge", "set stage.judge (type: function, transformers, openai or "
-                          "reward_model)")
-    check_judge(stage["judge"]["type"], "rate", "AI feedback")
-    if not 0 <= stage["test_fraction"] < 1 or not 0 <= stage["self_agreement"] <= 1:
+    check_judge(_judge(stage).type, "rate", "AI feedback")
+    if not 0 <= stage.test_fraction < 1 or not 0 <= stage.self_agreement <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
-    if (stage.get("prompt_offset") or 0) < 0:
-        raise ZephyrError(f"stage.prompt_offset is {stage['prompt_offset']} but must be 0 or more",
+    if (stage.prompt_offset or 0) < 0:
+        raise ZephyrError(f"stage.prompt_offset is {stage.prompt_offset} but must be 0 or more",
                           "null (or 0) starts at the first prompt of the seeded shuffle")
 
 
 # ---------------------------------------------------------------------------------------------- prompts
 def load_prompts(cfg: dict) -> list[str]:
-    from ..data import load_split
-
     ds_cfg = cfg["dataset"]
     ds = load_split(ds_cfg, ds_cfg["train_split"])
     col = ds_cfg["columns"].get("prompt", "prompt")
@@ -91,7 +100,7 @@ def load_prompts(cfg: dict) -> list[str]:
         if col is None:
             raise ZephyrError(f"dataset {ds_cfg['path']} has no prompt column (it has: {', '.join(ds.column_names)})",
                               "map one with dataset.columns.prompt=<column>")
-    offset = cfg["stage"].get("prompt_offset")
+    offset = section(cfg).prompt_offset
     if offset is not None:  # a slice of the distinct prompts in seeded order: slices never share a prompt
         ds = ds.shuffle(seed=cfg["run"]["seed"])
     elif ds_cfg["max_train_samples"] and ds_cfg["max_train_samples"] < len(ds):
@@ -118,15 +127,15 @@ def load_prompts(cfg: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- run
-def _generator_name(gen: dict, i: int) -> str:
-    return gen.get("name") or f"generator{i}"
+def _generator_name(gen: GeneratorSpec, i: int) -> str:
+    return gen.name or f"generator{i}"
 
 
 def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
-    stage, failures = cfg["stage"], Counter()
-    for i, gen in enumerate(stage["generators"]):
+    stage, failures = section(cfg), Counter[str]()
+    for i, gen in enumerate(stage.generators):
         name = _generator_name(gen, i)
-        k = int(gen["num_completions"] or stage["num_completions"])
+        k = int(gen.num_completions or stage.num_completions)
         # A prompt is done when every completion of it was answered; a failed request (its record says error) and
         # a completion never asked (a stopped run) are asked again.
         todo = [p for p in prompts
@@ -135,15 +144,15 @@ def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
             log.info("generator %s: all %d prompts already answered", name, len(prompts))
             continue
         log.info("generator %s: %d prompts x %d completions", name, len(todo), k)
-        with serving(gen, store.path.parent, name) as served:
-            _generate_one(cfg, served, name, todo, k, store, failures)
+        sampling = {**stage.sampling, **gen.sampling}
+        with serving(asdict(gen), store.path.parent, name) as served:
+            _generate_one(cfg, served, name, todo, k, sampling, store, failures)
     return failures
 
 
-def _generate_one(cfg: dict, gen: dict, name: str, todo: list[str], k: int, store: Store, failures: Counter) -> None:
-    stage = cfg["stage"]
+def _generate_one(cfg: dict, gen: dict, name: str, todo: list[str], k: int, sampling: dict, store: Store,
+                  failures: Counter) -> None:
     backend = make_backend(gen, cfg["hardware"])
-    sampling = {**stage["sampling"], **gen["sampling"]}
     convs = [[{"role": "user", "content": p}] for p in todo]
     with tqdm(total=len(todo), desc=f"generating ({name})", unit="prompt") as bar:
         for j, result in backend.generate(convs, k, sampling):
@@ -166,18 +175,18 @@ def _needs_second_rating(key: str, share: float) -> bool:
 
 
 def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> None:
-    stage = cfg["stage"]
+    stage = section(cfg)
     by_pid = {prompt_id(p): p for p in prompts}
     todo = []
     for rec in completions.records.values():
         if "response" not in rec or rec["prompt_id"] not in by_pid:
             continue
-        rounds = 2 if _needs_second_rating(rec["key"], stage["self_agreement"]) else 1
+        rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) else 1
         todo += [(rec, r) for r in range(rounds) if _not_rated(ratings.get(f"{rec['key']}:r{r}"))]
     if not todo:
         log.info("judge: every completion already rated")
         return
-    with serving(stage["judge"], ratings.path.parent, "judge") as spec:
+    with serving(asdict(_judge(stage)), ratings.path.parent, "judge") as spec:
         _judge_items(cfg, spec, by_pid, todo, ratings)
 
 
@@ -212,12 +221,12 @@ def _annotations(rating: dict | None) -> dict:
 
 def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> tuple[list[dict], dict]:
     """Rows in openbmb/UltraFeedback's schema, and per-generator score lists."""
-    stage = cfg["stage"]
+    stage = section(cfg)
     by_prompt: dict[str, list[dict]] = defaultdict(list)
     for rec in completions.records.values():
         if "response" in rec:
             by_prompt[rec["prompt_id"]].append(rec)
-    order = {_generator_name(g, i): i for i, g in enumerate(stage["generators"])}
+    order = {_generator_name(g, i): i for i, g in enumerate(stage.generators)}
     rows, scores = [], defaultdict(list)
     for p in prompts:
         recs = sorted(by_prompt.get(prompt_id(p), []), key=lambda r: (order.get(r["model"], 99), r["index"]))
@@ -261,7 +270,7 @@ def _write_parquet(rows: list[dict], path: Path) -> None:
 
 def run(cfg: dict, folder: Path) -> dict:
     """Generate, judge, binarize. Returns the summary (also written to summary.json)."""
-    stage = cfg["stage"]
+    stage = section(cfg)
     prompts = load_prompts(cfg)
     log.info("aif: %d prompts from %s[%s]", len(prompts), cfg["dataset"]["path"], cfg["dataset"]["train_split"])
     completions, ratings = Store(folder / "completions.jsonl"), Store(folder / "ratings.jsonl")
@@ -273,22 +282,22 @@ def run(cfg: dict, folder: Path) -> dict:
         ratings.close()
     rows, scores = assemble(cfg, prompts, completions, ratings)
     tally = Tally()
-    pairs = {"train_prefs": [], "test_prefs": []}
-    rule = stage["binarize"]
+    pairs: dict[str, list] = {"train_prefs": [], "test_prefs": []}
+    rule = asdict(stage.binarize)
     for row in rows:
         pair = binarize(row["instruction"], row["completions"], seed=cfg["run"]["seed"], tally=tally, **rule)
         if pair is None:
             continue
-        test = int(pair["prompt_id"][:8], 16) / 0xFFFFFFFF < stage["test_fraction"]
+        test = int(pair["prompt_id"][:8], 16) / 0xFFFFFFFF < stage.test_fraction
         pairs["test_prefs" if test else "train_prefs"].append(pair)
-    if stage["test_fraction"] > 0 and not pairs["test_prefs"] and len(pairs["train_prefs"]) >= 2:
+    if stage.test_fraction > 0 and not pairs["test_prefs"] and len(pairs["train_prefs"]) >= 2:
         # So few pairs that the share rounds to none: one still goes to test_prefs, which a DPO recipe reading
         # this folder names as its test split (the pair whose id hashes lowest, as the share would pick first).
         first = min(pairs["train_prefs"], key=lambda p: int(p["prompt_id"][:8], 16))
         pairs["train_prefs"].remove(first)
         pairs["test_prefs"].append(first)
         log.warning("aif: stage.test_fraction=%s of %d pairs rounds to none; 1 pair goes to test_prefs",
-                    stage["test_fraction"], len(pairs["train_prefs"]) + 1)
+                    stage.test_fraction, len(pairs["train_prefs"]) + 1)
     if not pairs["train_prefs"]:
         raise ZephyrError("AI feedback produced no preference pairs (every prompt was skipped: "
                           f"{tally.as_dict()})", "check the judge's failures in ratings.jsonl and the generators")
@@ -333,10 +342,7 @@ class AIF(TaskStage):
         return run(cfg, folder)
 
     def loads(self, cfg: dict) -> list[dict]:
-        from ..data.sizes import DATASETS
-        from ..feedback.specs import load_of
-
-        stage, ds = cfg["stage"], cfg["dataset"]
+        stage, ds = section(cfg), cfg["dataset"]
         prompts = ds["max_train_samples"] or DATASETS.get(ds["path"], ({}, 0))[0].get(ds["train_split"])
         if not prompts:
             try:
@@ -344,30 +350,26 @@ class AIF(TaskStage):
             except ZephyrError:
                 prompts = 0
         out, answers = [], 0
-        for i, gen in enumerate(stage["generators"]):
-            k = int(gen.get("num_completions") or stage["num_completions"])
+        for i, gen in enumerate(stage.generators):
+            k = int(gen.num_completions or stage.num_completions)
             answers += prompts * k
-            new = int({**stage["sampling"], **(gen.get("sampling") or {})}.get("max_new_tokens") or 256)
-            out.append(load_of(f"generator {_generator_name(gen, i)}", gen, prompts * k, new))
-        judge = stage["judge"]
-        new = int((judge.get("sampling") or {}).get("max_new_tokens") or 1024)
-        out.append(load_of("judge", judge, answers * (1 + stage["self_agreement"]), new))
+            new = int({**stage.sampling, **gen.sampling}.get("max_new_tokens") or 256)
+            out.append(load_of(f"generator {_generator_name(gen, i)}", asdict(gen), prompts * k, new))
+        judge = _judge(stage)
+        new = int(judge.sampling.get("max_new_tokens") or 1024)
+        out.append(load_of("judge", asdict(judge), int(answers * (1 + stage.self_agreement)), new))
         return out
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
         """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""
-        from ..data.sizes import PROMPT_TOKENS
-
         gens = [load for load in loads if load["role"].startswith("generator")]
         if not gens or not gens[0]["requests"]:
             return None
         prompts = gens[0]["requests"]
         answer = sum(g["new_tokens"] for g in gens) / len(gens) / 2
-        return int(prompts * (1 - cfg["stage"]["test_fraction"])), 2 * (PROMPT_TOKENS + answer)
+        return int(prompts * (1 - section(cfg).test_fraction)), 2 * (PROMPT_TOKENS + answer)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        from ..core.records import dataset_card
-
         return dataset_card(cfg, prov, result)
 
     def headline(self, result: dict) -> dict:

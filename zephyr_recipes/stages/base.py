@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from ..core import records, runfolder
+from ..core.errors import ZephyrError
 from ..data import kinds
 from ..data.kinds import RowKind
+from ..model import modeling
+from .training import train
 
 
 @dataclass
@@ -80,6 +84,7 @@ class TrainerStage(Stage):
 
     def texts(self, row: dict) -> list[list[dict]]:
         """The conversations of one prepared row that go through the model (the time plan counts their tokens)."""
+        assert self.rows is not None, f"stage {self.name} reads no rows"
         return list(self.rows.conversations(row).values())
 
     def config_class(self):
@@ -93,8 +98,6 @@ class TrainerStage(Stage):
         return 0, None
 
     def load_model(self, name: str, cfg: dict, placement):
-        from ..model import modeling
-
         return modeling.load_model(name, cfg["model"], placement, self.auto_model, **self.model_options)
 
     def card_usage(self, cfg: dict) -> str:
@@ -116,8 +119,6 @@ print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}],
         return {}
 
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
-        from .training import train
-
         return train(self, cfg, folder, ctx)
 
 
@@ -165,8 +166,6 @@ class TaskStage(Stage):
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
         import logging
 
-        from ..core import records, runfolder
-
         prov = records.provenance(ctx.argv, ctx.recipe, None, self.inputs(cfg), {})
         records.write_json(folder / "provenance.json", prov)
         result = self.execute(cfg, folder)
@@ -175,8 +174,6 @@ class TaskStage(Stage):
         (folder / "README.md").write_text(self.card(cfg, prov, result))
         reason = self.unfinished(cfg, result)
         if reason:  # the figures and the card stay for a look; the run is not complete
-            from ..core.errors import ZephyrError
-
             runfolder.set_status(folder, "failed", summary=self.headline(result))
             raise ZephyrError(reason, f"see {folder / self.result_file} and the judgments beside it")
         runfolder.set_status(folder, "complete", finished=runfolder.now(), summary=self.headline(result))

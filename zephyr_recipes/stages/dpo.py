@@ -15,6 +15,7 @@ from typing import Optional
 
 from ..core.errors import ZephyrError
 from ..core.schema import TrainerStageConfig, option
+from ..model.modeling import lora_config, resolve_source
 from .base import PreferenceStage
 
 log = logging.getLogger("zephyr_recipes")
@@ -58,8 +59,6 @@ class DPO(PreferenceStage):
     def reference(self, cfg, args, load_other) -> tuple:
         """(frozen reference model or None, LoRA config or None, facts for provenance): the reference is the
         policy's starting weights unless stage.ref_model names another; TRL copies it when given None."""
-        from ..model.modeling import lora_config, resolve_source
-
         peft_config = lora_config(cfg["hardware"])
         ref_name = cfg["stage"]["ref_model"]
         ref_model = load_other(ref_name) if ref_name and peft_config is None else None

@@ -26,8 +26,14 @@ from typing import Any, Optional
 from .. import benchmarks
 from ..core.errors import ZephyrError
 from ..core.schema import StageSection, option
-from ..feedback.specs import JudgeSpec
+from ..evaluation import plots
+from ..feedback.backends import TransformersBackend, make_backend
+from ..feedback.judges import check_judge, make_judge, reads_prompts
+from ..feedback.serve import serving
+from ..feedback.specs import JudgeSpec, VLLMGenerator, complete, load_of
+from ..model import modeling
 from .base import TaskStage
+from .eval_card import eval_card
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -68,8 +74,6 @@ def chosen(stage: dict) -> list:
 
 def check_config(cfg: dict) -> None:
     """Complete each chosen benchmark's section and refuse what cannot run."""
-    from ..feedback.judges import check_judge
-
     stage = cfg["stage"]
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
     if unknown or not stage["benchmarks"]:
@@ -80,8 +84,6 @@ def check_config(cfg: dict) -> None:
         raise ZephyrError(f"stage.vllm={stage['vllm']!r}", "give vLLM's options ({max_model_len: 2048}), {} for "
                           "its defaults, or null to answer in this process")
     else:
-        from ..feedback.specs import VLLMGenerator, complete
-
         complete({**stage["vllm"], "type": "vllm", "model": cfg["model"]["name_or_path"]}, VLLMGenerator, "stage.vllm")
     for bench in benchmarks.all_benchmarks():  # absent unless chosen: older runs' frozen configs still match
         if bench.optional and bench.name not in stage["benchmarks"]:
@@ -113,8 +115,6 @@ def judge_spec(stage: dict, name: str) -> dict:
 
 def _reads_prompts(cfg: dict, bench) -> bool:
     """Whether the benchmark's judge reads its judge prompts (checked first: its type can do what it asks)."""
-    from ..feedback.judges import check_judge, reads_prompts
-
     kind = judge_spec(cfg["stage"], bench.name)["type"]
     check_judge(kind, bench.asks, bench.title)
     return reads_prompts(kind)
@@ -123,8 +123,6 @@ def _reads_prompts(cfg: dict, bench) -> bool:
 def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, served=None):
     """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins);
     ``served(spec, name)`` starts a judge the runner serves (type: vllm) for the rest of the stage."""
-    from ..feedback.judges import make_judge
-
     spec = judge_spec(cfg["stage"], bench.name)
     if served is not None and spec.get("type") == "vllm":
         spec = served(spec, f"judge-{bench.name}")
@@ -133,8 +131,6 @@ def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, serv
 
 def _backend(cfg: dict, served=None):
     """The model under test: in this process (transformers), or served by vLLM (stage.vllm)."""
-    from ..feedback.backends import TransformersBackend, make_backend
-
     model, stage = cfg["model"], cfg["stage"]
     if stage.get("vllm") is not None and served is not None:
         return make_backend(served({**stage["vllm"], "type": "vllm", "model": model["name_or_path"]}, "model"))
@@ -152,8 +148,6 @@ def _judge_summary(spec: dict) -> dict:
 
 def run(cfg: dict, folder: Path) -> dict:
     """Run the chosen benchmarks; returns the scores (also written to scores.json)."""
-    from ..model import modeling
-
     stage = cfg["stage"]
     model_id = stage["model_id"] or cfg["run"]["name"]
     for bench in chosen(stage):
@@ -172,8 +166,6 @@ def run(cfg: dict, folder: Path) -> dict:
     started: dict = {}
 
     def served(spec: dict, name: str) -> dict:
-        from ..feedback.serve import serving
-
         key = json.dumps(spec, sort_keys=True, default=str)
         if key not in started:
             started[key] = servers.enter_context(serving(spec, folder, name))
@@ -193,8 +185,6 @@ def run(cfg: dict, folder: Path) -> dict:
 
 
 def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
-    from ..evaluation import plots
-
     result = {"model": cfg["model"]["name_or_path"], "model_id": model_id,
               "judge": _judge_summary(stage["judge"] or {})}
     for bench in chosen(stage):
@@ -236,8 +226,6 @@ class Eval(TaskStage):
 
     def loads(self, cfg: dict) -> list[dict]:
         """For the plan: the model under test answering each chosen benchmark, and each benchmark's judge."""
-        from ..feedback.specs import load_of
-
         stage, out = cfg["stage"], []
         model = {"type": "transformers", "model": cfg["model"]["name_or_path"], "batch_size": stage["batch_size"]}
         if stage.get("vllm") is not None:
@@ -254,8 +242,6 @@ class Eval(TaskStage):
         return run(cfg, folder)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        from .eval_card import eval_card
-
         return eval_card(cfg, prov, result)
 
     def headline(self, result: dict) -> dict:

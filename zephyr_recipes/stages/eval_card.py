@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .. import benchmarks
+
 
 def _judge_text(judge: dict) -> str:
     if not judge:
@@ -10,8 +12,6 @@ def _judge_text(judge: dict) -> str:
 
 
 def eval_card(cfg: dict, prov: dict, scores: dict) -> str:
-    from .. import benchmarks
-
     stage = cfg["stage"]
     ran = [b for b in benchmarks.all_benchmarks() if scores.get(b.name) is not None]
     imported = {b.name: scores[b.name].get("answers_from") for b in ran if isinstance(scores[b.name], dict)

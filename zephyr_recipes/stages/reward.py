@@ -18,6 +18,8 @@ import math
 
 from ..core.errors import ZephyrError
 from ..core.schema import TrainerStageConfig
+from ..model import modeling
+from ..model.modeling import lora_config
 from ..model.scoring import AUTO_MODEL, MODEL_OPTIONS, Scorer, load_reward_model
 from .base import PreferenceStage
 
@@ -70,8 +72,6 @@ class Reward(PreferenceStage):
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import RewardTrainer
 
-        from ..model.modeling import lora_config
-
         hw = cfg["hardware"]
         # A reward model's LoRA is a sequence-classification task: peft then trains the new score head too.
         peft_config = lora_config({**hw, "lora": {"task_type": "SEQ_CLS", **hw["lora"]}}) if hw.get("lora") else None
@@ -88,7 +88,6 @@ class Reward(PreferenceStage):
         if sharded and trainer.args.world_size > 1:
             # Only rank 0 gets here, and a forward pass through sharded weights needs every rank: score with the
             # weights just saved to the run folder instead.
-            from ..model import modeling
 
             placement = modeling.Placement(device=str(trainer.args.device.type), attn_implementation="sdpa",
                                            precision="bf16" if trainer.args.bf16 else "fp32")

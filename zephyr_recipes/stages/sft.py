@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ..core.schema import TrainerStageConfig
 from ..data import kinds
+from ..model.modeling import lora_config
 from .base import TrainerStage
 
 
@@ -21,8 +22,6 @@ class SFT(TrainerStage):
 
     def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import SFTTrainer
-
-        from ..model.modeling import lora_config
 
         peft_config = lora_config(cfg["hardware"])  # None: all weights train
         return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,

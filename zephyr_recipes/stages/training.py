@@ -17,6 +17,8 @@ from .. import data
 from ..core import preempt, records, runfolder
 from ..core.errors import ZephyrError
 from ..core.logs import launched_world, rank
+from ..data.sources import check_split_exists
+from ..embedded.builtin import cache_home
 from ..model import chat_format, hardware, modeling
 from ..model.trainer_fields import TrainsWithTRL
 
@@ -31,7 +33,6 @@ def without_unused_test_data(cfg: dict) -> dict:
     if not ds.get("test_split") and not ds.get("test_fraction") and \
             not any(m.get("test_split") for m in ds.get("mixture") or []):
         return cfg
-    from ..data.sources import check_split_exists
 
     for src in [m for m in ds.get("mixture") or [] if m.get("test_split")] or \
             ([ds] if ds.get("test_split") and not ds.get("mixture") else []):
@@ -74,8 +75,6 @@ def tracking_store() -> Path:
     """Where trackio keeps its local database: $TRACKIO_DIR, else $ZEPHYR_RECIPES_HOME/trackio (trackio reads it
     once, when it is first imported in the process)."""
     import sys
-
-    from ..embedded.builtin import cache_home
 
     if "trackio.utils" in sys.modules:
         return Path(sys.modules["trackio.utils"].TRACKIO_DIR)

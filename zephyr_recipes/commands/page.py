@@ -106,7 +106,9 @@ def image(path: Path, alt: str) -> str:
 def markdown(md: str, folder: Path) -> str:
     """The reports' markdown as HTML: headings, tables, lists, paragraphs and images (read from ``folder`` and
     embedded); everything else is escaped text."""
-    out, para, lines = [], [], md.splitlines()
+    out: list[str] = []
+    para: list[str] = []
+    lines = md.splitlines()
 
     def flush():
         if para:
@@ -235,7 +237,7 @@ def _pipeline_stages(folder: Path) -> tuple[list[tuple[str, Path]], list[Path], 
 
     import yaml
 
-    from . import browse
+    from ..evaluation import browse
 
     spec = (yaml.safe_load((Path(folder) / "pipeline.yaml").read_text()) or {}).get("pipeline") or {}
     evals, aifs = [], []
@@ -255,8 +257,8 @@ def build(out: Path, report_md: str, evals: list[Path], pipelines: list[Path], a
     folders (compared side by side), pipeline folders (the first one's evaluation and AI-feedback stages are browsed)
     and AI-feedback run folders."""
     from .. import benchmarks
-    from ..commands.report import load_run, run_names
-    from . import browse
+    from ..evaluation import browse
+    from .report import load_run, run_names
 
     runs: list[tuple[str, Path]] = []
     whose = ""
@@ -275,7 +277,7 @@ def build(out: Path, report_md: str, evals: list[Path], pipelines: list[Path], a
         if not items:
             continue
         what = {"grade": "the judge's grade of each turn", "compare": "the judge's preference against the baseline",
-                "verdict": "the judge's verdicts in both games against the baseline"}.get(bench.asks, "the figures")
+                "verdict": "the judge's verdicts in both games against the baseline"}.get(bench.asks or "", "the figures")
         intro = (f"Every prompt of {bench.title} (click to open): each run's answers side by side with {what} and "
                  "its rationale. The badges give each run's figure per turn or prompt." + whose)
         sections.append(section(f"b-{bench.name}", bench.title, intro, items, browse.MAX_ITEMS))

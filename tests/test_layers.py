@@ -1,0 +1,33 @@
+"""The typed stage section: a checked `stage` section read as instances of its schema."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from zephyr_recipes.commands.compose import compose
+from zephyr_recipes.commands.validate import validate
+from zephyr_recipes.data.binarize import BinarizeRule
+from zephyr_recipes.feedback.specs import FunctionGenerator, OpenAIJudge, TransformersGenerator
+from zephyr_recipes.stages import aif
+
+
+def test_the_aif_section_reads_typed_and_turns_back_into_the_checked_mapping():
+    cfg = validate(*compose("tiny/aif", ["stage.self_agreement=0.25", "stage.binarize.rejected=lowest"])[:2])
+    stage = aif.section(cfg)
+    # each generator is the variant its type picks, with that variant's own keys
+    assert [type(g) for g in stage.generators] == [TransformersGenerator] * 3 + [FunctionGenerator]
+    assert stage.generators[0].model == "./runs/tiny-sft" and stage.generators[3].function
+    assert isinstance(stage.binarize, BinarizeRule) and stage.binarize.rejected == "lowest"
+    assert stage.self_agreement == 0.25 and stage.test_fraction == cfg["stage"]["test_fraction"]
+    # asdict gives back exactly what validate checked, which is what the feedback layer receives
+    assert [asdict(g) for g in stage.generators] == cfg["stage"]["generators"]
+    assert asdict(stage.binarize) == cfg["stage"]["binarize"]
+    assert asdict(stage.judge) == cfg["stage"]["judge"]
+
+
+def test_a_judge_of_another_type_is_its_own_variant():
+    overrides = ["~stage.judge.module", "stage.judge.type=openai", "+stage.judge.base_url=http://127.0.0.1:9/v1",
+                 "+stage.judge.model=m"]
+    cfg = validate(*compose("tiny/aif", overrides)[:2])
+    judge = aif.section(cfg).judge
+    assert isinstance(judge, OpenAIJudge) and judge.base_url == "http://127.0.0.1:9/v1" and judge.model == "m"
