@@ -109,10 +109,12 @@ def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]
                 order.append(key)
             elif rec.get("category") and items[key]["category"] == "?":
                 items[key]["category"] = rec["category"]
+        by_turn = {(str(r.get("question_id")), int(r.get("turn", 0))): r for r in answers.values()}
+        judged = {(str(r.get("question_id")), int(r.get("turn", 0))): r for r in judgments.values()}
         for key in order:
             entries = []
             for turn in (1, 2):
-                a, j = answers.get(f"q{key}:t{turn}"), judgments.get(f"q{key}:t{turn}")
+                a, j = by_turn.get((key, turn)), judged.get((key, turn))
                 if a is None and j is None:
                     continue
                 score = (j or {}).get("score")
