@@ -51,7 +51,7 @@ def _grades(mean, spread, n=40):
     return [mean + (spread if q % 2 else -spread) for q in range(n)]
 
 
-def test_table3_means_spread_and_claim_intervals(tmp_path):
+def test_table3_means_spread_and_claim_intervals(tmp_path, cli):
     # Seed 1: dDPO 1.0 above dSFT on every question, 0.5 above dSFT-2, wins 70%. Seed 2: 0.2 above dSFT on
     # every question, 0.1 above dSFT-2, wins 48%: pooled, the grade claims hold and the win rate is not shown.
     a = _pipeline(tmp_path / "s1", 1, [("dSFT", _grades(3.0, 1), None), ("dSFT-2", _grades(3.5, 1), [1, 0] * 20),
@@ -71,6 +71,16 @@ def test_table3_means_spread_and_claim_intervals(tmp_path):
     assert "dSFT + dDPO > 50 (AlpacaEval-style win %): **not shown**, +9.0 [" in md
     assert "seed 2 48.0 vs 50.0, -2.0 [" in md
     assert (out / "table3.png").stat().st_size > 1000 and (out / "radar.png").is_file()
+    # Through the command line: report.html with the ablation table, Table 3's chart inside the page, and the first
+    # pipeline's rows side by side on every question.
+    code, _, err = cli("report", str(a), str(b), "--out", str(tmp_path / "page"))
+    assert code == 0, err
+    page = (tmp_path / "page" / "report.html").read_text()
+    assert "<td>dSFT + dDPO</td><td>3.60 ± 0.57</td>" in page and "data:image/png;base64," in page
+    mt = page.split('id="b-mt_bench"', 1)[1].split("</section>", 1)[0]
+    assert mt.count('<details class="q"') == 40 and "Compared: dSFT, dSFT-2, dSFT + dDPO." in mt
+    assert "From the pipeline" in mt and "(seed 1)" in mt
+    assert mt.count("grade 5/10") == 40  # seed 1: dDPO graded 5 on 20 questions, both turns
     saved = json.loads((out / "scores.json").read_text())
     assert saved["seeds"] == ["seed 1", "seed 2"] and saved["rows"] == ["dSFT", "dSFT-2", "dSFT + dDPO"]
     assert [c["verdict"] for c in saved["claims"]] == ["holds", "not shown", "holds"]

@@ -77,6 +77,17 @@ def test_overhead_smoke(tmp_path):
     assert "overhead_total" in r and "overhead_first_step" in r
 
 
+@pytest.mark.slow
+def test_tracking_smoke_pairs_runs_and_counts_cpu(tmp_path):
+    r = bench.bench_tracking(reps=1, max_steps=2, work=tmp_path)
+    assert r["wall_ratio"]["n"] == 1 and r["cpu_ratio"]["n"] == 1 and r["load"]["n"] == 2
+    assert r["trackio_cpu_s"]["median"] > 0 and r["none_cpu_s"]["median"] > 0
+    assert r["overhead"] == r["wall_ratio"]["median"] - 1
+    assert any((tmp_path / "trackio").rglob("*.db"))  # the tracked run wrote its store; the other did not ask for one
+    text = bench.markdown({"machine": bench.machine(), "reps": 1, "tracking": r})
+    assert "CPU seconds, tiny/sft, 2 steps" in text and "paired" in text
+
+
 def test_summary_spread():
     s = bench.summary([3.0, 1.0, 2.0, 10.0])
     assert (s["median"], s["min"], s["max"], s["n"]) == (2.5, 1.0, 10.0, 4) and len(s["iqr"]) == 2

@@ -96,9 +96,11 @@ def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]
         for q in questions:
             key = str(q.id)
             if key not in items:
-                ref = refs.get(q.id) or q.reference
+                # the reference answers file's (FastChat grades math, reasoning and coding with them), else the
+                # one the question carries (the embedded held-out tasks carry the right answer)
+                ref = (refs.get(q.id) if q.category in mt.NEED_REFERENCE else None) or q.reference
                 items[key] = {"id": key, "category": q.category, "prompt": list(q.turns),
-                              "reference": list(ref) if ref and q.category in mt.NEED_REFERENCE else None,
+                              "reference": list(ref) if ref else None,
                               "baseline": None, "answers": {}}
                 order.append(key)
         for rec in sorted(list(answers.values()) + list(judgments.values()), key=lambda r: int(r.get("turn", 0))):
@@ -109,10 +111,12 @@ def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]
                 order.append(key)
             elif rec.get("category") and items[key]["category"] == "?":
                 items[key]["category"] = rec["category"]
+        by_turn = {(str(r.get("question_id")), int(r.get("turn", 0))): r for r in answers.values()}
+        judged = {(str(r.get("question_id")), int(r.get("turn", 0))): r for r in judgments.values()}
         for key in order:
             entries = []
             for turn in (1, 2):
-                a, j = answers.get(f"q{key}:t{turn}"), judgments.get(f"q{key}:t{turn}")
+                a, j = by_turn.get((key, turn)), judged.get((key, turn))
                 if a is None and j is None:
                     continue
                 score = (j or {}).get("score")
