@@ -163,7 +163,7 @@ def test_each_command_runs_or_says_what_it_needs(item, tmp_path, monkeypatch, ca
                             *words[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=600)
         code, output = p.returncode, p.stdout + p.stderr
     else:
-        from zephyr_recipes.cli import main
+        from zephyr_recipes.commands.cli import main
 
         args = words[1:]
         if args and args[0] not in CHEAP | {"--help", "-h"}:
