@@ -87,3 +87,16 @@ def tiny_aif_run(tiny_runs, tiny_sft_run):
     """tiny/aif on 40 prompts with tiny_sft_run as its three sampled generators (beside the teacher)."""
     return _finished(tiny_runs / "aif", "tiny/aif", *TINY_AIF,
                      *(f"stage.generators.{i}.model={tiny_sft_run}" for i in range(3)))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A cache home of the module's own (ZEPHYR_RECIPES_HOME) for the tests that count what gets prepared or cached."""
+    old = os.environ.get("ZEPHYR_RECIPES_HOME")
+    path = tmp_path_factory.mktemp("zhome")
+    os.environ["ZEPHYR_RECIPES_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("ZEPHYR_RECIPES_HOME", None)
+    else:
+        os.environ["ZEPHYR_RECIPES_HOME"] = old

@@ -27,18 +27,6 @@ TINY_MODEL = {"name_or_path": "builtin://tiny-mistral", "chat_template": "zephyr
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    old = os.environ.get("ZEPHYR_RECIPES_HOME")
-    path = tmp_path_factory.mktemp("zhome")
-    os.environ["ZEPHYR_RECIPES_HOME"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("ZEPHYR_RECIPES_HOME", None)
-    else:
-        os.environ["ZEPHYR_RECIPES_HOME"] = old
-
-
-@pytest.fixture(scope="module")
 def tok(home):
     return modeling.load_tokenizer(validate(_raw("sft", {"path": "x"}))["model"])
 

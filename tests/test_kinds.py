@@ -5,7 +5,6 @@ through validate and preview. Real files, the real loader and the tokenizer of t
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -26,17 +25,6 @@ def load_for_stage(cfg: dict, tokenizer):
     return load_rows(cfg, tokenizer, stages.get(cfg["stage"]["name"]).rows)
 
 TINY = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr", "--no-preflight"]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    old = os.environ.get("ZEPHYR_RECIPES_HOME")
-    os.environ["ZEPHYR_RECIPES_HOME"] = str(tmp_path_factory.mktemp("zhome"))
-    yield
-    if old is None:
-        os.environ.pop("ZEPHYR_RECIPES_HOME", None)
-    else:
-        os.environ["ZEPHYR_RECIPES_HOME"] = old
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,16 @@ def _finish(items: dict[str, dict], order: list[str]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------- MT-Bench
+def _judged_runs(runs: list[tuple[str, Path]], name: str, answers_file: str):
+    """(model, folder, its answers by key, its judgments by key, its benchmark section) of each run that answered or
+    judged benchmark ``name``."""
+    for model, folder in runs:
+        sub = Path(folder) / name
+        answers, judgments = records(sub / answers_file), records(sub / "judgments.jsonl")
+        if answers or judgments:
+            yield model, folder, answers, judgments, stage_section(folder, name)
+
+
 def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]:
     """Both turns of every question: the question, each model's answers with its grade and the judge's text, and the
     reference answer (math, reasoning, coding) where the run had one."""
@@ -84,12 +94,7 @@ def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]
 
     items: dict[str, dict] = {}
     order: list[str] = []
-    for model, folder in runs:
-        sub = Path(folder) / name
-        answers, judgments = records(sub / "answers.jsonl"), records(sub / "judgments.jsonl")
-        if not answers and not judgments:
-            continue
-        sec = stage_section(folder, name)
+    for model, folder, answers, judgments, sec in _judged_runs(runs, name, "answers.jsonl"):
         questions = _try(f"{folder}: MT-Bench questions", mt.load_questions, sec.get("questions"),
                          sec.get("max_questions"), sec.get("seed") or 0) or []
         refs = _try(f"{folder}: MT-Bench reference answers", mt.load_references, sec.get("reference_answers")) or {}
@@ -145,12 +150,7 @@ def alpaca(runs: list[tuple[str, Path]], bench) -> list[dict]:
     name = bench.name
     items: dict[str, dict] = {}
     order: list[str] = []
-    for model, folder in runs:
-        sub = Path(folder) / name
-        outputs, judgments = records(sub / "outputs.jsonl"), records(sub / "judgments.jsonl")
-        if not outputs and not judgments:
-            continue
-        sec = stage_section(folder, name)
+    for model, folder, outputs, judgments, sec in _judged_runs(runs, name, "outputs.jsonl"):
         rows = _try(f"{folder}: {bench.title} instructions", bench.load, sec) if sec.get("instructions") else None
         for r in rows or []:
             iid = instruction_id(r["instruction"])
@@ -198,12 +198,7 @@ def arena_hard(runs: list[tuple[str, Path]], name: str = "arena_hard") -> list[d
 
     items: dict[str, dict] = {}
     order: list[str] = []
-    for model, folder in runs:
-        sub = Path(folder) / name
-        answers, judgments = records(sub / "answers.jsonl"), records(sub / "judgments.jsonl")
-        if not answers and not judgments:
-            continue
-        sec = stage_section(folder, name)
+    for model, folder, answers, judgments, sec in _judged_runs(runs, name, "answers.jsonl"):
         questions = _try(f"{folder}: Arena-Hard questions", ah.load_questions, sec.get("questions"),
                          sec.get("max_questions"), sec.get("seed") or 0) or []
         baselines: dict[str, tuple[str, str]] = {}
