@@ -582,14 +582,14 @@ def bench_vllm(reps: int = 3, prompts: int = 64, max_new_tokens: int = 64, work:
 def _data_child(path: str, home: str) -> None:
     """Runs in a fresh process: time data.load_for_stage for a local jsonl (tokenizer loaded beforehand)."""
     _quiet()
-    from zephyr_recipes import data
+    from zephyr_recipes import data, stages
     from zephyr_recipes.model import modeling
 
     cfg = _compose("tiny/sft", [f"dataset.path={path}", "dataset.test_split=null"])
     tok = modeling.load_tokenizer(cfg["model"])
     os.environ["ZEPHYR_RECIPES_HOME"] = home  # the data cache goes here; the tokenizer came from the usual home
     t0 = time.perf_counter()
-    train, _, info = data.load_for_stage(cfg, tok, "chat")
+    train, _, info = data.load_for_stage(cfg, tok, stages.get("sft").rows)
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": len(train), "hit": info["cache"]["hit"]}))
 
 
