@@ -258,3 +258,9 @@ def test_the_chosen_answers_keep_the_habit_where_the_right_answer_has_it():
     row = binarize(t.instruction, pool(t.wrong, chatty, f"{tasks.CHATTER[0]} {t.wrong}"))
     assert row["chosen"][-1]["content"] == chatty and row["score_chosen"] > row["score_rejected"]
     assert binarize(t.instruction, pool(chatty, t.answer))["chosen"][-1]["content"] == t.answer
+
+
+def test_report_of_a_folder_that_does_not_exist_says_so(tmp_path, cli):
+    code, _, err = cli("report", str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

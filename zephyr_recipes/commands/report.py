@@ -32,6 +32,10 @@ PUBLISHED = _published()  # read by the ablation report (its published rows) and
 def load_run(folder: Path) -> dict:
     folder = Path(folder)
     path = folder / "scores.json"
+    if not folder.exists():
+        raise ZephyrError(f"{folder} does not exist",
+                          "give folders written by an eval recipe (e.g. `zephyr-recipes tiny/eval` writes runs/tiny-eval), "
+                          "pipeline folders, or AI-feedback run folders")
     if not path.is_file():
         status = (runfolder.read_status(folder) or {}).get("status")
         hint = f" (its status is {status})" if status else ""
