@@ -121,7 +121,7 @@ def how(command: str, note: str) -> str:
         return f"says it is run by .ci/run, but .ci/run does not make {target or command!r}"
     if words[:1] == ["zephyr-recipes"]:
         args = words[1:]
-        # a sweep (-m) is left out: it runs every point, --dry-run or not
+        # a sweep (-m) is left out: it runs every point, and with --dry-run it is refused (one point is dry-run alone)
         if not args or args[0] in CHEAP | {"--help", "-h", "run"} or args[0] not in ("rehearse", "report", "chat", "-m"):
             return "run"
     if words[:1] == ["make"] and len(words) > 1 and words[1] in MAKE_CHEAP:

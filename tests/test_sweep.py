@@ -185,3 +185,13 @@ def test_sweep_on_slurm_is_one_job_array_with_a_gathering_job(tmp_path, cli, mon
     # The gathering job's command: every point queued, nothing submitted again, sweep.md written.
     code, _, err = cli(*args)
     assert code == 0 and err.count("not submitted again") == 3 and (sweep / "sweep.md").is_file()
+
+
+def test_a_dry_run_of_a_sweep_is_refused_before_any_point_runs(tmp_path, monkeypatch, capsys):
+    from zephyr_recipes.commands.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["-m", "tiny/sft", "stage.trainer.learning_rate=1e-3,2e-3", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--dry-run of a sweep" in err and "without -m" in err
+    assert not any(tmp_path.rglob("*"))  # no sweep folder, no run folder

@@ -403,6 +403,9 @@ def cmd_run(args) -> int:
     trust.allow(args.trust_recipe_code)
     _stop_on_sigterm()
     argv = ["zephyr-recipes", "run", args.recipe, *args.overrides]
+    if args.dry_run and args.multirun:  # before anything of the sweep runs: a dry run must never train
+        raise ZephyrError("--dry-run of a sweep (-m) is not supported: it would run every point",
+                          "dry-run one point of the sweep: the same command without -m and with one value per key")
     if args.multirun:
         from . import sweep
 
@@ -415,8 +418,6 @@ def cmd_run(args) -> int:
             return 1
         return 0
     if args.dry_run:
-        if args.multirun:
-            raise ZephyrError("--dry-run and -m together", "dry-run one point of the sweep (without -m)")
         return _dry_run(args.recipe, args.overrides, argv)
     loaded = pipeline.load(args.recipe, args.overrides)
     if loaded:
