@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 
 def pytest_collection_modifyitems(config, items):
-    """The browser test runs where Chromium and chromedriver are found; elsewhere it is skipped, saying why, except
-    under `make test-browser` (ZEPHYR_REQUIRE_BROWSER=1), where a missing browser fails it."""
+    """A bare `pytest` runs the browser test where Chromium and chromedriver are found, and elsewhere skips it saying
+    why. `make test` leaves it out (-m "not browser"); `make test-browser` (ZEPHYR_REQUIRE_BROWSER=1, in .ci/run) runs
+    it, and there a missing browser fails it."""
     if os.environ.get("ZEPHYR_REQUIRE_BROWSER"):
         return
-    found = (os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-             or shutil.which("google-chrome")) and (os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
-                                                    or os.path.exists("/usr/lib/chromium/chromedriver"))
+    from tests.helpers import browser_paths
+
+    found = all(browser_paths())
     if found:
         return
     skip = pytest.mark.skip(reason="no Chromium here: `make test-browser` installs it (apt) and runs this test")

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import browser_paths
 
 pytestmark = pytest.mark.browser
 
@@ -25,15 +26,6 @@ MODEL = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephy
 QUESTIONS = 16
 INSTRUCTIONS = 10
 INJECTED = "<script>document.title='PWNED';window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">"
-
-
-def _browser_paths() -> tuple[str | None, str | None]:
-    """(chromium, chromedriver) from PATH or the usual places; CHROMIUM and CHROMEDRIVER name others."""
-    browser = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
-        or shutil.which("google-chrome")
-    driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or \
-        next((p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if os.path.exists(p)), None)
-    return browser, driver
 
 
 def _main(*args: str) -> int:
@@ -93,7 +85,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    browser, driver = _browser_paths()
+    browser, driver = browser_paths()
     if not (browser and driver):
         message = ("Chromium and chromedriver are needed (apt-get install chromium chromium-driver, or CHROMIUM= "
                    "and CHROMEDRIVER= naming them)")
