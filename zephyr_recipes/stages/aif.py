@@ -28,6 +28,7 @@ from ..core.schema import StageSection, option, typed
 from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..feedback import listwise
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
@@ -187,7 +188,7 @@ def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store)
         log.info("judge: every completion already rated")
         return
     with serving(asdict(_judge(stage)), ratings.path.parent, "judge") as spec:
-        _judge_items(cfg, spec, by_pid, todo, ratings)
+        _judge_items(cfg, spec, by_pid, todo, ratings, completions)
 
 
 def _not_rated(rating: dict | None) -> bool:
@@ -196,8 +197,10 @@ def _not_rated(rating: dict | None) -> bool:
     return rating is None or str(rating.get("failure", "")).startswith("judge request failed")
 
 
-def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store) -> None:
+def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store, completions: Store) -> None:
     judge = make_judge(spec, cfg["hardware"])
+    if judge.listwise:
+        return _judge_groups(cfg, judge, by_pid, todo, ratings, completions)
     items = [Item([{"role": "user", "content": by_pid[rec["prompt_id"]]}], (rec["response"],)) for rec, _ in todo]
     with tqdm(total=len(todo), desc="judging", unit="answer") as bar:
         for j, verdict in judge.ask("rate", items, "AI feedback"):
@@ -209,6 +212,40 @@ def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store
                 ratings.add({"key": key, "completion": rec["key"], "annotations": verdict.value,
                              "raw": verdict.raw[:2000]})
             bar.update(1)
+
+
+def _judge_groups(cfg: dict, judge, by_pid: dict, todo: list, ratings: Store, completions: Store) -> None:
+    """A listwise judge: a prompt's answers rated together, in groups (feedback/listwise.py), one record each."""
+    answers: dict[str, list[str]] = defaultdict(list)
+    for rec in completions.records.values():
+        if "response" in rec and rec["prompt_id"] in by_pid:
+            answers[rec["prompt_id"]].append(rec["key"])
+    todo_of: dict[tuple, list[str]] = defaultdict(list)
+    for rec, r in todo:
+        todo_of[(rec["prompt_id"], r)].append(rec["key"])
+    seed = cfg["run"]["seed"]
+    groups = [g for (pid, r), keys in todo_of.items()
+              for g in listwise.groups(pid, keys, answers[pid], seed, r)]
+    context = getattr(judge, "world_knowledge", None)  # a judge that reads the dataset's reference columns
+    knowledge = context(cfg["dataset"], list(by_pid.values())) if context else {}
+    items = [Item([{"role": "user", "content": by_pid[g.prompt_id]}],
+                  tuple(completions.records[k]["response"] for k in g.shown), knowledge.get(g.prompt_id),
+                  seed=g.seed(seed)) for g in groups]
+    with tqdm(total=sum(len(g.keys) for g in groups), desc="judging (listwise)", unit="answer") as bar:
+        for j, verdict in judge.rate_lists(items):
+            g = groups[j]
+            shown = getattr(verdict, "shown", None) or {"all": list(range(len(g.shown)))}
+            about = {"answers": g.keys, "fillers": g.fillers,
+                     "shown": {name: [g.shown[i] for i in order] for name, order in shown.items()}}
+            for i, key in enumerate(g.shown):
+                if key not in g.keys:
+                    continue
+                rec = {"key": f"{key}:r{g.round}", "completion": key, "raw": verdict.raw[:2000], "group": about}
+                if isinstance(verdict, JudgeFailure):
+                    ratings.add({**rec, "failure": str(verdict)})
+                else:
+                    ratings.add({**rec, "annotations": verdict.value[i]})
+                bar.update(1)
 
 
 def _annotations(rating: dict | None) -> dict:
