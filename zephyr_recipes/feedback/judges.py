@@ -26,8 +26,11 @@ from ..model import modeling
 from ..model.scoring import Scorer, load_reward_model
 from .backends import EndpointBackend, in_flight, load_callable, make_backend
 from .http import EndpointError
-from .specs import JUDGE_MAKERS, JudgeSpec, complete
+from .specs import JUDGE_MAKERS, JUDGE_PROTOCOLS, JudgeSpec, check_protocol, complete
 
+# This project's own single-answer rubric (protocol single_answer, the default of a chat-model judge): one answer per
+# request, all four aspects in one JSON reply. It is not UltraFeedback's protocol, which asks per aspect with four
+# answers side by side (feedback/ultrafeedback.py, protocol: ultrafeedback); the name is kept for compatibility.
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
 Rate the answer on four aspects, each from 1 (poor) to 5 (excellent):
 - helpfulness: does it solve the task, with useful and relevant content?
@@ -664,6 +667,9 @@ def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None =
     """The judge a spec names, its defaults filled in. ``sampling``: the caller's settings (a benchmark's token
     budget, its judge temperature, greedy), under the spec's own sampling."""
     spec = complete(spec, JudgeSpec, "judge")
+    check_protocol("judge", spec)
+    if spec.get("protocol") in JUDGE_PROTOCOLS:  # a way of asking registered by its own module (ultrafeedback)
+        return JUDGE_PROTOCOLS[spec["protocol"]][0](spec, hardware, sampling)
     if spec["type"] == "reward_model":
         return RewardModelJudge.from_spec(spec, hardware)
     if spec["type"] in JUDGE_MAKERS:

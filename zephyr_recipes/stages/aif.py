@@ -28,11 +28,11 @@ from ..core.schema import StageSection, option, typed
 from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
-from ..feedback import listwise
+from ..feedback import listwise, ultrafeedback
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
-from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
+from ..feedback.specs import GeneratorSpec, JudgeSpec, check_protocol, load_of
 from ..feedback.store import Store
 from .base import TaskStage
 
@@ -83,6 +83,8 @@ def check_config(cfg: dict) -> None:
             raise ZephyrError(f"two generators are named {name!r}", "give every generator its own name")
         names.add(name)
     check_judge(_judge(stage).type, "rate", "AI feedback")
+    check_protocol("stage.judge", asdict(_judge(stage)))
+    ultrafeedback.check_stage(asdict(_judge(stage)), stage.binarize.score)
     if not 0 <= stage.test_fraction < 1 or not 0 <= stage.self_agreement <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
@@ -252,11 +254,11 @@ def _annotations(rating: dict | None) -> dict:
     if rating is None or "annotations" not in rating:
         why = rating["failure"] if rating else "not rated"
         return {a: {"Rating": "N/A", "Rationale": f"judge failure: {why}"} for a in ASPECTS}
-    return {a: {"Rating": str(v.get("Rating")), "Rationale": str(v.get("Rationale", ""))}
-            for a, v in rating["annotations"].items()}
+    return {a: ultrafeedback.annotation_row(v) for a, v in rating["annotations"].items()}
 
 
-def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> tuple[list[dict], dict]:
+def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store,
+             critiques: Store | None = None) -> tuple[list[dict], dict]:
     """Rows in openbmb/UltraFeedback's schema, and per-generator score lists."""
     stage = section(cfg)
     by_prompt: dict[str, list[dict]] = defaultdict(list)
@@ -270,8 +272,9 @@ def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) 
         comps = []
         for rec in recs:
             ann = _annotations(ratings.get(f"{rec['key']}:r0"))
+            critique, overall = ultrafeedback.critique_of(critiques, rec["key"])
             comp = {"model": rec["model"], "response": rec["response"], "annotations": ann,
-                    "critique": "", "fine-grained_score": None, "overall_score": None}
+                    "critique": critique, "fine-grained_score": None, "overall_score": overall}
             value = completion_score(comp)
             comp["fine-grained_score"] = value
             if value is not None:
@@ -311,13 +314,16 @@ def run(cfg: dict, folder: Path) -> dict:
     prompts = load_prompts(cfg)
     log.info("aif: %d prompts from %s[%s]", len(prompts), cfg["dataset"]["path"], cfg["dataset"]["train_split"])
     completions, ratings = Store(folder / "completions.jsonl"), Store(folder / "ratings.jsonl")
+    critiques = Store(folder / "critiques.jsonl")
     try:
         generate_all(cfg, prompts, completions)
         judge_all(cfg, prompts, completions, ratings)
+        critiqued = ultrafeedback.critique_step(cfg, prompts, completions, ratings, critiques)
     finally:
         completions.close()
         ratings.close()
-    rows, scores = assemble(cfg, prompts, completions, ratings)
+        critiques.close()
+    rows, scores = assemble(cfg, prompts, completions, ratings, critiques)
     tally = Tally()
     pairs: dict[str, list] = {"train_prefs": [], "test_prefs": []}
     rule = asdict(stage.binarize)
@@ -355,6 +361,8 @@ def run(cfg: dict, folder: Path) -> dict:
         "pairs": {k: len(v) for k, v in pairs.items()},
         "binarize": {**rule, "skipped": tally.as_dict()},
         "self_agreement": self_agreement(ratings),
+        "judge_protocol": ultrafeedback.describe_judge(cfg["stage"]["judge"]),
+        **({"critique": critiqued} if critiqued else {}),
     }
     log.info("aif: %d completions, %d judge failures, %d train / %d test pairs", summary["completions"],
              judge_failures, len(pairs["train_prefs"]), len(pairs["test_prefs"]))
