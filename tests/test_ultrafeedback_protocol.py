@@ -337,6 +337,14 @@ def test_a_recipe_names_the_protocol_and_its_sampling_reaches_the_model():
     assert not make_judge({"type": "function", "module": "zephyr_recipes.embedded.judge"}).listwise
 
 
+def test_the_plan_counts_the_protocols_requests():
+    spec = {"protocol": "ultrafeedback", "sampling": {}}
+    assert uf.judge_load(spec, 10, 50, "mean") == (10 * 2 * 4, 500)  # 5 answers a prompt: 2 groups, 4 aspects
+    requests, new = uf.judge_load(spec, 10, 30, "overall")  # 3 answers: 1 group; and 30 critiques of 1,024 tokens
+    assert requests == 10 * 4 + 30 and 500 < new < 1024
+    assert uf.judge_load({"protocol": None}, 10, 50, "mean") is None
+
+
 # --------------------------------------------------------------------------------------- in the stage
 def _dataset(path: Path) -> Path:
     import random

@@ -410,6 +410,22 @@ if NAME not in JUDGE_PROTOCOLS:
     register_protocol(NAME, make, check_spec)
 
 
+def judge_load(judge: dict, prompts: int, answers: int, score: str) -> tuple[int, int] | None:
+    """(requests, new tokens at most per request) of a judge asked with this protocol, for the plan: per prompt, 4
+    aspect requests per group of 4 answers (see feedback/listwise.py), and with ``score: overall`` one critique per
+    answer; None for a judge asked otherwise."""
+    if judge.get("protocol") != NAME or not prompts:
+        return None
+    per_prompt = answers / prompts
+    groups = max(1, -(-int(round(per_prompt)) // 4))
+    aspect, critique = prompts * groups * len(ASPECTS), answers if score == "overall" else 0
+    over = (judge.get("sampling") or {}).get("max_new_tokens")
+    new = int(over or SAMPLING["max_new_tokens"])
+    if critique:
+        new = int((aspect * new + critique * int(over or CRITIQUE_SAMPLING["max_new_tokens"])) / (aspect + critique))
+    return aspect + critique, new
+
+
 def check_stage(judge: dict | None, score: str) -> None:
     """``binarize.score: overall`` needs the critique's overall_score, which only this protocol's judge writes."""
     if score == "overall" and (judge or {}).get("protocol") != NAME:

@@ -402,7 +402,11 @@ class AIF(TaskStage):
             out.append(load_of(f"generator {_generator_name(gen, i)}", asdict(gen), prompts * k, new))
         judge = _judge(stage)
         new = int(judge.sampling.get("max_new_tokens") or 1024)
-        out.append(load_of("judge", asdict(judge), int(answers * (1 + stage.self_agreement)), new))
+        requests = answers
+        listed = ultrafeedback.judge_load(asdict(judge), prompts, answers, stage.binarize.score)
+        if listed:  # asked per aspect for groups of answers, and critiques
+            requests, new = listed
+        out.append(load_of("judge", asdict(judge), int(requests * (1 + stage.self_agreement)), new))
         return out
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
