@@ -118,7 +118,7 @@ def adapted(text: str, n: int) -> str:
     for k in range(n + 1, 5):
         text = re.sub(rf"<text {k}> [^\n]*\n", "", text)
         text = re.sub(rf"#+ Output for Text {k}\n(?:[^\n]+\n)+\n?", "", text)
-    return text.rstrip("\n") + "\n" if text.endswith("\n") else text
+    return text
 
 
 def order(seed: int, aspect: str, n: int) -> list[int]:
@@ -290,6 +290,10 @@ class UltraFeedbackJudge(ModelJudge):
                 out[pid] = world_knowledge(row[names["source"]], row.get(names["correct_answers"]),
                                            row.get(names["incorrect_answers"]))
         return out
+
+    def rate_many(self, items: list[Item]):
+        raise ZephyrError("a judge with protocol ultrafeedback rates the answers of a prompt together, never one by one",
+                          "ask it through rate_lists (AI feedback does), or set judge.protocol=single_answer")
 
     def rate_lists(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
         requests = []
