@@ -335,6 +335,15 @@ def test_a_recipe_names_the_protocol_and_its_sampling_reaches_the_model():
     assert judge.describe()["overrides"] == {"max_new_tokens": 800}
     assert "overrides the published sampling with {'max_new_tokens': 800}" in judge.describe()["text"]
     assert not make_judge({"type": "function", "module": "zephyr_recipes.embedded.judge"}).listwise
+    assert not make_judge({"type": "function", "module": "zephyr_recipes.embedded.judge",
+                           "protocol": "single_answer"}).listwise  # this project's rubric, by its name
+    from zephyr_recipes.core.errors import ZephyrError
+
+    with pytest.raises(ZephyrError, match="protocol is 'ultra'"):
+        make_judge({"type": "function", "module": "zephyr_recipes.embedded.judge", "protocol": "ultra"})
+    with pytest.raises(ZephyrError, match="asks with the published prompts"):
+        make_judge({"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "prompt": "Rate {response}",
+                    "protocol": "ultrafeedback"})
 
 
 def test_the_plan_counts_the_protocols_requests():

@@ -324,9 +324,10 @@ class UltraFeedbackJudge(ModelJudge):
     def _verdict(self, i: int, item: Item, requests: list[_Request], parsed: dict, failed: dict,
                  raws: dict) -> Verdict | JudgeFailure:
         shown = {r.aspect: r.shown for r in requests if r.item == i}
-        text = "\n\n".join(f"### {a}\n{raws.get((i, a), failed[(i, a)].raw if (i, a) in failed else '')}"
-                           for a in ASPECTS)
         bad = [a for a in ASPECTS if (i, a) in failed]
+        first = bad + [a for a in ASPECTS if a not in bad]  # a failure's own reply leads (records keep 2,000 chars)
+        text = "\n\n".join(f"### {a}\n{raws.get((i, a), failed[(i, a)].raw if (i, a) in failed else '')}"
+                           for a in first)
         if bad:
             reasons = "; ".join(f"{a}: {failed[(i, a)]}" for a in bad)
             if any(str(failed[(i, a)]).startswith("judge request failed") for a in bad):
