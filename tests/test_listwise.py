@@ -65,3 +65,27 @@ def test_listwise_function_judge_rates_groups_and_records_them(tmp_path, cli, mo
                        "--trust-recipe-code")
     assert code == 0, err
     assert log.read_text() == ""
+
+
+def test_a_rate_list_of_the_wrong_shape_stops_before_anything_is_recorded(monkeypatch):
+    import pytest
+
+    from tests import listwise_judge
+    from zephyr_recipes.core.errors import ZephyrError
+    from zephyr_recipes.feedback.judges import FunctionJudge, Item, JudgeFailure, Verdict
+
+    judge = FunctionJudge("tests.listwise_judge")
+    assert judge.listwise and not FunctionJudge("zephyr_recipes.embedded.judge").listwise
+    item = Item([{"role": "user", "content": PROMPTS[0]}], ("1", "2", "3"))
+    [(_, verdict)] = list(judge.rate_lists([item]))
+    assert isinstance(verdict, Verdict) and len(verdict.value) == 3 and verdict.shown == {"all": [0, 1, 2]}
+    monkeypatch.setattr(listwise_judge, "rate_list", lambda messages, responses: [{"helpfulness": 5}])
+    with pytest.raises(ZephyrError, match="must return a list of 3 ratings"):
+        list(judge.rate_lists([item]))
+
+    def boom(messages, responses):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(listwise_judge, "rate_list", boom)
+    [(_, verdict)] = list(judge.rate_lists([item]))
+    assert isinstance(verdict, JudgeFailure) and "rate_list failed: no" in str(verdict)
