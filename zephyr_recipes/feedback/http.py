@@ -63,6 +63,9 @@ class Endpoint:
                 request = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     raw = response.read(MAX_REPLY_BYTES + 1)
+                    declared = response.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > len(raw) and len(raw) <= MAX_REPLY_BYTES:
+                    raise ValueError(f"a reply cut short ({len(raw)} of {declared} bytes)")
                 return _reply(raw)  # a reply that is not one (not UTF-8, not JSON, too big ...) is retried below
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRY_STATUS or attempt > self.max_retries:
