@@ -448,3 +448,32 @@ def test_a_hand_edited_unfinished_run_is_named_and_kept(cli, work):
     write(folder / "run.json", '{"status": "preempted"}')
     refused(cli, work, ["run", "tiny/sft", "run.output_dir=runs/e"], "unfinished run of a different config",
             "run.overwrite=true", lock_ok=True)
+
+
+# ----------------------------------------------------------------------------------------- other broken input
+def chat_rows(n: int) -> str:
+    import json
+
+    return "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                            {"role": "assistant", "content": f"a{i}"}]}) + "\n" for i in range(n))
+
+
+def test_a_dataset_file_with_a_torn_last_line_is_named_at_validate(cli, work):
+    write(work / "torn.jsonl", chat_rows(20) + '{"messages": [{"role": "us')
+    refused(cli, work, ["validate", "tiny/sft", "dataset.path=torn.jsonl", "dataset.test_split=null"],
+            "torn.jsonl, line 21", "not valid JSON", "fix or delete that line")
+
+
+def test_an_empty_dataset_file_is_named_at_validate(cli, work):
+    write(work / "empty.jsonl", "")
+    refused(cli, work, ["validate", "tiny/sft", "dataset.path=empty.jsonl", "dataset.test_split=null"],
+            "empty.jsonl is empty")
+
+
+def test_a_symlinked_folder_that_is_not_a_run_is_never_replaced(cli, work):
+    mine = work.parent / "mine"
+    write(mine / "thesis.tex", "years of work\n")
+    (work / "link").symlink_to(mine)
+    refused(cli, work, ["run", "tiny/sft", "run.output_dir=link", "run.overwrite=true"], "not a run folder",
+            lock_ok=True)
+    assert (mine / "thesis.tex").read_text() == "years of work\n"

@@ -343,7 +343,8 @@ def test_an_ai_feedback_run_records_a_non_utf8_reply_as_that_requests_failure(cl
         assert failed and all("malformed reply" in x["error"] for x in failed)
         assert all("response" in x for x in records if x.get("model") == "teacher")
         assert server.asked >= 3
-        assert rc in (0, 2), text[-2000:]
+        # The teacher's answers alone make no pair: the run ends in that clear error, the failures kept for a re-run.
+        assert rc == 0 or (rc == 2 and "no preference pairs" in text), text[-2000:]
     finally:
         server.close()
 
@@ -389,18 +390,18 @@ def test_sigterm_stops_a_sweep_at_the_point_it_preempts_and_the_sweep_resumes_th
     proc = subprocess.Popen(sweep, cwd=tmp_path, env=env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     end = time.time() + 300
-    while not list((tmp_path / "sw").glob("*/checkpoint-*/.zephyr-checkpoint-complete")):
+    while not list((tmp_path / "sw-sweep").glob("*/checkpoint-*/.zephyr-checkpoint-complete")):
         assert proc.poll() is None and time.time() < end, (tmp_path / "sweep.log").read_text()[-3000:]
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=300)
     text = (tmp_path / "sweep.log").read_text()
     assert rc == 75, text[-3000:]
-    points = sorted(p.name for p in (tmp_path / "sw").iterdir() if p.is_dir())
+    points = sorted(p.name for p in (tmp_path / "sw-sweep").iterdir() if p.is_dir())
     assert points == ["seed=1"], points  # the next point never started
-    status = json.loads((tmp_path / "sw" / "seed=1" / "run.json").read_text())
+    status = json.loads((tmp_path / "sw-sweep" / "seed=1" / "run.json").read_text())
     assert status["status"] == "preempted"
-    summary = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    summary = json.loads((tmp_path / "sw-sweep" / "sweep.json").read_text())
     assert {p["name"]: p["status"] for p in summary["points"]}["seed=1"] == "preempted"
     assert "Traceback" not in text
 
@@ -409,7 +410,7 @@ def test_sigterm_stops_a_sweep_at_the_point_it_preempts_and_the_sweep_resumes_th
     assert again.returncode == 0, out[-3000:]
     assert f"resuming from {tmp_path / 'sw' / 'seed=1' / 'checkpoint-'}" in out or "resuming from" in out
     for name in ("seed=1", "seed=2"):
-        assert json.loads((tmp_path / "sw" / name / "run.json").read_text())["status"] == "complete"
+        assert json.loads((tmp_path / "sw-sweep" / name / "run.json").read_text())["status"] == "complete"
 
 
 # ------------------------------------------------------------------------------------------------ the bounds

@@ -90,7 +90,8 @@ def _overridden(overrides, key: str) -> bool:
 
 def check_writes(cfg: dict, overrides, recipe: Path, name: str) -> None:
     """The run folder a recipe picks stays inside the places the command line names (see the module)."""
-    run = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
+    run = cfg.get("run")
+    run = run if isinstance(run, dict) else {}
     out = run.get("output_dir") or f"runs/{run.get('name') or name.replace('/', '-')}"
     if not isinstance(out, str):
         return
