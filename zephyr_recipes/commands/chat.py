@@ -6,6 +6,7 @@ import sys
 
 from ..core.errors import ZephyrError
 from ..model import modeling
+from . import chatcheck
 
 
 def load(model: str, chat_template: str | None = None, device: str | None = None):
@@ -38,6 +39,7 @@ def load(model: str, chat_template: str | None = None, device: str | None = None
 
 
 def reply(pipe, messages: list[dict], max_new_tokens: int, temperature: float) -> str:
+    messages, max_new_tokens = chatcheck.fit_context(pipe, messages, max_new_tokens)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
               "pad_token_id": pipe.tokenizer.pad_token_id}
     if temperature > 0:
@@ -48,6 +50,8 @@ def reply(pipe, messages: list[dict], max_new_tokens: int, temperature: float) -
 
 def run(model: str, prompt: str | None, max_new_tokens: int = 256, temperature: float = 0.0,
         system: str | None = None, chat_template: str | None = None, device: str | None = None) -> int:
+    chatcheck.check_values(max_new_tokens, temperature)
+    chatcheck.check_model(model)
     pipe = load(model, chat_template, device)
     messages = [{"role": "system", "content": system}] if system else []
     if prompt is not None:

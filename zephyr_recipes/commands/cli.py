@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -184,6 +185,12 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
     return validate(raw, name, deep=deep), name
 
 
+def _single_stage(cfg: dict, recipe: str, command: str) -> None:
+    if "pipeline" in cfg:
+        raise ZephyrError(f"{recipe} is a pipeline recipe, and `{command}` takes a single stage",
+                          f"name one of its stages' recipes (e.g. zephyr-recipes {command} tiny/sft)")
+
+
 def cmd_show(args) -> int:
 
     from ..core import trust
@@ -347,6 +354,7 @@ def cmd_preview(args) -> int:
 
     setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
+    _single_stage(cfg, args.recipe, "preview")
     from ..core import trust
 
     trust.allow(args.trust_recipe_code)
@@ -370,9 +378,10 @@ def cmd_plan(args) -> int:
     from .timeplan import render_cost
 
     cfg, _ = _compose(args.recipe, args.overrides)
-    if args.price is not None and args.price < 0:
-        raise ZephyrError(f"--price {args.price} is negative", "give the cost of one GPU-hour, e.g. --price 2.5")
-    if args.mfu is not None and not 0 < args.mfu <= 1:
+    if args.price is not None and not (math.isfinite(args.price) and args.price >= 0):
+        raise ZephyrError(f"--price {args.price} is not a cost (negative, nan or inf)",
+                          "give the cost of one GPU-hour, e.g. --price 2.5")
+    if args.mfu is not None and not 0 < args.mfu <= 1:  # NaN fails this too
         raise ZephyrError(f"--mfu {args.mfu} is not a share between 0 and 1", "e.g. --mfu 0.35")
     # A plan reads the model's shape, never its code (a custom architecture: pass --model-config).
     for c in [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]:
@@ -512,6 +521,9 @@ def cmd_report(args) -> int:
         raise ZephyrError("--check needs pipeline folders (their claims are what it checks)",
                           "give pipeline folders, e.g. runs/tiny-zephyr")
     out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ZephyrError(f"--out {out} is a file, and the report is written into a folder (report.md, report.html)",
+                          "give a folder: --out reports/<name> (the file is left as it is)")
     text = ""
     if rest:
         text = (ablation.report if all(pipelines) else report)(rest, out)

@@ -25,7 +25,7 @@ from ..core.errors import ZephyrError
 from ..model import hardware
 from ..model.modeling import resolve_placement
 from ..runtime import worker
-from . import plan, preflight
+from . import plan, preflight, readcheck
 
 SBATCH = "launch.sbatch"
 ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
@@ -324,6 +324,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
         done = runfolder.finished_alike(cfg)
         if done is not None:
+            readcheck.check(done)  # reused only when its records are whole
             worker.log.info("%s already holds a finished run of this config (completed %s): nothing to do "
                             "(run.overwrite=true trains it again)", done,
                             (runfolder.read_status(done) or {}).get("finished", "?"))

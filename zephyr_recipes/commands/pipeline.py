@@ -44,7 +44,7 @@ from pathlib import Path
 import yaml
 
 from .. import stages
-from ..core import runfolder, trust
+from ..core import runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError, unknown_key
 from . import ablation, launch, preflight
 from .ablation import check_claims
@@ -69,7 +69,8 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
     (``pipeline.seed=3``) go to the pipeline file itself.
     """
     try:
-        raw = yaml.safe_load(read_recipe_text(find_recipe(recipe)[0]))
+        path = find_recipe(recipe)[0]
+        raw = yamlsafe.load(read_recipe_text(path), path)  # bounded: size, depth, aliases, duplicate keys
     except yaml.YAMLError:
         return None  # not a pipeline we can read; composing it reports the YAML error
     if not is_pipeline(raw):

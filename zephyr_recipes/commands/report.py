@@ -13,6 +13,7 @@ from .. import benchmarks
 from ..core import runfolder
 from ..core.errors import ZephyrError
 from ..evaluation import plots
+from . import readcheck
 
 
 def _published() -> list[dict]:
@@ -41,7 +42,14 @@ def load_run(folder: Path) -> dict:
         hint = f" (its status is {status})" if status else ""
         raise ZephyrError(f"{folder} is not a finished evaluation run: it has no scores.json{hint}",
                           "give folders written by an eval recipe, e.g. `zephyr-recipes tiny/eval`")
-    scores = json.loads(path.read_text())
+    readcheck.check(folder)  # a complete folder's records are whole, or the damaged one is named
+    try:
+        scores = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ZephyrError(f"{path} is not whole JSON ({type(exc).__name__})",
+                          "run the evaluation again with run.overwrite=true") from None
+    if not isinstance(scores, dict):
+        raise ZephyrError(f"{path} is not a mapping of scores", "run the evaluation again with run.overwrite=true")
     scores.setdefault("model_id", folder.name)
     scores["folder"] = str(folder)
     return scores

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from . import lockguard, yamlsafe
 from .errors import ZephyrError
 from .records import redact
 
@@ -88,10 +89,11 @@ def last_checkpoint(folder: Path) -> Path | None:
     found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
                     if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
     for _step, path in found:
-        if (path / CHECKPOINT_DONE).is_file():
+        missing = [n for n in (CHECKPOINT_DONE, "trainer_state.json") if not (path / n).is_file()]
+        if not missing:
             return path
         logging.getLogger("zephyr_recipes").warning("%s was not completely written (no %s): not resumed from",
-                                                    path, CHECKPOINT_DONE)
+                                                    path, " and no ".join(missing))
     return None
 
 
@@ -137,9 +139,10 @@ def _frozen_config(folder: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        frozen = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise ZephyrError(f"{path} cannot be read ({type(exc).__name__}), so this unfinished run cannot be resumed "
+        frozen = yamlsafe.load(path.read_text(), path)
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, ZephyrError) as exc:
+        why = exc.problem if isinstance(exc, ZephyrError) else type(exc).__name__
+        raise ZephyrError(f"{path} cannot be read ({why}), so this unfinished run cannot be resumed "
                           "or compared with the new config",
                           "start it over with run.overwrite=true on your command line, or use run.name=<new name>") \
             from None
@@ -193,6 +196,13 @@ def unwritable(folder: Path, exc: OSError) -> ZephyrError:
     import errno
 
     where = exc.filename or folder
+    home = os.environ.get("ZEPHYR_RECIPES_HOME")
+    if home and exc.errno not in (errno.ENOSPC, errno.EDQUOT) and \
+            (Path(where).resolve() == Path(home).resolve() or Path(home).resolve() in Path(where).resolve().parents):
+        return ZephyrError(f"cannot write {where}, inside ZEPHYR_RECIPES_HOME={home} (the cache of built-in models "
+                           f"and prepared data): {exc.strerror}",
+                           "point ZEPHYR_RECIPES_HOME at a folder you can write (export ZEPHYR_RECIPES_HOME=<path>), "
+                           "or fix its permissions")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ZephyrError(f"the disk holding {where} is full (or over quota)",
                            "free space there or give another run.output_dir; re-running the same command resumes")
@@ -208,8 +218,8 @@ def finished_alike(cfg: dict) -> Path | None:
     if cfg["run"]["overwrite"] or not is_complete(folder) or not (folder / CONFIG).is_file():
         return None
     try:
-        frozen = yaml.safe_load((folder / CONFIG).read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        frozen = yamlsafe.load((folder / CONFIG).read_text(), folder / CONFIG)
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, ZephyrError):
         return None  # prepare says what is wrong with it
     return None if config_diff(frozen if isinstance(frozen, dict) else {}, cfg) else folder
 
@@ -226,11 +236,15 @@ def locked(folder: Path, command: list[str] | None = None):
     The lock is ``flock`` on a file beside the folder (it survives ``run.overwrite`` removing the folder). The OS
     drops it when the holding process ends however it ends, so a stale lock file is simply taken over.
     """
+    import errno
     import fcntl
 
     folder = Path(folder).expanduser().resolve()
-    if os.environ.get(LOCK_ENV) == str(folder):  # started by the launch that holds it
-        yield
+    if folder.exists() and not folder.is_dir():  # before any lock file is made beside it
+        raise ZephyrError(f"run.output_dir {folder} is a file, not a folder",
+                          "choose another run.name or run.output_dir (the file is left as it is)")
+    if os.environ.get(LOCK_ENV) == str(folder) and lockguard.held_by_ancestor(lock_path(folder)):
+        yield  # started by the launch that holds it (the lock is checked, the variable alone is not trusted)
         return
     path = lock_path(folder)
     try:
@@ -259,6 +273,10 @@ def locked(folder: Path, command: list[str] | None = None):
         os.environ[LOCK_ENV] = str(folder)
         try:
             yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+                raise unwritable(folder, exc) from None  # name the run folder, not the working directory
+            raise
         finally:
             if previous is None:
                 os.environ.pop(LOCK_ENV, None)
