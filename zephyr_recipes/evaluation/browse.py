@@ -331,16 +331,19 @@ def aif_markdown(folders: list[Path]) -> str:
     mean rating of each generator (from summary.json)."""
     text = ["## AI feedback", "",
             "| run | prompts | answers | ratings | judge failures | train pairs | test pairs | no pair (all tied, "
-            "tied best, other) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "other) | pairs chosen among tied best |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     gens: dict[str, dict] = {}
     for folder in folders:
         s = aif_summary(folder)
-        skipped = dict((s.get("binarize") or {}).get("skipped") or {})
-        tied, best = skipped.pop("all_tied", 0), skipped.pop("tied_best", 0)
+        skipped = {k: v for k, v in ((s.get("binarize") or {}).get("skipped") or {}).items()
+                   if k in ("too_few_completions", "all_tied", "empty_prompt", "tied_best")}
+        # tied_best: pairs whose chosen answer was among several tied for best (older summaries held it in skipped)
+        tied = skipped.pop("all_tied", 0)
+        best = skipped.pop("tied_best", 0) or (s.get("binarize") or {}).get("chosen_among_tied_best", 0)
         pairs = s.get("pairs") or {}
         text.append(f"| {folder} | {s.get('prompts', '–')} | {s.get('completions', '–')} | {s.get('ratings', '–')} | "
                     f"{s.get('judge_failures', '–')} | {pairs.get('train_prefs', 0)} | {pairs.get('test_prefs', 0)} | "
-                    f"{tied}, {best}, {sum(skipped.values())} |")
+                    f"{tied}, {sum(skipped.values())} | {best} |")
         gens[str(folder)] = s.get("mean_score_by_generator") or {}
     names = sorted({g for v in gens.values() for g in v})
     if names:
