@@ -472,7 +472,8 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             continue
         again = stage in forced
         if stage not in forced and runfolder.is_complete(folder):
-            why = reuse.why_again(cfg, stages.get(cfg["stage"]["name"]), ran)
+            why = reuse.why_again(cfg, stages.get(cfg["stage"]["name"]), ran,
+                                  [Path(c["run"]["output_dir"]) for _, _, c in planned])
             if why is None:
                 log.info("pipeline: %s finished already (%s), skipped", stage, folder)
                 continue

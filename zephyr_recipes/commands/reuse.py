@@ -84,10 +84,11 @@ def reads_folder(cfg: dict, folder: Path) -> bool:
     return any(re.search(re.escape(n) + r"(?=/|\"|$)", text) for n in names)
 
 
-def why_again(cfg: dict, stage: Stage, ran: list[Path]) -> str | None:
-    """Why a finished pipeline stage must run again (None: skip it): a stage it reads ran again in this invocation,
-    its code changed, or (a revisable stage) its config changed. A changed config of another stage is refused,
-    as before fingerprints: the pipeline says to re-run it with --from."""
+def why_again(cfg: dict, stage: Stage, ran: list[Path], others: list[Path] = ()) -> str | None:
+    """Why a finished pipeline stage must run again (None: skip it): a stage it reads ran again (in this invocation,
+    ``ran``, or since it started: one of ``others`` finished after it), its code changed, or (a revisable stage)
+    its config changed. A changed config of another stage is refused, as before fingerprints: the pipeline says to
+    re-run it with --from."""
     folder = Path(cfg["run"]["output_dir"])
     status = runfolder.read_status(folder) or {}
     frozen = _frozen(folder)
@@ -95,6 +96,9 @@ def why_again(cfg: dict, stage: Stage, ran: list[Path]) -> str | None:
     code = code_of(cfg, stage)
     code_changed = fingerprint.changed(status.get("code"), code)
     upstream = [f for f in ran if reads_folder(cfg, f)]
+    started = str(status.get("started") or "")
+    upstream += [f for f in others if f not in upstream and f != folder and reads_folder(cfg, f)
+                 and str((runfolder.read_status(f) or {}).get("finished") or "") > started]
     if upstream:
         return f"it reads {', '.join(map(str, upstream))}, which ran again"
     if code_changed:
