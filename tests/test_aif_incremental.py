@@ -37,6 +37,14 @@ def rate(messages, response):
 '''
 
 
+
+@pytest.fixture(autouse=True)
+def _own_code_path(monkeypatch):
+    """Each command line searches the folder of its own recipe; in one test process, only this test's."""
+    monkeypatch.delenv("ZEPHYR_RECIPES_CODE_PATH", raising=False)
+    for name in ("my_judge", "my_generator", "needs_more"):  # modules of the same name another test wrote
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 

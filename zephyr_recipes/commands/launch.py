@@ -25,7 +25,7 @@ from ..core.errors import ZephyrError
 from ..model import hardware
 from ..model.modeling import resolve_placement
 from ..runtime import worker
-from . import plan, preflight, reuse
+from . import plan, preflight, reuse, runcheck
 
 SBATCH = "launch.sbatch"
 ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
@@ -301,7 +301,7 @@ def run_slurm(cfg: dict, folder: Path, submit_job: bool = True) -> int:
 
 
 def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = None,
-            submit: bool = True, again: bool = False) -> Path | None:
+            submit: bool = True, again: bool = False, code_checked: bool = False) -> Path | None:
     """Check, freeze and start one validated stage config on its launcher.
 
     Returns the finished run folder, or None when the run was handed to the scheduler. Every check that can
@@ -309,7 +309,8 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes. ``submit=False``
     (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
     ``again``: run a stage that redoes only what changed (AI feedback) even when its folder is finished with this
-    config and code (a pipeline whose earlier stage ran again).
+    config and code (a pipeline whose earlier stage ran again). ``code_checked``: the pipeline ran
+    commands/runcheck.py for every stage already.
     """
 
     hw = cfg["hardware"]
@@ -328,6 +329,9 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
         done = reuse.before_prepare(cfg, stage, code, again)
         if done is not None:
             return done
+        if not code_checked:  # what the run will run later (modules, tokenizers, the judge), before it starts
+            for line in runcheck.run(cfg, stage, produced):
+                worker.log.info("pre-flight: %s", line)
         folder, resume_from = runfolder.prepare(cfg, revise=stage.revisable)
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
                              launch={"command": argv, "recipe": name, "launcher": hw["launcher"]}, code=code)

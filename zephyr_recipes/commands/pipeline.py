@@ -47,7 +47,7 @@ import yaml
 from .. import stages
 from ..core import runfolder, trust
 from ..core.errors import ZephyrError, unknown_key
-from . import ablation, launch, preflight, reuse
+from . import ablation, launch, preflight, reuse, runcheck
 from .ablation import check_claims
 from .compose import compose, find_recipe, read_recipe_text
 from .validate import validate
@@ -454,6 +454,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     for st, _, cfg in planned:  # keys, endpoints, paths and disk of every stage, before the first runs
         try:
             preflight.run(cfg, stages.get(cfg["stage"]["name"]), network=True, produced=produced)
+            runcheck.run(cfg, stages.get(cfg["stage"]["name"]), produced)  # modules, tokenizers, judges
         except ZephyrError as exc:
             raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
         produced.add(str(Path(cfg["run"]["output_dir"])))
@@ -497,7 +498,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             raise ZephyrError(f"pipeline stage {stage!r} uses a Slurm profile; a pipeline waits for each stage",
                               "run the pipeline itself inside a Slurm allocation with an accelerate profile, "
                               "or launch the stage recipes one by one")
-        launch.execute(cfg, name, argv or [], produced, again=again)
+        launch.execute(cfg, name, argv or [], produced, again=again, code_checked=True)
         ran.append(folder)
         status["stages"][stage] = {"folder": str(folder), "seconds": round(time.time() - started, 2),
                                    "finished": runfolder.now()}

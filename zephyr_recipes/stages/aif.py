@@ -384,6 +384,9 @@ class AIF(TaskStage):
     def check(self, cfg: dict) -> None:
         check_config(cfg)
 
+    def judge_probes(self, cfg: dict) -> list[tuple[str, dict, str, str]]:
+        return [("stage.judge", asdict(_judge(section(cfg))), "rate", "AI feedback")]
+
     def inputs(self, cfg: dict) -> dict:
         return {"prompts": {"path": cfg["dataset"]["path"], "split": cfg["dataset"]["train_split"]}}
 

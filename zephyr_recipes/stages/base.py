@@ -77,6 +77,11 @@ class Stage:
         stage that runs other code by reference adds it."""
         return code_refs_in(cfg)
 
+    def judge_probes(self, cfg: dict) -> list[tuple[str, dict, str, str]]:
+        """The judges the run asks, for the pre-flight that puts one constructed item through each before the run
+        (commands/runcheck.py): (where in the config, judge spec, what it asks: rate | grade | compare, title)."""
+        return []
+
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
         raise NotImplementedError
 
