@@ -70,7 +70,8 @@ TEACHER = '{name: teacher, type: function, function: "zephyr_recipes.embedded.ta
 CHATTY = '{name: chatty, type: function, function: "zephyr_recipes.embedded.tasks:chatty_teacher"}'
 SLOPPY = '{name: sloppy, type: function, function: "tests.helpers:sloppy"}'
 SLOPPY_WARM = '{name: sloppy, type: function, function: "tests.helpers:sloppy", sampling: {temperature: 0.3}}'
-MINE_EMBEDDED = '{name: teacher2, type: function, function: "zephyr_recipes.embedded.tasks:teacher", num_completions: 1, sampling: {top_p: 0.5}}'
+MINE_EMBEDDED = ('{name: teacher2, type: function, function: "zephyr_recipes.embedded.tasks:teacher", '
+                 'sampling: {top_p: 0.5}}')
 MINE = '{name: mine, type: function, function: "my_generator:answer"}'
 EMBEDDED_JUDGE = "{type: function, module: zephyr_recipes.embedded.judge}"
 MY_JUDGE_SPEC = "{type: function, module: my_judge}"

@@ -74,7 +74,7 @@ def test_a_judge_module_that_cannot_be_imported_fails_first(tmp_path, cli):
     recipe, out = _setup(tmp_path, GENERATORS, "{type: function, module: my_judge}")
     problem, fix = _fails_before_generation(cli, recipe, out)
     assert "stage.judge.module = my_judge" in problem and "nothing was generated" in problem
-    assert f"put my_judge.py in the recipe's folder or the working directory" in fix
+    assert "put my_judge.py in the recipe's folder or the working directory" in fix
     # The fix as written: the module in the recipe's folder (not on PYTHONPATH, not the working directory).
     (recipe.parent / "my_judge.py").write_text(GOOD_JUDGE)
     sys.modules.pop("my_judge", None)

@@ -326,12 +326,13 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
         worker.log.info("pre-flight: %s", line)
     code = reuse.code_of(cfg, stage)  # the code it runs by reference: part of the run's identity
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
-        done = reuse.before_prepare(cfg, stage, code, again)
+        def ready() -> None:  # what the run will run later (modules, tokenizers, the judge), before it starts
+            for line in [] if code_checked else runcheck.run(cfg, stage, produced):
+                worker.log.info("pre-flight: %s", line)
+
+        done = reuse.before_prepare(cfg, stage, code, again, ready)
         if done is not None:
             return done
-        if not code_checked:  # what the run will run later (modules, tokenizers, the judge), before it starts
-            for line in runcheck.run(cfg, stage, produced):
-                worker.log.info("pre-flight: %s", line)
         folder, resume_from = runfolder.prepare(cfg, revise=stage.revisable)
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
                              launch={"command": argv, "recipe": name, "launcher": hw["launcher"]}, code=code)

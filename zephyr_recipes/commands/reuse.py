@@ -13,7 +13,9 @@ lock, before the folder is prepared:
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 
 import yaml
@@ -39,9 +41,10 @@ def _frozen(folder: Path) -> dict:
     return frozen if isinstance(frozen, dict) else {}
 
 
-def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False) -> Path | None:
+def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False, ready=None) -> Path | None:
     """The folder when it holds this run finished (nothing to do; ``again``: run a revisable stage all the same),
-    else None after recording a revision or refusing a finished run whose code changed."""
+    else None after refusing a finished run whose code changed, calling ``ready()`` (the pre-flight of what the run
+    runs) and recording a revision: a run refused by its pre-flight leaves no revision behind."""
     folder = Path(cfg["run"]["output_dir"]).expanduser()
     done = runfolder.finished_alike(cfg, code)
     if done is not None and not (again and stage.revisable):
@@ -52,11 +55,20 @@ def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False) -> 
                  "(run.overwrite=true runs it again)", done, (runfolder.read_status(done) or {}).get("finished", "?"))
         return done
     if cfg["run"]["overwrite"] or not runfolder.is_run_folder(folder):
+        if ready is not None:
+            ready()
         return None
     status = runfolder.read_status(folder) or {}
     frozen = _frozen(folder)
     changed = runfolder.config_diff(frozen, cfg) if frozen else []
     code_changed = fingerprint.changed(status.get("code"), code)
+    if status.get("status") == "complete" and code_changed and not changed and not stage.revisable:
+        raise ZephyrError(f"{folder} holds a finished run of this config made with other code: "
+                          f"{fingerprint.describe(code_changed, status.get('code'), code)}",
+                          "pass run.overwrite=true to run it again with the code as it is now (the finished run is "
+                          "replaced), or run.name=<new name> to keep both")
+    if ready is not None:
+        ready()
     if stage.revisable:
         if changed or code_changed:
             revisions.record(folder, frozen, status.get("code"), changed, code_changed)
@@ -65,26 +77,17 @@ def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False) -> 
                      if changed else "", "; " if changed and code_changed else "",
                      f"code changed: {fingerprint.describe(code_changed, status.get('code'), code)}"
                      if code_changed else "", revisions.FILE)
-        return None
-    if status.get("status") == "complete" and code_changed and not changed:
-        raise ZephyrError(f"{folder} holds a finished run of this config made with other code: "
-                          f"{fingerprint.describe(code_changed, status.get('code'), code)}",
-                          "pass run.overwrite=true to run it again with the code as it is now (the finished run is "
-                          "replaced), or run.name=<new name> to keep both")
     return None
 
 
 def reads_folder(cfg: dict, folder: Path) -> bool:
     """Whether a config names ``folder`` (or a path inside it) anywhere: the stage reads what that one wrote."""
-    import json
-    import re
-
     text = json.dumps({k: v for k, v in cfg.items() if k != "run"}, default=str)
     names = {str(folder), str(Path(folder).expanduser().resolve())}
     return any(re.search(re.escape(n) + r"(?=/|\"|$)", text) for n in names)
 
 
-def why_again(cfg: dict, stage: Stage, ran: list[Path], others: list[Path] = ()) -> str | None:
+def why_again(cfg: dict, stage: Stage, ran: list[Path], others: tuple[Path, ...] | list[Path] = ()) -> str | None:
     """Why a finished pipeline stage must run again (None: skip it): a stage it reads ran again (in this invocation,
     ``ran``, or since it started: one of ``others`` finished after it), its code changed, or (a revisable stage)
     its config changed. A changed config of another stage is refused, as before fingerprints: the pipeline says to

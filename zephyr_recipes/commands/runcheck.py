@@ -127,7 +127,7 @@ def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
             else:
                 chat_format.choose(tokenizer, mcfg, assistant_only=False, model_name=model)
         except ZephyrError as exc:
-            if "model.chat_template" in exc.fix:
+            if "model.chat_template" in (exc.fix or ""):
                 shipped = ", ".join(chat_format.shipped_names())
                 raise ZephyrError(f"{where}: {exc.problem}; nothing was generated",
                                   f"set {path}.model_config.chat_template=zephyr on the command line (or in the "
@@ -166,8 +166,7 @@ def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> l
         judge = make_judge(spec, cfg.get("hardware"))
         verdict = None
         try:
-            for _, verdict in judge.ask(asks, [probe_item()], title):
-                break
+            verdict = next(iter(judge.ask(asks, [probe_item()], title)))[1]
         except ZephyrError as exc:  # a function judge's result of the wrong shape: its own bug
             raise ZephyrError(f"{where} could not {asks} a constructed answer before the run: {exc.problem}; nothing "
                               "was generated", exc.fix) from None

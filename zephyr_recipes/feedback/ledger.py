@@ -59,7 +59,7 @@ def rates_together(spec: dict) -> bool:
     """Whether a judge rates the answers of one prompt together (a listwise judge): its rating then depends on the
     group, which becomes part of the rating's identity. A judge type says so with ``rates_together = True`` on its
     spec class, or a spec with ``listwise: true``."""
-    cls = JudgeSpec.TYPES.get(spec.get("type"))
+    cls = JudgeSpec.TYPES.get(str(spec.get("type")))
     return bool(getattr(cls, "rates_together", False) or spec.get("listwise"))
 
 

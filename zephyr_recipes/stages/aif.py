@@ -29,11 +29,11 @@ from ..core.schema import StageSection, option, typed
 from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, binarize_tally, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..feedback import identity, ledger
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
 from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
-from ..feedback import identity, ledger
 from ..feedback.store import Store
 from .base import TaskStage
 
@@ -196,7 +196,7 @@ def judge_all(cfg: dict, prompts: list[str], book: ledger.Ledger) -> None:
     by_pid = {prompt_id(p): p for p in prompts}
     together = ledger.rates_together(judge)
     todo, reused = [], 0
-    for pid, recs in book.current(gens, prompts).items():
+    for recs in book.current(gens, prompts).values():
         group = sorted(r["key"] for r in recs) if together else None
         for rec in recs:
             rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) else 1
