@@ -47,6 +47,8 @@ def test_listwise_function_judge_rates_groups_and_records_them(tmp_path, cli, mo
                        "--trust-recipe-code")
     assert code == 0, err
     asked = [json.loads(line) for line in log.read_text().splitlines()]
+    probe, asked = asked[0], asked[1:]  # the pre-flight's constructed answer and a wrong one, side by side
+    assert probe["responses"][1] == "I do not know."
     assert len(asked) == 6 * 2 and all(len(a["responses"]) == 4 for a in asked)  # 5 answers: 4, then 1 + 3 fillers
     ratings = _rows(out, "ratings.jsonl")
     assert len(ratings) == 6 * 5 and all("annotations" in r for r in ratings)

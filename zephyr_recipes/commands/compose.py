@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from .. import stages
+from ..core import fingerprint
 from ..core.catalog import CONF_DIR, RECIPES_DIR, list_options, list_recipes
 from ..core.errors import ZephyrError, did_you_mean
 from ..core.safety import guard_destructive, refuse_env
@@ -45,6 +46,7 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     from omegaconf.errors import OmegaConfBaseException
 
     path, name = find_recipe(recipe)
+    fingerprint.add_search_path(path.parent)  # a function module may lie beside the recipe
     try:
         doc = load_bounded(read_recipe_text(path), path)  # size, depth, aliases, duplicate keys: before Hydra
     except yaml.YAMLError as exc:

@@ -25,7 +25,7 @@ from ..core.errors import ZephyrError
 from ..model import hardware
 from ..model.modeling import resolve_placement
 from ..runtime import worker
-from . import plan, preflight, readcheck
+from . import plan, preflight, readcheck, reuse, runcheck
 
 SBATCH = "launch.sbatch"
 ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
@@ -301,13 +301,16 @@ def run_slurm(cfg: dict, folder: Path, submit_job: bool = True) -> int:
 
 
 def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = None,
-            submit: bool = True) -> Path | None:
+            submit: bool = True, again: bool = False, code_checked: bool = False) -> Path | None:
     """Check, freeze and start one validated stage config on its launcher.
 
     Returns the finished run folder, or None when the run was handed to the scheduler. Every check that can
     refuse (trust, the pre-flight of keys, endpoints, paths and disk, the memory plan, this machine's devices) runs
     before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes. ``submit=False``
     (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
+    ``again``: run a stage that redoes only what changed (AI feedback) even when its folder is finished with this
+    config and code (a pipeline whose earlier stage ran again). ``code_checked``: the pipeline ran
+    commands/runcheck.py for every stage already.
     """
 
     hw = cfg["hardware"]
@@ -321,17 +324,19 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     trust.check(cfg)
     for line in preflight.run(cfg, stage, network=True, produced=produced):  # keys, endpoints, paths, disk
         worker.log.info("pre-flight: %s", line)
+    code = reuse.code_of(cfg, stage)  # the code it runs by reference: part of the run's identity
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
-        done = runfolder.finished_alike(cfg)
+        def ready() -> None:  # what the run will run later (modules, tokenizers, the judge), before it starts
+            for line in [] if code_checked else runcheck.run(cfg, stage, produced):
+                worker.log.info("pre-flight: %s", line)
+
+        done = reuse.before_prepare(cfg, stage, code, again, ready)
         if done is not None:
             readcheck.check(done)  # reused only when its records are whole
-            worker.log.info("%s already holds a finished run of this config (completed %s): nothing to do "
-                            "(run.overwrite=true trains it again)", done,
-                            (runfolder.read_status(done) or {}).get("finished", "?"))
             return done
-        folder, resume_from = runfolder.prepare(cfg)
+        folder, resume_from = runfolder.prepare(cfg, revise=stage.revisable)
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
-                             launch={"command": argv, "recipe": name, "launcher": hw["launcher"]})
+                             launch={"command": argv, "recipe": name, "launcher": hw["launcher"]}, code=code)
         if hw["launcher"] == "inprocess":
             worker.run(folder, resume_from, argv=argv, recipe=name, stage=stage)
         elif hw["launcher"] == "accelerate":

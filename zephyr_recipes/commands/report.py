@@ -128,16 +128,38 @@ def run_names(runs: list[dict]) -> list[str]:
     return names
 
 
+# The embedded judges that check the pipeline rather than grade answers (word overlap with a reference).
+PIPELINE_CHECKS = ("zephyr_recipes.embedded.lexical_judge",)
+
+
+def function_judge_note(modules: set[str]) -> str:
+    """What the figures of runs graded by function judges mean: a pipeline check, the embedded task's program judge
+    (it knows every right answer: quality on that task), or a user's own program (what its code checks)."""
+    text = ""
+    checks = sorted(m for m in modules if m in PIPELINE_CHECKS)
+    embedded = sorted(m for m in modules if m.startswith("zephyr_recipes.embedded.") and m not in PIPELINE_CHECKS)
+    own = sorted(m for m in modules if not m.startswith("zephyr_recipes."))
+    if checks:
+        text += (f"Runs judged by the offline lexical judge ({', '.join(checks)}) measure that the pipeline works, not "
+                 "model quality: compare them with each other only, never with the published rows.\n\n")
+    if embedded:
+        text += (f"Runs judged by the embedded program judge ({', '.join(embedded)}) are graded against the known "
+                 "answer of every embedded task (correctness and the answer-only form): quality on that task, "
+                 "comparable between these runs, not with the published rows of chat benchmarks.\n\n")
+    if own:
+        text += (f"Runs judged by a function judge of your own ({', '.join(own)}) measure what that program checks; "
+                 "compare them with each other only, never with the published rows (judged by GPT-4).\n\n")
+    return text
+
+
 def report(folders: list[Path], out: Path | None = None) -> str:
     """The markdown report; with ``out``, also writes report.md, scores.json and radar.png there."""
     runs = [load_run(f) for f in folders]
     names = run_names(runs)
     text = "# Evaluation report\n\n## Runs\n\n" + table(runs, names) + "\n\n"
-    judges = {(s.get(b.name) or {}).get("judge", {}).get("type") or (s.get("judge") or {}).get("type")
-              for s in runs for b in _ran(runs) if b.asks and s.get(b.name)}
-    if "function" in judges:
-        text += ("Runs judged by a function judge (such as the offline lexical judge) measure that the pipeline "
-                 "works, not model quality: compare them with each other only, never with the published rows.\n\n")
+    judges = [(s.get(b.name) or {}).get("judge") or s.get("judge") or {}
+              for s in runs for b in _ran(runs) if b.asks and s.get(b.name)]
+    text += function_judge_note({str(j.get("module") or "?") for j in judges if j.get("type") == "function"})
     notes = _notes(runs, names)
     if notes:
         text += "".join(f"- {n}\n" for n in notes) + "\n"

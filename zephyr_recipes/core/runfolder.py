@@ -24,6 +24,7 @@ import yaml
 
 from . import lockguard, yamlsafe
 from .errors import ZephyrError
+from .fingerprint import changed as code_changed
 from .records import redact
 
 STATUS = "run.json"
@@ -149,11 +150,12 @@ def _frozen_config(folder: Path) -> dict:
     return frozen if isinstance(frozen, dict) else {}
 
 
-def prepare(cfg: dict) -> tuple[Path, Path | None]:
+def prepare(cfg: dict, revise: bool = False) -> tuple[Path, Path | None]:
     """Create or reopen the run folder for cfg; returns (folder, checkpoint to resume from or None).
 
     Refuses, touching nothing, when the folder holds a finished run (unless run.overwrite), a run of a
-    different config, or something that is not a run folder.
+    different config, or something that is not a run folder. ``revise`` (a stage that redoes only what changed):
+    a finished or unfinished run of another config is kept and its config replaced (the caller recorded it).
     """
     run = cfg["run"]
     folder = Path(run["output_dir"]).expanduser()
@@ -165,7 +167,9 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
         status = read_status(folder)
         if status is None:
             raise ZephyrError(f"{folder} exists and is not a run folder", "choose another run.name or run.output_dir")
-        if status.get("status") == "complete":
+        if status.get("status") == "complete" and revise and not run["overwrite"]:
+            pass  # kept: the stage reuses what still matches
+        elif status.get("status") == "complete":
             if not run["overwrite"]:
                 raise ZephyrError(f"{folder} holds a finished run (completed {status.get('finished', '?')})",
                                   "pass run.overwrite=true to replace it, or run.name=<new name> to keep both")
@@ -173,7 +177,7 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
         else:
             frozen = {} if run["overwrite"] else _frozen_config(folder)
             changed = config_diff(frozen, cfg)
-            if changed and not run["overwrite"]:
+            if changed and not run["overwrite"] and not revise:
                 raise ZephyrError(
                     f"{folder} holds an unfinished run of a different config (changed: {', '.join(changed[:5])})",
                     "re-run with the same settings to resume it, run.overwrite=true to start over, "
@@ -212,10 +216,14 @@ def unwritable(folder: Path, exc: OSError) -> ZephyrError:
     return ZephyrError(f"cannot write {where}: {exc.strerror or exc}", "give another run.output_dir")
 
 
-def finished_alike(cfg: dict) -> Path | None:
-    """The run folder of cfg when it holds a finished run of the same config (so there is nothing to do)."""
+def finished_alike(cfg: dict, code: dict | None = None) -> Path | None:
+    """The run folder of cfg when it holds a finished run of the same config (so there is nothing to do), and of
+    the same code: ``code`` ({label: fingerprint}, core/fingerprint.py) equal to what the folder recorded (a folder
+    finished before fingerprints were recorded counts as the same)."""
     folder = Path(cfg["run"]["output_dir"]).expanduser()
     if cfg["run"]["overwrite"] or not is_complete(folder) or not (folder / CONFIG).is_file():
+        return None
+    if code is not None and code_changed((read_status(folder) or {}).get("code"), code):
         return None
     try:
         frozen = yamlsafe.load((folder / CONFIG).read_text(), folder / CONFIG)

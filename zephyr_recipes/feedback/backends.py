@@ -11,6 +11,7 @@ import importlib
 import logging
 from typing import Callable, Iterator
 
+from ..core import fingerprint
 from ..core.errors import ZephyrError
 from ..model import modeling
 from .http import Endpoint, EndpointError
@@ -27,9 +28,23 @@ def load_callable(spec: str) -> Callable:
     if not attr:
         raise ZephyrError(f"{spec!r} does not name a function", "write it as package.module:function")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        with fingerprint.import_path():  # the working directory and the recipe's folder, then sys.path
+            return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ZephyrError(f"cannot import {spec}: {exc}", "check the module path and function name") from None
+        raise ZephyrError(f"cannot import {spec}: {exc}", import_fix(module_name, attr, exc)) from None
+
+
+def import_fix(module_name: str, attr: str, exc: Exception) -> str:
+    """What to do about a function module that cannot be imported, from why it cannot."""
+    where = " or ".join(fingerprint.search_paths())
+    if isinstance(exc, AttributeError):
+        return f"define {attr} in {module_name}, or name a function that {module_name} has"
+    missing = getattr(exc, "name", None)
+    if missing and missing != module_name and not module_name.startswith(missing + "."):
+        return (f"{module_name} itself imports {missing}, which is not installed: pip install it, or remove that "
+                "import")
+    return (f"put {module_name.replace('.', '/')}.py in the recipe's folder or the working directory ({where}), or "
+            f"add its folder to PYTHONPATH; a function module is found there and on the import path")
 
 
 class FunctionBackend:

@@ -440,16 +440,24 @@ def check_stage(judge: dict | None, score: str) -> None:
 
 
 # ------------------------------------------------------------------------------ the AI-feedback step
-def critique_step(cfg: dict, prompts: list[str], completions: Store, ratings: Store, critiques: Store) -> dict | None:
+def critique_key(answer: str, judge: str) -> str:
+    """The key of an answer's critique: the answer and the judge that wrote it (feedback/identity.py)."""
+    return f"{answer}:{judge}:critique"
+
+
+def critique_step(cfg: dict, prompts: list[str], critiques: Store, answers: list[dict], rating_of: dict,
+                  jid: str) -> dict | None:
     """With ``binarize.score: overall``: annotate_critique.py's critique of every answer, then
     fix_overall_score_issue.py's rule on each overall_score of 10, all written to ``critiques`` as they arrive
-    (``{key: <completion>, critique, overall_score, raw}``, and ``fix: {fine-grained_score, action, before}``
-    once the fix looked at it); a resumed run asks nothing twice. Returns the counts for the summary."""
+    (``{key: <answer>:<judge>:critique, answer, judge, critique, overall_score, raw}``, and
+    ``fix: {fine-grained_score, action, before}`` once the fix looked at it); a resumed run asks nothing twice.
+    ``answers``: the answers of the config's generators; ``rating_of``: answer key -> its first rating by the judge
+    ``jid``. Returns the counts for the summary."""
     if cfg["stage"]["binarize"]["score"] != "overall":
         return None
     by_pid = {prompt_id(p): p for p in prompts}
-    answers = [r for r in completions.records.values() if "response" in r and r["prompt_id"] in by_pid]
-    todo = [r for r in answers if _unasked(critiques.get(r["key"]))]
+    key = {r["key"]: critique_key(r["key"], jid) for r in answers}
+    todo = [r for r in answers if _unasked(critiques.get(key[r["key"]]))]
     with serving(cfg["stage"]["judge"], critiques.path.parent, "judge") as spec:
         judge = make_judge(spec, cfg["hardware"])
         if not isinstance(judge, UltraFeedbackJudge):
@@ -459,17 +467,18 @@ def critique_step(cfg: dict, prompts: list[str], completions: Store, ratings: St
             log.info("critique: %d answers", len(todo))
             asked = [(by_pid[r["prompt_id"]], r["response"]) for r in todo]
             for j, out in judge.critiques(asked):
-                key = todo[j]["key"]
+                this = key[todo[j]["key"]]
+                about = {"key": this, "answer": todo[j]["key"], "judge": jid}
                 if isinstance(out, JudgeFailure):
-                    critiques.add({"key": key, "failure": str(out), "raw": out.raw[:2000]})
+                    critiques.add({**about, "failure": str(out), "raw": out.raw[:2000]})
                 else:
-                    critiques.add({"key": key, "critique": out[0], "overall_score": out[1], "raw": out[2][:4000]})
+                    critiques.add({**about, "critique": out[0], "overall_score": out[1], "raw": out[2][:4000]})
         fixes = []
         for r in answers:
-            rec = critiques.get(r["key"]) or {}
+            rec = critiques.get(key[r["key"]]) or {}
             if "overall_score" not in rec or "fix" in rec:
                 continue
-            rating = ratings.get(f"{r['key']}:r0") or {}
+            rating = rating_of.get(r["key"]) or {}
             fine = fine_grained_score(rating.get("annotations") or {})
             action = fix_action(rec["overall_score"], fine)
             fix = {"fine-grained_score": fine, "action": action, "before": rec["overall_score"]}
@@ -487,7 +496,7 @@ def critique_step(cfg: dict, prompts: list[str], completions: Store, ratings: St
                     critiques.add({**rec, "overall_score": None, "fix": {**fix, "failure": str(out), "raw": out.raw}})
                 else:
                     critiques.add({**rec, "overall_score": out[0], "fix": {**fix, "raw": out[1]}})
-    recs = [critiques.get(r["key"]) or {} for r in answers]
+    recs = [critiques.get(critique_key(r["key"], jid)) or {} for r in answers]
     actions = [str((rec.get("fix") or {}).get("action")) for rec in recs if rec.get("fix")]
     return {"critiques": sum(1 for rec in recs if "critique" in rec),
             "critique_failures": sum(1 for rec in recs if "failure" in rec),
