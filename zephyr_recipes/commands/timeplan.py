@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.errors import ZephyrError, did_you_mean
-from ..data import load_for_stage
+from ..data import load_for_stage, tokens
+from ..data.tokens import TokenCount
 from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..model import hardware, modeling
 from ..stages.training import without_unused_test_data
@@ -58,6 +59,7 @@ class Work:
     lines: list[str] = field(default_factory=list)
     api_requests: int = 0
     api_tokens: int = 0
+    tokens: float | None = None  # trained tokens (all epochs); None: not known
 
     @property
     def gpu_hours(self) -> float | None:
@@ -78,25 +80,21 @@ def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
     return GPUS[name]
 
 
-def _rows_on_machine(cfg: dict, stage, split: str) -> tuple[int, float] | None:
-    """(rows, mean tokens per row) counted from the data and tokenizer on this machine, or None."""
+def _data_on_machine(cfg: dict, stage, tokens_per_row: float | None = None) -> tuple[int, TokenCount | None] | None:
+    """(training rows, their tokens as the trainer counts them) from the data and tokenizer on this machine, or None
+    when either is not here. With ``tokens_per_row`` given only the rows are counted."""
 
     try:
         tokenizer = modeling.load_tokenizer(cfg["model"], bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
         train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
     except ZephyrError:
         return None
-    n = len(train)
-    if not n:
+    if not len(train):
         return None
-    sample = train.select(range(min(n, 500)))
-    lengths = []
-    for row in sample:
-        for text in stage.texts(row):
-            lengths.append(len(tokenizer.apply_chat_template(text, tokenize=True)) if isinstance(text, list)
-                           else len(tokenizer(text)["input_ids"]))
-    per_row = sum(lengths) / len(sample) if lengths else 0.0
-    return n, per_row
+    if tokens_per_row:
+        return len(train), None
+    return len(train), tokens.count(train, tokenizer, stage.rows, cfg["stage"]["trainer"], cfg["run"]["seed"],
+                                    stage.overlong)
 
 
 def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, mfu: float | None = None,
@@ -106,35 +104,46 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     work = Work(stage=stage.name, gpus=hardware.world_size(hw))
     ds = cfg["dataset"]
     split = ds.get("train_split") or "train"
-    counted = _rows_on_machine(cfg, stage, split) if count_data and not tokens_per_row else None
+    here = _data_on_machine(cfg, stage, tokens_per_row) if count_data else None
     seq = int(trainer.get("max_length") or 1024)
-    rows: int | None
+    limit = int(ds["max_train_samples"]) if ds.get("max_train_samples") else None
+    rows: float | None
     per_row: float | None
     source: str | None
-    if counted:
-        rows, per_row = counted
-        source = "counted from the data on this machine"
+    if here and here[1] is not None:  # counted as the trainer tokenizes (truncation and packing included)
+        counted = here[1]
+        rows, per_row = counted.kept_rows, counted.tokens_per_row
+        source = f"{counted.describe()}, from the data on this machine"
     else:
         from pathlib import Path
 
-        known = DATASETS.get(ds.get("path") or "")
-        written = (data or {}).get(str(Path(ds.get("path") or "-").resolve()))
-        if written:  # data an earlier stage of the pipeline writes
-            known = ({split: written[0]}, written[1] / stage.sequences_per_row)
-        rows = (known[0].get(split) if known else None)
+        known = None
+        if here:  # the data is here, its tokens per row given
+            rows, where = here[0], f"{here[0]:,} rows on this machine"
+        else:
+            known = DATASETS.get(ds.get("path") or "")
+            written = (data or {}).get(str(Path(ds.get("path") or "-").resolve()))
+            if written:  # data an earlier stage of the pipeline writes
+                known = ({split: written[0]}, written[1] / stage.sequences_per_row)
+            rows = known[0].get(split) if known else None
+            origin = "as an earlier stage writes it (estimated)" if written else "from the dataset card of"
+            if rows and limit:
+                rows = min(rows, limit)
+            where = f"{rows:,} rows {origin} {ds['path']}[{split}]" if rows else ""
+            if not rows and limit:  # not here and not in the table: the row count the recipe caps it at
+                rows, where = limit, f"{limit:,} rows (dataset.max_train_samples)"
         per_row = tokens_per_row or (known[1] * stage.sequences_per_row if known else None)
-        if ds.get("max_train_samples") and rows:
-            rows = min(rows, int(ds["max_train_samples"]))
-        origin = "as an earlier stage writes it (estimated)" if written else "from the dataset card of"
-        source = (f"{rows:,} rows {origin} {ds['path']}[{split}], "
-                  f"{'given' if tokens_per_row else 'typical (estimated)'} {per_row:,.0f} tokens per row"
-                  if rows and per_row else None)
-        if not source:
+        if not rows or not per_row:
+            missing = ([] if rows else ["the row count through dataset.max_train_samples"]) + \
+                ([] if per_row else ["--tokens-per-row"])
             work.lines.append(f"tokens: unknown ({ds.get('path')} is not on this machine and not in the table); "
-                              "give --tokens-per-row and the row count through dataset.max_train_samples")
+                              f"give {' and '.join(missing)}")
             return work
+        source = f"{where}, {'given' if tokens_per_row else 'typical (estimated)'} {per_row:,.0f} tokens per row"
+        if per_row > seq * stage.sequences_per_row:  # truncation, as far as a typical length tells
+            per_row = seq * stage.sequences_per_row
+            source += f" (cut to {per_row:,} by max_length)"
     assert rows is not None and per_row is not None  # counted, or known from the table (else returned above)
-    per_row = min(per_row, seq * stage.sequences_per_row)
     epochs = float(trainer.get("num_train_epochs", 3.0) or 0)
     tokens = rows * per_row * epochs
     steps = trainer.get("max_steps")
@@ -147,6 +156,7 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     frozen, _ = stage.frozen_copies(cfg)
     work.flops = tokens * (trained + frozen * (2 * P + 4 * L * h * ctx))
     rate = mfu if mfu is not None else stage.mfu
+    work.tokens = tokens
     work.lines.append(f"tokens: {_tokens(tokens)} ({source}; {epochs:g} epoch(s))")
     per_token = "6P + 12Lhs" + (", plus 2P + 4Lhs for the frozen reference" if frozen else "")
     work.lines.append(f"compute: {work.flops:.3g} FLOPs ({per_token} per token)")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import data
-from ..core import preempt, records, runfolder
+from ..core import filemodes, preempt, records, runfolder
 from ..core.errors import ZephyrError
 from ..core.logs import launched_world, rank
 from ..data.sources import check_split_exists
@@ -273,6 +273,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
 
 def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
     tokenizer.save_pretrained(str(folder))
+    filemodes.open_to_umask(folder, "*.safetensors")  # safetensors writes 0600; the rest of the folder is 0666-umask
     history = trainer.state.log_history
     records.write_json(folder / "log_history.json", history)
     metrics = records.final_metrics(history)
