@@ -152,7 +152,8 @@ def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
 
 def _generate_one(cfg: dict, gen: dict, name: str, todo: list[str], k: int, sampling: dict, store: Store,
                   failures: Counter) -> None:
-    backend = make_backend(gen, cfg["hardware"])
+    index = [_generator_name(g, i) for i, g in enumerate(section(cfg).generators)].index(name)
+    backend = make_backend(gen, cfg["hardware"], f"stage.generators.{index}.model_config")
     convs = [[{"role": "user", "content": p}] for p in todo]
     with tqdm(total=len(todo), desc=f"generating ({name})", unit="prompt") as bar:
         for j, result in backend.generate(convs, k, sampling):
