@@ -45,7 +45,7 @@ GENERATION_EFFICIENCY = 0.5  # share of the memory bandwidth a batched decode st
 
 
 def _tokens(n: float) -> str:
-    return f"{n / 1e9:,.2f}B" if n >= 1e9 else f"{n / 1e6:,.1f}M" if n >= 1e5 else f"{n / 1e3:,.1f}k"
+    return f"{n / 1e9:,.2f}B" if n >= 1e9 else f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n / 1e3:,.1f}k"
 
 
 @dataclass
@@ -110,9 +110,10 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     rows: float | None
     per_row: float | None
     source: str | None
+    batch_row: float | None = None  # tokens of one row of a batch (a packed row when packing)
     if here and here[1] is not None:  # counted as the trainer tokenizes (truncation and packing included)
         counted = here[1]
-        rows, per_row = counted.kept_rows, counted.tokens_per_row
+        rows, per_row, batch_row = counted.kept_rows, counted.tokens_per_row, counted.tokens_per_batch_row
         source = f"{counted.describe()}, from the data on this machine"
     else:
         from pathlib import Path
@@ -149,7 +150,8 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     steps = trainer.get("max_steps")
     if isinstance(steps, int) and steps > 0:
         batch = hardware.per_device_batch(cfg, stage) * hardware.world_size(hw) * hardware.gradient_accumulation(cfg, stage)
-        tokens = min(tokens, steps * batch * per_row) if tokens else steps * batch * per_row
+        per_step = batch * (batch_row or per_row)
+        tokens = min(tokens, steps * per_step) if tokens else steps * per_step
     P, L, h = shape.params, shape.layers, shape.hidden
     ctx = min(seq, max(per_row / stage.sequences_per_row, 1))
     trained = 6 * P + 12 * L * h * ctx

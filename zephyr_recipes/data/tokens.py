@@ -32,6 +32,7 @@ class TokenCount:
     sampled: int  # rows tokenized
     kept_share: float  # share of the sampled rows the trainer keeps (the rest it drops)
     tokens_per_row: float  # mean tokens of a kept row (all its sequences: chosen + rejected for pairs)
+    tokens_per_batch_row: float = 0.0  # mean tokens of one row of a batch: a packed row when packing, else a row
 
     @property
     def kept_rows(self) -> float:
@@ -50,7 +51,9 @@ class TokenCount:
         how = (f"counted on a sample of {self.sampled:,} of {self.rows:,} rows and extrapolated" if self.extrapolated
                else f"counted over all {self.rows:,} rows")
         dropped = f"; the trainer drops {1 - self.kept_share:.1%} of them as too long" if self.kept_share < 1 else ""
-        return f"{how}, {self.tokens_per_row:,.0f} tokens per row as the trainer tokenizes them{dropped}"
+        packed = (f", packed {self.tokens_per_batch_row:,.0f} tokens per row of a batch"
+                  if self.tokens_per_batch_row and round(self.tokens_per_batch_row) != round(self.tokens_per_row) else "")
+        return f"{how}, {self.tokens_per_row:,.0f} tokens per row as the trainer tokenizes them{packed}{dropped}"
 
 
 def row_tokens(seqs: dict[str, list[tuple[int, str]]], trainer: dict, packs: bool = False,
@@ -80,12 +83,18 @@ def count(train, tokenizer, kind, trainer: dict, seed: int = 0, overlong: str = 
     n = len(train)
     picked = range(n) if n <= sample else sorted(random.Random(seed).sample(range(n), sample))
     rows = train.select(picked) if n > sample else train
-    kept, tokens = 0, 0
+    lengths = []
     for row in rows:
         got = row_tokens(kind.tokenize(tokenizer, row, trainer), trainer, kind.packs, overlong)
         if got is not None:
-            kept += 1
-            tokens += got
-    sampled = len(rows)
+            lengths.append(got)
+    sampled, kept = len(rows), len(lengths)
+    per_row = sum(lengths) / kept if kept else 0.0
+    per_batch_row = per_row
+    if kind.packs and trainer.get("packing") and trainer.get("max_length") and lengths:
+        from .preview import packed_lengths  # TRL's own pack_dataset: the rows of the trainer's batches
+
+        packed = packed_lengths(lengths, int(trainer["max_length"]), trainer.get("packing_strategy") or "bfd")
+        per_batch_row = sum(packed) / len(packed)
     return TokenCount(rows=n, sampled=sampled, kept_share=kept / sampled if sampled else 0.0,
-                      tokens_per_row=tokens / kept if kept else 0.0)
+                      tokens_per_row=per_row, tokens_per_batch_row=per_batch_row)
