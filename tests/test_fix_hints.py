@@ -18,8 +18,6 @@ import re
 import typing
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent / "zephyr_recipes"
 SECTIONS = ("run", "model", "dataset", "stage", "hardware")
 KEY = re.compile(r"(?<![\w./-])(?:%s)(?:\.(?:[A-Za-z_]\w*|\d+))+" % "|".join(SECTIONS))

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from ..core.errors import ZephyrError, did_you_mean
 from ..data import load_for_stage, tokens
-from ..data.tokens import TokenCount
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..data.tokens import TokenCount
 from ..model import hardware, modeling
 from ..stages.training import without_unused_test_data
 
