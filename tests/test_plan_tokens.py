@@ -161,14 +161,20 @@ def _plan_then_train(cli, tmp_path, *args) -> tuple[float, float]:
     _, summary = _dry_run(cli, tmp_path, *args)
     code, out, err = cli("run", *args, f"run.output_dir={tmp_path / 'run'}")
     assert code == 0, out + err
-    return summary["tokens"], _num_tokens(tmp_path / "run")
+    trained = _num_tokens(tmp_path / "run")
+    print(f"\n{' '.join(args[:1])}: planned {summary['tokens']:,.0f} tokens, TRL num_tokens {trained:,.0f}: "
+          f"plan / num_tokens = {summary['tokens'] / trained:.4f}")
+    return summary["tokens"], trained
 
 
 @pytest.mark.slow
-def test_tiny_sft_plan_is_within_5_percent_of_trls_num_tokens(cli, tmp_path):
-    """tiny/sft as shipped (bfd packing at max_length 256, assistant-only loss), on fewer rows and epochs."""
-    planned, trained = _plan_then_train(cli, tmp_path, "tiny/sft", "dataset.max_train_samples=600",
-                                        "stage.trainer.num_train_epochs=2", "stage.trainer.logging_steps=1")
+@pytest.mark.parametrize("length", [["stage.trainer.num_train_epochs=2"], ["+stage.trainer.max_steps=40"]],
+                         ids=["epochs", "max_steps"])
+def test_tiny_sft_plan_is_within_5_percent_of_trls_num_tokens(cli, tmp_path, length):
+    """tiny/sft as shipped (bfd packing at max_length 256, assistant-only loss), on fewer rows, for two epochs and
+    for 40 steps (the plan's max_steps cap counts packed rows of a batch)."""
+    planned, trained = _plan_then_train(cli, tmp_path, "tiny/sft", "dataset.max_train_samples=600", *length,
+                                        "stage.trainer.logging_steps=1")
     assert planned == pytest.approx(trained, rel=0.05), (planned, trained)
 
 
@@ -198,3 +204,23 @@ def test_dpo_plan_on_a_chatml_tokenizer_with_truncation_is_within_5_percent(cli,
         "stage.trainer.max_length=28", "stage.trainer.num_train_epochs=1",
         "stage.trainer.per_device_train_batch_size=4", "stage.trainer.logging_steps=1")
     assert planned == pytest.approx(trained, rel=0.05), (planned, trained)
+
+
+def test_a_dry_run_counts_no_tokens_with_the_models_own_code(cli, tmp_path):
+    """model.trust_remote_code=true without --trust-recipe-code: the dry run reports the code and never runs it,
+    not even to tokenize rows for the plan."""
+    import shutil
+
+    from zephyr_recipes.embedded import builtin
+
+    folder = tmp_path / "custom"
+    shutil.copytree(builtin.resolve("builtin://tiny-mistral"), folder)
+    marker = tmp_path / "ran"
+    (folder / "mytok.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                     "from transformers import PreTrainedTokenizerFast as MyTok\n")
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings.update(tokenizer_class="MyTok", auto_map={"AutoTokenizer": [None, "mytok.MyTok"]})
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    out, summary = _dry_run(cli, tmp_path, "tiny/sft", f"model.name_or_path={folder}", "model.trust_remote_code=true")
+    assert not marker.exists(), "the dry run ran the model's code"
+    assert "--trust-recipe-code" in " ".join(summary["notes"])

@@ -5,9 +5,11 @@ appendix B): every trained token costs ``6 P + 12 L h s`` FLOPs (forward and bac
 plus attention over a context of s tokens), every token a frozen copy reads (DPO's reference model) ``2 P + 4 L h
 s``. Hours = FLOPs / (GPUs x peak bf16 FLOP/s x MFU).
 
-- Tokens come from the data when it is on this machine (a sample of the prepared rows, tokenized with the run's
-  template), else from the dataset's published row count and a typical row length (the table below; both are
-  printed with where they came from). ``max_steps`` caps them.
+- Tokens come from the data when it is on this machine, counted as TRL's trainer will count them in ``num_tokens``
+  (:mod:`zephyr_recipes.data.tokens`: the prepared rows tokenized as the trainer tokenizes them, truncation and
+  packing included; a large dataset on a sample, extrapolated), else from the dataset's published row count (or
+  ``dataset.max_train_samples``) and a typical row length (the table in data/sizes.py) or ``--tokens-per-row``;
+  the plan prints where they came from. ``max_steps`` caps them.
 - The peak is the GPU's dense bf16 tensor throughput from its vendor datasheet (``hardware.gpu``).
 - The MFU is the stage's: a figure published for the same kind of run (each TrainerStage states it and why).
 
@@ -85,7 +87,9 @@ def _data_on_machine(cfg: dict, stage, tokens_per_row: float | None = None) -> t
     when either is not here. With ``tokens_per_row`` given only the rows are counted."""
 
     try:
-        tokenizer = modeling.load_tokenizer(cfg["model"], bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
+        # A plan (and a dry run, which plans) runs no code of the model's: a tokenizer that needs it is not counted.
+        model = {**cfg["model"], "trust_remote_code": False}
+        tokenizer = modeling.load_tokenizer(model, bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
         train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
     except ZephyrError:
         return None
@@ -143,7 +147,8 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
         source = f"{where}, {'given' if tokens_per_row else 'typical (estimated)'} {per_row:,.0f} tokens per row"
         if per_row > seq * stage.sequences_per_row:  # truncation, as far as a typical length tells
             per_row = seq * stage.sequences_per_row
-            source += f" (cut to {per_row:,} by max_length)"
+            source += (f" (cut to {per_row:,}: max_length {seq:,} per sequence)" if stage.sequences_per_row > 1
+                       else f" (cut to {per_row:,} by max_length)")
     assert rows is not None and per_row is not None  # counted, or known from the table (else returned above)
     epochs = float(trainer.get("num_train_epochs", 3.0) or 0)
     tokens = rows * per_row * epochs
