@@ -161,10 +161,13 @@ def _parser() -> argparse.ArgumentParser:
                                     "prompt from the command line, or lines from stdin until EOF or /exit")
     ch.add_argument("model", help="run folder, saved model, hub id or builtin://tiny-mistral")
     ch.add_argument("prompt", nargs="?", help="one message; without it, read messages from stdin")
-    ch.add_argument("--max-new-tokens", type=int, default=256)
-    ch.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding")
-    ch.add_argument("--system", default=None, help="a system message")
-    ch.add_argument("--chat-template", default=None, help="override the model's template (zephyr or a .jinja file)")
+    ch.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
+                    help="most tokens of one answer (default 256)")
+    ch.add_argument("--temperature", type=float, default=0.0,
+                    help="sampling temperature; 0 for greedy decoding (default 0.0: greedy)")
+    ch.add_argument("--system", default=None, help="a system message (default: none)")
+    ch.add_argument("--chat-template", default=None, help="override the model's template (zephyr or a .jinja file; "
+                    "default: the template saved with the model)")
     ch.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the pipeline's choice)")
     return p
 
@@ -193,7 +196,7 @@ def _single_stage(cfg: dict, recipe: str, command: str) -> None:
 
 def cmd_show(args) -> int:
 
-    from ..core import trust
+    from ..core import greedy, trust
     from ..core.safety import secret_routes
     from .pipeline import dump
 
@@ -202,6 +205,7 @@ def cmd_show(args) -> int:
     if code:
         sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
                          + "".join(f"#   {line}\n" for line in code))
+    sys.stdout.write("".join(f"# warning: {line}\n" for line in greedy.warnings(cfg)))
     if args.explain and "pipeline" not in cfg:
         from .. import stages
         from ..core.schema import explained
@@ -214,12 +218,13 @@ def cmd_show(args) -> int:
 
 def cmd_validate(args) -> int:
     from .. import stages
-    from ..core import trust
+    from ..core import greedy, trust
     from ..core.safety import secret_routes
     from . import preflight
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
+    code += [f"warning: {line}" for line in greedy.warnings(cfg)]
     network = not args.no_preflight
     if "pipeline" in cfg:
         produced: set[str] = set()

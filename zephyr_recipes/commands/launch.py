@@ -349,6 +349,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
 
 # ------------------------------------------------------------------------------------------------ dry run
 DRY_RUN_SUFFIX = ".dry-run"
+LAUNCHER_FILES = (hardware.ACCELERATE_CONFIG, hardware.DEEPSPEED_CONFIG, SBATCH, NODE_SCRIPT)
 
 
 def dry_run_folder(cfg: dict) -> Path:
@@ -420,7 +421,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     known.setdefault("folders", {})
     known.setdefault("data", {})
     try:
-        sp = plan.stage_plan(cfg, stage, count_data=False, folders=known["folders"], data=known["data"])
+        sp = plan.stage_plan(cfg, stage, folders=known["folders"], data=known["data"])
     except ZephyrError as exc:
         sp = plan.StagePlan(f"plan: not made here ({exc.problem})", "unknown")
     if sp.trained:
@@ -448,6 +449,8 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
                     "run.overwrite=true: the run would replace it" if cfg["run"]["overwrite"]
                     else "the run would resume it if its config matches")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in LAUNCHER_FILES:  # an earlier dry run's files for another profile must not be checked as this one's
+        (out / stale).unlink(missing_ok=True)
     runfolder.write_atomic(out / runfolder.CONFIG, yaml.safe_dump(cfg, sort_keys=False))
     runfolder.write_atomic(out / "plan.txt", sp.text + "\n")
     if hw["launcher"] == "inprocess":
@@ -464,9 +467,20 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
         del acc
     checked = check_launcher_files(out) + [f"pre-flight: {line}" for line in checked_outside]
     summary = {"recipe": name, "run_folder": str(folder), "run_folder_state": state, "launcher": hw["launcher"],
-               "command": command, "checked": checked, "notes": notes, "memory": sp.kind, "files": str(out)}
+               "command": command, "checked": checked, "notes": notes, "files": str(out), "plan": sp.text,
+               "memory": dry_run_memory(sp), "tokens": sp.work.tokens if sp.work is not None else None}
     runfolder.write_atomic(out / "dry-run.json", json.dumps(summary, indent=2) + "\n")
-    return {**summary, "plan": sp.text}
+    return summary
+
+
+def dry_run_memory(sp: plan.StagePlan) -> dict:
+    """The memory plan a dry run prints, as data: its verdict and, for a training stage, GB per device by part."""
+    out: dict = {"verdict": sp.kind}
+    if sp.memory is not None:
+        out.update(per_device_gb=round(sp.memory["total_gb"], 3),
+                   parts={k: round(v, 3) for k, v in sp.memory["parts"].items()},
+                   per_device_batch=sp.memory["per_device_batch"], sequence_length=sp.memory["sequence_length"])
+    return out
 
 
 def render_dry_run(result: dict) -> str:

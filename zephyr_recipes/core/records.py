@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from . import greedy
+
 PACKAGES = ("zephyr-recipes", "torch", "transformers", "trl", "datasets", "accelerate", "hydra-core",
             "omegaconf", "tokenizers", "flash-attn", "peft", "deepspeed")
 # KEY=VALUE whose key (its last dotted part) names a secret: token, hf_token, api_key, secret, password ... but not
@@ -210,6 +212,7 @@ def dataset_card(cfg: dict, prov: dict, summary: dict) -> str:
                      f"{summary['mean_score_by_generator'].get(g.get('name'), float('nan')):.2f} |"
                      for g in stage["generators"])
     judge = stage["judge"]
+    warned = "".join(f"- Warning: {w}\n" for w in greedy.warnings(cfg))
     return f"""---
 tags: [zephyr-recipes, aif, preference]
 ---
@@ -233,4 +236,4 @@ binarized into {summary['pairs']['train_prefs']} training and {summary['pairs'][
 - Judge failures: {summary['judge_failures']}; generation failures: {summary['generation_failures'] or 0};
   self-agreement: {summary['self_agreement'] or 'not measured'}
 - Reproduce: `{prov['command']}`
-"""
+{warned}"""

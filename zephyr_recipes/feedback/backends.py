@@ -145,9 +145,9 @@ class TransformersBackend:
     """A local causal LM. Prompts are sorted by length and generated in left-padded batches."""
 
     def __init__(self, model: str, model_cfg: dict | None = None, hardware: dict | None = None,
-                 batch_size: int | str = "auto"):
+                 batch_size: int | str = "auto", where: str = "model"):
         cfg, self.placement = modeling.standalone(model, model_cfg, hardware, "generation")
-        self.tokenizer = modeling.load_tokenizer(cfg)
+        self.tokenizer = modeling.load_tokenizer(cfg, where=where)  # where: the recipe's key of model_cfg
         self.tokenizer.padding_side = "left"
         self.model = modeling.load_model(model, cfg, self.placement).to(self.placement.device).eval()
         self.batch_size = batch_size
@@ -197,8 +197,9 @@ class TransformersBackend:
             s += len(idx)
 
 
-def make_backend(spec: dict, hardware: dict | None = None):
-    """The backend a generator or judge spec names, with every default of its type filled in."""
+def make_backend(spec: dict, hardware: dict | None = None, where: str = "model_config"):
+    """The backend a generator or judge spec names, with every default of its type filled in. ``where``: the
+    recipe's key of the spec's model_config (stage.generators.0.model_config), named by the fix of an error."""
     kind = spec.get("type")
     if kind not in BACKEND_OPTIONS:
         raise ZephyrError(f"unknown backend type {kind!r}", f"use type: {', '.join(BACKEND_OPTIONS)}")
@@ -212,4 +213,4 @@ def make_backend(spec: dict, hardware: dict | None = None):
                             timeout=float(spec["timeout"]), backoff=float(spec["backoff"]),
                             **({} if retries is None else {"max_retries": int(retries)}))
         return EndpointBackend(endpoint, int(spec["concurrency"]))
-    return TransformersBackend(spec["model"], spec["model_config"], hardware, spec["batch_size"])
+    return TransformersBackend(spec["model"], spec["model_config"], hardware, spec["batch_size"], where)

@@ -580,7 +580,8 @@ class RewardModelJudge(Judge):
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
                  system: Optional[str] = None):
         cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
-        tokenizer = modeling.load_tokenizer(cfg)  # chat_template null: the one the reward model was trained with
+        # chat_template null: the one the reward model was trained with
+        tokenizer = modeling.load_tokenizer(cfg, where="stage.judge.model_config")
         net = load_reward_model(model, cfg, self.placement)
         if not self.placement.load_in_4bit:
             net = net.to(self.placement.device)
@@ -663,9 +664,11 @@ def reads_prompts(judge_type: str) -> bool:
     return cls is None or cls.READS_PROMPTS
 
 
-def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> Judge:
+def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+               where: str = "stage.judge") -> Judge:
     """The judge a spec names, its defaults filled in. ``sampling``: the caller's settings (a benchmark's token
-    budget, its judge temperature, greedy), under the spec's own sampling."""
+    budget, its judge temperature, greedy), under the spec's own sampling. ``where``: the spec's key in the recipe,
+    for the fix of an error."""
     spec = complete(spec, JudgeSpec, "judge")
     check_protocol("judge", spec)
     if spec.get("protocol") in JUDGE_PROTOCOLS:  # a way of asking registered by its own module (ultrafeedback)
@@ -680,6 +683,6 @@ def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None =
     if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
         prompt = Path(prompt).expanduser().read_text()
     retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
-    return ModelJudge(make_backend(spec, hardware), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
+    return ModelJudge(make_backend(spec, hardware, f"{where}.model_config"), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
                       sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"],
                       judge_type=spec["type"], **retries)

@@ -168,7 +168,8 @@ def generate_all(cfg: dict, prompts: list[str], book: ledger.Ledger) -> Counter:
 
 def _generate_one(cfg: dict, spec: dict, gen: ledger.Generator, todo: list[str], book: ledger.Ledger,
                   failures: Counter) -> None:
-    backend = make_backend(spec, cfg["hardware"])
+    index = [_generator_name(g, i) for i, g in enumerate(section(cfg).generators)].index(gen.name)
+    backend = make_backend(spec, cfg["hardware"], f"stage.generators.{index}.model_config")
     convs = [[{"role": "user", "content": p}] for p in todo]
     with tqdm(total=len(todo), desc=f"generating ({gen.name})", unit="prompt") as bar:
         for j, result in backend.generate(convs, gen.k, gen.sampling):

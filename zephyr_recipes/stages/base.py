@@ -116,6 +116,9 @@ class TrainerStage(Stage):
     trl_config: ClassVar[str]  # the name of the TRL config class of stage.trainer (SFTConfig, DPOConfig ...)
     curves: ClassVar[tuple[str, ...]] = ("loss",)  # logged metrics drawn in training_curves.png
     sequences_per_row: ClassVar[int] = 1  # sequences in memory per row: 2 for chosen + rejected (the plan)
+    # What the trainer does with a row longer than max_length (the plan counts tokens so): "truncate" (SFT, DPO,
+    # KTO cut it, and drop a row left with nothing to train on) or "drop" (the reward trainer filters it out).
+    overlong: ClassVar[str] = "truncate"
     auto_model: ClassVar[str] = "AutoModelForCausalLM"  # transformers' class of the trained model
     model_options: ClassVar[dict] = {}  # for its from_pretrained (num_labels ...)
     # The time plan's model FLOPs utilisation, and the published figure it comes from.

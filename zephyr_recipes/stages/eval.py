@@ -126,7 +126,9 @@ def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, serv
     spec = judge_spec(cfg["stage"], bench.name)
     if served is not None and spec.get("type") == "vllm":
         spec = served(spec, f"judge-{bench.name}")
-    return make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
+    where = f"stage.{bench.name}.judge" if (cfg["stage"].get(bench.name) or {}).get("judge") else "stage.judge"
+    return make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
+                      where=where)
 
 
 def _backend(cfg: dict, served=None):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import data
-from ..core import preempt, records, runfolder, segments
+from ..core import filemodes, preempt, records, runfolder, segments
 from ..core.errors import ZephyrError
 from ..core.logs import launched_world, rank
 from ..data.sources import check_split_exists
@@ -274,6 +274,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
 
 def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
     tokenizer.save_pretrained(str(folder))
+    filemodes.open_to_umask(folder, "*.safetensors")  # safetensors writes 0600; the rest of the folder is 0666-umask
     history = trainer.state.log_history
     whole = segments.whole_run(history)  # a resumed run: the whole run's loss, time and speed, not the last segment's
     if whole:
