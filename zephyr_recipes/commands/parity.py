@@ -100,17 +100,23 @@ def _at(ids: list[int], i: int) -> Optional[int]:
     return ids[i] if i < len(ids) else None
 
 
-def prefix(report: Report, trained: list[int], prompt: list[int], places: tuple[str, str], probe: str, tokenizer,
-           fix: str = FIX_TEMPLATE) -> bool:
-    """``prompt`` (places[1]) must be a prefix of ``trained`` (places[0])."""
-    i = _first_diff(trained, prompt)
-    if i == len(prompt) and len(prompt) <= len(trained):
-        report.compared.append(f"{places[1]} prompts with a prefix of the tokens {places[0]} trains on")
+def opens_answer(report: Report, trained: list[int], start: int, prompt: list[int], places: tuple[str, str],
+                 probe: str, tokenizer, fix: str = FIX_TEMPLATE) -> bool:
+    """``prompt`` (places[1]) must be exactly the tokens ``trained`` (places[0]) has before the answer, which starts
+    at token ``start`` (where the probe and the same probe with another answer part)."""
+    i = _first_diff(trained[:start], prompt)
+    if i == start == len(prompt):
+        report.compared.append(f"{places[1]} prompts with exactly the tokens {places[0]} has before the answer")
         return True
-    context = tokenizer.decode(prompt[max(0, i - 6):i])
-    report.mismatches.append(Mismatch(places, probe,
-                                      f"token {i} differs: {_tok(tokenizer, _at(trained, i))} in training, "
-                                      f"{_tok(tokenizer, _at(prompt, i))} in the prompt, after {context!r}", fix))
+    if i == len(prompt) < start:
+        problem = (f"the prompt stops at token {i}, and training continues with "
+                   f"{tokenizer.decode(trained[i:start])!r} before the answer: the model is asked to write what the "
+                   "template should have given it")
+    else:
+        where = "the answer" if i >= start else f"{tokenizer.decode(prompt[max(0, i - 6):i])!r}"
+        problem = (f"token {i} differs: {_tok(tokenizer, _at(trained, i) if i < start else None)} before the answer "
+                   f"in training, {_tok(tokenizer, _at(prompt, i))} in the prompt, after {where}")
+    report.mismatches.append(Mismatch(places, probe, problem, fix))
     return False
 
 
@@ -290,21 +296,24 @@ def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> A
             report.skipped.append(f"{stage}: rows of kind {kind.name} are not tokenized by this check")
             return tok
         seqs = kind.tokenize(tok, row, {**trainer, "max_length": None})
-        pairs = seqs.get("") or seqs.get("chosen") or seqs.get("desirable") or next(iter(seqs.values()))
+        pairs = next(iter(seqs.values()))
         trained = [t for t, _ in pairs]
+        other = kind.tokenize(tok, _rows(kind.name, probe[:-1] + [WRONG]), {**trainer, "max_length": None})
+        start = _first_diff(trained, [t for t, _ in next(iter(other.values()))])
         one_bos(report, trained, trained_place, probe_name, tok)
         # chat with the run folder, and generation from it (AI feedback, evaluation): the template it saves
         chat_ids = chat.prompt_ids(tok, probe[:-1])
         gen_ids = _generator_prompt(tok, probe[:-1])
         one_bos(report, chat_ids, "chat", probe_name, tok)
         one_bos(report, gen_ids, "generation from the run folder", probe_name, tok)
-        ok = prefix(report, trained, chat_ids, (trained_place, "chat"), probe_name, tok,
-                    "use a template whose generation prompt (add_generation_prompt) is exactly the text that opens an "
-                    "assistant turn in training")
-        ok = prefix(report, trained, gen_ids, (trained_place, "generation from the run folder (AI feedback, "
-                                                              "evaluation)"), probe_name, tok) and ok
+        fix = ("use a template whose generation prompt (add_generation_prompt) is exactly the text that opens an "
+               "assistant turn in training")
+        ok = opens_answer(report, trained, start, chat_ids, (trained_place, "chat"), probe_name, tok, fix)
+        ok = opens_answer(report, trained, start, gen_ids, (trained_place, "generation from the run folder "
+                                                                           "(AI feedback, evaluation)"),
+                          probe_name, tok, fix) and ok
         if ok:
-            answer_ends(report, pairs, len(gen_ids), stops, trained_place, probe_name, tok, assistant_only)
+            answer_ends(report, pairs, start, stops, trained_place, probe_name, tok, assistant_only)
         if kind.name in ("pairs", "unpaired"):
             from ..data.preview import MASKED
 
@@ -414,11 +423,13 @@ def check_generation(report: Report, cfg: dict, tokenizers: Tokenizers) -> None:
                 continue
             ref = kinds.CHAT.tokenize(own, {"messages": probe}, {})[""]
             trained = [t for t, _ in ref]
+            start = _first_diff(trained, [t for t, _ in kinds.CHAT.tokenize(own, {"messages": probe[:-1] + [WRONG]},
+                                                                              {})[""]])
             prompt = render(tok, probe[:-1])
             one_bos(report, prompt, place, probe_name, tok)
-            if not prefix(report, trained, prompt, (ref_place, place), probe_name, tok):
+            if not opens_answer(report, trained, start, prompt, (ref_place, place), probe_name, tok):
                 continue
-            produced = answer_ends(report, ref, len(prompt), stops, ref_place, probe_name, own, False)
+            produced = answer_ends(report, ref, start, stops, ref_place, probe_name, own, False)
             if produced is None:
                 continue
             if place.startswith("aif generator"):  # answers dDPO trains on
