@@ -10,9 +10,20 @@ from . import chatcheck
 
 
 def load(model: str, chat_template: str | None = None, device: str | None = None):
+    from transformers import pipeline
+
+    source, tokenizer = chat_tokenizer(model, chat_template)
+    try:
+        return pipeline("text-generation", model=source, tokenizer=tokenizer, device=device)
+    except (OSError, ValueError) as exc:
+        raise modeling._hub_error(model, exc, "model") from None
+
+
+def chat_tokenizer(model: str, chat_template: str | None = None):
+    """(the model's local source, the tokenizer chat talks through, with its template and pad token); no weights."""
     from pathlib import Path
 
-    from transformers import AutoTokenizer, pipeline
+    from transformers import AutoTokenizer
 
     path = Path(model).expanduser()
     if path.is_file():
@@ -32,10 +43,15 @@ def load(model: str, chat_template: str | None = None, device: str | None = None
         raise ZephyrError(f"{model} has no chat template", "pass --chat-template zephyr (or a .jinja file)")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    try:
-        return pipeline("text-generation", model=source, tokenizer=tokenizer, device=device)
-    except (OSError, ValueError) as exc:
-        raise modeling._hub_error(model, exc, "model") from None
+    return source, tokenizer
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The prompt tokens chat's text-generation pipeline feeds the model for ``messages`` (its own call:
+    ``apply_chat_template`` with the generation prompt, as a dict of ids)."""
+    enc = tokenizer.apply_chat_template(messages, add_generation_prompt=True, continue_final_message=False,
+                                        return_dict=True)
+    return list(enc["input_ids"])
 
 
 def reply(pipe, messages: list[dict], max_new_tokens: int, temperature: float) -> str:

@@ -220,7 +220,7 @@ def cmd_validate(args) -> int:
     from .. import stages
     from ..core import greedy, trust
     from ..core.safety import secret_routes
-    from . import preflight
+    from . import parity, preflight
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
@@ -229,8 +229,11 @@ def cmd_validate(args) -> int:
     if "pipeline" in cfg:
         produced: set[str] = set()
         checked = []
+        tokens: dict = {}  # the token-parity check: run folder -> the tokenizer its stage saves there
         for st in cfg["pipeline"]["stages"]:
             c = st["config"]
+            checked += [f"{st['name']}: {line}" for line in
+                        parity.run_check(c, stages.get(c["stage"]["name"]), tokens, f"stage {st['name']}")]
             try:
                 checked += [f"pre-flight: {st['name']}: {line}"
                             for line in preflight.run(c, stages.get(c["stage"]["name"]), network=network,
@@ -247,6 +250,7 @@ def cmd_validate(args) -> int:
     stage = stages.get(cfg["stage"]["name"])
     if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
         _check_template(cfg, stage.rows, args.rows)
+    print("\n".join(parity.run_check(cfg, stage)))
     for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:

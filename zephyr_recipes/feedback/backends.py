@@ -141,13 +141,36 @@ def in_flight(work: Callable[[int], object], count: int, concurrency: int) -> Re
         stop.set()
 
 
+# How a local generator turns a conversation into prompt tokens and its output tokens back into text; the token-parity
+# check (commands/parity.py) calls these same functions.
+ENCODE = {"add_special_tokens": False}  # the rendered template already holds its special tokens (BOS ...)
+DECODE = {"skip_special_tokens": True}
+
+
+def generator_tokenizer(model: str, model_cfg: dict | None = None, hardware: dict | None = None,
+                        where: str = "model"):
+    """(tokenizer with the chat template generation uses, placement) of a local generator; no weights."""
+    cfg, placement = modeling.standalone(model, model_cfg, hardware, "generation")
+    return modeling.load_tokenizer(cfg, where=where), placement, cfg
+
+
+def prompt_texts(tokenizer, conversations: list[list[dict]]) -> list[str]:
+    """The prompts a local generator feeds the model: the chat template with the generation prompt."""
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+
+
+def answer_text(tokenizer, ids) -> str:
+    """A generated answer's text from its new tokens (special tokens dropped, white space trimmed)."""
+    return tokenizer.decode(ids, **DECODE).strip()
+
+
 class TransformersBackend:
     """A local causal LM. Prompts are sorted by length and generated in left-padded batches."""
 
     def __init__(self, model: str, model_cfg: dict | None = None, hardware: dict | None = None,
                  batch_size: int | str = "auto", where: str = "model"):
-        cfg, self.placement = modeling.standalone(model, model_cfg, hardware, "generation")
-        self.tokenizer = modeling.load_tokenizer(cfg, where=where)  # where: the recipe's key of model_cfg
+        # where: the recipe's key of model_cfg (named by a missing chat template's fix)
+        self.tokenizer, self.placement, cfg = generator_tokenizer(model, model_cfg, hardware, where)
         self.tokenizer.padding_side = "left"
         self.model = modeling.load_model(model, cfg, self.placement).to(self.placement.device).eval()
         self.batch_size = batch_size
@@ -172,15 +195,14 @@ class TransformersBackend:
         else:
             sampling.pop("top_p", None)
         gen_kwargs.update(sampling)
-        texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                 for c in conversations]
+        texts = prompt_texts(self.tokenizer, conversations)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         batch_size, s = self._batch_size(), 0
         while s < len(order):
             idx = order[s:s + batch_size]
             try:
                 enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(self.model.device)
+                                     **ENCODE).to(self.model.device)
                 with torch.no_grad():
                     out = self.model.generate(**enc, **gen_kwargs)
             except Exception as exc:
@@ -191,9 +213,9 @@ class TransformersBackend:
                     log.warning("generation ran out of memory; batch size now %d", batch_size)
                     continue
                 raise
-            decoded = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            new_ids = out[:, enc["input_ids"].shape[1]:]
             for j, i in enumerate(idx):
-                yield i, [d.strip() for d in decoded[j * n:(j + 1) * n]]
+                yield i, [answer_text(self.tokenizer, new_ids[r]) for r in range(j * n, (j + 1) * n)]
             s += len(idx)
 
 
