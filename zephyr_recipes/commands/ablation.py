@@ -27,7 +27,7 @@ from .. import benchmarks
 from ..core import runfolder
 from ..core.errors import ZephyrError, unknown_key
 from ..evaluation import intervals, plots
-from .report import published
+from .report import published as published_rows
 
 
 @lru_cache(maxsize=None)
@@ -522,7 +522,7 @@ def report(folders: list[Path], out: Path | None = None) -> str:
     judges = sorted({(s.get("judge") or {}).get("module") or (s.get("judge") or {}).get("model") or "?"
                      for runs in per_run.values() for s in runs})
     published = "; ".join(f"{p['name'].removeprefix('ablation: ').removesuffix(' (published)')} {p['mt_bench']:.2f}"
-                          for p in published() if p["name"].startswith("ablation: "))
+                          for p in published_rows() if p["name"].startswith("ablation: "))
     text += ["", f"Judge: {', '.join(judges)}. The published Zephyr-7B figures (GPT-4 judge, MT-Bench): {published}; "
              "they are on another scale and another task, for the shape of the result only.", ""]
     md = "\n".join(text)
