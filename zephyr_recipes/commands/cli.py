@@ -319,11 +319,18 @@ def cmd_list(args) -> int:
     print("\nconfig groups (pick one with group=option):")
     for group, options in list_options().items():
         print(f"  {group:<10} {', '.join(options)}")
-    from .. import stages
+    from .. import benchmarks, stages  # lazy: start-up
+
+    def origin(registry, name: str) -> str:
+        where = registry.origin(name)
+        return "" if where == "built in" else f" (from {where})"
 
     print("\nstages (stage.name; `zephyr-recipes show RECIPE` prints every key of a stage with its default):")
     for name in stages.names():
-        print(f"  {name:<10} {stages.get(name).summary}")
+        print(f"  {name:<10} {stages.get(name).summary}{origin(stages.REGISTRY, name)}")
+    print("\nbenchmarks (stage.benchmarks of an eval recipe, e.g. tiny/eval):")
+    for name in benchmarks.names():
+        print(f"  {name:<14} {benchmarks.get(name).title}{origin(benchmarks.REGISTRY, name)}")
     return 0
 
 

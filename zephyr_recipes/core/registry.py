@@ -159,7 +159,7 @@ class Registry(Generic[T]):
             raise ZephyrError(f"{where} is a {type(obj).__name__}, not a {self.kind.__name__}",
                               f"make its {self.attr} an instance of a {self.kind.__name__} subclass")
         if getattr(obj, "name", name) != name:
-            raise ZephyrError(f"{where} defines {self.what} {getattr(obj, 'name')!r}, registered as {name!r}",
+            raise ZephyrError(f"{where} defines {self.what} {obj.name!r}, registered as {name!r}",
                               f"make the registry line (or entry point) and the {self.what}'s name agree")
 
 
