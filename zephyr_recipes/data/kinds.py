@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar
 from ..core.errors import ZephyrError, did_you_mean
 from ..core.registry import Registry
 from . import checks
+from .tokens import tokenize_completion, tokenize_dpo, tokenize_sft
 
 Conversation = list[dict]
 
@@ -140,8 +141,6 @@ class Chat(RowKind):
         return {"": row["messages"]}
 
     def tokenize(self, tokenizer, row, trainer):
-        from .preview import tokenize_sft
-
         return {"": tokenize_sft(tokenizer, row["messages"], trainer)}
 
 
@@ -175,8 +174,6 @@ class Pairs(RowKind):
         return {k: list(row["prompt"]) + list(row[k]) for k in ("chosen", "rejected")}
 
     def tokenize(self, tokenizer, row, trainer):
-        from .preview import tokenize_dpo
-
         return {k: tokenize_dpo(tokenizer, row, trainer, k) for k in ("chosen", "rejected")}
 
     def example(self, instruction, answer, wrong, index):
@@ -224,8 +221,6 @@ class Unpaired(RowKind):
         return {"": list(row["prompt"]) + list(row["completion"])}
 
     def tokenize(self, tokenizer, row, trainer):
-        from .preview import tokenize_completion
-
         label = "desirable" if row["label"] else "undesirable"
         return {label: tokenize_completion(tokenizer, row["prompt"], row["completion"], trainer)}
 

@@ -34,6 +34,8 @@ class TrainsWithTRL(Protocol):
 
     def config_class(self) -> type: ...
 
+    def __hash__(self) -> int: ...  # its description is cached per stage
+
 
 def _home() -> Path:
     return Path(os.environ.get("ZEPHYR_RECIPES_HOME", Path.home() / ".cache" / "zephyr-recipes"))
@@ -61,10 +63,8 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def _introspect(class_name: str) -> dict:
-    import trl
-
-    cls = getattr(trl, class_name)
+def _introspect(stage: TrainsWithTRL) -> dict:
+    cls, class_name = stage.config_class(), stage.trl_config
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # forward references to optional packages (peft, bitsandbytes)
@@ -78,14 +78,15 @@ def _introspect(class_name: str) -> dict:
 
 
 @lru_cache(maxsize=None)
-def describe(class_name: str) -> dict:
-    """{"class": name, "fields": {field: {"kinds": [...], "default": ...}}} for trl.<class_name>."""
-    path = _home() / "trainer-fields" / _versions() / f"{class_name}.json"
+def describe(stage: TrainsWithTRL) -> dict:
+    """{"class": name, "fields": {field: {"kinds": [...], "default": ...}}} for the stage's TRL config class (the
+    class comes from ``stage.config_class()``, so one in trl.experimental is found like the others)."""
+    path = _home() / "trainer-fields" / _versions() / f"{stage.trl_config}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    desc = _introspect(class_name)
+    desc = _introspect(stage)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
@@ -97,7 +98,7 @@ def describe(class_name: str) -> dict:
 
 
 def fields(stage: TrainsWithTRL) -> dict:
-    return describe(stage.trl_config)["fields"]
+    return describe(stage)["fields"]
 
 
 def default(stage: TrainsWithTRL, key: str):

@@ -17,6 +17,7 @@ MODULES = {
     "aif": "zephyr_recipes.stages.aif",
     "dpo": "zephyr_recipes.stages.dpo",
     "kto": "zephyr_recipes.stages.kto",
+    "orpo": "zephyr_recipes.stages.orpo",
     "reward": "zephyr_recipes.stages.reward",
     "eval": "zephyr_recipes.stages.eval",
 }
