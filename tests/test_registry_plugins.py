@@ -202,6 +202,17 @@ def test_without_the_package_the_names_are_unknown(tmp_path):
     assert proc.returncode == 2 and "stage.name='letters' is not a stage" in proc.stderr
 
 
+def test_a_distribution_beside_the_recipe_is_not_a_plugin(tmp_path):
+    """`python -m` puts the working directory on the path: a dist-info sent with a recipe is not an install."""
+    install(tmp_path)
+    (tmp_path / "letters.yaml").write_text(RECIPE.format(word="zephyr"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZEPHYR_RECIPES_HOME": str(tmp_path / "home")}
+    proc = subprocess.run([sys.executable, "-m", "zephyr_recipes", "validate", "letters.yaml"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 2 and "stage.name='letters' is not a stage" in proc.stderr
+    assert "in the working directory is ignored" in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------- the registry itself
 class Thing:
     def __init__(self, name):

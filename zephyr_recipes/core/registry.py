@@ -15,8 +15,9 @@ A :class:`Registry` maps a name to an object from three places, in this order:
 
    Entry points are read only when a name is not built in, or when every name is listed, and loaded only when
    their name is asked for. An installed package's entry points are trusted as the user's own install (see
-   docs/security.md): a recipe can name a plugin's stage but cannot install one. A plugin never replaces a
-   built-in name; it is skipped with a warning.
+   docs/security.md): a recipe can name a plugin's stage but cannot install one, so a distribution found in the
+   working directory (which ``python -m`` puts on the path: a recipe's folder) is skipped with a warning. A plugin
+   never replaces a built-in name; it is skipped with a warning too.
 
 Every object carries its name (``.name``); the registry checks that it matches the name it is registered under.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import importlib
 import logging
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
 
@@ -71,6 +73,10 @@ class Registry(Generic[T]):
         if self._plugins is None:
             found: dict[str, metadata.EntryPoint] = {}
             for ep in metadata.entry_points(group=self.group):
+                if _in_working_directory(ep):  # `python -m` puts it on the path: a recipe's folder, not an install
+                    log.warning("the %s %r of %s in the working directory is ignored: a plugin is a package you "
+                                "install (pip install), not a folder beside a recipe", self.what, ep.name, _dist(ep))
+                    continue
                 if ep.name in self.modules or ep.name in self._added:
                     log.warning("the %s %r of package %s is ignored: a built-in %s has that name", self.what,
                                 ep.name, _dist(ep), self.what)
@@ -161,6 +167,14 @@ class Registry(Generic[T]):
         if getattr(obj, "name", name) != name:
             raise ZephyrError(f"{where} defines {self.what} {obj.name!r}, registered as {name!r}",
                               f"make the registry line (or entry point) and the {self.what}'s name agree")
+
+
+def _in_working_directory(ep: metadata.EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    try:
+        return dist is not None and Path(str(dist.locate_file(""))).resolve() == Path.cwd().resolve()
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def _dist(ep: Optional[metadata.EntryPoint]) -> str:
