@@ -77,11 +77,18 @@ def _introspect(stage: TrainsWithTRL) -> dict:
     return {"class": class_name, "fields": fields}
 
 
+def _class_key(stage: TrainsWithTRL) -> str:
+    """The config class's name, with its module when that is not ``trl`` (trl.experimental has a KTOConfig beside
+    trl's own): trl's own classes keep their plain names, so earlier descriptions stay valid."""
+    module = getattr(stage, "trl_module", "trl")
+    return stage.trl_config if module == "trl" else f"{module}.{stage.trl_config}"
+
+
 @lru_cache(maxsize=None)
 def describe(stage: TrainsWithTRL) -> dict:
     """{"class": name, "fields": {field: {"kinds": [...], "default": ...}}} for the stage's TRL config class (the
     class comes from ``stage.config_class()``, so one in trl.experimental is found like the others)."""
-    path = _home() / "trainer-fields" / _versions() / f"{stage.trl_config}.json"
+    path = _home() / "trainer-fields" / _versions() / f"{_class_key(stage)}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -108,7 +115,7 @@ def default(stage: TrainsWithTRL, key: str):
 def _accepted_marker(stage: TrainsWithTRL, trainer: dict) -> Path:
     import hashlib
 
-    key = hashlib.sha256(json.dumps([stage.trl_config, trainer], sort_keys=True, default=str).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([_class_key(stage), trainer], sort_keys=True, default=str).encode()).hexdigest()
     return _home() / "trainer-fields" / _versions() / "accepted" / key[:24]
 
 
