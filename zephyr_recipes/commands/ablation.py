@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,22 @@ from .. import benchmarks
 from ..core import runfolder
 from ..core.errors import ZephyrError, unknown_key
 from ..evaluation import intervals, plots
-from .report import PUBLISHED
+from .report import published as published_rows
 
-# The ablation's figures (Table 3): the benchmarks' metrics that carry an ablation label, by metric key.
-METRICS = {m.key: (m.ablation_label, (b.name, m.path)) for b, m in benchmarks.metrics() if m.ablation_label}
+
+@lru_cache(maxsize=None)
+def metrics_table() -> dict:
+    """The ablation's figures (Table 3): the benchmarks' metrics that carry an ablation label, by metric key. Built
+    on first use: it imports every benchmark module, which a run that reports nothing does not need."""
+    return {m.key: (m.ablation_label, (b.name, m.path)) for b, m in benchmarks.metrics() if m.ablation_label}
+
+
+def __getattr__(name: str):
+    if name == "METRICS":  # the table under its former name
+        return metrics_table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 CLAIM_KEYS = {"run", "metric", "above", "at_least"}
 
 
@@ -45,8 +58,8 @@ def check_claims(claims) -> list[dict]:
         raise ZephyrError("pipeline.report.claims must be a list", "write claims as {run, metric, above | at_least}")
     for i, claim in enumerate(claims):
         where = f"pipeline.report.claims[{i}]"
-        if not isinstance(claim, dict) or not claim.get("run") or claim.get("metric") not in METRICS:
-            raise ZephyrError(f"{where} needs a run and a metric ({' or '.join(METRICS)})",
+        if not isinstance(claim, dict) or not claim.get("run") or claim.get("metric") not in metrics_table():
+            raise ZephyrError(f"{where} needs a run and a metric ({' or '.join(metrics_table())})",
                               "write {run: dSFT + dDPO, metric: mt_bench, above: dSFT}")
         extra = set(claim) - CLAIM_KEYS
         if extra:
@@ -159,7 +172,7 @@ def evaluate_claims(claims: list[dict], per_run: dict, labels: list[str]) -> lis
         strict = "above" in claim
         metric = claim["metric"]
         sign = ">" if strict else "≥"
-        text = f"{claim['run']} {sign} {other} ({METRICS[metric][0]})"
+        text = f"{claim['run']} {sign} {other} ({metrics_table()[metric][0]})"
         if claim["run"] not in per_run or (isinstance(other, str) and other not in per_run):
             missing = claim["run"] if claim["run"] not in per_run else other
             out.append({**claim, "text": text, "verdict": None, "detail": f"no row named {missing!r}"})
@@ -213,7 +226,7 @@ def bars(names: list[str], per_run: dict, path: Path, baselines: dict | None = N
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, METRICS):
+    for ax, metric in zip(axes, metrics_table()):
         means = [_stats([_value(s, metric) for s in per_run[n]])[0] or 0.0 for n in names]
         ax.bar(range(len(names)), means, color="#8fb3d9")
         for x, n in enumerate(names):
@@ -223,7 +236,7 @@ def bars(names: list[str], per_run: dict, path: Path, baselines: dict | None = N
         labels = names if metric != "alpaca_eval" or not baselines else \
             [f"{n} vs {'/'.join(baselines.get(n) or ['?'])}" for n in names]
         ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
-        ax.set_title(METRICS[metric][0], fontsize=10)
+        ax.set_title(metrics_table()[metric][0], fontsize=10)
         if metric == "alpaca_eval":
             ax.axhline(50, color="grey", linewidth=0.8, linestyle="--")
     fig.tight_layout()
@@ -509,7 +522,7 @@ def report(folders: list[Path], out: Path | None = None) -> str:
     judges = sorted({(s.get("judge") or {}).get("module") or (s.get("judge") or {}).get("model") or "?"
                      for runs in per_run.values() for s in runs})
     published = "; ".join(f"{p['name'].removeprefix('ablation: ').removesuffix(' (published)')} {p['mt_bench']:.2f}"
-                          for p in PUBLISHED if p["name"].startswith("ablation: "))
+                          for p in published_rows() if p["name"].startswith("ablation: "))
     text += ["", f"Judge: {', '.join(judges)}. The published Zephyr-7B figures (GPT-4 judge, MT-Bench): {published}; "
              "they are on another scale and another task, for the shape of the result only.", ""]
     md = "\n".join(text)

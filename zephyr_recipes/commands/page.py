@@ -237,7 +237,7 @@ def _pipeline_stages(folder: Path) -> tuple[list[tuple[str, Path]], list[Path], 
 
     import yaml
 
-    from ..evaluation import browse
+    from ..evaluation import browse  # lazy: start-up (report.html only)
 
     spec = (yaml.safe_load((Path(folder) / "pipeline.yaml").read_text()) or {}).get("pipeline") or {}
     evals, aifs = [], []
@@ -256,9 +256,9 @@ def build(out: Path, report_md: str, evals: list[Path], pipelines: list[Path], a
     """Write ``out``/report.html from the report's markdown and the run folders it was made from: evaluation run
     folders (compared side by side), pipeline folders (the first one's evaluation and AI-feedback stages are browsed)
     and AI-feedback run folders."""
-    from .. import benchmarks
-    from ..evaluation import browse
-    from .report import load_run, run_names
+    from .. import benchmarks  # lazy: start-up (report.html only)
+    from ..evaluation import browse  # lazy: start-up (report.html only)
+    from .report import load_run, run_names  # lazy: start-up (report.html only)
 
     runs: list[tuple[str, Path]] = []
     whose = ""

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from ..core.errors import ZephyrError
 from ..embedded import tasks
-from ..feedback.backends import import_fix, load_callable
 from ..stages.base import Stage, code_refs_in
 
 log = logging.getLogger("zephyr_recipes")
@@ -42,13 +41,15 @@ def import_modules(cfg: dict) -> list[str]:
     """Import every function module the config names; the error names the key that names it."""
     import importlib
 
-    from ..core import fingerprint
+    from ..core import fingerprint  # lazy: start-up
 
     lines, seen = [], set()
     for ref in code_refs_in({"stage": cfg.get("stage") or {}}):
         if ref.module is None or ref.module in seen:
             continue
         seen.add(ref.module)
+        from ..feedback.backends import import_fix, load_callable  # lazy: start-up (only a recipe naming a module)
+
         name = (cfg_value(cfg, ref.where) or ref.module) if ref.where.endswith(".function") else ref.module
         try:
             if ":" in str(name):
@@ -100,7 +101,7 @@ def _produced(model: str, produced: set[str] | None) -> bool:
 
 def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
     """Load each local generator's and judge's tokenizer and check that it has a chat template to answer with."""
-    from ..model import chat_format, modeling
+    from ..model import chat_format, modeling  # lazy: start-up
 
     lines = []
     for where, spec in specs_with_templates(cfg.get("stage") or {}):
@@ -143,7 +144,7 @@ def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
 
 def probe_item():
     """One constructed item: an embedded task and its right answer."""
-    from ..feedback.judges import Item
+    from ..feedback.judges import Item  # lazy: start-up
 
     task = tasks.sample(random.Random(0))
     return Item([{"role": "user", "content": task.instruction}], (task.answer,))
@@ -151,10 +152,10 @@ def probe_item():
 
 def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> list[str]:
     """Put one constructed item through each judge the stage declares; a reply that does not parse fails here."""
-    from ..feedback.judges import Item, JudgeFailure, make_judge
-
     lines = []
     for where, spec, asks, title in stage.judge_probes(cfg):
+        from ..feedback.judges import Item, JudgeFailure, make_judge  # lazy: start-up (only a stage with a judge)
+
         kind = spec.get("type")
         if kind == "openai" or spec.get("serve") or kind == "vllm":
             lines.append(f"{where}: a {kind} judge{' the runner serves' if kind == 'vllm' or spec.get('serve') else ''}"
