@@ -28,6 +28,7 @@ from ..core.schema import StageSection, option, typed
 from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..feedback import audit as judge_audit
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
@@ -51,7 +52,12 @@ class AIFStageConfig(StageSection):
     judge: Optional[JudgeSpec] = option(None, "The judge that rates every answer: {type: function, module} | "
                                           "{type: transformers, model} | {type: openai, base_url | serve, model} | "
                                           "{type: reward_model, model}.")
-    self_agreement: float = option(0.0, "Share of completions the judge rates a second time to measure its consistency.")
+    self_agreement: float = option(0.0, "Share of completions the judge rates a second time to measure its consistency "
+                                        "(stage.audit's test-retest measures it with an interval, on its sample).")
+    audit: judge_audit.AuditConfig = option(judge_audit.AuditConfig, "The audit of the judge: order consistency, "
+                                            "test-retest, second judges, length bias, self-preference, with 95% "
+                                            "intervals in audit.json; flagged pairs kept, dropped or flipped; bars "
+                                            "that end the stage (docs/audit.md).")
     binarize: BinarizeRule = option(BinarizeRule, "How ratings become pairs (the rule of ultrafeedback_binarized).")
     test_fraction: float = option(0.05, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
     prompt_offset: Optional[int] = option(
@@ -85,6 +91,9 @@ def check_config(cfg: dict) -> None:
     if not 0 <= stage.test_fraction < 1 or not 0 <= stage.self_agreement <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
+    judge_audit.check(stage.audit)
+    for i, spec in enumerate(stage.audit.judges):
+        check_judge(spec.type, "rate", f"stage.audit.judges[{i}]")
     if (stage.prompt_offset or 0) < 0:
         raise ZephyrError(f"stage.prompt_offset is {stage.prompt_offset} but must be 0 or more",
                           "null (or 0) starts at the first prompt of the seeded shuffle")
@@ -170,6 +179,19 @@ def _generate_one(cfg: dict, gen: dict, name: str, todo: list[str], k: int, samp
     gc.collect()
 
 
+def audited(cfg: dict, prompts: list[str]) -> set[str]:
+    """The prompt ids stage.audit covers (none when it is off)."""
+    stage = section(cfg)
+    seed = cfg["run"]["seed"] if stage.audit.seed is None else stage.audit.seed
+    return judge_audit.sampled(stage.audit, asdict(_judge(stage)), prompts, seed)
+
+
+def _input_rows(cfg: dict) -> list[dict] | None:
+    """The input rows when they are in openbmb/UltraFeedback's schema (for the audit's overall-score check)."""
+    ds = load_split(cfg["dataset"], cfg["dataset"]["train_split"])
+    return ds.to_list() if "completions" in ds.column_names else None
+
+
 def _needs_second_rating(key: str, share: float) -> bool:
     return share > 0 and int(prompt_id(key)[:8], 16) / 0xFFFFFFFF < share
 
@@ -177,12 +199,14 @@ def _needs_second_rating(key: str, share: float) -> bool:
 def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> None:
     stage = section(cfg)
     by_pid = {prompt_id(p): p for p in prompts}
+    retest = audited(cfg, prompts) if stage.audit.retest else set()
     todo = []
     for rec in completions.records.values():
         if "response" not in rec or rec["prompt_id"] not in by_pid:
             continue
-        rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) else 1
+        rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) or rec["prompt_id"] in retest else 1
         todo += [(rec, r) for r in range(rounds) if _not_rated(ratings.get(f"{rec['key']}:r{r}"))]
+    todo.sort(key=lambda t: t[1])  # first ratings before second ones: a second rating never changes a first
     if not todo:
         log.info("judge: every completion already rated")
         return
@@ -298,6 +322,13 @@ def run(cfg: dict, folder: Path) -> dict:
         pairs["test_prefs"].append(first)
         log.warning("aif: stage.test_fraction=%s of %d pairs rounds to none; 1 pair goes to test_prefs",
                     stage.test_fraction, len(pairs["train_prefs"]) + 1)
+    audit = None
+    if stage.audit.enabled:
+        seed = cfg["run"]["seed"] if stage.audit.seed is None else stage.audit.seed
+        pairs, audit = judge_audit.run_audit(
+            stage.audit, asdict(_judge(stage)), [_generator_name(g, i) for i, g in enumerate(stage.generators)],
+            pairs, completions.records, ratings.records, prompts, audited(cfg, prompts), folder, cfg["hardware"],
+            seed, _input_rows(cfg))
     if not pairs["train_prefs"]:
         raise ZephyrError("AI feedback produced no preference pairs (every prompt was skipped: "
                           f"{tally.as_dict()})", "check the judge's failures in ratings.jsonl and the generators")
@@ -318,6 +349,7 @@ def run(cfg: dict, folder: Path) -> dict:
         "pairs": {k: len(v) for k, v in pairs.items()},
         "binarize": {**rule, "skipped": tally.as_dict()},
         "self_agreement": self_agreement(ratings),
+        "audit": audit,
     }
     log.info("aif: %d completions, %d judge failures, %d train / %d test pairs", summary["completions"],
              judge_failures, len(pairs["train_prefs"]), len(pairs["test_prefs"]))
@@ -357,8 +389,9 @@ class AIF(TaskStage):
             out.append(load_of(f"generator {_generator_name(gen, i)}", asdict(gen), prompts * k, new))
         judge = _judge(stage)
         new = int(judge.sampling.get("max_new_tokens") or 1024)
-        out.append(load_of("judge", asdict(judge), int(answers * (1 + stage.self_agreement)), new))
-        return out
+        requests = int(answers * (1 + stage.self_agreement))
+        out.append(load_of("judge", asdict(judge), requests, new))
+        return out + judge_audit.loads(stage.audit, asdict(judge), prompts, answers / max(prompts, 1), requests, new)
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
         """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""
@@ -370,7 +403,7 @@ class AIF(TaskStage):
         return int(prompts * (1 - section(cfg).test_fraction)), 2 * (PROMPT_TOKENS + answer)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        return dataset_card(cfg, prov, result)
+        return dataset_card(cfg, prov, result) + "\n".join(judge_audit.card_lines(result.get("audit"))) + "\n"
 
     def headline(self, result: dict) -> dict:
         return result["pairs"]
