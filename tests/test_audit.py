@@ -148,14 +148,17 @@ def test_flip_swaps_flagged_pairs_and_a_bar_ends_the_stage_naming_the_measure(tm
     report = json.loads((out / "audit.json").read_text())
     assert sum(p["audited"] for p in report["pairs"]) == report["measures"]["pairs_audited"] <= 60
     flipped = [p for p in report["pairs"] if p["flags"]]
-    assert flipped and all(p["action"] == "flipped" and p["flags"] == ["retest"] for p in flipped)
+    assert report["mode"] == "listwise" and report["measures"]["retest"]["applicable"] is False
+    order = report["measures"]["order"]
+    assert order["applicable"] and order["first_position_wins"]["n"] > 0 and order["consistency"]["n"] > 0
+    assert flipped and all(p["action"] == "flipped" and p["flags"] == ["order"] for p in flipped)
     assert not any(p["flags"] for p in report["pairs"] if not p["audited"])
 
     failed = tmp_path / "failed"
     code, _, err = cli(str(recipe), f"run.output_dir={failed}", "stage.audit.min_retest=0.95")
     assert code == 2
-    assert "stage.audit.min_retest" in err and "test-retest pair-direction agreement is" in err
-    got = json.loads((failed / "audit.json").read_text())["measures"]["retest"]["pair_direction"]
+    assert "stage.audit.min_retest" in err and "order consistency (a listwise judge" in err
+    got = json.loads((failed / "audit.json").read_text())["measures"]["order"]["consistency"]
     assert got["value"] < 0.95 and f"{got['value']:.3f} (95% interval {got['interval'][0]:.3f} to " in err
     assert "below the bar of 0.95" in err and not (failed / "data").exists()
     assert json.loads((failed / "run.json").read_text())["status"] != "complete"

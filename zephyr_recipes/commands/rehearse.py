@@ -10,7 +10,9 @@ folder (``rehearsal.json``, ``REHEARSAL.md``):
   keeps the tokenizer's template; else the recipe's), and the real model's context length;
 - a hub dataset becomes a few rows in the same schema, under the same split names and column names;
 - API generators become the embedded teacher program, served ones (``serve:``) a transformers generator on a
-  stand-in of the model they serve, API judges the embedded judge programs;
+  stand-in of the model they serve, API judges the embedded judge programs (an AI-feedback judge asked with a
+  ``protocol`` keeps it: the program's ``chat(messages)`` plays the chat model, so the protocol's own requests,
+  parsing and critiques run);
 - a benchmark's public files become a few questions in the same formats; lm-eval tasks run ARC-schema stand-in
   questions (the harness, its few-shot path and the scoring are real);
 - training stops after a few optimizer steps, and the hardware profile runs as ``cpu``; the real profile's
@@ -175,6 +177,11 @@ class Rehearsal:
         if not judge:
             return judge
         if judge.get("type") in ("openai", "vllm") or (judge.get("type") == "transformers" and _is_hub(judge.get("model"))):
+            if judge.get("protocol"):  # asked the same way: the program plays the chat model (its chat(messages))
+                self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module}),"
+                          f" asked with protocol {judge['protocol']}")
+                return {"type": "function", "module": module,
+                        **{k: judge[k] for k in ("protocol", "sampling", "max_retries") if judge.get(k) is not None}}
             self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module})")
             return {"type": "function", "module": module}
         if judge.get("model"):

@@ -194,6 +194,15 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def _critique_line(summary: dict) -> str:
+    c = summary.get("critique")
+    if not c:
+        return ""
+    return (f"\n- Critiques (overall_score, UltraFeedback's annotate_critique.py): {c['critiques']}, "
+            f"{c['critique_failures']} failures; overall_score fix (fix_overall_score_issue.py) on the scores of 10: "
+            f"{c['overall_score_fix']}")
+
+
 def dataset_card(cfg: dict, prov: dict, summary: dict) -> str:
     """README of an AI feedback run folder: what answered, what judged, what came out."""
     stage = cfg["stage"]
@@ -220,6 +229,7 @@ binarized into {summary['pairs']['train_prefs']} training and {summary['pairs'][
   `zephyr-recipes tiny/dpo dataset.path={cfg['run']['output_dir']}`
 - `raw/`: rated completions in the openbmb/UltraFeedback schema
 - `completions.jsonl`, `ratings.jsonl`: every answer and rating as it arrived; `summary.json`: the figures
+- Judge protocol: {(summary.get('judge_protocol') or {}).get('text', 'not recorded')}{_critique_line(summary)}
 - Judge failures: {summary['judge_failures']}; generation failures: {summary['generation_failures'] or 0};
   self-agreement: {summary['self_agreement'] or 'not measured'}
 - Reproduce: `{prov['command']}`

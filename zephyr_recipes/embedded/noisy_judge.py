@@ -5,8 +5,9 @@ as it does and then errs, seeded, in the ways published judges err:
 
 - ``flip``: the probability that a rating is mirrored (1 <-> 5, 2 <-> 4 on every aspect: a right answer rated as a
   wrong one and the other way round), and that a comparison's preference is reversed;
-- ``position_bias``: the probability that a comparison prefers the answer shown first whatever the answers are
-  (a pointwise rating shows one answer: no position);
+- ``position_bias``: the probability that a comparison prefers the answer shown first whatever the answers are,
+  and that a listwise rating (``rate_list``: a prompt's answers together) rates the answer shown first 5 on every
+  aspect (a pointwise rating shows one answer: no position);
 - ``length_bias``: rating points added per 10 words of the answer (up to 2 points), and in a comparison the
   probability that the longer answer wins.
 
@@ -58,6 +59,15 @@ class NoisyJudge:
                            "Rationale": "noisy stand-in" + (" (mirrored)" if mirrored else "")}
         return out
 
+    def rate_list(self, messages: list[dict], responses: list[str]) -> list[dict]:
+        """The answers of one prompt rated together (a listwise judge): each as ``rate`` does, and with probability
+        ``position_bias`` the answer shown first is rated 5 on every aspect whatever it is."""
+        out = [self.rate(messages, r) for r in responses]
+        rng = self._rng("position", judge._last_user(messages), *responses)
+        if out and rng.random() < self.position_bias:
+            out[0] = {a: {"Rating": 5.0, "Rationale": "noisy stand-in (shown first)"} for a in out[0]}
+        return out
+
     def compare(self, messages: list[dict], first: str, second: str) -> float:
         rng = self._rng("compare", judge._last_user(messages), first, second)
         if rng.random() < self.position_bias:
@@ -72,7 +82,8 @@ class NoisyJudge:
         return round(1 + 9 * (sum(v["Rating"] for v in ratings.values()) / len(ratings) - 1) / 4, 2)
 
     def functions(self):
-        """(rate, compare, grade): what a function judge's module holds."""
+        """(rate, compare, grade): what a pointwise function judge's module holds (add ``rate_list =
+        judge.rate_list`` for a listwise one)."""
         return self.rate, self.compare, self.grade
 
 

@@ -299,6 +299,8 @@ def measure(pairs: list[PairView], ratings: dict, second: dict[str, dict[str, fl
     ran: dict[str, int] = {p.pid: 0 for p in pairs}  # how many checks looked at each pair
     out: dict = {"pairs_audited": len(mine), "pairs": len(pairs)}
 
+    if mode == "listwise" and order is None:
+        order = listwise_order(mine, ratings)
     # Order consistency.
     if mode == "pointwise":
         out["order"] = {"applicable": False, "why": "a pointwise judge rates each answer alone: there is no order "
@@ -307,17 +309,19 @@ def measure(pairs: list[PairView], ratings: dict, second: dict[str, dict[str, fl
         got = [(p, (order or {}).get(p.pid)) for p in mine]
         got = [(p, d) for p, d in got if d is not None]
         held = sum(d == 1 for _, d in got)
+        firsts = [f for f in (first_shown(p, ratings) for p in mine) if f is not None]
         out["order"] = {"applicable": True, "consistency": share(held, len(got)),
-                        "swapped": share(len(got) - held, len(got))}
+                        "swapped": share(sum(d == -1 for _, d in got), len(got)),
+                        "first_position_wins": share(sum(firsts), len(firsts))}
         for p, d in got:
             if "order" in flag_on:
                 ran[p.pid] += 1
                 if d != 1:
                     flags[p.pid].append("order")
 
-    # Test-retest, pairs and answers.
+    # Test-retest, pairs and answers (a listwise judge's second rating is in another order: measured above).
     dirs, answers = [], []
-    for p in mine:
+    for p in (mine if mode == "pointwise" else []):
         d = direction(_score(ratings.get(f"{p.chosen_key}:r1")), _score(ratings.get(f"{p.rejected_key}:r1")))
         if d is not None:
             dirs.append(d)
@@ -330,11 +334,15 @@ def measure(pairs: list[PairView], ratings: dict, second: dict[str, dict[str, fl
             a, b = _score(ratings.get(key[:-1] + "0")), _score(rec)
             if a is not None and b is not None:
                 answers.append((a, b))
-    out["retest"] = {"pair_direction": share(sum(d == 1 for d in dirs), len(dirs)),
-                     "pairs_swapped": share(sum(d == -1 for d in dirs), len(dirs)),
-                     "answers_exact": share(sum(a == b for a, b in answers), len(answers)),
-                     "answers_mean_abs_diff": _r(float(np.mean([abs(a - b) for a, b in answers]))) if answers
-                     else None}
+    if mode == "listwise":
+        out["retest"] = {"applicable": False, "why": "a listwise judge's second rating is asked in another seeded "
+                                                     "order: order consistency measures test-retest and order together"}
+    else:
+        out["retest"] = {"pair_direction": share(sum(d == 1 for d in dirs), len(dirs)),
+                         "pairs_swapped": share(sum(d == -1 for d in dirs), len(dirs)),
+                         "answers_exact": share(sum(a == b for a, b in answers), len(answers)),
+                         "answers_mean_abs_diff": _r(float(np.mean([abs(a - b) for a, b in answers]))) if answers
+                         else None}
 
     # Second judges.
     out["judges"] = {}
@@ -403,6 +411,28 @@ def is_flagged(rule: str, reversed_by: list[str], ran: int) -> bool:
     return rule == "any" or len(reversed_by) > ran / 2
 
 
+def listwise_order(pairs: list[PairView], ratings: dict) -> dict[str, Optional[int]]:
+    """A listwise judge's pairs asked again in another seeded order (its second round, which AI feedback groups
+    and orders afresh): the direction of each pair there."""
+    return {p.pid: direction(_score(ratings.get(f"{p.chosen_key}:r1")), _score(ratings.get(f"{p.rejected_key}:r1")))
+            for p in pairs}
+
+
+def first_shown(p: PairView, ratings: dict) -> Optional[bool]:
+    """In the first rating, whether the chosen answer was shown before the rejected one (None when they were not
+    rated side by side)."""
+    group = (ratings.get(f"{p.chosen_key}:r0") or {}).get("group") or {}
+    shown = next(iter((group.get("shown") or {}).values()), None)
+    if not shown or p.chosen_key not in shown or p.rejected_key not in shown:
+        return None
+    return shown.index(p.chosen_key) < shown.index(p.rejected_key)
+
+
+def mode_of(ratings: dict) -> Literal["pointwise", "listwise"]:
+    """listwise when the judge rated answers in groups (their records carry the group)."""
+    return "listwise" if any("group" in r for r in ratings.values()) else "pointwise"
+
+
 def prompt_id_of(key: str) -> str:
     return key.split(":", 1)[0]
 
@@ -420,10 +450,12 @@ def bars(audit: AuditConfig, measures: dict) -> None:
     """A ZephyrError naming the first measure worse than its bar, with its value and interval."""
     checks = []
     retest = measures.get("retest", {}).get("pair_direction", {})
-    checks.append(("min_retest", retest, False))
+    checks.append(("min_retest", retest, False))  # a listwise judge's retest is its order consistency
     order = measures.get("order", {})
     if order.get("applicable"):
         checks.append(("min_order_consistency", order["consistency"], False))
+        checks.append(("min_retest", {**order["consistency"], "label": "order consistency (a listwise judge's "
+                                                                   "second rating is asked in another order)"}, False))
     for name, got in measures.get("judges", {}).items():
         checks.append(("min_agreement", {**got["agreement"], "judge": name}, False))
         checks.append(("min_kappa", {**got["kappa"], "judge": name}, False))
@@ -434,7 +466,7 @@ def bars(audit: AuditConfig, measures: dict) -> None:
         if bar is None or value is None:
             continue
         if (value > bar) if upper else (value < bar):
-            label = BARS[key][1] + (f" ({got['judge']})" if got.get("judge") else "")
+            label = got.get("label") or BARS[key][1] + (f" ({got['judge']})" if got.get("judge") else "")
             low, high = got.get("interval") or [None, None]
             raise ZephyrError(
                 f"the judge fails stage.audit.{key}: {label} is {value:.3f} (95% interval {_fmt(low)} to "
@@ -491,7 +523,10 @@ def card_lines(audit: dict | None) -> list[str]:
              "| measure | value [95% interval] |", "| --- | --- |"]
     order = m["order"]
     lines.append(f"| order consistency | {s(order['consistency']) if order.get('applicable') else 'not applicable: ' + order['why']} |")
-    lines.append(f"| test-retest pair direction | {s(m['retest']['pair_direction'])} |")
+    if order.get("applicable"):
+        lines.append(f"| first position wins (chosen shown before rejected) | {s(order['first_position_wins'])} |")
+    retest = m["retest"]
+    lines.append(f"| test-retest pair direction | {s(retest['pair_direction']) if 'pair_direction' in retest else 'not applicable: ' + retest['why']} |")
     for name, got in m["judges"].items():
         lines.append(f"| agreement with {name} | {s(got['agreement'])} |")
         lines.append(f"| Cohen's kappa with {name} | {s(got['kappa'])} |")
@@ -576,7 +611,6 @@ def second_scores(specs: list[JudgeSpec], views: list[PairView], audited: set[st
 def run_audit(audit: AuditConfig, judge: dict, generators: list[str], pairs: dict[str, list[dict]],
               completions: dict[str, dict], ratings: dict[str, dict], prompts: list[str], audited: set[str],
               folder, hardware: dict | None, seed: int, input_rows: list[dict] | None = None,
-              mode: Literal["pointwise", "listwise"] = "pointwise",
               order: dict[str, Optional[int]] | None = None) -> tuple[dict[str, list[dict]], dict]:
     """Measure, write audit.json, hold the judge to the bars, act on the flagged pairs. Returns the pairs to write
     and the summary's audit entry."""
@@ -584,6 +618,7 @@ def run_audit(audit: AuditConfig, judge: dict, generators: list[str], pairs: dic
     from pathlib import Path
 
     folder = Path(folder)
+    mode = mode_of(ratings)
     views = pair_views(pairs, completions)
     by_pid = {prompt_id(p): p for p in prompts}
     second = second_scores(audit.judges, views, audited, by_pid, folder, hardware) if audit.judges else {}

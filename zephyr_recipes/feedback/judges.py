@@ -26,8 +26,11 @@ from ..model import modeling
 from ..model.scoring import Scorer, load_reward_model
 from .backends import EndpointBackend, in_flight, load_callable, make_backend
 from .http import EndpointError
-from .specs import JUDGE_MAKERS, JudgeSpec, complete
+from .specs import JUDGE_MAKERS, JUDGE_PROTOCOLS, JudgeSpec, check_protocol, complete
 
+# This project's own single-answer rubric (protocol single_answer, the default of a chat-model judge): one answer per
+# request, all four aspects in one JSON reply. It is not UltraFeedback's protocol, which asks per aspect with four
+# answers side by side (feedback/ultrafeedback.py, protocol: ultrafeedback); the name is kept for compatibility.
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
 Rate the answer on four aspects, each from 1 (poor) to 5 (excellent):
 - helpfulness: does it solve the task, with useful and relevant content?
@@ -212,6 +215,7 @@ class Verdict:
     value: object  # ratings dict, grade, preference for the first answer, or a verdict label
     raw: str = ""
     weighted: bool = False  # a preference weighed from token log-probabilities, not a discrete choice
+    shown: dict | None = None  # listwise: the order the answers were shown in, per request (name -> item indices)
 
 
 @dataclass
@@ -223,7 +227,7 @@ class Item:
     (text or chat messages) and ``parse`` are what a chat model reads and how its reply is read; a null prompt of a
     rating is the judge's own rubric, a null parse the kind's usual reader. ``labels``: for a comparison whose
     reply is one token naming the better answer (first, second), a judge that offers token log-probabilities
-    weighs the two by them.
+    weighs the two by them. ``seed``: for a listwise judge, the seed of its own shuffles of the answers.
     """
 
     messages: list
@@ -232,6 +236,7 @@ class Item:
     prompt: "str | list[dict] | None" = None
     parse: Callable[[str], object] | None = None
     labels: tuple | None = None
+    seed: int | None = None
 
 
 class Judge:
@@ -241,12 +246,21 @@ class Judge:
     weighted) and verdict (an Arena-Hard label). ``KINDS`` says at the class level what a judge can do, so a
     recipe is refused before anything runs; ``READS_PROMPTS`` whether it reads the items' prompts (a benchmark
     need not load its judge prompts otherwise); ``offers_logprobs`` whether it can weigh a one-token reply by
-    its log-probabilities."""
+    its log-probabilities.
+
+    ``listwise``: whether the judge rates the answers of one prompt together (AI feedback then groups them, see
+    :mod:`.listwise`, and calls ``rate_lists`` with one item per group, all its answers in ``answers``; each
+    verdict's value is a list of ratings, one per answer in the item's order, and ``shown`` the orders the
+    judge showed them in)."""
 
     type: str = "judge"
     KINDS: ClassVar[frozenset] = frozenset()
     READS_PROMPTS: ClassVar[bool] = False
     offers_logprobs: bool = False
+    listwise: bool = False
+
+    def rate_lists(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        raise ZephyrError(f"a judge of type {self.type} does not rate answers together", "rate them one by one")
 
     @classmethod
     def can(cls, kind: str) -> bool:
@@ -292,13 +306,38 @@ def _parse_verdict(text: str):
 class FunctionJudge(Judge):
     """A module of checking functions: rate(messages, response), grade(messages, response[, reference]),
     compare(messages, a, b) and verdict(messages, a, b) (a verdict label, or a reply holding one; without it
-    verdicts come from compare)."""
+    verdicts come from compare). A module with rate_list(messages, responses) -> a list of ratings (one per
+    response, in order, each shaped as rate's) is a listwise judge in AI feedback."""
 
     type = "function"
     KINDS = frozenset(WHAT)
 
     def __init__(self, module: str):
         self.module = module
+
+    @property
+    def listwise(self) -> bool:  # type: ignore[override]
+        try:
+            self._fn("rate_list")
+        except ZephyrError:
+            return False
+        return True
+
+    def rate_lists(self, items: list[Item]):
+        fn, name = self._fn("rate_list"), f"{self.module}.rate_list"
+        for i, it in enumerate(items):
+            try:
+                value = fn(it.messages, list(it.answers))
+            except Exception as exc:
+                yield i, JudgeFailure(f"{name} failed: {exc}")
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != len(it.answers):
+                raise ZephyrError(f"{name} returned {repr(value)[:200]} for {len(it.answers)} responses, and a "
+                                  f"rate_list function must return a list of {len(it.answers)} ratings (one per "
+                                  f"response, in order), each {RESULT_SHAPES['rate']}; nothing of it was recorded",
+                                  f"fix {name} (docs/ai-feedback.md) and run the same command again")
+            ratings = [checked_result(name, "rate", v) for v in value]
+            yield i, Verdict(ratings, shown={"all": list(range(len(it.answers)))})
 
     def _fn(self, name: str):
         return load_callable(f"{self.module}:{name}")
@@ -628,6 +667,9 @@ def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None =
     """The judge a spec names, its defaults filled in. ``sampling``: the caller's settings (a benchmark's token
     budget, its judge temperature, greedy), under the spec's own sampling."""
     spec = complete(spec, JudgeSpec, "judge")
+    check_protocol("judge", spec)
+    if spec.get("protocol") in JUDGE_PROTOCOLS:  # a way of asking registered by its own module (ultrafeedback)
+        return JUDGE_PROTOCOLS[spec["protocol"]][0](spec, hardware, sampling)
     if spec["type"] == "reward_model":
         return RewardModelJudge.from_spec(spec, hardware)
     if spec["type"] in JUDGE_MAKERS:

@@ -29,10 +29,11 @@ from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..feedback import audit as judge_audit
+from ..feedback import listwise, ultrafeedback
 from ..feedback.backends import make_backend
 from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
 from ..feedback.serve import serving
-from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
+from ..feedback.specs import GeneratorSpec, JudgeSpec, check_protocol, load_of
 from ..feedback.store import Store
 from .base import TaskStage
 
@@ -88,6 +89,8 @@ def check_config(cfg: dict) -> None:
             raise ZephyrError(f"two generators are named {name!r}", "give every generator its own name")
         names.add(name)
     check_judge(_judge(stage).type, "rate", "AI feedback")
+    check_protocol("stage.judge", asdict(_judge(stage)))
+    ultrafeedback.check_stage(asdict(_judge(stage)), stage.binarize.score)
     if not 0 <= stage.test_fraction < 1 or not 0 <= stage.self_agreement <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
@@ -199,7 +202,8 @@ def _needs_second_rating(key: str, share: float) -> bool:
 def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> None:
     stage = section(cfg)
     by_pid = {prompt_id(p): p for p in prompts}
-    retest = audited(cfg, prompts) if stage.audit.retest else set()
+    # a second round of the audited prompts: test-retest, and for a listwise judge another seeded order
+    retest = audited(cfg, prompts) if stage.audit.retest or stage.audit.order else set()
     todo = []
     for rec in completions.records.values():
         if "response" not in rec or rec["prompt_id"] not in by_pid:
@@ -211,7 +215,7 @@ def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store)
         log.info("judge: every completion already rated")
         return
     with serving(asdict(_judge(stage)), ratings.path.parent, "judge") as spec:
-        _judge_items(cfg, spec, by_pid, todo, ratings)
+        _judge_items(cfg, spec, by_pid, todo, ratings, completions)
 
 
 def _not_rated(rating: dict | None) -> bool:
@@ -220,8 +224,10 @@ def _not_rated(rating: dict | None) -> bool:
     return rating is None or str(rating.get("failure", "")).startswith("judge request failed")
 
 
-def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store) -> None:
+def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store, completions: Store) -> None:
     judge = make_judge(spec, cfg["hardware"])
+    if judge.listwise:
+        return _judge_groups(cfg, judge, by_pid, todo, ratings, completions)
     items = [Item([{"role": "user", "content": by_pid[rec["prompt_id"]]}], (rec["response"],)) for rec, _ in todo]
     with tqdm(total=len(todo), desc="judging", unit="answer") as bar:
         for j, verdict in judge.ask("rate", items, "AI feedback"):
@@ -235,15 +241,49 @@ def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store
             bar.update(1)
 
 
+def _judge_groups(cfg: dict, judge, by_pid: dict, todo: list, ratings: Store, completions: Store) -> None:
+    """A listwise judge: a prompt's answers rated together, in groups (feedback/listwise.py), one record each."""
+    answers: dict[str, list[str]] = defaultdict(list)
+    for rec in completions.records.values():
+        if "response" in rec and rec["prompt_id"] in by_pid:
+            answers[rec["prompt_id"]].append(rec["key"])
+    todo_of: dict[tuple, list[str]] = defaultdict(list)
+    for rec, r in todo:
+        todo_of[(rec["prompt_id"], r)].append(rec["key"])
+    seed = cfg["run"]["seed"]
+    groups = [g for (pid, r), keys in todo_of.items()
+              for g in listwise.groups(pid, keys, answers[pid], seed, r)]
+    context = getattr(judge, "world_knowledge", None)  # a judge that reads the dataset's reference columns
+    knowledge = context(cfg["dataset"], list(by_pid.values())) if context else {}
+    items = [Item([{"role": "user", "content": by_pid[g.prompt_id]}],
+                  tuple(completions.records[k]["response"] for k in g.shown), knowledge.get(g.prompt_id),
+                  seed=g.seed(seed)) for g in groups]
+    with tqdm(total=sum(len(g.keys) for g in groups), desc="judging (listwise)", unit="answer") as bar:
+        for j, verdict in judge.rate_lists(items):
+            g = groups[j]
+            shown = getattr(verdict, "shown", None) or {"all": list(range(len(g.shown)))}
+            about = {"answers": g.keys, "fillers": g.fillers,
+                     "shown": {name: [g.shown[i] for i in order] for name, order in shown.items()}}
+            for i, key in enumerate(g.shown):
+                if key not in g.keys:
+                    continue
+                rec = {"key": f"{key}:r{g.round}", "completion": key, "raw": verdict.raw[:2000], "group": about}
+                if isinstance(verdict, JudgeFailure):
+                    ratings.add({**rec, "failure": str(verdict)})
+                else:
+                    ratings.add({**rec, "annotations": verdict.value[i]})
+                bar.update(1)
+
+
 def _annotations(rating: dict | None) -> dict:
     if rating is None or "annotations" not in rating:
         why = rating["failure"] if rating else "not rated"
         return {a: {"Rating": "N/A", "Rationale": f"judge failure: {why}"} for a in ASPECTS}
-    return {a: {"Rating": str(v.get("Rating")), "Rationale": str(v.get("Rationale", ""))}
-            for a, v in rating["annotations"].items()}
+    return {a: ultrafeedback.annotation_row(v) for a, v in rating["annotations"].items()}
 
 
-def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> tuple[list[dict], dict]:
+def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store,
+             critiques: Store | None = None) -> tuple[list[dict], dict]:
     """Rows in openbmb/UltraFeedback's schema, and per-generator score lists."""
     stage = section(cfg)
     by_prompt: dict[str, list[dict]] = defaultdict(list)
@@ -257,8 +297,9 @@ def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) 
         comps = []
         for rec in recs:
             ann = _annotations(ratings.get(f"{rec['key']}:r0"))
+            critique, overall = ultrafeedback.critique_of(critiques, rec["key"])
             comp = {"model": rec["model"], "response": rec["response"], "annotations": ann,
-                    "critique": "", "fine-grained_score": None, "overall_score": None}
+                    "critique": critique, "fine-grained_score": None, "overall_score": overall}
             value = completion_score(comp)
             comp["fine-grained_score"] = value
             if value is not None:
@@ -298,13 +339,16 @@ def run(cfg: dict, folder: Path) -> dict:
     prompts = load_prompts(cfg)
     log.info("aif: %d prompts from %s[%s]", len(prompts), cfg["dataset"]["path"], cfg["dataset"]["train_split"])
     completions, ratings = Store(folder / "completions.jsonl"), Store(folder / "ratings.jsonl")
+    critiques = Store(folder / "critiques.jsonl")
     try:
         generate_all(cfg, prompts, completions)
         judge_all(cfg, prompts, completions, ratings)
+        critiqued = ultrafeedback.critique_step(cfg, prompts, completions, ratings, critiques)
     finally:
         completions.close()
         ratings.close()
-    rows, scores = assemble(cfg, prompts, completions, ratings)
+        critiques.close()
+    rows, scores = assemble(cfg, prompts, completions, ratings, critiques)
     tally = Tally()
     pairs: dict[str, list] = {"train_prefs": [], "test_prefs": []}
     rule = asdict(stage.binarize)
@@ -349,6 +393,8 @@ def run(cfg: dict, folder: Path) -> dict:
         "pairs": {k: len(v) for k, v in pairs.items()},
         "binarize": {**rule, "skipped": tally.as_dict()},
         "self_agreement": self_agreement(ratings),
+        "judge_protocol": ultrafeedback.describe_judge(cfg["stage"]["judge"]),
+        **({"critique": critiqued} if critiqued else {}),
         "audit": audit,
     }
     log.info("aif: %d completions, %d judge failures, %d train / %d test pairs", summary["completions"],
