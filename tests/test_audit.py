@@ -192,3 +192,25 @@ def test_plan_shows_the_audits_extra_judge_calls(cli):
     assert "200 prompts" in line and "1,000 API requests to gpt-4" in line and "of the judge's calls" in line
     code, text, _ = cli("plan", "zephyr-7b-beta/aif", "stage.audit.enabled=false")
     assert code == 0 and "audit" not in text
+
+
+def test_audit_action_and_a_robust_loss_are_one_sweep(tmp_path):
+    """`-m tiny/zephyr aif.stage.audit.action=keep,drop dpo.stage.trainer.loss_type=[sigmoid,sft],[robust,sft]`:
+    four points that all validate; dSFT is shared, AI feedback and what follows branch."""
+    from zephyr_recipes.commands import pipeline, sweep
+
+    fixed, swept = sweep.parse(["aif.stage.audit.enabled=true", "aif.stage.audit.action=keep,drop",
+                                "dpo.stage.trainer.loss_type=[sigmoid,sft],[robust,sft]",
+                                "dpo.stage.trainer.label_smoothing=0.2"])
+    grid = sweep.points(swept)
+    assert len(grid) == 4
+    specs = []
+    for point in grid:
+        spec, _, path = pipeline.load("tiny/zephyr", fixed + point["overrides"] +
+                                      [pipeline._override("pipeline.output_dir", str(tmp_path / point["name"]))])
+        configs = {st["name"]: cfg for st, _, cfg in pipeline.stage_configs(spec, path.parent)}
+        assert configs["aif"]["stage"]["audit"]["action"] in ("keep", "drop")
+        assert configs["dpo"]["stage"]["trainer"]["loss_type"] in (["sigmoid", "sft"], ["robust", "sft"])
+        specs.append((spec, path))
+    shared, branched = sweep.plan_pipeline(specs, tmp_path / "shared")
+    assert "sft" in shared and "aif" in branched and "dpo" in branched
