@@ -279,6 +279,9 @@ def aif(folder: Path) -> list[dict]:
             pairs[p["prompt_id"]] = (part, p)
     ratings = records(folder / "ratings.jsonl")
     completions = records(folder / "completions.jsonl")
+    audited = {}  # prompt id -> the audit's record of its pair (the checks that flagged it, what was done)
+    if (folder / "audit.json").is_file():
+        audited = {p["prompt_id"]: p for p in json.loads((folder / "audit.json").read_text()).get("pairs") or []}
     raw_by = {}  # (prompt_id, model, response) -> the judge's raw reply, when it kept one
     try:
         judge = json.loads((folder / "summary.json").read_text())["identities"]["judge"]
@@ -322,9 +325,13 @@ def aif(folder: Path) -> list[dict]:
                               + (f" ({ratings_text})" if ratings_text else ""),
                               "score": score, "rationale": rationale, "role": role}]
         category = f"{split.replace('_prefs', '')} pair" if split else "no pair"
+        audit = audited.get(pid) or {}
+        if audit.get("action") == "dropped":
+            category = "pair dropped by the audit"
         items.append({"id": pid[:12], "category": category, "prompt": [row["instruction"]], "reference": None,
                       "baseline": None, "answers": answers,
-                      "disagree": len({e[0]["score"] for e in answers.values()}) > 1})
+                      "disagree": len({e[0]["score"] for e in answers.values()}) > 1,
+                      "flags": audit.get("flags") or [], "audit_action": audit.get("action")})
     return items
 
 
