@@ -123,6 +123,12 @@ def test_audit_measures_flags_and_finds_the_mislabelled_pairs(tmp_path, cli):
     assert pr["recall"]["interval"][0] > pr["flagged"] / pr["pairs"]
     assert all(p["flags"] == p["reversed_by"] and len(p["flags"]) == p["checks"] == 2
                for p in report["pairs"] if p["flags"])  # majority of a retest and one second judge: both
+    # The stage scores itself the same way on the embedded tasks (audit.json's embedded_truth, and the card).
+    got = m["embedded_truth"]
+    assert got["mislabelled"]["count"] == sum(truth) and got["mislabelled"]["n"] == len(truth)
+    assert got["flag_precision"]["value"] == pytest.approx(pr["precision"]["value"], abs=1e-4)
+    assert got["mislabelled_unflagged"]["value"] < got["mislabelled"]["value"]  # the flags find wrong pairs
+    assert "embedded truth" in (out / "README.md").read_text()
 
     # With the action drop the flagged pairs are left out of the data (a fresh instance of the same judge, so the
     # same draws: one instance draws again when asked again in one process).

@@ -545,11 +545,38 @@ def card_lines(audit: dict | None) -> list[str]:
     uf = m.get("ultrafeedback")
     if uf:
         lines.append(f"| UltraFeedback overall-score bug (input) | {s(uf)} |")
+    truth = m.get("embedded_truth")
+    if truth:  # the embedded tasks know the right answer
+        lines.append(f"| pairs the wrong way round (embedded truth) | {s(truth['mislabelled'])} |")
+        lines.append(f"| ... of the pairs left unflagged | {s(truth['mislabelled_unflagged'])} |")
+        lines.append(f"| flag precision / recall | {s(truth['flag_precision'])} / {s(truth['flag_recall'])} |")
     lines.append(f"| pairs flagged | {audit['flagged']} |")
     return lines
 
 
 # --------------------------------------------------------------------------------------------- the stage's run
+def embedded_truth(views: list[PairView], flags: dict[str, list[str]], by_pid: dict[str, str]) -> dict | None:
+    """On the embedded tasks, where the right answer is known: the share of pairs the wrong way round (the chosen
+    answer worse than the rejected one by the embedded judge, :func:`~..embedded.noisy_judge.mislabelled`) among all
+    pairs, among the pairs the audit left unflagged, and the flags' precision and recall. None on any other data."""
+    from ..embedded.noisy_judge import mislabelled  # lazy: start-up (embedded tasks only)
+
+    wrong: dict[str, bool] = {}
+    for v in views:
+        try:
+            wrong[v.pid] = mislabelled(by_pid[v.pid], v.chosen, v.rejected)
+        except (ValueError, KeyError):
+            return None
+    if not wrong:
+        return None
+    flagged = {pid for pid in wrong if flags.get(pid)}
+    kept = [w for pid, w in wrong.items() if pid not in flagged]
+    bad = sum(wrong.values())
+    return {"mislabelled": share(bad, len(wrong)), "mislabelled_unflagged": share(sum(kept), len(kept)),
+            "flag_precision": share(sum(wrong[pid] for pid in flagged), len(flagged)),
+            "flag_recall": share(sum(wrong[pid] for pid in flagged), bad)}
+
+
 def pair_views(pairs: dict[str, list[dict]], completions: dict[str, dict]) -> list[PairView]:
     """The binarized pairs with the completions they came from (by prompt id and answer text)."""
     by_pid: dict[str, list[dict]] = {}
@@ -627,6 +654,9 @@ def run_audit(audit: AuditConfig, judge: dict, generators: list[str], pairs: dic
     measures, reversed_by, ran = measure(views, ratings, second, judge, generators, audited, seed, mode, order,
                                          audit.flag_on)
     flags = {pid: checks for pid, checks in reversed_by.items() if is_flagged(audit.flag_when, checks, ran[pid])}
+    truth = embedded_truth(views, flags, by_pid)
+    if truth is not None:
+        measures["embedded_truth"] = truth
     if input_rows is not None:
         uf = ultrafeedback_contradictions(input_rows)
         if uf is not None:
