@@ -12,6 +12,7 @@ which judge it holds. A reply that cannot be parsed is asked again up to ``max_r
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import json
 import math
@@ -46,11 +47,34 @@ Reply with JSON only, in this form:
 
 
 class JudgeFailure(Exception):
-    """The judge gave no usable answer after its retries; ``raw`` holds its last reply."""
+    """The judge gave no usable answer after its retries; ``raw`` holds its last reply. ``final``: a reply that
+    must not be asked again (a benchmark's rule drops it, e.g. two different verdicts)."""
 
-    def __init__(self, reason: str, raw: str = ""):
+    def __init__(self, reason: str, raw: str = "", final: bool = False):
         super().__init__(reason)
         self.raw = raw
+        self.final = final
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """What happens to a judge reply its reader cannot read: the benchmark's published rule, not the judge client's.
+
+    ``asks``: requests in all, the first included (1: the reply is dropped, recorded as a failure). A later ask
+    starts the conversation afresh, or (``follow_up``) goes on with the judge's reply and this user message.
+    ``temperature``: of the later asks (None: the first ask's). ``joined``: the replies so far are read together,
+    each after a newline, as arena-hard v0.1's ``get_score`` reads its accumulated judgment. A failure marked
+    ``final`` (two different verdicts) is never asked again. Request errors (timeouts, 5xx) are the client's
+    business: they are retried by the judge's own ``max_retries``."""
+
+    asks: int = 1
+    follow_up: Optional[str] = None
+    temperature: Optional[float] = None
+    joined: bool = False
+    rule: str = "asked once; a reply without a verdict is recorded as a failure and not scored"
+
+
+ASK_ONCE = Unparsable()
 
 
 def format_conversation(messages: list[dict]) -> str:
@@ -127,13 +151,14 @@ def parse_verdict(text: str, patterns=(r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]")
     different labels are no verdict. Raises JudgeFailure when there is none, or it is not a verdict."""
     if rule == "2024":
         found = sorted({m for m in re.findall(patterns[0], text) if m})
-        if len(found) > 1:
-            raise JudgeFailure(f"conflicting verdicts {', '.join(found)} (dropped, as arena-hard v0.1 did)", text)
+        if len(found) > 1:  # get_score of 2024: no score, and no second ask
+            raise JudgeFailure(f"conflicting verdicts {', '.join(found)} (dropped, as arena-hard v0.1 did)", text,
+                               final=True)
         if found:
             label = found[0].strip("\n")
-            if label not in VERDICT_LABELS:
+            if label not in VERDICT_LABELS:  # a label was found: 2024 asked no more, and its scoring drops it
                 raise JudgeFailure(f"{label!r} is not a verdict ([[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]])",
-                                   text)
+                                   text, final=True)
             return label
         raise JudgeFailure("no [[A>>B]] ... [[B>>A]] verdict in the reply", text)
     for pattern in patterns:
@@ -232,6 +257,7 @@ class Item:
     prompt: "str | list[dict] | None" = None
     parse: Callable[[str], object] | None = None
     labels: tuple | None = None
+    unparsable: Unparsable | None = None  # the benchmark's rule; None: the judge's own (max_retries re-asks)
 
 
 class Judge:
@@ -247,6 +273,7 @@ class Judge:
     KINDS: ClassVar[frozenset] = frozenset()
     READS_PROMPTS: ClassVar[bool] = False
     offers_logprobs: bool = False
+    unparsable: Optional[Unparsable] = None  # set by the stage from the benchmark (Benchmark.on_unparsable)
 
     @classmethod
     def can(cls, kind: str) -> bool:
@@ -260,10 +287,17 @@ class Judge:
         return ZephyrError(f"a judge of type {judge_type or cls.type} cannot {WHAT.get(kind, kind)}, which "
                            f"{benchmark} needs", f"give {benchmark} a judge of type {types}")
 
-    def ask(self, kind: str, items: list[Item], benchmark: str) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+    def ask(self, kind: str, items: list[Item], benchmark: str,
+            unparsable: Optional[Unparsable] = None) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """``unparsable``: the benchmark's rule for a reply its reader cannot read (default: the one the stage set
+        on this judge, else the judge's own re-asks)."""
         if not self.can(kind):
             raise self.refusal(kind, benchmark)
-        return getattr(self, f"{kind}_many")(list(items))
+        rule = unparsable or self.unparsable
+        items = list(items)
+        if rule is not None:
+            items = [it if it.unparsable is not None else dataclasses.replace(it, unparsable=rule) for it in items]
+        return getattr(self, f"{kind}_many")(items)
 
     def verdict_many(self, items: list[Item]):
         """Slight verdicts ([[A>B]], [[A=B]], [[B>A]]) from comparisons, read by each item's verdict reader."""
@@ -419,32 +453,54 @@ class ModelJudge(Judge):
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + [{"role": "user", "content": prompt}]
 
-    def _ask(self, prompts: list, parsers: list) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
-        """Each prompt (text or chat messages) read by its parser; unparsable replies are asked again."""
+    def _own_rule(self) -> Unparsable:
+        """The judge's own rule, for callers that are no benchmark (AI feedback): ``max_retries`` fresh re-asks, a
+        greedy judge's at temperature 0.7 (it would repeat the same unparsable reply)."""
+        greedy = self.sampling.get("temperature", 0) == 0
+        return Unparsable(self.max_retries + 1, temperature=0.7 if greedy else None,
+                          rule=f"asked again up to {self.max_retries} time(s), then recorded as a failure")
+
+    def _ask(self, prompts: list, parsers: list,
+             rules: Optional[list] = None) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """Each prompt (text or chat messages) read by its parser; a reply that does not parse goes by its rule
+        (:class:`Unparsable`), a request that failed is retried up to ``max_retries`` times."""
+        own = self._own_rule()
+        rules = [r or own for r in (rules or [None] * len(prompts))]
+        convs = {i: self._conversation(prompts[i]) for i in range(len(prompts))}
+        replies: dict[int, list[str]] = {i: [] for i in convs}
+        errors: dict[int, int] = {i: 0 for i in convs}
         pending = list(range(len(prompts)))
-        last: dict[int, JudgeFailure] = {}
-        for attempt in range(self.max_retries + 1):
-            if not pending:
-                break
-            convs = [self._conversation(prompts[i]) for i in pending]
+        while pending:
+            groups: dict[float | None, list[int]] = {}
+            for i in pending:
+                later = rules[i].temperature if replies[i] else None
+                groups.setdefault(later, []).append(i)
             retry = []
-            sampling = dict(self.sampling)
-            if attempt and sampling.get("temperature", 0) == 0:
-                sampling["temperature"] = 0.7  # a greedy judge would repeat the same unparsable reply
-            for j, result in self.backend.generate(convs, 1, sampling):
-                i = pending[j]
-                if isinstance(result, Exception):
-                    last[i] = JudgeFailure(f"judge request failed: {result}")
-                    retry.append(i)
-                    continue
-                try:
-                    yield i, Verdict(parsers[i](result[0]), result[0])
-                except JudgeFailure as failure:
-                    last[i] = failure
-                    retry.append(i)
+            for temp, members in groups.items():
+                sampling = dict(self.sampling) if temp is None else {**self.sampling, "temperature": temp}
+                for j, result in self.backend.generate([convs[i] for i in members], 1, sampling):
+                    i = members[j]
+                    if isinstance(result, Exception):
+                        errors[i] += 1
+                        if errors[i] > self.max_retries:
+                            yield i, JudgeFailure(f"judge request failed: {result}")
+                        else:
+                            retry.append(i)
+                        continue
+                    reply = result[0]
+                    replies[i].append(reply)
+                    text = "".join("\n" + r for r in replies[i]) if rules[i].joined else reply
+                    try:
+                        yield i, Verdict(parsers[i](text), text)
+                    except JudgeFailure as failure:
+                        if failure.final or len(replies[i]) >= rules[i].asks:
+                            yield i, failure
+                            continue
+                        if rules[i].follow_up:
+                            convs[i] = convs[i] + [{"role": "assistant", "content": reply},
+                                                   {"role": "user", "content": rules[i].follow_up}]
+                        retry.append(i)
             pending = sorted(retry)
-        for i in pending:
-            yield i, last[i]
 
     def _prompted(self, kind: str, items: list[Item]):
         missing = next((i for i, it in enumerate(items) if it.prompt is None), None)
@@ -452,14 +508,15 @@ class ModelJudge(Judge):
             raise ZephyrError(f"question {missing} has no judge prompt, and a judge of type {self.type} needs one to "
                               f"{WHAT[kind]}", "give the benchmark's judge prompts (they are not loaded for judges "
                                                "that read none)")
-        return self._ask([it.prompt for it in items], [it.parse or _DEFAULT_PARSE[kind] for it in items])
+        return self._ask([it.prompt for it in items], [it.parse or _DEFAULT_PARSE[kind] for it in items],
+                         [it.unparsable for it in items])
 
     def rate_many(self, items: list[Item]):
         prompts = [it.prompt if it.prompt is not None else
                    self.prompt.format(instruction=format_conversation(it.messages), response=it.answers[0])
                    for it in items]
         rubric = lambda t: parse_aspect_ratings(t, self.aspects, self.scale)  # noqa: E731
-        return self._ask(prompts, [it.parse or rubric for it in items])
+        return self._ask(prompts, [it.parse or rubric for it in items], [it.unparsable for it in items])
 
     def grade_many(self, items: list[Item]):
         return self._prompted("grade", items)
@@ -485,7 +542,8 @@ class ModelJudge(Judge):
 
         def one(i: int):
             item, last = items[i], JudgeFailure("no reply")
-            for attempt in range(self.max_retries + 1):
+            asks = item.unparsable.asks if item.unparsable else self.max_retries + 1
+            for attempt in range(asks):
                 extra = {} if attempt == 0 else {"temperature": 1.0}
                 try:
                     payload = endpoint.complete(self._conversation(item.prompt), **{**sampling, **extra})

@@ -66,6 +66,11 @@ class Stage:
         """Whether the run loads model.name_or_path (the pre-flight checks that a local one exists)."""
         return True
 
+    def idle(self, cfg: dict) -> list[str]:
+        """Dotted keys under ``stage`` whose settings this config does not use (an unused judge): the pre-flight
+        asks none of their keys, endpoints or paths."""
+        return []
+
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
         raise NotImplementedError
 

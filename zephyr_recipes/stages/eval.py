@@ -126,7 +126,9 @@ def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, serv
     spec = judge_spec(cfg["stage"], bench.name)
     if served is not None and spec.get("type") == "vllm":
         spec = served(spec, f"judge-{bench.name}")
-    return make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
+    judge = make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
+    judge.unparsable = bench.on_unparsable(cfg["stage"][bench.name])  # the benchmark's rule, not the client's
+    return judge
 
 
 def _backend(cfg: dict, served=None):
@@ -135,6 +137,21 @@ def _backend(cfg: dict, served=None):
     if stage.get("vllm") is not None and served is not None:
         return make_backend(served({**stage["vllm"], "type": "vllm", "model": model["name_or_path"]}, "model"))
     return TransformersBackend(model["name_or_path"], model, cfg["hardware"], stage["batch_size"])
+
+
+def uses_stage_judge(stage: dict) -> bool:
+    """Whether a chosen judged benchmark falls back on stage.judge (none: it is unused, and not checked)."""
+    return any(b.asks and not (stage.get(b.name) or {}).get("judge") for b in chosen(stage))
+
+
+def idle_specs(stage: dict) -> list[str]:
+    """The judge settings under ``stage`` this config does not use: stage.judge when every chosen benchmark names
+    its own, and the judges of benchmarks not chosen (their keys stay in the config, their endpoints are not
+    asked)."""
+    idle = [] if uses_stage_judge(stage) else ["judge"]
+    names = {b.name for b in chosen(stage)}
+    idle += [f"{b.name}.judge" for b in benchmarks.all_benchmarks() if b.name not in names]
+    return idle
 
 
 def needs_model(stage: dict) -> bool:
@@ -185,8 +202,11 @@ def run(cfg: dict, folder: Path) -> dict:
 
 
 def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
-    result = {"model": cfg["model"]["name_or_path"], "model_id": model_id,
-              "judge": _judge_summary(stage["judge"] or {})}
+    result: dict = {"model_id": model_id}
+    if needs_model(stage):  # else every answer came from a file: model.name_or_path was not used
+        result["model"] = cfg["model"]["name_or_path"]
+    if uses_stage_judge(stage):  # else every judged benchmark has its own (shown in its section)
+        result["judge"] = _judge_summary(stage["judge"] or {})
     for bench in chosen(stage):
         if bench.own_model:  # a benchmark that loads the model its own way: the generator leaves memory first
             loaded.clear()
@@ -194,6 +214,11 @@ def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, lo
         result[bench.name] = bench.run(ctx)
         if bench.asks:
             result[bench.name]["judge"] = _judge_summary(judge_spec(stage, bench.name))
+            result[bench.name]["unparsable"] = bench.on_unparsable(stage[bench.name]).rule
+    imported = {b.name: result[b.name]["answers_from"]["file"] for b in chosen(stage)
+                if isinstance(result.get(b.name), dict) and (result[b.name].get("answers_from") or {}).get("file")}
+    if imported and "model" not in result:
+        result["answers_from"] = imported
     loaded.clear()
     gc.collect()
     graded = [b for b in chosen(stage) if b.asks == "grade" and (result[b.name] or {}).get("categories")]
@@ -219,6 +244,9 @@ class Eval(TaskStage):
 
     def inputs(self, cfg: dict) -> dict:
         return {"model": cfg["model"]["name_or_path"]}
+
+    def idle(self, cfg: dict) -> list[str]:
+        return idle_specs(cfg["stage"])
 
     def reads_model(self, cfg: dict) -> bool:
         """Not when every benchmark scores answers another tool produced."""
