@@ -236,7 +236,8 @@ def test_scores_name_no_unused_judge_and_no_model_when_answers_come_from_files(t
     assert code == 0, err
     scores = json.loads((out / "scores.json").read_text())
     assert "model" not in scores and "judge" not in scores  # neither the recipe's model nor the unused judge
-    assert scores["alpaca_eval"]["judge"] == {"type": "function", "module": "zephyr_recipes.embedded.lexical_judge"}
+    assert scores["alpaca_eval"]["judge"] == {"type": "function", "module": "zephyr_recipes.embedded.lexical_judge",
+                                              "pipeline_check": True}  # what its judge type declares
     assert scores["answers_from"] == {"alpaca_eval": str(answers)}
 
 

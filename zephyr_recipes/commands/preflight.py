@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..feedback.specs import calls_endpoint, model_location
 from ..model.modeling import is_local_path as local
 from ..stages.base import Stage, TrainerStage
 from . import plan
@@ -32,7 +33,7 @@ def endpoints(obj, where: str = "stage") -> list[tuple[str, dict]]:
     run itself (``serve:``)."""
     found = []
     if isinstance(obj, dict):
-        if obj.get("type") == "openai" and obj.get("base_url") and not obj.get("serve"):
+        if calls_endpoint(obj):
             found.append((where, obj))
         for k, v in obj.items():
             found += endpoints(v, f"{where}.{k}")
@@ -139,7 +140,7 @@ def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
 
     def walk(obj, where):
         if isinstance(obj, dict):
-            if obj.get("type") in ("transformers", "reward_model", "vllm") and is_local_path(obj.get("model")):
+            if model_location(obj) and is_local_path(obj.get("model")):
                 found.append((f"{where}.model", obj["model"]))
             for k, v in obj.items():
                 walk(v, f"{where}.{k}")

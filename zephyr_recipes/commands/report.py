@@ -13,6 +13,7 @@ from .. import benchmarks
 from ..core import runfolder
 from ..core.errors import ZephyrError
 from ..evaluation import plots
+from ..feedback.judge_registry import pipeline_check
 
 
 def _published() -> list[dict]:
@@ -125,9 +126,9 @@ def report(folders: list[Path], out: Path | None = None) -> str:
     runs = [load_run(f) for f in folders]
     names = run_names(runs)
     text = "# Evaluation report\n\n## Runs\n\n" + table(runs, names) + "\n\n"
-    judges = {(s.get(b.name) or {}).get("judge", {}).get("type") or (s.get("judge") or {}).get("type")
-              for s in runs for b in _ran(runs) if b.asks and s.get(b.name)}
-    if "function" in judges:
+    judges = [(s.get(b.name) or {}).get("judge") or s.get("judge") or {}
+              for s in runs for b in _ran(runs) if b.asks and s.get(b.name)]
+    if any(pipeline_check(j) for j in judges):
         text += ("Runs judged by a function judge (such as the offline lexical judge) measure that the pipeline "
                  "works, not model quality: compare them with each other only, never with the published rows.\n\n")
     notes = _notes(runs, names)

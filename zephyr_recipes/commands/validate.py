@@ -18,6 +18,7 @@ from ..core.errors import ZephyrError, did_you_mean
 from ..core.schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
 from ..data import check_config as check_dataset
 from ..embedded import builtin
+from ..feedback.specs import model_location
 from ..model import hardware, trainer_fields
 from ..model.modeling import check_weight_files, is_local_path
 
@@ -130,7 +131,7 @@ def _check_weight_files(cfg: dict, trains: bool) -> None:
 
     def local_models(obj, where):
         if isinstance(obj, dict):
-            if obj.get("type") in ("transformers", "reward_model") and isinstance(obj.get("model"), str):
+            if model_location(obj) == "here":
                 yield obj["model"]
             for k, v in obj.items():
                 yield from local_models(v, k)

@@ -25,9 +25,18 @@ from ..core.errors import ZephyrError
 from ..data.binarize import ASPECTS
 from ..model import modeling
 from ..model.scoring import Scorer, load_reward_model
+from . import judge_registry
 from .backends import EndpointBackend, in_flight, load_callable, make_backend
 from .http import EndpointError
-from .specs import JUDGE_MAKERS, JudgeSpec, complete
+from .specs import (
+    FunctionJudgeSpec,
+    JudgeSpec,
+    OpenAIJudge,
+    RewardModelJudgeSpec,
+    TransformersJudge,
+    VLLMJudge,
+    load_of,
+)
 
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
 Rate the answer on four aspects, each from 1 (poor) to 5 (excellent):
@@ -269,20 +278,44 @@ class Judge:
     need not load its judge prompts otherwise); ``offers_logprobs`` whether it can weigh a one-token reply by
     its log-probabilities."""
 
-    type: str = "judge"
-    KINDS: ClassVar[frozenset] = frozenset()
+    type: str = "judge"  # the judge type's name: the recipe's `type:`
+    Settings: ClassVar[type] = JudgeSpec  # its typed settings (a JudgeSpec subclass, each field with its help)
+    KINDS: ClassVar[frozenset] = frozenset()  # what it can judge: rate, grade (one answer), compare, verdict (two) ...
+    BENCHMARKS: ClassVar[Optional[frozenset]] = None  # the benchmarks (titles) it may judge; None: any it can
     READS_PROMPTS: ClassVar[bool] = False
+    PIPELINE_CHECK: ClassVar[bool] = False  # a program, not a model: its figures show that the pipeline works
+    SERVED: ClassVar[bool] = False  # the runner serves it (starts and stops a server) for the stage
     offers_logprobs: bool = False
     unparsable: Optional[Unparsable] = None  # set by the stage from the benchmark (Benchmark.on_unparsable)
 
     @classmethod
-    def can(cls, kind: str) -> bool:
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "Judge":
+        """The judge of a checked spec (every key of ``Settings`` present). ``sampling``: the caller's settings
+        (a benchmark's token budget and temperature), under the spec's own."""
+        raise NotImplementedError(f"judge type {cls.type} does not say how it is made (classmethod make)")
+
+    @classmethod
+    def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+        """Its cost model, for ``plan``: what ``requests`` judgments of ``new_tokens`` ask of the machine (see
+        :func:`.specs.load_of` for the fields). By default a program in this process."""
+        return {"role": role, "requests": int(requests), "new_tokens": int(new_tokens), "spec": spec, "batch": 64,
+                "how": "function", "model": spec.get("module") or spec.get("model") or cls.type}
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        """Whether it calls out of this machine or loads a hub model (a rehearsal uses the embedded judge)."""
+        return False
+
+    @classmethod
+    def can(cls, kind: str, benchmark: str | None = None) -> bool:
         """A judge that compares gives slight verdicts when it has none of its own."""
+        if benchmark is not None and cls.BENCHMARKS is not None and benchmark not in cls.BENCHMARKS:
+            return False
         return kind in cls.KINDS or (kind == "verdict" and "compare" in cls.KINDS)
 
     @classmethod
     def refusal(cls, kind: str, benchmark: str, judge_type: str | None = None) -> ZephyrError:
-        able = sorted(t for t, c in judge_types().items() if c is not None and c.can(kind))
+        able = judge_registry.able(kind, benchmark)
         types = ", ".join(able[:-1]) + f" or {able[-1]}" if len(able) > 1 else "".join(able)
         return ZephyrError(f"a judge of type {judge_type or cls.type} cannot {WHAT.get(kind, kind)}, which "
                            f"{benchmark} needs", f"give {benchmark} a judge of type {types}")
@@ -329,10 +362,16 @@ class FunctionJudge(Judge):
     verdicts come from compare)."""
 
     type = "function"
+    Settings = FunctionJudgeSpec
     KINDS = frozenset(WHAT)
+    PIPELINE_CHECK = True
 
     def __init__(self, module: str):
         self.module = module
+
+    @classmethod
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "FunctionJudge":
+        return cls(spec["module"])
 
     def _fn(self, name: str):
         return load_callable(f"{self.module}:{name}")
@@ -446,6 +485,20 @@ class ModelJudge(Judge):
     @property
     def offers_logprobs(self) -> bool:
         return isinstance(self.backend, EndpointBackend)
+
+    @classmethod
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "ModelJudge":
+        prompt = spec["prompt"] or ULTRAFEEDBACK_PROMPT
+        if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
+            prompt = Path(prompt).expanduser().read_text()
+        retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
+        return cls(make_backend(spec, hardware), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
+                   sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"], judge_type=spec["type"],
+                   **retries)
+
+    @classmethod
+    def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+        return load_of(role, spec, requests, new_tokens)  # the backend's: local, served or an API
 
     def _conversation(self, prompt: "str | list[dict]") -> list[dict]:
         if isinstance(prompt, list):
@@ -563,6 +616,40 @@ class ModelJudge(Judge):
             yield result
 
 
+class TransformersModelJudge(ModelJudge):
+    """A local chat model (transformers, batched) as judge."""
+
+    type = "transformers"
+    Settings = TransformersJudge
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        return bool(is_hub(spec.get("model")))
+
+
+class OpenAIModelJudge(ModelJudge):
+    """A chat model behind an OpenAI-compatible endpoint (or a server the runner starts with ``serve``)."""
+
+    type = "openai"
+    Settings = OpenAIJudge
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        return True
+
+
+class VLLMModelJudge(ModelJudge):
+    """A model the runner serves with vLLM for the stage, asked through its OpenAI-compatible API."""
+
+    type = "vllm"
+    Settings = VLLMJudge
+    SERVED = True
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        return True
+
+
 TOP_LOGPROBS = 5  # the first token's alternatives asked for when weighing a one-token reply
 
 
@@ -592,8 +679,17 @@ class RewardModelJudge(Judge):
     """
 
     type = "reward_model"
+    Settings = RewardModelJudgeSpec
     KINDS = frozenset({"rate", "compare"})
     READS_PROMPTS = False
+
+    @classmethod
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "RewardModelJudge":
+        return cls.from_spec(spec, hardware)
+
+    @classmethod
+    def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+        return load_of(role, spec, requests, new_tokens)  # a local model, scored in batches
 
     def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
@@ -651,51 +747,12 @@ class RewardModelJudge(Judge):
 
 
 # ---------------------------------------------------------------------------------------------- making
+# The judge types are registered in .judge_registry (one line each); these are its answers, under their old names.
 def judge_types() -> dict:
-    """Judge type -> the class its judges are (None for a registered type whose maker is a plain function: a
-    maker may be the class itself or a classmethod of it, such as ``RewardJudge.from_spec``)."""
-    out = {}
-    for kind in JudgeSpec.TYPES:
-        make = JUDGE_MAKERS.get(kind)
-        if make is None:
-            out[kind] = {"function": FunctionJudge, "reward_model": RewardModelJudge}.get(kind, ModelJudge)
-            continue
-        owner = make if isinstance(make, type) else getattr(make, "__self__", None)
-        out[kind] = owner if isinstance(owner, type) and issubclass(owner, Judge) else None
-    return out
+    """Judge type -> the class its judges are."""
+    return {name: judge_registry.judge_class(name) for name in judge_registry.names()}
 
 
-def _class_of(judge_type: str):
-    return judge_types().get(judge_type)
-
-
-def check_judge(judge_type: str, kind: str, benchmark: str) -> None:
-    """Refuse, before anything runs, a judge type that cannot do what ``benchmark`` asks (``kind``)."""
-    cls = _class_of(judge_type)
-    if cls is not None and not cls.can(kind):
-        raise cls.refusal(kind, benchmark, judge_type)
-
-
-def reads_prompts(judge_type: str) -> bool:
-    """Whether judges of this type read the benchmark's judge prompts (unknown types are assumed to)."""
-    cls = _class_of(judge_type)
-    return cls is None or cls.READS_PROMPTS
-
-
-def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> Judge:
-    """The judge a spec names, its defaults filled in. ``sampling``: the caller's settings (a benchmark's token
-    budget, its judge temperature, greedy), under the spec's own sampling."""
-    spec = complete(spec, JudgeSpec, "judge")
-    if spec["type"] == "reward_model":
-        return RewardModelJudge.from_spec(spec, hardware)
-    if spec["type"] in JUDGE_MAKERS:
-        return JUDGE_MAKERS[spec["type"]](spec, hardware)
-    if spec["type"] == "function":
-        return FunctionJudge(spec["module"])
-    prompt = spec["prompt"] or ULTRAFEEDBACK_PROMPT
-    if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
-        prompt = Path(prompt).expanduser().read_text()
-    retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
-    return ModelJudge(make_backend(spec, hardware), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
-                      sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"],
-                      judge_type=spec["type"], **retries)
+check_judge = judge_registry.check_judge
+reads_prompts = judge_registry.reads_prompts
+make_judge = judge_registry.make_judge

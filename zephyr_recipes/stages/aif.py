@@ -29,7 +29,8 @@ from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..feedback.backends import make_backend
-from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
+from ..feedback.judge_registry import check_judge, judge_load, make_judge
+from ..feedback.judges import Item, JudgeFailure
 from ..feedback.serve import serving
 from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
 from ..feedback.store import Store
@@ -357,7 +358,7 @@ class AIF(TaskStage):
             out.append(load_of(f"generator {_generator_name(gen, i)}", asdict(gen), prompts * k, new))
         judge = _judge(stage)
         new = int(judge.sampling.get("max_new_tokens") or 1024)
-        out.append(load_of("judge", asdict(judge), int(answers * (1 + stage.self_agreement)), new))
+        out.append(judge_load("judge", asdict(judge), int(answers * (1 + stage.self_agreement)), new))
         return out
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:

@@ -27,8 +27,9 @@ from .. import benchmarks
 from ..core.errors import ZephyrError
 from ..core.schema import StageSection, option
 from ..evaluation import plots
+from ..feedback import judge_registry
 from ..feedback.backends import TransformersBackend, make_backend
-from ..feedback.judges import check_judge, make_judge, reads_prompts
+from ..feedback.judge_registry import check_judge, make_judge, reads_prompts
 from ..feedback.serve import serving
 from ..feedback.specs import JudgeSpec, VLLMGenerator, complete, load_of
 from ..model import modeling
@@ -102,8 +103,8 @@ def check_config(cfg: dict) -> None:
 
 
 def _check_judge_ready(judge: dict) -> None:
-    env = judge.get("api_key_env")
-    if judge.get("type") == "openai" and env and not os.environ.get(env):
+    env = judge.get("api_key_env")  # a key any judge type declares (openai's, or a registered type's)
+    if env and not os.environ.get(env):
         raise ZephyrError(f"the judge's API key variable {env} is not set",
                           f"export {env}=... before the run (keys are read from the environment only)")
 
@@ -124,7 +125,7 @@ def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, serv
     """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins);
     ``served(spec, name)`` starts a judge the runner serves (type: vllm) for the rest of the stage."""
     spec = judge_spec(cfg["stage"], bench.name)
-    if served is not None and spec.get("type") == "vllm":
+    if served is not None and judge_registry.served(spec):
         spec = served(spec, f"judge-{bench.name}")
     judge = make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
     judge.unparsable = bench.on_unparsable(cfg["stage"][bench.name])  # the benchmark's rule, not the client's
@@ -160,7 +161,7 @@ def needs_model(stage: dict) -> bool:
 
 
 def _judge_summary(spec: dict) -> dict:
-    return {k: spec.get(k) for k in ("type", "module", "model", "base_url") if spec.get(k)}
+    return judge_registry.summary(spec)
 
 
 def run(cfg: dict, folder: Path) -> dict:
@@ -263,7 +264,8 @@ class Eval(TaskStage):
             if answers:
                 out.append(load_of(f"{bench.name} answers", model, answers, new))
             if judged:
-                out.append(load_of(f"{bench.name} judge", judge_spec(stage, bench.name), judged, budget))
+                out.append(judge_registry.judge_load(f"{bench.name} judge", judge_spec(stage, bench.name), judged,
+                                                     budget))
         return out
 
     def execute(self, cfg: dict, folder: Path) -> dict:

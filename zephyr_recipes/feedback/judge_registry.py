@@ -1,0 +1,236 @@
+"""The judge types: one registry, asked where a judge type's name enters (validation of a ``judge:`` section, the
+stages that make a judge, the plan, the pre-flight, the cards).
+
+A judge type is one :class:`~zephyr_recipes.feedback.judges.Judge` subclass in one module, which declares
+
+- ``type``: its name, the ``type:`` a recipe writes;
+- ``Settings``: its typed settings, a :class:`~zephyr_recipes.feedback.specs.JudgeSpec` subclass whose fields carry
+  their help text (``zephyr-recipes show`` prints them; validation checks a recipe's keys against them);
+- ``KINDS`` (what it can judge: ``rate`` and ``grade`` one answer, ``compare`` and ``verdict`` two, and any kind a
+  stage adds, such as a listwise one) and ``BENCHMARKS`` (None: every benchmark asking a kind it can do);
+- ``make(spec, hardware, sampling)``: the judge of a checked spec; ``load(role, spec, requests, new_tokens)``: what
+  it asks of the machine, for ``plan``;
+
+and one registry line. A type of this package is a line in :data:`BUILTIN`. A type from elsewhere is either
+
+- an installed package's entry point in the group ``zephyr_recipes.judges`` (``name = package.module:Class``),
+  trusted as the user installed it; or
+- named by the recipe itself, ``type: package.module:Class``: that is code the recipe runs, so ``validate`` lists
+  it and it is imported only after ``--trust-recipe-code`` on the user's own command line.
+
+:func:`register_judge` adds a class (or, in the older form, a name, its settings schema and a maker).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ..core import trust
+from ..core.errors import ZephyrError
+from .specs import JUDGE_MAKERS, JudgeSpec
+
+if TYPE_CHECKING:
+    from .judges import Judge
+
+GROUP = "zephyr_recipes.judges"  # the entry point group of installed judge types
+
+# One line per judge type of this package: its class, imported when the registry is first asked.
+BUILTIN = (
+    "zephyr_recipes.feedback.judges:FunctionJudge",
+    "zephyr_recipes.feedback.judges:TransformersModelJudge",
+    "zephyr_recipes.feedback.judges:OpenAIModelJudge",
+    "zephyr_recipes.feedback.judges:VLLMModelJudge",
+    "zephyr_recipes.feedback.judges:RewardModelJudge",
+)
+
+TYPES: dict[str, type["Judge"]] = {}  # judge type -> its Judge class
+_loaded = {"builtin": False, "entry_points": False}
+
+
+def register_judge(judge: Any, schema: Optional[type] = None, make: Optional[Callable] = None) -> type["Judge"]:
+    """Add a judge type: ``register_judge(JudgeClass)``, the class declaring ``type``, ``Settings``, ``KINDS`` and
+    ``make``. The older form ``register_judge(name, schema, make)`` (``make(spec, hardware)`` returning a judge)
+    is kept: it is wrapped in a class that declares the same. Returns the class."""
+    if isinstance(judge, str):
+        judge = _wrapped(judge, schema, make)
+    name = getattr(judge, "type", None)
+    settings = getattr(judge, "Settings", None)
+    if not isinstance(name, str) or not name or not (isinstance(settings, type) and issubclass(settings, JudgeSpec)):
+        raise ZephyrError(f"{judge!r} is not a judge type: it needs a name (type = '...') and Settings (a JudgeSpec "
+                          "subclass)", "declare both on the class (docs/ai-feedback.md, 'A judge type of your own')")
+    TYPES[name] = judge
+    JudgeSpec.TYPES[name] = settings  # the recipe's keys are checked against its settings
+    return judge
+
+
+def _wrapped(name: str, schema: Optional[type], make: Optional[Callable]) -> type:
+    Judge = _import("zephyr_recipes.feedback.judges:Judge")  # noqa: N806 - the base class (judges imports this module)
+    owner = make if isinstance(make, type) else getattr(make, "__self__", None)
+    base = owner if isinstance(owner, type) and issubclass(owner, Judge) else Judge
+    maker = make
+
+    def build(cls, spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None):
+        return maker(spec, hardware)  # type: ignore[misc]
+
+    body: dict = {"type": name, "Settings": schema, "make": classmethod(build),
+                  "__module__": getattr(make, "__module__", __name__)}
+    if base is Judge:  # a plain maker says nothing of what its judges can do: assumed able, and reading prompts
+        body.update(can=classmethod(lambda cls, kind, benchmark=None: True), READS_PROMPTS=True)
+    return type(f"Registered_{name}", (base,), body)
+
+
+def _load_builtin() -> None:
+    if _loaded["builtin"]:
+        return
+    _loaded["builtin"] = True
+    for ref in BUILTIN:
+        register_judge(_import(ref))
+
+
+def _load_entry_points(again: bool = False) -> None:
+    """The judge types installed packages declare; ``again``: look once more (a name not found yet)."""
+    if _loaded["entry_points"] and not again:
+        return
+    _loaded["entry_points"] = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=GROUP):
+        if ep.name in TYPES:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as exc:  # an installed package that does not import: name it, do not stop every run
+            raise ZephyrError(f"the judge type {ep.name} ({ep.value}, entry point group {GROUP}) does not import: "
+                              f"{type(exc).__name__}: {exc}", "fix or uninstall the package that declares it") \
+                from None
+        if getattr(cls, "type", None) != ep.name:
+            cls = type(cls.__name__, (cls,), {"type": ep.name, "__module__": cls.__module__})
+        register_judge(cls)
+
+
+def _import(ref: str) -> type:
+    module, _, name = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def is_code(name: Any) -> bool:
+    """Whether a judge type names Python code itself (``package.module:Class``)."""
+    return isinstance(name, str) and ":" in name
+
+
+def judge_class(name: Any, where: str = "judge") -> type["Judge"]:
+    """The class of a judge type: this package's, an installed one, one registered at run time, or one the recipe
+    names as ``package.module:Class`` (imported only when the command line trusts the recipe's code)."""
+    _load_builtin()
+    _forget_unregistered()
+    if name in TYPES:
+        return TYPES[name]
+    if name in JUDGE_MAKERS or name in JudgeSpec.TYPES:  # registered the older way, straight into specs
+        return register_judge(name, JudgeSpec.TYPES[name], JUDGE_MAKERS.get(name))
+    _load_entry_points(again=True)
+    if name in TYPES:
+        return TYPES[name]
+    if is_code(name):
+        if not trust.trusted():
+            raise ZephyrError(f"{where}.type is {name}: a judge type the recipe's own code defines, which is imported "
+                              "only when you trust it",
+                              f"read {name.partition(':')[0]}; if you trust it, run again with {trust.FLAG}")
+        try:
+            cls = _import(name)
+        except (ImportError, AttributeError) as exc:
+            raise ZephyrError(f"{where}.type is {name}, which does not import ({exc})",
+                              "check the module path and the class name (package.module:Class)") from None
+        if getattr(cls, "type", None) != name:
+            cls = type(cls.__name__, (cls,), {"type": name, "__module__": cls.__module__})
+        return register_judge(cls)
+    raise ZephyrError(f"{where}.type is {name!r}", f"use one of: {', '.join(sorted(names()))} (or install a package "
+                      f"that adds a judge type in the entry point group {GROUP})")
+
+
+def names() -> list[str]:
+    _load_builtin()
+    _load_entry_points()
+    _forget_unregistered()
+    for name in list(JudgeSpec.TYPES):  # registered the older way, straight into specs
+        judge_class(name)
+    return list(TYPES)
+
+
+def _forget_unregistered() -> None:
+    """A type taken out of JudgeSpec.TYPES (the older way of unregistering) is gone from here too."""
+    for name in [n for n in TYPES if n not in JudgeSpec.TYPES]:
+        del TYPES[name]
+
+
+def _resolve(name: Any, where: str) -> None:
+    """JudgeSpec's hook: a name it does not know yet is looked up here (installed, or the recipe's own code)."""
+    if isinstance(name, str) and name:
+        judge_class(name, where)
+
+
+JudgeSpec.RESOLVE = staticmethod(_resolve)  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------- what callers ask of a type
+def check_judge(judge_type: str, kind: str, benchmark: str) -> None:
+    """Refuse, before anything runs, a judge type that cannot do what ``benchmark`` asks (``kind``)."""
+    cls = judge_class(judge_type)
+    if not cls.can(kind, benchmark):
+        raise cls.refusal(kind, benchmark, judge_type)
+
+
+def able(kind: str, benchmark: Optional[str] = None) -> list[str]:
+    """The judge types that can do ``kind`` (for ``benchmark``)."""
+    return sorted(n for n in names() if TYPES[n].can(kind, benchmark))
+
+
+def reads_prompts(judge_type: str) -> bool:
+    return bool(judge_class(judge_type).READS_PROMPTS)
+
+
+def make_judge(spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None):
+    """The judge a spec names, its defaults filled in (and checked, whatever wrote it). ``sampling``: the caller's
+    settings (a benchmark's token budget, its judge temperature, greedy), under the spec's own sampling."""
+    from .specs import complete
+
+    cls = judge_class(spec.get("type"))
+    return cls.make(complete(spec, cls.Settings, "judge"), hardware, sampling)
+
+
+def judge_load(role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+    """What a judge spec asks of the machine, for the plan: its type's cost model."""
+    return judge_class(spec.get("type")).load(role, spec, requests, new_tokens)
+
+
+def summary(spec: dict) -> dict:
+    """What scores.json and the cards say of a judge: its type, what it is, and whether its figures measure only
+    that the pipeline works (a program, not a model)."""
+    out = {k: spec.get(k) for k in ("type", "module", "model", "base_url") if spec.get(k)}
+    if pipeline_check(spec):
+        out["pipeline_check"] = True
+    return out
+
+
+def pipeline_check(summary_or_spec: dict) -> bool:
+    """Whether a judge's figures measure only that the pipeline works (older scores.json files: by its type)."""
+    if summary_or_spec.get("pipeline_check"):
+        return True
+    name = summary_or_spec.get("type")
+    try:
+        return bool(name) and bool(judge_class(name).PIPELINE_CHECK)
+    except ZephyrError:
+        return False
+
+
+def served(spec: dict) -> bool:
+    """Whether the runner serves this judge itself for the stage's duration."""
+    return bool(judge_class(spec.get("type")).SERVED)
+
+
+def rehearsal(spec: dict, is_hub: Callable[[Any], bool]) -> bool:
+    """Whether a rehearsal replaces this judge by the embedded judge program (it calls out, or loads a hub model)."""
+    return bool(judge_class(spec.get("type")).calls_out(spec, is_hub))
