@@ -10,8 +10,9 @@ first two warm up). The same process times a dense fp32 matmul (1024 x 1024, the
 CPU's achievable FLOP/s: the "peak" the plan's formula divides by.
 
 The plan's model is `zephyr_recipes.commands.timeplan`: (6P + 12Lhs) FLOPs per trained token, hours = FLOPs / (peak x
-MFU). The MFU is fitted on the largest shape and the other shapes are predicted with it: predicted / measured
-says how far the FLOP count carries from one shape to another.
+MFU). The MFU is fitted on the largest shape (from the tokens its steps really trained) and every shape is
+predicted with it from the plan's own token count of the run (what `zephyr-recipes plan` prints): predicted /
+measured says how far the plan's tokens and FLOP count carry from one shape to another.
 
 Writes bench-results/timing.json and bench-results/timing.md.
 """
@@ -54,7 +55,7 @@ def measure_here(shape: str) -> dict:
     from transformers import AutoModelForCausalLM, MistralConfig, TrainerCallback
 
     from zephyr_recipes import data, stages
-    from zephyr_recipes.commands import plan
+    from zephyr_recipes.commands import plan, timeplan
     from zephyr_recipes.commands.compose import compose
     from zephyr_recipes.commands.validate import validate
     from zephyr_recipes.embedded import builtin
@@ -104,8 +105,11 @@ def measure_here(shape: str) -> dict:
     shape_ = plan.Shape.from_config(config_dict)
     per_step = statistics.median(tokens[2:]) if len(tokens) > 2 else statistics.median(tokens)
     ctx = cfg["stage"]["trainer"]["max_length"]
-    flops = per_step * (6 * shape_.params + 12 * shape_.layers * shape_.hidden * ctx)
-    return {"shape": shape, "params": shape_.params, "tokens_per_step": per_step, "flops_per_step": flops,
+    per_token = 6 * shape_.params + 12 * shape_.layers * shape_.hidden * ctx
+    # The plan's own token count of this run (max_steps steps), as `zephyr-recipes plan` prints it.
+    planned = timeplan.training_work(cfg, sft, shape_).tokens or 0.0
+    return {"shape": shape, "params": shape_.params, "tokens_per_step": per_step, "flops_per_step": per_step * per_token,
+            "plan_tokens_per_step": planned / STEPS, "plan_flops_per_step": planned / STEPS * per_token,
             "step_seconds": statistics.median(steps), "matmul_flops": _matmul_flops(threads), "threads": threads}
 
 
@@ -121,23 +125,26 @@ def measure(shape: str) -> dict:
 
 
 def calibrate(rows: list[dict]) -> list[dict]:
-    """Fit the MFU on the largest shape; predict every shape's step time with it."""
+    """Fit the MFU on the largest shape (from the tokens its steps really trained); predict every shape's step time
+    with it from the plan's own token count, as `plan` does."""
     ref = max(rows, key=lambda r: r["params"])
     mfu = ref["flops_per_step"] / (ref["step_seconds"] * ref["matmul_flops"])
     for r in rows:
         r["mfu_fitted"] = mfu
         r["mfu_measured"] = r["flops_per_step"] / (r["step_seconds"] * r["matmul_flops"])
-        r["predicted_seconds"] = r["flops_per_step"] / (r["matmul_flops"] * mfu)
+        r["predicted_seconds"] = r["plan_flops_per_step"] / (r["matmul_flops"] * mfu)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | parameters | tokens / step | GFLOPs / step | measured s / step | predicted s / step | "
-             "predicted / measured | MFU (vs matmul) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | parameters | tokens / step (trained) | tokens / step (plan) | GFLOPs / step | measured s / step | "
+             "predicted s / step | predicted / measured | MFU (vs matmul) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['shape']} | {r['params'] / 1e6:.2f}M | {r['tokens_per_step']:.0f} | "
-                     f"{r['flops_per_step'] / 1e9:.1f} | {r['step_seconds']:.3f} | {r['predicted_seconds']:.3f} | "
-                     f"{r['predicted_seconds'] / r['step_seconds']:.2f} | {r['mfu_measured']:.0%} |")
+                     f"{r['plan_tokens_per_step']:.0f} | {r['flops_per_step'] / 1e9:.1f} | {r['step_seconds']:.3f} | "
+                     f"{r['predicted_seconds']:.3f} | {r['predicted_seconds'] / r['step_seconds']:.2f} | "
+                     f"{r['mfu_measured']:.0%} |")
     ref = rows[0]
     lines.append(f"\nMFU fitted on the largest shape: {ref['mfu_fitted']:.0%} of a dense fp32 matmul "
                  f"({ref['matmul_flops'] / 1e9:.0f} GFLOP/s on {ref['threads']} thread(s)).")

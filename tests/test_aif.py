@@ -127,13 +127,10 @@ def test_tiny_model_judge_failures_are_recorded_never_scored(tmp_path, cli):
 """)
     out = tmp_path / "run"
     code, _, err = cli(str(recipe), f"dataset.path={data}", "dataset.train_split=train", f"run.output_dir={out}")
-    # An untrained model cannot write the rubric's JSON: every rating fails, so no pair can be made.
-    assert code == 2 and "produced no preference pairs" in err
-    ratings = _rows(out, "ratings.jsonl")
-    assert len(ratings) == 8 and all("failure" in r and "annotations" not in r for r in ratings)
-    completions = _rows(out, "completions.jsonl")
-    assert Counter(r["model"] for r in completions) == {"teacher": 4, "tiny": 4}
-    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    # An untrained model cannot write the rubric's JSON: the pre-flight puts one constructed answer through it and
+    # refuses before anything is generated (it used to generate everything and then fail every rating).
+    assert code == 2 and "stage.judge could not rate a constructed answer before the run" in err
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------------ HTTP endpoint

@@ -43,7 +43,7 @@ class LengthJudge(Judge):
         self.aspects = aspects or ASPECTS
 
     @classmethod
-    def make(cls, spec, hardware=None, sampling=None):
+    def make(cls, spec, hardware=None, sampling=None, where="stage.judge"):
         return cls(spec["prefer"], spec["aspects"])
 
     @classmethod
@@ -198,3 +198,4 @@ def test_the_older_register_call_still_adds_a_type(tmp_path, monkeypatch):
         JudgeSpec.TYPES.pop("old_style", None)
         JUDGE_MAKERS.pop("old_style", None)
     assert "old_style" not in judge_registry.names()
+

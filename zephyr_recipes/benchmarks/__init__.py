@@ -18,6 +18,7 @@ MODULES = {
     "alpaca_eval_2": "zephyr_recipes.benchmarks.alpaca_eval_2",
     "arena_hard": "zephyr_recipes.benchmarks.arena_hard",
     "lm_eval": "zephyr_recipes.benchmarks.lm_eval",
+    "ifeval": "zephyr_recipes.benchmarks.ifeval",
 }
 
 _loaded: dict[str, Benchmark] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -160,10 +161,13 @@ def _parser() -> argparse.ArgumentParser:
                                     "prompt from the command line, or lines from stdin until EOF or /exit")
     ch.add_argument("model", help="run folder, saved model, hub id or builtin://tiny-mistral")
     ch.add_argument("prompt", nargs="?", help="one message; without it, read messages from stdin")
-    ch.add_argument("--max-new-tokens", type=int, default=256)
-    ch.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding")
-    ch.add_argument("--system", default=None, help="a system message")
-    ch.add_argument("--chat-template", default=None, help="override the model's template (zephyr or a .jinja file)")
+    ch.add_argument("--max-new-tokens", type=int, default=256, metavar="N",
+                    help="most tokens of one answer (default 256)")
+    ch.add_argument("--temperature", type=float, default=0.0,
+                    help="sampling temperature; 0 for greedy decoding (default 0.0: greedy)")
+    ch.add_argument("--system", default=None, help="a system message (default: none)")
+    ch.add_argument("--chat-template", default=None, help="override the model's template (zephyr or a .jinja file; "
+                    "default: the template saved with the model)")
     ch.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the pipeline's choice)")
     return p
 
@@ -184,9 +188,15 @@ def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict
     return validate(raw, name, deep=deep), name
 
 
+def _single_stage(cfg: dict, recipe: str, command: str) -> None:
+    if "pipeline" in cfg:
+        raise ZephyrError(f"{recipe} is a pipeline recipe, and `{command}` takes a single stage",
+                          f"name one of its stages' recipes (e.g. zephyr-recipes {command} tiny/sft)")
+
+
 def cmd_show(args) -> int:
 
-    from ..core import trust
+    from ..core import greedy, trust
     from ..core.safety import secret_routes
     from .pipeline import dump
 
@@ -195,6 +205,7 @@ def cmd_show(args) -> int:
     if code:
         sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
                          + "".join(f"#   {line}\n" for line in code))
+    sys.stdout.write("".join(f"# warning: {line}\n" for line in greedy.warnings(cfg)))
     if args.explain and "pipeline" not in cfg:
         from .. import stages
         from ..core.schema import explained
@@ -207,18 +218,22 @@ def cmd_show(args) -> int:
 
 def cmd_validate(args) -> int:
     from .. import stages
-    from ..core import trust
+    from ..core import greedy, trust
     from ..core.safety import secret_routes
-    from . import preflight
+    from . import parity, preflight
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
+    code += [f"warning: {line}" for line in greedy.warnings(cfg)]
     network = not args.no_preflight
     if "pipeline" in cfg:
         produced: set[str] = set()
         checked = []
+        tokens: dict = {}  # the token-parity check: run folder -> the tokenizer its stage saves there
         for st in cfg["pipeline"]["stages"]:
             c = st["config"]
+            checked += [f"{st['name']}: {line}" for line in
+                        parity.run_check(c, stages.get(c["stage"]["name"]), tokens, f"stage {st['name']}")]
             try:
                 checked += [f"pre-flight: {st['name']}: {line}"
                             for line in preflight.run(c, stages.get(c["stage"]["name"]), network=network,
@@ -235,6 +250,7 @@ def cmd_validate(args) -> int:
     stage = stages.get(cfg["stage"]["name"])
     if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
         _check_template(cfg, stage.rows, args.rows)
+    print("\n".join(parity.run_check(cfg, stage)))
     for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:
@@ -347,6 +363,7 @@ def cmd_preview(args) -> int:
 
     setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
+    _single_stage(cfg, args.recipe, "preview")
     from ..core import trust
 
     trust.allow(args.trust_recipe_code)
@@ -370,9 +387,10 @@ def cmd_plan(args) -> int:
     from .timeplan import render_cost
 
     cfg, _ = _compose(args.recipe, args.overrides)
-    if args.price is not None and args.price < 0:
-        raise ZephyrError(f"--price {args.price} is negative", "give the cost of one GPU-hour, e.g. --price 2.5")
-    if args.mfu is not None and not 0 < args.mfu <= 1:
+    if args.price is not None and not (math.isfinite(args.price) and args.price >= 0):
+        raise ZephyrError(f"--price {args.price} is not a cost (negative, nan or inf)",
+                          "give the cost of one GPU-hour, e.g. --price 2.5")
+    if args.mfu is not None and not 0 < args.mfu <= 1:  # NaN fails this too
         raise ZephyrError(f"--mfu {args.mfu} is not a share between 0 and 1", "e.g. --mfu 0.35")
     # A plan reads the model's shape, never its code (a custom architecture: pass --model-config).
     for c in [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]:
@@ -512,6 +530,9 @@ def cmd_report(args) -> int:
         raise ZephyrError("--check needs pipeline folders (their claims are what it checks)",
                           "give pipeline folders, e.g. runs/tiny-zephyr")
     out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ZephyrError(f"--out {out} is a file, and the report is written into a folder (report.md, report.html)",
+                          "give a folder: --out reports/<name> (the file is left as it is)")
     text = ""
     if rest:
         text = (ablation.report if all(pipelines) else report)(rest, out)

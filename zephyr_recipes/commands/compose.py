@@ -10,10 +10,13 @@ import re
 from pathlib import Path
 
 from .. import stages
+from ..core import fingerprint
 from ..core.catalog import CONF_DIR, RECIPES_DIR, list_options, list_recipes
 from ..core.errors import ZephyrError, did_you_mean
 from ..core.safety import guard_destructive, refuse_env
 from ..core.schema import recipe_defaults
+from ..core.yamlsafe import load as load_bounded
+from .inputs import check_recipe_tree, check_writes
 
 
 def find_recipe(recipe: str) -> tuple[Path, str]:
@@ -43,8 +46,9 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
     from omegaconf.errors import OmegaConfBaseException
 
     path, name = find_recipe(recipe)
+    fingerprint.add_search_path(path.parent)  # a function module may lie beside the recipe
     try:
-        doc = yaml.safe_load(read_recipe_text(path))
+        doc = load_bounded(read_recipe_text(path), path)  # size, depth, aliases, duplicate keys: before Hydra
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -56,6 +60,7 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
                           "write it as `defaults:` (one option per group: model, dataset, stage, hardware, then "
                           "_self_) followed by the sections it overrides; start from `zephyr-recipes cp tiny/sft "
                           "my.yaml`")
+    check_recipe_tree(doc, path)
     for o in overrides:
         if o.startswith("hydra.") or o.startswith("hydra/"):
             raise ZephyrError(f"override {o!r} changes Hydra itself", "override recipe keys only")
@@ -76,10 +81,12 @@ def compose(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[d
         refuse_env(_mapping(OmegaConf.to_container(cfg, resolve=False)))  # before anything reads the environment
         container = _mapping(OmegaConf.to_container(cfg, resolve=True))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None
+        raise _missing_key(str(exc), path, overrides) or \
+            ZephyrError(_explain_hydra(str(exc)), _hydra_fix(str(exc))) from None
     finally:
         GlobalHydra.instance().clear()
     guard_destructive(container, overrides, name, path)
+    check_writes(container, overrides, path, name)
     return container, name, path
 
 
@@ -115,6 +122,22 @@ def _upsert(override: str) -> str:
     to make users remember `+` for keys that a recipe happens to leave at their defaults.
     """
     return f"++{override}" if _DOTTED.match(override) else override
+
+
+def _missing_key(message: str, path: Path, overrides) -> ZephyrError | None:
+    """An interpolation ${...} that names no key: in the recipe file (or a file it pulls in) unless an override
+    wrote it."""
+    m = re.search(r"Interpolation key '([^']+)' not found", message)
+    if not m:
+        return None
+    key = m.group(1)
+    if any("${" in o and key in o for o in overrides):
+        return ZephyrError(f"the interpolation ${{{key}}} in an override names a key that does not exist",
+                           f"set {key} too, or fix the name in the override")
+    return ZephyrError(f"{path} (or a file its defaults pull in) has the interpolation ${{{key}}}, and no key "
+                       f"{key} exists in the composed recipe",
+                       f"fix the name in the file, or set the key: {key}=<value> on the command line or in the "
+                       "recipe")
 
 
 def _explain_hydra(message: str) -> str:

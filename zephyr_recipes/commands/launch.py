@@ -25,7 +25,7 @@ from ..core.errors import ZephyrError
 from ..model import hardware
 from ..model.modeling import resolve_placement
 from ..runtime import worker
-from . import plan, preflight
+from . import plan, preflight, readcheck, reuse, runcheck
 
 SBATCH = "launch.sbatch"
 ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
@@ -301,13 +301,16 @@ def run_slurm(cfg: dict, folder: Path, submit_job: bool = True) -> int:
 
 
 def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = None,
-            submit: bool = True) -> Path | None:
+            submit: bool = True, again: bool = False, code_checked: bool = False) -> Path | None:
     """Check, freeze and start one validated stage config on its launcher.
 
     Returns the finished run folder, or None when the run was handed to the scheduler. Every check that can
     refuse (trust, the pre-flight of keys, endpoints, paths and disk, the memory plan, this machine's devices) runs
     before the run folder is touched. ``produced``: folders an earlier stage of a pipeline writes. ``submit=False``
     (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
+    ``again``: run a stage that redoes only what changed (AI feedback) even when its folder is finished with this
+    config and code (a pipeline whose earlier stage ran again). ``code_checked``: the pipeline ran
+    commands/runcheck.py for every stage already.
     """
 
     hw = cfg["hardware"]
@@ -321,16 +324,19 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     trust.check(cfg)
     for line in preflight.run(cfg, stage, network=True, produced=produced):  # keys, endpoints, paths, disk
         worker.log.info("pre-flight: %s", line)
+    code = reuse.code_of(cfg, stage)  # the code it runs by reference: part of the run's identity
     with runfolder.locked(Path(cfg["run"]["output_dir"]), argv):
-        done = runfolder.finished_alike(cfg)
+        def ready() -> None:  # what the run will run later (modules, tokenizers, the judge), before it starts
+            for line in [] if code_checked else runcheck.run(cfg, stage, produced):
+                worker.log.info("pre-flight: %s", line)
+
+        done = reuse.before_prepare(cfg, stage, code, again, ready)
         if done is not None:
-            worker.log.info("%s already holds a finished run of this config (completed %s): nothing to do "
-                            "(run.overwrite=true trains it again)", done,
-                            (runfolder.read_status(done) or {}).get("finished", "?"))
+            readcheck.check(done)  # reused only when its records are whole
             return done
-        folder, resume_from = runfolder.prepare(cfg)
+        folder, resume_from = runfolder.prepare(cfg, revise=stage.revisable)
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
-                             launch={"command": argv, "recipe": name, "launcher": hw["launcher"]})
+                             launch={"command": argv, "recipe": name, "launcher": hw["launcher"]}, code=code)
         if hw["launcher"] == "inprocess":
             worker.run(folder, resume_from, argv=argv, recipe=name, stage=stage)
         elif hw["launcher"] == "accelerate":
@@ -343,6 +349,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
 
 # ------------------------------------------------------------------------------------------------ dry run
 DRY_RUN_SUFFIX = ".dry-run"
+LAUNCHER_FILES = (hardware.ACCELERATE_CONFIG, hardware.DEEPSPEED_CONFIG, SBATCH, NODE_SCRIPT)
 
 
 def dry_run_folder(cfg: dict) -> Path:
@@ -414,7 +421,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     known.setdefault("folders", {})
     known.setdefault("data", {})
     try:
-        sp = plan.stage_plan(cfg, stage, count_data=False, folders=known["folders"], data=known["data"])
+        sp = plan.stage_plan(cfg, stage, folders=known["folders"], data=known["data"])
     except ZephyrError as exc:
         sp = plan.StagePlan(f"plan: not made here ({exc.problem})", "unknown")
     if sp.trained:
@@ -442,6 +449,8 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
                     "run.overwrite=true: the run would replace it" if cfg["run"]["overwrite"]
                     else "the run would resume it if its config matches")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in LAUNCHER_FILES:  # an earlier dry run's files for another profile must not be checked as this one's
+        (out / stale).unlink(missing_ok=True)
     runfolder.write_atomic(out / runfolder.CONFIG, yaml.safe_dump(cfg, sort_keys=False))
     runfolder.write_atomic(out / "plan.txt", sp.text + "\n")
     if hw["launcher"] == "inprocess":
@@ -458,9 +467,20 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
         del acc
     checked = check_launcher_files(out) + [f"pre-flight: {line}" for line in checked_outside]
     summary = {"recipe": name, "run_folder": str(folder), "run_folder_state": state, "launcher": hw["launcher"],
-               "command": command, "checked": checked, "notes": notes, "memory": sp.kind, "files": str(out)}
+               "command": command, "checked": checked, "notes": notes, "files": str(out), "plan": sp.text,
+               "memory": dry_run_memory(sp), "tokens": sp.work.tokens if sp.work is not None else None}
     runfolder.write_atomic(out / "dry-run.json", json.dumps(summary, indent=2) + "\n")
-    return {**summary, "plan": sp.text}
+    return summary
+
+
+def dry_run_memory(sp: plan.StagePlan) -> dict:
+    """The memory plan a dry run prints, as data: its verdict and, for a training stage, GB per device by part."""
+    out: dict = {"verdict": sp.kind}
+    if sp.memory is not None:
+        out.update(per_device_gb=round(sp.memory["total_gb"], 3),
+                   parts={k: round(v, 3) for k, v in sp.memory["parts"].items()},
+                   per_device_batch=sp.memory["per_device_batch"], sequence_length=sp.memory["sequence_length"])
+    return out
 
 
 def render_dry_run(result: dict) -> str:

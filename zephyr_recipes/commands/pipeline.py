@@ -11,7 +11,8 @@ A pipeline recipe has a single top-level key, ``pipeline``::
           recipe: tiny/dpo
           overrides: {model.name_or_path: "${pipeline.output_dir}/sft"}
 
-Finished stages are skipped on a re-run (after checking that their config has not changed); ``--from STAGE``
+Finished stages are skipped on a re-run when their config and the code they run by reference are the same and no
+stage they read ran again (commands/reuse.py says how); ``--from STAGE``
 runs that stage and every later one again, ``--only STAGE`` runs just that one.
 
 Rounds repeat a block of stages, each round starting from the model the previous round trained (iterative,
@@ -44,9 +45,9 @@ from pathlib import Path
 import yaml
 
 from .. import stages
-from ..core import runfolder, trust
+from ..core import runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError, unknown_key
-from . import ablation, launch, preflight
+from . import ablation, launch, preflight, reuse, runcheck
 from .ablation import check_claims
 from .compose import compose, find_recipe, read_recipe_text
 from .validate import validate
@@ -69,7 +70,8 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
     (``pipeline.seed=3``) go to the pipeline file itself.
     """
     try:
-        raw = yaml.safe_load(read_recipe_text(find_recipe(recipe)[0]))
+        path = find_recipe(recipe)[0]
+        raw = yamlsafe.load(read_recipe_text(path), path)  # bounded: size, depth, aliases, duplicate keys
     except yaml.YAMLError:
         return None  # not a pipeline we can read; composing it reports the YAML error
     if not is_pipeline(raw):
@@ -453,6 +455,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     for st, _, cfg in planned:  # keys, endpoints, paths and disk of every stage, before the first runs
         try:
             preflight.run(cfg, stages.get(cfg["stage"]["name"]), network=True, produced=produced)
+            runcheck.run(cfg, stages.get(cfg["stage"]["name"]), produced)  # modules, tokenizers, judges
         except ZephyrError as exc:
             raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
         produced.add(str(Path(cfg["run"]["output_dir"])))
@@ -464,18 +467,20 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     status = json.loads(status_path.read_text()) if status_path.exists() else {"stages": {}}
     status["seed"] = spec["seed"]
     forced = set(names[names.index(from_stage):]) if from_stage else ({only} if only else set())
+    ran: list[Path] = []  # folders of the stages that ran in this invocation: a stage reading one runs again
     for st, name, cfg in planned:
         stage, folder = st["name"], Path(cfg["run"]["output_dir"])
         if only and stage != only:
             continue
+        again = stage in forced
         if stage not in forced and runfolder.is_complete(folder):
-            frozen = yaml.safe_load((folder / runfolder.CONFIG).read_text())
-            changed = runfolder.config_diff(frozen, cfg)
-            if changed:
-                raise ZephyrError(f"stage {stage!r} finished with a different config (changed: {', '.join(changed[:4])})",
-                                  f"re-run it and what follows with --from {stage}")
-            log.info("pipeline: %s finished already (%s), skipped", stage, folder)
-            continue
+            why = reuse.why_again(cfg, stages.get(cfg["stage"]["name"]), ran,
+                                  [Path(c["run"]["output_dir"]) for _, _, c in planned])
+            if why is None:
+                log.info("pipeline: %s finished already (%s), skipped", stage, folder)
+                continue
+            log.info("pipeline: %s runs again: %s", stage, why)
+            again = True
         if stage not in forced and spec.get("reuse"):
             src = _reuse(spec, stage, cfg, folder, folders)
             if src is not None:
@@ -486,15 +491,16 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
         if from_stage and stage not in forced and not runfolder.is_complete(folder):
             raise ZephyrError(f"stage {stage!r} comes before --from {from_stage} and has not finished",
                               "run the whole pipeline (without --from) first")
-        if stage in forced:
-            cfg["run"]["overwrite"] = True
+        if again and not stages.get(cfg["stage"]["name"]).revisable:
+            cfg["run"]["overwrite"] = True  # a revisable stage (AI feedback) keeps its folder and redoes what changed
         log.info("pipeline: running %s (%s) -> %s", stage, name, folder)
         started = time.time()
         if cfg["hardware"].get("launcher") == "slurm":
             raise ZephyrError(f"pipeline stage {stage!r} uses a Slurm profile; a pipeline waits for each stage",
                               "run the pipeline itself inside a Slurm allocation with an accelerate profile, "
                               "or launch the stage recipes one by one")
-        launch.execute(cfg, name, argv or [], produced)
+        launch.execute(cfg, name, argv or [], produced, again=again, code_checked=True)
+        ran.append(folder)
         status["stages"][stage] = {"folder": str(folder), "seconds": round(time.time() - started, 2),
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")

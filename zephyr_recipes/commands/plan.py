@@ -362,6 +362,7 @@ class StagePlan:
     work: Work | None = None
     trained: tuple | None = None  # (config, source) of the model the stage writes, for later stages
     writes: tuple | None = None  # (rows, tokens per row) of the data the stage writes, for later stages
+    memory: dict | None = None  # the training memory estimate (per-device GB by part), for dry-run.json
 
 
 def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> StagePlan:
@@ -422,7 +423,7 @@ def stage_plan(cfg: dict, stage: Stage, model_config_path: str | None = None, fo
     text = render(cfg, est, sentence, source) + "".join(f"\n  {line}" for line in work.lines)
     if kind == "no":
         text += f"\n  fix: {advice(cfg)}"
-    return StagePlan(text, kind, work, trained=(config, source))
+    return StagePlan(text, kind, work, trained=(config, source), memory=est)
 
 
 def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple[str, bool]:

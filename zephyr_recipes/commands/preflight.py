@@ -11,6 +11,7 @@ Keys are read from the environment and sent only to the endpoint that names them
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -106,13 +107,14 @@ def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S, stage: Stage | None =
                                   f"(HTTP {exc.code})", "check the key and that it is for this endpoint") from None
             raise ZephyrError(f"{where}: {url} answered HTTP {exc.code}",
                               "check base_url (it ends in /v1 for OpenAI-compatible servers)") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: not UTF-8 or not JSON
             reason = getattr(exc, "reason", exc)
             raise ZephyrError(f"{where}: {url} does not answer ({reason}; waited up to {timeout:g} s); nothing was "
                               "generated",
                               "start the server or check base_url; `validate --no-preflight` skips the checks "
                               "of what lies outside this process") from None
-        served = [m.get("id") for m in body.get("data") or [] if isinstance(m, dict)]
+        served = [m.get("id") for m in (body.get("data") if isinstance(body, dict) else None) or []
+                  if isinstance(m, dict)]
         model = spec.get("model")
         if served and model and model not in served and len(served) < 50:
             raise ZephyrError(f"{where}: {_host(url)} does not serve model {model!r} (it serves: "

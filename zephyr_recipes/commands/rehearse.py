@@ -10,7 +10,9 @@ folder (``rehearsal.json``, ``REHEARSAL.md``):
   keeps the tokenizer's template; else the recipe's), and the real model's context length;
 - a hub dataset becomes a few rows in the same schema, under the same split names and column names;
 - API generators become the embedded teacher program, served ones (``serve:``) a transformers generator on a
-  stand-in of the model they serve, API judges the embedded judge programs;
+  stand-in of the model they serve, API judges the embedded judge programs (an AI-feedback judge asked with a
+  ``protocol`` keeps it: the program's ``chat(messages)`` plays the chat model, so the protocol's own requests,
+  parsing and critiques run);
 - a benchmark's public files become a few questions in the same formats; lm-eval tasks run ARC-schema stand-in
   questions (the harness, its few-shot path and the scoring are real);
 - training stops after a few optimizer steps, and the hardware profile runs as ``cpu``; the real profile's
@@ -26,6 +28,7 @@ import json
 import logging
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -98,6 +101,7 @@ class Rehearsal:
     def __init__(self, root: Path, steps: int = STEPS):
         self.root, self.steps = root, steps
         self.swaps: dict[str, list[str]] = {}
+        self.parity: dict[str, list[str]] = {}  # stage -> the token-parity check's lines
         self._stage = "?"
 
     def note(self, text: str) -> None:
@@ -176,6 +180,11 @@ class Rehearsal:
         if not judge:
             return judge
         if judge_registry.rehearsal(judge, _is_hub):  # it calls out, or loads a hub model
+            if judge.get("protocol"):  # asked the same way: the program plays the chat model (its chat(messages))
+                self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module}),"
+                          f" asked with protocol {judge['protocol']}")
+                return {"type": "function", "module": module,
+                        **{k: judge[k] for k in ("protocol", "sampling", "max_retries") if judge.get(k) is not None}}
             self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module})")
             return {"type": "function", "module": module}
         if judge.get("model"):
@@ -398,6 +407,17 @@ def _eval_files(folder: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- driver
+def parity_lines(cfg: dict, produced: dict, where: str) -> list[str]:
+    """The token-parity check of a rehearsed stage (its stand-ins carry the real templates); printed, and a
+    ZephyrError on a mismatch."""
+    from . import parity
+
+    lines = parity.run_check(cfg, stages.get(cfg["stage"]["name"]), produced, f"stage {where}")
+    for line in lines:
+        print(f"{where}: {line}", file=sys.stderr)
+    return lines
+
+
 def default_folder(recipe: str) -> Path:
     return Path("runs") / "rehearsal" / _safe(Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe)
 
@@ -414,27 +434,32 @@ def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int =
     loaded = pipeline.load(recipe, [*overrides, f"pipeline.output_dir={out / 'pipeline'}"]) \
         if pipeline.load(recipe, overrides) else None
     known: dict = {}
+    tokens: dict = {}  # the token-parity check of each stage, before it loads any weights
     try:
         if loaded:
             spec, name, path = loaded
 
             def transform(st: dict, rname: str, cfg: dict) -> dict:
                 launch.dry_run(cfg, rname, argv, out / "launchers" / st["name"], known)
-                return reh.stage_config(cfg, st["name"])
+                staged = reh.stage_config(cfg, st["name"])
+                reh.parity[st["name"]] = parity_lines(staged, tokens, st["name"])
+                return staged
 
             pipeline.run(spec, path, argv=argv, transform=transform)
         else:
             raw, name, _ = compose(recipe, [*overrides, f"run.output_dir={out / 'run'}"])
             cfg = validate(raw, name)
             launch.dry_run(cfg, name, argv, out / "launchers" / "run", known)
-            launch.execute(validate(reh.stage_config(cfg, "run"), name), name, argv)
+            staged = validate(reh.stage_config(cfg, "run"), name)
+            reh.parity["run"] = parity_lines(staged, tokens, "run")
+            launch.execute(staged, name, argv)
     except ZephyrError as exc:
         outcome, error = "failed", str(exc)
         raise
     finally:
         record = {"recipe": recipe, "overrides": overrides, "outcome": outcome, "error": error,
                   "seconds": round(time.time() - started, 1), "steps_per_training_stage": steps,
-                  "swapped": reh.swaps}
+                  "swapped": reh.swaps, "token_parity": reh.parity}
         runfolder.write_atomic(out / "rehearsal.json", json.dumps(record, indent=2) + "\n")
         runfolder.write_atomic(out / "REHEARSAL.md", render(record))
     return out

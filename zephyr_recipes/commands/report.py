@@ -14,6 +14,7 @@ from ..core import runfolder
 from ..core.errors import ZephyrError
 from ..evaluation import plots
 from ..feedback.judge_registry import pipeline_check
+from . import readcheck
 
 
 def _published() -> list[dict]:
@@ -42,7 +43,14 @@ def load_run(folder: Path) -> dict:
         hint = f" (its status is {status})" if status else ""
         raise ZephyrError(f"{folder} is not a finished evaluation run: it has no scores.json{hint}",
                           "give folders written by an eval recipe, e.g. `zephyr-recipes tiny/eval`")
-    scores = json.loads(path.read_text())
+    readcheck.check(folder)  # a complete folder's records are whole, or the damaged one is named
+    try:
+        scores = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise ZephyrError(f"{path} is not whole JSON ({type(exc).__name__})",
+                          "run the evaluation again with run.overwrite=true") from None
+    if not isinstance(scores, dict):
+        raise ZephyrError(f"{path} is not a mapping of scores", "run the evaluation again with run.overwrite=true")
     scores.setdefault("model_id", folder.name)
     scores["folder"] = str(folder)
     return scores
@@ -121,6 +129,30 @@ def run_names(runs: list[dict]) -> list[str]:
     return names
 
 
+# The embedded judges that check the pipeline rather than grade answers (word overlap with a reference).
+PIPELINE_CHECKS = ("zephyr_recipes.embedded.lexical_judge",)
+
+
+def function_judge_note(modules: set[str]) -> str:
+    """What the figures of runs graded by function judges mean: a pipeline check, the embedded task's program judge
+    (it knows every right answer: quality on that task), or a user's own program (what its code checks)."""
+    text = ""
+    checks = sorted(m for m in modules if m in PIPELINE_CHECKS)
+    embedded = sorted(m for m in modules if m.startswith("zephyr_recipes.embedded.") and m not in PIPELINE_CHECKS)
+    own = sorted(m for m in modules if not m.startswith("zephyr_recipes."))
+    if checks:
+        text += (f"Runs judged by the offline lexical judge ({', '.join(checks)}) measure that the pipeline works, not "
+                 "model quality: compare them with each other only, never with the published rows.\n\n")
+    if embedded:
+        text += (f"Runs judged by the embedded program judge ({', '.join(embedded)}) are graded against the known "
+                 "answer of every embedded task (correctness and the answer-only form): quality on that task, "
+                 "comparable between these runs, not with the published rows of chat benchmarks.\n\n")
+    if own:
+        text += (f"Runs judged by a function judge of your own ({', '.join(own)}) measure what that program checks; "
+                 "compare them with each other only, never with the published rows (judged by GPT-4).\n\n")
+    return text
+
+
 def report(folders: list[Path], out: Path | None = None) -> str:
     """The markdown report; with ``out``, also writes report.md, scores.json and radar.png there."""
     runs = [load_run(f) for f in folders]
@@ -128,9 +160,7 @@ def report(folders: list[Path], out: Path | None = None) -> str:
     text = "# Evaluation report\n\n## Runs\n\n" + table(runs, names) + "\n\n"
     judges = [(s.get(b.name) or {}).get("judge") or s.get("judge") or {}
               for s in runs for b in _ran(runs) if b.asks and s.get(b.name)]
-    if any(pipeline_check(j) for j in judges):
-        text += ("Runs judged by a function judge (such as the offline lexical judge) measure that the pipeline "
-                 "works, not model quality: compare them with each other only, never with the published rows.\n\n")
+    text += function_judge_note({str(j.get("module") or j.get("type") or "?") for j in judges if pipeline_check(j)})
     notes = _notes(runs, names)
     if notes:
         text += "".join(f"- {n}\n" for n in notes) + "\n"

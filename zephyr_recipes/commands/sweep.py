@@ -18,10 +18,8 @@ import logging
 import re
 from pathlib import Path
 
-import yaml
-
 from .. import benchmarks
-from ..core import runfolder, trust
+from ..core import preempt, runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError
 from . import launch, pipeline
 from .compose import compose
@@ -51,6 +49,9 @@ def parse(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]
             values = list(o.sweep_string_iterator())
         except Exception as exc:  # interval() and other sweeps that need an optimiser
             raise ZephyrError(f"{o.input_line}: {exc}", "list the values, or use range() or choice()") from None
+        if not values:
+            raise ZephyrError(f"{o.input_line}: the sweep has no values (an empty range or list), so there is no "
+                              "point to run", "give at least one value, e.g. key=range(1,4) or key=a,b")
         if o.get_key_element().startswith("~"):
             raise ZephyrError(f"{o.input_line}: a deletion cannot be swept", "sweep key=a,b instead")
         swept.append((o.get_key_element(), values))
@@ -133,7 +134,8 @@ def _refuse_clobber(planned: list[tuple[dict, dict]]) -> None:
         if status is None:
             bad.append(f"{folder} is not a run folder")
             continue
-        frozen = yaml.safe_load((folder / runfolder.CONFIG).read_text()) if (folder / runfolder.CONFIG).exists() else {}
+        frozen = yamlsafe.read(folder / runfolder.CONFIG, "run folder config") \
+            if (folder / runfolder.CONFIG).exists() else {}
         changed = runfolder.config_diff(frozen, cfg)
         if changed:
             state = "a finished" if status.get("status") == "complete" else "an unfinished"
@@ -197,8 +199,8 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
             results[point["name"]] = {**entry, "status": "complete" if done else "submitted"}
             if not done:
                 results[point["name"]]["job"] = (runfolder.read_status(folder) or {}).get("slurm_job")
-        except KeyboardInterrupt:
-            results[point["name"]] = {**entry, "status": "interrupted"}
+        except (KeyboardInterrupt, SystemExit, preempt.Preempted) as exc:  # a signal stops the sweep at this point
+            results[point["name"]] = {**entry, "status": _stopped(exc)}
             summarize(sweep_dir, header, grid, results)
             raise
         except Exception as exc:  # one point failing does not stop the others
@@ -295,6 +297,15 @@ def _submit_array(recipe, fixed, swept, planned, sweep_dir: Path, header, grid, 
     summarize(sweep_dir, header, grid, results)
 
 
+def _stopped(exc: BaseException) -> str:
+    """The status of the point a signal stopped: re-running the sweep resumes it there."""
+    if isinstance(exc, preempt.Preempted):
+        log.warning("sweep: stopped at this point (preempted); re-run the same command to resume it, later points "
+                    "have not started")
+        return "preempted"
+    return "interrupted"
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}" if not isinstance(exc, ZephyrError) else str(exc)
@@ -387,7 +398,7 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
             folder = pipeline.stage_folder(spec, st["name"])
             if runfolder.is_complete(folder):
                 _, cfg = pipeline.stage_config(spec, st, Path(specs[0][2]).parent, shared)
-                changed = runfolder.config_diff(yaml.safe_load((folder / runfolder.CONFIG).read_text()), cfg)
+                changed = runfolder.config_diff(yamlsafe.read(folder / runfolder.CONFIG, "run folder config"), cfg)
                 if changed:
                     raise ZephyrError(f"the sweep would overwrite {folder}, a finished run of a different config "
                                       f"(changed: {', '.join(changed[:3])})",
@@ -409,8 +420,8 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
         try:
             pipeline.run(spec, path, p_from, p_only, [*(argv or []), *point["overrides"]], folders=shared)
             results[point["name"]] = {**entry, "status": "complete"}
-        except KeyboardInterrupt:
-            results[point["name"]] = {**entry, "status": "interrupted"}
+        except (KeyboardInterrupt, SystemExit, preempt.Preempted) as exc:
+            results[point["name"]] = {**entry, "status": _stopped(exc)}
             summarize(sweep_dir, header, grid, results)
             raise
         except Exception as exc:

@@ -5,9 +5,11 @@ appendix B): every trained token costs ``6 P + 12 L h s`` FLOPs (forward and bac
 plus attention over a context of s tokens), every token a frozen copy reads (DPO's reference model) ``2 P + 4 L h
 s``. Hours = FLOPs / (GPUs x peak bf16 FLOP/s x MFU).
 
-- Tokens come from the data when it is on this machine (a sample of the prepared rows, tokenized with the run's
-  template), else from the dataset's published row count and a typical row length (the table below; both are
-  printed with where they came from). ``max_steps`` caps them.
+- Tokens come from the data when it is on this machine, counted as TRL's trainer will count them in ``num_tokens``
+  (:mod:`zephyr_recipes.data.tokens`: the prepared rows tokenized as the trainer tokenizes them, truncation and
+  packing included; a large dataset on a sample, extrapolated), else from the dataset's published row count (or
+  ``dataset.max_train_samples``) and a typical row length (the table in data/sizes.py) or ``--tokens-per-row``;
+  the plan prints where they came from. ``max_steps`` caps them.
 - The peak is the GPU's dense bf16 tensor throughput from its vendor datasheet (``hardware.gpu``).
 - The MFU is the stage's: a figure published for the same kind of run (each TrainerStage states it and why).
 
@@ -25,8 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.errors import ZephyrError, did_you_mean
-from ..data import load_for_stage
+from ..data import load_for_stage, tokens
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..data.tokens import TokenCount
 from ..model import hardware, modeling
 from ..stages.training import without_unused_test_data
 
@@ -44,7 +47,7 @@ GENERATION_EFFICIENCY = 0.5  # share of the memory bandwidth a batched decode st
 
 
 def _tokens(n: float) -> str:
-    return f"{n / 1e9:,.2f}B" if n >= 1e9 else f"{n / 1e6:,.1f}M" if n >= 1e5 else f"{n / 1e3:,.1f}k"
+    return f"{n / 1e9:,.2f}B" if n >= 1e9 else f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n / 1e3:,.1f}k"
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Work:
     lines: list[str] = field(default_factory=list)
     api_requests: int = 0
     api_tokens: int = 0
+    tokens: float | None = None  # trained tokens (all epochs); None: not known
 
     @property
     def gpu_hours(self) -> float | None:
@@ -78,25 +82,23 @@ def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
     return GPUS[name]
 
 
-def _rows_on_machine(cfg: dict, stage, split: str) -> tuple[int, float] | None:
-    """(rows, mean tokens per row) counted from the data and tokenizer on this machine, or None."""
+def _data_on_machine(cfg: dict, stage, tokens_per_row: float | None = None) -> tuple[int, TokenCount | None] | None:
+    """(training rows, their tokens as the trainer counts them) from the data and tokenizer on this machine, or None
+    when either is not here. With ``tokens_per_row`` given only the rows are counted."""
 
     try:
-        tokenizer = modeling.load_tokenizer(cfg["model"], bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
+        # A plan (and a dry run, which plans) runs no code of the model's: a tokenizer that needs it is not counted.
+        model = {**cfg["model"], "trust_remote_code": False}
+        tokenizer = modeling.load_tokenizer(model, bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
         train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
     except ZephyrError:
         return None
-    n = len(train)
-    if not n:
+    if not len(train):
         return None
-    sample = train.select(range(min(n, 500)))
-    lengths = []
-    for row in sample:
-        for text in stage.texts(row):
-            lengths.append(len(tokenizer.apply_chat_template(text, tokenize=True)) if isinstance(text, list)
-                           else len(tokenizer(text)["input_ids"]))
-    per_row = sum(lengths) / len(sample) if lengths else 0.0
-    return n, per_row
+    if tokens_per_row:
+        return len(train), None
+    return len(train), tokens.count(train, tokenizer, stage.rows, cfg["stage"]["trainer"], cfg["run"]["seed"],
+                                    stage.overlong)
 
 
 def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, mfu: float | None = None,
@@ -106,47 +108,62 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     work = Work(stage=stage.name, gpus=hardware.world_size(hw))
     ds = cfg["dataset"]
     split = ds.get("train_split") or "train"
-    counted = _rows_on_machine(cfg, stage, split) if count_data and not tokens_per_row else None
+    here = _data_on_machine(cfg, stage, tokens_per_row) if count_data else None
     seq = int(trainer.get("max_length") or 1024)
-    rows: int | None
+    limit = int(ds["max_train_samples"]) if ds.get("max_train_samples") else None
+    rows: float | None
     per_row: float | None
     source: str | None
-    if counted:
-        rows, per_row = counted
-        source = "counted from the data on this machine"
+    batch_row: float | None = None  # tokens of one row of a batch (a packed row when packing)
+    if here and here[1] is not None:  # counted as the trainer tokenizes (truncation and packing included)
+        counted = here[1]
+        rows, per_row, batch_row = counted.kept_rows, counted.tokens_per_row, counted.tokens_per_batch_row
+        source = f"{counted.describe()}, from the data on this machine"
     else:
         from pathlib import Path
 
-        known = DATASETS.get(ds.get("path") or "")
-        written = (data or {}).get(str(Path(ds.get("path") or "-").resolve()))
-        if written:  # data an earlier stage of the pipeline writes
-            known = ({split: written[0]}, written[1] / stage.sequences_per_row)
-        rows = (known[0].get(split) if known else None)
+        known = None
+        if here:  # the data is here, its tokens per row given
+            rows, where = here[0], f"{here[0]:,} rows on this machine"
+        else:
+            known = DATASETS.get(ds.get("path") or "")
+            written = (data or {}).get(str(Path(ds.get("path") or "-").resolve()))
+            if written:  # data an earlier stage of the pipeline writes
+                known = ({split: written[0]}, written[1] / stage.sequences_per_row)
+            rows = known[0].get(split) if known else None
+            origin = "as an earlier stage writes it (estimated)" if written else "from the dataset card of"
+            if rows and limit:
+                rows = min(rows, limit)
+            where = f"{rows:,} rows {origin} {ds['path']}[{split}]" if rows else ""
+            if not rows and limit:  # not here and not in the table: the row count the recipe caps it at
+                rows, where = limit, f"{limit:,} rows (dataset.max_train_samples)"
         per_row = tokens_per_row or (known[1] * stage.sequences_per_row if known else None)
-        if ds.get("max_train_samples") and rows:
-            rows = min(rows, int(ds["max_train_samples"]))
-        origin = "as an earlier stage writes it (estimated)" if written else "from the dataset card of"
-        source = (f"{rows:,} rows {origin} {ds['path']}[{split}], "
-                  f"{'given' if tokens_per_row else 'typical (estimated)'} {per_row:,.0f} tokens per row"
-                  if rows and per_row else None)
-        if not source:
+        if not rows or not per_row:
+            missing = ([] if rows else ["the row count through dataset.max_train_samples"]) + \
+                ([] if per_row else ["--tokens-per-row"])
             work.lines.append(f"tokens: unknown ({ds.get('path')} is not on this machine and not in the table); "
-                              "give --tokens-per-row and the row count through dataset.max_train_samples")
+                              f"give {' and '.join(missing)}")
             return work
+        source = f"{where}, {'given' if tokens_per_row else 'typical (estimated)'} {per_row:,.0f} tokens per row"
+        if per_row > seq * stage.sequences_per_row:  # truncation, as far as a typical length tells
+            per_row = seq * stage.sequences_per_row
+            source += (f" (cut to {per_row:,}: max_length {seq:,} per sequence)" if stage.sequences_per_row > 1
+                       else f" (cut to {per_row:,} by max_length)")
     assert rows is not None and per_row is not None  # counted, or known from the table (else returned above)
-    per_row = min(per_row, seq * stage.sequences_per_row)
     epochs = float(trainer.get("num_train_epochs", 3.0) or 0)
     tokens = rows * per_row * epochs
     steps = trainer.get("max_steps")
     if isinstance(steps, int) and steps > 0:
         batch = hardware.per_device_batch(cfg, stage) * hardware.world_size(hw) * hardware.gradient_accumulation(cfg, stage)
-        tokens = min(tokens, steps * batch * per_row) if tokens else steps * batch * per_row
+        per_step = batch * (batch_row or per_row)
+        tokens = min(tokens, steps * per_step) if tokens else steps * per_step
     P, L, h = shape.params, shape.layers, shape.hidden
     ctx = min(seq, max(per_row / stage.sequences_per_row, 1))
     trained = 6 * P + 12 * L * h * ctx
     frozen, _ = stage.frozen_copies(cfg)
     work.flops = tokens * (trained + frozen * (2 * P + 4 * L * h * ctx))
     rate = mfu if mfu is not None else stage.mfu
+    work.tokens = tokens
     work.lines.append(f"tokens: {_tokens(tokens)} ({source}; {epochs:g} epoch(s))")
     per_token = "6P + 12Lhs" + (", plus 2P + 4Lhs for the frozen reference" if frozen else "")
     work.lines.append(f"compute: {work.flops:.3g} FLOPs ({per_token} per token)")

@@ -21,6 +21,8 @@ from ..embedded import builtin
 from ..feedback.specs import model_location
 from ..model import hardware, trainer_fields
 from ..model.modeling import check_weight_files, is_local_path
+from . import readcheck
+from .inputs import check_run
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|Bearer\s+\S{16,})$")
@@ -73,6 +75,9 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
     """
     if not isinstance(cfg, dict):
         raise ZephyrError("a recipe must be a YAML mapping", "start from `zephyr-recipes cp tiny/sft my.yaml`")
+    if "pipeline" in cfg:
+        raise ZephyrError(f"{recipe_name} is a pipeline recipe, and a single stage is expected here",
+                          "run the pipeline itself (zephyr-recipes run <pipeline>), or name one of its stage recipes")
     unknown = [k for k in cfg if k not in SECTIONS]
     if unknown:
         raise ZephyrError(f"unknown top-level key `{unknown[0]}`",
@@ -116,6 +121,7 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
+    check_run(run)  # seed range, a name a folder can have, an output_dir that is no file
     if deep:
         _check_weight_files(out, trains)
     if trainer is not None and deep:
@@ -142,7 +148,11 @@ def _check_weight_files(cfg: dict, trains: bool) -> None:
     names = [cfg["model"]["name_or_path"]] if trains else []
     for name in names + list(local_models(cfg["stage"], "stage")):
         if is_local_path(name) and Path(name).expanduser().is_dir():
+            readcheck.check(Path(name).expanduser())  # a finished run folder's records are whole
             check_weight_files(str(Path(name).expanduser()), name)
+    data = cfg["dataset"].get("path")
+    if isinstance(data, str) and is_local_path(data) and Path(data).expanduser().is_dir():
+        readcheck.check(Path(data).expanduser())  # e.g. an AI-feedback run folder's pairs
 
 
 def _stage_default(stage: str, key: str):

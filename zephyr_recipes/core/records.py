@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from . import greedy
+
 PACKAGES = ("zephyr-recipes", "torch", "transformers", "trl", "datasets", "accelerate", "hydra-core",
             "omegaconf", "tokenizers", "flash-attn", "peft", "deepspeed")
 # KEY=VALUE whose key (its last dotted part) names a secret: token, hf_token, api_key, secret, password ... but not
@@ -194,6 +196,15 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def _critique_line(summary: dict) -> str:
+    c = summary.get("critique")
+    if not c:
+        return ""
+    return (f"\n- Critiques (overall_score, UltraFeedback's annotate_critique.py): {c['critiques']}, "
+            f"{c['critique_failures']} failures; overall_score fix (fix_overall_score_issue.py) on the scores of 10: "
+            f"{c['overall_score_fix']}")
+
+
 def dataset_card(cfg: dict, prov: dict, summary: dict) -> str:
     """README of an AI feedback run folder: what answered, what judged, what came out."""
     stage = cfg["stage"]
@@ -201,6 +212,7 @@ def dataset_card(cfg: dict, prov: dict, summary: dict) -> str:
                      f"{summary['mean_score_by_generator'].get(g.get('name'), float('nan')):.2f} |"
                      for g in stage["generators"])
     judge = stage["judge"]
+    warned = "".join(f"- Warning: {w}\n" for w in greedy.warnings(cfg))
     return f"""---
 tags: [zephyr-recipes, aif, preference]
 ---
@@ -220,7 +232,8 @@ binarized into {summary['pairs']['train_prefs']} training and {summary['pairs'][
   `zephyr-recipes tiny/dpo dataset.path={cfg['run']['output_dir']}`
 - `raw/`: rated completions in the openbmb/UltraFeedback schema
 - `completions.jsonl`, `ratings.jsonl`: every answer and rating as it arrived; `summary.json`: the figures
+- Judge protocol: {(summary.get('judge_protocol') or {}).get('text', 'not recorded')}{_critique_line(summary)}
 - Judge failures: {summary['judge_failures']}; generation failures: {summary['generation_failures'] or 0};
   self-agreement: {summary['self_agreement'] or 'not measured'}
 - Reproduce: `{prov['command']}`
-"""
+{warned}"""

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import yaml
 
+from . import lockguard, yamlsafe
 from .errors import ZephyrError
+from .fingerprint import changed as code_changed
 from .records import redact
 
 STATUS = "run.json"
@@ -88,10 +90,11 @@ def last_checkpoint(folder: Path) -> Path | None:
     found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
                     if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
     for _step, path in found:
-        if (path / CHECKPOINT_DONE).is_file():
+        missing = [n for n in (CHECKPOINT_DONE, "trainer_state.json") if not (path / n).is_file()]
+        if not missing:
             return path
         logging.getLogger("zephyr_recipes").warning("%s was not completely written (no %s): not resumed from",
-                                                    path, CHECKPOINT_DONE)
+                                                    path, " and no ".join(missing))
     return None
 
 
@@ -137,20 +140,22 @@ def _frozen_config(folder: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        frozen = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
-        raise ZephyrError(f"{path} cannot be read ({type(exc).__name__}), so this unfinished run cannot be resumed "
+        frozen = yamlsafe.load(path.read_text(), path)
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, ZephyrError) as exc:
+        why = exc.problem if isinstance(exc, ZephyrError) else type(exc).__name__
+        raise ZephyrError(f"{path} cannot be read ({why}), so this unfinished run cannot be resumed "
                           "or compared with the new config",
                           "start it over with run.overwrite=true on your command line, or use run.name=<new name>") \
             from None
     return frozen if isinstance(frozen, dict) else {}
 
 
-def prepare(cfg: dict) -> tuple[Path, Path | None]:
+def prepare(cfg: dict, revise: bool = False) -> tuple[Path, Path | None]:
     """Create or reopen the run folder for cfg; returns (folder, checkpoint to resume from or None).
 
     Refuses, touching nothing, when the folder holds a finished run (unless run.overwrite), a run of a
-    different config, or something that is not a run folder.
+    different config, or something that is not a run folder. ``revise`` (a stage that redoes only what changed):
+    a finished or unfinished run of another config is kept and its config replaced (the caller recorded it).
     """
     run = cfg["run"]
     folder = Path(run["output_dir"]).expanduser()
@@ -162,7 +167,9 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
         status = read_status(folder)
         if status is None:
             raise ZephyrError(f"{folder} exists and is not a run folder", "choose another run.name or run.output_dir")
-        if status.get("status") == "complete":
+        if status.get("status") == "complete" and revise and not run["overwrite"]:
+            pass  # kept: the stage reuses what still matches
+        elif status.get("status") == "complete":
             if not run["overwrite"]:
                 raise ZephyrError(f"{folder} holds a finished run (completed {status.get('finished', '?')})",
                                   "pass run.overwrite=true to replace it, or run.name=<new name> to keep both")
@@ -170,7 +177,7 @@ def prepare(cfg: dict) -> tuple[Path, Path | None]:
         else:
             frozen = {} if run["overwrite"] else _frozen_config(folder)
             changed = config_diff(frozen, cfg)
-            if changed and not run["overwrite"]:
+            if changed and not run["overwrite"] and not revise:
                 raise ZephyrError(
                     f"{folder} holds an unfinished run of a different config (changed: {', '.join(changed[:5])})",
                     "re-run with the same settings to resume it, run.overwrite=true to start over, "
@@ -193,6 +200,13 @@ def unwritable(folder: Path, exc: OSError) -> ZephyrError:
     import errno
 
     where = exc.filename or folder
+    home = os.environ.get("ZEPHYR_RECIPES_HOME")
+    if home and exc.errno not in (errno.ENOSPC, errno.EDQUOT) and \
+            (Path(where).resolve() == Path(home).resolve() or Path(home).resolve() in Path(where).resolve().parents):
+        return ZephyrError(f"cannot write {where}, inside ZEPHYR_RECIPES_HOME={home} (the cache of built-in models "
+                           f"and prepared data): {exc.strerror}",
+                           "point ZEPHYR_RECIPES_HOME at a folder you can write (export ZEPHYR_RECIPES_HOME=<path>), "
+                           "or fix its permissions")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ZephyrError(f"the disk holding {where} is full (or over quota)",
                            "free space there or give another run.output_dir; re-running the same command resumes")
@@ -202,14 +216,18 @@ def unwritable(folder: Path, exc: OSError) -> ZephyrError:
     return ZephyrError(f"cannot write {where}: {exc.strerror or exc}", "give another run.output_dir")
 
 
-def finished_alike(cfg: dict) -> Path | None:
-    """The run folder of cfg when it holds a finished run of the same config (so there is nothing to do)."""
+def finished_alike(cfg: dict, code: dict | None = None) -> Path | None:
+    """The run folder of cfg when it holds a finished run of the same config (so there is nothing to do), and of
+    the same code: ``code`` ({label: fingerprint}, core/fingerprint.py) equal to what the folder recorded (a folder
+    finished before fingerprints were recorded counts as the same)."""
     folder = Path(cfg["run"]["output_dir"]).expanduser()
     if cfg["run"]["overwrite"] or not is_complete(folder) or not (folder / CONFIG).is_file():
         return None
+    if code is not None and code_changed((read_status(folder) or {}).get("code"), code):
+        return None
     try:
-        frozen = yaml.safe_load((folder / CONFIG).read_text())
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
+        frozen = yamlsafe.load((folder / CONFIG).read_text(), folder / CONFIG)
+    except (yaml.YAMLError, UnicodeDecodeError, OSError, ZephyrError):
         return None  # prepare says what is wrong with it
     return None if config_diff(frozen if isinstance(frozen, dict) else {}, cfg) else folder
 
@@ -226,11 +244,15 @@ def locked(folder: Path, command: list[str] | None = None):
     The lock is ``flock`` on a file beside the folder (it survives ``run.overwrite`` removing the folder). The OS
     drops it when the holding process ends however it ends, so a stale lock file is simply taken over.
     """
+    import errno
     import fcntl
 
     folder = Path(folder).expanduser().resolve()
-    if os.environ.get(LOCK_ENV) == str(folder):  # started by the launch that holds it
-        yield
+    if folder.exists() and not folder.is_dir():  # before any lock file is made beside it
+        raise ZephyrError(f"run.output_dir {folder} is a file, not a folder",
+                          "choose another run.name or run.output_dir (the file is left as it is)")
+    if os.environ.get(LOCK_ENV) == str(folder) and lockguard.held_by_ancestor(lock_path(folder)):
+        yield  # started by the launch that holds it (the lock is checked, the variable alone is not trusted)
         return
     path = lock_path(folder)
     try:
@@ -259,6 +281,10 @@ def locked(folder: Path, command: list[str] | None = None):
         os.environ[LOCK_ENV] = str(folder)
         try:
             yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+                raise unwritable(folder, exc) from None  # name the run folder, not the working directory
+            raise
         finally:
             if previous is None:
                 os.environ.pop(LOCK_ENV, None)

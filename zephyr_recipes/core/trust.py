@@ -4,8 +4,8 @@ A recipe file is untrusted input (see docs/security.md). What in it can run code
 
 - a generator of ``type: function`` (``package.module:function``) or a judge of ``type: function`` (a module of
   rating functions), or a judge whose type is itself code (``type: package.module:Class``): running the recipe
-  imports and calls them, and ``python -m`` puts the current folder on the import path, so a module lying beside a
-  recipe someone sent is importable;
+  imports and calls them, and a function module is found in the working directory and the recipe's own folder
+  (core/fingerprint.py), so a module lying beside a recipe someone sent is importable;
 - a ``serve:`` command of an openai generator or judge: a program the runner starts;
 - ``trust_remote_code: true`` (the model section, a generator's or judge's ``model_config``): transformers imports
   the Python files a model folder's ``config.json`` names in ``auto_map``;

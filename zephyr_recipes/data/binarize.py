@@ -18,7 +18,7 @@ Rules, each counted under its name in :class:`Tally`:
   ``empty_responses``).
 - ``score="mean"`` scores a completion by the mean of its aspect ratings; ``score="overall"`` by the
   judge's ``overall_score`` (the critique score).
-- Ties for the best score go to the completion listed first (``tied_best`` counts prompts where that
+- Ties for the best score go to the completion listed first (``tied_best`` counts the pairs made where that
   happened), so the choice does not depend on the seed.
 - ``rejected="random"`` draws among the other completions, ``rejected="lowest"`` takes the lowest score
   (ties: the one listed last). With ``ties="drop"`` (the default) only completions scoring strictly below
@@ -129,8 +129,6 @@ def binarize(prompt: str, completions: list[dict], *, seed: int = 42,
         tally.add("too_few_completions")
         return None
     best = max(value for _, value, _ in scored)
-    if sum(1 for _, value, _ in scored if value == best) > 1:
-        tally.add("tied_best")
     chosen = next(item for item in scored if item[1] == best)  # first listed among the best
     others = [item for item in scored if item is not chosen]
     if ties == "drop":
@@ -138,6 +136,8 @@ def binarize(prompt: str, completions: list[dict], *, seed: int = 42,
         if not others:
             tally.add("all_tied")
             return None
+    if sum(1 for _, value, _ in scored if value == best) > 1:  # a pair is made: counted apart from the skipped
+        tally.add("tied_best")
     if rejected == "lowest":
         low = min(value for _, value, _ in others)
         reject = [item for item in others if item[1] == low][-1]
@@ -183,6 +183,19 @@ def binarize_dataset(ds, *, prompt_column: str = "instruction", completions_colu
         tally.update({k: v for k, v in row_tally.items() if v})
     kept = mapped.filter(lambda keep: keep, input_columns="_keep", desc="dropping skipped prompts")
     return kept.remove_columns(["_tally", "_keep"]), dict(sorted(tally.items()))
+
+
+ANSWER_REASONS = ("missing_ratings", "unrated_completions", "empty_responses")
+
+
+def binarize_tally(tally: Tally) -> dict:
+    """A tally in three disjoint parts for a summary: ``skipped`` (prompts that gave no pair, by reason),
+    ``chosen_among_tied_best`` (pairs whose chosen answer was the first listed of several tied for the best score)
+    and ``answers_left_out`` (answers not considered: empty, unrated, ratings missing)."""
+    counts = tally.as_dict()
+    return {"skipped": {k: counts[k] for k in SKIP_REASONS if counts.get(k)},
+            "chosen_among_tied_best": counts.get("tied_best", 0),
+            "answers_left_out": {k: counts[k] for k in ANSWER_REASONS if counts.get(k)}}
 
 
 TALLY_KEYS = ("missing_ratings", "unrated_completions", "empty_responses", "tied_best", *SKIP_REASONS)

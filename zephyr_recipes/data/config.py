@@ -23,7 +23,9 @@ SOURCE_KEYS = {
     "roles": "role renaming for this source (default: dataset.roles)",
 }
 INHERITED = ("path", "name", "revision", "columns", "format", "roles")
-COLUMN_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "label", "completions")
+# source, correct_answers, incorrect_answers: the columns the UltraFeedback protocol's world knowledge is read from
+COLUMN_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "label", "completions", "source",
+               "correct_answers", "incorrect_answers")
 
 
 def check_config(ds: dict, rows: RowKind | None) -> None:

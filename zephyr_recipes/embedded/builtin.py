@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..core import filemodes
 from ..core.errors import ZephyrError
 from . import tasks
 from .multiple_choice import build_tiny_arc
@@ -55,6 +56,7 @@ def resolve(name: str) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
     try:
         BUILDERS[key](tmp)
+        filemodes.open_to_umask(tmp)  # mkdtemp makes the folder 0700 and safetensors its weights 0600
         (tmp / ".complete").write_text("ok\n")
         try:
             tmp.rename(target)

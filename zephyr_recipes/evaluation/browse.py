@@ -280,8 +280,14 @@ def aif(folder: Path) -> list[dict]:
     ratings = records(folder / "ratings.jsonl")
     completions = records(folder / "completions.jsonl")
     raw_by = {}  # (prompt_id, model, response) -> the judge's raw reply, when it kept one
+    try:
+        judge = json.loads((folder / "summary.json").read_text())["identities"]["judge"]
+    except (OSError, ValueError, KeyError, TypeError):
+        judge = None  # a folder written before identities were recorded: its ratings are keyed <answer>:r0
+    first = {r["completion"]: r for r in ratings.values() if str(r.get("key", "")).endswith(":r0")
+             and r.get("completion") and (judge is None or r.get("judge") in (judge, None))}
     for c in completions.values():
-        r = ratings.get(f"{c['key']}:r0")
+        r = first.get(c["key"])
         if r and r.get("raw") and "response" in c:
             raw_by[(c["prompt_id"], c["model"], c["response"])] = r["raw"]
     items = []
@@ -331,16 +337,19 @@ def aif_markdown(folders: list[Path]) -> str:
     mean rating of each generator (from summary.json)."""
     text = ["## AI feedback", "",
             "| run | prompts | answers | ratings | judge failures | train pairs | test pairs | no pair (all tied, "
-            "tied best, other) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "other) | pairs chosen among tied best |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     gens: dict[str, dict] = {}
     for folder in folders:
         s = aif_summary(folder)
-        skipped = dict((s.get("binarize") or {}).get("skipped") or {})
-        tied, best = skipped.pop("all_tied", 0), skipped.pop("tied_best", 0)
+        skipped = {k: v for k, v in ((s.get("binarize") or {}).get("skipped") or {}).items()
+                   if k in ("too_few_completions", "all_tied", "empty_prompt", "tied_best")}
+        # tied_best: pairs whose chosen answer was among several tied for best (older summaries held it in skipped)
+        tied = skipped.pop("all_tied", 0)
+        best = skipped.pop("tied_best", 0) or (s.get("binarize") or {}).get("chosen_among_tied_best", 0)
         pairs = s.get("pairs") or {}
         text.append(f"| {folder} | {s.get('prompts', '–')} | {s.get('completions', '–')} | {s.get('ratings', '–')} | "
                     f"{s.get('judge_failures', '–')} | {pairs.get('train_prefs', 0)} | {pairs.get('test_prefs', 0)} | "
-                    f"{tied}, {best}, {sum(skipped.values())} |")
+                    f"{tied}, {sum(skipped.values())} | {best} |")
         gens[str(folder)] = s.get("mean_score_by_generator") or {}
     names = sorted({g for v in gens.values() for g in v})
     if names:

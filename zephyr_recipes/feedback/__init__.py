@@ -5,4 +5,8 @@
 - :mod:`.judges`    judges on top of a backend or a function: UltraFeedback ratings, MT-Bench grades,
                     pairwise preferences; replies parsed robustly, retried, failures recorded.
 - :mod:`.store`     append-only JSONL records so that no model or judge is ever asked twice.
+- :mod:`.listwise`  the groups in which a listwise judge rates a prompt's answers together.
+- :mod:`.ultrafeedback`  UltraFeedback's own annotation protocol (judge protocol: ultrafeedback), registered here.
 """
+
+from . import ultrafeedback  # noqa: F401  (registers protocol ultrafeedback for every judge spec)

@@ -11,6 +11,7 @@ import importlib
 import logging
 from typing import Callable, Iterator
 
+from ..core import fingerprint
 from ..core.errors import ZephyrError
 from ..model import modeling
 from .http import Endpoint, EndpointError
@@ -27,9 +28,23 @@ def load_callable(spec: str) -> Callable:
     if not attr:
         raise ZephyrError(f"{spec!r} does not name a function", "write it as package.module:function")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        with fingerprint.import_path():  # the working directory and the recipe's folder, then sys.path
+            return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ZephyrError(f"cannot import {spec}: {exc}", "check the module path and function name") from None
+        raise ZephyrError(f"cannot import {spec}: {exc}", import_fix(module_name, attr, exc)) from None
+
+
+def import_fix(module_name: str, attr: str, exc: Exception) -> str:
+    """What to do about a function module that cannot be imported, from why it cannot."""
+    where = " or ".join(fingerprint.search_paths())
+    if isinstance(exc, AttributeError):
+        return f"define {attr} in {module_name}, or name a function that {module_name} has"
+    missing = getattr(exc, "name", None)
+    if missing and missing != module_name and not module_name.startswith(missing + "."):
+        return (f"{module_name} itself imports {missing}, which is not installed: pip install it, or remove that "
+                "import")
+    return (f"put {module_name.replace('.', '/')}.py in the recipe's folder or the working directory ({where}), or "
+            f"add its folder to PYTHONPATH; a function module is found there and on the import path")
 
 
 class FunctionBackend:
@@ -126,13 +141,36 @@ def in_flight(work: Callable[[int], object], count: int, concurrency: int) -> Re
         stop.set()
 
 
+# How a local generator turns a conversation into prompt tokens and its output tokens back into text; the token-parity
+# check (commands/parity.py) calls these same functions.
+ENCODE = {"add_special_tokens": False}  # the rendered template already holds its special tokens (BOS ...)
+DECODE = {"skip_special_tokens": True}
+
+
+def generator_tokenizer(model: str, model_cfg: dict | None = None, hardware: dict | None = None,
+                        where: str = "model"):
+    """(tokenizer with the chat template generation uses, placement) of a local generator; no weights."""
+    cfg, placement = modeling.standalone(model, model_cfg, hardware, "generation")
+    return modeling.load_tokenizer(cfg, where=where), placement, cfg
+
+
+def prompt_texts(tokenizer, conversations: list[list[dict]]) -> list[str]:
+    """The prompts a local generator feeds the model: the chat template with the generation prompt."""
+    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+
+
+def answer_text(tokenizer, ids) -> str:
+    """A generated answer's text from its new tokens (special tokens dropped, white space trimmed)."""
+    return tokenizer.decode(ids, **DECODE).strip()
+
+
 class TransformersBackend:
     """A local causal LM. Prompts are sorted by length and generated in left-padded batches."""
 
     def __init__(self, model: str, model_cfg: dict | None = None, hardware: dict | None = None,
-                 batch_size: int | str = "auto"):
-        cfg, self.placement = modeling.standalone(model, model_cfg, hardware, "generation")
-        self.tokenizer = modeling.load_tokenizer(cfg)
+                 batch_size: int | str = "auto", where: str = "model"):
+        # where: the recipe's key of model_cfg (named by a missing chat template's fix)
+        self.tokenizer, self.placement, cfg = generator_tokenizer(model, model_cfg, hardware, where)
         self.tokenizer.padding_side = "left"
         self.model = modeling.load_model(model, cfg, self.placement).to(self.placement.device).eval()
         self.batch_size = batch_size
@@ -157,15 +195,14 @@ class TransformersBackend:
         else:
             sampling.pop("top_p", None)
         gen_kwargs.update(sampling)
-        texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                 for c in conversations]
+        texts = prompt_texts(self.tokenizer, conversations)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         batch_size, s = self._batch_size(), 0
         while s < len(order):
             idx = order[s:s + batch_size]
             try:
                 enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                                     add_special_tokens=False).to(self.model.device)
+                                     **ENCODE).to(self.model.device)
                 with torch.no_grad():
                     out = self.model.generate(**enc, **gen_kwargs)
             except Exception as exc:
@@ -176,14 +213,15 @@ class TransformersBackend:
                     log.warning("generation ran out of memory; batch size now %d", batch_size)
                     continue
                 raise
-            decoded = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            new_ids = out[:, enc["input_ids"].shape[1]:]
             for j, i in enumerate(idx):
-                yield i, [d.strip() for d in decoded[j * n:(j + 1) * n]]
+                yield i, [answer_text(self.tokenizer, new_ids[r]) for r in range(j * n, (j + 1) * n)]
             s += len(idx)
 
 
-def make_backend(spec: dict, hardware: dict | None = None):
-    """The backend a generator or judge spec names, with every default of its type filled in."""
+def make_backend(spec: dict, hardware: dict | None = None, where: str = "model_config"):
+    """The backend a generator or judge spec names, with every default of its type filled in. ``where``: the
+    recipe's key of the spec's model_config (stage.generators.0.model_config), named by the fix of an error."""
     kind = spec.get("type")
     if kind not in BACKEND_OPTIONS:
         raise ZephyrError(f"unknown backend type {kind!r}", f"use type: {', '.join(BACKEND_OPTIONS)}")
@@ -197,4 +235,4 @@ def make_backend(spec: dict, hardware: dict | None = None):
                             timeout=float(spec["timeout"]), backoff=float(spec["backoff"]),
                             **({} if retries is None else {"max_retries": int(retries)}))
         return EndpointBackend(endpoint, int(spec["concurrency"]))
-    return TransformersBackend(spec["model"], spec["model_config"], hardware, spec["batch_size"])
+    return TransformersBackend(spec["model"], spec["model_config"], hardware, spec["batch_size"], where)

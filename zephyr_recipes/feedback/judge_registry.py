@@ -70,7 +70,8 @@ def _wrapped(name: str, schema: Optional[type], make: Optional[Callable]) -> typ
     base = owner if isinstance(owner, type) and issubclass(owner, Judge) else Judge
     maker = make
 
-    def build(cls, spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None):
+    def build(cls, spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None,
+              where: str = "stage.judge"):
         return maker(spec, hardware)  # type: ignore[misc]
 
     body: dict = {"type": name, "Settings": schema, "make": classmethod(build),
@@ -192,13 +193,20 @@ def reads_prompts(judge_type: str) -> bool:
     return bool(judge_class(judge_type).READS_PROMPTS)
 
 
-def make_judge(spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None):
+def make_judge(spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None,
+               where: str = "stage.judge"):
     """The judge a spec names, its defaults filled in (and checked, whatever wrote it). ``sampling``: the caller's
-    settings (a benchmark's token budget, its judge temperature, greedy), under the spec's own sampling."""
-    from .specs import complete
+    settings (a benchmark's token budget, its judge temperature, greedy), under the spec's own sampling; ``where``:
+    the spec's key in the recipe, for the fix of an error. A spec asking with a registered protocol (``protocol:
+    ultrafeedback``) is made by that protocol's module."""
+    from .specs import JUDGE_PROTOCOLS, check_protocol, complete
 
-    cls = judge_class(spec.get("type"))
-    return cls.make(complete(spec, cls.Settings, "judge"), hardware, sampling)
+    cls = judge_class(spec.get("type"), where)
+    spec = complete(spec, cls.Settings, "judge")
+    check_protocol("judge", spec)
+    if spec.get("protocol") in JUDGE_PROTOCOLS:  # a way of asking registered by its own module (ultrafeedback)
+        return JUDGE_PROTOCOLS[spec["protocol"]][0](spec, hardware, sampling)
+    return cls.make(spec, hardware, sampling, where=where)
 
 
 def judge_load(role: str, spec: dict, requests: int, new_tokens: int) -> dict:
@@ -229,6 +237,12 @@ def pipeline_check(summary_or_spec: dict) -> bool:
 def served(spec: dict) -> bool:
     """Whether the runner serves this judge itself for the stage's duration."""
     return bool(judge_class(spec.get("type")).SERVED)
+
+
+def probed(spec: dict) -> bool:
+    """Whether the pre-flight asks this judge one constructed item before the run (an endpoint, or a server the
+    runner starts, is checked by its key and address instead)."""
+    return bool(judge_class(spec.get("type")).PROBED) and not spec.get("serve")
 
 
 def rehearsal(spec: dict, is_hub: Callable[[Any], bool]) -> bool:

@@ -38,6 +38,9 @@ from .specs import (
     load_of,
 )
 
+# This project's own single-answer rubric (protocol single_answer, the default of a chat-model judge): one answer per
+# request, all four aspects in one JSON reply. It is not UltraFeedback's protocol, which asks per aspect with four
+# answers side by side (feedback/ultrafeedback.py, protocol: ultrafeedback); the name is kept for compatibility.
 ULTRAFEEDBACK_PROMPT = """You are grading an AI assistant's answer to a user's instruction.
 Rate the answer on four aspects, each from 1 (poor) to 5 (excellent):
 - helpfulness: does it solve the task, with useful and relevant content?
@@ -246,6 +249,7 @@ class Verdict:
     value: object  # ratings dict, grade, preference for the first answer, or a verdict label
     raw: str = ""
     weighted: bool = False  # a preference weighed from token log-probabilities, not a discrete choice
+    shown: dict | None = None  # listwise: the order the answers were shown in, per request (name -> item indices)
 
 
 @dataclass
@@ -257,7 +261,7 @@ class Item:
     (text or chat messages) and ``parse`` are what a chat model reads and how its reply is read; a null prompt of a
     rating is the judge's own rubric, a null parse the kind's usual reader. ``labels``: for a comparison whose
     reply is one token naming the better answer (first, second), a judge that offers token log-probabilities
-    weighs the two by them.
+    weighs the two by them. ``seed``: for a listwise judge, the seed of its own shuffles of the answers.
     """
 
     messages: list
@@ -267,6 +271,7 @@ class Item:
     parse: Callable[[str], object] | None = None
     labels: tuple | None = None
     unparsable: Unparsable | None = None  # the benchmark's rule; None: the judge's own (max_retries re-asks)
+    seed: int | None = None
 
 
 class Judge:
@@ -276,7 +281,12 @@ class Judge:
     weighted) and verdict (an Arena-Hard label). ``KINDS`` says at the class level what a judge can do, so a
     recipe is refused before anything runs; ``READS_PROMPTS`` whether it reads the items' prompts (a benchmark
     need not load its judge prompts otherwise); ``offers_logprobs`` whether it can weigh a one-token reply by
-    its log-probabilities."""
+    its log-probabilities.
+
+    ``listwise``: whether the judge rates the answers of one prompt together (AI feedback then groups them, see
+    :mod:`.listwise`, and calls ``rate_lists`` with one item per group, all its answers in ``answers``; each
+    verdict's value is a list of ratings, one per answer in the item's order, and ``shown`` the orders the
+    judge showed them in)."""
 
     type: str = "judge"  # the judge type's name: the recipe's `type:`
     Settings: ClassVar[type] = JudgeSpec  # its typed settings (a JudgeSpec subclass, each field with its help)
@@ -285,13 +295,20 @@ class Judge:
     READS_PROMPTS: ClassVar[bool] = False
     PIPELINE_CHECK: ClassVar[bool] = False  # a program, not a model: its figures show that the pipeline works
     SERVED: ClassVar[bool] = False  # the runner serves it (starts and stops a server) for the stage
+    PROBED: ClassVar[bool] = True  # the pre-flight asks it one constructed item (an endpoint: its key and address only)
     offers_logprobs: bool = False
     unparsable: Optional[Unparsable] = None  # set by the stage from the benchmark (Benchmark.on_unparsable)
+    listwise: bool = False
+
+    def rate_lists(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        raise ZephyrError(f"a judge of type {self.type} does not rate answers together", "rate them one by one")
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "Judge":
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "Judge":
         """The judge of a checked spec (every key of ``Settings`` present). ``sampling``: the caller's settings
-        (a benchmark's token budget and temperature), under the spec's own."""
+        (a benchmark's token budget and temperature), under the spec's own; ``where``: the spec's key in the recipe,
+        for the fix of an error."""
         raise NotImplementedError(f"judge type {cls.type} does not say how it is made (classmethod make)")
 
     @classmethod
@@ -359,7 +376,8 @@ def _parse_verdict(text: str):
 class FunctionJudge(Judge):
     """A module of checking functions: rate(messages, response), grade(messages, response[, reference]),
     compare(messages, a, b) and verdict(messages, a, b) (a verdict label, or a reply holding one; without it
-    verdicts come from compare)."""
+    verdicts come from compare). A module with rate_list(messages, responses) -> a list of ratings (one per
+    response, in order, each shaped as rate's) is a listwise judge in AI feedback."""
 
     type = "function"
     Settings = FunctionJudgeSpec
@@ -370,8 +388,33 @@ class FunctionJudge(Judge):
         self.module = module
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "FunctionJudge":
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "FunctionJudge":
         return cls(spec["module"])
+
+    @property
+    def listwise(self) -> bool:  # type: ignore[override]
+        try:
+            self._fn("rate_list")
+        except ZephyrError:
+            return False
+        return True
+
+    def rate_lists(self, items: list[Item]):
+        fn, name = self._fn("rate_list"), f"{self.module}.rate_list"
+        for i, it in enumerate(items):
+            try:
+                value = fn(it.messages, list(it.answers))
+            except Exception as exc:
+                yield i, JudgeFailure(f"{name} failed: {exc}")
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != len(it.answers):
+                raise ZephyrError(f"{name} returned {repr(value)[:200]} for {len(it.answers)} responses, and a "
+                                  f"rate_list function must return a list of {len(it.answers)} ratings (one per "
+                                  f"response, in order), each {RESULT_SHAPES['rate']}; nothing of it was recorded",
+                                  f"fix {name} (docs/ai-feedback.md) and run the same command again")
+            ratings = [checked_result(name, "rate", v) for v in value]
+            yield i, Verdict(ratings, shown={"all": list(range(len(it.answers)))})
 
     def _fn(self, name: str):
         return load_callable(f"{self.module}:{name}")
@@ -487,14 +530,15 @@ class ModelJudge(Judge):
         return isinstance(self.backend, EndpointBackend)
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "ModelJudge":
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "ModelJudge":
         prompt = spec["prompt"] or ULTRAFEEDBACK_PROMPT
         if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
             prompt = Path(prompt).expanduser().read_text()
         retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
-        return cls(make_backend(spec, hardware), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
-                   sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"], judge_type=spec["type"],
-                   **retries)
+        return cls(make_backend(spec, hardware, f"{where}.model_config"), prompt, spec["aspects"] or ASPECTS,
+                   tuple(spec["scale"]), sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"],
+                   judge_type=spec["type"], **retries)
 
     @classmethod
     def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
@@ -633,6 +677,8 @@ class OpenAIModelJudge(ModelJudge):
     type = "openai"
     Settings = OpenAIJudge
 
+    PROBED = False
+
     @classmethod
     def calls_out(cls, spec: dict, is_hub) -> bool:
         return True
@@ -644,6 +690,8 @@ class VLLMModelJudge(ModelJudge):
     type = "vllm"
     Settings = VLLMJudge
     SERVED = True
+
+    PROBED = False
 
     @classmethod
     def calls_out(cls, spec: dict, is_hub) -> bool:
@@ -684,7 +732,8 @@ class RewardModelJudge(Judge):
     READS_PROMPTS = False
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> "RewardModelJudge":
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "RewardModelJudge":
         return cls.from_spec(spec, hardware)
 
     @classmethod
@@ -695,7 +744,8 @@ class RewardModelJudge(Judge):
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
                  system: Optional[str] = None):
         cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
-        tokenizer = modeling.load_tokenizer(cfg)  # chat_template null: the one the reward model was trained with
+        # chat_template null: the one the reward model was trained with
+        tokenizer = modeling.load_tokenizer(cfg, where="stage.judge.model_config")
         net = load_reward_model(model, cfg, self.placement)
         if not self.placement.load_in_4bit:
             net = net.to(self.placement.device)

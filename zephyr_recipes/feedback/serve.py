@@ -17,6 +17,7 @@ without ``model`` the first model the server lists.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -122,8 +123,9 @@ class Server:
             try:
                 with urllib.request.urlopen(url, timeout=5) as response:
                     payload = json.loads(response.read().decode() or "{}")
-                return [m.get("id") for m in payload.get("data", []) if isinstance(m, dict) and m.get("id")]
-            except (urllib.error.URLError, OSError, ValueError):
+                data = payload.get("data") if isinstance(payload, dict) else None
+                return [m.get("id") for m in data or [] if isinstance(m, dict) and m.get("id")]
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
                 raise ZephyrError(f"the server `{self.command}` did not answer {url} within {self.timeout:g}s; "

@@ -133,13 +133,19 @@ class JudgeSpec(_Typed):
                           "(entry point group zephyr_recipes.judges), or package.module:Class (the recipe's own "
                           "judge type: needs --trust-recipe-code).")
     prompt: Optional[str] = option(None, "AI feedback: the rating prompt, text or a .txt/.jinja/.md file, with "
-                                     "{instruction} and {response}; null: UltraFeedback's.")
+                                     "{instruction} and {response}; null: this project's single-answer JSON rubric.")
     system: Optional[str] = option(None, "A system message sent before every judge prompt.")
     aspects: Optional[list] = option(None, "AI feedback: the aspects rated; null: UltraFeedback's four.")
     scale: list = option([1, 5], "AI feedback: the lowest and highest rating.")
     sampling: dict = option({}, "The judge's sampling settings (greedy by default).")
     max_retries: Optional[int] = option(None, "Re-asks of a reply that does not parse; null: 2 (type openai: also the "
                                           "retries of a failed request; null: 4).")
+    protocol: Optional[str] = option(None, "AI feedback: how a chat model is asked to rate. null or single_answer: this "
+                                     "project's own rubric, one answer per request, all aspects in one JSON reply "
+                                     "(prompt, aspects, scale); ultrafeedback: UltraFeedback's published annotation "
+                                     "protocol, one request per aspect with 4 answers side by side, its templates and "
+                                     "sampling (docs/ai-feedback.md). With type function, the module's chat(messages) "
+                                     "plays the chat model.")
 
     KIND: ClassVar[str] = "judge"
     RESOLVE: ClassVar[Any] = None  # the judge registry's look-up of a type not known yet (set by .judge_registry)
@@ -221,6 +227,29 @@ def model_location(spec) -> Optional[str]:
     found = [getattr(s, "LOADS", None) for s in _schemas(spec)]
     return next((w for w in found if w), None) if isinstance(spec.get("model"), str) else None
 JUDGE_MAKERS: dict = {}  # type -> make(spec, hardware) for judge types added with register_judge
+# protocol -> (make(spec, hardware, sampling), check(where, spec)) for the ways of asking a judge added with
+# register_protocol (feedback/ultrafeedback.py adds ultrafeedback)
+JUDGE_PROTOCOLS: dict = {}
+PLAIN_PROTOCOL = "single_answer"  # this project's own single-answer rubric (the judges' usual prompt)
+
+
+def register_protocol(name: str, make, check) -> None:
+    """Add a way of asking a judge: ``make(spec, hardware, sampling)`` builds the judge of a spec naming it,
+    ``check(where, spec)`` refuses what it cannot read."""
+    JUDGE_PROTOCOLS[name] = (make, check)
+
+
+def check_protocol(where: str, spec: dict) -> None:
+    """Refuse a protocol nobody registered, or one the judge type cannot be asked with."""
+    name = spec.get("protocol")
+    if name in (None, PLAIN_PROTOCOL):
+        return
+    if name not in JUDGE_PROTOCOLS:
+        raise ZephyrError(f"{where}.protocol is {name!r}", f"use one of: {PLAIN_PROTOCOL}, {', '.join(JUDGE_PROTOCOLS)}")
+    if spec.get("type") == "reward_model":
+        raise ZephyrError(f"{where} of type reward_model scores answers itself and is asked with no protocol",
+                          f"remove {where}.protocol")
+    JUDGE_PROTOCOLS[name][1](where, spec)
 
 
 def register_judge(kind: str, schema: type, make) -> None:

@@ -25,12 +25,13 @@ class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.records: dict[str, dict] = {}
+        self.torn = 0  # lines that are not a whole record (a kill mid-write); close() rewrites the file without them
         if self.path.exists():
-            with self.path.open() as fh:
+            with self.path.open("rb") as fh:
                 for line in fh:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
+                    record = _whole(line)
+                    if record is None:
+                        self.torn += line.strip() != b""
                         continue  # a line torn by a kill
                     self.records[record["key"]] = record
         self._fh = None
@@ -62,3 +63,24 @@ class Store:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self.torn:
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the file with its whole records only (in their order), atomically: a finished file holds no
+        torn line."""
+        lines = [line if line.endswith(b"\n") else line + b"\n"
+                 for line in self.path.read_bytes().splitlines(keepends=True) if _whole(line) is not None]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_bytes(b"".join(lines))
+        os.replace(tmp, self.path)
+        self.torn = 0
+
+
+def _whole(line: bytes) -> dict | None:
+    """The record on one line, or None for a torn or foreign line (not UTF-8, not JSON, not a keyed object)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("key"), str) else None

@@ -82,6 +82,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def chat_template_arg(spec: dict) -> Optional[str]:
+    """The template the server renders chat requests with when ``args`` gives ``--chat-template`` (a file or the
+    template itself); None: the served model's own. The server renders with the generation prompt and tokenizes the
+    result without adding special tokens (vLLM's chat endpoint defaults)."""
+    args = [str(a) for a in spec.get("args") or []]
+    for i, a in enumerate(args):
+        if a.startswith("--chat-template="):
+            return a.split("=", 1)[1]
+        if a == "--chat-template" and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
 def as_openai(spec: dict) -> dict:
     """The spec as ``type: openai`` with the ``serve`` command that starts vLLM on a free port."""
     model = resolve_source(str(spec["model"]), "model")  # builtin:// and run folders become their local folders

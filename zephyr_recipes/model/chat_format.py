@@ -131,8 +131,11 @@ def _trl_training_template(tokenizer, text: str) -> str | None:
         tokenizer.chat_template = saved
 
 
-def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | None = None) -> TemplateChoice:
-    """Pick the template a run trains with, or refuse with the fix. Needs the tokenizer only."""
+def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | None = None,
+           where: str = "model") -> TemplateChoice:
+    """Pick the template a run trains with, or refuse with the fix. Needs the tokenizer only. ``where``: the
+    recipe's key of ``model_cfg`` (``model``; ``stage.generators.0.model_config`` for a generator), which the
+    fix names."""
     model_name = model_name or model_cfg.get("name_or_path", "the model")
     spec = model_cfg.get("chat_template")
     if spec:
@@ -142,7 +145,7 @@ def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | N
         if not own:
             raise ZephyrError(
                 f"the tokenizer of {model_name} has no chat template (a base model's usually has none)",
-                "set model.chat_template=zephyr (the Zephyr recipes' format) or another shipped template "
+                f"set {where}.chat_template=zephyr (the Zephyr recipes' format) or another shipped template "
                 f"({', '.join(shipped_names())}), or a path to a .jinja file")
         text, source, name = own, "tokenizer", "the tokenizer's own"
     if not assistant_only or has_generation_markers(text):
@@ -160,7 +163,7 @@ def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | N
     raise ZephyrError(
         f"stage.trainer.assistant_only_loss is true, and the chat template ({name} of {model_name}) has no "
         "{% generation %} markers; TRL cannot patch it and it renders like none of the shipped templates",
-        f"set model.chat_template to the shipped template of the model's format ({', '.join(shipped_names())}), "
+        f"set {where}.chat_template to the shipped template of the model's format ({', '.join(shipped_names())}), "
         "or to a .jinja file whose assistant turns sit inside {% generation %} ... {% endgeneration %}, "
         "or train on every token with stage.trainer.assistant_only_loss=false")
 

@@ -8,6 +8,8 @@ into the run folder so that a run can be re-launched by hand with exactly what t
 
 from __future__ import annotations
 
+import math
+
 from ..core.errors import ZephyrError, did_you_mean
 from . import trainer_fields
 from .trainer_fields import TrainsWithTRL
@@ -55,6 +57,10 @@ def check(cfg: dict, stage: TrainsWithTRL | None) -> None:
     hw, section = cfg["hardware"], cfg["stage"]
     name = hw["name"]
     world = world_size(hw)
+    mem = hw.get("gpu_memory_gb")
+    if mem is not None and not (isinstance(mem, (int, float)) and math.isfinite(mem) and mem > 0):
+        raise ZephyrError(f"hardware.gpu_memory_gb={mem} is not a memory size (it must be a number above 0)",
+                          "give one device's memory in GB, e.g. hardware.gpu_memory_gb=80, or null for no plan check")
     if hw["num_processes"] < 1 or hw["num_nodes"] < 1:
         raise ZephyrError("hardware.num_processes and hardware.num_nodes must be at least 1",
                           "set hardware.num_processes=1 hardware.num_nodes=1 for one process")

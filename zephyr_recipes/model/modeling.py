@@ -192,19 +192,21 @@ def open_tokenizer(model_cfg: dict):
         raise _hub_error(name, exc, "the tokenizer of") from None
 
 
-def load_tokenizer(model_cfg: dict, assistant_only: bool = False, record: dict | None = None):
+def load_tokenizer(model_cfg: dict, assistant_only: bool = False, record: dict | None = None, where: str = "model"):
     """The tokenizer with the chat template the run trains with (see :mod:`chat_format`) and a pad token.
 
-    ``record``, when given, receives what was decided (template, pad token) for provenance and the card.
+    ``record``, when given, receives what was decided (template, pad token) for provenance and the card. ``where``:
+    the recipe's key of ``model_cfg``, for the fix of an error (a generator's is ``stage.generators.0.model_config``).
     """
     tokenizer = open_tokenizer(model_cfg)
-    return prepare_tokenizer(tokenizer, model_cfg, assistant_only, record)
+    return prepare_tokenizer(tokenizer, model_cfg, assistant_only, record, where)
 
 
-def prepare_tokenizer(tokenizer, model_cfg: dict, assistant_only: bool = False, record: dict | None = None):
+def prepare_tokenizer(tokenizer, model_cfg: dict, assistant_only: bool = False, record: dict | None = None,
+                      where: str = "model"):
     """Set the chat template the run trains with and a pad token; see :func:`load_tokenizer`."""
     name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
-    choice = chat_format.choose(tokenizer, model_cfg, assistant_only, model_name=name)
+    choice = chat_format.choose(tokenizer, model_cfg, assistant_only, model_name=name, where=where)
     tokenizer.chat_template = choice.text
     log.info("%s", choice.note)
     pad = chat_format.ensure_pad_token(tokenizer)

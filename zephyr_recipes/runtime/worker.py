@@ -16,10 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
 from .. import stages
-from ..core import preempt, records, runfolder, trust
+from ..core import preempt, records, runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError
 from ..core.logs import rank, setup_logging
 from ..stages.base import RunContext, Stage
@@ -35,7 +33,10 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
     ``stage``: the stage the front end already holds when it runs the worker in its own process; a launched
     worker process looks the config's stage up itself."""
     folder = Path(folder)
-    cfg = yaml.safe_load((folder / runfolder.CONFIG).read_text())
+    cfg = yamlsafe.read(folder / runfolder.CONFIG, "run folder config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("stage"), dict):
+        raise ZephyrError(f"{folder / runfolder.CONFIG} is not a run's config (no stage section)",
+                          "re-run the command that made the folder with run.overwrite=true")
     setup_logging(folder)
     stage = stage or stages.get(cfg["stage"]["name"])
     try:

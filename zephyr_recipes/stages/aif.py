@@ -22,17 +22,19 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
+from ..core import revisions
 from ..core.errors import ZephyrError
 from ..core.records import dataset_card
 from ..core.schema import StageSection, option, typed
 from ..data import kinds, load_split
-from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, completion_score, prompt_id
+from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, binarize_tally, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..feedback import identity, ledger, listwise, ultrafeedback
 from ..feedback.backends import make_backend
 from ..feedback.judge_registry import check_judge, judge_load, make_judge
 from ..feedback.judges import Item, JudgeFailure
 from ..feedback.serve import serving
-from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
+from ..feedback.specs import GeneratorSpec, JudgeSpec, check_protocol, load_of
 from ..feedback.store import Store
 from .base import TaskStage
 
@@ -83,6 +85,8 @@ def check_config(cfg: dict) -> None:
             raise ZephyrError(f"two generators are named {name!r}", "give every generator its own name")
         names.add(name)
     check_judge(_judge(stage).type, "rate", "AI feedback")
+    check_protocol("stage.judge", asdict(_judge(stage)))
+    ultrafeedback.check_stage(asdict(_judge(stage)), stage.binarize.score)
     if not 0 <= stage.test_fraction < 1 or not 0 <= stage.self_agreement <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
@@ -132,40 +136,54 @@ def _generator_name(gen: GeneratorSpec, i: int) -> str:
     return gen.name or f"generator{i}"
 
 
-def generate_all(cfg: dict, prompts: list[str], store: Store) -> Counter:
-    stage, failures = section(cfg), Counter[str]()
-    for i, gen in enumerate(stage.generators):
-        name = _generator_name(gen, i)
-        k = int(gen.num_completions or stage.num_completions)
-        # A prompt is done when every completion of it was answered; a failed request (its record says error) and
-        # a completion never asked (a stopped run) are asked again.
-        todo = [p for p in prompts
-                if any("response" not in (store.get(f"{prompt_id(p)}:{name}:{idx}") or {}) for idx in range(k))]
+def identities(cfg: dict) -> tuple[list[ledger.Generator], dict, str]:
+    """The config's generators with their identities, its judge spec and the judge's identity."""
+    stage = section(cfg)
+    entries = [(_generator_name(gen, i), asdict(gen), {**stage.sampling, **gen.sampling},
+                int(gen.num_completions or stage.num_completions)) for i, gen in enumerate(stage.generators)]
+    judge = asdict(_judge(stage))
+    return ledger.generators(entries, cfg["run"]["seed"]), judge, ledger.judge_id(judge)
+
+
+def generate_all(cfg: dict, prompts: list[str], book: ledger.Ledger) -> Counter:
+    """Ask each generator for the answers it has not given yet; returns the failures per generator, and logs what
+    is reused and what is asked."""
+    failures = Counter[str]()
+    gens, _, _ = identities(cfg)
+    for gen in gens:
+        # A prompt is done when every completion of it was answered by this generator (same identity); a failed
+        # request (its record says error) and a completion never asked (a stopped run) are asked again.
+        todo, have = book.missing(gen, prompts)
+        asked = sum(gen.k - sum(1 for i in range(gen.k) if "response" in
+                                (book.answer(prompt_id(p), gen.id, i) or {})) for p in todo)
+        book.work[gen.name] = {"reused": have, "asked": asked}
         if not todo:
-            log.info("generator %s: all %d prompts already answered", name, len(prompts))
+            log.info("generator %s: reusing all %d answers (%d prompts x %d)", gen.name, have, len(prompts), gen.k)
             continue
-        log.info("generator %s: %d prompts x %d completions", name, len(todo), k)
-        sampling = {**stage.sampling, **gen.sampling}
-        with serving(asdict(gen), store.path.parent, name) as served:
-            _generate_one(cfg, served, name, todo, k, sampling, store, failures)
+        log.info("generator %s: reusing %d answers, asking %d (%d prompts x %d completions)", gen.name, have, asked,
+                 len(todo), gen.k)
+        with serving(gen.spec, book.completions.path.parent, gen.name) as served:
+            _generate_one(cfg, served, gen, todo, book, failures)
     return failures
 
 
-def _generate_one(cfg: dict, gen: dict, name: str, todo: list[str], k: int, sampling: dict, store: Store,
+def _generate_one(cfg: dict, spec: dict, gen: ledger.Generator, todo: list[str], book: ledger.Ledger,
                   failures: Counter) -> None:
-    backend = make_backend(gen, cfg["hardware"])
+    index = [_generator_name(g, i) for i, g in enumerate(section(cfg).generators)].index(gen.name)
+    backend = make_backend(spec, cfg["hardware"], f"stage.generators.{index}.model_config")
     convs = [[{"role": "user", "content": p}] for p in todo]
-    with tqdm(total=len(todo), desc=f"generating ({name})", unit="prompt") as bar:
-        for j, result in backend.generate(convs, k, sampling):
+    with tqdm(total=len(todo), desc=f"generating ({gen.name})", unit="prompt") as bar:
+        for j, result in backend.generate(convs, gen.k, gen.sampling):
             pid = prompt_id(todo[j])
+            base = {"prompt_id": pid, "model": gen.name, "generator": gen.id}
             if isinstance(result, Exception):
-                failures[name] += 1
-                store.add({"key": f"{pid}:{name}:0", "prompt_id": pid, "model": name, "index": 0,
-                           "error": str(result)[:500]})
+                failures[gen.name] += 1
+                book.add_answer({"key": identity.answer_key(pid, gen.id, 0), **base, "index": 0,
+                                 "error": str(result)[:500]})
             else:
                 for idx, text in enumerate(result):
-                    store.add({"key": f"{pid}:{name}:{idx}", "prompt_id": pid, "model": name,
-                               "index": idx, "response": text})
+                    book.add_answer({"key": identity.answer_key(pid, gen.id, idx), **base, "index": idx,
+                                     "response": text})
             bar.update(1)
     del backend
     gc.collect()
@@ -175,20 +193,29 @@ def _needs_second_rating(key: str, share: float) -> bool:
     return share > 0 and int(prompt_id(key)[:8], 16) / 0xFFFFFFFF < share
 
 
-def judge_all(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> None:
+def judge_all(cfg: dict, prompts: list[str], book: ledger.Ledger) -> None:
+    """Rate every answer of the config's generators that this judge (same identity) has not rated yet."""
     stage = section(cfg)
+    gens, judge, jid = identities(cfg)
     by_pid = {prompt_id(p): p for p in prompts}
-    todo = []
-    for rec in completions.records.values():
-        if "response" not in rec or rec["prompt_id"] not in by_pid:
-            continue
-        rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) else 1
-        todo += [(rec, r) for r in range(rounds) if _not_rated(ratings.get(f"{rec['key']}:r{r}"))]
+    together = ledger.rates_together(judge)
+    todo, reused = [], 0
+    for recs in book.current(gens, prompts).values():
+        group = sorted(r["key"] for r in recs) if together else None
+        for rec in recs:
+            rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) else 1
+            for r in range(rounds):
+                if _not_rated(book.rating(rec["key"], jid, r, group)):
+                    todo.append((rec, r, group))
+                else:
+                    reused += 1
+    book.work["judge"] = {"reused": reused, "asked": len(todo)}
     if not todo:
-        log.info("judge: every completion already rated")
+        log.info("judge: reusing all %d ratings", reused)
         return
-    with serving(asdict(_judge(stage)), ratings.path.parent, "judge") as spec:
-        _judge_items(cfg, spec, by_pid, todo, ratings)
+    log.info("judge: reusing %d ratings, asking %d", reused, len(todo))
+    with serving(judge, book.ratings.path.parent, "judge") as spec:
+        _judge_items(cfg, spec, jid, by_pid, todo, book)
 
 
 def _not_rated(rating: dict | None) -> bool:
@@ -197,45 +224,102 @@ def _not_rated(rating: dict | None) -> bool:
     return rating is None or str(rating.get("failure", "")).startswith("judge request failed")
 
 
-def _judge_items(cfg: dict, spec: dict, by_pid: dict, todo: list, ratings: Store) -> None:
+def _judge_items(cfg: dict, spec: dict, jid: str, by_pid: dict, todo: list, book: ledger.Ledger) -> None:
     judge = make_judge(spec, cfg["hardware"])
-    items = [Item([{"role": "user", "content": by_pid[rec["prompt_id"]]}], (rec["response"],)) for rec, _ in todo]
+    if judge.listwise:
+        return _judge_groups(cfg, judge, jid, by_pid, todo, book)
+    items = [Item([{"role": "user", "content": by_pid[rec["prompt_id"]]}], (rec["response"],)) for rec, _, _ in todo]
     with tqdm(total=len(todo), desc="judging", unit="answer") as bar:
         for j, verdict in judge.ask("rate", items, "AI feedback"):
-            rec, r = todo[j]
-            key = f"{rec['key']}:r{r}"
+            rec, r, group = todo[j]
+            out = {"key": identity.rating_key(rec["key"], jid, r, group), "completion": rec["key"], "judge": jid,
+                   **({"rated_with": group} if group else {})}
             if isinstance(verdict, JudgeFailure):
-                ratings.add({"key": key, "completion": rec["key"], "failure": str(verdict), "raw": verdict.raw[:2000]})
+                out.update(failure=str(verdict), raw=verdict.raw[:2000])
             else:
-                ratings.add({"key": key, "completion": rec["key"], "annotations": verdict.value,
-                             "raw": verdict.raw[:2000]})
+                out.update(annotations=verdict.value, raw=verdict.raw[:2000])
+            book.add_rating(out, r)
             bar.update(1)
+
+
+def _judge_groups(cfg: dict, judge, jid: str, by_pid: dict, todo: list, book: ledger.Ledger) -> None:
+    """A listwise judge: a prompt's answers rated together, in groups (feedback/listwise.py), one record each. A
+    rating's identity names the answers of the prompt it was rated among (``rated_with``); ``group`` records the
+    request it came from (the answers recorded, the fillers, the order shown)."""
+    gens, _, _ = identities(cfg)
+    answers = {pid: [r["key"] for r in recs] for pid, recs in book.current(gens, list(by_pid.values())).items()}
+    todo_of: dict[tuple, list[str]] = defaultdict(list)
+    among: dict[str, list[str]] = {}
+    for rec, r, group in todo:
+        todo_of[(rec["prompt_id"], r)].append(rec["key"])
+        among[rec["prompt_id"]] = group
+    seed = cfg["run"]["seed"]
+    groups = [g for (pid, r), keys in todo_of.items()
+              for g in listwise.groups(pid, keys, answers[pid], seed, r)]
+    context = getattr(judge, "world_knowledge", None)  # a judge that reads the dataset's reference columns
+    knowledge = context(cfg["dataset"], list(by_pid.values())) if context else {}
+    records = book.completions.records
+    items = [Item([{"role": "user", "content": by_pid[g.prompt_id]}],
+                  tuple(records[k]["response"] for k in g.shown), knowledge.get(g.prompt_id),
+                  seed=g.seed(seed)) for g in groups]
+    with tqdm(total=sum(len(g.keys) for g in groups), desc="judging (listwise)", unit="answer") as bar:
+        for j, verdict in judge.rate_lists(items):
+            g = groups[j]
+            shown = getattr(verdict, "shown", None) or {"all": list(range(len(g.shown)))}
+            about = {"answers": g.keys, "fillers": g.fillers,
+                     "shown": {name: [g.shown[i] for i in order] for name, order in shown.items()}}
+            rated_with = among.get(g.prompt_id)
+            for i, key in enumerate(g.shown):
+                if key not in g.keys:
+                    continue
+                rec = {"key": identity.rating_key(key, jid, g.round, rated_with), "completion": key, "judge": jid,
+                       "raw": verdict.raw[:2000], "group": about, **({"rated_with": rated_with} if rated_with else {})}
+                if isinstance(verdict, JudgeFailure):
+                    book.add_rating({**rec, "failure": str(verdict)}, g.round)
+                else:
+                    book.add_rating({**rec, "annotations": verdict.value[i]}, g.round)
+                bar.update(1)
+
+
+def _current_ratings(cfg: dict, prompts: list[str], book: ledger.Ledger) -> tuple[list[dict], dict, str]:
+    """The answers of the config's generators, each one's first rating by the config's judge, and the judge's id
+    (what the critique step reads)."""
+    gens, judge, jid = identities(cfg)
+    together = ledger.rates_together(judge)
+    answers, rating = [], {}
+    for recs in book.current(gens, prompts).values():
+        group = sorted(r["key"] for r in recs) if together else None
+        for rec in recs:
+            answers.append(rec)
+            rating[rec["key"]] = book.rating(rec["key"], jid, 0, group) or {}
+    return answers, rating, jid
 
 
 def _annotations(rating: dict | None) -> dict:
     if rating is None or "annotations" not in rating:
         why = rating["failure"] if rating else "not rated"
         return {a: {"Rating": "N/A", "Rationale": f"judge failure: {why}"} for a in ASPECTS}
-    return {a: {"Rating": str(v.get("Rating")), "Rationale": str(v.get("Rationale", ""))}
-            for a, v in rating["annotations"].items()}
+    return {a: ultrafeedback.annotation_row(v) for a, v in rating["annotations"].items()}
 
 
-def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) -> tuple[list[dict], dict]:
-    """Rows in openbmb/UltraFeedback's schema, and per-generator score lists."""
-    stage = section(cfg)
-    by_prompt: dict[str, list[dict]] = defaultdict(list)
-    for rec in completions.records.values():
-        if "response" in rec:
-            by_prompt[rec["prompt_id"]].append(rec)
-    order = {_generator_name(g, i): i for i, g in enumerate(stage.generators)}
-    rows, scores = [], defaultdict(list)
+def assemble(cfg: dict, prompts: list[str], book: ledger.Ledger,
+             critiques: Store | None = None) -> tuple[list[dict], dict, list[dict]]:
+    """Rows in openbmb/UltraFeedback's schema, per-generator score lists, and the ratings used."""
+    gens, judge, jid = identities(cfg)
+    together = ledger.rates_together(judge)
+    current = book.current(gens, prompts)
+    rows, scores, used = [], defaultdict(list), []
     for p in prompts:
-        recs = sorted(by_prompt.get(prompt_id(p), []), key=lambda r: (order.get(r["model"], 99), r["index"]))
+        recs = current[prompt_id(p)]
+        group = sorted(r["key"] for r in recs) if together else None
         comps = []
         for rec in recs:
-            ann = _annotations(ratings.get(f"{rec['key']}:r0"))
-            comp = {"model": rec["model"], "response": rec["response"], "annotations": ann,
-                    "critique": "", "fine-grained_score": None, "overall_score": None}
+            rating = book.rating(rec["key"], jid, 0, group)
+            if rating is not None:
+                used.append(rating)
+            critique, overall = ultrafeedback.critique_of(critiques, ultrafeedback.critique_key(rec["key"], jid))
+            comp = {"model": rec["model"], "response": rec["response"], "annotations": _annotations(rating),
+                    "critique": critique, "fine-grained_score": None, "overall_score": overall}
             value = completion_score(comp)
             comp["fine-grained_score"] = value
             if value is not None:
@@ -243,23 +327,37 @@ def assemble(cfg: dict, prompts: list[str], completions: Store, ratings: Store) 
             comps.append(comp)
         rows.append({"source": cfg["dataset"]["path"], "instruction": p,
                      "models": [c["model"] for c in comps], "completions": comps})
-    return rows, scores
+    return rows, scores, used
 
 
-def self_agreement(ratings: Store) -> dict | None:
+def self_agreement(cfg: dict, prompts: list[str], book: ledger.Ledger) -> dict | None:
+    gens, judge, jid = identities(cfg)
+    together = ledger.rates_together(judge)
     pairs = []
-    for key, rec in ratings.records.items():
-        if key.endswith(":r1") and "annotations" in rec:
-            first = ratings.get(key[:-1] + "0")
-            if first and "annotations" in first:
+    for recs in book.current(gens, prompts).values():
+        group = sorted(r["key"] for r in recs) if together else None
+        for rec in recs:
+            first, second = book.rating(rec["key"], jid, 0, group), book.rating(rec["key"], jid, 1, group)
+            if first and second and "annotations" in first and "annotations" in second:
                 a = completion_score({"annotations": first["annotations"]})
-                b = completion_score({"annotations": rec["annotations"]})
+                b = completion_score({"annotations": second["annotations"]})
                 if a is not None and b is not None:
                     pairs.append((a, b))
     if not pairs:
         return None
     return {"pairs": len(pairs), "exact": sum(a == b for a, b in pairs) / len(pairs),
             "mean_abs_diff": sum(abs(a - b) for a, b in pairs) / len(pairs)}
+
+
+def _legacy(cfg: dict, folder: Path) -> tuple[dict[str, str], str | None]:
+    """The identities of the generators (by name) and of the judge of the config that made the folder's records
+    written before identities were recorded: its first config (before any revision), else its config."""
+    old = revisions.original_config(folder) or cfg
+    try:
+        gens, _, jid = identities(old)
+    except (ZephyrError, KeyError, TypeError):
+        return {}, None
+    return {g.name: g.id for g in gens}, jid
 
 
 def _write_parquet(rows: list[dict], path: Path) -> None:
@@ -275,13 +373,17 @@ def run(cfg: dict, folder: Path) -> dict:
     prompts = load_prompts(cfg)
     log.info("aif: %d prompts from %s[%s]", len(prompts), cfg["dataset"]["path"], cfg["dataset"]["train_split"])
     completions, ratings = Store(folder / "completions.jsonl"), Store(folder / "ratings.jsonl")
+    book = ledger.Ledger(completions, ratings, *_legacy(cfg, folder))
+    critiques = Store(folder / "critiques.jsonl")
     try:
-        generate_all(cfg, prompts, completions)
-        judge_all(cfg, prompts, completions, ratings)
+        generate_all(cfg, prompts, book)
+        judge_all(cfg, prompts, book)
+        critiqued = ultrafeedback.critique_step(cfg, prompts, critiques, *_current_ratings(cfg, prompts, book))
     finally:
         completions.close()
         ratings.close()
-    rows, scores = assemble(cfg, prompts, completions, ratings)
+        critiques.close()
+    rows, scores, used = assemble(cfg, prompts, book, critiques)
     tally = Tally()
     pairs: dict[str, list] = {"train_prefs": [], "test_prefs": []}
     rule = asdict(stage.binarize)
@@ -306,19 +408,29 @@ def run(cfg: dict, folder: Path) -> dict:
     for split, items in pairs.items():
         if items:
             _write_parquet(items, folder / "data" / f"{split}-00000-of-00001.parquet")
-    judge_failures = sum(1 for r in ratings.records.values() if "failure" in r)
+    judge_failures = sum(1 for r in used if "failure" in r)
     all_scores = [s for v in scores.values() for s in v]
+    gens, _, jid = identities(cfg)
+    current = {gen.id for gen in gens}
     summary = {
         "prompts": len(prompts),
-        "completions": sum(1 for r in completions.records.values() if "response" in r),
-        "generation_failures": dict(Counter(r["model"] for r in completions.records.values() if "error" in r)),
-        "ratings": len(ratings),
+        "completions": sum(len(r["completions"]) for r in rows),
+        "generation_failures": dict(Counter(r["model"] for r in completions.records.values()
+                                            if "error" in r and r.get("generator") in current)),
+        "ratings": len(used),
         "judge_failures": judge_failures,
         "mean_score_by_generator": {m: round(statistics.fmean(v), 4) for m, v in scores.items() if v},
         "score_distribution": dict(sorted(Counter(round(s * 4) / 4 for s in all_scores).items())),
         "pairs": {k: len(v) for k, v in pairs.items()},
-        "binarize": {**rule, "skipped": tally.as_dict()},
-        "self_agreement": self_agreement(ratings),
+        "binarize": {**rule, **binarize_tally(tally)},
+        "self_agreement": self_agreement(cfg, prompts, book),
+        "judge_protocol": ultrafeedback.describe_judge(cfg["stage"]["judge"]),
+        **({"critique": critiqued} if critiqued else {}),
+        # What this invocation reused and asked, per generator and for the judge; the identities of the config's
+        # generators and judge (the keys of their records in completions.jsonl and ratings.jsonl).
+        "work": book.work,
+        "identities": {"generators": {gen.name: gen.id for gen in gens}, "judge": jid},
+        "records_on_disk": {"completions": len(completions), "ratings": len(ratings)},
     }
     log.info("aif: %d completions, %d judge failures, %d train / %d test pairs", summary["completions"],
              judge_failures, len(pairs["train_prefs"]), len(pairs["test_prefs"]))
@@ -332,9 +444,13 @@ class AIF(TaskStage):
     schema = AIFStageConfig
     rows = kinds.PROMPTS
     finished_hint = "point a dpo recipe's dataset.path at it"
+    revisable = True  # a changed config redoes only the answers, ratings and pairs whose identity changed
 
     def check(self, cfg: dict) -> None:
         check_config(cfg)
+
+    def judge_probes(self, cfg: dict) -> list[tuple[str, dict, str, str]]:
+        return [("stage.judge", asdict(_judge(section(cfg))), "rate", "AI feedback")]
 
     def inputs(self, cfg: dict) -> dict:
         return {"prompts": {"path": cfg["dataset"]["path"], "split": cfg["dataset"]["train_split"]}}
@@ -358,7 +474,11 @@ class AIF(TaskStage):
             out.append(load_of(f"generator {_generator_name(gen, i)}", asdict(gen), prompts * k, new))
         judge = _judge(stage)
         new = int(judge.sampling.get("max_new_tokens") or 1024)
-        out.append(judge_load("judge", asdict(judge), int(answers * (1 + stage.self_agreement)), new))
+        requests = answers
+        listed = ultrafeedback.judge_load(asdict(judge), prompts, answers, stage.binarize.score)
+        if listed:  # asked per aspect for groups of answers, and critiques
+            requests, new = listed
+        out.append(judge_load("judge", asdict(judge), int(requests * (1 + stage.self_agreement)), new))
         return out
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:

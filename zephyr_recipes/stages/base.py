@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from ..core import records, runfolder
+from ..core import fingerprint, records, runfolder
 from ..core.errors import ZephyrError
 from ..data import kinds
 from ..data.kinds import RowKind
@@ -71,8 +71,48 @@ class Stage:
         asks none of their keys, endpoints or paths."""
         return []
 
+    # Whether a finished run folder of this stage takes a changed config (or code) and redoes only what changed,
+    # reusing the rest (AI feedback); otherwise a changed config or code runs the stage anew.
+    revisable: ClassVar[bool] = False
+
+    def code_refs(self, cfg: dict) -> list[fingerprint.CodeRef]:
+        """The code the run of ``cfg`` runs by reference (core/fingerprint.py): part of the finished stage's
+        identity. By default every function generator's and judge's module (``type: function``: ``function`` or
+        ``module``) and every embedded resource (``builtin://...``) the config names, wherever it names them; a
+        stage that runs other code by reference adds it."""
+        return code_refs_in(cfg)
+
+    def judge_probes(self, cfg: dict) -> list[tuple[str, dict, str, str]]:
+        """The judges the run asks, for the pre-flight that puts one constructed item through each before the run
+        (commands/runcheck.py): (where in the config, judge spec, what it asks: rate | grade | compare, title)."""
+        return []
+
     def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
         raise NotImplementedError
+
+
+def code_refs_in(obj, where: str = "") -> list[fingerprint.CodeRef]:
+    """The function modules and embedded resources a config (or a part of one) names, with where it names them."""
+    from ..embedded import builtin
+
+    found: list[fingerprint.CodeRef] = []
+    if isinstance(obj, dict):
+        if isinstance(obj.get("type"), str):  # a generator or judge: its function or module, or its type as code
+            for key in ("function", "module", "type"):
+                if isinstance(obj.get(key), str) and obj[key] and (key != "type" or ":" in obj[key]):
+                    module = obj[key].partition(":")[0]
+                    found.append(fingerprint.CodeRef(module, module=module, where=f"{where}.{key}".lstrip(".")))
+        for key, value in obj.items():
+            found += code_refs_in(value, f"{where}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            found += code_refs_in(value, f"{where}[{i}]")
+    elif builtin.is_builtin(obj):
+        resource = builtin.PREFIX + str(obj)[len(builtin.PREFIX):].partition("/")[0]
+        # The embedded resources are built into a cache folder named by builtin.VERSION: that version is what the
+        # data and weights are, so it is their fingerprint.
+        found.append(fingerprint.CodeRef(resource, version=f"v{builtin.VERSION}", where=where.lstrip(".")))
+    return found
 
 
 class TrainerStage(Stage):
@@ -81,6 +121,9 @@ class TrainerStage(Stage):
     trl_config: ClassVar[str]  # the name of the TRL config class of stage.trainer (SFTConfig, DPOConfig ...)
     curves: ClassVar[tuple[str, ...]] = ("loss",)  # logged metrics drawn in training_curves.png
     sequences_per_row: ClassVar[int] = 1  # sequences in memory per row: 2 for chosen + rejected (the plan)
+    # What the trainer does with a row longer than max_length (the plan counts tokens so): "truncate" (SFT, DPO,
+    # KTO cut it, and drop a row left with nothing to train on) or "drop" (the reward trainer filters it out).
+    overlong: ClassVar[str] = "truncate"
     auto_model: ClassVar[str] = "AutoModelForCausalLM"  # transformers' class of the trained model
     model_options: ClassVar[dict] = {}  # for its from_pretrained (num_labels ...)
     # The time plan's model FLOPs utilisation, and the published figure it comes from.
@@ -173,8 +216,18 @@ class TaskStage(Stage):
 
         prov = records.provenance(ctx.argv, ctx.recipe, None, self.inputs(cfg), {})
         records.write_json(folder / "provenance.json", prov)
-        result = self.execute(cfg, folder)
-        result["wall_seconds"] = round(time.time() - ctx.started, 2)
+        # wall_seconds covers every invocation of the folder (resumed, revised): earlier ones are summed in run.json.
+        before = float((runfolder.read_status(folder) or {}).get("wall_seconds") or 0)
+        try:
+            result = self.execute(cfg, folder)
+        except BaseException:  # stopped or failed: its time still counts for the next invocation
+            runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "failed"),
+                                 wall_seconds=round(before + time.time() - ctx.started, 2))
+            raise
+        result["wall_seconds_this_invocation"] = round(time.time() - ctx.started, 2)
+        result["wall_seconds"] = round(before + result["wall_seconds_this_invocation"], 2)
+        runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
+                             wall_seconds=result["wall_seconds"])
         records.write_json(folder / self.result_file, result)
         (folder / "README.md").write_text(self.card(cfg, prov, result))
         reason = self.unfinished(cfg, result)

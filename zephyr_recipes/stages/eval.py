@@ -127,7 +127,9 @@ def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, serv
     spec = judge_spec(cfg["stage"], bench.name)
     if served is not None and judge_registry.served(spec):
         spec = served(spec, f"judge-{bench.name}")
-    judge = make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens})
+    where = f"stage.{bench.name}.judge" if (cfg["stage"].get(bench.name) or {}).get("judge") else "stage.judge"
+    judge = make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
+                       where=where)
     judge.unparsable = bench.on_unparsable(cfg["stage"][bench.name])  # the benchmark's rule, not the client's
     return judge
 

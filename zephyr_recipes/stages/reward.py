@@ -49,6 +49,7 @@ class Reward(PreferenceStage):
     curves = ("loss", "accuracy", "margin")
     auto_model = AUTO_MODEL
     model_options = MODEL_OPTIONS
+    overlong = "drop"  # RewardTrainer filters out pairs with a sequence longer than max_length
 
     def check(self, cfg: dict) -> None:
         trainer = cfg["stage"]["trainer"]

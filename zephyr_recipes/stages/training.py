@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import data
-from ..core import preempt, records, runfolder
+from ..core import filemodes, preempt, records, runfolder, segments
 from ..core.errors import ZephyrError
 from ..core.logs import launched_world, rank
 from ..data.sources import check_split_exists
@@ -252,6 +252,7 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
             log.info("resuming from %s", resume_from)
         trainer.add_callback(guard)
         trainer.add_callback(runfolder.checkpoint_marker())
+        trainer.add_callback(segments.callback(trainer, guard))  # after guard: records the segment it stops
         if main_process and (runfolder.read_status(folder) or {}).get("status") == "preempted":
             runfolder.set_status(folder, "running", resumed_from=str(resume_from) if resume_from else None)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -273,9 +274,13 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
 
 def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
     tokenizer.save_pretrained(str(folder))
+    filemodes.open_to_umask(folder, "*.safetensors")  # safetensors writes 0600; the rest of the folder is 0666-umask
     history = trainer.state.log_history
+    whole = segments.whole_run(history)  # a resumed run: the whole run's loss, time and speed, not the last segment's
+    if whole:
+        next(h for h in reversed(history) if "train_loss" in h).update(whole)
     records.write_json(folder / "log_history.json", history)
-    metrics = records.final_metrics(history)
+    metrics = {k: v for k, v in records.final_metrics(history).items() if not k.startswith("segment_")}
     metrics.update(stage.results(trainer, eval_dataset))
     metrics["train_wall_seconds"] = round(time.time() - started, 2)
     records.write_json(folder / "metrics.json", metrics)

@@ -1,0 +1,497 @@
+"""The token-parity check: one probe conversation through every place a recipe turns a conversation into tokens,
+compared where the ids must agree. Tokenizers only, no weights; ``validate`` and ``rehearse`` run it.
+
+The places, each through the function that place itself calls:
+
+- **trained tokens** of a training stage: the stage's row kind tokenizes the probe as its TRL trainer does
+  (:meth:`zephyr_recipes.data.kinds.RowKind.tokenize`: SFT's conversation, DPO's prompt, chosen and rejected, KTO's
+  prompt and completion), with the tokenizer and template the run trains with (:func:`modeling.load_tokenizer`);
+- **chat** with the run folder (:func:`commands.chat.chat_tokenizer` and :func:`commands.chat.prompt_ids`);
+- **generation** from a model, by the AI-feedback generators and the evaluated model: ``type: transformers``
+  (:func:`feedback.backends.generator_tokenizer`, :func:`~feedback.backends.prompt_texts`, the backend's encoding),
+  ``type: vllm`` (the served model's template, or the one its ``--chat-template`` argument names:
+  :func:`feedback.vllm.chat_template_arg`); an endpoint renders with its server's template, which nothing here can
+  see (listed as not checked);
+- the **on-policy round trip**: the tokens a generator produces for the probe's answer (what its model was trained
+  to continue with, up to where generation stops), decoded as the backend decodes them
+  (:func:`~feedback.backends.answer_text`), and tokenized again as dDPO tokenizes a chosen answer.
+
+What must agree: every generation prompt is a prefix of the trained tokens of the same conversation (the model is
+asked to continue exactly where training continued), at most one BOS starts a sequence, the trained answer ends on a
+token generation stops at, DPO's masked prompt is the whole generation prompt, a run that continues a chat model
+(dDPO, KTO, or any stage on a run folder of this project) trains in that model's own format, and the round trip
+gives back the generated tokens. A mismatch names the two places, the first differing token and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..core.errors import ZephyrError
+
+PROBES: tuple[tuple[str, list[dict]], ...] = (
+    ("the probe with a system prompt", [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Name the three primary colours."},
+        {"role": "assistant", "content": "Red, yellow and blue."}]),
+    ("the one-turn probe", [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "2 + 2 = 4."}]),
+)
+WRONG = {"role": "assistant", "content": "Green."}
+
+FIX_TEMPLATE = ("give both places the same chat template: model.chat_template (or a generator's "
+                "model_config.chat_template) names one of the shipped templates or a .jinja file; null keeps the "
+                "model's own")
+
+
+@dataclass
+class Mismatch:
+    places: tuple[str, str]
+    probe: str
+    problem: str
+    fix: str
+
+    def text(self) -> str:
+        return f"{self.places[0]} <> {self.places[1]} ({self.probe}): {self.problem}"
+
+
+@dataclass
+class Report:
+    compared: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.compared:
+            out.append(f"token parity: {len(set(self.compared))} comparison(s) agree on {len(PROBES)} probe "
+                       f"conversations: {'; '.join(dict.fromkeys(self.compared))}")
+        if self.skipped:
+            out.append(f"token parity: not checked: {'; '.join(dict.fromkeys(self.skipped))}")
+        out += [f"token parity: MISMATCH {m.text()}" for m in self.mismatches]
+        return out
+
+    def refuse(self) -> None:
+        if not self.mismatches:
+            return
+        m = self.mismatches[0]
+        more = f" (and {len(self.mismatches) - 1} more mismatch(es))" if len(self.mismatches) > 1 else ""
+        raise ZephyrError(f"token parity: {m.text()}{more}", m.fix)
+
+    def pairs(self) -> set[tuple[str, str]]:
+        return {m.places for m in self.mismatches}
+
+
+# ------------------------------------------------------------------------------------------- comparisons
+def _tok(tokenizer, i: Optional[int]) -> str:
+    return "(end)" if i is None else f"{tokenizer.convert_ids_to_tokens(int(i))!r} (id {i})"
+
+
+def _first_diff(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
+
+
+def _at(ids: list[int], i: int) -> Optional[int]:
+    return ids[i] if i < len(ids) else None
+
+
+def opens_answer(report: Report, trained: list[int], start: int, prompt: list[int], places: tuple[str, str],
+                 probe: str, tokenizer, fix: str = FIX_TEMPLATE) -> bool:
+    """``prompt`` (places[1]) must be exactly the tokens ``trained`` (places[0]) has before the answer, which starts
+    at token ``start`` (where the probe and the same probe with another answer part)."""
+    i = _first_diff(trained[:start], prompt)
+    if i == start == len(prompt):
+        report.compared.append(f"{places[1]} prompts with exactly the tokens {places[0]} has before the answer")
+        return True
+    if i == len(prompt) < start:
+        problem = (f"the prompt stops at token {i}, and training continues with "
+                   f"{tokenizer.decode(trained[i:start])!r} before the answer: the model is asked to write what the "
+                   "template should have given it")
+    else:
+        where = "the answer" if i >= start else f"{tokenizer.decode(prompt[max(0, i - 6):i])!r}"
+        problem = (f"token {i} differs: {_tok(tokenizer, _at(trained, i) if i < start else None)} before the answer "
+                   f"in training, {_tok(tokenizer, _at(prompt, i))} in the prompt, after {where}")
+    report.mismatches.append(Mismatch(places, probe, problem, fix))
+    return False
+
+
+def equal(report: Report, a: list[int], b: list[int], places: tuple[str, str], probe: str, tokenizer,
+          fix: str = FIX_TEMPLATE, what: str = "the same conversation") -> bool:
+    i = _first_diff(a, b)
+    if i == len(a) == len(b):
+        report.compared.append(f"{places[0]} = {places[1]} on {what}")
+        return True
+    report.mismatches.append(Mismatch(places, probe, f"{what}: token {i} differs: {_tok(tokenizer, _at(a, i))} "
+                                                     f"against {_tok(tokenizer, _at(b, i))}", fix))
+    return False
+
+
+def one_bos(report: Report, ids: list[int], place: str, probe: str, tokenizer) -> bool:
+    bos = tokenizer.bos_token_id
+    if bos is None or ids[:2] != [bos, bos]:
+        return True
+    report.mismatches.append(Mismatch(
+        (place, "the tokenizer's BOS"), probe, f"the sequence starts with two BOS tokens ({_tok(tokenizer, bos)})",
+        "the template writes the BOS and the place's encoding adds another: encode the rendered template without "
+        "special tokens (add_special_tokens=False), or drop {{ bos_token }} from the template"))
+    return False
+
+
+def stop_ids(tokenizer, model: Optional[str]) -> set[int]:
+    """The tokens generation stops at: the model's generation_config.json (else config.json) EOS ids, else the
+    tokenizer's EOS."""
+    ids: list = []
+    if model:
+        folder = Path(model)
+        for name in ("generation_config.json", "config.json"):
+            f = folder / name
+            if folder.is_dir() and f.is_file():
+                got = json.loads(f.read_text()).get("eos_token_id")
+                if got is not None:
+                    ids = got if isinstance(got, list) else [got]
+                    break
+    if not ids and tokenizer.eos_token_id is not None:
+        ids = [tokenizer.eos_token_id]
+    return {int(i) for i in ids}
+
+
+def answer_ends(report: Report, pairs: list[tuple[int, str]], start: int, stops: set[int], place: str,
+                probe: str, tokenizer, assistant_only: bool) -> Optional[list[int]]:
+    """The trained answer (tokens from ``start``) up to and including the first stop token; a mismatch when it
+    never stops, or (assistant_only_loss) when its stop token is not trained."""
+    from ..data.preview import TRAINED
+
+    answer = pairs[start:]
+    at = next((k for k, (t, _) in enumerate(answer) if t in stops), None)
+    if at is None:
+        report.mismatches.append(Mismatch(
+            (place, "generation's stop tokens"), probe,
+            f"the trained answer {tokenizer.decode([t for t, _ in answer])!r} never reaches a token generation stops "
+            f"at ({', '.join(_tok(tokenizer, s) for s in sorted(stops))}): the model does not learn to stop",
+            "use a template that closes each assistant turn with the EOS (or a token the model's "
+            "generation_config.json lists as eos_token_id)"))
+        return None
+    if assistant_only and answer[at][1] != TRAINED:
+        report.mismatches.append(Mismatch(
+            (place, "generation's stop tokens"), probe,
+            f"the stop token {_tok(tokenizer, answer[at][0])} that ends the answer is not trained "
+            "(outside the template's {% generation %} markers)",
+            "put the end-of-turn token inside {% generation %} ... {% endgeneration %}"))
+    report.compared.append(f"{place}: the answer ends on a stop token ({_tok(tokenizer, answer[at][0])})")
+    return [t for t, _ in answer[:at + 1]]
+
+
+# ------------------------------------------------------------------------------------------- tokenizers
+class Tokenizers:
+    """Tokenizers by model, opened once (no weights). ``produced`` maps a run folder a pipeline's earlier stage
+    writes to the tokenizer it will save there (the template it trains with)."""
+
+    def __init__(self, produced: Optional[dict] = None):
+        self.produced = dict(produced or {})
+        self.cache: dict[str, Any] = {}
+
+    def raw(self, model: str, model_cfg: Optional[dict] = None):
+        """The model's tokenizer as saved (a copy)."""
+        import copy
+
+        from ..core.schema import ModelConfig, defaults_of
+        from ..model import modeling
+
+        if key(model) in self.produced:
+            return copy.deepcopy(self.produced[key(model)])
+        if model not in self.cache:
+            cfg = {**defaults_of(ModelConfig), **(model_cfg or {}), "name_or_path": model, "chat_template": None,
+                   "tokenizer_name_or_path": (model_cfg or {}).get("tokenizer_name_or_path")}
+            self.cache[model] = modeling.open_tokenizer(cfg)
+        return copy.deepcopy(self.cache[model])
+
+    def own(self, model: str, model_cfg: Optional[dict] = None):
+        """The model's tokenizer with its own saved template and a pad token (None when it has no template)."""
+        from ..model import chat_format
+
+        tok = self.raw(model, model_cfg)
+        if not tok.chat_template:
+            return None
+        chat_format.ensure_pad_token(tok)
+        return tok
+
+
+def key(model: str) -> str:
+    """A model name as the produced-folders map keys it: local paths resolved, hub ids as they are."""
+    text = str(model)
+    return str(Path(text).expanduser().resolve()) if text.startswith((".", "/", "~")) or Path(text).exists() else text
+
+
+def _source(model: str) -> Optional[str]:
+    from ..model import modeling
+
+    try:
+        return modeling.resolve_source(model, "model")
+    except ZephyrError:
+        return None
+
+
+def is_run_folder(model: str, produced: dict) -> bool:
+    from ..core import runfolder
+
+    src = _source(model)
+    return key(model) in produced or bool(src and (Path(src) / runfolder.CONFIG).is_file())
+
+
+def _ids(enc) -> list[int]:
+    ids = enc["input_ids"]
+    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+
+# ------------------------------------------------------------------------------------------- the places
+def _rows(kind_name: str, probe: list[dict]) -> Optional[dict]:
+    if kind_name == "chat":
+        return {"messages": probe}
+    if kind_name == "pairs":
+        return {"prompt": probe[:-1], "chosen": [probe[-1]], "rejected": [WRONG]}
+    if kind_name == "unpaired":
+        return {"prompt": probe[:-1], "completion": [probe[-1]], "label": True}
+    return None
+
+
+def _renders(tokenizer, messages) -> bool:
+    try:
+        tokenizer.apply_chat_template(messages, tokenize=False)
+        return True
+    except Exception:  # a template that refuses a conversation (no system role ...): the probe is skipped
+        return False
+
+
+def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> Any:
+    """The trained tokens of a training stage against chat and generation from the run folder it writes, DPO's
+    prompt, and the model's own format; returns the tokenizer the run will save (for later stages)."""
+    from ..model import modeling
+    from . import chat
+
+    stage, trainer = cfg["stage"]["name"], cfg["stage"]["trainer"]
+    assistant_only = bool(trainer.get("assistant_only_loss"))
+    model = str(cfg["model"]["name_or_path"])
+    base = tokenizers.raw(model) if key(model) in tokenizers.produced else modeling.open_tokenizer(cfg["model"])
+    tok = modeling.prepare_tokenizer(base, cfg["model"], assistant_only)
+    stops = stop_ids(tok, _source(model))
+    trained_place = f"{stage} trained tokens"
+    own = None
+    continues = kind.name != "chat" or is_run_folder(model, tokenizers.produced)
+    if continues:
+        try:
+            own = tokenizers.own(model, cfg["model"])
+        except ZephyrError as exc:
+            report.skipped.append(f"{model}'s own format ({exc.problem})")
+    for probe_name, probe in PROBES:
+        if not _renders(tok, probe):
+            report.skipped.append(f"{probe_name}: the training template refuses it")
+            continue
+        row = _rows(kind.name, probe)
+        if row is None:
+            report.skipped.append(f"{stage}: rows of kind {kind.name} are not tokenized by this check")
+            return tok
+        seqs = kind.tokenize(tok, row, {**trainer, "max_length": None})
+        pairs = next(iter(seqs.values()))
+        trained = [t for t, _ in pairs]
+        other = kind.tokenize(tok, _rows(kind.name, probe[:-1] + [WRONG]), {**trainer, "max_length": None})
+        start = _first_diff(trained, [t for t, _ in next(iter(other.values()))])
+        one_bos(report, trained, trained_place, probe_name, tok)
+        # chat with the run folder, and generation from it (AI feedback, evaluation): the template it saves
+        chat_ids = chat.prompt_ids(tok, probe[:-1])
+        gen_ids = _generator_prompt(tok, probe[:-1])
+        one_bos(report, chat_ids, "chat", probe_name, tok)
+        one_bos(report, gen_ids, "generation from the run folder", probe_name, tok)
+        fix = ("use a template whose generation prompt (add_generation_prompt) is exactly the text that opens an "
+               "assistant turn in training")
+        ok = opens_answer(report, trained, start, chat_ids, (trained_place, "chat"), probe_name, tok, fix)
+        ok = opens_answer(report, trained, start, gen_ids, (trained_place, "generation from the run folder "
+                                                                           "(AI feedback, evaluation)"),
+                          probe_name, tok, fix) and ok
+        if ok:
+            answer_ends(report, pairs, start, stops, trained_place, probe_name, tok, assistant_only)
+        if kind.name in ("pairs", "unpaired"):
+            from ..data.preview import MASKED
+
+            masked = sum(1 for _, s in pairs if s == MASKED)
+            if masked < len(gen_ids):
+                report.mismatches.append(Mismatch(
+                    (f"{stage} prompt", "its generation prompt"), probe_name,
+                    f"the prompt {stage} masks ends at token {masked} and the generation prompt at {len(gen_ids)}: "
+                    f"{tok.decode(gen_ids[masked:])!r} is left out of training (TRL's common-prefix split)",
+                    "use a template that renders the prompt alone as the start of prompt + answer"))
+            else:
+                report.compared.append(f"{stage} prompt = its generation prompt")
+            if "rejected" in seqs:
+                rejected = [t for t, _ in seqs["rejected"]]
+                equal(report, trained[:len(gen_ids)], rejected[:len(gen_ids)], (f"{stage} chosen", f"{stage} rejected"),
+                      probe_name, tok, what="the shared prompt")
+        if own is not None and _renders(own, probe):
+            reference = [t for t, _ in kind.tokenize(own, row, {**trainer, "max_length": None}).get(
+                next(iter(seqs)))]
+            equal(report, reference, trained, (f"{model}'s own template (what it was trained with)", trained_place),
+                  probe_name, tok, what="the same conversation")
+    return tok
+
+
+def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
+    """(place, model, tokenizer the place renders with or an error text, note) of each generator and the evaluated
+    model."""
+    from ..feedback import backends, vllm
+
+    out: list[tuple] = []
+    stage = cfg["stage"]
+    specs: list[tuple[str, dict]] = []
+    for i, gen in enumerate(stage.get("generators") or []):
+        specs.append((f"aif generator {gen.get('name') or f'generator{i}'}", gen))
+    if "benchmarks" in stage:
+        from ..stages import eval as eval_stage
+
+        if eval_stage.needs_model(stage):
+            model = cfg["model"]
+            spec = {**stage["vllm"], "type": "vllm", "model": model["name_or_path"]} if stage.get("vllm") is not None \
+                else {"type": "transformers", "model": model["name_or_path"], "model_config": model}
+            specs.append((f"eval answers ({', '.join(b for b in stage['benchmarks'] if b != 'lm_eval')})", spec))
+    for place, spec in specs:
+        kind, model = spec.get("type"), str(spec.get("model") or "")
+        place = f"{place} ({kind})"
+        try:
+            if kind == "transformers":
+                mcfg = spec.get("model_config") or {}
+                if key(model) in tokenizers.produced and not mcfg.get("chat_template"):
+                    tok = tokenizers.own(model)
+                else:
+                    tok, _, _ = backends.generator_tokenizer(model, mcfg, cfg.get("hardware"))
+                out.append((place, model, tok, None, _generator_prompt))
+            elif kind == "vllm":
+                arg = vllm.chat_template_arg(spec)
+                tok = tokenizers.own(model)
+                if arg is not None:
+                    tok = tok or tokenizers.raw(model)
+                    tok.chat_template = Path(arg).read_text() if Path(arg).is_file() else arg
+                out.append((place, model, tok, None if tok is not None else "the served model has no template",
+                            _generator_prompt))
+            else:
+                out.append((place, model, None, "an endpoint renders with its server's own template, which is not "
+                                               "visible here" if kind == "openai" else "a function answers: no tokens",
+                            _generator_prompt))
+        except ZephyrError as exc:
+            out.append((place, model, None, exc.problem, _generator_prompt))
+    if "benchmarks" in stage:  # chat with the evaluated model
+        from . import chat
+
+        model = str(cfg["model"]["name_or_path"])
+        try:
+            tok = tokenizers.own(model) if key(model) in tokenizers.produced else chat.chat_tokenizer(model)[1]
+            out.append(("chat", model, tok, None, chat.prompt_ids))
+        except ZephyrError as exc:
+            out.append(("chat", model, None, exc.problem, chat.prompt_ids))
+    return out
+
+
+def _generator_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    from ..feedback import backends
+
+    return _ids(tokenizer(backends.prompt_texts(tokenizer, [messages]), **backends.ENCODE))
+
+
+def check_generation(report: Report, cfg: dict, tokenizers: Tokenizers) -> None:
+    """Each generator's and the evaluated model's prompt tokens against the trained tokens of the model they
+    prompt (its own format), and the on-policy round trip of its answer."""
+    from ..data import kinds
+
+    for place, model, tok, note, render in _generation_places(cfg, tokenizers):
+        if tok is None:
+            report.skipped.append(f"{place}: {note}")
+            continue
+        try:
+            own = tokenizers.own(model)
+        except ZephyrError as exc:
+            report.skipped.append(f"{place}: {exc.problem}")
+            continue
+        if own is None:
+            report.skipped.append(f"{place}: {model} has no template of its own to compare with")
+            continue
+        ref_place = f"{model}'s training template"
+        stops = stop_ids(own, _source(model))
+        for probe_name, probe in PROBES:
+            if not _renders(own, probe):
+                continue
+            ref = kinds.CHAT.tokenize(own, {"messages": probe}, {})[""]
+            trained = [t for t, _ in ref]
+            start = _first_diff(trained, [t for t, _ in kinds.CHAT.tokenize(own, {"messages": probe[:-1] + [WRONG]},
+                                                                              {})[""]])
+            prompt = render(tok, probe[:-1])
+            one_bos(report, prompt, place, probe_name, tok)
+            if not opens_answer(report, trained, start, prompt, (ref_place, place), probe_name, tok):
+                continue
+            produced = answer_ends(report, ref, start, stops, ref_place, probe_name, own, False)
+            if produced is None:
+                continue
+            if place.startswith("aif generator"):  # answers dDPO trains on
+                round_trip(report, place, probe_name, probe, produced, tok, own)
+
+
+def round_trip(report: Report, place: str, probe_name: str, probe: list[dict], produced: list[int], gen_tok,
+               policy_tok) -> int:
+    """The generated answer tokens, decoded as the backend decodes them and tokenized again as dDPO tokenizes a
+    chosen answer; returns how many token positions differ (recorded as a mismatch when any do)."""
+    from ..data import kinds
+    from ..data.preview import TRAINED
+    from ..feedback import backends
+
+    text = backends.answer_text(gen_tok, produced)
+    row = {"prompt": probe[:-1], "chosen": [{"role": "assistant", "content": text}], "rejected": [WRONG]}
+    trained = [t for t, s in kinds.PAIRS.tokenize(policy_tok, row, {})["chosen"] if s == TRAINED]
+    n = max(len(produced), len(trained))
+    differ = sum(1 for i in range(n) if _at(produced, i) != _at(trained, i))
+    if differ:
+        i = _first_diff(produced, trained)
+        report.mismatches.append(Mismatch(
+            (place, "dpo on its answers (on-policy round trip)"), probe_name,
+            f"{differ} of {n} answer token positions differ: the generator produced {len(produced)} tokens, dDPO "
+            f"trains on {len(trained)} for their decoded text {text!r}; first at token {i}: "
+            f"{_tok(policy_tok, _at(produced, i))} generated, {_tok(policy_tok, _at(trained, i))} trained",
+            "keep the answer's special tokens when decoding, or use a template whose assistant turn renders the "
+            "decoded text back to the same tokens"))
+    else:
+        report.compared.append(f"{place}: its answer tokens = what dDPO trains on for their text")
+    return differ
+
+
+# ------------------------------------------------------------------------------------------- entry points
+def check(cfg: dict, stage, produced: Optional[dict] = None) -> tuple[Report, Any]:
+    """The parity report of one stage's config; ``produced``: run folder -> the tokenizer an earlier pipeline stage
+    saves there. Returns (report, the tokenizer this stage saves, or None)."""
+    report, tokenizers = Report(), Tokenizers(produced)
+    saved = None
+    if cfg["model"].get("trust_remote_code"):
+        report.skipped.append("model.trust_remote_code: validate runs no code of the model's own")
+        return report, None
+    kind = getattr(stage, "rows", None)
+    if kind is not None and "trainer" in cfg["stage"]:
+        from ..data import kinds
+
+        try:
+            saved = check_training(report, cfg, kinds.get(kind), tokenizers)
+        except ZephyrError as exc:
+            report.skipped.append(f"{cfg['stage']['name']} trained tokens ({exc.problem})")
+    check_generation(report, cfg, tokenizers)
+    return report, saved
+
+
+def run_check(cfg: dict, stage, produced: Optional[dict] = None, where: str = "") -> list[str]:
+    """The check's lines for one stage (``validate``, ``rehearse``); a ZephyrError on the first mismatch. A stage
+    that trains adds the tokenizer it saves to ``produced`` under its output folder, for the stages after it."""
+    report, saved = check(cfg, stage, produced)
+    if where:
+        for m in report.mismatches:
+            m.probe = f"{where}, {m.probe}"
+    report.refuse()
+    if saved is not None and produced is not None:
+        produced[key(str(cfg["run"]["output_dir"]))] = saved
+    return report.lines()
