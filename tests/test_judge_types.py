@@ -199,3 +199,40 @@ def test_the_older_register_call_still_adds_a_type(tmp_path, monkeypatch):
         JUDGE_MAKERS.pop("old_style", None)
     assert "old_style" not in judge_registry.names()
 
+
+def test_an_ai_feedback_run_types_its_stage_once_and_checks_its_judge_settings_once(tmp_path, cli, installed,
+                                                                                     monkeypatch):
+    """Validation turns the stage section (its judge with it) into typed settings once, and checks the judge's
+    settings once; the plan, the pre-flight probe, the run (the frozen config read back) and make_judge reuse them."""
+    import sys
+
+    from zephyr_recipes.core import schema
+    from zephyr_recipes.stages import aif
+
+    made = {"aif section typed": 0, "judge settings checked": 0}
+    real_typed, real_check = schema.typed, schema.check_section
+
+    def counted_typed(cls, values):
+        made["aif section typed"] += cls is aif.AIFStageConfig
+        return real_typed(cls, values)
+
+    def counted_check(where, values, kind, *args, **kwargs):
+        made["judge settings checked"] += isinstance(kind, type) and issubclass(kind, JudgeSpec)
+        return real_check(where, values, kind, *args, **kwargs)
+
+    monkeypatch.setattr(aif, "typed", counted_typed)
+    for name, module in list(sys.modules.items()):  # every module holding check_section, the schema's own too
+        if name.startswith("zephyr_recipes") and getattr(module, "check_section", None) is real_check:
+            monkeypatch.setattr(module, "check_section", counted_check)
+    monkeypatch.setattr(aif, "_TYPED", [])  # nothing typed before this run
+    recipe, _ = _aif_recipe(tmp_path, "{type: by_length, prefer: shorter}")
+    out = tmp_path / "aif"
+    code, _, err = cli(str(recipe), f"run.output_dir={out}", "--trust-recipe-code")
+    assert code == 0, err
+    ratings = [json.loads(line) for line in (out / "ratings.jsonl").read_text().splitlines()]
+    assert len(ratings) == len(PROMPTS) * 3 and all(r["raw"].endswith(" words") for r in ratings)
+    assert "stage.judge: rated a constructed answer" in err  # the pre-flight asked it (made it) too
+    assert made == {"aif section typed": 1, "judge settings checked": 1}
+    # a changed section is typed anew (never a stale one)
+    cfg = {"stage": {**json.loads(json.dumps(aif._TYPED[-1][0])), "self_agreement": 0.5}}
+    assert aif.section(cfg).self_agreement == 0.5 and made["aif section typed"] == 2

@@ -165,7 +165,7 @@ def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> l
         if isinstance(spec.get("model"), str) and _produced(spec["model"], produced):
             lines.append(f"{where}: {spec['model']} is written by an earlier stage; not asked before it exists")
             continue
-        judge = make_judge(spec, cfg.get("hardware"))
+        judge = make_judge(spec, cfg.get("hardware"), checked=True)  # a spec of the validated config
         verdict = None
         try:
             if asks == "rate" and judge.listwise:  # rates a prompt's answers together: asked with two side by side

@@ -194,16 +194,19 @@ def reads_prompts(judge_type: str) -> bool:
 
 
 def make_judge(spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None,
-               where: str = "stage.judge"):
-    """The judge a spec names, its defaults filled in (and checked, whatever wrote it). ``sampling``: the caller's
-    settings (a benchmark's token budget, its judge temperature, greedy), under the spec's own sampling; ``where``:
-    the spec's key in the recipe, for the fix of an error. A spec asking with a registered protocol (``protocol:
-    ultrafeedback``) is made by that protocol's module."""
+               where: str = "stage.judge", checked: bool = False):
+    """The judge a spec names. ``sampling``: the caller's settings (a benchmark's token budget, its judge
+    temperature, greedy), under the spec's own sampling; ``where``: the spec's key in the recipe, for the fix of an
+    error. ``checked``: the spec comes from a validated config (every key of its type's settings filled in and
+    checked, its protocol too), so it is not checked again; otherwise (a spec some code wrote) its defaults are
+    filled in and checked here. A spec asking with a registered protocol (``protocol: ultrafeedback``) is made by
+    that protocol's module."""
     from .specs import JUDGE_PROTOCOLS, check_protocol, complete
 
     cls = judge_class(spec.get("type"), where)
-    spec = complete(spec, cls.Settings, "judge")
-    check_protocol("judge", spec)
+    if not checked:
+        spec = complete(spec, cls.Settings, "judge")
+        check_protocol("judge", spec)
     if spec.get("protocol") in JUDGE_PROTOCOLS:  # a way of asking registered by its own module (ultrafeedback)
         return JUDGE_PROTOCOLS[spec["protocol"]][0](spec, hardware, sampling)
     return cls.make(spec, hardware, sampling, where=where)

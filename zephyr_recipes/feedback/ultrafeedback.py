@@ -459,7 +459,7 @@ def critique_step(cfg: dict, prompts: list[str], critiques: Store, answers: list
     key = {r["key"]: critique_key(r["key"], jid) for r in answers}
     todo = [r for r in answers if _unasked(critiques.get(key[r["key"]]))]
     with serving(cfg["stage"]["judge"], critiques.path.parent, "judge") as spec:
-        judge = make_judge(spec, cfg["hardware"])
+        judge = make_judge(spec, cfg["hardware"], checked=True)  # the stage's judge, checked at validation
         if not isinstance(judge, UltraFeedbackJudge):
             raise ZephyrError("binarize.score overall needs critiques, and the judge does not write them",
                               "set stage.judge.protocol=ultrafeedback, or stage.binarize.score=mean")

@@ -129,7 +129,7 @@ def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, serv
         spec = served(spec, f"judge-{bench.name}")
     where = f"stage.{bench.name}.judge" if (cfg["stage"].get(bench.name) or {}).get("judge") else "stage.judge"
     judge = make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
-                       where=where)
+                       where=where, checked=True)  # checked at validation, as part of the stage section
     judge.unparsable = bench.on_unparsable(cfg["stage"][bench.name])  # the benchmark's rule, not the client's
     return judge
 
