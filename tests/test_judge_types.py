@@ -236,3 +236,13 @@ def test_an_ai_feedback_run_types_its_stage_once_and_checks_its_judge_settings_o
     # a changed section is typed anew (never a stale one)
     cfg = {"stage": {**json.loads(json.dumps(aif._TYPED[-1][0])), "self_agreement": 0.5}}
     assert aif.section(cfg).self_agreement == 0.5 and made["aif section typed"] == 2
+
+
+def test_a_protocol_is_refused_for_a_type_that_is_not_a_chat_model(tmp_path, cli, installed):
+    """What a type declares (CHAT) decides whether it can be asked with UltraFeedback's protocol, not its name."""
+    recipe, _ = _aif_recipe(tmp_path, "{type: by_length, prefer: longer, protocol: ultrafeedback}")
+    code, _, err = cli("validate", str(recipe), "--no-preflight")
+    assert code == 2 and "stage.judge of type by_length is not a chat model and is asked with no protocol" in err
+    assert "remove stage.judge.protocol" in err
+    code, _, err = cli("validate", "tiny/aif", "stage.judge.protocol=ultrafeedback", "--no-preflight")
+    assert code == 0, err  # a function judge's chat(messages) plays the chat model

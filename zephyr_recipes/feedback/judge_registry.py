@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core import trust
 from ..core.errors import ZephyrError
-from .specs import JUDGE_MAKERS, JudgeSpec
+from .specs import JUDGE_MAKERS, PLAIN_PROTOCOL, JudgeSpec
+from .specs import check_protocol as check_settings
 
 if TYPE_CHECKING:
     from .judges import Judge
@@ -189,6 +190,17 @@ def able(kind: str, benchmark: Optional[str] = None) -> list[str]:
     return sorted(n for n in names() if TYPES[n].can(kind, benchmark))
 
 
+def check_protocol(where: str, spec: dict) -> None:
+    """Refuse a protocol nobody registered, one the judge type cannot be asked with (it is not a chat model), or
+    settings the protocol does not read."""
+    if spec.get("protocol") not in (None, PLAIN_PROTOCOL):
+        cls = judge_class(spec.get("type"), where)
+        if not cls.CHAT:
+            raise ZephyrError(f"{where} of type {spec.get('type')} {cls.NOT_CHAT} and is asked with no protocol",
+                              f"remove {where}.protocol")
+    check_settings(where, spec)
+
+
 def reads_prompts(judge_type: str) -> bool:
     return bool(judge_class(judge_type).READS_PROMPTS)
 
@@ -201,7 +213,7 @@ def make_judge(spec: dict, hardware: Optional[dict] = None, sampling: Optional[d
     checked, its protocol too), so it is not checked again; otherwise (a spec some code wrote) its defaults are
     filled in and checked here. A spec asking with a registered protocol (``protocol: ultrafeedback``) is made by
     that protocol's module."""
-    from .specs import JUDGE_PROTOCOLS, check_protocol, complete
+    from .specs import JUDGE_PROTOCOLS, complete
 
     cls = judge_class(spec.get("type"), where)
     if not checked:

@@ -296,6 +296,8 @@ class Judge:
     PIPELINE_CHECK: ClassVar[bool] = False  # a program, not a model: its figures show that the pipeline works
     SERVED: ClassVar[bool] = False  # the runner serves it (starts and stops a server) for the stage
     PROBED: ClassVar[bool] = True  # the pre-flight asks it one constructed item (an endpoint: its key and address only)
+    CHAT: ClassVar[bool] = False  # a chat model (or a program playing one): it can be asked with a protocol
+    NOT_CHAT: ClassVar[str] = "is not a chat model"  # what the refusal of a protocol says of it
     offers_logprobs: bool = False
     unparsable: Optional[Unparsable] = None  # set by the stage from the benchmark (Benchmark.on_unparsable)
     listwise: bool = False
@@ -383,6 +385,7 @@ class FunctionJudge(Judge):
     Settings = FunctionJudgeSpec
     KINDS = frozenset(WHAT)
     PIPELINE_CHECK = True
+    CHAT = True  # with a protocol, the module's chat(messages) plays the chat model
 
     def __init__(self, module: str):
         self.module = module
@@ -512,6 +515,7 @@ class ModelJudge(Judge):
 
     KINDS = frozenset(WHAT)
     READS_PROMPTS = True
+    CHAT = True
 
     def __init__(self, backend, prompt: str = ULTRAFEEDBACK_PROMPT, aspects=ASPECTS, scale=(1, 5),
                  max_retries: int = 2, sampling: dict | None = None, system: str | None = None,
@@ -729,6 +733,7 @@ class RewardModelJudge(Judge):
     type = "reward_model"
     Settings = RewardModelJudgeSpec
     KINDS = frozenset({"rate", "compare"})
+    NOT_CHAT = "scores answers itself"
     READS_PROMPTS = False
 
     @classmethod

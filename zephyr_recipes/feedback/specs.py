@@ -240,15 +240,13 @@ def register_protocol(name: str, make, check) -> None:
 
 
 def check_protocol(where: str, spec: dict) -> None:
-    """Refuse a protocol nobody registered, or one the judge type cannot be asked with."""
+    """Refuse a protocol nobody registered, or settings it does not read (whether the judge type can be asked with
+    one at all: judge_registry.check_protocol, which calls this)."""
     name = spec.get("protocol")
     if name in (None, PLAIN_PROTOCOL):
         return
     if name not in JUDGE_PROTOCOLS:
         raise ZephyrError(f"{where}.protocol is {name!r}", f"use one of: {PLAIN_PROTOCOL}, {', '.join(JUDGE_PROTOCOLS)}")
-    if spec.get("type") == "reward_model":
-        raise ZephyrError(f"{where} of type reward_model scores answers itself and is asked with no protocol",
-                          f"remove {where}.protocol")
     JUDGE_PROTOCOLS[name][1](where, spec)
 
 

@@ -32,10 +32,10 @@ from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, binarize_tal
 from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..feedback import identity, ledger, listwise, ultrafeedback
 from ..feedback.backends import make_backend
-from ..feedback.judge_registry import check_judge, judge_load, make_judge
+from ..feedback.judge_registry import check_judge, check_protocol, judge_load, make_judge
 from ..feedback.judges import Item, JudgeFailure
 from ..feedback.serve import serving
-from ..feedback.specs import GeneratorSpec, JudgeSpec, check_protocol, load_of
+from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
 from ..feedback.store import Store
 from .base import TaskStage
 
