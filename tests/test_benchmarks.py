@@ -261,7 +261,7 @@ def test_a_new_benchmark_is_its_module_and_one_registry_line(tmp_path, cli, monk
     monkeypatch.setitem(benchmarks.MODULES, "toy", "tests.toy_benchmark")  # the one registry line
     try:
         importlib.reload(eval_stage)  # the stage's schema is built from the registry when it is imported
-        monkeypatch.setattr("zephyr_recipes.stages._loaded", {})
+        monkeypatch.setattr("zephyr_recipes.stages.REGISTRY._loaded", {})
         out = tmp_path / "run"
         code, _, err = cli("tiny/eval", "stage.benchmarks=[toy]", "stage.toy.word=zephyr", f"run.output_dir={out}")
         assert code == 0, err

@@ -81,9 +81,11 @@ def installed(tmp_path, monkeypatch):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zr-length-judge-pkg\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[{judge_registry.GROUP}]\nby_length = {name}:LengthJudge\n")
+    judge_registry.INSTALLED.forget()  # installed after the last look at the entry points
     yield name
     judge_registry.TYPES.pop("by_length", None)
     JudgeSpec.TYPES.pop("by_length", None)
+    judge_registry.INSTALLED.forget()
 
 
 def _aif_recipe(tmp_path: Path, judge: str) -> tuple[Path, Path]:

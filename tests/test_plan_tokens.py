@@ -31,7 +31,7 @@ def _dry_run(cli, tmp_path, *args):
 # ------------------------------------------------------------------------------------------- the counting rules
 def test_row_tokens_follow_the_trainers_truncation_packing_and_dropping():
     from zephyr_recipes.data.preview import CUT, MASKED, TRAINED
-    from zephyr_recipes.data.tokens import row_tokens
+    from zephyr_recipes.data.tokencount import row_tokens
 
     cut = {"": [(1, MASKED)] * 3 + [(2, TRAINED)] * 5 + [(3, CUT)] * 4}
     assert row_tokens(cut, {"max_length": 8}) == 8  # what is past max_length is not in the batch
@@ -50,7 +50,7 @@ def test_row_tokens_follow_the_trainers_truncation_packing_and_dropping():
 def test_a_large_dataset_is_counted_on_a_sample_and_says_so():
     import datasets
 
-    from zephyr_recipes.data import kinds, tokens
+    from zephyr_recipes.data import kinds, tokencount
     from zephyr_recipes.model import modeling
 
     tokenizer = modeling.load_tokenizer({"name_or_path": "builtin://tiny-mistral", "tokenizer_name_or_path": None,
@@ -58,8 +58,8 @@ def test_a_large_dataset_is_counted_on_a_sample_and_says_so():
     rows = [{"messages": [{"role": "user", "content": "word " * (1 + i % 17)},
                           {"role": "assistant", "content": "answer " * (1 + i % 5)}]} for i in range(300)]
     train = datasets.Dataset.from_list(rows)
-    whole = tokens.count(train, tokenizer, kinds.CHAT, {"max_length": 1024})
-    part = tokens.count(train, tokenizer, kinds.CHAT, {"max_length": 1024}, sample=100)
+    whole = tokencount.count(train, tokenizer, kinds.CHAT, {"max_length": 1024})
+    part = tokencount.count(train, tokenizer, kinds.CHAT, {"max_length": 1024}, sample=100)
     assert not whole.extrapolated and "all 300 rows" in whole.describe()
     assert part.extrapolated and "a sample of 100 of 300 rows and extrapolated" in part.describe()
     assert part.tokens == pytest.approx(whole.tokens, rel=0.1)

@@ -78,9 +78,19 @@ def runs(tmp_path_factory):
     assert _main("tiny/aif", "dataset.max_train_samples=16", gens, "stage.sampling.max_new_tokens=8",
                  f"run.output_dir={aif}") == 0
 
+    # The same with a noisy judge and its audit: the pairs its checks reverse are flagged (and dropped).
+    audited = tmp / "aif-audited"
+    pool = ("stage.generators=[{name: teacher, type: function, function: 'zephyr_recipes.embedded.tasks:teacher'}, "
+            "{name: lazy, type: function, function: 'zephyr_recipes.embedded.noisy_judge:lazy'}, "
+            "{name: sloppy, type: function, function: 'zephyr_recipes.embedded.noisy_judge:sloppy'}]")
+    assert _main("tiny/aif", "dataset.max_train_samples=40", pool, "stage.judge.module=zephyr_recipes.embedded.noisy.flip20",
+                 "stage.audit.enabled=true", "stage.audit.action=drop",
+                 "stage.audit.judges=[{type: function, module: zephyr_recipes.embedded.noisy.second}]",
+                 f"run.output_dir={audited}") == 0
+
     out = tmp / "report"
-    assert _main("report", str(a), str(b), str(aif), "--out", str(out)) == 0
-    return {"a": a, "b": b, "aif": aif, "out": out}
+    assert _main("report", str(a), str(b), str(aif), str(audited), "--out", str(out)) == 0
+    return {"a": a, "b": b, "aif": aif, "audited": audited, "out": out}
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +207,13 @@ def test_report_html_in_a_real_browser(browser, runs):
     opened = drv.find_element(By.CSS_SELECTOR, "#aif-0 details.q[open]").text
     assert "chosen" in opened and "rejected" in opened and "mean rating" in opened and "helpfulness" in opened
     _shot(drv, "aif")
+
+    # The audited run: each flagged pair names the checks that flagged it and what was done with it.
+    report = json.loads((runs["audited"] / "audit.json").read_text())
+    flagged = [p for p in report["pairs"] if p["flags"]]
+    assert flagged
+    flags = drv.execute_script("return [...document.querySelectorAll('#aif-1 details.q .flag')].map(x => x.textContent)")
+    assert len(flags) == len(flagged)
+    assert all("flagged: retest, judge:" in f and "(dropped)" in f for f in flags)
+    Select(drv.find_element(By.CSS_SELECTOR, "#aif-1 select.cat-filter")).select_by_value("pair dropped by the audit")
+    assert _visible(drv, "aif-1") == len(flagged)

@@ -2,14 +2,15 @@
 
 Adding a benchmark is one module and one line below: the eval stage's schema, its checks, the run card, run.json's
 summary, ``report``, the ablation and sweeps all read the benchmarks from here. The order is the order they run in
-(the random streams of the earlier ones stay as they were when one is added).
+(the random streams of the earlier ones stay as they were when one is added). An installed package adds a
+benchmark through the entry-point group ``zephyr_recipes.benchmarks`` (:mod:`zephyr_recipes.core.registry`); it
+runs after the built-in ones.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from ..core.errors import ZephyrError, did_you_mean
+from ..core.registry import Registry
 from .base import Benchmark, Context, Metric, Reference  # noqa: F401 - the interface, re-exported
 
 MODULES = {
@@ -21,29 +22,26 @@ MODULES = {
     "ifeval": "zephyr_recipes.benchmarks.ifeval",
 }
 
-_loaded: dict[str, Benchmark] = {}
+
+def _unknown(name, known: list[str]) -> tuple[str, str]:
+    return f"{name!r} is not a benchmark", did_you_mean(str(name), known) or f"choose from: {', '.join(known)}"
+
+
+REGISTRY: Registry[Benchmark] = Registry("benchmark", "zephyr_recipes.benchmarks", "BENCHMARK", MODULES, Benchmark,
+                                         _unknown)
 
 
 def names() -> list[str]:
-    return list(MODULES)
+    return REGISTRY.names()
 
 
 def get(name) -> Benchmark:
     """The benchmark called ``name``, or an error listing them."""
-    if name not in MODULES:
-        raise ZephyrError(f"{name!r} is not a benchmark",
-                          did_you_mean(str(name), MODULES) or f"choose from: {', '.join(MODULES)}")
-    if name not in _loaded:
-        bench = importlib.import_module(MODULES[name]).BENCHMARK
-        if bench.name != name:
-            raise ZephyrError(f"{MODULES[name]} defines benchmark {bench.name!r}, registered as {name!r}",
-                              "make the registry line and the benchmark's name agree")
-        _loaded[name] = bench
-    return _loaded[name]
+    return REGISTRY.get(name)
 
 
 def all_benchmarks() -> list[Benchmark]:
-    return [get(n) for n in MODULES]
+    return REGISTRY.values()
 
 
 def metrics(headline_only: bool = False) -> list[tuple[Benchmark, Metric]]:

@@ -123,7 +123,7 @@ class AlpacaEval(Benchmark):
         return result
 
     def browse(self, runs):
-        from ..evaluation import browse
+        from ..evaluation import browse  # lazy: the report page's, not an eval run's
 
         return browse.alpaca(runs, self)
 

@@ -171,7 +171,7 @@ class ArenaHard(Benchmark):
         return result
 
     def browse(self, runs):
-        from ..evaluation import browse
+        from ..evaluation import browse  # lazy: the report page's, not an eval run's
 
         return browse.arena_hard(runs, self.name)
 

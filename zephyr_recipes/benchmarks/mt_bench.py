@@ -102,7 +102,7 @@ class MTBench(Benchmark):
         return result
 
     def browse(self, runs):
-        from ..evaluation import browse
+        from ..evaluation import browse  # lazy: the report page's, not an eval run's
 
         return browse.mt_bench(runs, self.name)
 

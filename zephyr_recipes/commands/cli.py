@@ -173,9 +173,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict, str]:
-    from . import pipeline
-    from .compose import compose
-    from .validate import validate
+    from . import pipeline  # lazy: start-up
+    from .compose import compose  # lazy: start-up
+    from .validate import validate  # lazy: start-up
 
     loaded = pipeline.load(recipe, overrides)
     if loaded:
@@ -196,9 +196,9 @@ def _single_stage(cfg: dict, recipe: str, command: str) -> None:
 
 def cmd_show(args) -> int:
 
-    from ..core import greedy, trust
-    from ..core.safety import secret_routes
-    from .pipeline import dump
+    from ..core import greedy, trust  # lazy: start-up
+    from ..core.safety import secret_routes  # lazy: start-up
+    from .pipeline import dump  # lazy: start-up
 
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
     code = trust.describe(cfg) + secret_routes(cfg)
@@ -207,8 +207,8 @@ def cmd_show(args) -> int:
                          + "".join(f"#   {line}\n" for line in code))
     sys.stdout.write("".join(f"# warning: {line}\n" for line in greedy.warnings(cfg)))
     if args.explain and "pipeline" not in cfg:
-        from .. import stages
-        from ..core.schema import explained
+        from .. import stages  # lazy: start-up
+        from ..core.schema import explained  # lazy: start-up
 
         sys.stdout.write(explained(cfg, stages.get(cfg["stage"]["name"]).schema))
         return 0
@@ -217,10 +217,10 @@ def cmd_show(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .. import stages
-    from ..core import greedy, trust
-    from ..core.safety import secret_routes
-    from . import parity, preflight
+    from .. import stages  # lazy: start-up
+    from ..core import greedy, trust  # lazy: start-up
+    from ..core.safety import secret_routes  # lazy: start-up
+    from . import parity, preflight  # lazy: start-up
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
@@ -272,12 +272,12 @@ def _unavailable_here(path: str, locate) -> bool:
 def _check_template(cfg: dict, rows_kind, limit: int) -> None:
     """Render real rows (of ``rows_kind``, the stage's :class:`~zephyr_recipes.data.kinds.RowKind`) of the recipe's
     data through the chat template the run will use, and show one."""
-    from ..core.logs import setup_logging
-    from ..data import load_for_stage
-    from ..data.preview import render
-    from ..data.sources import locate
-    from ..model import chat_format, modeling
-    from ..stages.training import without_unused_test_data
+    from ..core.logs import setup_logging  # lazy: start-up
+    from ..data import load_for_stage  # lazy: start-up
+    from ..data.preview import render  # lazy: start-up
+    from ..data.sources import locate  # lazy: start-up
+    from ..model import chat_format, modeling  # lazy: start-up
+    from ..stages.training import without_unused_test_data  # lazy: start-up
 
     setup_logging()
     if cfg["model"].get("trust_remote_code"):
@@ -314,7 +314,7 @@ def _check_template(cfg: dict, rows_kind, limit: int) -> None:
 
 
 def _inputs(cfg: dict) -> str:
-    from .. import stages
+    from .. import stages  # lazy: start-up
 
     return stages.get(cfg["stage"]["name"]).reads(cfg)
 
@@ -322,7 +322,7 @@ def _inputs(cfg: dict) -> str:
 def cmd_list(args) -> int:
     import yaml
 
-    from ..core.catalog import RECIPES_DIR, list_options, list_recipes
+    from ..core.catalog import RECIPES_DIR, list_options, list_recipes  # lazy: start-up
 
     print("recipes:")
     for name in list_recipes():
@@ -335,16 +335,23 @@ def cmd_list(args) -> int:
     print("\nconfig groups (pick one with group=option):")
     for group, options in list_options().items():
         print(f"  {group:<10} {', '.join(options)}")
-    from .. import stages
+    from .. import benchmarks, stages  # lazy: start-up
+
+    def origin(registry, name: str) -> str:
+        where = registry.origin(name)
+        return "" if where == "built in" else f" (from {where})"
 
     print("\nstages (stage.name; `zephyr-recipes show RECIPE` prints every key of a stage with its default):")
     for name in stages.names():
-        print(f"  {name:<10} {stages.get(name).summary}")
+        print(f"  {name:<10} {stages.get(name).summary}{origin(stages.REGISTRY, name)}")
+    print("\nbenchmarks (stage.benchmarks of an eval recipe, e.g. tiny/eval):")
+    for name in benchmarks.names():
+        print(f"  {name:<14} {benchmarks.get(name).title}{origin(benchmarks.REGISTRY, name)}")
     return 0
 
 
 def cmd_cp(args) -> int:
-    from .compose import find_recipe
+    from .compose import find_recipe  # lazy: start-up
 
     src, _ = find_recipe(args.recipe)
     dest = Path(args.dest)
@@ -356,15 +363,15 @@ def cmd_cp(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    from .. import stages
-    from ..core.logs import setup_logging
-    from ..data.preview import preview
-    from ..model import modeling
+    from .. import stages  # lazy: start-up
+    from ..core.logs import setup_logging  # lazy: start-up
+    from ..data.preview import preview  # lazy: start-up
+    from ..model import modeling  # lazy: start-up
 
     setup_logging()
     cfg, _ = _compose(args.recipe, args.overrides)
     _single_stage(cfg, args.recipe, "preview")
-    from ..core import trust
+    from ..core import trust  # lazy: start-up
 
     trust.allow(args.trust_recipe_code)
     trust.check({"model": cfg["model"]})  # the tokenizer may be the model's own code
@@ -382,9 +389,9 @@ def cmd_preview(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .. import stages
-    from . import plan
-    from .timeplan import render_cost
+    from .. import stages  # lazy: start-up
+    from . import plan  # lazy: start-up
+    from .timeplan import render_cost  # lazy: start-up
 
     cfg, _ = _compose(args.recipe, args.overrides)
     if args.price is not None and not (math.isfinite(args.price) and args.price >= 0):
@@ -412,10 +419,10 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from ..core import trust
-    from ..core.logs import setup_logging
-    from . import launch, pipeline
-    from .compose import compose
+    from ..core import trust  # lazy: start-up
+    from ..core.logs import setup_logging  # lazy: start-up
+    from . import launch, pipeline  # lazy: start-up
+    from .compose import compose  # lazy: start-up
 
     setup_logging()
     trust.allow(args.trust_recipe_code)
@@ -425,7 +432,7 @@ def cmd_run(args) -> int:
         raise ZephyrError("--dry-run of a sweep (-m) is not supported: it would run every point",
                           "dry-run one point of the sweep: the same command without -m and with one value per key")
     if args.multirun:
-        from . import sweep
+        from . import sweep  # lazy: start-up
 
         out = sweep.run(args.recipe, args.overrides, args.from_stage, args.only, argv[:3])
         print((out / "sweep.md").read_text().split("\n![", 1)[0].rstrip() + "\n")
@@ -450,7 +457,7 @@ def cmd_run(args) -> int:
     raw, name, path = compose(args.recipe, args.overrides)
     if args.from_stage or args.only:
         raise ZephyrError("--from and --only apply to pipeline recipes", f"{name} is a single stage; drop the flag")
-    from .validate import validate
+    from .validate import validate  # lazy: start-up
 
     folder = launch.execute(validate(raw, name), name, argv)
     if folder is None:  # submitted to the scheduler
@@ -460,7 +467,7 @@ def cmd_run(args) -> int:
 
 
 def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
-    from . import launch, pipeline
+    from . import launch, pipeline  # lazy: start-up
 
     loaded = pipeline.load(recipe, overrides)
     if loaded:
@@ -474,8 +481,8 @@ def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
             print(f"== stage {st['name']}\n{launch.render_dry_run(result)}")
         print(f"dry run of pipeline {name}: {len(planned)} stage(s) checked; files in {out}")
         return 0
-    from .compose import compose
-    from .validate import validate
+    from .compose import compose  # lazy: start-up
+    from .validate import validate  # lazy: start-up
 
     raw, name, _ = compose(recipe, overrides)
     print(launch.render_dry_run(launch.dry_run(validate(raw, name), name, argv)))
@@ -483,8 +490,8 @@ def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
 
 
 def cmd_rehearse(args) -> int:
-    from ..core.logs import setup_logging
-    from . import rehearse
+    from ..core.logs import setup_logging  # lazy: start-up
+    from . import rehearse  # lazy: start-up
 
     setup_logging()
     if args.steps < 1:
@@ -514,9 +521,9 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_report(args) -> int:
-    from ..evaluation import browse
-    from . import ablation, page
-    from .report import report
+    from ..evaluation import browse  # lazy: start-up
+    from . import ablation, page  # lazy: start-up
+    from .report import report  # lazy: start-up
 
     folders = [Path(r) for r in args.runs]
     aifs = [f for f in folders if browse.is_aif_folder(f)]
@@ -553,7 +560,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from . import chat
+    from . import chat  # lazy: start-up
 
     return chat.run(args.model, args.prompt, args.max_new_tokens, args.temperature, args.system,
                     args.chat_template, args.device)
@@ -588,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
             raise
-        from ..core.runfolder import unwritable
+        from ..core.runfolder import unwritable  # lazy: start-up
 
         # A full disk or a folder turned read-only while the run wrote: the folder stays unfinished, never complete.
         print(f"error: {unwritable(Path(exc.filename or '.'), exc)}", file=sys.stderr)

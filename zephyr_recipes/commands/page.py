@@ -35,6 +35,7 @@ details.q>summary{cursor:pointer;padding:5px 9px;list-style-position:inside}
 details.q[open]>summary{border-bottom:1px solid #e3e6ea;background:#f6f8fa}
 .qid{font-family:ui-monospace,monospace;color:#57606a;margin-right:.5em}
 .cat{display:inline-block;background:#e7eefb;color:#234;border-radius:9px;padding:0 7px;font-size:12px;margin-right:.5em}
+.flag{display:inline-block;background:#f8d7da;color:#721c24;border-radius:9px;padding:0 7px;font-size:12px;margin-right:.4em}
 .dis{display:inline-block;background:#fdecc8;color:#6b4500;border-radius:9px;padding:0 7px;font-size:12px;
 margin-right:.5em}
 .badge{display:inline-block;border:1px solid #d7dbe0;border-radius:4px;padding:0 5px;font-size:12px;margin-left:.3em;
@@ -180,6 +181,9 @@ def _item(item: dict) -> str:
                      + "</span>" for name, e in item["answers"].items())
     summary = (f'<span class="qid">{_e(item["id"])}</span><span class="cat">{_e(item["category"])}</span>'
                + ('<span class="dis">models disagree</span>' if item.get("disagree") else "")
+               + (f'<span class="flag" title="the audit\'s checks that reverse this pair">flagged: '
+                  f'{_e(", ".join(item["flags"]))} ({_e(item.get("audit_action") or "kept")})</span>'
+                  if item.get("flags") else "")
                + _e(_short(item["prompt"][0] if item["prompt"] else "(prompt not available)")) + badges)
     body = []
     for t, text in enumerate(item["prompt"], 1):
@@ -237,7 +241,7 @@ def _pipeline_stages(folder: Path) -> tuple[list[tuple[str, Path]], list[Path], 
 
     import yaml
 
-    from ..evaluation import browse
+    from ..evaluation import browse  # lazy: start-up (report.html only)
 
     spec = (yaml.safe_load((Path(folder) / "pipeline.yaml").read_text()) or {}).get("pipeline") or {}
     evals, aifs = [], []
@@ -256,9 +260,9 @@ def build(out: Path, report_md: str, evals: list[Path], pipelines: list[Path], a
     """Write ``out``/report.html from the report's markdown and the run folders it was made from: evaluation run
     folders (compared side by side), pipeline folders (the first one's evaluation and AI-feedback stages are browsed)
     and AI-feedback run folders."""
-    from .. import benchmarks
-    from ..evaluation import browse
-    from .report import load_run, run_names
+    from .. import benchmarks  # lazy: start-up (report.html only)
+    from ..evaluation import browse  # lazy: start-up (report.html only)
+    from .report import load_run, run_names  # lazy: start-up (report.html only)
 
     runs: list[tuple[str, Path]] = []
     whose = ""
@@ -286,7 +290,8 @@ def build(out: Path, report_md: str, evals: list[Path], pipelines: list[Path], a
         intro = (f"AI feedback of {folder}: every prompt with each generator's answer, the judge's ratings (four "
                  "UltraFeedback aspects, 1-5, and their mean) and rationales; the answers that became the chosen "
                  "(green) and rejected (red) ones, the split they went to, or no pair. \"models disagree\" keeps the "
-                 "prompts whose answers were rated differently.")
+                 "prompts whose answers were rated differently. With the judge audit on, \"flagged\" names the "
+                 "checks that reverse a pair (audit.json) and what was done with it.")
         sections.append(section(f"aif-{n}", f"AI feedback: {Path(folder).name}", intro, browse.aif(folder),
                                 browse.MAX_ITEMS))
         toc.append((f"aif-{n}", f"AI feedback: {Path(folder).name}"))

@@ -8,13 +8,13 @@ The places, each through the function that place itself calls:
   prompt and completion), with the tokenizer and template the run trains with (:func:`modeling.load_tokenizer`);
 - **chat** with the run folder (:func:`commands.chat.chat_tokenizer` and :func:`commands.chat.prompt_ids`);
 - **generation** from a model, by the AI-feedback generators and the evaluated model: ``type: transformers``
-  (:func:`feedback.backends.generator_tokenizer`, :func:`~feedback.backends.prompt_texts`, the backend's encoding),
+  (:func:`model.prompting.generator_tokenizer`, :func:`~model.prompting.prompt_texts`, the backend's encoding),
   ``type: vllm`` (the served model's template, or the one its ``--chat-template`` argument names:
   :func:`feedback.vllm.chat_template_arg`); an endpoint renders with its server's template, which nothing here can
   see (listed as not checked);
 - the **on-policy round trip**: the tokens a generator produces for the probe's answer (what its model was trained
   to continue with, up to where generation stops), decoded as the backend decodes them
-  (:func:`~feedback.backends.answer_text`), and tokenized again as dDPO tokenizes a chosen answer.
+  (:func:`~model.prompting.answer_text`), and tokenized again as dDPO tokenizes a chosen answer.
 
 What must agree: every generation prompt is a prefix of the trained tokens of the same conversation (the model is
 asked to continue exactly where training continued), at most one BOS starts a sequence, the trained answer ends on a
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import ZephyrError
+from ..model import prompting
 
 PROBES: tuple[tuple[str, list[dict]], ...] = (
     ("the probe with a system prompt", [
@@ -164,7 +165,7 @@ def answer_ends(report: Report, pairs: list[tuple[int, str]], start: int, stops:
                 probe: str, tokenizer, assistant_only: bool) -> Optional[list[int]]:
     """The trained answer (tokens from ``start``) up to and including the first stop token; a mismatch when it
     never stops, or (assistant_only_loss) when its stop token is not trained."""
-    from ..data.preview import TRAINED
+    from ..data.preview import TRAINED  # lazy: start-up (only the places the recipe has)
 
     answer = pairs[start:]
     at = next((k for k, (t, _) in enumerate(answer) if t in stops), None)
@@ -199,8 +200,8 @@ class Tokenizers:
         """The model's tokenizer as saved (a copy)."""
         import copy
 
-        from ..core.schema import ModelConfig, defaults_of
-        from ..model import modeling
+        from ..core.schema import ModelConfig, defaults_of  # lazy: start-up (only the places the recipe has)
+        from ..model import modeling  # lazy: start-up (only the places the recipe has)
 
         if key(model) in self.produced:
             return copy.deepcopy(self.produced[key(model)])
@@ -212,7 +213,7 @@ class Tokenizers:
 
     def own(self, model: str, model_cfg: Optional[dict] = None):
         """The model's tokenizer with its own saved template and a pad token (None when it has no template)."""
-        from ..model import chat_format
+        from ..model import chat_format  # lazy: start-up (only the places the recipe has)
 
         tok = self.raw(model, model_cfg)
         if not tok.chat_template:
@@ -228,7 +229,7 @@ def key(model: str) -> str:
 
 
 def _source(model: str) -> Optional[str]:
-    from ..model import modeling
+    from ..model import modeling  # lazy: start-up (only the places the recipe has)
 
     try:
         return modeling.resolve_source(model, "model")
@@ -237,7 +238,7 @@ def _source(model: str) -> Optional[str]:
 
 
 def is_run_folder(model: str, produced: dict) -> bool:
-    from ..core import runfolder
+    from ..core import runfolder  # lazy: start-up (only the places the recipe has)
 
     src = _source(model)
     return key(model) in produced or bool(src and (Path(src) / runfolder.CONFIG).is_file())
@@ -270,8 +271,8 @@ def _renders(tokenizer, messages) -> bool:
 def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> Any:
     """The trained tokens of a training stage against chat and generation from the run folder it writes, DPO's
     prompt, and the model's own format; returns the tokenizer the run will save (for later stages)."""
-    from ..model import modeling
-    from . import chat
+    from ..model import modeling  # lazy: start-up (only the places the recipe has)
+    from . import chat  # lazy: start-up (only the places the recipe has)
 
     stage, trainer = cfg["stage"]["name"], cfg["stage"]["trainer"]
     assistant_only = bool(trainer.get("assistant_only_loss"))
@@ -315,7 +316,7 @@ def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> A
         if ok:
             answer_ends(report, pairs, start, stops, trained_place, probe_name, tok, assistant_only)
         if kind.name in ("pairs", "unpaired"):
-            from ..data.preview import MASKED
+            from ..data.preview import MASKED  # lazy: start-up (only the places the recipe has)
 
             masked = sum(1 for _, s in pairs if s == MASKED)
             if masked < len(gen_ids):
@@ -341,15 +342,13 @@ def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> A
 def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
     """(place, model, tokenizer the place renders with or an error text, note) of each generator and the evaluated
     model."""
-    from ..feedback import backends, vllm
-
     out: list[tuple] = []
     stage = cfg["stage"]
     specs: list[tuple[str, dict]] = []
     for i, gen in enumerate(stage.get("generators") or []):
         specs.append((f"aif generator {gen.get('name') or f'generator{i}'}", gen))
     if "benchmarks" in stage:
-        from ..stages import eval as eval_stage
+        from ..stages import eval as eval_stage  # lazy: start-up (only the places the recipe has)
 
         if eval_stage.needs_model(stage):
             model = cfg["model"]
@@ -365,9 +364,11 @@ def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
                 if key(model) in tokenizers.produced and not mcfg.get("chat_template"):
                     tok = tokenizers.own(model)
                 else:
-                    tok, _, _ = backends.generator_tokenizer(model, mcfg, cfg.get("hardware"))
+                    tok, _, _ = prompting.generator_tokenizer(model, mcfg, cfg.get("hardware"))
                 out.append((place, model, tok, None, _generator_prompt))
             elif kind == "vllm":
+                from ..feedback import vllm  # lazy: start-up (only the places the recipe has)
+
                 arg = vllm.chat_template_arg(spec)
                 tok = tokenizers.own(model)
                 if arg is not None:
@@ -382,7 +383,7 @@ def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
         except ZephyrError as exc:
             out.append((place, model, None, exc.problem, _generator_prompt))
     if "benchmarks" in stage:  # chat with the evaluated model
-        from . import chat
+        from . import chat  # lazy: start-up (only the places the recipe has)
 
         model = str(cfg["model"]["name_or_path"])
         try:
@@ -394,15 +395,13 @@ def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
 
 
 def _generator_prompt(tokenizer, messages: list[dict]) -> list[int]:
-    from ..feedback import backends
-
-    return _ids(tokenizer(backends.prompt_texts(tokenizer, [messages]), **backends.ENCODE))
+    return _ids(tokenizer(prompting.prompt_texts(tokenizer, [messages]), **prompting.ENCODE))
 
 
 def check_generation(report: Report, cfg: dict, tokenizers: Tokenizers) -> None:
     """Each generator's and the evaluated model's prompt tokens against the trained tokens of the model they
     prompt (its own format), and the on-policy round trip of its answer."""
-    from ..data import kinds
+    from ..data import kinds  # lazy: start-up (only the places the recipe has)
 
     for place, model, tok, note, render in _generation_places(cfg, tokenizers):
         if tok is None:
@@ -440,11 +439,9 @@ def round_trip(report: Report, place: str, probe_name: str, probe: list[dict], p
                policy_tok) -> int:
     """The generated answer tokens, decoded as the backend decodes them and tokenized again as dDPO tokenizes a
     chosen answer; returns how many token positions differ (recorded as a mismatch when any do)."""
-    from ..data import kinds
-    from ..data.preview import TRAINED
-    from ..feedback import backends
-
-    text = backends.answer_text(gen_tok, produced)
+    from ..data import kinds  # lazy: start-up (only the places the recipe has)
+    from ..data.preview import TRAINED  # lazy: start-up (only the places the recipe has)
+    text = prompting.answer_text(gen_tok, produced)
     row = {"prompt": probe[:-1], "chosen": [{"role": "assistant", "content": text}], "rejected": [WRONG]}
     trained = [t for t, s in kinds.PAIRS.tokenize(policy_tok, row, {})["chosen"] if s == TRAINED]
     n = max(len(produced), len(trained))
@@ -474,7 +471,7 @@ def check(cfg: dict, stage, produced: Optional[dict] = None) -> tuple[Report, An
         return report, None
     kind = getattr(stage, "rows", None)
     if kind is not None and "trainer" in cfg["stage"]:
-        from ..data import kinds
+        from ..data import kinds  # lazy: start-up (only the places the recipe has)
 
         try:
             saved = check_training(report, cfg, kinds.get(kind), tokenizers)

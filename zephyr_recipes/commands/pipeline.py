@@ -47,8 +47,7 @@ import yaml
 from .. import stages
 from ..core import runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError, unknown_key
-from . import ablation, launch, preflight, reuse, runcheck
-from .ablation import check_claims
+from . import launch, preflight, reuse, runcheck
 from .compose import compose, find_recipe, read_recipe_text
 from .validate import validate
 
@@ -227,6 +226,8 @@ def check(raw: dict, per_stage: dict | None = None) -> dict:
     if report is not None:
         if not isinstance(report, dict) or set(report) - {"claims"}:
             raise ZephyrError("`pipeline.report` takes one key, claims", "write report: {claims: [...]}, or drop it")
+        from .ablation import check_claims  # lazy: start-up (numpy and every benchmark, for pipelines with a report)
+
         check_claims(report.get("claims"))
     out = {"description": spec.get("description", ""), "output_dir": str(spec["output_dir"]),
            "seed": int(spec.get("seed", 42)), "stages": stages}
@@ -505,6 +506,8 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")
     if "report" in spec and not only:
+        from . import ablation  # lazy: start-up (numpy and every benchmark, for pipelines with a report)
+
         try:
             ablation.report([out], out / "report")
             log.info("pipeline: report written to %s", out / "report" / "report.md")

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
-from ..feedback.specs import calls_endpoint, model_location
 from ..model.modeling import is_local_path as local
 from ..stages.base import Stage, TrainerStage
 from . import plan
@@ -34,8 +33,11 @@ def endpoints(obj, where: str = "stage") -> list[tuple[str, dict]]:
     run itself (``serve:``)."""
     found = []
     if isinstance(obj, dict):
-        if calls_endpoint(obj):
-            found.append((where, obj))
+        if isinstance(obj.get("type"), str) and obj.get("base_url"):
+            from ..feedback.specs import calls_endpoint  # lazy: start-up (only a generator or judge with an address)
+
+            if calls_endpoint(obj):
+                found.append((where, obj))
         for k, v in obj.items():
             found += endpoints(v, f"{where}.{k}")
     elif isinstance(obj, list):
@@ -142,8 +144,11 @@ def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
 
     def walk(obj, where):
         if isinstance(obj, dict):
-            if model_location(obj) and is_local_path(obj.get("model")):
-                found.append((f"{where}.model", obj["model"]))
+            if isinstance(obj.get("type"), str) and is_local_path(obj.get("model")):
+                from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
+
+                if model_location(obj):
+                    found.append((f"{where}.model", obj["model"]))
             for k, v in obj.items():
                 walk(v, f"{where}.{k}")
         elif isinstance(obj, list):

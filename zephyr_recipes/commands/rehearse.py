@@ -410,7 +410,7 @@ def _eval_files(folder: Path) -> dict:
 def parity_lines(cfg: dict, produced: dict, where: str) -> list[str]:
     """The token-parity check of a rehearsed stage (its stand-ins carry the real templates); printed, and a
     ZephyrError on a mismatch."""
-    from . import parity
+    from . import parity  # lazy: start-up
 
     lines = parity.run_check(cfg, stages.get(cfg["stage"]["name"]), produced, f"stage {where}")
     for line in lines:

@@ -25,9 +25,6 @@ from pathlib import Path
 
 from ..core.errors import ZephyrError
 from ..embedded import tasks
-from ..feedback import judge_registry
-from ..feedback.backends import import_fix, load_callable
-from ..feedback.specs import model_location
 from ..stages.base import Stage, code_refs_in
 
 log = logging.getLogger("zephyr_recipes")
@@ -43,13 +40,15 @@ def import_modules(cfg: dict) -> list[str]:
     """Import every function module the config names; the error names the key that names it."""
     import importlib
 
-    from ..core import fingerprint
+    from ..core import fingerprint  # lazy: start-up
 
     lines, seen = [], set()
     for ref in code_refs_in({"stage": cfg.get("stage") or {}}):
         if ref.module is None or ref.module in seen:
             continue
         seen.add(ref.module)
+        from ..feedback.backends import import_fix, load_callable  # lazy: start-up (only a recipe naming a module)
+
         name = (cfg_value(cfg, ref.where) or ref.module) if ref.where.endswith(".function") else ref.module
         try:
             if ":" in str(name):
@@ -83,8 +82,11 @@ def cfg_value(cfg: dict, where: str):
 def specs_with_templates(obj, where: str = "stage") -> list[tuple[str, dict]]:
     found = []
     if isinstance(obj, dict):
-        if model_location(obj):  # a model loaded here or served by the runner: its tokenizer answers
-            found.append((where, obj))
+        if isinstance(obj.get("type"), str) and isinstance(obj.get("model"), str):
+            from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
+
+            if model_location(obj):  # a model loaded here or served by the runner: its tokenizer answers
+                found.append((where, obj))
         for key, value in obj.items():
             found += specs_with_templates(value, f"{where}.{key}")
     elif isinstance(obj, list):
@@ -101,7 +103,7 @@ def _produced(model: str, produced: set[str] | None) -> bool:
 
 def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
     """Load each local generator's and judge's tokenizer and check that it has a chat template to answer with."""
-    from ..model import chat_format, modeling
+    from ..model import chat_format, modeling  # lazy: start-up
 
     lines = []
     for where, spec in specs_with_templates(cfg.get("stage") or {}):
@@ -118,6 +120,8 @@ def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
             mcfg, _ = modeling.standalone(model, model_cfg, None, "generation")
             tokenizer = modeling.open_tokenizer(mcfg)
             has_own = bool(getattr(tokenizer, "chat_template", None))
+            from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
+
             if model_location(spec) == "served":  # vLLM answers chat requests with the tokenizer's template
                 if not has_own and not any("chat-template" in str(a) for a in spec.get("args") or []):
                     raise ZephyrError(
@@ -144,7 +148,7 @@ def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
 
 def probe_item():
     """One constructed item: an embedded task and its right answer."""
-    from ..feedback.judges import Item
+    from ..feedback.judges import Item  # lazy: start-up
 
     task = tasks.sample(random.Random(0))
     return Item([{"role": "user", "content": task.instruction}], (task.answer,))
@@ -152,10 +156,11 @@ def probe_item():
 
 def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> list[str]:
     """Put one constructed item through each judge the stage declares; a reply that does not parse fails here."""
-    from ..feedback.judges import Item, JudgeFailure, make_judge
-
     lines = []
     for where, spec, asks, title in stage.judge_probes(cfg):
+        from ..feedback import judge_registry  # lazy: start-up (only a stage with a judge)
+        from ..feedback.judges import Item, JudgeFailure, make_judge  # lazy: start-up (only a stage with a judge)
+
         kind = spec.get("type")
         if not judge_registry.probed(spec):
             served = judge_registry.served(spec) or spec.get("serve")

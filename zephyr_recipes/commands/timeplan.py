@@ -6,7 +6,7 @@ plus attention over a context of s tokens), every token a frozen copy reads (DPO
 s``. Hours = FLOPs / (GPUs x peak bf16 FLOP/s x MFU).
 
 - Tokens come from the data when it is on this machine, counted as TRL's trainer will count them in ``num_tokens``
-  (:mod:`zephyr_recipes.data.tokens`: the prepared rows tokenized as the trainer tokenizes them, truncation and
+  (:mod:`zephyr_recipes.data.tokencount`: the prepared rows tokenized as the trainer tokenizes them, truncation and
   packing included; a large dataset on a sample, extrapolated), else from the dataset's published row count (or
   ``dataset.max_train_samples``) and a typical row length (the table in data/sizes.py) or ``--tokens-per-row``;
   the plan prints where they came from. ``max_steps`` caps them.
@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core.errors import ZephyrError, did_you_mean
-from ..data import load_for_stage, tokens
+from ..data import load_for_stage, tokencount
 from ..data.sizes import DATASETS, PROMPT_TOKENS
-from ..data.tokens import TokenCount
+from ..data.tokencount import TokenCount
 from ..model import hardware, modeling
 from ..stages.training import without_unused_test_data
 
@@ -97,7 +97,7 @@ def _data_on_machine(cfg: dict, stage, tokens_per_row: float | None = None) -> t
         return None
     if tokens_per_row:
         return len(train), None
-    return len(train), tokens.count(train, tokenizer, stage.rows, cfg["stage"]["trainer"], cfg["run"]["seed"],
+    return len(train), tokencount.count(train, tokenizer, stage.rows, cfg["stage"]["trainer"], cfg["run"]["seed"],
                                     stage.overlong)
 
 

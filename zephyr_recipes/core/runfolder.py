@@ -30,7 +30,10 @@ from .records import redact
 STATUS = "run.json"
 CONFIG = "config.yaml"
 # Keys that may differ between the frozen config and a re-run without making it a different run.
-VOLATILE = {"run.overwrite", "run.resume", "hardware.ignore_memory_plan"}
+VOLATILE = {"run.overwrite", "run.resume", "hardware.ignore_memory_plan",
+            # the AI-feedback audit's bars: a stage a bar ended resumes with another bar, asking its judge nothing again
+            *(f"stage.audit.{bar}" for bar in ("min_agreement", "min_kappa", "min_retest", "min_order_consistency",
+                                               "max_longer_chosen"))}
 # Set for the processes a launch starts, which write the folder under their parent's lock.
 LOCK_ENV = "ZEPHYR_RECIPES_LOCKED"
 

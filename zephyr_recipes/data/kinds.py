@@ -13,7 +13,8 @@ The kinds:
             feedback); converted from pairs on load, each pair giving a desirable and an undesirable row
   prompts   a prompt to answer (AI feedback reads these itself; no trainer sees them)
 
-Adding a kind is a :class:`RowKind` subclass here, an instance passed to :func:`register`, and (if it needs one)
+Adding a kind is a :class:`RowKind` subclass here, an instance passed to :func:`register` (an installed
+package: the entry-point group ``zephyr_recipes.row_kinds``), and (if it needs one)
 a row check in :mod:`.checks`; docs/row-kinds.md walks through it.
 """
 
@@ -22,7 +23,9 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar
 
 from ..core.errors import ZephyrError, did_you_mean
+from ..core.registry import Registry
 from . import checks
+from .tokens import tokenize_completion, tokenize_dpo, tokenize_sft
 
 Conversation = list[dict]
 
@@ -138,8 +141,6 @@ class Chat(RowKind):
         return {"": row["messages"]}
 
     def tokenize(self, tokenizer, row, trainer):
-        from .preview import tokenize_sft
-
         return {"": tokenize_sft(tokenizer, row["messages"], trainer)}
 
 
@@ -173,8 +174,6 @@ class Pairs(RowKind):
         return {k: list(row["prompt"]) + list(row[k]) for k in ("chosen", "rejected")}
 
     def tokenize(self, tokenizer, row, trainer):
-        from .preview import tokenize_dpo
-
         return {k: tokenize_dpo(tokenizer, row, trainer, k) for k in ("chosen", "rejected")}
 
     def example(self, instruction, answer, wrong, index):
@@ -222,8 +221,6 @@ class Unpaired(RowKind):
         return {"": list(row["prompt"]) + list(row["completion"])}
 
     def tokenize(self, tokenizer, row, trainer):
-        from .preview import tokenize_completion
-
         label = "desirable" if row["label"] else "undesirable"
         return {label: tokenize_completion(tokenizer, row["prompt"], row["completion"], trainer)}
 
@@ -240,25 +237,25 @@ class Prompts(RowKind):
     source_keys = ("prompt",)
 
 
-KINDS: dict[str, RowKind] = {}
+def _unknown(name, known: list[str]) -> tuple[str, str]:
+    return f"{name!r} is not a row kind", did_you_mean(str(name), known) or f"use one of: {', '.join(known)}"
+
+
+# The row kinds: the ones below, registered as they are made, then those of installed packages (the entry-point
+# group zephyr_recipes.row_kinds, each naming a RowKind instance or a module whose KIND is one).
+KINDS: Registry[RowKind] = Registry("row kind", "zephyr_recipes.row_kinds", "KIND", None, RowKind, _unknown)
 
 
 def register(kind: RowKind) -> RowKind:
     """Add a kind to the registry (its name must be new); returns it, so `FOO = register(Foo())` reads well."""
-    if kind.name in KINDS and KINDS[kind.name] is not kind:
-        raise ZephyrError(f"row kind {kind.name!r} is registered twice", "give the new kind its own name")
-    KINDS[kind.name] = kind
-    return kind
+    return KINDS.add(kind.name, kind)
 
 
 def get(name: Any) -> RowKind:
     """The kind called ``name``, or an error listing the kinds."""
     if isinstance(name, RowKind):
         return name
-    if name not in KINDS:
-        raise ZephyrError(f"{name!r} is not a row kind",
-                          did_you_mean(str(name), KINDS) or f"use one of: {', '.join(KINDS)}")
-    return KINDS[name]
+    return KINDS.get(name)
 
 
 def source_kind(kind: RowKind, src: dict, column_names: list[str]) -> RowKind:

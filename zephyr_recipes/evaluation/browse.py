@@ -34,7 +34,7 @@ MAX_ITEMS = 1000  # per section: a real AI-feedback run has tens of thousands of
 
 def records(path: Path) -> dict[str, dict]:
     """A store's records by key, the last one per key (as :class:`feedback.store.Store` reads it), read only."""
-    from ..feedback.store import Store
+    from ..feedback.store import Store  # lazy: only the sections a page shows
 
     return Store(path).records if Path(path).is_file() else {}
 
@@ -90,7 +90,7 @@ def _judged_runs(runs: list[tuple[str, Path]], name: str, answers_file: str):
 def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]:
     """Both turns of every question: the question, each model's answers with its grade and the judge's text, and the
     reference answer (math, reasoning, coding) where the run had one."""
-    from . import mt_bench as mt
+    from . import mt_bench as mt  # lazy: only the sections a page shows
 
     items: dict[str, dict] = {}
     order: list[str] = []
@@ -145,7 +145,7 @@ def _preference_text(p) -> str:
 def alpaca(runs: list[tuple[str, Path]], bench) -> list[dict]:
     """Every instruction: the baseline's answer, each model's with the judge's preference per judging order and its
     raw reply. ``bench`` is the AlpacaEval 1 or 2.0 benchmark (same stores)."""
-    from .alpaca import instruction_id
+    from .alpaca import instruction_id  # lazy: only the sections a page shows
 
     name = bench.name
     items: dict[str, dict] = {}
@@ -194,7 +194,7 @@ def alpaca(runs: list[tuple[str, Path]], bench) -> list[dict]:
 def arena_hard(runs: list[tuple[str, Path]], name: str = "arena_hard") -> list[dict]:
     """Every prompt: the baseline's answer, each model's with the judge's verdict in both games (game 1: the
     baseline is assistant A; game 2: the model is) and the judge's text."""
-    from . import arena_hard as ah
+    from . import arena_hard as ah  # lazy: only the sections a page shows
 
     items: dict[str, dict] = {}
     order: list[str] = []
@@ -269,7 +269,7 @@ def aif(folder: Path) -> list[dict]:
     """Every prompt of an AI-feedback run: each generator's answer with the judge's ratings and rationales per aspect
     (the UltraFeedback rubric) and its mean, and which answers became the chosen and rejected ones (and in which
     split), or why the prompt gave no pair."""
-    from ..data.binarize import prompt_id
+    from ..data.binarize import prompt_id  # lazy: only the sections a page shows
 
     folder = Path(folder)
     rows = _parquet_rows(folder / "raw" / "data", "train")
@@ -279,6 +279,9 @@ def aif(folder: Path) -> list[dict]:
             pairs[p["prompt_id"]] = (part, p)
     ratings = records(folder / "ratings.jsonl")
     completions = records(folder / "completions.jsonl")
+    audited = {}  # prompt id -> the audit's record of its pair (the checks that flagged it, what was done)
+    if (folder / "audit.json").is_file():
+        audited = {p["prompt_id"]: p for p in json.loads((folder / "audit.json").read_text()).get("pairs") or []}
     raw_by = {}  # (prompt_id, model, response) -> the judge's raw reply, when it kept one
     try:
         judge = json.loads((folder / "summary.json").read_text())["identities"]["judge"]
@@ -322,9 +325,13 @@ def aif(folder: Path) -> list[dict]:
                               + (f" ({ratings_text})" if ratings_text else ""),
                               "score": score, "rationale": rationale, "role": role}]
         category = f"{split.replace('_prefs', '')} pair" if split else "no pair"
+        audit = audited.get(pid) or {}
+        if audit.get("action") == "dropped":
+            category = "pair dropped by the audit"
         items.append({"id": pid[:12], "category": category, "prompt": [row["instruction"]], "reference": None,
                       "baseline": None, "answers": answers,
-                      "disagree": len({e[0]["score"] for e in answers.values()}) > 1})
+                      "disagree": len({e[0]["score"] for e in answers.values()}) > 1,
+                      "flags": audit.get("flags") or [], "audit_action": audit.get("action")})
     return items
 
 

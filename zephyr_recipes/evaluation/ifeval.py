@@ -228,7 +228,7 @@ def summary(scored: list[dict], resamples: int = RESAMPLES) -> dict:
 def browse(runs: list[tuple[str, Path]], name: str = "ifeval") -> list[dict]:
     """Every prompt with each run's answer and which of its instructions passed (strict, loose), for report.html
     (items as :mod:`zephyr_recipes.evaluation.browse` describes them; ``score`` is the share passed, strict)."""
-    from . import browse as pages
+    from . import browse as pages  # lazy: start-up (the report page only)
 
     items: dict[str, dict] = {}
     order: list[str] = []

@@ -143,25 +143,8 @@ def in_flight(work: Callable[[int], object], count: int, concurrency: int) -> Re
 
 # How a local generator turns a conversation into prompt tokens and its output tokens back into text; the token-parity
 # check (commands/parity.py) calls these same functions.
-ENCODE = {"add_special_tokens": False}  # the rendered template already holds its special tokens (BOS ...)
-DECODE = {"skip_special_tokens": True}
-
-
-def generator_tokenizer(model: str, model_cfg: dict | None = None, hardware: dict | None = None,
-                        where: str = "model"):
-    """(tokenizer with the chat template generation uses, placement) of a local generator; no weights."""
-    cfg, placement = modeling.standalone(model, model_cfg, hardware, "generation")
-    return modeling.load_tokenizer(cfg, where=where), placement, cfg
-
-
-def prompt_texts(tokenizer, conversations: list[list[dict]]) -> list[str]:
-    """The prompts a local generator feeds the model: the chat template with the generation prompt."""
-    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
-
-
-def answer_text(tokenizer, ids) -> str:
-    """A generated answer's text from its new tokens (special tokens dropped, white space trimmed)."""
-    return tokenizer.decode(ids, **DECODE).strip()
+# How a local generator renders prompts and reads answers (model/prompting.py; the token-parity check uses the same).
+from ..model.prompting import DECODE, ENCODE, answer_text, generator_tokenizer, prompt_texts  # noqa: E402,F401
 
 
 class TransformersBackend:

@@ -13,8 +13,10 @@ A judge type is one :class:`~zephyr_recipes.feedback.judges.Judge` subclass in o
 
 and one registry line. A type of this package is a line in :data:`BUILTIN`. A type from elsewhere is either
 
-- an installed package's entry point in the group ``zephyr_recipes.judges`` (``name = package.module:Class``),
-  trusted as the user installed it; or
+- an installed package's entry point in the group ``zephyr_recipes.judges`` (``name = package.module:Class``, or
+  a module whose ``JUDGE`` is the class), read through the registry every seam shares (``core/registry.py``: loaded
+  when its name is asked for, trusted as the user installed it, ignored when the package lies in the working
+  directory); or
 - named by the recipe itself, ``type: package.module:Class``: that is code the recipe runs, so ``validate`` lists
   it and it is imported only after ``--trust-recipe-code`` on the user's own command line.
 
@@ -28,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core import trust
 from ..core.errors import ZephyrError
-from .specs import JUDGE_MAKERS, PLAIN_PROTOCOL, JudgeSpec
+from ..core.registry import Registry
+from .specs import JUDGE_MAKERS, JUDGE_PROTOCOLS, PLAIN_PROTOCOL, JudgeSpec, complete
 from .specs import check_protocol as check_settings
 
 if TYPE_CHECKING:
@@ -46,7 +49,11 @@ BUILTIN = (
 )
 
 TYPES: dict[str, type["Judge"]] = {}  # judge type -> its Judge class
-_loaded = {"builtin": False, "entry_points": False}
+_loaded = {"builtin": False}
+
+# The judge types of installed packages: entry points in the group zephyr_recipes.judges, each naming the class
+# (name = package.module:Class) or a module whose JUDGE is the class; loaded when their name is asked for.
+INSTALLED: Registry = Registry("judge type", GROUP, "JUDGE")
 
 
 def register_judge(judge: Any, schema: Optional[type] = None, make: Optional[Callable] = None) -> type["Judge"]:
@@ -90,25 +97,19 @@ def _load_builtin() -> None:
         register_judge(_import(ref))
 
 
-def _load_entry_points(again: bool = False) -> None:
-    """The judge types installed packages declare; ``again``: look once more (a name not found yet)."""
-    if _loaded["entry_points"] and not again:
-        return
-    _loaded["entry_points"] = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=GROUP):
-        if ep.name in TYPES:
-            continue
-        try:
-            cls = ep.load()
-        except Exception as exc:  # an installed package that does not import: name it, do not stop every run
-            raise ZephyrError(f"the judge type {ep.name} ({ep.value}, entry point group {GROUP}) does not import: "
-                              f"{type(exc).__name__}: {exc}", "fix or uninstall the package that declares it") \
-                from None
-        if getattr(cls, "type", None) != ep.name:
-            cls = type(cls.__name__, (cls,), {"type": ep.name, "__module__": cls.__module__})
-        register_judge(cls)
+def _installed(name: str) -> Optional[type["Judge"]]:
+    """An installed package's judge type called ``name`` (None: none is), registered on first use. Entry points are
+    read through the registry every seam shares (core/registry.py): a package in the working directory is ignored,
+    and a name not found is looked for once more (a package installed since the last look)."""
+    for again in (False, True):
+        if again:
+            INSTALLED.forget()
+        if name in INSTALLED.plugins():
+            cls: Any = INSTALLED.get(name)
+            if getattr(cls, "type", None) != name:  # the entry point's name is the type's name
+                cls = type(cls.__name__, (cls,), {"type": name, "__module__": cls.__module__})
+            return register_judge(cls)
+    return None
 
 
 def _import(ref: str) -> type:
@@ -133,9 +134,6 @@ def judge_class(name: Any, where: str = "judge") -> type["Judge"]:
         return TYPES[name]
     if name in JUDGE_MAKERS or name in JudgeSpec.TYPES:  # registered the older way, straight into specs
         return register_judge(name, JudgeSpec.TYPES[name], JUDGE_MAKERS.get(name))
-    _load_entry_points(again=True)
-    if name in TYPES:
-        return TYPES[name]
     if is_code(name):
         if not trust.trusted():
             raise ZephyrError(f"{where}.type is {name}: a judge type the recipe's own code defines, which is imported "
@@ -149,16 +147,20 @@ def judge_class(name: Any, where: str = "judge") -> type["Judge"]:
         if getattr(cls, "type", None) != name:
             cls = type(cls.__name__, (cls,), {"type": name, "__module__": cls.__module__})
         return register_judge(cls)
+    installed = _installed(name) if isinstance(name, str) and name else None
+    if installed is not None:
+        return installed
     raise ZephyrError(f"{where}.type is {name!r}", f"use one of: {', '.join(sorted(names()))} (or install a package "
                       f"that adds a judge type in the entry point group {GROUP})")
 
 
 def names() -> list[str]:
+    """Every judge type: this package's, those registered at run time, and installed packages' (loaded)."""
     _load_builtin()
-    _load_entry_points()
     _forget_unregistered()
-    for name in list(JudgeSpec.TYPES):  # registered the older way, straight into specs
-        judge_class(name)
+    for name in [*JudgeSpec.TYPES, *INSTALLED.plugins()]:  # registered the older way, or installed
+        if name not in TYPES:
+            judge_class(name)
     return list(TYPES)
 
 
@@ -213,8 +215,6 @@ def make_judge(spec: dict, hardware: Optional[dict] = None, sampling: Optional[d
     checked, its protocol too), so it is not checked again; otherwise (a spec some code wrote) its defaults are
     filled in and checked here. A spec asking with a registered protocol (``protocol: ultrafeedback``) is made by
     that protocol's module."""
-    from .specs import JUDGE_PROTOCOLS, complete
-
     cls = judge_class(spec.get("type"), where)
     if not checked:
         spec = complete(spec, cls.Settings, "judge")

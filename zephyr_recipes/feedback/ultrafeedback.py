@@ -272,7 +272,7 @@ class UltraFeedbackJudge(ModelJudge):
         """prompt id -> the world knowledge of the first dataset row with that prompt (see :func:`world_knowledge`),
         read from the columns ``dataset.columns`` maps source, correct_answers and incorrect_answers to (these
         names by default); a dataset without a source column gets the default sentence for every prompt."""
-        from ..data import load_split
+        from ..data import load_split  # lazy: start-up (world knowledge from the dataset only)
 
         ds = load_split(dataset, dataset["train_split"])
         names = {c: (dataset.get("columns") or {}).get(c, c) for c in ("prompt", *COLUMNS)}

@@ -34,6 +34,8 @@ class TrainsWithTRL(Protocol):
 
     def config_class(self) -> type: ...
 
+    def __hash__(self) -> int: ...  # its description is cached per stage
+
 
 def _home() -> Path:
     return Path(os.environ.get("ZEPHYR_RECIPES_HOME", Path.home() / ".cache" / "zephyr-recipes"))
@@ -61,10 +63,8 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def _introspect(class_name: str) -> dict:
-    import trl
-
-    cls = getattr(trl, class_name)
+def _introspect(stage: TrainsWithTRL) -> dict:
+    cls, class_name = stage.config_class(), stage.trl_config
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # forward references to optional packages (peft, bitsandbytes)
@@ -77,15 +77,23 @@ def _introspect(class_name: str) -> dict:
     return {"class": class_name, "fields": fields}
 
 
+def _class_key(stage: TrainsWithTRL) -> str:
+    """The config class's name, with its module when that is not ``trl`` (trl.experimental has a KTOConfig beside
+    trl's own): trl's own classes keep their plain names, so earlier descriptions stay valid."""
+    module = getattr(stage, "trl_module", "trl")
+    return stage.trl_config if module == "trl" else f"{module}.{stage.trl_config}"
+
+
 @lru_cache(maxsize=None)
-def describe(class_name: str) -> dict:
-    """{"class": name, "fields": {field: {"kinds": [...], "default": ...}}} for trl.<class_name>."""
-    path = _home() / "trainer-fields" / _versions() / f"{class_name}.json"
+def describe(stage: TrainsWithTRL) -> dict:
+    """{"class": name, "fields": {field: {"kinds": [...], "default": ...}}} for the stage's TRL config class (the
+    class comes from ``stage.config_class()``, so one in trl.experimental is found like the others)."""
+    path = _home() / "trainer-fields" / _versions() / f"{_class_key(stage)}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    desc = _introspect(class_name)
+    desc = _introspect(stage)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
@@ -97,7 +105,7 @@ def describe(class_name: str) -> dict:
 
 
 def fields(stage: TrainsWithTRL) -> dict:
-    return describe(stage.trl_config)["fields"]
+    return describe(stage)["fields"]
 
 
 def default(stage: TrainsWithTRL, key: str):
@@ -107,7 +115,7 @@ def default(stage: TrainsWithTRL, key: str):
 def _accepted_marker(stage: TrainsWithTRL, trainer: dict) -> Path:
     import hashlib
 
-    key = hashlib.sha256(json.dumps([stage.trl_config, trainer], sort_keys=True, default=str).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([_class_key(stage), trainer], sort_keys=True, default=str).encode()).hexdigest()
     return _home() / "trainer-fields" / _versions() / "accepted" / key[:24]
 
 

@@ -30,6 +30,7 @@ from ..core.schema import StageSection, option, typed
 from ..data import kinds, load_split
 from ..data.binarize import ASPECTS, BinarizeRule, Tally, binarize, binarize_tally, completion_score, prompt_id
 from ..data.sizes import DATASETS, PROMPT_TOKENS
+from ..feedback import audit as judge_audit
 from ..feedback import identity, ledger, listwise, ultrafeedback
 from ..feedback.backends import make_backend
 from ..feedback.judge_registry import check_judge, check_protocol, judge_load, make_judge
@@ -55,7 +56,12 @@ class AIFStageConfig(StageSection):
     judge: Optional[JudgeSpec] = option(None, "The judge that rates every answer: {type: function, module} | "
                                           "{type: transformers, model} | {type: openai, base_url | serve, model} | "
                                           "{type: reward_model, model}.")
-    self_agreement: float = option(0.0, "Share of completions the judge rates a second time to measure its consistency.")
+    self_agreement: float = option(0.0, "Share of completions the judge rates a second time to measure its consistency "
+                                        "(stage.audit's test-retest measures it with an interval, on its sample).")
+    audit: judge_audit.AuditConfig = option(judge_audit.AuditConfig, "The audit of the judge: order consistency, "
+                                            "test-retest, second judges, length bias, self-preference, with 95% "
+                                            "intervals in audit.json; flagged pairs kept, dropped or flipped; bars "
+                                            "that end the stage (docs/audit.md).")
     binarize: BinarizeRule = option(BinarizeRule, "How ratings become pairs (the rule of ultrafeedback_binarized).")
     test_fraction: float = option(0.05, "Share of prompts written to test_prefs instead of train_prefs (by prompt id).")
     prompt_offset: Optional[int] = option(
@@ -104,6 +110,9 @@ def check_config(cfg: dict) -> None:
     if not 0 <= stage.test_fraction < 1 or not 0 <= stage.self_agreement <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
+    judge_audit.check(stage.audit)
+    for i, spec in enumerate(stage.audit.judges):
+        check_judge(spec.type, "rate", f"stage.audit.judges[{i}]")
     if (stage.prompt_offset or 0) < 0:
         raise ZephyrError(f"stage.prompt_offset is {stage.prompt_offset} but must be 0 or more",
                           "null (or 0) starts at the first prompt of the seeded shuffle")
@@ -203,6 +212,19 @@ def _generate_one(cfg: dict, spec: dict, gen: ledger.Generator, todo: list[str],
     gc.collect()
 
 
+def audited(cfg: dict, prompts: list[str]) -> set[str]:
+    """The prompt ids stage.audit covers (none when it is off)."""
+    stage = section(cfg)
+    seed = cfg["run"]["seed"] if stage.audit.seed is None else stage.audit.seed
+    return judge_audit.sampled(stage.audit, asdict(_judge(stage)), prompts, seed)
+
+
+def _input_rows(cfg: dict) -> list[dict] | None:
+    """The input rows when they are in openbmb/UltraFeedback's schema (for the audit's overall-score check)."""
+    ds = load_split(cfg["dataset"], cfg["dataset"]["train_split"])
+    return ds.to_list() if "completions" in ds.column_names else None
+
+
 def _needs_second_rating(key: str, share: float) -> bool:
     return share > 0 and int(prompt_id(key)[:8], 16) / 0xFFFFFFFF < share
 
@@ -212,17 +234,20 @@ def judge_all(cfg: dict, prompts: list[str], book: ledger.Ledger) -> None:
     stage = section(cfg)
     gens, judge, jid = identities(cfg)
     by_pid = {prompt_id(p): p for p in prompts}
+    # a second round of the audited prompts: test-retest, and for a listwise judge another seeded order
+    retest = audited(cfg, prompts) if stage.audit.retest or stage.audit.order else set()
     together = ledger.rates_together(judge)
     todo, reused = [], 0
-    for recs in book.current(gens, prompts).values():
+    for pid, recs in book.current(gens, prompts).items():
         group = sorted(r["key"] for r in recs) if together else None
         for rec in recs:
-            rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) else 1
+            rounds = 2 if _needs_second_rating(rec["key"], stage.self_agreement) or pid in retest else 1
             for r in range(rounds):
                 if _not_rated(book.rating(rec["key"], jid, r, group)):
                     todo.append((rec, r, group))
                 else:
                     reused += 1
+    todo.sort(key=lambda t: t[1])  # first ratings before second ones: a second rating never changes a first
     book.work["judge"] = {"reused": reused, "asked": len(todo)}
     if not todo:
         log.info("judge: reusing all %d ratings", reused)
@@ -293,6 +318,23 @@ def _judge_groups(cfg: dict, judge, jid: str, by_pid: dict, todo: list, book: le
                 else:
                     book.add_rating({**rec, "annotations": verdict.value[i]}, g.round)
                 bar.update(1)
+
+
+def _audit_views(cfg: dict, prompts: list[str], book: ledger.Ledger) -> tuple[dict[str, dict], dict[str, dict]]:
+    """What the audit reads: the answers of the config's generators by key, and their ratings by this judge keyed
+    ``<answer key>:r<round>`` (the first rating and the audit's second round)."""
+    gens, judge, jid = identities(cfg)
+    together = ledger.rates_together(judge)
+    answers, rated = {}, {}
+    for recs in book.current(gens, prompts).values():
+        group = sorted(r["key"] for r in recs) if together else None
+        for rec in recs:
+            answers[rec["key"]] = rec
+            for r in (0, 1):
+                rating = book.rating(rec["key"], jid, r, group)
+                if rating is not None:
+                    rated[f"{rec['key']}:r{r}"] = rating
+    return answers, rated
 
 
 def _current_ratings(cfg: dict, prompts: list[str], book: ledger.Ledger) -> tuple[list[dict], dict, str]:
@@ -415,6 +457,13 @@ def run(cfg: dict, folder: Path) -> dict:
         pairs["test_prefs"].append(first)
         log.warning("aif: stage.test_fraction=%s of %d pairs rounds to none; 1 pair goes to test_prefs",
                     stage.test_fraction, len(pairs["train_prefs"]) + 1)
+    audit = None
+    if stage.audit.enabled:
+        seed = cfg["run"]["seed"] if stage.audit.seed is None else stage.audit.seed
+        answers, rated = _audit_views(cfg, prompts, book)
+        pairs, audit = judge_audit.run_audit(
+            stage.audit, asdict(_judge(stage)), [_generator_name(g, i) for i, g in enumerate(stage.generators)],
+            pairs, answers, rated, prompts, audited(cfg, prompts), folder, cfg["hardware"], seed, _input_rows(cfg))
     if not pairs["train_prefs"]:
         raise ZephyrError("AI feedback produced no preference pairs (every prompt was skipped: "
                           f"{tally.as_dict()})", "check the judge's failures in ratings.jsonl and the generators")
@@ -445,6 +494,7 @@ def run(cfg: dict, folder: Path) -> dict:
         "work": book.work,
         "identities": {"generators": {gen.name: gen.id for gen in gens}, "judge": jid},
         "records_on_disk": {"completions": len(completions), "ratings": len(ratings)},
+        "audit": audit,
     }
     log.info("aif: %d completions, %d judge failures, %d train / %d test pairs", summary["completions"],
              judge_failures, len(pairs["train_prefs"]), len(pairs["test_prefs"]))
@@ -492,8 +542,9 @@ class AIF(TaskStage):
         listed = ultrafeedback.judge_load(spec, prompts, answers, stage.binarize.score)
         if listed:  # asked per aspect for groups of answers, and critiques
             requests, new = listed
-        out.append(judge_load("judge", spec, int(requests * (1 + stage.self_agreement)), new))
-        return out
+        requests = int(requests * (1 + stage.self_agreement))
+        out.append(judge_load("judge", spec, requests, new))
+        return out + judge_audit.loads(stage.audit, spec, prompts, answers / max(prompts, 1), requests, new)
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
         """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""
@@ -505,7 +556,7 @@ class AIF(TaskStage):
         return int(prompts * (1 - section(cfg).test_fraction)), 2 * (PROMPT_TOKENS + answer)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        return dataset_card(cfg, prov, result)
+        return dataset_card(cfg, prov, result) + "\n".join(judge_audit.card_lines(result.get("audit"))) + "\n"
 
     def headline(self, result: dict) -> dict:
         return result["pairs"]

@@ -93,7 +93,7 @@ class Stage:
 
 def code_refs_in(obj, where: str = "") -> list[fingerprint.CodeRef]:
     """The function modules and embedded resources a config (or a part of one) names, with where it names them."""
-    from ..embedded import builtin
+    from ..embedded import builtin  # lazy: start-up
 
     found: list[fingerprint.CodeRef] = []
     if isinstance(obj, dict):
@@ -119,6 +119,7 @@ class TrainerStage(Stage):
     """A stage that trains with one TRL trainer; :meth:`build_trainer` is all a subclass must write."""
 
     trl_config: ClassVar[str]  # the name of the TRL config class of stage.trainer (SFTConfig, DPOConfig ...)
+    trl_module: ClassVar[str] = "trl"  # the module that holds it (trl.experimental.orpo for ORPOConfig)
     curves: ClassVar[tuple[str, ...]] = ("loss",)  # logged metrics drawn in training_curves.png
     sequences_per_row: ClassVar[int] = 1  # sequences in memory per row: 2 for chosen + rejected (the plan)
     # What the trainer does with a row longer than max_length (the plan counts tokens so): "truncate" (SFT, DPO,
@@ -136,9 +137,10 @@ class TrainerStage(Stage):
         return list(self.rows.conversations(row).values())
 
     def config_class(self):
-        import trl
+        """TRL's config class of stage.trainer: the one place it is found (validation, the plan, training)."""
+        import importlib
 
-        return getattr(trl, self.trl_config)
+        return getattr(importlib.import_module(self.trl_module), self.trl_config)
 
     def frozen_copies(self, cfg: dict) -> tuple[int, str | None]:
         """Frozen models held beside the trained one while training (the plan counts their weights), and a note

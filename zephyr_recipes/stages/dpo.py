@@ -43,6 +43,14 @@ class DPO(PreferenceStage):
         if isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta <= 0:
             raise ZephyrError(f"stage.trainer.beta={beta}: {self.name.upper()}'s beta must be positive",
                               "the Zephyr paper uses 0.01 to 0.1: stage.trainer.beta=0.01")
+        loss = cfg["stage"]["trainer"].get("loss_type", "sigmoid")
+        smoothing = cfg["stage"]["trainer"].get("label_smoothing", 0.0)
+        if "robust" in ([loss] if isinstance(loss, str) else list(loss or [])) and isinstance(smoothing, (int, float)) \
+                and not 0 <= smoothing < 0.5:  # TRL's noise-robust loss: the share of labels assumed flipped
+            raise ZephyrError(f"stage.trainer.label_smoothing={smoothing}: the robust loss reads it as the share of "
+                              "pairs whose labels are flipped, which must be in [0, 0.5)",
+                              "for example stage.trainer.label_smoothing=0.2 (the audit's retest swap share "
+                              "estimates it: docs/audit.md)")
         if cfg["hardware"]["lora"] is not None and cfg["stage"]["ref_model"]:
             raise ZephyrError(f"with hardware.lora the {self.name.upper()} reference is the base model with "
                               "adapters disabled; stage.ref_model would load a second model that is never used",

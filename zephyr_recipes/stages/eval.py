@@ -26,6 +26,7 @@ from typing import Any, Optional
 from .. import benchmarks
 from ..core.errors import ZephyrError
 from ..core.schema import StageSection, option
+from ..evaluation import canary as judge_canary
 from ..evaluation import plots
 from ..feedback import judge_registry
 from ..feedback.backends import TransformersBackend, make_backend
@@ -54,6 +55,10 @@ def _stage_schema() -> type:
         ("vllm", Optional[dict], option(None, "Serve the model under test with vLLM for its answers: {max_model_len, "
                                               "dtype, args, concurrency} (see `type: vllm`); null: transformers in "
                                               "this process.")),
+        ("canary", judge_canary.CanaryConfig, option(judge_canary.CanaryConfig, "Before scoring, re-judge a sample of "
+                                                     "published AlpacaEval judgments with the first judged benchmark's "
+                                                     "judge; below the bar the card says the figures are not "
+                                                     "comparable with the leaderboard's.")),
     ]
     fields += [(b.name, b.schema, option(b.schema, b.help)) for b in benchmarks.all_benchmarks()]
     cls = dataclasses.make_dataclass("EvalStageConfig", fields, bases=(StageSection,))
@@ -79,6 +84,10 @@ def check_config(cfg: dict) -> None:
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
     if unknown or not stage["benchmarks"]:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
+    if (stage.get("canary") or {}).get("annotations") is None:  # absent unless set, as vllm below
+        stage.pop("canary", None)
+    else:
+        judge_canary.check(stage["canary"])
     if stage.get("vllm") is None:  # absent unless set: older runs' frozen configs still match
         stage.pop("vllm", None)
     elif not isinstance(stage["vllm"], dict):
@@ -210,6 +219,11 @@ def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, lo
         result["model"] = cfg["model"]["name_or_path"]
     if uses_stage_judge(stage):  # else every judged benchmark has its own (shown in its section)
         result["judge"] = _judge_summary(stage["judge"] or {})
+    judged = [b for b in chosen(stage) if b.asks]
+    if stage.get("canary") and judged:  # the judge re-judges published verdicts before it scores anything
+        result["canary"] = judge_canary.run(ctx.make_judge(judged[0], 1024), stage["canary"],
+                                            " ".join(str(v) for v in
+                                                     _judge_summary(judge_spec(stage, judged[0].name)).values()))
     for bench in chosen(stage):
         if bench.own_model:  # a benchmark that loads the model its own way: the generator leaves memory first
             loaded.clear()
@@ -274,7 +288,7 @@ class Eval(TaskStage):
         return run(cfg, folder)
 
     def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        return eval_card(cfg, prov, result)
+        return eval_card(cfg, prov, result) + "\n".join(judge_canary.card_lines(result.get("canary"))) + "\n"
 
     def headline(self, result: dict) -> dict:
         """Every chosen benchmark's headline figures, and its judge failures (``<benchmark>_judge_failures``)."""

@@ -1,0 +1,5 @@
+"""The noisy stand-in judge with flip=0.2, seed=101 (see zephyr_recipes.embedded.noisy_judge)."""
+
+from ..noisy_judge import NoisyJudge
+
+rate, compare, grade = NoisyJudge(flip=0.2, seed=101).functions()
