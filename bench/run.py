@@ -618,6 +618,68 @@ def bench_data(reps: int = 3, rows: int = 50_000, work: Path | None = None) -> d
     res["ratio"] = res["cold_s"]["median"] / res["cached_s"]["median"]
     return res
 
+AUDIT_RECIPE = """defaults:
+  - model: tiny
+  - dataset: tiny-ultrachat
+  - stage: aif
+  - hardware: cpu
+  - _self_
+dataset: {{train_split: train_gen, test_split: null, max_train_samples: {prompts}, columns: {{prompt: prompt}}}}
+stage:
+  sampling: {{max_new_tokens: 32}}
+  generators:
+    - {{name: tiny-t0.7, type: transformers, model: "builtin://tiny-mistral", model_config: {{chat_template: zephyr}},
+       sampling: {{temperature: 0.7}}}}
+    - {{name: teacher, type: function, function: "zephyr_recipes.embedded.tasks:teacher"}}
+    - {{name: chatty, type: function, function: "zephyr_recipes.embedded.tasks:chatty_teacher"}}
+    - {{name: sloppy, type: function, function: "zephyr_recipes.embedded.noisy_judge:sloppy"}}
+  judge: {{type: function, module: {judge}}}
+  self_agreement: 0.0
+  test_fraction: 0.1
+  audit: {{enabled: {audit}, action: drop, judges: [{{type: function, module: {second}}}]}}
+"""
+NOISE_LEVELS = {"flip 0.2": ("zephyr_recipes.embedded.noisy.flip20", "zephyr_recipes.embedded.noisy.second"),
+                "flip 0.35, position bias 0.3, length bias 0.2 (listwise)":
+                    ("zephyr_recipes.embedded.noisy.flip35_position", "zephyr_recipes.embedded.noisy.second_b")}
+
+
+def _aif_run(work: Path, name: str, prompts: int, judge: str, second: str, audit: bool) -> tuple[float, dict]:
+    """One AI-feedback run through the command line in a fresh process: (stage seconds, summary.json)."""
+    recipe = work / f"{name}.yaml"
+    recipe.write_text(AUDIT_RECIPE.format(prompts=prompts, judge=judge, second=second, audit=str(audit).lower()))
+    out = work / name
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([PY, "-m", "zephyr_recipes", "run", str(recipe), f"run.output_dir={out}"], env=_env(),
+                          capture_output=True, text=True, cwd=work)
+    if proc.returncode != 0:
+        raise RuntimeError(f"AI feedback failed:\n{proc.stderr[-3000:]}")
+    summary_ = json.loads((out / "summary.json").read_text())
+    return float(summary_["wall_seconds"]), summary_
+
+
+def bench_audit(reps: int = 3, prompts: int = 300, work: Path | None = None) -> dict:
+    """The judge audit's cost and worth on the embedded task. Cost: the AI-feedback stage (one sampled tiny model and
+    three programs answer, a noisy stand-in judge rates) with stage.audit off and on (a retest of every answer and a
+    second noisy judge; flagged pairs dropped), alternated, each in a fresh process. Worth: the audit's flags against
+    the pairs truly the wrong way round (audit.json's embedded_truth), at two noise levels."""
+    work = Path(work or tempfile.mkdtemp(prefix="bench-audit-"))
+    work.mkdir(parents=True, exist_ok=True)
+    off, on = [], []
+    judge, second = NOISE_LEVELS["flip 0.2"]
+    for i in range(reps):
+        for bucket, audit in ((off, False), (on, True)):
+            bucket.append(_aif_run(work, f"{'on' if audit else 'off'}-{i}", prompts, judge, second, audit)[0])
+    levels = {}
+    for level, (judge, second) in NOISE_LEVELS.items():
+        _, got = _aif_run(work, "level", prompts, judge, second, True)
+        truth = json.loads((work / "level" / "audit.json").read_text())["measures"].get("embedded_truth") or {}
+        levels[level] = {k: truth.get(k) for k in ("mislabelled", "mislabelled_unflagged", "flag_precision",
+                                                   "flag_recall")}
+        levels[level]["pairs"] = got["pairs"]
+    res = {"prompts": prompts, "audit_off_s": summary(off), "audit_on_s": summary(on), "levels": levels}
+    res["ratio"] = res["audit_on_s"]["median"] / res["audit_off_s"]["median"]
+    return res
+
 
 # ------------------------------------------------------------------------------------------ report
 def markdown(results: dict) -> str:
@@ -686,19 +748,35 @@ def markdown(results: dict) -> str:
         d = results["data"]
         lines.append(f"| data preparation, {d['rows']:,} rows, s | cold {fmt(d['cold_s'])} | cached "
                      f"{fmt(d['cached_s'])} | {d['ratio']:.0f}x | cached < 1 s |")
+    if "audit" in results:
+        a = results["audit"]
+        lines.append(f"| AI-feedback stage, {a['prompts']} prompts x 4 answers, s | audit off {fmt(a['audit_off_s'])} | "
+                     f"audit on (retest + a second judge) {fmt(a['audit_on_s'])} | {a['ratio']:.2f}x | <= 1.30x |")
+        lines += ["", "| judge noise | wrong pairs | wrong pairs left unflagged | flag precision | flag recall |",
+                  "|---|---|---|---|---|"]
+
+        def pct(got: dict | None) -> str:
+            if not got or got.get("value") is None:
+                return "not measured"
+            low, high = got["interval"]
+            return f"{got['value']:.1%} [{low:.1%}, {high:.1%}] (n={got['n']})"
+
+        for level, got in a["levels"].items():
+            lines.append(f"| {level} | {pct(got['mislabelled'])} | {pct(got['mislabelled_unflagged'])} | "
+                         f"{pct(got['flag_precision'])} | {pct(got['flag_recall'])} |")
     return "\n".join(lines) + "\n"
 
 
-FIGURES = ("overhead", "tracking", "sft", "loss", "dpo", "aif", "vllm", "data")
+FIGURES = ("overhead", "tracking", "sft", "loss", "dpo", "aif", "vllm", "data", "audit")
 FULL = {"overhead": {"max_steps": 5}, "tracking": {"max_steps": None}, "sft": {"rows": 2000, "steps": 6},
         "loss": {"n_examples": 6},
         "dpo": {"rows": 256}, "aif": {"prompts": 64, "max_new_tokens": 32}, "vllm": {"prompts": 64},
-        "data": {"rows": 50_000}}
+        "data": {"rows": 50_000}, "audit": {"prompts": 300}}
 SMOKE = {"overhead": {"max_steps": 1, "warmup": False}, "tracking": {"max_steps": 2},
          "sft": {"rows": 24, "steps": 2, "batch": 4},
          "loss": {"n_examples": 3},
          "dpo": {"rows": 32}, "aif": {"prompts": 4, "max_new_tokens": 4}, "vllm": {"prompts": 4, "max_new_tokens": 4},
-         "data": {"rows": 200}}
+         "data": {"rows": 200}, "audit": {"prompts": 12}}
 
 
 def run_all(out: Path, reps: int = 3, only=FIGURES, smoke: bool = False, note: str = "") -> dict:
@@ -708,14 +786,14 @@ def run_all(out: Path, reps: int = 3, only=FIGURES, smoke: bool = False, note: s
     print("machine:", json.dumps(results["machine"]), flush=True)
     fns = {"overhead": bench_overhead, "tracking": bench_tracking,
            "sft": bench_sft_throughput, "loss": bench_packed_loss, "dpo": bench_dpo,
-           "aif": bench_aif, "vllm": bench_vllm, "data": bench_data}
+           "aif": bench_aif, "vllm": bench_vllm, "data": bench_data, "audit": bench_audit}
     try:
         for name in only:
             t0 = time.perf_counter()
             kwargs = dict(sizes[name])
             if name != "loss":
                 kwargs["reps"] = reps
-            if name in ("overhead", "tracking", "sft", "dpo", "vllm", "data"):
+            if name in ("overhead", "tracking", "sft", "dpo", "vllm", "data", "audit"):
                 kwargs["work"] = work / name
             results[name] = fns[name](**kwargs)
             results[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)

@@ -125,12 +125,12 @@ def test_report_check_asserts_verdicts_not_figures(tmp_path, cli):
             ("dSFT + dDPO", _grades(4.0, 1), [1] * 80 + [0] * 20)]
     good = _pipeline(tmp_path / "good", 1, rows)
     code, out, err = cli("report", str(good), "--check")
-    assert code == 0 and "check: all 3 claims hold over 1 seed(s)" in err and "| dSFT + dDPO |" in out
+    assert code == 0 and "check: all 3 asserted claims hold over 1 seed(s)" in err and "| dSFT + dDPO |" in out
     rows[2] = ("dSFT + dDPO", _grades(4.0, 1), [1] * 52 + [0] * 48)  # 52% of 100: not shown above 50
     weak = _pipeline(tmp_path / "weak", 1, rows)
     code, _, err = cli("report", str(weak), "--check")
     assert code == 1 and "check: dSFT + dDPO > 50 (AlpacaEval-style win %): not shown" in err
-    assert "check: 1 of 3 claim(s) do not hold" in err
+    assert "check: 1 of 3 asserted claim(s) do not hold" in err
     code, _, err = cli("report", str(weak / "eval-0"), "--check")
     assert code == 2 and "--check needs pipeline folders" in err
 
@@ -147,7 +147,7 @@ def test_table3_refuses_unlike_pipelines_and_bad_claims(tmp_path, cli):
     bad.write_text("pipeline:\n  output_dir: x\n  stages:\n    - {name: a, recipe: tiny/sft}\n"
                    "  report:\n    claims:\n      - {run: dSFT, metric: mt_bench}\n")
     code, _, err = cli("validate", str(bad))
-    assert code == 2 and "needs exactly one of `above` and `at_least`" in err
+    assert code == 2 and "needs exactly one of `above`, `at_least` and `recovers`" in err
 
 
 def test_held_out_prompts_are_not_in_any_training_set():

@@ -157,3 +157,14 @@ def test_gpu_check_counts_attention_on_the_packed_documents():
     assert gpu_check.datasheet_peak("NVIDIA H100 PCIe") == 756e12
     assert gpu_check.datasheet_peak("NVIDIA A100-SXM4-80GB") == 312e12
     assert gpu_check.datasheet_peak("Some Future Card") is None
+
+
+@pytest.mark.slow
+def test_audit_smoke_times_both_and_scores_the_flags(tmp_path):
+    r = bench.bench_audit(reps=1, prompts=40, work=tmp_path)
+    assert r["audit_off_s"]["n"] == 1 and r["audit_on_s"]["n"] == 1 and r["ratio"] > 0
+    assert set(r["levels"]) == set(bench.NOISE_LEVELS)
+    for got in r["levels"].values():  # the embedded truth is measured for both noise levels
+        assert got["mislabelled"]["n"] > 0 and got["flag_recall"]["n"] == got["mislabelled"]["count"]
+    text = bench.markdown({"machine": bench.machine(), "reps": 1, "audit": r})
+    assert "audit on (retest + a second judge)" in text and "flag precision" in text

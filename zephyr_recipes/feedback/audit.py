@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Literal, Optional
 
 import numpy as np
@@ -40,7 +40,10 @@ import numpy as np
 from ..core.errors import ZephyrError
 from ..core.schema import option
 from ..data.binarize import completion_score, prompt_id
-from .specs import JudgeSpec
+from .judges import Item, JudgeFailure, make_judge
+from .serve import serving
+from .specs import JudgeSpec, load_of
+from .store import Store
 
 Z95 = 1.959963984540054
 RESAMPLES = 1000
@@ -131,9 +134,6 @@ def loads(audit: AuditConfig, judge: dict, prompts: int, answers_per_prompt: flo
           new_tokens: int) -> list[dict]:
     """The audit's extra calls as plan loads (see TaskStage.loads): the judge's second ratings and each second
     judge's ratings, their share of the judge's own calls in the role."""
-    from dataclasses import asdict
-
-    from .specs import load_of
 
     if not audit.enabled or not prompts:
         return []
@@ -599,11 +599,6 @@ def second_scores(specs: list[JudgeSpec], views: list[PairView], audited: set[st
                   folder, hardware: dict | None) -> dict[str, dict[str, float | None]]:
     """Each second judge's score of every audited pair's two answers, recorded in audit_ratings.jsonl as they
     arrive (a rerun asks nothing twice)."""
-    from dataclasses import asdict
-
-    from .judges import Item, JudgeFailure, make_judge
-    from .serve import serving
-    from .store import Store
 
     store = Store(folder / "audit_ratings.jsonl")
     out: dict[str, dict[str, float | None]] = {}
