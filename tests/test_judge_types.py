@@ -248,3 +248,11 @@ def test_a_protocol_is_refused_for_a_type_that_is_not_a_chat_model(tmp_path, cli
     assert "remove stage.judge.protocol" in err
     code, _, err = cli("validate", "tiny/aif", "stage.judge.protocol=ultrafeedback", "--no-preflight")
     assert code == 0, err  # a function judge's chat(messages) plays the chat model
+
+
+def test_the_audit_costs_a_second_judge_of_a_registered_type_by_its_own_cost_model(tmp_path, cli, installed):
+    recipe, _ = _aif_recipe(tmp_path, "{type: function, module: zephyr_recipes.embedded.judge}")
+    code, text, err = cli("plan", str(recipe), "stage.audit.enabled=true",
+                          "stage.audit.judges=[{type: by_length, prefer: shorter}]")
+    assert code == 0, err
+    assert "calls of the answer-length rule (shorter)" in text  # LengthJudge.load, not the generic one
