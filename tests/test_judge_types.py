@@ -256,3 +256,16 @@ def test_the_audit_costs_a_second_judge_of_a_registered_type_by_its_own_cost_mod
                           "stage.audit.judges=[{type: by_length, prefer: shorter}]")
     assert code == 0, err
     assert "calls of the answer-length rule (shorter)" in text  # LengthJudge.load, not the generic one
+
+
+def test_a_judge_type_named_as_code_is_part_of_the_ratings_identity(tmp_path, monkeypatch):
+    """Incremental AI feedback reuses a rating only from the same judge: for a type the recipe names as code, the
+    same code (its module's source)."""
+    from zephyr_recipes.feedback import ledger
+
+    name = _module(tmp_path, "zr_length_judge_identity", monkeypatch)
+    spec = {"type": f"{name}:LengthJudge", "prefer": "longer"}
+    before = ledger.judge_id(spec)
+    assert ledger.judge_id(dict(spec)) == before
+    (tmp_path / f"{name}.py").write_text(MODULE.replace("1 + n // 4", "1 + n // 5"))
+    assert ledger.judge_id(spec) != before
