@@ -224,7 +224,7 @@ def ultrafeedback_contradictions(rows: list[dict]) -> dict | None:
     fine-grained ratings average 4 or less (the signature of the bug the upstream fix repaired: 2 or less flipped to
     1, 2-4 re-annotated). None when the rows are not in that schema."""
     checked = flagged = flip = 0
-    examples = []
+    examples: list[dict] = []
     for i, row in enumerate(rows):
         comps = row.get("completions") if isinstance(row, dict) else None
         if not isinstance(comps, list):
