@@ -42,7 +42,7 @@ class Generator:
 def function_code(spec: dict) -> Optional[str]:
     """The fingerprint of the code a generator or judge runs by reference: a function type's module, or the module
     of a judge type the recipe names as code (``type: package.module:Class``); None for any other type."""
-    kind = str(spec.get("type") or "")
+    kind, ref = str(spec.get("type") or ""), None
     if ":" in kind:  # a judge type of the recipe's own code: its ratings change when that code does
         ref = kind
     elif kind == "function":
