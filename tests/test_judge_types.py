@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.embedded import tasks
 from zephyr_recipes.feedback import judge_registry, judges
 from zephyr_recipes.feedback.specs import JudgeSpec
@@ -269,3 +270,30 @@ def test_a_judge_type_named_as_code_is_part_of_the_ratings_identity(tmp_path, mo
     assert ledger.judge_id(dict(spec)) == before
     (tmp_path / f"{name}.py").write_text(MODULE.replace("1 + n // 4", "1 + n // 5"))
     assert ledger.judge_id(spec) != before
+
+
+def test_a_type_that_names_its_benchmarks_is_refused_for_the_others():
+    """BENCHMARKS narrows what a type may judge beyond the kinds it can do; the refusal names the types that can."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class OnlyAlpacaSettings(JudgeSpec):
+        pass
+
+    class OnlyAlpaca(judges.FunctionJudge):
+        type = "only_alpaca"
+        Settings = OnlyAlpacaSettings
+        KINDS = frozenset({"compare"})
+        BENCHMARKS = frozenset({"AlpacaEval"})
+
+    judge_registry.register_judge(OnlyAlpaca)
+    try:
+        judge_registry.check_judge("only_alpaca", "compare", "AlpacaEval")
+        with pytest.raises(ZephyrError) as refused:
+            judge_registry.check_judge("only_alpaca", "compare", "AlpacaEval 2.0")
+        assert "cannot" in refused.value.problem and "only_alpaca" not in refused.value.fix
+        assert "only_alpaca" in judge_registry.able("compare", "AlpacaEval")
+        assert "only_alpaca" not in judge_registry.able("verdict", "Arena-Hard")
+    finally:
+        judge_registry.TYPES.pop("only_alpaca", None)
+        JudgeSpec.TYPES.pop("only_alpaca", None)
