@@ -140,6 +140,8 @@ def test_an_installed_judge_type_rates_ai_feedback_judges_an_evaluation_and_is_p
     assert len(ratings) == len(PROMPTS) * 3 and all(r["raw"].endswith(" words") for r in ratings)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge_failures"] == 0 and summary["prompts"] == len(PROMPTS)
+    # how it was asked, as its class declares (it reads no rubric): not "this project's single-answer rubric"
+    assert summary["judge_protocol"] == {"protocol": "by_length", "text": "a by_length judge (by_length), its own ratings"}
 
     # the same type judges AlpacaEval; its figures are marked a pipeline check, as its class declares
     instructions = Path(__file__).parent / "data" / "alpaca_eval" / "text_davinci_003_outputs.json"

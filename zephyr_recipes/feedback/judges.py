@@ -326,6 +326,11 @@ class Judge:
         return False
 
     @classmethod
+    def chat_backend(cls, spec: dict, hardware: dict | None = None):
+        """The chat model a protocol asks (``CHAT`` types; ``protocol: ultrafeedback``): the backend the spec names."""
+        return make_backend(spec, hardware)
+
+    @classmethod
     def can(cls, kind: str, benchmark: str | None = None) -> bool:
         """A judge that compares gives slight verdicts when it has none of its own."""
         if benchmark is not None and cls.BENCHMARKS is not None and benchmark not in cls.BENCHMARKS:
@@ -389,6 +394,11 @@ class FunctionJudge(Judge):
 
     def __init__(self, module: str):
         self.module = module
+
+    @classmethod
+    def chat_backend(cls, spec: dict, hardware: dict | None = None):
+        """Asked with a protocol, the module's ``chat(messages) -> str`` plays the chat model (a stand-in)."""
+        return make_backend({"type": "function", "function": f"{spec['module']}:chat"})
 
     @classmethod
     def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
