@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..core.schema import option
-from ..evaluation import alpaca, precomputed
+from ..evaluation import alpaca, alpaca_lc, precomputed
 from ..evaluation.precomputed import ALPACA_FORMAT, read_alpaca
 from ..evaluation.sources import read_text
+from ..feedback.judges import Unparsable
 from ..feedback.specs import JudgeSpec
 from ..feedback.store import Store
 from .base import Benchmark, Context, Metric, Reference, first_failure, release
@@ -35,7 +36,8 @@ class AlpacaEvalConfig:
                                "The 805 instructions with the baseline's outputs: alpaca_eval's model_outputs "
                                "format, or its annotations (the baseline is output_1). Default: the text-davinci-003 "
                                "answers the AlpacaEval 1 leaderboard was judged against.")
-    prompt: str = option(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_gpt4/alpaca_eval.txt", "The judge's ranking prompt.")
+    prompt: str = option(f"{ALPACA_EVAL_CONFIGS}/alpaca_eval_gpt4/alpaca_eval.txt",
+                         "The judge's ranking prompt (alpaca_eval:<path> reads the installed package's copy).")
     max_samples: Optional[int] = option(None, "A seeded sample of N instructions; null for all.")
     seed: int = option(0, "Seed of the sample.")
     order_seed: int = option(0, "alpaca_eval's annotator seed: each pair's order is drawn from it and the "
@@ -61,6 +63,9 @@ class AlpacaEval(Benchmark):
     schema = AlpacaEvalConfig
     help = "AlpacaEval 1: win rate against text-davinci-003."
     asks = "compare"
+    # alpaca_eval's annotators ask once; a completion its parser cannot read leaves the pair without a preference,
+    # and the leaderboard's win rate leaves it out. Two identical outputs are a draw without asking (_preprocess).
+    unparsable = Unparsable(rule="asked once (alpaca_eval); no preference: left out of the win rate")
     metrics = (Metric("alpaca_eval", "AlpacaEval win %", ("win_rate",), ("standard_error",), "se",
                       ablation_label="AlpacaEval-style win %"),
                Metric("alpaca_eval_avg_length", "AlpacaEval avg length", ("avg_length",), digits=0,
@@ -92,7 +97,8 @@ class AlpacaEval(Benchmark):
     def run(self, ctx: Context) -> dict:
         sec = ctx.section(self)
         rows = self.load(sec)
-        prompt = read_text(sec["prompt"], "AlpacaEval judge prompt") if ctx.reads_prompts(self) else None
+        prompt = read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval judge prompt") \
+            if ctx.reads_prompts(self) else None
         log.info("AlpacaEval: %d instructions from %s", len(rows), sec["instructions"])
         out = ctx.folder / self.name
         outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
@@ -133,7 +139,8 @@ class AlpacaEval(Benchmark):
             "one judgment per pair in alpaca_eval's seeded order"
         return [f"## {self.title}\n",
                 f"- win rate **{r['win_rate']} ± {r['standard_error']}** against {', '.join(r['baseline'])} over "
-                f"{r['n_total']} of {r['instructions']} instructions (wins {r['n_wins']}, draws {r['n_draws']}, "
+                f"{r['n_total']} of {r['instructions']} instructions (wins {r['n_wins']}, draws {r['n_draws']}"
+                f"{' of which ' + str(r['identical']) + ' identical outputs, not asked' if r.get('identical') else ''}, "
                 f"losses {r['n_losses']}; {orders}; judge failures: {r['failures']})",
                 f"- average output length {r['avg_length']} characters (baseline {r['baseline_avg_length']})",
                 f"- outputs in alpaca_eval's format: `{self.name}/model_outputs.json` "

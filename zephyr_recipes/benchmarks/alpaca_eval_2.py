@@ -38,10 +38,11 @@ class AlpacaEval2Config(AlpacaEvalConfig):
     judge_max_new_tokens: int = option(1, "Tokens of the judge's reply (one: the preferred output's letter).")
     judge_temperature: float = option(1.0, "The judge's temperature (weighted_alpaca_eval_gpt4_turbo's: 1; the "
                                            "log-probabilities, not the sampled token, make the preference).")
-    df_gamed: Optional[str] = option("hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv",
+    df_gamed: Optional[str] = option(alpaca_lc.PUBLISHED_DF_GAMED,
                                      "alpaca_eval's df_gamed.csv, which the length-controlled GLM reads: fetched "
-                                     "once into the hub cache; a local path on an offline machine. Unavailable: no "
-                                     "LC figure.")
+                                     "once into the hub cache; a local path on an offline machine (its LC is "
+                                     "then labelled with the file's name and sha256, not the published protocol's). "
+                                     "Unavailable: no LC figure.")
     glm: str = option("length_controlled_v1", "The GLM: length_controlled_v1 (published) or "
                                               "length_controlled_minimal (approximate, not comparable).")
     logprobs: bool = option(True, "Weighted preferences from an OpenAI-compatible judge's log-probabilities.")
@@ -121,7 +122,8 @@ class AlpacaEval2(AlpacaEval):
         by_iid = {alpaca.instruction_id(o["instruction"]): o["output"] for o in produced}
         mine = [j for j in judgments.records.values() if j["instruction_id"] in wanted]
         approximate = sec["glm"] == "length_controlled_minimal"
-        result = alpaca_lc.scores(rows, by_iid, mine, ctx.model_id, sec["glm"], df_gamed, out, lc_note, approximate)
+        result = alpaca_lc.scores(rows, by_iid, mine, ctx.model_id, sec["glm"], df_gamed, out, lc_note, approximate,
+                                  None if approximate else alpaca_lc.df_gamed_source(sec["df_gamed"], df_gamed))
         result.update(orders="both" if sec["both_orders"] else "one", first_failure=first_failure(mine))
         if imported:
             result["answers_from"] = imported

@@ -15,11 +15,19 @@ from ..core.errors import ZephyrError
 from ..core.schema import option
 from ..evaluation import arena_hard, precomputed
 from ..evaluation.arena_hard import ANSWER_FORMAT, VERSIONS, parse_answers
+from ..feedback.judges import Unparsable
 from ..feedback.specs import JudgeSpec
 from .base import Benchmark, Context, Metric, first_failure, release, stores
 
 log = logging.getLogger("zephyr_recipes")
 
+# gen_judgment.py of 2024 (arena-hard-auto 4ce0f00): a reply without a label is answered, in the same conversation
+# and at the same temperature, with this message, once (number_of_judgment_attempts: 2); the replies are read together.
+CONTINUE_2024 = Unparsable(
+    asks=2, follow_up="continue your judgment and finish by outputting a final verdict label", joined=True,
+    rule="no label: the same conversation continued once, at the same temperature, asking for the final verdict "
+         "(arena-hard v0.1's gen_judgment.py); two different labels: dropped")
+ASK_ONCE_2025 = Unparsable(rule="asked once; no label: the prompt's games are dropped (arena-hard v2.0)")
 JUDGE_HELP = "This benchmark's own judge (same keys as stage.judge); null: stage.judge."
 ANSWERS_HELP = "Answers another tool produced, in the benchmark's own format ({}): judged, nothing generated."
 
@@ -51,6 +59,9 @@ class ArenaHard(Benchmark):
 
     def prompt_count(self, sec: dict) -> int:
         return self.sizes.get(str(sec.get("version")), 500)
+
+    def on_unparsable(self, sec: dict) -> Unparsable:
+        return CONTINUE_2024 if str(sec.get("version")) == "v0.1" else ASK_ONCE_2025
 
     def workload(self, sec: dict) -> tuple[int, int, int, int]:
         answers, new, judged, budget = super().workload(sec)

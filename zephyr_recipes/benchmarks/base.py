@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
 from ..core.errors import ZephyrError
+from ..feedback.judges import ASK_ONCE, Unparsable
 from ..feedback.store import Store
 
 
@@ -141,6 +142,12 @@ class Benchmark:
     own_model: ClassVar[bool] = False  # loads the model under test its own way (the shared generator leaves first)
     size: ClassVar[int] = 0  # prompts in the published set (the plan's request counts)
     turns: ClassVar[int] = 1  # answers per prompt (MT-Bench: 2 turns)
+    unparsable: ClassVar[Unparsable] = ASK_ONCE  # what happens to a judge reply without a verdict (its published rule)
+
+    def on_unparsable(self, sec: dict) -> Unparsable:
+        """The benchmark's rule for a judge reply its reader cannot read (asked again, continued, or dropped); the
+        stage hands it to the judge, whose own re-asks do not apply."""
+        return self.unparsable
 
     def workload(self, sec: dict) -> tuple[int, int, int, int]:
         """For the plan: (answers the model writes, tokens per answer, judge requests, tokens per judge reply)."""

@@ -11,6 +11,7 @@ from typing import Optional
 from ..core.schema import option
 from ..evaluation import mt_bench, precomputed
 from ..evaluation.precomputed import FASTCHAT_FORMAT, read_fastchat
+from ..feedback.judges import Unparsable
 from ..feedback.specs import JudgeSpec
 from .base import Benchmark, Context, Metric, Reference, first_failure, release, stores
 
@@ -52,6 +53,9 @@ class MTBench(Benchmark):
     schema = MTBenchConfig
     help = "MT-Bench (FastChat's llm_judge, single-answer grading 1-10)."
     asks = "grade"
+    # FastChat's run_judge_single: one request at temperature 0; no [[N]] (nor [N]): rating -1, which show_result
+    # leaves out of every mean. A grade outside 1-10 is kept and averaged, as FastChat does.
+    unparsable = Unparsable(rule="asked once (FastChat); no [[grade]]: score -1 recorded and left out of the means")
     metrics = (Metric("mt_bench", "MT-Bench", ("score",), ablation_label="MT-Bench-style grade (1-10)"),
                Metric("mt_bench_turn_1", "MT-Bench turn 1", ("turn_1",), headline=False),
                Metric("mt_bench_turn_2", "MT-Bench turn 2", ("turn_2",), headline=False))

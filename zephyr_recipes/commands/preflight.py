@@ -33,8 +33,11 @@ def endpoints(obj, where: str = "stage") -> list[tuple[str, dict]]:
     run itself (``serve:``)."""
     found = []
     if isinstance(obj, dict):
-        if obj.get("type") == "openai" and obj.get("base_url") and not obj.get("serve"):
-            found.append((where, obj))
+        if isinstance(obj.get("type"), str) and obj.get("base_url"):
+            from ..feedback.specs import calls_endpoint  # lazy: start-up (only a generator or judge with an address)
+
+            if calls_endpoint(obj):
+                found.append((where, obj))
         for k, v in obj.items():
             found += endpoints(v, f"{where}.{k}")
     elif isinstance(obj, list):
@@ -50,9 +53,28 @@ def _host(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
-def check_keys(cfg: dict) -> list[str]:
+def _used(cfg: dict, stage: Stage | None) -> dict:
+    """The stage section without the settings this config does not use (``Stage.idle``)."""
+    section = cfg.get("stage") or {}
+    idle = stage.idle(cfg) if stage is not None else []
+    if not idle:
+        return section
+    import copy
+
+    section = copy.deepcopy(section)
+    for path in idle:
+        *head, last = path.split(".")
+        node = section
+        for key in head:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return section
+
+
+def check_keys(cfg: dict, stage: Stage | None = None) -> list[str]:
     lines, missing = [], []
-    for where, spec in endpoints(cfg.get("stage") or {}):
+    for where, spec in endpoints(_used(cfg, stage)):
         env = spec.get("api_key_env")
         if env and not os.environ.get(env):
             missing.append((where, env, spec["base_url"]))
@@ -67,9 +89,9 @@ def check_keys(cfg: dict) -> list[str]:
     return lines
 
 
-def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S) -> list[str]:
+def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S, stage: Stage | None = None) -> list[str]:
     lines, seen = [], set()
-    for where, spec in endpoints(cfg.get("stage") or {}):
+    for where, spec in endpoints(_used(cfg, stage)):
         key = (spec["base_url"].rstrip("/"), spec.get("api_key_env"))
         if key in seen:
             continue
@@ -122,14 +144,17 @@ def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
 
     def walk(obj, where):
         if isinstance(obj, dict):
-            if obj.get("type") in ("transformers", "reward_model", "vllm") and is_local_path(obj.get("model")):
-                found.append((f"{where}.model", obj["model"]))
+            if isinstance(obj.get("type"), str) and is_local_path(obj.get("model")):
+                from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
+
+                if model_location(obj):
+                    found.append((f"{where}.model", obj["model"]))
             for k, v in obj.items():
                 walk(v, f"{where}.{k}")
         elif isinstance(obj, list):
             for i, v in enumerate(obj):
                 walk(v, f"{where}[{i}]")
-    walk(cfg.get("stage") or {}, "stage")
+    walk(_used(cfg, stage), "stage")
     ref = (cfg.get("stage") or {}).get("ref_model")
     if is_local_path(ref):
         found.append(("stage.ref_model", ref))
@@ -190,7 +215,7 @@ def run(cfg: dict, stage: Stage, network: bool = True, produced: set[str] | None
     local paths."""
     lines = []
     if network:
-        lines += check_keys(cfg) + check_endpoints(cfg) + check_paths(cfg, stage, produced, strict)
+        lines += check_keys(cfg, stage) + check_endpoints(cfg, stage=stage) + check_paths(cfg, stage, produced, strict)
     if isinstance(stage, TrainerStage):
         try:
             config, _ = plan.model_config(cfg)

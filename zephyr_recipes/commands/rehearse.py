@@ -40,6 +40,7 @@ from ..core.schema import HardwareConfig, defaults_of
 from ..data import kinds
 from ..data.kinds import RowKind
 from ..embedded import builtin, tasks
+from ..feedback import judge_registry
 from ..feedback.specs import served_model
 from ..model import chat_format
 from . import launch, pipeline, plan
@@ -178,7 +179,7 @@ class Rehearsal:
     def judge(self, judge: dict | None, where: str, module: str) -> dict | None:
         if not judge:
             return judge
-        if judge.get("type") in ("openai", "vllm") or (judge.get("type") == "transformers" and _is_hub(judge.get("model"))):
+        if judge_registry.rehearsal(judge, _is_hub):  # it calls out, or loads a hub model
             if judge.get("protocol"):  # asked the same way: the program plays the chat model (its chat(messages))
                 self.note(f"{where}: {judge.get('type')} {judge.get('model')} -> the embedded judge program ({module}),"
                           f" asked with protocol {judge['protocol']}")

@@ -14,6 +14,7 @@ from .. import benchmarks
 from ..core import runfolder
 from ..core.errors import ZephyrError
 from ..evaluation import plots
+from ..feedback.judge_registry import pipeline_check
 from . import readcheck
 
 
@@ -166,7 +167,7 @@ def report(folders: list[Path], out: Path | None = None) -> str:
     text = "# Evaluation report\n\n## Runs\n\n" + table(runs, names) + "\n\n"
     judges = [(s.get(b.name) or {}).get("judge") or s.get("judge") or {}
               for s in runs for b in _ran(runs) if b.asks and s.get(b.name)]
-    text += function_judge_note({str(j.get("module") or "?") for j in judges if j.get("type") == "function"})
+    text += function_judge_note({str(j.get("module") or j.get("type") or "?") for j in judges if pipeline_check(j)})
     notes = _notes(runs, names)
     if notes:
         text += "".join(f"- {n}\n" for n in notes) + "\n"

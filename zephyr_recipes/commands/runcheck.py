@@ -28,7 +28,6 @@ from ..embedded import tasks
 from ..stages.base import Stage, code_refs_in
 
 log = logging.getLogger("zephyr_recipes")
-TEMPLATE_TYPES = ("transformers", "vllm", "reward_model")
 _checked_tokenizers: dict[tuple, None] = {}  # (model, template) already loaded in this process
 
 
@@ -83,8 +82,11 @@ def cfg_value(cfg: dict, where: str):
 def specs_with_templates(obj, where: str = "stage") -> list[tuple[str, dict]]:
     found = []
     if isinstance(obj, dict):
-        if obj.get("type") in TEMPLATE_TYPES and isinstance(obj.get("model"), str):
-            found.append((where, obj))
+        if isinstance(obj.get("type"), str) and isinstance(obj.get("model"), str):
+            from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
+
+            if model_location(obj):  # a model loaded here or served by the runner: its tokenizer answers
+                found.append((where, obj))
         for key, value in obj.items():
             found += specs_with_templates(value, f"{where}.{key}")
     elif isinstance(obj, list):
@@ -118,7 +120,9 @@ def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
             mcfg, _ = modeling.standalone(model, model_cfg, None, "generation")
             tokenizer = modeling.open_tokenizer(mcfg)
             has_own = bool(getattr(tokenizer, "chat_template", None))
-            if spec["type"] == "vllm":
+            from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
+
+            if model_location(spec) == "served":  # vLLM answers chat requests with the tokenizer's template
                 if not has_own and not any("chat-template" in str(a) for a in spec.get("args") or []):
                     raise ZephyrError(
                         f"{where}: the tokenizer of {model} has no chat template, and vLLM answers chat requests "
@@ -154,17 +158,19 @@ def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> l
     """Put one constructed item through each judge the stage declares; a reply that does not parse fails here."""
     lines = []
     for where, spec, asks, title in stage.judge_probes(cfg):
+        from ..feedback import judge_registry  # lazy: start-up (only a stage with a judge)
         from ..feedback.judges import Item, JudgeFailure, make_judge  # lazy: start-up (only a stage with a judge)
 
         kind = spec.get("type")
-        if kind == "openai" or spec.get("serve") or kind == "vllm":
-            lines.append(f"{where}: a {kind} judge{' the runner serves' if kind == 'vllm' or spec.get('serve') else ''}"
+        if not judge_registry.probed(spec):
+            served = judge_registry.served(spec) or spec.get("serve")
+            lines.append(f"{where}: a {kind} judge{' the runner serves' if served else ''}"
                          " is checked by its key and endpoint, not asked")
             continue
         if isinstance(spec.get("model"), str) and _produced(spec["model"], produced):
             lines.append(f"{where}: {spec['model']} is written by an earlier stage; not asked before it exists")
             continue
-        judge = make_judge(spec, cfg.get("hardware"))
+        judge = make_judge(spec, cfg.get("hardware"), checked=True)  # a spec of the validated config
         verdict = None
         try:
             if asks == "rate" and judge.listwise:  # rates a prompt's answers together: asked with two side by side
@@ -180,7 +186,7 @@ def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> l
             del judge
         if isinstance(verdict, JudgeFailure):
             fix = (f"fix {spec['module']}.{asks} so that it returns what the stage reads (see docs/ai-feedback.md), "
-                   "then run the same command again" if kind == "function" else
+                   "then run the same command again" if spec.get("module") else
                    f"give a judge that answers in the format its parser reads: an instruction-tuned model, or a "
                    f"prompt that asks for that format ({_override_path(where)}.prompt=<file.txt>), or another "
                    f"judge type ({_override_path(where)}.type=...)")

@@ -129,6 +129,11 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
     return out
 
 
+def _names_a_model(obj: dict) -> bool:
+    """Whether a section may be a generator or judge spec naming a model (its type says where the model loads)."""
+    return isinstance(obj.get("type"), str) and isinstance(obj.get("model"), str)
+
+
 def _check_weight_files(cfg: dict, trains: bool) -> None:
     """An empty or cut-short weight file of a local model is named before any weights load (``trains``: the stage
     trains cfg's model)."""
@@ -136,8 +141,11 @@ def _check_weight_files(cfg: dict, trains: bool) -> None:
 
     def local_models(obj, where):
         if isinstance(obj, dict):
-            if obj.get("type") in ("transformers", "reward_model") and isinstance(obj.get("model"), str):
-                yield obj["model"]
+            if _names_a_model(obj):
+                from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
+
+                if model_location(obj) == "here":
+                    yield obj["model"]
             for k, v in obj.items():
                 yield from local_models(v, k)
         elif isinstance(obj, list):

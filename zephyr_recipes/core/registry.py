@@ -1,4 +1,4 @@
-"""One registry type for every seam: stages, benchmarks, row kinds (and judges, when they move onto it).
+"""One registry type for every seam: stages, benchmarks, row kinds, and the judge types of installed packages.
 
 A :class:`Registry` maps a name to an object from three places, in this order:
 
@@ -6,7 +6,7 @@ A :class:`Registry` maps a name to an object from three places, in this order:
 2. this package's built-in modules, named by module path (``{"sft": "zephyr_recipes.stages.sft"}``) and imported the
    first time their name is asked for, so a run imports only the modules it uses;
 3. installed packages, through an entry-point group (``zephyr_recipes.stages``, ``zephyr_recipes.benchmarks``,
-   ``zephyr_recipes.row_kinds``; ``zephyr_recipes.judges`` is reserved for the judges). A package adds a stage by
+   ``zephyr_recipes.row_kinds``, ``zephyr_recipes.judges``: feedback/judge_registry.py). A package adds a stage by
    declaring, in its own ``pyproject.toml``::
 
        [project.entry-points."zephyr_recipes.stages"]

@@ -3,9 +3,9 @@
 A recipe file is untrusted input (see docs/security.md). What in it can run code on this machine:
 
 - a generator of ``type: function`` (``package.module:function``) or a judge of ``type: function`` (a module of
-  rating functions): running the recipe imports and calls them, and a function module is found in the working
-  directory and the recipe's own folder (core/fingerprint.py), so a module lying beside a recipe someone sent is
-  importable;
+  rating functions), or a judge whose type is itself code (``type: package.module:Class``): running the recipe
+  imports and calls them, and a function module is found in the working directory and the recipe's own folder
+  (core/fingerprint.py), so a module lying beside a recipe someone sent is importable;
 - a ``serve:`` command of an openai generator or judge: a program the runner starts;
 - ``trust_remote_code: true`` (the model section, a generator's or judge's ``model_config``): transformers imports
   the Python files a model folder's ``config.json`` names in ``auto_map``;
@@ -72,10 +72,12 @@ def items(cfg, where: str = "") -> Iterator[tuple[str, str, bool]]:
     """(dotted path, what runs, own) for every piece of code a resolved config (or pipeline) can run; ``own``:
     code of this package, which needs no trust."""
     if isinstance(cfg, dict):
-        if cfg.get("type") == "function":
+        if isinstance(cfg.get("type"), str):  # a generator or judge: its Python function or module of functions
             for key in ("function", "module"):
                 if isinstance(cfg.get(key), str):
                     yield f"{where}.{key}", cfg[key], _is_own(cfg[key])
+            if ":" in cfg["type"]:  # a judge type the recipe's own code defines (package.module:Class)
+                yield f"{where}.type", cfg["type"], _is_own(cfg["type"])
         if isinstance(cfg.get("serve"), str) and cfg["serve"].strip():
             yield f"{where}.serve", f"shell command `{cfg['serve']}`", False
         if cfg.get("trust_remote_code") is True:
@@ -123,7 +125,7 @@ def describe(cfg) -> list[str]:
     """Lines for `validate` and `show`."""
     out = []
     for w, n, own in items(cfg):
-        function = w.endswith((".function", ".module"))
+        function = w.endswith((".function", ".module", ".type"))
         out.append(f"{w} = {n}" + ("" if own else f"  (outside {OWN}: needs {FLAG})" if function else
                                    f"  (needs {FLAG})"))
     return out

@@ -124,6 +124,13 @@ def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt:
     ``parse`` reads a chat judge's reply; ``labels`` let a judge with token log-probabilities weigh the choice
     (AlpacaEval 2.0), and ``record_kind`` notes whether a preference was weighed or chosen."""
     todo = pending_pairs(rows, outputs, judgments, both_orders, order_seed)
+    for iid, order, _, _pair in [t for t in todo if t[3][0] == t[3][1]]:
+        # alpaca_eval's pairwise_evaluator._preprocess: two identical outputs are a draw (preference 1.5), not asked
+        judgments.add({"key": f"{iid}:o{order}", "instruction_id": iid, "order": order,
+                       "output_1": "baseline" if order == 0 else "model", "tstamp": time.time(),
+                       "preference_output_1": 0.5, "model_preference": 0.5, "identical": True,
+                       "raw": "identical outputs: a draw, the judge not asked (alpaca_eval's rule)"})
+    todo = [t for t in todo if t[3][0] != t[3][1]]
     if not todo:
         return
     verdicts = judge.ask("compare", [comparison(ins, a, b, prompt, parse, labels) for _, _, ins, (a, b) in todo],
@@ -175,6 +182,7 @@ def scores(rows: list[dict], outputs: list[dict], judgments: list[dict]) -> dict
         "baseline": sorted({str(r.get("generator", "?")) for r in rows}),
         "instructions": len(rows),
         "failures": sum(1 for j in judgments if "failure" in j),
+        "identical": sum(1 for j in judgments if j.get("identical")),  # draws without asking (identical outputs)
         # how often the two orders agree on the winner, and how often output_1 won: position bias in view
         "order_agreement": round(sum(js[0]["model_preference"] == js[1]["model_preference"] for js in both)
                                  / len(both), 4) if both else None,

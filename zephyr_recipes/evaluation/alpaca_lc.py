@@ -164,10 +164,23 @@ def length_controlled(annotated: list[dict], glm: str, df_gamed: str, weights_di
 
 
 APPROXIMATE = "approximate, not comparable: zero instruction difficulty (glm length_controlled_minimal)"
+PUBLISHED_DF_GAMED = "hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv"  # the file alpaca_eval's own GLM reads
+
+
+def df_gamed_source(spec: str | None, local: str | None) -> dict | None:
+    """Which df_gamed.csv the LC came from: its name as given, its file name and sha256, and whether it is the
+    published one (a file the user supplied makes an LC that is not the published protocol's)."""
+    if not spec or not local:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(Path(local).read_bytes()).hexdigest()
+    return {"given": spec, "file": Path(local).name, "sha256": digest, "published": spec == PUBLISHED_DF_GAMED}
 
 
 def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], model_id: str, glm: str,
-           df_gamed: "str | None", folder: Path, lc_note: str | None = None, approximate: bool = False) -> dict:
+           df_gamed: "str | None", folder: Path, lc_note: str | None = None, approximate: bool = False,
+           source: dict | None = None) -> dict:
     """Win rate and standard error (alpaca_eval's arithmetic); the LC win rate from alpaca_eval's GLM when
     ``df_gamed`` is given (else None, with ``lc_note`` saying why); ``approximate`` marks an LC from the zero
     difficulty table, whose standard error is not reported."""
@@ -183,6 +196,12 @@ def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], mo
             out["lc_note"] = lc["lc_note"]
         elif approximate:
             out["lc_note"], out["lc_caveat"] = APPROXIMATE, "approximate, not comparable"
+        elif source and not source["published"]:  # a df_gamed the user supplied: named, and not the published LC
+            out["lc_caveat"] = f"df_gamed {source['file']} sha256 {source['sha256'][:12]}, not the published-protocol LC"
+            out["lc_note"] = (f"from a user-supplied df_gamed ({source['given']}, sha256 {source['sha256']}): not the "
+                              f"published-protocol LC, which reads {PUBLISHED_DF_GAMED}")
+    if source:
+        out["df_gamed"] = source
     elif lc_note:
         out["lc_note"] = lc_note
     kinds = sorted({j["kind"] for j in judgments if "kind" in j})
@@ -194,6 +213,7 @@ def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], mo
         "baseline": sorted({str(r.get("generator", "?")) for r in rows}),
         "instructions": len(rows),
         "failures": sum(1 for j in judgments if "failure" in j),
+        "identical": sum(1 for j in judgments if j.get("identical")),  # draws without asking (identical outputs)
     })
     return out
 

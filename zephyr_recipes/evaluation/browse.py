@@ -124,7 +124,7 @@ def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]
                 a, j = by_turn.get((key, turn)), judged.get((key, turn))
                 if a is None and j is None:
                     continue
-                score = (j or {}).get("score")
+                score = None if j and "failure" in j else (j or {}).get("score")  # -1: FastChat's "no grade"
                 verdict = f"grade {score:g}/10" if score is not None else \
                     f"no grade: {j['failure']}" if j and "failure" in j else "not judged"
                 entries.append({"label": f"turn {turn}",

@@ -53,7 +53,7 @@ def items(eval_folder: Path, metric: str) -> dict[str, float] | None:
     per: dict[str, list[float]] = {}
     if metric == "mt_bench":
         for rec in _records(folder / "mt_bench" / "judgments.jsonl"):
-            if "score" in rec:
+            if "score" in rec and "failure" not in rec:  # a failure's score -1 (FastChat's) is no grade
                 per.setdefault(str(rec["question_id"]), []).append(float(rec["score"]))
     elif metric == "alpaca_eval":
         for rec in _records(folder / "alpaca_eval" / "judgments.jsonl"):

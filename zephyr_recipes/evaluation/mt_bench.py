@@ -8,9 +8,11 @@ stores as they arrive, so a killed run resumes without asking the model or judge
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import logging
 import random
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from ..core.errors import ZephyrError
-from ..feedback.judges import Item, JudgeFailure, fill, parse_grade
+from ..feedback.judges import Item, JudgeFailure, fill
 from ..feedback.store import Store, answered
 from .sources import load_records
 
@@ -170,6 +172,20 @@ def answer_records(questions: list[Question], store: Store, model_id: str) -> li
 
 
 # ------------------------------------------------------------------------------------------- judging
+ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")  # FastChat's one_score_pattern
+ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")  # and its one_score_pattern_backup
+NO_GRADE = -1  # FastChat's rating of a reply without a grade: recorded, left out of every mean (show_result.py)
+
+
+def parse_grade(text: str) -> float:
+    """A judge reply's grade as FastChat's ``run_judge_single`` reads it: the first ``[[N]]``, else the first
+    ``[N]``, taken as written (a grade outside 1-10 is kept: FastChat averages it). Raises JudgeFailure."""
+    match = ONE_SCORE.search(text) or ONE_SCORE_BACKUP.search(text)
+    if not match:
+        raise JudgeFailure("no [[rating]] in the reply", text)
+    return float(ast.literal_eval(match.group(1)))
+
+
 def judge_prompt(prompts: dict, q: Question, answers: list[str], turn: int, reference: list[str] | None):
     """(prompt name, chat messages for the judge) as FastChat builds them."""
     math = q.category in NEED_REFERENCE and reference is not None
@@ -217,14 +233,10 @@ def judge_all(judge, questions: list[Question], answers: Store, judgments: Store
             q, turn, _ = todo[j]
             rec = {"key": _key(q, turn), "question_id": q.id, "turn": turn, "category": q.category,
                    "judge_prompt": names[j], "tstamp": time.time()}
-            if isinstance(verdict, JudgeFailure):
-                rec.update(failure=str(verdict), judgment=verdict.raw[:4000])
+            if isinstance(verdict, JudgeFailure):  # FastChat's rating -1: kept on file, never averaged
+                rec.update(score=NO_GRADE, failure=str(verdict), judgment=verdict.raw[:4000])
             else:
-                value = float(verdict.value)
-                if not 1 <= value <= 10:
-                    rec.update(failure=f"grade {value:g} is outside 1-10", judgment=verdict.raw[:4000])
-                else:
-                    rec.update(score=value, judgment=verdict.raw[:4000])
+                rec.update(score=float(verdict.value), judgment=verdict.raw[:4000])
             judgments.add(rec)
             bar.update(1)
 
@@ -235,8 +247,9 @@ def _mean(values: list[float]) -> float | None:
 
 
 def scores(judgments: list[dict]) -> dict:
-    """Overall, per-turn and per-category means of the grades (failures are counted, never scored)."""
-    ok = [j for j in judgments if "score" in j]
+    """Overall, per-turn and per-category means of the grades (failures are counted, never scored: FastChat's
+    show_result drops score -1; a grade outside 1-10 is averaged as FastChat averages it)."""
+    ok = [j for j in judgments if "score" in j and "failure" not in j and j["score"] != NO_GRADE]
     by_cat = defaultdict(list)
     for j in ok:
         by_cat[j["category"]].append(j["score"])

@@ -40,9 +40,10 @@ import numpy as np
 from ..core.errors import ZephyrError
 from ..core.schema import option
 from ..data.binarize import completion_score, prompt_id
+from .judge_registry import judge_load
 from .judges import Item, JudgeFailure, make_judge
 from .serve import serving
-from .specs import JudgeSpec, load_of
+from .specs import JudgeSpec
 from .store import Store
 
 Z95 = 1.959963984540054
@@ -141,12 +142,12 @@ def loads(audit: AuditConfig, judge: dict, prompts: int, answers_per_prompt: flo
     out = []
     if audit.retest:
         extra = int(n * answers_per_prompt)
-        out.append(load_of(f"judge, audit test-retest of {n:,} prompts (+{extra / max(judge_requests, 1):.1%} of the "
-                           "judge's calls)", judge, extra, new_tokens))
+        out.append(judge_load(f"judge, audit test-retest of {n:,} prompts (+{extra / max(judge_requests, 1):.1%} of "
+                              "the judge's calls)", judge, extra, new_tokens))  # each judge type's cost model
     for i, spec in enumerate(audit.judges):
         got = asdict(spec)
-        out.append(load_of(f"audit judge {judge_name(got, i)} ({n:,} prompts, 2 answers each)", got, 2 * n,
-                           int(spec.sampling.get("max_new_tokens") or new_tokens)))
+        out.append(judge_load(f"audit judge {judge_name(got, i)} ({n:,} prompts, 2 answers each)", got, 2 * n,
+                              int(spec.sampling.get("max_new_tokens") or new_tokens)))
     return out
 
 

@@ -12,6 +12,7 @@ which judge it holds. A reply that cannot be parsed is asked again up to ``max_r
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import json
 import math
@@ -24,9 +25,18 @@ from ..core.errors import ZephyrError
 from ..data.binarize import ASPECTS
 from ..model import modeling
 from ..model.scoring import Scorer, load_reward_model
+from . import judge_registry
 from .backends import EndpointBackend, in_flight, load_callable, make_backend
 from .http import EndpointError
-from .specs import JUDGE_MAKERS, JUDGE_PROTOCOLS, JudgeSpec, check_protocol, complete
+from .specs import (
+    FunctionJudgeSpec,
+    JudgeSpec,
+    OpenAIJudge,
+    RewardModelJudgeSpec,
+    TransformersJudge,
+    VLLMJudge,
+    load_of,
+)
 
 # This project's own single-answer rubric (protocol single_answer, the default of a chat-model judge): one answer per
 # request, all four aspects in one JSON reply. It is not UltraFeedback's protocol, which asks per aspect with four
@@ -49,11 +59,34 @@ Reply with JSON only, in this form:
 
 
 class JudgeFailure(Exception):
-    """The judge gave no usable answer after its retries; ``raw`` holds its last reply."""
+    """The judge gave no usable answer after its retries; ``raw`` holds its last reply. ``final``: a reply that
+    must not be asked again (a benchmark's rule drops it, e.g. two different verdicts)."""
 
-    def __init__(self, reason: str, raw: str = ""):
+    def __init__(self, reason: str, raw: str = "", final: bool = False):
         super().__init__(reason)
         self.raw = raw
+        self.final = final
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """What happens to a judge reply its reader cannot read: the benchmark's published rule, not the judge client's.
+
+    ``asks``: requests in all, the first included (1: the reply is dropped, recorded as a failure). A later ask
+    starts the conversation afresh, or (``follow_up``) goes on with the judge's reply and this user message.
+    ``temperature``: of the later asks (None: the first ask's). ``joined``: the replies so far are read together,
+    each after a newline, as arena-hard v0.1's ``get_score`` reads its accumulated judgment. A failure marked
+    ``final`` (two different verdicts) is never asked again. Request errors (timeouts, 5xx) are the client's
+    business: they are retried by the judge's own ``max_retries``."""
+
+    asks: int = 1
+    follow_up: Optional[str] = None
+    temperature: Optional[float] = None
+    joined: bool = False
+    rule: str = "asked once; a reply without a verdict is recorded as a failure and not scored"
+
+
+ASK_ONCE = Unparsable()
 
 
 def format_conversation(messages: list[dict]) -> str:
@@ -130,13 +163,14 @@ def parse_verdict(text: str, patterns=(r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]")
     different labels are no verdict. Raises JudgeFailure when there is none, or it is not a verdict."""
     if rule == "2024":
         found = sorted({m for m in re.findall(patterns[0], text) if m})
-        if len(found) > 1:
-            raise JudgeFailure(f"conflicting verdicts {', '.join(found)} (dropped, as arena-hard v0.1 did)", text)
+        if len(found) > 1:  # get_score of 2024: no score, and no second ask
+            raise JudgeFailure(f"conflicting verdicts {', '.join(found)} (dropped, as arena-hard v0.1 did)", text,
+                               final=True)
         if found:
             label = found[0].strip("\n")
-            if label not in VERDICT_LABELS:
+            if label not in VERDICT_LABELS:  # a label was found: 2024 asked no more, and its scoring drops it
                 raise JudgeFailure(f"{label!r} is not a verdict ([[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]])",
-                                   text)
+                                   text, final=True)
             return label
         raise JudgeFailure("no [[A>>B]] ... [[B>>A]] verdict in the reply", text)
     for pattern in patterns:
@@ -236,6 +270,7 @@ class Item:
     prompt: "str | list[dict] | None" = None
     parse: Callable[[str], object] | None = None
     labels: tuple | None = None
+    unparsable: Unparsable | None = None  # the benchmark's rule; None: the judge's own (max_retries re-asks)
     seed: int | None = None
 
 
@@ -253,31 +288,73 @@ class Judge:
     verdict's value is a list of ratings, one per answer in the item's order, and ``shown`` the orders the
     judge showed them in)."""
 
-    type: str = "judge"
-    KINDS: ClassVar[frozenset] = frozenset()
+    type: str = "judge"  # the judge type's name: the recipe's `type:`
+    Settings: ClassVar[type] = JudgeSpec  # its typed settings (a JudgeSpec subclass, each field with its help)
+    KINDS: ClassVar[frozenset] = frozenset()  # what it can judge: rate, grade (one answer), compare, verdict (two) ...
+    BENCHMARKS: ClassVar[Optional[frozenset]] = None  # the benchmarks (titles) it may judge; None: any it can
     READS_PROMPTS: ClassVar[bool] = False
+    PIPELINE_CHECK: ClassVar[bool] = False  # a program, not a model: its figures show that the pipeline works
+    SERVED: ClassVar[bool] = False  # the runner serves it (starts and stops a server) for the stage
+    PROBED: ClassVar[bool] = True  # the pre-flight asks it one constructed item (an endpoint: its key and address only)
+    CHAT: ClassVar[bool] = False  # a chat model (or a program playing one): it can be asked with a protocol
+    NOT_CHAT: ClassVar[str] = "is not a chat model"  # what the refusal of a protocol says of it
     offers_logprobs: bool = False
+    unparsable: Optional[Unparsable] = None  # set by the stage from the benchmark (Benchmark.on_unparsable)
     listwise: bool = False
 
     def rate_lists(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
         raise ZephyrError(f"a judge of type {self.type} does not rate answers together", "rate them one by one")
 
     @classmethod
-    def can(cls, kind: str) -> bool:
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "Judge":
+        """The judge of a checked spec (every key of ``Settings`` present). ``sampling``: the caller's settings
+        (a benchmark's token budget and temperature), under the spec's own; ``where``: the spec's key in the recipe,
+        for the fix of an error."""
+        raise NotImplementedError(f"judge type {cls.type} does not say how it is made (classmethod make)")
+
+    @classmethod
+    def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+        """Its cost model, for ``plan``: what ``requests`` judgments of ``new_tokens`` ask of the machine (see
+        :func:`.specs.load_of` for the fields). By default a program in this process."""
+        return {"role": role, "requests": int(requests), "new_tokens": int(new_tokens), "spec": spec, "batch": 64,
+                "how": "function", "model": spec.get("module") or spec.get("model") or cls.type}
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        """Whether it calls out of this machine or loads a hub model (a rehearsal uses the embedded judge)."""
+        return False
+
+    @classmethod
+    def chat_backend(cls, spec: dict, hardware: dict | None = None):
+        """The chat model a protocol asks (``CHAT`` types; ``protocol: ultrafeedback``): the backend the spec names."""
+        return make_backend(spec, hardware)
+
+    @classmethod
+    def can(cls, kind: str, benchmark: str | None = None) -> bool:
         """A judge that compares gives slight verdicts when it has none of its own."""
+        if benchmark is not None and cls.BENCHMARKS is not None and benchmark not in cls.BENCHMARKS:
+            return False
         return kind in cls.KINDS or (kind == "verdict" and "compare" in cls.KINDS)
 
     @classmethod
     def refusal(cls, kind: str, benchmark: str, judge_type: str | None = None) -> ZephyrError:
-        able = sorted(t for t, c in judge_types().items() if c is not None and c.can(kind))
+        able = judge_registry.able(kind, benchmark)
         types = ", ".join(able[:-1]) + f" or {able[-1]}" if len(able) > 1 else "".join(able)
         return ZephyrError(f"a judge of type {judge_type or cls.type} cannot {WHAT.get(kind, kind)}, which "
                            f"{benchmark} needs", f"give {benchmark} a judge of type {types}")
 
-    def ask(self, kind: str, items: list[Item], benchmark: str) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+    def ask(self, kind: str, items: list[Item], benchmark: str,
+            unparsable: Optional[Unparsable] = None) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """``unparsable``: the benchmark's rule for a reply its reader cannot read (default: the one the stage set
+        on this judge, else the judge's own re-asks)."""
         if not self.can(kind):
             raise self.refusal(kind, benchmark)
-        return getattr(self, f"{kind}_many")(list(items))
+        rule = unparsable or self.unparsable
+        items = list(items)
+        if rule is not None:
+            items = [it if it.unparsable is not None else dataclasses.replace(it, unparsable=rule) for it in items]
+        return getattr(self, f"{kind}_many")(items)
 
     def verdict_many(self, items: list[Item]):
         """Slight verdicts ([[A>B]], [[A=B]], [[B>A]]) from comparisons, read by each item's verdict reader."""
@@ -310,10 +387,23 @@ class FunctionJudge(Judge):
     response, in order, each shaped as rate's) is a listwise judge in AI feedback."""
 
     type = "function"
+    Settings = FunctionJudgeSpec
     KINDS = frozenset(WHAT)
+    PIPELINE_CHECK = True
+    CHAT = True  # with a protocol, the module's chat(messages) plays the chat model
 
     def __init__(self, module: str):
         self.module = module
+
+    @classmethod
+    def chat_backend(cls, spec: dict, hardware: dict | None = None):
+        """Asked with a protocol, the module's ``chat(messages) -> str`` plays the chat model (a stand-in)."""
+        return make_backend({"type": "function", "function": f"{spec['module']}:chat"})
+
+    @classmethod
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "FunctionJudge":
+        return cls(spec["module"])
 
     @property
     def listwise(self) -> bool:  # type: ignore[override]
@@ -435,6 +525,7 @@ class ModelJudge(Judge):
 
     KINDS = frozenset(WHAT)
     READS_PROMPTS = True
+    CHAT = True
 
     def __init__(self, backend, prompt: str = ULTRAFEEDBACK_PROMPT, aspects=ASPECTS, scale=(1, 5),
                  max_retries: int = 2, sampling: dict | None = None, system: str | None = None,
@@ -452,38 +543,75 @@ class ModelJudge(Judge):
     def offers_logprobs(self) -> bool:
         return isinstance(self.backend, EndpointBackend)
 
+    @classmethod
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "ModelJudge":
+        prompt = spec["prompt"] or ULTRAFEEDBACK_PROMPT
+        if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
+            prompt = Path(prompt).expanduser().read_text()
+        retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
+        return cls(make_backend(spec, hardware, f"{where}.model_config"), prompt, spec["aspects"] or ASPECTS,
+                   tuple(spec["scale"]), sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"],
+                   judge_type=spec["type"], **retries)
+
+    @classmethod
+    def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+        return load_of(role, spec, requests, new_tokens)  # the backend's: local, served or an API
+
     def _conversation(self, prompt: "str | list[dict]") -> list[dict]:
         if isinstance(prompt, list):
             return prompt
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + [{"role": "user", "content": prompt}]
 
-    def _ask(self, prompts: list, parsers: list) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
-        """Each prompt (text or chat messages) read by its parser; unparsable replies are asked again."""
+    def _own_rule(self) -> Unparsable:
+        """The judge's own rule, for callers that are no benchmark (AI feedback): ``max_retries`` fresh re-asks, a
+        greedy judge's at temperature 0.7 (it would repeat the same unparsable reply)."""
+        greedy = self.sampling.get("temperature", 0) == 0
+        return Unparsable(self.max_retries + 1, temperature=0.7 if greedy else None,
+                          rule=f"asked again up to {self.max_retries} time(s), then recorded as a failure")
+
+    def _ask(self, prompts: list, parsers: list,
+             rules: Optional[list] = None) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """Each prompt (text or chat messages) read by its parser; a reply that does not parse goes by its rule
+        (:class:`Unparsable`), a request that failed is retried up to ``max_retries`` times."""
+        own = self._own_rule()
+        rules = [r or own for r in (rules or [None] * len(prompts))]
+        convs = {i: self._conversation(prompts[i]) for i in range(len(prompts))}
+        replies: dict[int, list[str]] = {i: [] for i in convs}
+        errors: dict[int, int] = {i: 0 for i in convs}
         pending = list(range(len(prompts)))
-        last: dict[int, JudgeFailure] = {}
-        for attempt in range(self.max_retries + 1):
-            if not pending:
-                break
-            convs = [self._conversation(prompts[i]) for i in pending]
+        while pending:
+            groups: dict[float | None, list[int]] = {}
+            for i in pending:
+                later = rules[i].temperature if replies[i] else None
+                groups.setdefault(later, []).append(i)
             retry = []
-            sampling = dict(self.sampling)
-            if attempt and sampling.get("temperature", 0) == 0:
-                sampling["temperature"] = 0.7  # a greedy judge would repeat the same unparsable reply
-            for j, result in self.backend.generate(convs, 1, sampling):
-                i = pending[j]
-                if isinstance(result, Exception):
-                    last[i] = JudgeFailure(f"judge request failed: {result}")
-                    retry.append(i)
-                    continue
-                try:
-                    yield i, Verdict(parsers[i](result[0]), result[0])
-                except JudgeFailure as failure:
-                    last[i] = failure
-                    retry.append(i)
+            for temp, members in groups.items():
+                sampling = dict(self.sampling) if temp is None else {**self.sampling, "temperature": temp}
+                for j, result in self.backend.generate([convs[i] for i in members], 1, sampling):
+                    i = members[j]
+                    if isinstance(result, Exception):
+                        errors[i] += 1
+                        if errors[i] > self.max_retries:
+                            yield i, JudgeFailure(f"judge request failed: {result}")
+                        else:
+                            retry.append(i)
+                        continue
+                    reply = result[0]
+                    replies[i].append(reply)
+                    text = "".join("\n" + r for r in replies[i]) if rules[i].joined else reply
+                    try:
+                        yield i, Verdict(parsers[i](text), text)
+                    except JudgeFailure as failure:
+                        if failure.final or len(replies[i]) >= rules[i].asks:
+                            yield i, failure
+                            continue
+                        if rules[i].follow_up:
+                            convs[i] = convs[i] + [{"role": "assistant", "content": reply},
+                                                   {"role": "user", "content": rules[i].follow_up}]
+                        retry.append(i)
             pending = sorted(retry)
-        for i in pending:
-            yield i, last[i]
 
     def _prompted(self, kind: str, items: list[Item]):
         missing = next((i for i, it in enumerate(items) if it.prompt is None), None)
@@ -491,14 +619,15 @@ class ModelJudge(Judge):
             raise ZephyrError(f"question {missing} has no judge prompt, and a judge of type {self.type} needs one to "
                               f"{WHAT[kind]}", "give the benchmark's judge prompts (they are not loaded for judges "
                                                "that read none)")
-        return self._ask([it.prompt for it in items], [it.parse or _DEFAULT_PARSE[kind] for it in items])
+        return self._ask([it.prompt for it in items], [it.parse or _DEFAULT_PARSE[kind] for it in items],
+                         [it.unparsable for it in items])
 
     def rate_many(self, items: list[Item]):
         prompts = [it.prompt if it.prompt is not None else
                    self.prompt.format(instruction=format_conversation(it.messages), response=it.answers[0])
                    for it in items]
         rubric = lambda t: parse_aspect_ratings(t, self.aspects, self.scale)  # noqa: E731
-        return self._ask(prompts, [it.parse or rubric for it in items])
+        return self._ask(prompts, [it.parse or rubric for it in items], [it.unparsable for it in items])
 
     def grade_many(self, items: list[Item]):
         return self._prompted("grade", items)
@@ -524,7 +653,8 @@ class ModelJudge(Judge):
 
         def one(i: int):
             item, last = items[i], JudgeFailure("no reply")
-            for attempt in range(self.max_retries + 1):
+            asks = item.unparsable.asks if item.unparsable else self.max_retries + 1
+            for attempt in range(asks):
                 extra = {} if attempt == 0 else {"temperature": 1.0}
                 try:
                     payload = endpoint.complete(self._conversation(item.prompt), **{**sampling, **extra})
@@ -542,6 +672,44 @@ class ModelJudge(Judge):
 
         for _i, result in in_flight(one, len(items), concurrency):
             yield result
+
+
+class TransformersModelJudge(ModelJudge):
+    """A local chat model (transformers, batched) as judge."""
+
+    type = "transformers"
+    Settings = TransformersJudge
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        return bool(is_hub(spec.get("model")))
+
+
+class OpenAIModelJudge(ModelJudge):
+    """A chat model behind an OpenAI-compatible endpoint (or a server the runner starts with ``serve``)."""
+
+    type = "openai"
+    Settings = OpenAIJudge
+
+    PROBED = False
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        return True
+
+
+class VLLMModelJudge(ModelJudge):
+    """A model the runner serves with vLLM for the stage, asked through its OpenAI-compatible API."""
+
+    type = "vllm"
+    Settings = VLLMJudge
+    SERVED = True
+
+    PROBED = False
+
+    @classmethod
+    def calls_out(cls, spec: dict, is_hub) -> bool:
+        return True
 
 
 TOP_LOGPROBS = 5  # the first token's alternatives asked for when weighing a one-token reply
@@ -573,8 +741,19 @@ class RewardModelJudge(Judge):
     """
 
     type = "reward_model"
+    Settings = RewardModelJudgeSpec
     KINDS = frozenset({"rate", "compare"})
+    NOT_CHAT = "scores answers itself"
     READS_PROMPTS = False
+
+    @classmethod
+    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+             where: str = "stage.judge") -> "RewardModelJudge":
+        return cls.from_spec(spec, hardware)
+
+    @classmethod
+    def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
+        return load_of(role, spec, requests, new_tokens)  # a local model, scored in batches
 
     def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
@@ -633,56 +812,12 @@ class RewardModelJudge(Judge):
 
 
 # ---------------------------------------------------------------------------------------------- making
+# The judge types are registered in .judge_registry (one line each); these are its answers, under their old names.
 def judge_types() -> dict:
-    """Judge type -> the class its judges are (None for a registered type whose maker is a plain function: a
-    maker may be the class itself or a classmethod of it, such as ``RewardJudge.from_spec``)."""
-    out = {}
-    for kind in JudgeSpec.TYPES:
-        make = JUDGE_MAKERS.get(kind)
-        if make is None:
-            out[kind] = {"function": FunctionJudge, "reward_model": RewardModelJudge}.get(kind, ModelJudge)
-            continue
-        owner = make if isinstance(make, type) else getattr(make, "__self__", None)
-        out[kind] = owner if isinstance(owner, type) and issubclass(owner, Judge) else None
-    return out
+    """Judge type -> the class its judges are."""
+    return {name: judge_registry.judge_class(name) for name in judge_registry.names()}
 
 
-def _class_of(judge_type: str):
-    return judge_types().get(judge_type)
-
-
-def check_judge(judge_type: str, kind: str, benchmark: str) -> None:
-    """Refuse, before anything runs, a judge type that cannot do what ``benchmark`` asks (``kind``)."""
-    cls = _class_of(judge_type)
-    if cls is not None and not cls.can(kind):
-        raise cls.refusal(kind, benchmark, judge_type)
-
-
-def reads_prompts(judge_type: str) -> bool:
-    """Whether judges of this type read the benchmark's judge prompts (unknown types are assumed to)."""
-    cls = _class_of(judge_type)
-    return cls is None or cls.READS_PROMPTS
-
-
-def make_judge(spec: dict, hardware: dict | None = None, sampling: dict | None = None,
-               where: str = "stage.judge") -> Judge:
-    """The judge a spec names, its defaults filled in. ``sampling``: the caller's settings (a benchmark's token
-    budget, its judge temperature, greedy), under the spec's own sampling. ``where``: the spec's key in the recipe,
-    for the fix of an error."""
-    spec = complete(spec, JudgeSpec, "judge")
-    check_protocol("judge", spec)
-    if spec.get("protocol") in JUDGE_PROTOCOLS:  # a way of asking registered by its own module (ultrafeedback)
-        return JUDGE_PROTOCOLS[spec["protocol"]][0](spec, hardware, sampling)
-    if spec["type"] == "reward_model":
-        return RewardModelJudge.from_spec(spec, hardware)
-    if spec["type"] in JUDGE_MAKERS:
-        return JUDGE_MAKERS[spec["type"]](spec, hardware)
-    if spec["type"] == "function":
-        return FunctionJudge(spec["module"])
-    prompt = spec["prompt"] or ULTRAFEEDBACK_PROMPT
-    if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():
-        prompt = Path(prompt).expanduser().read_text()
-    retries = {} if spec.get("max_retries") is None else {"max_retries": int(spec["max_retries"])}
-    return ModelJudge(make_backend(spec, hardware, f"{where}.model_config"), prompt, spec["aspects"] or ASPECTS, tuple(spec["scale"]),
-                      sampling={**(sampling or {}), **spec["sampling"]}, system=spec["system"],
-                      judge_type=spec["type"], **retries)
+check_judge = judge_registry.check_judge
+reads_prompts = judge_registry.reads_prompts
+make_judge = judge_registry.make_judge

@@ -40,10 +40,15 @@ class Generator:
 
 
 def function_code(spec: dict) -> Optional[str]:
-    """The fingerprint of a function generator's or judge's module (None for any other type)."""
-    if spec.get("type") != "function":
+    """The fingerprint of the code a generator or judge runs by reference: a function type's module, or the module
+    of a judge type the recipe names as code (``type: package.module:Class``); None for any other type."""
+    kind, ref = str(spec.get("type") or ""), None
+    if ":" in kind:  # a judge type of the recipe's own code: its ratings change when that code does
+        ref = kind
+    elif kind == "function":
+        ref = spec.get("function") or spec.get("module")
+    else:
         return None
-    ref = spec.get("function") or spec.get("module")
     return fingerprint.of_module(str(ref).partition(":")[0]) if ref else None
 
 

@@ -34,6 +34,9 @@ class _Typed:
     def variant(cls, where: str, values: dict) -> type:
         kind = values.get("type")
         types = cls.TYPES
+        resolve = getattr(cls, "RESOLVE", None)
+        if kind not in types and resolve is not None:  # a judge type registered elsewhere (see .judge_registry)
+            resolve(kind, where)
         if kind not in types:
             raise ZephyrError(f"{where}.type is {kind!r}", f"use one of: {', '.join(types)}")
         return types[kind]
@@ -126,7 +129,9 @@ BACKEND_OPTIONS = {"transformers": TransformersOptions, "openai": OpenAIOptions,
 @dataclass
 class JudgeSpec(_Typed):
     type: str = option("???", "function (a module of rating functions), transformers (a local chat model), openai (an "
-                          "OpenAI-compatible endpoint), or a registered type such as reward_model.")
+                          "OpenAI-compatible endpoint), vllm, reward_model, a type an installed package adds "
+                          "(entry point group zephyr_recipes.judges), or package.module:Class (the recipe's own "
+                          "judge type: needs --trust-recipe-code).")
     prompt: Optional[str] = option(None, "AI feedback: the rating prompt, text or a .txt/.jinja/.md file, with "
                                      "{instruction} and {response}; null: this project's single-answer JSON rubric.")
     system: Optional[str] = option(None, "A system message sent before every judge prompt.")
@@ -143,6 +148,7 @@ class JudgeSpec(_Typed):
                                      "plays the chat model.")
 
     KIND: ClassVar[str] = "judge"
+    RESOLVE: ClassVar[Any] = None  # the judge registry's look-up of a type not known yet (set by .judge_registry)
 
 
 @dataclass
@@ -196,6 +202,30 @@ class RewardModelJudgeSpec(JudgeSpec):
 
 
 JudgeSpec.TYPES["reward_model"] = RewardModelJudgeSpec  # a trained reward model (stage=reward) as judge
+
+# Where a spec's model lives, for the pre-flight and validation: "here" (loaded in this process: its local folder
+# must exist and hold whole weight files), "served" (a server the runner starts loads it), None (no model file).
+_where: str
+for _schema, _where in ((TransformersOptions, "here"), (RewardModelJudgeSpec, "here"), (VLLMGenerator, "served"),
+                        (VLLMJudge, "served")):
+    setattr(_schema, "LOADS", _where)  # noqa: B010 - a mark on four classes, read with getattr
+
+
+def _schemas(spec) -> list:
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    return [t[kind] for t in (GeneratorSpec.TYPES, JudgeSpec.TYPES) if isinstance(kind, str) and kind in t]
+
+
+def calls_endpoint(spec) -> bool:
+    """Whether a generator or judge spec names an OpenAI-compatible endpoint the run does not start itself."""
+    return any(issubclass(s, OpenAIOptions) for s in _schemas(spec)) and bool(spec.get("base_url")) \
+        and not spec.get("serve")
+
+
+def model_location(spec) -> Optional[str]:
+    """Where a generator or judge spec's ``model`` is loaded: "here", "served" or None (see LOADS above)."""
+    found = [getattr(s, "LOADS", None) for s in _schemas(spec)]
+    return next((w for w in found if w), None) if isinstance(spec.get("model"), str) else None
 JUDGE_MAKERS: dict = {}  # type -> make(spec, hardware) for judge types added with register_judge
 # protocol -> (make(spec, hardware, sampling), check(where, spec)) for the ways of asking a judge added with
 # register_protocol (feedback/ultrafeedback.py adds ultrafeedback)
@@ -210,15 +240,13 @@ def register_protocol(name: str, make, check) -> None:
 
 
 def check_protocol(where: str, spec: dict) -> None:
-    """Refuse a protocol nobody registered, or one the judge type cannot be asked with."""
+    """Refuse a protocol nobody registered, or settings it does not read (whether the judge type can be asked with
+    one at all: judge_registry.check_protocol, which calls this)."""
     name = spec.get("protocol")
     if name in (None, PLAIN_PROTOCOL):
         return
     if name not in JUDGE_PROTOCOLS:
         raise ZephyrError(f"{where}.protocol is {name!r}", f"use one of: {PLAIN_PROTOCOL}, {', '.join(JUDGE_PROTOCOLS)}")
-    if spec.get("type") == "reward_model":
-        raise ZephyrError(f"{where} of type reward_model scores answers itself and is asked with no protocol",
-                          f"remove {where}.protocol")
     JUDGE_PROTOCOLS[name][1](where, spec)
 
 

@@ -46,7 +46,8 @@ from typing import Any, Iterable, Iterator, Optional
 from ..core.errors import ZephyrError
 from ..data.binarize import prompt_id
 from . import ultrafeedback_templates as T
-from .backends import EndpointBackend, make_backend
+from .backends import EndpointBackend
+from .judge_registry import judge_class
 from .judges import Item, JudgeFailure, ModelJudge, Verdict, make_judge
 from .serve import serving
 from .specs import JUDGE_PROTOCOLS, register_protocol
@@ -393,10 +394,7 @@ def describe_protocol(overrides: dict, attempts: int = PARSE_ATTEMPTS) -> dict:
 def make(spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> UltraFeedbackJudge:
     """The judge of a checked spec with ``protocol: ultrafeedback``: a function judge's module plays the chat model
     with its ``chat(messages) -> str`` (a stand-in), any other type is the backend it names."""
-    if spec["type"] == "function":
-        backend = make_backend({"type": "function", "function": f"{spec['module']}:chat"})
-    else:
-        backend = make_backend(spec, hardware)
+    backend = judge_class(spec["type"]).chat_backend(spec, hardware)  # what the type asks as its chat model
     attempts = PARSE_ATTEMPTS if spec.get("max_retries") is None else int(spec["max_retries"]) + 1
     return UltraFeedbackJudge(backend, spec["type"], sampling=spec.get("sampling") or {}, attempts=attempts,
                               caller_sampling=sampling)
@@ -459,7 +457,7 @@ def critique_step(cfg: dict, prompts: list[str], critiques: Store, answers: list
     key = {r["key"]: critique_key(r["key"], jid) for r in answers}
     todo = [r for r in answers if _unasked(critiques.get(key[r["key"]]))]
     with serving(cfg["stage"]["judge"], critiques.path.parent, "judge") as spec:
-        judge = make_judge(spec, cfg["hardware"])
+        judge = make_judge(spec, cfg["hardware"], checked=True)  # the stage's judge, checked at validation
         if not isinstance(judge, UltraFeedbackJudge):
             raise ZephyrError("binarize.score overall needs critiques, and the judge does not write them",
                               "set stage.judge.protocol=ultrafeedback, or stage.binarize.score=mean")
@@ -530,8 +528,8 @@ def describe_judge(judge: dict | None) -> dict:
     if judge.get("protocol") == NAME:
         attempts = PARSE_ATTEMPTS if judge.get("max_retries") is None else int(judge["max_retries"]) + 1
         return describe_protocol(judge.get("sampling") or {}, attempts)
-    if judge.get("type") in ("function", "reward_model"):
+    if judge.get("type") and not judge_class(judge["type"]).READS_PROMPTS:  # a program or a reward model: its own
         return {"protocol": judge.get("type"), "text": f"a {judge.get('type')} judge "
-                f"({judge.get('module') or judge.get('model')}), its own ratings"}
+                f"({judge.get('module') or judge.get('model') or judge.get('type')}), its own ratings"}
     return {"protocol": "single_answer", "text": "this project's own single-answer rubric (one answer per request, "
             "the four aspects in one JSON reply; not UltraFeedback's protocol)"}

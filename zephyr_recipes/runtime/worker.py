@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .. import stages
-from ..core import preempt, records, runfolder, yamlsafe
+from ..core import preempt, records, runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError
 from ..core.logs import rank, setup_logging
 from ..stages.base import RunContext, Stage
@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     _die_with_launcher()
+    # A launched worker runs a frozen folder, prepared by a front end that checked the recipe's code against the
+    # user's --trust-recipe-code (or started by the user's own hand): the code it names is imported as the run needs.
+    trust.allow(True)
     launched = (runfolder.read_status(folder) or {}).get("launch") or {}
     try:
         # Started by hand or by a scheduler (no front end holds the folder): rank 0 takes the lock itself.

@@ -12,6 +12,7 @@ result is two datasets in the run folder:
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import statistics
@@ -32,9 +33,10 @@ from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..feedback import audit as judge_audit
 from ..feedback import identity, ledger, listwise, ultrafeedback
 from ..feedback.backends import make_backend
-from ..feedback.judges import Item, JudgeFailure, check_judge, make_judge
+from ..feedback.judge_registry import check_judge, check_protocol, judge_load, make_judge
+from ..feedback.judges import Item, JudgeFailure
 from ..feedback.serve import serving
-from ..feedback.specs import GeneratorSpec, JudgeSpec, check_protocol, load_of
+from ..feedback.specs import GeneratorSpec, JudgeSpec, load_of
 from ..feedback.store import Store
 from .base import TaskStage
 
@@ -67,9 +69,21 @@ class AIFStageConfig(StageSection):
               "so the rounds of an iterative pipeline answer disjoint slices (null: the usual seeded sample).")
 
 
+# The typed sections made in this process, newest last: (a copy of the stage mapping, its typed section).
+_TYPED: list[tuple[dict, AIFStageConfig]] = []
+
+
 def section(cfg: dict) -> AIFStageConfig:
-    """The validated config's `stage` section, typed."""
-    return typed(AIFStageConfig, cfg["stage"])
+    """The validated config's `stage` section, typed: made once per stage contents in this process (the same
+    contents read again, as a worker reads the frozen config, get the same object); read it, never change it."""
+    stage = cfg["stage"]
+    for seen, out in reversed(_TYPED):
+        if seen == stage:
+            return out
+    out = typed(AIFStageConfig, stage)
+    _TYPED.append((copy.deepcopy(stage), out))
+    del _TYPED[:-16]  # a process runs a few configs (a sweep, the tests): the latest are kept
+    return out
 
 
 def _judge(stage: AIFStageConfig) -> JudgeSpec:
@@ -89,9 +103,10 @@ def check_config(cfg: dict) -> None:
         if name in names:
             raise ZephyrError(f"two generators are named {name!r}", "give every generator its own name")
         names.add(name)
-    check_judge(_judge(stage).type, "rate", "AI feedback")
-    check_protocol("stage.judge", asdict(_judge(stage)))
-    ultrafeedback.check_stage(asdict(_judge(stage)), stage.binarize.score)
+    judge = _judge(stage)
+    check_judge(judge.type, "rate", "AI feedback")
+    check_protocol("stage.judge", cfg["stage"]["judge"])
+    ultrafeedback.check_stage(cfg["stage"]["judge"], stage.binarize.score)
     if not 0 <= stage.test_fraction < 1 or not 0 <= stage.self_agreement <= 1:
         raise ZephyrError("stage.test_fraction must be in [0, 1) and stage.self_agreement in [0, 1]",
                           "for example stage.test_fraction=0.1")
@@ -249,7 +264,7 @@ def _not_rated(rating: dict | None) -> bool:
 
 
 def _judge_items(cfg: dict, spec: dict, jid: str, by_pid: dict, todo: list, book: ledger.Ledger) -> None:
-    judge = make_judge(spec, cfg["hardware"])
+    judge = make_judge(spec, cfg["hardware"], checked=True)  # checked at validation (check_config)
     if judge.listwise:
         return _judge_groups(cfg, judge, jid, by_pid, todo, book)
     items = [Item([{"role": "user", "content": by_pid[rec["prompt_id"]]}], (rec["response"],)) for rec, _, _ in todo]
@@ -523,13 +538,13 @@ class AIF(TaskStage):
             out.append(load_of(f"generator {_generator_name(gen, i)}", asdict(gen), prompts * k, new))
         judge = _judge(stage)
         new = int(judge.sampling.get("max_new_tokens") or 1024)
-        requests = answers
-        listed = ultrafeedback.judge_load(asdict(judge), prompts, answers, stage.binarize.score)
+        requests, spec = answers, cfg["stage"]["judge"]
+        listed = ultrafeedback.judge_load(spec, prompts, answers, stage.binarize.score)
         if listed:  # asked per aspect for groups of answers, and critiques
             requests, new = listed
         requests = int(requests * (1 + stage.self_agreement))
-        out.append(load_of("judge", asdict(judge), requests, new))
-        return out + judge_audit.loads(stage.audit, asdict(judge), prompts, answers / max(prompts, 1), requests, new)
+        out.append(judge_load("judge", spec, requests, new))
+        return out + judge_audit.loads(stage.audit, spec, prompts, answers / max(prompts, 1), requests, new)
 
     def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
         """One pair per prompt at most (train_prefs), each a prompt and two answers of about half their budget."""

@@ -66,6 +66,11 @@ class Stage:
         """Whether the run loads model.name_or_path (the pre-flight checks that a local one exists)."""
         return True
 
+    def idle(self, cfg: dict) -> list[str]:
+        """Dotted keys under ``stage`` whose settings this config does not use (an unused judge): the pre-flight
+        asks none of their keys, endpoints or paths."""
+        return []
+
     # Whether a finished run folder of this stage takes a changed config (or code) and redoes only what changed,
     # reusing the rest (AI feedback); otherwise a changed config or code runs the stage anew.
     revisable: ClassVar[bool] = False
@@ -92,9 +97,9 @@ def code_refs_in(obj, where: str = "") -> list[fingerprint.CodeRef]:
 
     found: list[fingerprint.CodeRef] = []
     if isinstance(obj, dict):
-        if obj.get("type") == "function":
-            for key in ("function", "module"):
-                if isinstance(obj.get(key), str) and obj[key]:
+        if isinstance(obj.get("type"), str):  # a generator or judge: its function or module, or its type as code
+            for key in ("function", "module", "type"):
+                if isinstance(obj.get(key), str) and obj[key] and (key != "type" or ":" in obj[key]):
                     module = obj[key].partition(":")[0]
                     found.append(fingerprint.CodeRef(module, module=module, where=f"{where}.{key}".lstrip(".")))
         for key, value in obj.items():

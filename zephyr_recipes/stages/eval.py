@@ -28,8 +28,9 @@ from ..core.errors import ZephyrError
 from ..core.schema import StageSection, option
 from ..evaluation import canary as judge_canary
 from ..evaluation import plots
+from ..feedback import judge_registry
 from ..feedback.backends import TransformersBackend, make_backend
-from ..feedback.judges import check_judge, make_judge, reads_prompts
+from ..feedback.judge_registry import check_judge, make_judge, reads_prompts
 from ..feedback.serve import serving
 from ..feedback.specs import JudgeSpec, VLLMGenerator, complete, load_of
 from ..model import modeling
@@ -111,8 +112,8 @@ def check_config(cfg: dict) -> None:
 
 
 def _check_judge_ready(judge: dict) -> None:
-    env = judge.get("api_key_env")
-    if judge.get("type") == "openai" and env and not os.environ.get(env):
+    env = judge.get("api_key_env")  # a key any judge type declares (openai's, or a registered type's)
+    if env and not os.environ.get(env):
         raise ZephyrError(f"the judge's API key variable {env} is not set",
                           f"export {env}=... before the run (keys are read from the environment only)")
 
@@ -133,11 +134,13 @@ def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, serv
     """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins);
     ``served(spec, name)`` starts a judge the runner serves (type: vllm) for the rest of the stage."""
     spec = judge_spec(cfg["stage"], bench.name)
-    if served is not None and spec.get("type") == "vllm":
+    if served is not None and judge_registry.served(spec):
         spec = served(spec, f"judge-{bench.name}")
     where = f"stage.{bench.name}.judge" if (cfg["stage"].get(bench.name) or {}).get("judge") else "stage.judge"
-    return make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
-                      where=where)
+    judge = make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
+                       where=where, checked=True)  # checked at validation, as part of the stage section
+    judge.unparsable = bench.on_unparsable(cfg["stage"][bench.name])  # the benchmark's rule, not the client's
+    return judge
 
 
 def _backend(cfg: dict, served=None):
@@ -148,13 +151,28 @@ def _backend(cfg: dict, served=None):
     return TransformersBackend(model["name_or_path"], model, cfg["hardware"], stage["batch_size"])
 
 
+def uses_stage_judge(stage: dict) -> bool:
+    """Whether a chosen judged benchmark falls back on stage.judge (none: it is unused, and not checked)."""
+    return any(b.asks and not (stage.get(b.name) or {}).get("judge") for b in chosen(stage))
+
+
+def idle_specs(stage: dict) -> list[str]:
+    """The judge settings under ``stage`` this config does not use: stage.judge when every chosen benchmark names
+    its own, and the judges of benchmarks not chosen (their keys stay in the config, their endpoints are not
+    asked)."""
+    idle = [] if uses_stage_judge(stage) else ["judge"]
+    names = {b.name for b in chosen(stage)}
+    idle += [f"{b.name}.judge" for b in benchmarks.all_benchmarks() if b.name not in names]
+    return idle
+
+
 def needs_model(stage: dict) -> bool:
     """Whether the model under test is needed: not when every judged benchmark scores an answers file."""
     return any(b.uses_model(stage[b.name]) for b in chosen(stage))
 
 
 def _judge_summary(spec: dict) -> dict:
-    return {k: spec.get(k) for k in ("type", "module", "model", "base_url") if spec.get(k)}
+    return judge_registry.summary(spec)
 
 
 def run(cfg: dict, folder: Path) -> dict:
@@ -196,8 +214,11 @@ def run(cfg: dict, folder: Path) -> dict:
 
 
 def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
-    result = {"model": cfg["model"]["name_or_path"], "model_id": model_id,
-              "judge": _judge_summary(stage["judge"] or {})}
+    result: dict = {"model_id": model_id}
+    if needs_model(stage):  # else every answer came from a file: model.name_or_path was not used
+        result["model"] = cfg["model"]["name_or_path"]
+    if uses_stage_judge(stage):  # else every judged benchmark has its own (shown in its section)
+        result["judge"] = _judge_summary(stage["judge"] or {})
     judged = [b for b in chosen(stage) if b.asks]
     if stage.get("canary") and judged:  # the judge re-judges published verdicts before it scores anything
         result["canary"] = judge_canary.run(ctx.make_judge(judged[0], 1024), stage["canary"],
@@ -210,6 +231,11 @@ def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, lo
         result[bench.name] = bench.run(ctx)
         if bench.asks:
             result[bench.name]["judge"] = _judge_summary(judge_spec(stage, bench.name))
+            result[bench.name]["unparsable"] = bench.on_unparsable(stage[bench.name]).rule
+    imported = {b.name: result[b.name]["answers_from"]["file"] for b in chosen(stage)
+                if isinstance(result.get(b.name), dict) and (result[b.name].get("answers_from") or {}).get("file")}
+    if imported and "model" not in result:
+        result["answers_from"] = imported
     loaded.clear()
     gc.collect()
     graded = [b for b in chosen(stage) if b.asks == "grade" and (result[b.name] or {}).get("categories")]
@@ -236,6 +262,9 @@ class Eval(TaskStage):
     def inputs(self, cfg: dict) -> dict:
         return {"model": cfg["model"]["name_or_path"]}
 
+    def idle(self, cfg: dict) -> list[str]:
+        return idle_specs(cfg["stage"])
+
     def reads_model(self, cfg: dict) -> bool:
         """Not when every benchmark scores answers another tool produced."""
         return needs_model(cfg["stage"])
@@ -251,7 +280,8 @@ class Eval(TaskStage):
             if answers:
                 out.append(load_of(f"{bench.name} answers", model, answers, new))
             if judged:
-                out.append(load_of(f"{bench.name} judge", judge_spec(stage, bench.name), judged, budget))
+                out.append(judge_registry.judge_load(f"{bench.name} judge", judge_spec(stage, bench.name), judged,
+                                                     budget))
         return out
 
     def execute(self, cfg: dict, folder: Path) -> dict:

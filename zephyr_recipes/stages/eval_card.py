@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import benchmarks
+from ..feedback.judge_registry import pipeline_check
 
 
 def _judge_text(judge: dict) -> str:
@@ -31,7 +32,7 @@ def eval_card(cfg: dict, prov: dict, scores: dict) -> str:
         kinds = {_judge_text(j) for j in judges.values()}
         text = f"Judge: {kinds.pop()}." if len(kinds) == 1 else \
             "Judges: " + "; ".join(f"{benchmarks.get(n).title}: {_judge_text(j)}" for n, j in judges.items()) + "."
-        if any(j.get("type") == "function" for j in judges.values()):
+        if any(pipeline_check(j) for j in judges.values()):
             text += (" A function judge is a pipeline check, not a quality measure: its figures are only comparable "
                      "with runs judged by the same function, never with published GPT-4-judged numbers.")
         lines.append(text + "\n")
