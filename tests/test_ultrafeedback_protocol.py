@@ -410,6 +410,12 @@ stage:
     import datasets
 
     raw = datasets.load_dataset(str(out / "raw"), split="train")
+    # Each row keeps its source subset and the reference answers, as openbmb/UltraFeedback's rows do.
+    sources = {json.loads(line)["instruction"]: json.loads(line) for line in data.read_text().splitlines()}
+    for row in raw:
+        given = sources[row["instruction"]]
+        assert (row["source"], row["correct_answers"], row["incorrect_answers"]) == (
+            given["source"], given["right"], given["wrong"])
     comp = raw[0]["completions"][0]
     assert set(comp["annotations"]["truthfulness"]) >= {"Type", "Rationale", "Rating", "Rationale For Rating"}
     assert isinstance(comp["annotations"]["honesty"]["Rating"], str) and comp["critique"]

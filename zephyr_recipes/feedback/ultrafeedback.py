@@ -107,6 +107,32 @@ def world_knowledge(source: object, correct_answers: object = None, incorrect_an
     return DEFAULT_KNOWLEDGE
 
 
+def reference_columns(dataset: dict, prompts: Iterable[str]) -> dict[str, dict]:
+    """prompt id -> ``{source, correct_answers, incorrect_answers}`` of the first dataset row with that prompt, from
+    the columns ``dataset.columns`` maps them to (these names by default); a column the dataset lacks is left out
+    (every prompt gets a dict, empty when the dataset has none of them). What the world knowledge is made from, and
+    what raw/ keeps beside each instruction, as openbmb/UltraFeedback's rows do."""
+    from ..data import load_split  # lazy: start-up (reference columns from the dataset only)
+
+    wanted = {prompt_id(p) for p in prompts}
+    out: dict[str, dict] = {pid: {} for pid in wanted}
+    ds = load_split(dataset, dataset["train_split"])
+    names = {c: (dataset.get("columns") or {}).get(c, c) for c in ("prompt", *COLUMNS)}
+    prompt_col = names["prompt"] if names["prompt"] in ds.column_names else next(
+        (c for c in ("prompt", "instruction") if c in ds.column_names), None)
+    have = [c for c in COLUMNS if names[c] in ds.column_names]
+    if prompt_col is None or not have:
+        return out
+    seen: set[str] = set()
+    for row in ds.select_columns([prompt_col] + [names[c] for c in have]):
+        value = row[prompt_col]
+        pid = prompt_id(value) if isinstance(value, str) else None
+        if pid in wanted and pid not in seen:
+            seen.add(pid)
+            out[pid] = {c: row[names[c]] for c in have}
+    return out
+
+
 def adapted(text: str, n: int) -> str:
     """A template or the system prompt for ``n`` texts instead of 4 (n < 4): "four" becomes the count, the lines of
     texts n+1..4 go."""
@@ -273,24 +299,9 @@ class UltraFeedbackJudge(ModelJudge):
         """prompt id -> the world knowledge of the first dataset row with that prompt (see :func:`world_knowledge`),
         read from the columns ``dataset.columns`` maps source, correct_answers and incorrect_answers to (these
         names by default); a dataset without a source column gets the default sentence for every prompt."""
-        from ..data import load_split  # lazy: start-up (world knowledge from the dataset only)
-
-        ds = load_split(dataset, dataset["train_split"])
-        names = {c: (dataset.get("columns") or {}).get(c, c) for c in ("prompt", *COLUMNS)}
-        prompt_col = names["prompt"] if names["prompt"] in ds.column_names else next(
-            (c for c in ("prompt", "instruction") if c in ds.column_names), None)
-        wanted = {prompt_id(p) for p in prompts}
-        if prompt_col is None or names["source"] not in ds.column_names:
-            return {pid: DEFAULT_KNOWLEDGE for pid in wanted}
-        cols = [prompt_col] + [names[c] for c in COLUMNS if names[c] in ds.column_names]
-        out: dict[str, object] = {}
-        for row in ds.select_columns(cols):
-            value = row[prompt_col]
-            pid = prompt_id(value) if isinstance(value, str) else None
-            if pid in wanted and pid not in out:
-                out[pid] = world_knowledge(row[names["source"]], row.get(names["correct_answers"]),
-                                           row.get(names["incorrect_answers"]))
-        return out
+        found = reference_columns(dataset, prompts)
+        return {pid: world_knowledge(row["source"], row.get("correct_answers"), row.get("incorrect_answers"))
+                if row.get("source") is not None else DEFAULT_KNOWLEDGE for pid, row in found.items()}
 
     def rate_many(self, items: list[Item]):
         raise ZephyrError("a judge with protocol ultrafeedback rates the answers of a prompt together, never one by one",

@@ -360,10 +360,13 @@ def _annotations(rating: dict | None) -> dict:
 
 def assemble(cfg: dict, prompts: list[str], book: ledger.Ledger,
              critiques: Store | None = None) -> tuple[list[dict], dict, list[dict]]:
-    """Rows in openbmb/UltraFeedback's schema, per-generator score lists, and the ratings used."""
+    """Rows in openbmb/UltraFeedback's schema (its ``source`` and, where the dataset has them, ``correct_answers``
+    and ``incorrect_answers``; ``source`` is the dataset's path when it has no such column), per-generator score
+    lists, and the ratings used."""
     gens, judge, jid = identities(cfg)
     together = ledger.rates_together(judge)
     current = book.current(gens, prompts)
+    reference = ultrafeedback.reference_columns(cfg["dataset"], prompts)  # source, correct/incorrect answers
     rows, scores, used = [], defaultdict(list), []
     for p in prompts:
         recs = current[prompt_id(p)]
@@ -381,8 +384,10 @@ def assemble(cfg: dict, prompts: list[str], book: ledger.Ledger,
             if value is not None:
                 scores[rec["model"]].append(value)
             comps.append(comp)
-        rows.append({"source": cfg["dataset"]["path"], "instruction": p,
-                     "models": [c["model"] for c in comps], "completions": comps})
+        about = reference.get(prompt_id(p)) or {}
+        rows.append({"source": str(about["source"]) if about.get("source") is not None else cfg["dataset"]["path"],
+                     "instruction": p, "models": [c["model"] for c in comps], "completions": comps,
+                     **{c: about[c] for c in ultrafeedback.COLUMNS[1:] if c in about}})
     return rows, scores, used
 
 
