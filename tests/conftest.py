@@ -29,6 +29,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+@pytest.fixture(autouse=True)
+def _library_log_streams():
+    """huggingface_hub, transformers and datasets give their loggers a handler bound to sys.stderr as it is when the
+    library is first used: inside some test, whose captured stream is closed after it. A later test would then get
+    "--- Logging error ---" tracebacks in its own output; such a handler is pointed at the current stream."""
+    import logging
+    import sys
+
+    for name in ("huggingface_hub", "transformers", "datasets"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler and getattr(handler.stream, "closed", False):
+                with handler.lock:  # not setStream: it flushes the closed stream first
+                    handler.stream = sys.stderr
+    yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _builtin_home(tmp_path_factory):
     """Builtin models and datasets are materialised once per session, outside the user's cache."""
