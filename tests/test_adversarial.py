@@ -454,7 +454,7 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_signals_stop_api_generation_within_seconds_keeping_answers(work, sig, rc):
     endpoint, state = slow_endpoint()
     try:
@@ -723,7 +723,8 @@ JUDGE_OK = ("from zephyr_recipes.embedded import judge\n"
             "def rate(messages, response):\n    return judge.rate(messages, response)\n")
 
 
-@pytest.mark.parametrize("result", ["4", "'great'", "{'helpfulness': 'high'}", "None"])
+@pytest.mark.parametrize("result", ["4", *[pytest.param(r, marks=pytest.mark.slow)  # one shape in make test
+                                    for r in ("'great'", "{'helpfulness': 'high'}", "None")]])
 def test_values_a_judge_result_of_the_wrong_shape_is_an_error_and_never_cached(work, result):
     (work / "shapejudge.py").write_text(f"def rate(messages, response):\n    return {result}\n")
     r = aif_recipe(work, [TEACHER, '{name: sloppy, type: function, function: "tests.helpers:sloppy"}'],
@@ -737,7 +738,7 @@ def test_values_a_judge_result_of_the_wrong_shape_is_an_error_and_never_cached(w
             complete=[out])
 
 
-@pytest.mark.parametrize("result", ["['a list']", "None", "42"])
+@pytest.mark.parametrize("result", ["['a list']", *[pytest.param(r, marks=pytest.mark.slow) for r in ("None", "42")]])
 def test_values_a_generator_result_of_the_wrong_shape_is_an_error_and_never_recorded(work, result):
     (work / "shapegen.py").write_text(f"def answer(messages):\n    return {result}\n")
     r = aif_recipe(work, [TEACHER, '{name: mine, type: function, function: "shapegen:answer"}'], OWN_JUDGE)
@@ -747,7 +748,7 @@ def test_values_a_generator_result_of_the_wrong_shape_is_an_error_and_never_reco
     assert not any(x.get("model") == "mine" for x in lines(out / "completions.jsonl"))
 
 
-@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("command", ["validate", pytest.param("run", marks=pytest.mark.slow)])
 def test_values_a_test_split_that_does_not_exist_is_refused_with_evaluation_off(work, command):
     settled(work, zr(work, command, "tiny/sft", "dataset.test_split=nosuchsplit", "run.output_dir=runs/ts"), 2,
             "no split 'nosuchsplit'", "train_sft", "test_split=null")
