@@ -63,18 +63,8 @@ def settings(spec: dict) -> dict:
     return out
 
 
-def generator_settings(spec: dict, sampling: dict, seed: int, code: Optional[str]) -> dict:
-    """Everything that makes the generator's answers what they are (shown in the run's log of changes)."""
-    out = {**settings(spec), "sampling": dict(sorted(sampling.items())), "seed": seed}
-    if code:
-        out["code"] = code
-    stamp = model_stamp(spec.get("model"))
-    if stamp:
-        out["weights"] = stamp
-    return out
-
-
 def judge_settings(spec: dict, code: Optional[str]) -> dict:
+    """Everything that makes a judge's ratings what they are: its settings, its module's code, its weights."""
     out = settings(spec)
     if code:
         out["code"] = code
@@ -82,6 +72,12 @@ def judge_settings(spec: dict, code: Optional[str]) -> dict:
     if stamp:
         out["weights"] = stamp
     return out
+
+
+def generator_settings(spec: dict, sampling: dict, seed: int, code: Optional[str]) -> dict:
+    """Everything that makes the generator's answers what they are (shown in the run's log of changes): as a
+    judge's, with the sampling settings and the seed."""
+    return {**judge_settings(spec, code), "sampling": dict(sorted(sampling.items())), "seed": seed}
 
 
 def answer_key(pid: str, generator: str, index: int) -> str:
