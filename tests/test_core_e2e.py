@@ -81,6 +81,7 @@ def test_dpo_weights_moved_away_from_the_reference(tiny_dpo_run, tiny_sft_run):
     assert any(not (before[k] == after[k]).all() for k in before)
 
 
+@pytest.mark.slow  # trains twice (make test-slow)
 def test_finished_run_is_not_overwritten_unless_asked(tmp_path, cli):
     # A run of its own (the shared one stays untouched whatever happens here); a frozen config names its folder.
     folder = tmp_path / "finished"
@@ -95,6 +96,7 @@ def test_finished_run_is_not_overwritten_unless_asked(tmp_path, cli):
     assert weights.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # trains twice (make test-slow)
 def test_overwrite_replaces_a_finished_run(tmp_path, cli):
     folder = tmp_path / "replace"
     args = ["tiny/sft", f"run.output_dir={folder}", "dataset.max_train_samples=64", "dataset.test_split=null"]

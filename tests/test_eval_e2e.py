@@ -140,6 +140,7 @@ class FakeJudge(ChatEndpoint):
         return "Rating: [[8]]" if "Assistant A's Conversation" in text else "Rating: [[6]]"
 
 
+@pytest.mark.slow  # a whole evaluation twice (make test-slow)
 def test_openai_compatible_judge_and_resume_without_asking_twice(tmp_path, cli, monkeypatch):
     secret = "sk-eval-0123456789abcdefghijkl"
     monkeypatch.setenv("ZR_EVAL_KEY", secret)

@@ -39,8 +39,8 @@ def _walk_cases():
             own.append(profile)
         for profile in own:
             yield pytest.param(recipe, profile, id=f"{recipe}@{profile or 'own'}")
-    for recipe in PIPELINES:
-        yield pytest.param(recipe, None, id=f"{recipe}@own")
+    for recipe in PIPELINES:  # each walks every stage: seconds each, in make test-slow
+        yield pytest.param(recipe, None, id=f"{recipe}@own", marks=pytest.mark.slow)
 
 
 def _without_logging_noise(text: str) -> str:
