@@ -82,8 +82,14 @@ class _LauncherNoise:
 
     def __init__(self, out):
         self.out, self.hold, self.fences = out, None, -1
+        self.error: tuple[str, str] | None = None  # the first "error: ... / fix: ..." a process printed
 
     def line(self, line: bytes) -> None:
+        said = line.decode("utf-8", "replace").rstrip("\n")
+        if said.startswith("error: ") and self.error is None:
+            self.error = (said.removeprefix("error: "), "")
+        elif said.startswith("  fix: ") and self.error is not None and not self.error[1]:
+            self.error = (self.error[0], said.removeprefix("  fix: "))
         if self.fences >= 0:  # inside the summary block: two ===== fences close it
             if line.startswith(b"====="):
                 self.fences += 1
@@ -177,7 +183,8 @@ def run_accelerate(cfg: dict, folder: Path) -> int:
     previous = _forward_signals(proc)
     try:
         assert proc.stdout is not None  # stdout=PIPE
-        _LauncherNoise(sys.stderr.buffer).pump(proc.stdout.fileno())
+        noise = _LauncherNoise(sys.stderr.buffer)
+        noise.pump(proc.stdout.fileno())
         rc = proc.wait()
     except KeyboardInterrupt:
         proc.wait()
@@ -192,6 +199,8 @@ def run_accelerate(cfg: dict, folder: Path) -> int:
         error = str(status.get("error") or "").strip()
         problem, _, fix = error.partition("\n  fix: ")
         problem = problem.removeprefix("ZephyrError: ")
+        if not problem and noise.error is not None:  # the process that failed was not the one that records it
+            problem, fix = noise.error
         if problem:
             raise ZephyrError(f"the run failed (accelerate launch exit code {rc}): {problem}",
                               fix or "see the error printed above; re-run the same command to resume")

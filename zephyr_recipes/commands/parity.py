@@ -25,6 +25,7 @@ gives back the generated tokens. A mismatch names the two places, the first diff
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,9 @@ def answer_ends(report: Report, pairs: list[tuple[int, str]], start: int, stops:
             f"the trained answer {tokenizer.decode([t for t, _ in answer])!r} never reaches a token generation stops "
             f"at ({', '.join(_tok(tokenizer, s) for s in sorted(stops))}): the model does not learn to stop",
             "use a template that closes each assistant turn with the EOS (or a token the model's "
-            "generation_config.json lists as eos_token_id)"))
+            "generation_config.json lists as eos_token_id), or make the turn's end token the EOS when training: "
+            "stage.trainer.eos_token='<the template's end-of-turn token>' (TRL's SFT writes it into the saved "
+            "tokenizer and generation_config)"))
         return None
     if assistant_only and answer[at][1] != TRAINED:
         report.mismatches.append(Mismatch(
@@ -280,6 +283,13 @@ def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> A
     base = tokenizers.raw(model) if key(model) in tokenizers.produced else modeling.open_tokenizer(cfg["model"])
     tok = modeling.prepare_tokenizer(base, cfg["model"], assistant_only)
     stops = stop_ids(tok, _source(model))
+    if trainer.get("eos_token"):  # TRL's SFT makes it the EOS of the saved tokenizer and of generation_config
+        eos = tok.convert_tokens_to_ids(str(trainer["eos_token"]))
+        if isinstance(eos, int) and eos != tok.unk_token_id:
+            stops.add(eos)
+            if tok.eos_token != trainer["eos_token"]:  # the tokenizer the run saves, as later stages read it
+                tok = copy.deepcopy(tok)
+                tok.eos_token = str(trainer["eos_token"])
     trained_place = f"{stage} trained tokens"
     own = None
     continues = kind.name != "chat" or is_run_folder(model, tokenizers.produced)
