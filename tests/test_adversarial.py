@@ -487,6 +487,7 @@ def test_signals_stop_api_generation_within_seconds_keeping_answers(work, sig, r
         endpoint.close()
 
 
+@pytest.mark.slow  # two AI-feedback runs (make test-slow)
 def test_signals_failed_requests_are_asked_again_by_the_next_run(work):
     endpoint, state = slow_endpoint(0.0)
     state["broken"] = True

@@ -227,6 +227,7 @@ def test_report_puts_runs_beside_the_published_figures(function_run, lm_eval_run
     assert code == 2 and "not a finished evaluation run" in err
 
 
+@pytest.mark.slow  # loads the model in several processes (make test-slow)
 def test_chat_single_prompt_and_stdin_conversation(cli):
     code, first, err = cli("chat", "builtin://tiny-mistral", "Sort the numbers: 5 3 9", "--chat-template", "zephyr",
                            "--max-new-tokens", "3")

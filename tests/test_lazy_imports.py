@@ -54,6 +54,7 @@ def test_show_and_validate_of_a_dpo_recipe_import_no_benchmark(command, tmp_path
     assert unused(modules) == []
 
 
+@pytest.mark.slow  # a real run in a fresh interpreter (make test-slow)
 def test_a_dpo_run_imports_no_benchmark(tmp_path):
     modules = imported(*DPO, "dataset.max_train_samples=16", "dataset.max_test_samples=8",
                        "stage.trainer.max_steps=1", "stage.trainer.per_device_train_batch_size=4",

@@ -178,6 +178,7 @@ def test_validate_and_a_run_of_the_plugins_stage(plugin):
     assert "7 letters." in (out / "README.md").read_text()
 
 
+@pytest.mark.slow  # installs and runs a plugin (make test-slow)
 def test_validate_and_a_run_of_the_plugins_benchmark(plugin):
     cli, tmp = plugin
     args = ["tiny/eval", "stage.benchmarks=[vowels]", "stage.vowels.word=aurelia"]
