@@ -434,6 +434,18 @@ def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None
     return None
 
 
+def _will_skip(cfg: dict, folders: list[Path]) -> bool:
+    """Whether a stage is finished with this config and code, so that the pipeline skips it unless a stage it reads
+    runs again (its pre-flight of modules, tokenizers and judges then waits until it has to run)."""
+    folder = Path(cfg["run"]["output_dir"])
+    if not runfolder.is_complete(folder):
+        return False
+    try:
+        return reuse.why_again(cfg, stages.get(cfg["stage"]["name"]), [], folders) is None
+    except ZephyrError:
+        return False
+
+
 def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str | None = None,
         argv: list[str] | None = None, folders: dict | None = None, transform=None) -> Path:
     """Run the stages in order (``transform(stage entry, recipe, config) -> config``, when given, replaces each
@@ -453,10 +465,16 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
 
     produced: set[str] = set()
+    checked: set[str] = set()  # stages whose modules, tokenizers and judges were checked here
+    folders_all = [Path(c["run"]["output_dir"]) for _, _, c in planned]
     for st, _, cfg in planned:  # keys, endpoints, paths and disk of every stage, before the first runs
         try:
             preflight.run(cfg, stages.get(cfg["stage"]["name"]), network=True, produced=produced)
-            runcheck.run(cfg, stages.get(cfg["stage"]["name"]), produced)  # modules, tokenizers, judges
+            if not (from_stage or only) and _will_skip(cfg, folders_all):
+                pass  # finished with this config and code: checked again only if it has to run after all
+            else:
+                runcheck.run(cfg, stages.get(cfg["stage"]["name"]), produced)  # modules, tokenizers, judges
+                checked.add(st["name"])
         except ZephyrError as exc:
             raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
         produced.add(str(Path(cfg["run"]["output_dir"])))
@@ -500,7 +518,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             raise ZephyrError(f"pipeline stage {stage!r} uses a Slurm profile; a pipeline waits for each stage",
                               "run the pipeline itself inside a Slurm allocation with an accelerate profile, "
                               "or launch the stage recipes one by one")
-        launch.execute(cfg, name, argv or [], produced, again=again, code_checked=True)
+        launch.execute(cfg, name, argv or [], produced, again=again, code_checked=stage in checked)
         ran.append(folder)
         status["stages"][stage] = {"folder": str(folder), "seconds": round(time.time() - started, 2),
                                    "finished": runfolder.now()}
