@@ -219,7 +219,7 @@ PYTEST := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 # The browser test is left out here (it needs Chromium from the OS packages): make test-browser runs it.
 TEST_JOBS ?= 2
 test: setup
-	$(PYTEST) -m "not slow and not vllm and not browser" -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not vllm and not browser" -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 test-slow: setup
 	$(PYTEST) -m "slow and not vllm" $(PYTEST_ARGS)

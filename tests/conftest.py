@@ -10,14 +10,7 @@ import pytest
 def pytest_collection_modifyitems(config, items):
     """A bare `pytest` runs the browser test where Chromium and chromedriver are found, and elsewhere skips it saying
     why. `make test` leaves it out (-m "not browser"); `make test-browser` (ZEPHYR_REQUIRE_BROWSER=1, in .ci/run) runs
-    it, and there a missing browser fails it.
-
-    The tests that read the shared tiny runs (trained once per process, below) go to one worker under `make test`'s
-    `--dist loadgroup`, so the runs are trained once, not once per worker."""
-    shared = {"tiny_sft_run", "tiny_dpo_run", "tiny_aif_run"}
-    for item in items:
-        if shared & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("tiny-runs"))
+    it, and there a missing browser fails it."""
     if os.environ.get("ZEPHYR_REQUIRE_BROWSER"):
         return
     from tests.helpers import browser_paths
