@@ -460,10 +460,10 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             train, _, info = data.load_for_stage(cfg, tok, dpo.rows)
             out = work / f"dpo-{pre}-{i}"
             t0 = time.perf_counter()
-            args = trainer_args(dpo, cfg, placement, out)
+            args = trainer_args(dpo, dpo.recipe(cfg), placement, out)
             model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
             clock = _StepClock.make()
-            trainer, _ = dpo.build_trainer(cfg, model, tok, train, None, args,
+            trainer, _ = dpo.build_trainer(dpo.recipe(cfg), model, tok, train, None, args,
                                            lambda n, spec=cfg["model"], where=placement:
                                            modeling.load_model(n, spec, where))
             trainer.add_callback(clock)

@@ -72,7 +72,7 @@ def measure_here(shape: str) -> dict:
     tokenizer = modeling.load_tokenizer(cfg["model"])
     sft = stages.get("sft")
     train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer, sft.rows)
-    args = trainer_args(sft, cfg, placement, out)
+    args = trainer_args(sft, sft.recipe(cfg), placement, out)
     torch.manual_seed(0)
     if shape == "tiny":
         config_dict = json.loads((Path(builtin.resolve("builtin://tiny-mistral")) / "config.json").read_text())
@@ -82,7 +82,7 @@ def measure_here(shape: str) -> dict:
         config_dict = model_config(shape)
         config = MistralConfig(**{k: v for k, v in config_dict.items() if k != "model_type"})
         model = AutoModelForCausalLM.from_config(config, attn_implementation=placement.attn_implementation)
-    trainer, _ = sft.build_trainer(cfg, model, tokenizer, train, None, args, None)
+    trainer, _ = sft.build_trainer(sft.recipe(cfg), model, tokenizer, train, None, args, None)
     stamps: list[float] = []
     tokens: list[int] = []
 

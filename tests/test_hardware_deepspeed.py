@@ -57,7 +57,7 @@ def test_generated_deepspeed_config_is_accepted_by_deepspeed(recipe, profile, ex
     monkeypatch.setattr(ta, "is_torch_bf16_gpu_available", lambda *a, **k: True)  # as on the profile's GPUs
     monkeypatch.setenv("WORLD_SIZE", str(world))  # as the launcher sets it for each process
     stage = stages.get(cfg["stage"]["name"])
-    args = trainer_args(stage, cfg, Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
+    args = trainer_args(stage, stage.recipe(cfg), Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
                                tmp_path)
     # What the trainer does with the file: fill "auto" from the arguments, then from the model and step count.
     filled = HfTrainerDeepSpeedConfig(str(tmp_path / hardware.DEEPSPEED_CONFIG))

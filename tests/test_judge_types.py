@@ -211,6 +211,7 @@ def test_an_ai_feedback_run_types_its_stage_once_and_checks_its_judge_settings_o
     settings once; the plan, the pre-flight probe, the run (the frozen config read back) and make_judge reuse them."""
     import sys
 
+    from zephyr_recipes.core import recipe as typed_recipe
     from zephyr_recipes.core import schema
     from zephyr_recipes.stages import aif
 
@@ -225,11 +226,11 @@ def test_an_ai_feedback_run_types_its_stage_once_and_checks_its_judge_settings_o
         made["judge settings checked"] += isinstance(kind, type) and issubclass(kind, JudgeSpec)
         return real_check(where, values, kind, *args, **kwargs)
 
-    monkeypatch.setattr(aif, "typed", counted_typed)
+    monkeypatch.setattr(typed_recipe, "typed", counted_typed)
     for name, module in list(sys.modules.items()):  # every module holding check_section, the schema's own too
         if name.startswith("zephyr_recipes") and getattr(module, "check_section", None) is real_check:
             monkeypatch.setattr(module, "check_section", counted_check)
-    monkeypatch.setattr(aif, "_TYPED", [])  # nothing typed before this run
+    monkeypatch.setattr(typed_recipe, "_MADE", [])  # nothing typed before this run
     recipe, _ = _aif_recipe(tmp_path, "{type: by_length, prefer: shorter}")
     out = tmp_path / "aif"
     code, _, err = cli(str(recipe), f"run.output_dir={out}", "--trust-recipe-code")
@@ -239,7 +240,8 @@ def test_an_ai_feedback_run_types_its_stage_once_and_checks_its_judge_settings_o
     assert "stage.judge: rated a constructed answer" in err  # the pre-flight asked it (made it) too
     assert made == {"aif section typed": 1, "judge settings checked": 1}
     # a changed section is typed anew (never a stale one)
-    cfg = {"stage": {**json.loads(json.dumps(aif._TYPED[-1][0])), "self_agreement": 0.5}}
+    made_stage = next(seen for cls, seen, _ in reversed(typed_recipe._MADE) if cls is aif.AIFStageConfig)
+    cfg = {"stage": {**json.loads(json.dumps(made_stage)), "self_agreement": 0.5}}
     assert aif.section(cfg).self_agreement == 0.5 and made["aif section typed"] == 2
 
 

@@ -21,7 +21,7 @@ def test_orpos_config_class_is_trls_experimental_one_and_its_fields_are_describe
     orpo = stages.get("orpo")
     cls = orpo.config_class()
     assert cls.__module__.startswith("trl.experimental.orpo") and cls.__name__ == orpo.trl_config
-    assert orpo.rows is kinds.PAIRS and orpo.frozen_copies({"hardware": {"lora": None}, "stage": {}})[0] == 0
+    assert orpo.rows is kinds.PAIRS and orpo.frozen_copies(orpo.recipe({"hardware": {"lora": None}, "stage": {}}))[0] == 0
     trainer_fields.describe.cache_clear()
     try:
         fields = trainer_fields.fields(orpo)

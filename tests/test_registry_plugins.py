@@ -40,21 +40,21 @@ class Letters(TaskStage):
     name = "letters"
     schema = LettersConfig
 
-    def reads_model(self, cfg):
+    def reads_model(self, recipe):
         return False
 
-    def reads(self, cfg):
+    def reads(self, recipe):
         return "stage.word"
 
-    def check(self, cfg):
-        if not cfg["stage"]["word"]:
+    def check(self, recipe):
+        if not recipe.stage.word:
             from zephyr_recipes.core.errors import ZephyrError
             raise ZephyrError("stage.word is empty", "stage.word=zephyr")
 
-    def execute(self, cfg, folder):
-        return {"letters": len(cfg["stage"]["word"])}
+    def execute(self, recipe, folder):
+        return {"letters": len(recipe.stage.word)}
 
-    def card(self, cfg, prov, result):
+    def card(self, recipe, prov, result):
         return f"# Letters\\n\\n{result['letters']} letters.\\n"
 
     def headline(self, result):

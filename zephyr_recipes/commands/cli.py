@@ -316,7 +316,7 @@ def _check_template(cfg: dict, rows_kind, limit: int) -> None:
 def _inputs(cfg: dict) -> str:
     from .. import stages  # lazy: start-up
 
-    return stages.get(cfg["stage"]["name"]).reads(cfg)
+    return (stage := stages.get(cfg["stage"]["name"])).reads(stage.recipe(cfg))
 
 
 def cmd_list(args) -> int:

@@ -242,7 +242,7 @@ def estimate(cfg: dict, stage: Stage, shape: Shape) -> dict:
         parts["gradients (fp32)"] = P * 4
         parts["AdamW states (2 x fp32)"] = P * 8
 
-    copies, note = trains.frozen_copies(cfg)
+    copies, note = trains.frozen_copies(trains.recipe(cfg))
     if copies:
         parts[f"{trains.name.upper()} reference model (16-bit, frozen)"] = copies * P * 2 / shards
     if note:
@@ -367,7 +367,7 @@ class StagePlan:
 
 def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> StagePlan:
     hw = cfg["hardware"]
-    loads = stage.loads(cfg)
+    loads = stage.loads(stage.recipe(cfg))
     lines = [f"plan: {stage.name} on hardware {hw['name']} ({hw['device']}, one process; models load one at a time)"]
     shapes: dict = {}
     sizes: dict = {}
@@ -406,7 +406,7 @@ def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> Stage
         lines.append(f"  the largest local model needs about {peak:.1f} GB; the profile names no device memory")
     work = timeplan.generation_work(cfg, stage, loads, shapes, gpu)
     lines += [f"  {line}" for line in work.lines]
-    return StagePlan("\n".join(lines), kind, work, writes=stage.writes_rows(cfg, loads))
+    return StagePlan("\n".join(lines), kind, work, writes=stage.writes_rows(stage.recipe(cfg), loads))
 
 
 def stage_plan(cfg: dict, stage: Stage, model_config_path: str | None = None, folders: dict | None = None,

@@ -56,7 +56,7 @@ def _host(url: str) -> str:
 def _used(cfg: dict, stage: Stage | None) -> dict:
     """The stage section without the settings this config does not use (``Stage.idle``)."""
     section = cfg.get("stage") or {}
-    idle = stage.idle(cfg) if stage is not None else []
+    idle = stage.idle(stage.recipe(cfg)) if stage is not None else []
     if not idle:
         return section
     import copy
@@ -132,7 +132,7 @@ def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
 
     found = []
     model = cfg.get("model") or {}
-    reads = stage.reads_model(cfg)
+    reads = stage.reads_model(stage.recipe(cfg))
     for key in ("name_or_path", "tokenizer_name_or_path"):
         if reads and is_local_path(model.get(key)):
             found.append((f"model.{key}", model[key]))

@@ -206,7 +206,7 @@ class Rehearsal:
         cfg["hardware"] = cpu
         model = cfg["model"]
         missing = _missing_run_folder(model["name_or_path"])
-        if missing and stage.reads_model(cfg):  # a run folder of another recipe, not made here
+        if missing and stage.reads_model(stage.recipe(cfg)):  # a run folder of another recipe, not made here
             self.note(f"model {model['name_or_path']} (the run folder of {missing[0]}, not here) -> a stand-in of "
                       f"{missing[1]} carrying the template that recipe trains with ({missing[2] or 'its own'})")
             model["name_or_path"] = self.model(missing[1], model.get("chat_template"), own=missing[2],

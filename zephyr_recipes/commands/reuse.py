@@ -30,7 +30,7 @@ log = logging.getLogger("zephyr_recipes")
 def code_of(cfg: dict, stage: Stage) -> dict:
     """{label: fingerprint} of the code the run of cfg runs by reference (after the trust gate: finding a module
     imports its parent packages)."""
-    return fingerprint.of_refs(stage.code_refs(cfg))
+    return fingerprint.of_refs(stage.code_refs(stage.recipe(cfg)))
 
 
 def _frozen(folder: Path) -> dict:

@@ -157,7 +157,7 @@ def probe_item():
 def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> list[str]:
     """Put one constructed item through each judge the stage declares; a reply that does not parse fails here."""
     lines = []
-    for where, spec, asks, title in stage.judge_probes(cfg):
+    for where, spec, asks, title in stage.judge_probes(stage.recipe(cfg)):
         from ..feedback import judge_registry  # lazy: start-up (only a stage with a judge)
         from ..feedback.judges import Item, JudgeFailure, make_judge  # lazy: start-up (only a stage with a judge)
 

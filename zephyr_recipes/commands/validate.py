@@ -116,7 +116,7 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
                           "vLLM or TGI and name it as an openai generator or judge")
 
     hardware.check(out, trainer)
-    stage.check(out)
+    stage.check(stage.recipe(out))
     run = out["run"]
     run["name"] = run["name"] or recipe_name.replace("/", "-")
     run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"

@@ -206,7 +206,8 @@ def typed(cls: type[T], values: dict) -> T:
 
     Nested sections and lists of sections become instances too, of the variant their ``type`` picks (a generator
     of type openai is an ``OpenAIGenerator``), so code reads ``section.key`` with its type rather than
-    ``section["key"]``. ``dataclasses.asdict`` turns a part back into the plain mapping it was checked as.
+    ``section["key"]``. ``dataclasses.asdict`` turns a part back into the plain mapping it was checked as. A key the
+    values leave out takes its default (the eval stage leaves out the sections of benchmarks it does not run).
     """
     variant = getattr(cls, "variant", None)
     if variant is not None:
@@ -214,6 +215,9 @@ def typed(cls: type[T], values: dict) -> T:
     sections = kinds_of(cls)
     out = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]  # a schema is a dataclass
+        if f.name not in values:  # a key the config leaves out (an eval benchmark not chosen): its default
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
         kind, value = sections[f.name], values[f.name]
         if isinstance(kind, type) and isinstance(value, dict):
             value = typed(kind, value)

@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe, as_recipe
 from . import decontaminate, rows
 from .cache import cache_key, cache_root, fingerprint_of, load_cached, save
 from .config import check_config, sources_of
@@ -37,45 +38,74 @@ __all__ = ["FILE_BUILDERS", "cache_root", "check_config", "load_for_stage", "loa
 log = logging.getLogger("zephyr_recipes")
 
 
-def load_for_stage(cfg: dict, tokenizer, kind: RowKind) -> tuple[Any, Any, dict]:
-    """(train, eval or None, provenance) for a stage that reads rows of ``kind`` (its ``Stage.rows``)."""
-    ds_cfg = cfg["dataset"]
+def load_for_stage(recipe: Recipe | dict, tokenizer, kind: RowKind) -> tuple[Any, Any, dict]:
+    """(train, eval or None, provenance) for a stage that reads rows of ``kind`` (its ``Stage.rows``).
+
+    ``recipe``: the run's typed recipe (a checked mapping is read as one)."""
+    recipe = as_recipe(recipe)
+    ds_cfg = recipe.dataset
     check_config(ds_cfg, kind)
     sources = sources_of(ds_cfg)
     raws = []
     for src in sources:
         train_raw = load_split(src, src["split"], single_file_split=src["split"])
         test_raw = load_split(src, src["test_split"], single_file_split=src["split"]) \
-            if src["test_split"] and not ds_cfg["test_fraction"] else None
+            if src["test_split"] and not ds_cfg.test_fraction else None
         raws.append((train_raw, test_raw))
     fingerprints = [fingerprint_of(r) for pair in raws for r in pair if r is not None]
-    key = cache_key(cfg, tokenizer, fingerprints, kind)
+    key = cache_key(recipe, tokenizer, fingerprints, kind)
     folder = cache_root() / key
-    if ds_cfg["cache"] and (folder / "info.json").exists():
+    if ds_cfg.cache and (folder / "info.json").exists():
         train, eval_ds, info = load_cached(folder)
         info["cache"] = {"key": key, "hit": True, "folder": str(folder), "rows": kind.name}
         log.info("data: cache hit %s (%d train rows%s)", folder, len(train),
                  f", {len(eval_ds)} eval rows" if eval_ds is not None else "")
         return train, eval_ds, info
-    train, eval_ds, info = _prepare(cfg, tokenizer, sources, raws, kind)
-    if ds_cfg["cache"]:
+    train, eval_ds, info = _prepare(recipe, tokenizer, sources, raws, kind)
+    if ds_cfg.cache:
         save(folder, train, eval_ds, info)
         train, eval_ds, _ = load_cached(folder)  # file-backed, so TRL's map calls cache next to it
         info["train"]["fingerprint"] = fingerprint_of(train)
-    info["cache"] = {"key": key, "hit": False, "folder": str(folder) if ds_cfg["cache"] else None, "rows": kind.name}
+    info["cache"] = {"key": key, "hit": False, "folder": str(folder) if ds_cfg.cache else None, "rows": kind.name}
     return train, eval_ds, info
 
 
-def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: RowKind):
+def _prepare(recipe: Recipe, tokenizer, sources: list[dict], raws: list, kind: RowKind):
     import datasets
 
-    ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]
-    strict, fraction = ds_cfg["strict"], ds_cfg["test_fraction"]
-    reports, trains, evals = [], [], []
+    ds_cfg, seed = recipe.dataset, recipe.run.seed
+    reports, evals = _checked_sources(recipe, tokenizer, sources, raws, kind)
+    eval_ds = datasets.concatenate_datasets(evals) if evals else None
+    if eval_ds is not None and len(evals) > 1:
+        eval_ds = eval_ds.shuffle(seed=seed)
+    eval_ds = rows.limit(eval_ds, ds_cfg.max_test_samples, seed) if eval_ds is not None else None
+    train, decon = _train_rows(recipe, sources, reports, eval_ds)
+    if eval_ds is not None:
+        eval_ds = eval_ds.remove_columns(["_reason", "_key"]).flatten_indices()
+        if len(eval_ds) == 0:
+            raise ZephyrError(f"the eval data of {ds_cfg.path or 'the mixture'} has no usable rows",
+                              "check the test split and its column mapping, or set dataset.test_split=null")
+    if len(train) == 0:
+        raise ZephyrError(f"the train data of {ds_cfg.path or 'the mixture'} has no usable rows"
+                          f" (dropped: {[r['dropped'] for r in reports]})",
+                          "check the dataset and its column mapping (dataset.columns, dataset.format)")
+    info = _provenance(recipe, sources, reports, train, eval_ds)
+    if decon is not None:
+        info["decontamination"] = decon
+        log.info("data: decontamination dropped %d training rows overlapping %d evaluation prompts (%d-grams)",
+                 decon["dropped"], decon["eval_prompts"], decon["ngram"])
+    log.info("data: %d train rows%s", len(train), f", {len(eval_ds)} eval rows" if eval_ds is not None else "")
+    return train, eval_ds, info
+
+
+def _checked_sources(recipe: Recipe, tokenizer, sources: list[dict], raws: list, kind: RowKind):
+    """Per source: a report with its checked training rows (under ``_good``), and the evaluation rows of each."""
+    seed, strict, fraction = recipe.run.seed, recipe.dataset.strict, recipe.dataset.test_fraction
+    reports, evals = [], []
     for src, (train_raw, test_raw) in zip(sources, raws):
         rep = {"path": src["path"], "name": src["name"], "split": src["split"], "weight": src["weight"],
                "source_rows": len(train_raw), "source_fingerprint": fingerprint_of(train_raw)}
-        checked, tally = rows.checked(train_raw, src, cfg, tokenizer, "train", kind)
+        checked, tally = rows.checked(train_raw, src, recipe, tokenizer, "train", kind)
         if tally is not None:
             rep["binarization"] = {"kept": len(checked), **tally}
         good, rep["dropped"] = rows.count_and_drop(checked, src, src["split"], strict)
@@ -85,22 +115,28 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: RowKin
             evals.append(carved)
             rep["test"] = {"carved_fraction": fraction, "rows": len(carved)}
         elif test_raw is not None:
-            checked_test, _ = rows.checked(test_raw, src, cfg, tokenizer, "eval", kind)
+            checked_test, _ = rows.checked(test_raw, src, recipe, tokenizer, "eval", kind)
             test, dropped = rows.count_and_drop(checked_test, src, src["test_split"], strict)
             evals.append(test)
             rep["test"] = {"split": src["test_split"], "source_rows": len(test_raw), "rows": len(test),
                            "dropped": dropped}
         rep["_good"] = good
         reports.append(rep)
-    eval_ds = datasets.concatenate_datasets(evals) if evals else None
-    if eval_ds is not None and len(evals) > 1:
-        eval_ds = eval_ds.shuffle(seed=seed)
-    eval_ds = rows.limit(eval_ds, ds_cfg["max_test_samples"], seed) if eval_ds is not None else None
+    return reports, evals
+
+
+def _train_rows(recipe: Recipe, sources: list[dict], reports: list[dict], eval_ds):
+    """The mixed training rows: each source's without the evaluation set's prompts and (optionally) benchmark
+    overlaps, weighted; and the decontamination report (None when off)."""
+    import datasets
+
+    ds_cfg, seed = recipe.dataset, recipe.run.seed
+    trains = []
     test_keys = set(eval_ds["_key"]) - {""} if eval_ds is not None else set()
     index = None
-    if ds_cfg["decontaminate"]:
-        index = Index(ds_cfg["decontaminate"], ds_cfg["decontaminate_ngram"])
-    decon = {"files": ds_cfg["decontaminate"], "ngram": ds_cfg["decontaminate_ngram"],
+    if ds_cfg.decontaminate:
+        index = Index(ds_cfg.decontaminate, ds_cfg.decontaminate_ngram)
+    decon = {"files": ds_cfg.decontaminate, "ngram": ds_cfg.decontaminate_ngram,
              "eval_prompts": index.prompts if index else 0, "dropped": 0, "examples": []} if index else None
     for rep, src in zip(reports, sources):
         good = rep.pop("_good")
@@ -124,19 +160,15 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: RowKin
     train = datasets.concatenate_datasets(trains) if len(trains) > 1 else trains[0]
     if len(trains) > 1:
         train = train.shuffle(seed=seed)
-    train = rows.limit(train, ds_cfg["max_train_samples"], seed)
-    train = train.remove_columns(["_reason", "_key"]).flatten_indices()
-    if eval_ds is not None:
-        eval_ds = eval_ds.remove_columns(["_reason", "_key"]).flatten_indices()
-        if len(eval_ds) == 0:
-            raise ZephyrError(f"the eval data of {ds_cfg['path'] or 'the mixture'} has no usable rows",
-                              "check the test split and its column mapping, or set dataset.test_split=null")
-    if len(train) == 0:
-        raise ZephyrError(f"the train data of {ds_cfg['path'] or 'the mixture'} has no usable rows"
-                          f" (dropped: {[r['dropped'] for r in reports]})",
-                          "check the dataset and its column mapping (dataset.columns, dataset.format)")
+    train = rows.limit(train, ds_cfg.max_train_samples, seed)
+    return train.remove_columns(["_reason", "_key"]).flatten_indices(), decon
+
+
+def _provenance(recipe: Recipe, sources: list[dict], reports: list[dict], train, eval_ds) -> dict:
+    """What the prepared data is, for provenance: its sources, splits, row counts, fingerprints and drops."""
+    ds_cfg, fraction = recipe.dataset, recipe.dataset.test_fraction
     first = sources[0]
-    info = {"path": ds_cfg["path"] or first["path"], "name": ds_cfg["name"], "revision": ds_cfg["revision"],
+    info = {"path": ds_cfg.path or first["path"], "name": ds_cfg.name, "revision": ds_cfg.revision,
             "sources": reports,
             "train": {"split": "+".join(s["split"] for s in sources), "rows": len(train),
                       "source_rows": sum(r["source_rows"] for r in reports), "fingerprint": fingerprint_of(train),
@@ -145,9 +177,4 @@ def _prepare(cfg: dict, tokenizer, sources: list[dict], raws: list, kind: RowKin
         info["eval"] = {"split": f"{fraction:g} of train" if fraction else
                         "+".join(s["test_split"] for s in sources if s["test_split"]), "rows": len(eval_ds),
                         "fingerprint": fingerprint_of(eval_ds)}
-    if decon is not None:
-        info["decontamination"] = decon
-        log.info("data: decontamination dropped %d training rows overlapping %d evaluation prompts (%d-grams)",
-                 decon["dropped"], decon["eval_prompts"], decon["ngram"])
-    log.info("data: %d train rows%s", len(train), f", {len(eval_ds)} eval rows" if eval_ds is not None else "")
-    return train, eval_ds, info
+    return info

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
+from ..core.recipe import Recipe
 from ..embedded import builtin
 
 CACHE_VERSION = 1
@@ -28,23 +30,23 @@ def fingerprint_of(ds) -> str:
     return generate_fingerprint(ds)
 
 
-def cache_key(cfg: dict, tokenizer, raw_fingerprints: list[str], kind) -> str:
+def cache_key(recipe: Recipe, tokenizer, raw_fingerprints: list[str], kind) -> str:
     """Hash of everything that changes the prepared rows, the row kind (name and version) among them: rows
     cached for one kind are never read as another's, even under the same stage name."""
     from datasets.fingerprint import Hasher
 
-    ds = dict(cfg["dataset"])
+    ds = dataclasses.asdict(recipe.dataset)  # the section as config.yaml holds it
     parts = {
         "version": CACHE_VERSION,
-        "stage": cfg["stage"]["name"],
+        "stage": recipe.stage.name,
         "rows": {"kind": kind.name, "version": kind.version},
-        "seed": cfg["run"]["seed"],
-        "max_length": cfg["stage"]["trainer"].get("max_length"),
+        "seed": recipe.run.seed,
+        "max_length": recipe.stage.trainer.get("max_length"),
         "dataset": {k: v for k, v in ds.items() if k != "cache"},
         "raw": raw_fingerprints,
         "tokenizer": Hasher.hash(tokenizer) if tokenizer is not None else None,
         "chat_template": getattr(tokenizer, "chat_template", None),
-        "decontaminate": [file_digest(f) for f in ds["decontaminate"]],
+        "decontaminate": [file_digest(f) for f in recipe.dataset.decontaminate],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core.errors import ZephyrError, unknown_key
+from ..core.recipe import section_of
+from ..core.schema import DatasetConfig
 from . import checks
 
 if TYPE_CHECKING:
@@ -28,17 +30,18 @@ COLUMN_KEYS = ("messages", "prompt", "completion", "chosen", "rejected", "label"
                "correct_answers", "incorrect_answers")
 
 
-def check_config(ds: dict, rows: RowKind | None) -> None:
+def check_config(ds: DatasetConfig | dict, rows: RowKind | None) -> None:
     """Check the dataset section's data-layer keys; raise ZephyrError naming the problem and the fix."""
-    if not ds.get("path") and not ds.get("mixture"):
+    ds = section_of(DatasetConfig, ds)
+    if not ds.path and not ds.mixture:
         raise ZephyrError("`dataset.path` must be set",
                           "pick a dataset option (dataset=ultrachat_200k), set dataset.path=..., "
                           "or list sources under dataset.mixture")
-    if ds["format"] not in FORMATS:
-        raise ZephyrError(f"dataset.format={ds['format']!r} is not a format", f"use one of {', '.join(FORMATS)}")
-    _check_columns("dataset.columns", ds["columns"])
-    _check_roles("dataset.roles", ds["roles"])
-    for i, src in enumerate(ds["mixture"] or []):
+    if ds.format not in FORMATS:
+        raise ZephyrError(f"dataset.format={ds.format!r} is not a format", f"use one of {', '.join(FORMATS)}")
+    _check_columns("dataset.columns", ds.columns)
+    _check_roles("dataset.roles", ds.roles)
+    for i, src in enumerate(ds.mixture or []):
         where = f"dataset.mixture[{i}]"
         if not isinstance(src, dict):
             raise ZephyrError(f"`{where}` must be a mapping such as {{path: ..., split: ..., weight: 0.5}}",
@@ -46,7 +49,7 @@ def check_config(ds: dict, rows: RowKind | None) -> None:
         for key in src:
             if key not in SOURCE_KEYS:
                 raise unknown_key(where, key, SOURCE_KEYS)
-        if not src.get("path") and not ds.get("path"):
+        if not src.get("path") and not ds.path:
             raise ZephyrError(f"`{where}` has no path and dataset.path is not set", f"add `path:` to {where}")
         weight = src.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
@@ -59,17 +62,18 @@ def check_config(ds: dict, rows: RowKind | None) -> None:
             raise ZephyrError(f"`{where}.format` is {src['format']!r}", f"use one of {', '.join(FORMATS)}")
         _check_columns(f"{where}.columns", src.get("columns", {}))
         _check_roles(f"{where}.roles", src.get("roles", {}))
-    tf = ds["test_fraction"]
+    tf = ds.test_fraction
     if tf is not None and (isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 < tf < 1):
         raise ZephyrError(f"dataset.test_fraction is {tf!r} but must be between 0 and 1",
                           "0.05 carves a seeded 5% of the training rows out as the evaluation set")
-    for limit in ("max_prompt_tokens", "max_train_samples", "max_test_samples"):
-        if ds[limit] is not None and ds[limit] < 1:
-            raise ZephyrError(f"dataset.{limit} is {ds[limit]} but must be at least 1", "set it to null for no limit")
-    if ds["decontaminate_ngram"] < 3:
-        raise ZephyrError(f"dataset.decontaminate_ngram is {ds['decontaminate_ngram']}, too short to mean overlap",
+    for limit, value in (("max_prompt_tokens", ds.max_prompt_tokens), ("max_train_samples", ds.max_train_samples),
+                         ("max_test_samples", ds.max_test_samples)):
+        if value is not None and value < 1:
+            raise ZephyrError(f"dataset.{limit} is {value} but must be at least 1", "set it to null for no limit")
+    if ds.decontaminate_ngram < 3:
+        raise ZephyrError(f"dataset.decontaminate_ngram is {ds.decontaminate_ngram}, too short to mean overlap",
                           "use 8 to 13 words (13 is the usual choice)")
-    for f in ds["decontaminate"]:
+    for f in ds.decontaminate:
         if not isinstance(f, str):
             raise ZephyrError("dataset.decontaminate must be a list of file paths",
                               "e.g. dataset.decontaminate=[data/mt_bench/question.jsonl]")
@@ -94,16 +98,18 @@ def _check_roles(where: str, roles) -> None:
                               f"rename roles to one of {', '.join(checks.ROLES)}")
 
 
-def sources_of(ds: dict) -> list[dict]:
-    """The sources to mix: dataset.mixture entries completed from the top level, or the top level alone."""
-    if not ds.get("mixture"):
-        return [{"path": ds["path"], "name": ds["name"], "revision": ds["revision"], "split": ds["train_split"],
-                 "test_split": ds["test_split"], "weight": 1.0, "columns": ds["columns"], "format": ds["format"],
-                 "roles": ds["roles"], "where": "dataset"}]
+def sources_of(ds: DatasetConfig | dict) -> list[dict]:
+    """The sources to mix: dataset.mixture entries completed from the top level, or the top level alone. A source
+    is a plain mapping (a mixture entry's keys are free-form: those it leaves out come from the dataset section)."""
+    ds = section_of(DatasetConfig, ds)
+    if not ds.mixture:
+        return [{"path": ds.path, "name": ds.name, "revision": ds.revision, "split": ds.train_split,
+                 "test_split": ds.test_split, "weight": 1.0, "columns": ds.columns, "format": ds.format,
+                 "roles": ds.roles, "where": "dataset"}]
     out = []
-    for i, src in enumerate(ds["mixture"]):
-        full = {k: src.get(k, ds.get(k)) for k in INHERITED}
-        full.update(split=src.get("split", ds["train_split"]), test_split=src.get("test_split"),
+    for i, src in enumerate(ds.mixture):
+        full = {k: src.get(k, getattr(ds, k)) for k in INHERITED}
+        full.update(split=src.get("split", ds.train_split), test_split=src.get("test_split"),
                     weight=float(src.get("weight", 1.0)),
                     where=f"dataset.mixture[{i}]" if "columns" in src else "dataset")
         out.append(full)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable, ClassVar
 
 from ..core.errors import ZephyrError, did_you_mean
+from ..core.recipe import Recipe
 from ..core.registry import Registry
 from . import checks
 from .tokens import tokenize_completion, tokenize_dpo, tokenize_sft
@@ -57,7 +58,7 @@ class RowKind:
         """Our column -> the source's column; raises ZephyrError naming a missing column and the mapping to set."""
         raise NotImplementedError
 
-    def check(self, cfg: dict, tokenizer) -> tuple[Callable, dict]:
+    def check(self, recipe: Recipe, tokenizer) -> tuple[Callable, dict]:
         """(row check of :mod:`.checks`, its options besides cols and roles) for this kind's rows."""
         raise NotImplementedError
 
@@ -107,11 +108,11 @@ def _has(src: dict, column_names: list[str], wanted: str) -> bool:
     return (src.get("columns") or {}).get(wanted, wanted) in column_names
 
 
-def _prompt_limits(cfg: dict, tokenizer) -> dict:
+def _prompt_limits(recipe: Recipe, tokenizer) -> dict:
     """The options of a check that drops prompts too long for dataset.max_prompt_tokens or the trainer's
     max_length (not under keep_end truncation: TRL keeps the answer's end then, so a long prompt still trains)."""
-    trainer = cfg["stage"]["trainer"]
-    limit, max_length = cfg["dataset"]["max_prompt_tokens"], trainer.get("max_length")
+    trainer = recipe.stage.trainer
+    limit, max_length = recipe.dataset.max_prompt_tokens, trainer.get("max_length")
     if trainer.get("truncation_mode", "keep_start") == "keep_end":
         max_length = None
     return {"max_prompt_tokens": limit, "max_length": max_length,
@@ -131,7 +132,7 @@ class Chat(RowKind):
                     "completion": _column(src, column_names, "completion")}
         return {"messages": _column(src, column_names, "messages", "conversations")}
 
-    def check(self, cfg, tokenizer):
+    def check(self, recipe, tokenizer):
         return checks.sft_row, {}
 
     def features(self):
@@ -163,8 +164,8 @@ class Pairs(RowKind):
             out["prompt"] = _column(src, column_names, "prompt")
         return out
 
-    def check(self, cfg, tokenizer):
-        return checks.dpo_row, _prompt_limits(cfg, tokenizer)
+    def check(self, recipe, tokenizer):
+        return checks.dpo_row, _prompt_limits(recipe, tokenizer)
 
     def features(self):
         m = checks.message_list()
@@ -198,8 +199,8 @@ class Unpaired(RowKind):
     def source_columns(self, src, column_names):
         return {k: _column(src, column_names, k) for k in self.columns}
 
-    def check(self, cfg, tokenizer):
-        return checks.unpaired_row, _prompt_limits(cfg, tokenizer)
+    def check(self, recipe, tokenizer):
+        return checks.unpaired_row, _prompt_limits(recipe, tokenizer)
 
     def features(self):
         import datasets

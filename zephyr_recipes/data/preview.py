@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..core.recipe import Recipe, as_recipe
 from . import load_for_stage
 from .tokens import CUT, MASKED, TRAINED, tokenize_completion, tokenize_dpo, tokenize_sft  # noqa: F401 - re-exported
 
@@ -100,14 +101,15 @@ def histogram(lengths: list[int], limit: int | None, title: str, path: Path) -> 
     plt.close(fig)
 
 
-def preview(cfg: dict, tokenizer, kind: RowKind, n: int = 3, sample: int = 2000, out_dir: str | Path | None = None,
-            color: bool | None = None, stream=None) -> dict:
+def preview(recipe: Recipe | dict, tokenizer, kind: RowKind, n: int = 3, sample: int = 2000,
+            out_dir: str | Path | None = None, color: bool | None = None, stream=None) -> dict:
     """Print ``n`` training rows (of ``kind``, the stage's rows) as the trainer sees them and length statistics
     over ``sample`` rows."""
     stream = stream or sys.stdout
     color = stream.isatty() if color is None else color
-    stage, trainer, seed = cfg["stage"]["name"], cfg["stage"]["trainer"], cfg["run"]["seed"]
-    train, _, info = load_for_stage(cfg, tokenizer, kind)
+    recipe = as_recipe(recipe)
+    stage, trainer, seed = recipe.stage.name, recipe.stage.trainer, recipe.run.seed
+    train, _, info = load_for_stage(recipe, tokenizer, kind)
     rows = train.shuffle(seed=seed).select(range(min(sample, len(train))))
     w = stream.write
     legend = (f"{ANSI[TRAINED]}trained\x1b[0m {ANSI[MASKED]}masked\x1b[0m {ANSI[CUT]}cut by max_length\x1b[0m"
@@ -141,7 +143,7 @@ def preview(cfg: dict, tokenizer, kind: RowKind, n: int = 3, sample: int = 2000,
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        histogram(lengths, result["max_length"], f"{cfg['run']['name']}: {stage} token lengths", out / "lengths.png")
+        histogram(lengths, result["max_length"], f"{recipe.run.name}: {stage} token lengths", out / "lengths.png")
         (out / "preview.json").write_text(json.dumps({"stats": result, "data": info}, indent=2, default=str) + "\n")
         result["histogram"] = str(out / "lengths.png")
         w(f"  histogram: {out / 'lengths.png'}\n")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
+from ..core.schema import DatasetConfig
 from . import checks, kinds
 from .binarize import binarize_dataset
 from .kinds import RowKind
@@ -20,9 +22,10 @@ def _detect_format(src: dict, column_names: list[str]) -> str:
     return "auto"
 
 
-def _binarized(raw, src: dict, ds: dict, seed: int):
+def _binarized(raw, src: dict, ds: DatasetConfig, seed: int):
     cols = src["columns"] or {}
-    opts = {k: v for k, v in (ds["binarize"] or {}).items() if k != "seed"}
+    rule = ds.binarize
+    opts = {"rejected": rule.rejected, "score": rule.score, "ties": rule.ties}
     prompt_col, comp_col = cols.get("prompt", "instruction"), cols.get("completions", "completions")
     for col in (prompt_col, comp_col):
         if col not in raw.column_names:
@@ -30,18 +33,18 @@ def _binarized(raw, src: dict, ds: dict, seed: int):
                               f"(it has: {', '.join(raw.column_names)})",
                               "map them with dataset.columns.prompt=<instruction column> and "
                               "dataset.columns.completions=<column>")
-    bseed = (ds["binarize"] or {}).get("seed")
+    bseed = rule.seed
     out, tally = binarize_dataset(raw, prompt_column=prompt_col, completions_column=comp_col,
                                   seed=seed if bseed is None else bseed, **opts)
     return out, tally
 
 
-def checked(raw, src: dict, cfg: dict, tokenizer, role: str, kind: RowKind):
+def checked(raw, src: dict, recipe: Recipe, tokenizer, role: str, kind: RowKind):
     """(checked dataset with _reason and _key, binarization tally or None) for a stage that reads rows of ``kind``.
 
     A source of another kind that the stage's kind converts from (pairs for unpaired rows) is checked as its own
     kind, then converted."""
-    ds_cfg, seed = cfg["dataset"], cfg["run"]["seed"]
+    ds_cfg, seed = recipe.dataset, recipe.run.seed
     tally = None
     src = dict(src)
     if _detect_format(src, raw.column_names) == "ultrafeedback":
@@ -49,7 +52,7 @@ def checked(raw, src: dict, cfg: dict, tokenizer, role: str, kind: RowKind):
         src["columns"] = {}
     reads = kinds.source_kind(kind, src, raw.column_names)
     cols = reads.source_columns(src, raw.column_names)
-    fn, options = reads.check(cfg, tokenizer)
+    fn, options = reads.check(recipe, tokenizer)
     kwargs = {"cols": cols, "roles": src["roles"] or {}, **options}
     checked = raw.map(fn, fn_kwargs=kwargs, remove_columns=raw.column_names, features=reads.features(),
                       desc=f"checking {role} rows of {src['path']}")

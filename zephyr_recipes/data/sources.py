@@ -6,11 +6,13 @@ this module only decides which one applies and turns their errors into ones a us
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..core.schema import DatasetConfig
 from ..embedded import builtin
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -114,14 +116,17 @@ def json_lines(lines, path, what: str = "a .jsonl file"):
         yield value
 
 
-def load_split(source: dict, split: str, *, single_file_split: str | None = None):
-    """Load one split of a source ({path, name, revision, ...}) with datasets' own loaders.
+def load_split(source: DatasetConfig | dict, split: str, *, single_file_split: str | None = None):
+    """Load one split of a source with datasets' own loaders: the dataset section, or one source of its mixture
+    ({path, name, revision, split, ...}, see :func:`~.config.sources_of`).
 
     A single local file holds one split; it is returned for ``single_file_split`` (the source's training
     split) and refused for any other.
     """
     import datasets
 
+    if isinstance(source, DatasetConfig):
+        source = dataclasses.asdict(source)
     if single_file_split is None:  # a whole dataset section ({path, train_split, ...}) as the source
         single_file_split = source.get("train_split", source.get("split"))
     path = source["path"]

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import ZephyrError
+from ..core.recipe import section_of
+from ..core.schema import ModelConfig
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -131,13 +133,15 @@ def _trl_training_template(tokenizer, text: str) -> str | None:
         tokenizer.chat_template = saved
 
 
-def choose(tokenizer, model_cfg: dict, assistant_only: bool, model_name: str | None = None,
+def choose(tokenizer, model_cfg: ModelConfig | dict, assistant_only: bool, model_name: str | None = None,
            where: str = "model") -> TemplateChoice:
     """Pick the template a run trains with, or refuse with the fix. Needs the tokenizer only. ``where``: the
     recipe's key of ``model_cfg`` (``model``; ``stage.generators.0.model_config`` for a generator), which the
     fix names."""
-    model_name = model_name or model_cfg.get("name_or_path", "the model")
-    spec = model_cfg.get("chat_template")
+    if isinstance(model_cfg, dict):  # a mapping that leaves the template out keeps the tokenizer's own
+        model_cfg = section_of(ModelConfig, {"name_or_path": "the model", "chat_template": None, **model_cfg})
+    model_name = model_name or model_cfg.name_or_path
+    spec = model_cfg.chat_template
     if spec:
         text, source, name = template_text(spec), "recipe", str(spec)
     else:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 
 from ..core.errors import ZephyrError, did_you_mean
+from ..core.recipe import Recipe, as_recipe, section_of
+from ..core.schema import HardwareConfig
 from . import trainer_fields
 from .trainer_fields import TrainsWithTRL
 
@@ -19,28 +21,31 @@ ACCELERATE_CONFIG = "accelerate.yaml"
 DEEPSPEED_CONFIG = "deepspeed.json"
 
 
-def world_size(hw: dict) -> int:
-    return int(hw.get("num_nodes", 1)) * int(hw.get("num_processes", 1))
+def world_size(hw: HardwareConfig | dict) -> int:
+    hw = section_of(HardwareConfig, hw)
+    return int(hw.num_nodes) * int(hw.num_processes)
 
 
-def per_device_batch(cfg: dict, stage: TrainsWithTRL) -> int:
+def per_device_batch(recipe: Recipe | dict, stage: TrainsWithTRL) -> int:
     """The per-device training batch the run will use: the profile's when it sets one, else the recipe's, else
     the default of ``stage``'s TRL config."""
-    hw, trainer = cfg["hardware"], cfg["stage"]["trainer"]
-    if hw.get("per_device_batch_size"):
-        return int(hw["per_device_batch_size"])
+    recipe = as_recipe(recipe)
+    hw, trainer = recipe.hardware, recipe.stage.trainer
+    if hw.per_device_batch_size:
+        return int(hw.per_device_batch_size)
     if "per_device_train_batch_size" in trainer:
         return int(trainer["per_device_train_batch_size"])
     return int(trainer_fields.default(stage, "per_device_train_batch_size"))
 
 
-def gradient_accumulation(cfg: dict, stage: TrainsWithTRL, world: int | None = None) -> int:
+def gradient_accumulation(recipe: Recipe | dict, stage: TrainsWithTRL, world: int | None = None) -> int:
     """Gradient accumulation steps: derived from stage.global_batch_size when set, else the recipe's."""
-    world = world_size(cfg["hardware"]) if world is None else world
-    glob = cfg["stage"].get("global_batch_size")
+    recipe = as_recipe(recipe)
+    world = world_size(recipe.hardware) if world is None else world
+    glob = recipe.stage.global_batch_size
     if not glob:
-        return int(cfg["stage"]["trainer"].get("gradient_accumulation_steps", 1))
-    per = per_device_batch(cfg, stage)
+        return int(recipe.stage.trainer.get("gradient_accumulation_steps", 1))
+    per = per_device_batch(recipe, stage)
     step = per * world
     if glob % step:
         near = sorted({max(step, glob // step * step), (glob // step + 1) * step})
@@ -51,72 +56,73 @@ def gradient_accumulation(cfg: dict, stage: TrainsWithTRL, world: int | None = N
     return glob // step
 
 
-def check(cfg: dict, stage: TrainsWithTRL | None) -> None:
+def check(recipe: Recipe | dict, stage: TrainsWithTRL | None) -> None:
     """Checks of the hardware section against itself and the recipe (``stage``: the training stage it runs, None
     for a stage that trains nothing). Raises ZephyrError with the fix."""
-    hw, section = cfg["hardware"], cfg["stage"]
-    name = hw["name"]
+    recipe = as_recipe(recipe)
+    hw = recipe.hardware
+    name = hw.name
     world = world_size(hw)
-    mem = hw.get("gpu_memory_gb")
+    mem = hw.gpu_memory_gb
     if mem is not None and not (isinstance(mem, (int, float)) and math.isfinite(mem) and mem > 0):
         raise ZephyrError(f"hardware.gpu_memory_gb={mem} is not a memory size (it must be a number above 0)",
                           "give one device's memory in GB, e.g. hardware.gpu_memory_gb=80, or null for no plan check")
-    if hw["num_processes"] < 1 or hw["num_nodes"] < 1:
+    if hw.num_processes < 1 or hw.num_nodes < 1:
         raise ZephyrError("hardware.num_processes and hardware.num_nodes must be at least 1",
                           "set hardware.num_processes=1 hardware.num_nodes=1 for one process")
-    if hw["launcher"] == "inprocess" and world > 1:
+    if hw.launcher == "inprocess" and world > 1:
         raise ZephyrError(f"hardware profile {name!r} asks for {world} processes but launcher=inprocess runs one",
                           "set hardware.launcher=accelerate (one node) or hardware.launcher=slurm (several nodes)")
-    if hw["launcher"] == "accelerate" and hw["num_nodes"] > 1:
-        raise ZephyrError(f"hardware.num_nodes={hw['num_nodes']} but launcher=accelerate starts processes on this "
+    if hw.launcher == "accelerate" and hw.num_nodes > 1:
+        raise ZephyrError(f"hardware.num_nodes={hw.num_nodes} but launcher=accelerate starts processes on this "
                           "machine only", "set hardware.launcher=slurm to get one launcher per node")
-    if hw["strategy"] == "none" and world > 1:
+    if hw.strategy == "none" and world > 1:
         raise ZephyrError(f"{world} processes need a way to share the work, but hardware.strategy=none",
                           "set hardware.strategy=ddp (or zero2, zero3, fsdp2)")
-    if hw["strategy"] != "none" and world == 1 and hw["launcher"] != "inprocess":
-        raise ZephyrError(f"hardware.strategy={hw['strategy']} with a single process",
+    if hw.strategy != "none" and world == 1 and hw.launcher != "inprocess":
+        raise ZephyrError(f"hardware.strategy={hw.strategy} with a single process",
                           "set hardware.num_processes to the number of GPUs, or hardware=1gpu for one GPU")
-    if hw["strategy"] != "none" and hw["launcher"] == "inprocess":
-        raise ZephyrError(f"hardware.strategy={hw['strategy']} needs several processes, launcher=inprocess runs one",
+    if hw.strategy != "none" and hw.launcher == "inprocess":
+        raise ZephyrError(f"hardware.strategy={hw.strategy} needs several processes, launcher=inprocess runs one",
                           "set hardware.launcher=accelerate, or hardware.strategy=none")
-    if hw["strategy"] in ("zero2", "zero3") and hw["device"] == "cpu":
-        raise ZephyrError(f"hardware.strategy={hw['strategy']} (DeepSpeed) is not supported on the CPU here",
+    if hw.strategy in ("zero2", "zero3") and hw.device == "cpu":
+        raise ZephyrError(f"hardware.strategy={hw.strategy} (DeepSpeed) is not supported on the CPU here",
                           "use hardware=cpu-2proc-fsdp2 (FSDP2 over gloo) or hardware=cpu-2proc (DDP) on the CPU")
-    if hw["strategy"] == "fsdp2" and hw["device"] == "cpu" and hw["offload"]:
+    if hw.strategy == "fsdp2" and hw.device == "cpu" and hw.offload:
         raise ZephyrError("hardware.offload=true moves FSDP2's shards to CPU RAM, and on the CPU they are there already",
                           "set hardware.offload=false")
-    if hw["offload"] and hw["strategy"] not in ("zero3", "fsdp2"):
-        raise ZephyrError(f"hardware.offload=true needs a sharded strategy, but hardware.strategy={hw['strategy']}",
+    if hw.offload and hw.strategy not in ("zero3", "fsdp2"):
+        raise ZephyrError(f"hardware.offload=true needs a sharded strategy, but hardware.strategy={hw.strategy}",
                           "set hardware.strategy=zero3 (or fsdp2), or hardware.offload=false")
-    if hw["load_in_4bit"]:
-        if not hw["lora"]:
+    if hw.load_in_4bit:
+        if not hw.lora:
             raise ZephyrError("hardware.load_in_4bit=true freezes the base in 4 bits, so something else must train",
                               "set hardware.lora (for example hardware=qlora-24gb), or hardware.load_in_4bit=false")
-        if hw["device"] == "cpu":
+        if hw.device == "cpu":
             raise ZephyrError("hardware.load_in_4bit=true needs a CUDA GPU (bitsandbytes 4-bit kernels)",
                               "use hardware=qlora-24gb on a GPU, or hardware.load_in_4bit=false on the CPU")
-        if hw["strategy"] in SHARDED:
-            raise ZephyrError(f"4-bit loading with hardware.strategy={hw['strategy']} is not supported by this runner",
+        if hw.strategy in SHARDED:
+            raise ZephyrError(f"4-bit loading with hardware.strategy={hw.strategy} is not supported by this runner",
                               "use hardware.strategy=ddp (one quantized copy per GPU), or drop load_in_4bit")
-    if hw["lora"] is not None:
-        check_lora(hw["lora"])
-    if hw["main_process_port"] < 1 or hw["main_process_port"] > 65535:
-        raise ZephyrError(f"hardware.main_process_port={hw['main_process_port']} is not a TCP port",
+    if hw.lora is not None:
+        check_lora(hw.lora)
+    if hw.main_process_port < 1 or hw.main_process_port > 65535:
+        raise ZephyrError(f"hardware.main_process_port={hw.main_process_port} is not a TCP port",
                           "use a free port between 1024 and 65535")
-    if hw["per_device_batch_size"] is not None and hw["per_device_batch_size"] < 1:
+    if hw.per_device_batch_size is not None and hw.per_device_batch_size < 1:
         raise ZephyrError("hardware.per_device_batch_size must be at least 1", "set it to 1 or more, or null")
-    if hw["launcher"] != "slurm" and hw["slurm"]:
+    if hw.launcher != "slurm" and hw.slurm:
         raise ZephyrError("hardware.slurm only applies to launcher=slurm", "remove hardware.slurm or set launcher=slurm")
-    glob = section.get("global_batch_size")
+    glob = recipe.stage.global_batch_size
     if glob is not None and stage is not None:
         if glob < 1:
             raise ZephyrError("stage.global_batch_size must be at least 1", "set it to the sequences per step")
-        if "gradient_accumulation_steps" in (section.get("trainer") or {}):
+        if "gradient_accumulation_steps" in (recipe.stage.trainer or {}):
             raise ZephyrError("stage.global_batch_size and stage.trainer.gradient_accumulation_steps are both set; "
                               "accumulation is derived from the global batch",
                               "remove stage.trainer.gradient_accumulation_steps "
                               "(~stage.trainer.gradient_accumulation_steps)")
-        gradient_accumulation(cfg, stage)
+        gradient_accumulation(recipe, stage)
 
 
 def check_lora(lora) -> None:
@@ -138,13 +144,15 @@ def check_lora(lora) -> None:
                               did_you_mean(key, known) or "see peft.LoraConfig's fields")
 
 
-def mixed_precision(hw: dict) -> str:
-    return {"bf16": "bf16", "fp16": "fp16"}.get(hw["precision"], "no")
+def mixed_precision(hw: HardwareConfig | dict) -> str:
+    hw = section_of(HardwareConfig, hw)
+    return {"bf16": "bf16", "fp16": "fp16"}.get(hw.precision, "no")
 
 
-def deepspeed_config(hw: dict) -> dict:
+def deepspeed_config(hw: HardwareConfig | dict) -> dict:
     """A DeepSpeed config in the form the HF Trainer completes: every "auto" is filled from TrainingArguments."""
-    stage = {"zero2": 2, "zero3": 3}[hw["strategy"]]
+    hw = section_of(HardwareConfig, hw)
+    stage = {"zero2": 2, "zero3": 3}[hw.strategy]
     zero: dict = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True,
                   "reduce_bucket_size": "auto"}
     if stage == 3:
@@ -153,7 +161,7 @@ def deepspeed_config(hw: dict) -> dict:
                     stage3_gather_16bit_weights_on_model_save=True)
     else:
         zero.update(allgather_partitions=True, allgather_bucket_size=2e8, reduce_scatter=True)
-    if hw["offload"]:
+    if hw.offload:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
@@ -169,19 +177,20 @@ def deepspeed_config(hw: dict) -> dict:
     }
 
 
-def accelerate_config(hw: dict, deepspeed_file: str | None = None) -> dict:
+def accelerate_config(hw: HardwareConfig | dict, deepspeed_file: str | None = None) -> dict:
     """The `accelerate launch --config_file` content for a profile (accelerate's ClusterConfig fields)."""
+    hw = section_of(HardwareConfig, hw)
     world = world_size(hw)
     out: dict = {
         "compute_environment": "LOCAL_MACHINE",
         "debug": False,
-        "num_machines": hw["num_nodes"],
+        "num_machines": hw.num_nodes,
         "num_processes": world,  # accelerate counts processes over all machines
         "machine_rank": 0,  # per node: --machine_rank on the command line (see the Slurm script)
-        "main_process_port": hw["main_process_port"],
+        "main_process_port": hw.main_process_port,
         "rdzv_backend": "static",
         "same_network": True,
-        "use_cpu": hw["device"] == "cpu",
+        "use_cpu": hw.device == "cpu",
         "gpu_ids": "all",
         "enable_cpu_affinity": False,
         "downcast_bf16": "no",
@@ -189,7 +198,7 @@ def accelerate_config(hw: dict, deepspeed_file: str | None = None) -> dict:
         "tpu_use_sudo": False,
         "tpu_env": [],
     }
-    strategy = hw["strategy"]
+    strategy = hw.strategy
     if strategy in ("zero2", "zero3"):
         # Precision lives in the DeepSpeed file ("auto", filled from the trainer); accelerate refuses a
         # mixed_precision of its own next to a deepspeed_config_file.
@@ -205,14 +214,14 @@ def accelerate_config(hw: dict, deepspeed_file: str | None = None) -> dict:
             "fsdp_version": 2,
             "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",  # one unit per decoder layer (_no_split_modules)
             "fsdp_cpu_ram_efficient_loading": True,
-            "fsdp_offload_params": bool(hw["offload"]),
+            "fsdp_offload_params": bool(hw.offload),
             "fsdp_reshard_after_forward": True,
             # Checkpoints: every rank writes its own shards (fast, no gather; resume reads them back). The
             # final save switches to a full state dict (gather_for_save), so the run folder holds ordinary
             # safetensors.
             "fsdp_state_dict_type": "SHARDED_STATE_DICT",
             # FSDP checkpoints activations itself; the trainer's own flag is then left off (they conflict).
-            "fsdp_activation_checkpointing": bool(hw["gradient_checkpointing"]),
+            "fsdp_activation_checkpointing": bool(hw.gradient_checkpointing),
         }
     else:
         # ddp. On the CPU accelerate still starts the processes through torchrun; the trainer (use_cpu) then
@@ -221,12 +230,13 @@ def accelerate_config(hw: dict, deepspeed_file: str | None = None) -> dict:
     return out
 
 
-def fsdp_on_cpu(hw: dict) -> bool:
+def fsdp_on_cpu(hw: HardwareConfig | dict) -> bool:
+    hw = section_of(HardwareConfig, hw)
     """True when this process must switch accelerate to FSDP2 itself (see :func:`enable_fsdp_on_cpu`)."""
-    return hw.get("strategy") == "fsdp2" and hw.get("device") == "cpu" and world_size(hw) > 1
+    return hw.strategy == "fsdp2" and hw.device == "cpu" and world_size(hw) > 1
 
 
-def enable_fsdp_on_cpu(hw: dict) -> None:
+def enable_fsdp_on_cpu(hw: HardwareConfig | dict) -> None:
     """FSDP2 on CPU processes, through the same accelerate config and trainer path as on GPUs.
 
     `accelerate launch` starts the processes and exports the FSDP settings of accelerate.yaml (FSDP_VERSION,

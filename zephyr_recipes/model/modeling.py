@@ -14,7 +14,8 @@ from typing import Any
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
-from ..core.schema import HardwareConfig, ModelConfig, defaults_of
+from ..core.recipe import section_of
+from ..core.schema import HardwareConfig, ModelConfig
 from ..embedded import builtin
 from . import chat_format
 from .chat_format import TEMPLATES, template_text  # noqa: F401  (re-exported)
@@ -47,14 +48,15 @@ class Placement:
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.weights]
 
 
-def weights_precision(hw: dict, precision: str) -> str:
+def weights_precision(hw: HardwareConfig | dict, precision: str) -> str:
     """Precision of the loaded weights for model.dtype=auto.
 
     Unsharded 16-bit training keeps fp32 weights and lets the trainer autocast: updates of 1e-6 relative size
     vanish in bf16 weights. DeepSpeed ZeRO and FSDP keep fp32 master copies themselves, so they get 16-bit
     weights; a frozen LoRA base stays 16-bit too.
     """
-    if precision == "fp32" or hw.get("lora") or hw.get("strategy") in ("zero2", "zero3", "fsdp2"):
+    hw = section_of(HardwareConfig, hw)
+    if precision == "fp32" or hw.lora or hw.strategy in ("zero2", "zero3", "fsdp2"):
         return precision
     return "fp32"
 
@@ -69,19 +71,19 @@ def flash_attn_installed() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def resolve_placement(hw: dict) -> Placement:
+def resolve_placement(hw: HardwareConfig | dict) -> Placement:
     """Turn the hardware profile into concrete choices for this machine, or refuse with the fix."""
+    hw = section_of(HardwareConfig, hw)
     has_cuda = cuda_available()
-    device = hw["device"]
+    device = hw.device
     if device == "auto":
         device = "cuda" if has_cuda else "cpu"
     if device == "cuda" and not has_cuda:
-        gpus = int(hw.get("num_processes") or 1) * int(hw.get("num_nodes") or 1)
-        kind = f"{gpus} x {hw.get('gpu') or 'CUDA GPU'}" + \
-            (f" ({hw['gpu_memory_gb']:g} GB each)" if hw.get("gpu_memory_gb") else "")
-        raise ZephyrError(f"hardware profile {hw['name']!r} needs {kind}, and this machine has no CUDA GPU",
+        gpus = int(hw.num_processes or 1) * int(hw.num_nodes or 1)
+        kind = f"{gpus} x {hw.gpu or 'CUDA GPU'}" + (f" ({hw.gpu_memory_gb:g} GB each)" if hw.gpu_memory_gb else "")
+        raise ZephyrError(f"hardware profile {hw.name!r} needs {kind}, and this machine has no CUDA GPU",
                           "run with hardware=cpu (or hardware=auto) here, or move the run to a GPU machine")
-    attn = hw["attn_implementation"]
+    attn: str = hw.attn_implementation
     if attn == "auto":
         attn = "flash_attention_2" if device == "cuda" and flash_attn_installed() else "sdpa"
     elif attn == "flash_attention_2":
@@ -92,7 +94,7 @@ def resolve_placement(hw: dict) -> Placement:
             raise ZephyrError("hardware.attn_implementation=flash_attention_2 but the flash-attn package is not installed",
                               "pip install 'zephyr-recipes[gpu]' (builds flash-attn), or use "
                               "hardware.attn_implementation=sdpa")
-    precision = hw["precision"]
+    precision: str = hw.precision
     if precision == "auto":
         if device == "cuda":
             import torch
@@ -107,26 +109,27 @@ def resolve_placement(hw: dict) -> Placement:
 
         if not torch.cuda.is_bf16_supported():
             raise ZephyrError("this GPU does not support bf16", "use hardware.precision=fp16")
-    if hw.get("load_in_4bit") and importlib.util.find_spec("bitsandbytes") is None:
-        raise ZephyrError(f"hardware profile {hw['name']!r} loads the base in 4 bits, and bitsandbytes is not installed",
+    if hw.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
+        raise ZephyrError(f"hardware profile {hw.name!r} loads the base in 4 bits, and bitsandbytes is not installed",
                           "pip install 'zephyr-recipes[qlora]' (peft and bitsandbytes)")
-    if hw.get("lora") and importlib.util.find_spec("peft") is None:
-        raise ZephyrError(f"hardware profile {hw['name']!r} trains LoRA adapters, and peft is not installed",
+    if hw.lora and importlib.util.find_spec("peft") is None:
+        raise ZephyrError(f"hardware profile {hw.name!r} trains LoRA adapters, and peft is not installed",
                           "pip install 'zephyr-recipes[qlora]' (or pip install peft)")
-    if hw.get("strategy") in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
-        raise ZephyrError(f"hardware profile {hw['name']!r} uses DeepSpeed ZeRO, and deepspeed is not installed",
+    if hw.strategy in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
+        raise ZephyrError(f"hardware profile {hw.name!r} uses DeepSpeed ZeRO, and deepspeed is not installed",
                           "pip install 'zephyr-recipes[deepspeed]' on every node")
     return Placement(device=device, attn_implementation=attn, precision=precision,
-                     weights=weights_precision(hw, precision), load_in_4bit=bool(hw.get("load_in_4bit")))
+                     weights=weights_precision(hw, precision), load_in_4bit=bool(hw.load_in_4bit))
 
 
-def lora_config(hw: dict):
+def lora_config(hw: HardwareConfig | dict):
     """peft.LoraConfig from hardware.lora (arguments passed as is), or None for full fine-tuning."""
-    if not hw.get("lora"):
+    hw = section_of(HardwareConfig, hw)
+    if not hw.lora:
         return None
     from peft import LoraConfig
 
-    args = dict(hw["lora"])
+    args = dict(hw.lora)
     args.setdefault("task_type", "CAUSAL_LM")
     try:
         return LoraConfig(**args)
@@ -167,12 +170,13 @@ def _hub_error(name: str, exc: Exception, what: str) -> ZephyrError:
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
-def open_tokenizer(model_cfg: dict):
+def open_tokenizer(model_cfg: ModelConfig | dict):
     """The tokenizer as saved (no template or pad token decided yet); a ZephyrError when it cannot be loaded.
 
     A local folder whose tokenizer_config.json names the generic fast tokenizer is opened with that class, which
     is what AutoTokenizer would pick, without AutoTokenizer's config lookup (it imports torch: seconds)."""
-    name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
+    model_cfg = section_of(ModelConfig, model_cfg)
+    name = model_cfg.tokenizer_name_or_path or model_cfg.name_or_path
     source = resolve_source(name, "model")
     try:
         folder = Path(source)
@@ -186,13 +190,14 @@ def open_tokenizer(model_cfg: dict):
                 return PreTrainedTokenizerFast.from_pretrained(source)
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(source, revision=model_cfg["revision"],
-                                             trust_remote_code=model_cfg["trust_remote_code"])
+        return AutoTokenizer.from_pretrained(source, revision=model_cfg.revision,
+                                             trust_remote_code=model_cfg.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _hub_error(name, exc, "the tokenizer of") from None
 
 
-def load_tokenizer(model_cfg: dict, assistant_only: bool = False, record: dict | None = None, where: str = "model"):
+def load_tokenizer(model_cfg: ModelConfig | dict, assistant_only: bool = False, record: dict | None = None,
+                   where: str = "model"):
     """The tokenizer with the chat template the run trains with (see :mod:`chat_format`) and a pad token.
 
     ``record``, when given, receives what was decided (template, pad token) for provenance and the card. ``where``:
@@ -202,10 +207,11 @@ def load_tokenizer(model_cfg: dict, assistant_only: bool = False, record: dict |
     return prepare_tokenizer(tokenizer, model_cfg, assistant_only, record, where)
 
 
-def prepare_tokenizer(tokenizer, model_cfg: dict, assistant_only: bool = False, record: dict | None = None,
+def prepare_tokenizer(tokenizer, model_cfg: ModelConfig | dict, assistant_only: bool = False, record: dict | None = None,
                       where: str = "model"):
     """Set the chat template the run trains with and a pad token; see :func:`load_tokenizer`."""
-    name = model_cfg["tokenizer_name_or_path"] or model_cfg["name_or_path"]
+    model_cfg = section_of(ModelConfig, model_cfg)
+    name = model_cfg.tokenizer_name_or_path or model_cfg.name_or_path
     choice = chat_format.choose(tokenizer, model_cfg, assistant_only, model_name=name, where=where)
     tokenizer.chat_template = choice.text
     log.info("%s", choice.note)
@@ -230,24 +236,27 @@ def fit_embeddings(model, tokenizer) -> dict | None:
     return done
 
 
-def standalone(model: str, model_cfg: dict | None, hardware: dict | None, purpose: str) -> tuple[dict, Placement]:
+def standalone(model: str, model_cfg: dict | None, hardware: HardwareConfig | dict | None,
+               purpose: str) -> tuple[ModelConfig, Placement]:
     """The model section and the placement of a model used outside training (a generator, a judge): the model
     section's defaults with the tokenizer's own chat template, under ``model_cfg``; the run's hardware profile,
     or the defaults (the GPU when there is one)."""
-    cfg = {**defaults_of(ModelConfig), "chat_template": None, **(model_cfg or {}), "name_or_path": model}
-    hw = {**defaults_of(HardwareConfig), "name": purpose, **(hardware or {})}
+    cfg = section_of(ModelConfig, {"chat_template": None, **(model_cfg or {}), "name_or_path": model})
+    hw = hardware if isinstance(hardware, HardwareConfig) else section_of(HardwareConfig, {"name": purpose,
+                                                                                       **(hardware or {})})
     return cfg, resolve_placement(hw)
 
 
-def load_model(name: str, model_cfg: dict, placement: Placement, auto_class: str = "AutoModelForCausalLM",
+def load_model(name: str, model_cfg: ModelConfig | dict, placement: Placement, auto_class: str = "AutoModelForCausalLM",
                **options):
     """``name`` through transformers' ``auto_class`` (a causal LM unless a stage trains another head), in the
     placement's dtype and attention kernel; ``options`` go to from_pretrained (num_labels ...)."""
     import torch
     import transformers
 
+    model_cfg = section_of(ModelConfig, model_cfg)
     source = resolve_source(name, "model")
-    dtype = placement.weights_dtype if model_cfg.get("dtype", "auto") == "auto" else getattr(torch, model_cfg["dtype"])
+    dtype = placement.weights_dtype if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
     extra: dict[str, Any] = {}
     if placement.load_in_4bit:
         from transformers import BitsAndBytesConfig
@@ -260,9 +269,9 @@ def load_model(name: str, model_cfg: dict, placement: Placement, auto_class: str
     check_weight_files(source, name)
     try:
         model, info = getattr(transformers, auto_class).from_pretrained(
-            source, revision=model_cfg.get("revision"), dtype=dtype,
+            source, revision=model_cfg.revision, dtype=dtype,
             attn_implementation=placement.attn_implementation,
-            trust_remote_code=bool(model_cfg.get("trust_remote_code", False)), output_loading_info=True,
+            trust_remote_code=bool(model_cfg.trust_remote_code), output_loading_info=True,
             **extra, **options)
     except (OSError, ValueError) as exc:
         raise _hub_error(name, exc, "model") from None

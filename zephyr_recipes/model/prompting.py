@@ -7,13 +7,14 @@ check importing the feedback package.
 
 from __future__ import annotations
 
+from ..core.schema import HardwareConfig
 from . import modeling
 
 ENCODE = {"add_special_tokens": False}  # the rendered template already holds its special tokens (BOS ...)
 DECODE = {"skip_special_tokens": True}
 
 
-def generator_tokenizer(model: str, model_cfg: dict | None = None, hardware: dict | None = None,
+def generator_tokenizer(model: str, model_cfg: dict | None = None, hardware: HardwareConfig | dict | None = None,
                         where: str = "model"):
     """(tokenizer with the chat template generation uses, placement) of a local generator; no weights."""
     cfg, placement = modeling.standalone(model, model_cfg, hardware, "generation")

@@ -10,13 +10,14 @@ import math
 from typing import Optional
 
 from ..core.errors import ZephyrError
+from ..core.schema import ModelConfig
 from . import modeling
 
 AUTO_MODEL = "AutoModelForSequenceClassification"
 MODEL_OPTIONS = {"num_labels": 1}
 
 
-def load_reward_model(name: str, model_cfg: dict, placement):
+def load_reward_model(name: str, model_cfg: ModelConfig | dict, placement):
     """``name`` as AutoModelForSequenceClassification with one output, in the placement's dtype.
 
     A causal LM checkpoint gets a new, randomly initialised score head (transformers' usual warning about it is

@@ -40,7 +40,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
     setup_logging(folder)
     stage = stage or stages.get(cfg["stage"]["name"])
     try:
-        return stage.run(cfg, folder, RunContext(argv or sys.argv, recipe, resume_from))
+        return stage.run(stage.recipe(cfg), folder, RunContext(argv or sys.argv, recipe, resume_from))
     except BaseException as exc:
         if rank() == 0 and not isinstance(exc, preempt.Preempted):
             # A launched run keeps its folder (launch files, scheduler log); an in-process one that wrote

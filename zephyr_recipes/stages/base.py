@@ -1,5 +1,5 @@
 """What a stage is: a name, the schema of its ``stage`` section, a check that runs before any weights load, and
-``run(cfg, folder)``.
+``run(recipe, folder)``.
 
 Two kinds cover the method. A :class:`TrainerStage` wraps one TRL trainer (dSFT, dDPO, reward modelling): the
 runner loads the tokenizer, the data, the model and TRL's config class, and the stage only says which trainer to
@@ -8,7 +8,9 @@ build from them (:mod:`.training` holds the shared loop: guards, preemption, sav
 runner writes with a card and the run's status.
 
 The worker, validation, the memory plan and the pipeline ask :mod:`zephyr_recipes.stages` for a stage by name
-and read these attributes; none of them branches on a stage's name.
+and read these attributes; none of them branches on a stage's name. Every method reads the run's config as a typed
+:class:`~zephyr_recipes.core.recipe.Recipe` (``recipe.model.dtype``, ``recipe.stage.trainer``); ``stage.recipe(cfg)``
+makes one from a checked mapping.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, ClassVar, Optional
 
 from ..core import fingerprint, records, runfolder
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe, recipe_of
 from ..data import kinds
 from ..data.kinds import RowKind
 from ..model import modeling
@@ -50,23 +53,27 @@ class Stage:
         """One line for `zephyr-recipes list`: the first line of the stage class's docstring."""
         return (type(self).__doc__ or "").strip().splitlines()[0].rstrip(".")
 
-    def reads(self, cfg: dict) -> str:
-        """What the stage reads, in a few words for `validate`: its dataset or its mixture's sources."""
-        ds = cfg.get("dataset") or {}
-        if ds.get("mixture"):
-            parts = [f"{m.get('path')}[{m.get('split') or ds.get('train_split')}] x{m.get('weight', 1)}"
-                     for m in ds["mixture"]]
-            return "a mixture of " + " + ".join(parts)
-        return f"{ds.get('path')}[{ds.get('train_split')}]"
+    def recipe(self, cfg: dict) -> Recipe:
+        """A checked, resolved config as the typed recipe this stage's methods read (its stage section of
+        :attr:`schema`)."""
+        return recipe_of(cfg, self.schema)
 
-    def check(self, cfg: dict) -> None:
+    def reads(self, recipe: Recipe) -> str:
+        """What the stage reads, in a few words for `validate`: its dataset or its mixture's sources."""
+        ds = recipe.dataset
+        if ds.mixture:
+            parts = [f"{m.get('path')}[{m.get('split') or ds.train_split}] x{m.get('weight', 1)}" for m in ds.mixture]
+            return "a mixture of " + " + ".join(parts)
+        return f"{ds.path}[{ds.train_split}]"
+
+    def check(self, recipe: Recipe) -> None:
         """Refuse what cannot run, after the schema checked keys and types and before anything loads."""
 
-    def reads_model(self, cfg: dict) -> bool:
+    def reads_model(self, recipe: Recipe) -> bool:
         """Whether the run loads model.name_or_path (the pre-flight checks that a local one exists)."""
         return True
 
-    def idle(self, cfg: dict) -> list[str]:
+    def idle(self, recipe: Recipe) -> list[str]:
         """Dotted keys under ``stage`` whose settings this config does not use (an unused judge): the pre-flight
         asks none of their keys, endpoints or paths."""
         return []
@@ -75,19 +82,19 @@ class Stage:
     # reusing the rest (AI feedback); otherwise a changed config or code runs the stage anew.
     revisable: ClassVar[bool] = False
 
-    def code_refs(self, cfg: dict) -> list[fingerprint.CodeRef]:
-        """The code the run of ``cfg`` runs by reference (core/fingerprint.py): part of the finished stage's
+    def code_refs(self, recipe: Recipe) -> list[fingerprint.CodeRef]:
+        """The code the run of ``recipe`` runs by reference (core/fingerprint.py): part of the finished stage's
         identity. By default every function generator's and judge's module (``type: function``: ``function`` or
         ``module``) and every embedded resource (``builtin://...``) the config names, wherever it names them; a
         stage that runs other code by reference adds it."""
-        return code_refs_in(cfg)
+        return code_refs_in(recipe.config)
 
-    def judge_probes(self, cfg: dict) -> list[tuple[str, dict, str, str]]:
+    def judge_probes(self, recipe: Recipe) -> list[tuple[str, dict, str, str]]:
         """The judges the run asks, for the pre-flight that puts one constructed item through each before the run
         (commands/runcheck.py): (where in the config, judge spec, what it asks: rate | grade | compare, title)."""
         return []
 
-    def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
+    def run(self, recipe: Recipe, folder: Path, ctx: RunContext) -> Path:
         raise NotImplementedError
 
 
@@ -142,25 +149,25 @@ class TrainerStage(Stage):
 
         return getattr(importlib.import_module(self.trl_module), self.trl_config)
 
-    def frozen_copies(self, cfg: dict) -> tuple[int, str | None]:
+    def frozen_copies(self, recipe: Recipe) -> tuple[int, str | None]:
         """Frozen models held beside the trained one while training (the plan counts their weights), and a note
         for the plan when there are none for a reason."""
         return 0, None
 
-    def load_model(self, name: str, cfg: dict, placement):
-        return modeling.load_model(name, cfg["model"], placement, self.auto_model, **self.model_options)
+    def load_model(self, name: str, recipe: Recipe, placement):
+        return modeling.load_model(name, recipe.model, placement, self.auto_model, **self.model_options)
 
-    def card_usage(self, cfg: dict) -> str:
+    def card_usage(self, recipe: Recipe) -> str:
         """The model card's "Use" section: how to load and use what the stage trained."""
         return f"""```python
 from transformers import pipeline
 
-chat = pipeline("text-generation", model="{cfg['run']['output_dir']}")
+chat = pipeline("text-generation", model="{recipe.run.output_dir}")
 print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}], max_new_tokens=32)[0]["generated_text"])
 ```
 """
 
-    def build_trainer(self, cfg: dict, model, tokenizer, train, eval_dataset, args, load_other) -> tuple[Any, dict]:
+    def build_trainer(self, recipe: Recipe, model, tokenizer, train, eval_dataset, args, load_other) -> tuple[Any, dict]:
         """The TRL trainer, and facts for provenance and the card (e.g. the DPO reference)."""
         raise NotImplementedError
 
@@ -168,8 +175,8 @@ print(chat([{{"role": "user", "content": "Reverse the words: red green blue"}}],
         """Figures added to metrics.json after training (e.g. held-out accuracy)."""
         return {}
 
-    def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
-        return train(self, cfg, folder, ctx)
+    def run(self, recipe: Recipe, folder: Path, ctx: RunContext) -> Path:
+        return train(self, recipe, folder, ctx)
 
 
 class PreferenceStage(TrainerStage):
@@ -186,42 +193,42 @@ class TaskStage(Stage):
     result_file: ClassVar[str] = "summary.json"
     finished_hint: ClassVar[str] = ""  # logged after "finished: <folder>"
 
-    def inputs(self, cfg: dict) -> dict:
+    def inputs(self, recipe: Recipe) -> dict:
         """What the stage reads, for provenance."""
         return {}
 
-    def loads(self, cfg: dict) -> list[dict]:
+    def loads(self, recipe: Recipe) -> list[dict]:
         """The models the stage asks, for the plan: {role, model, how (local | served | api | function), batch,
         requests, new_tokens, spec}. Local models load one at a time."""
         return []
 
-    def writes_rows(self, cfg: dict, loads: list[dict]) -> tuple[int, float] | None:
+    def writes_rows(self, recipe: Recipe, loads: list[dict]) -> tuple[int, float] | None:
         """(training rows, tokens per row) of the dataset the stage writes, for the plan of a later stage."""
         return None
 
-    def execute(self, cfg: dict, folder: Path) -> dict:
+    def execute(self, recipe: Recipe, folder: Path) -> dict:
         raise NotImplementedError
 
-    def card(self, cfg: dict, prov: dict, result: dict) -> str:
+    def card(self, recipe: Recipe, prov: dict, result: dict) -> str:
         raise NotImplementedError
 
     def headline(self, result: dict) -> dict:
         """The few figures kept in run.json."""
         return {}
 
-    def unfinished(self, cfg: dict, result: dict) -> Optional[str]:
+    def unfinished(self, recipe: Recipe, result: dict) -> Optional[str]:
         """Why the work did not produce what it is for (the run ends failed with this reason), or None."""
         return None
 
-    def run(self, cfg: dict, folder: Path, ctx: RunContext) -> Path:
+    def run(self, recipe: Recipe, folder: Path, ctx: RunContext) -> Path:
         import logging
 
-        prov = records.provenance(ctx.argv, ctx.recipe, None, self.inputs(cfg), {})
+        prov = records.provenance(ctx.argv, ctx.recipe, None, self.inputs(recipe), {})
         records.write_json(folder / "provenance.json", prov)
         # wall_seconds covers every invocation of the folder (resumed, revised): earlier ones are summed in run.json.
         before = float((runfolder.read_status(folder) or {}).get("wall_seconds") or 0)
         try:
-            result = self.execute(cfg, folder)
+            result = self.execute(recipe, folder)
         except BaseException:  # stopped or failed: its time still counts for the next invocation
             runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "failed"),
                                  wall_seconds=round(before + time.time() - ctx.started, 2))
@@ -231,8 +238,8 @@ class TaskStage(Stage):
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
                              wall_seconds=result["wall_seconds"])
         records.write_json(folder / self.result_file, result)
-        (folder / "README.md").write_text(self.card(cfg, prov, result))
-        reason = self.unfinished(cfg, result)
+        (folder / "README.md").write_text(self.card(recipe, prov, result))
+        reason = self.unfinished(recipe, result)
         if reason:  # the figures and the card stay for a look; the run is not complete
             runfolder.set_status(folder, "failed", summary=self.headline(result))
             raise ZephyrError(reason, f"see {folder / self.result_file} and the judgments beside it")

@@ -9,7 +9,10 @@ twice. The run folder holds one folder per benchmark (its stores and its answers
 ``scores.json`` (every figure), ``radar.png`` and ``README.md``. A benchmark that could not be scored ends the stage
 ``failed``, with the reason, after scores.json and the card are written.
 
-This module names no benchmark: the stage's schema, checks, card and summary come from the registry.
+This module names no benchmark: the stage's schema, checks, card and summary come from the registry. The stage
+section is read as the mapping the config holds (``recipe.config["stage"]``): its benchmark sections are present
+only for the benchmarks chosen (so older runs' frozen configs still match), and each benchmark reads its own
+section as a mapping.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from .. import benchmarks
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
 from ..core.schema import StageSection, option
 from ..evaluation import canary as judge_canary
 from ..evaluation import plots
@@ -78,9 +82,9 @@ def chosen(stage: dict) -> list:
     return [b for b in benchmarks.all_benchmarks() if b.name in stage["benchmarks"]]
 
 
-def check_config(cfg: dict) -> None:
+def check_config(recipe: Recipe) -> None:
     """Complete each chosen benchmark's section and refuse what cannot run."""
-    stage = cfg["stage"]
+    stage = _section(recipe)
     unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
     if unknown or not stage["benchmarks"]:
         raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
@@ -94,7 +98,7 @@ def check_config(cfg: dict) -> None:
         raise ZephyrError(f"stage.vllm={stage['vllm']!r}", "give vLLM's options ({max_model_len: 2048}), {} for "
                           "its defaults, or null to answer in this process")
     else:
-        complete({**stage["vllm"], "type": "vllm", "model": cfg["model"]["name_or_path"]}, VLLMGenerator, "stage.vllm")
+        complete({**stage["vllm"], "type": "vllm", "model": recipe.model.name_or_path}, VLLMGenerator, "stage.vllm")
     for bench in benchmarks.all_benchmarks():  # absent unless chosen: older runs' frozen configs still match
         if bench.optional and bench.name not in stage["benchmarks"]:
             stage.pop(bench.name, None)
@@ -111,6 +115,11 @@ def check_config(cfg: dict) -> None:
                 raise ZephyrError(f"stage.{bench.name}.{key}={value!r}", "give a positive number, or null for all")
 
 
+def _section(recipe: Recipe) -> dict:
+    """The stage section as the config holds it (benchmark sections only for the chosen benchmarks)."""
+    return recipe.config["stage"]
+
+
 def _check_judge_ready(judge: dict) -> None:
     env = judge.get("api_key_env")  # a key any judge type declares (openai's, or a registered type's)
     if env and not os.environ.get(env):
@@ -123,32 +132,35 @@ def judge_spec(stage: dict, name: str) -> dict:
     return (stage.get(name) or {}).get("judge") or stage["judge"]
 
 
-def _reads_prompts(cfg: dict, bench) -> bool:
+def _reads_prompts(recipe: Recipe, bench) -> bool:
     """Whether the benchmark's judge reads its judge prompts (checked first: its type can do what it asks)."""
-    kind = judge_spec(cfg["stage"], bench.name)["type"]
+    kind = judge_spec(_section(recipe), bench.name)["type"]
     check_judge(kind, bench.asks, bench.title)
     return reads_prompts(kind)
 
 
-def _judge(cfg: dict, bench, max_new_tokens: int, temperature: float = 0.0, served=None):
+def _judge(recipe: Recipe, bench, max_new_tokens: int, temperature: float = 0.0, served=None):
     """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins);
     ``served(spec, name)`` starts a judge the runner serves (type: vllm) for the rest of the stage."""
-    spec = judge_spec(cfg["stage"], bench.name)
+    stage = _section(recipe)
+    spec = judge_spec(stage, bench.name)
     if served is not None and judge_registry.served(spec):
         spec = served(spec, f"judge-{bench.name}")
-    where = f"stage.{bench.name}.judge" if (cfg["stage"].get(bench.name) or {}).get("judge") else "stage.judge"
-    judge = make_judge(spec, cfg["hardware"], sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
+    where = f"stage.{bench.name}.judge" if (stage.get(bench.name) or {}).get("judge") else "stage.judge"
+    judge = make_judge(spec, dataclasses.asdict(recipe.hardware),
+                       sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
                        where=where, checked=True)  # checked at validation, as part of the stage section
-    judge.unparsable = bench.on_unparsable(cfg["stage"][bench.name])  # the benchmark's rule, not the client's
+    judge.unparsable = bench.on_unparsable(stage[bench.name])  # the benchmark's rule, not the client's
     return judge
 
 
-def _backend(cfg: dict, served=None):
+def _backend(recipe: Recipe, served=None):
     """The model under test: in this process (transformers), or served by vLLM (stage.vllm)."""
-    model, stage = cfg["model"], cfg["stage"]
+    model, stage = recipe.model, _section(recipe)
     if stage.get("vllm") is not None and served is not None:
-        return make_backend(served({**stage["vllm"], "type": "vllm", "model": model["name_or_path"]}, "model"))
-    return TransformersBackend(model["name_or_path"], model, cfg["hardware"], stage["batch_size"])
+        return make_backend(served({**stage["vllm"], "type": "vllm", "model": model.name_or_path}, "model"))
+    return TransformersBackend(model.name_or_path, dataclasses.asdict(model), dataclasses.asdict(recipe.hardware),
+                               stage["batch_size"])
 
 
 def uses_stage_judge(stage: dict) -> bool:
@@ -175,10 +187,10 @@ def _judge_summary(spec: dict) -> dict:
     return judge_registry.summary(spec)
 
 
-def run(cfg: dict, folder: Path) -> dict:
+def run(recipe: Recipe, folder: Path) -> dict:
     """Run the chosen benchmarks; returns the scores (also written to scores.json)."""
-    stage = cfg["stage"]
-    model_id = stage["model_id"] or cfg["run"]["name"]
+    stage = _section(recipe)
+    model_id = cast(str, stage["model_id"] or recipe.run.name)  # validation names every run
     for bench in chosen(stage):
         if bench.asks:
             _check_judge_ready(judge_spec(stage, bench.name))
@@ -186,10 +198,10 @@ def run(cfg: dict, folder: Path) -> dict:
         if bench.asks and stage[bench.name].get("answers"):
             bench.read_answers(stage[bench.name]["answers"])
     if needs_model(stage):
-        modeling.resolve_source(cfg["model"]["name_or_path"], "model")  # a missing run folder fails here
+        modeling.resolve_source(recipe.model.name_or_path, "model")  # a missing run folder fails here
     from transformers import set_seed
 
-    set_seed(cfg["run"]["seed"])  # sampled answers (writing, roleplay, AlpacaEval) are repeatable
+    set_seed(recipe.run.seed)  # sampled answers (writing, roleplay, AlpacaEval) are repeatable
     loaded = {}
     servers = contextlib.ExitStack()  # models the runner serves (stage.vllm, type: vllm judges), stopped at the end
     started: dict = {}
@@ -202,21 +214,21 @@ def run(cfg: dict, folder: Path) -> dict:
 
     def backend():  # one model for every benchmark, loaded when first needed
         if "b" not in loaded:
-            loaded["b"] = _backend(cfg, served)
+            loaded["b"] = _backend(recipe, served)
         return loaded["b"]
 
-    ctx = benchmarks.Context(cfg, folder, model_id, backend,
-                             make_judge=lambda bench, tokens, temperature=0.0: _judge(cfg, bench, tokens, temperature,
-                                                                                      served),
-                             reads_prompts=lambda bench: _reads_prompts(cfg, bench))
+    ctx = benchmarks.Context(recipe.config, folder, model_id, backend,
+                             make_judge=lambda bench, tokens, temperature=0.0: _judge(recipe, bench, tokens,
+                                                                                      temperature, served),
+                             reads_prompts=lambda bench: _reads_prompts(recipe, bench))
     with servers:
-        return _run_benchmarks(cfg, folder, stage, model_id, ctx, loaded)
+        return _run_benchmarks(recipe, folder, stage, model_id, ctx, loaded)
 
 
-def _run_benchmarks(cfg: dict, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
+def _run_benchmarks(recipe: Recipe, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
     result: dict = {"model_id": model_id}
     if needs_model(stage):  # else every answer came from a file: model.name_or_path was not used
-        result["model"] = cfg["model"]["name_or_path"]
+        result["model"] = recipe.model.name_or_path
     if uses_stage_judge(stage):  # else every judged benchmark has its own (shown in its section)
         result["judge"] = _judge_summary(stage["judge"] or {})
     judged = [b for b in chosen(stage) if b.asks]
@@ -253,28 +265,29 @@ class Eval(TaskStage):
     result_file = "scores.json"
     finished_hint = "compare runs with `zephyr-recipes report {folder} ...`"
 
-    def check(self, cfg: dict) -> None:
-        check_config(cfg)
+    def check(self, recipe: Recipe) -> None:
+        check_config(recipe)
 
-    def reads(self, cfg: dict) -> str:
-        return ", ".join(cfg["stage"].get("benchmarks") or []) or "no benchmarks"
+    def reads(self, recipe: Recipe) -> str:
+        return ", ".join(recipe.stage.benchmarks or []) or "no benchmarks"
 
-    def inputs(self, cfg: dict) -> dict:
-        return {"model": cfg["model"]["name_or_path"]}
+    def inputs(self, recipe: Recipe) -> dict:
+        return {"model": recipe.model.name_or_path}
 
-    def idle(self, cfg: dict) -> list[str]:
-        return idle_specs(cfg["stage"])
+    def idle(self, recipe: Recipe) -> list[str]:
+        return idle_specs(_section(recipe))
 
-    def reads_model(self, cfg: dict) -> bool:
+    def reads_model(self, recipe: Recipe) -> bool:
         """Not when every benchmark scores answers another tool produced."""
-        return needs_model(cfg["stage"])
+        return needs_model(_section(recipe))
 
-    def loads(self, cfg: dict) -> list[dict]:
+    def loads(self, recipe: Recipe) -> list[dict]:
         """For the plan: the model under test answering each chosen benchmark, and each benchmark's judge."""
-        stage, out = cfg["stage"], []
-        model = {"type": "transformers", "model": cfg["model"]["name_or_path"], "batch_size": stage["batch_size"]}
+        stage, out = _section(recipe), []
+        name = recipe.model.name_or_path
+        model = {"type": "transformers", "model": name, "batch_size": stage["batch_size"]}
         if stage.get("vllm") is not None:
-            model = {**stage["vllm"], "type": "vllm", "model": cfg["model"]["name_or_path"]}
+            model = {**stage["vllm"], "type": "vllm", "model": name}
         for bench in chosen(stage):
             answers, new, judged, budget = bench.workload(stage[bench.name])
             if answers:
@@ -284,11 +297,11 @@ class Eval(TaskStage):
                                                      budget))
         return out
 
-    def execute(self, cfg: dict, folder: Path) -> dict:
-        return run(cfg, folder)
+    def execute(self, recipe: Recipe, folder: Path) -> dict:
+        return run(recipe, folder)
 
-    def card(self, cfg: dict, prov: dict, result: dict) -> str:
-        return eval_card(cfg, prov, result) + "\n".join(judge_canary.card_lines(result.get("canary"))) + "\n"
+    def card(self, recipe: Recipe, prov: dict, result: dict) -> str:
+        return eval_card(recipe, prov, result) + "\n".join(judge_canary.card_lines(result.get("canary"))) + "\n"
 
     def headline(self, result: dict) -> dict:
         """Every chosen benchmark's headline figures, and its judge failures (``<benchmark>_judge_failures``)."""
@@ -298,9 +311,9 @@ class Eval(TaskStage):
                 out[f"{bench.name}_judge_failures"] = bench.failures(result[bench.name])
         return out
 
-    def unfinished(self, cfg: dict, result: dict) -> Optional[str]:
+    def unfinished(self, recipe: Recipe, result: dict) -> Optional[str]:
         """Why the run is not complete: the benchmarks that could not be scored."""
-        reasons = [bench.unscored(result[bench.name] or {}) for bench in chosen(cfg["stage"])]
+        reasons = [bench.unscored(result[bench.name] or {}) for bench in chosen(_section(recipe))]
         reasons = [r for r in reasons if r]
         return "; ".join(reasons) if reasons else None
 

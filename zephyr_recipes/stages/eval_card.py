@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import benchmarks
+from ..core.recipe import Recipe
 from ..feedback.judge_registry import pipeline_check
 
 
@@ -12,20 +13,20 @@ def _judge_text(judge: dict) -> str:
     return f"{judge.get('type')} `{judge.get('module') or judge.get('model') or '-'}`"
 
 
-def eval_card(cfg: dict, prov: dict, scores: dict) -> str:
-    stage = cfg["stage"]
+def eval_card(recipe: Recipe, prov: dict, scores: dict) -> str:
+    stage = recipe.config["stage"]  # the chosen benchmarks' sections, as each benchmark reads its own
     ran = [b for b in benchmarks.all_benchmarks() if scores.get(b.name) is not None]
     imported = {b.name: scores[b.name].get("answers_from") for b in ran if isinstance(scores[b.name], dict)
                 and scores[b.name].get("answers_from")}
     generated = [b for b in ran if b.name not in imported]
     if generated:
-        subject = f"Evaluation of `{cfg['model']['name_or_path']}` (model id `{scores['model_id']}`)"
-        front = f"base_model: {cfg['model']['name_or_path']}\n"
+        subject = f"Evaluation of `{recipe.model.name_or_path}` (model id `{scores['model_id']}`)"
+        front = f"base_model: {recipe.model.name_or_path}\n"
     else:  # nothing was generated: the answers came from files, not from model.name_or_path
         models = sorted({str(v.get("model") or "?") for v in imported.values()})
         subject = f"Evaluation of answers read from files (model {', '.join(models)}; id `{scores['model_id']}`)"
         front = ""
-    lines = [f"---\ntags: [zephyr-recipes, evaluation]\n{front}---\n", f"# {cfg['run']['name']}\n",
+    lines = [f"---\ntags: [zephyr-recipes, evaluation]\n{front}---\n", f"# {recipe.run.name}\n",
              f"{subject}, recipe `{prov['recipe']}`.\n"]
     judges = {b.name: scores[b.name].get("judge") or {} for b in ran if b.asks}
     if judges:
@@ -43,5 +44,5 @@ def eval_card(cfg: dict, prov: dict, scores: dict) -> str:
             lines.append(f"Answers read from `{src['file']}` (model {src.get('model') or '?'}; "
                          f"{src.get('missing', 0)} prompt(s) without an answer skipped).\n")
     lines.append(f"Reproduce: `{prov['command']}` (the resolved config is `config.yaml` beside this card). "
-                 f"Compare runs: `zephyr-recipes report {cfg['run']['output_dir']} <other eval runs>`.\n")
+                 f"Compare runs: `zephyr-recipes report {recipe.run.output_dir} <other eval runs>`.\n")
     return "\n".join(lines)

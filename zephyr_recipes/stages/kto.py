@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
 from ..data import kinds
 from .dpo import DPO, DPOStageConfig
 
@@ -37,12 +38,12 @@ class KTO(DPO):
     sequences_per_row = 1
     curves = ("loss", "rewards/margins", "kl")
 
-    def check(self, cfg: dict) -> None:
-        super().check(cfg)
-        trainer = cfg["stage"]["trainer"]
+    def check(self, recipe: Recipe[DPOStageConfig]) -> None:
+        super().check(recipe)
+        trainer = recipe.stage.trainer
         if trainer.get("loss_type", "kto") == "apo_zero_unpaired":
             return  # the one loss without a KL term: any sampler and batch size
-        batch = cfg["hardware"].get("per_device_batch_size") or trainer.get("per_device_train_batch_size", 8)
+        batch = recipe.hardware.per_device_batch_size or trainer.get("per_device_train_batch_size", 8)
         if isinstance(batch, int) and batch <= 1:
             raise ZephyrError(f"KTO estimates its KL term from the other rows of a batch, and the batch per device is "
                               f"{batch}", "set stage.trainer.per_device_train_batch_size to 2 or more (8 is usual)")
@@ -52,10 +53,10 @@ class KTO(DPO):
                               "neighbours in a fixed-order batch for its KL term",
                               "remove it (sequential is KTO's default); the rows are already shuffled on load")
 
-    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
+    def build_trainer(self, recipe, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import KTOTrainer
 
-        ref_model, peft_config, facts = self.reference(cfg, args, load_other)
+        ref_model, peft_config, facts = self.reference(recipe, args, load_other)
         trainer = KTOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train,
                              eval_dataset=eval_dataset, processing_class=tokenizer, peft_config=peft_config)
         labels = train["label"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
 from ..core.schema import TrainerStageConfig
 from ..model.modeling import lora_config
 from .base import PreferenceStage
@@ -30,17 +31,17 @@ class ORPO(PreferenceStage):
     trl_module = "trl.experimental.orpo"
     curves = ("loss", "nll_loss", "log_odds_ratio", "rewards/accuracies")
 
-    def check(self, cfg: dict) -> None:
-        beta = cfg["stage"]["trainer"].get("beta", 0.1)
+    def check(self, recipe: Recipe) -> None:
+        beta = recipe.stage.trainer.get("beta", 0.1)
         if isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta < 0:
             raise ZephyrError(f"stage.trainer.beta={beta}: ORPO's beta (the odds-ratio term's weight) is not negative",
                               "the ORPO paper and TRL use 0.1: stage.trainer.beta=0.1")
 
-    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
+    def build_trainer(self, recipe, model, tokenizer, train, eval_dataset, args, load_other):
         from trl.experimental.orpo import ORPOTrainer
 
         trainer = ORPOTrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
-                              processing_class=tokenizer, peft_config=lora_config(cfg["hardware"]))
+                              processing_class=tokenizer, peft_config=lora_config(recipe.hardware))
         return trainer, {"reference_model": None}
 
 

@@ -13,11 +13,13 @@ pairs are binarized on is the reward), and compares two answers by their rewards
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
 from ..core.errors import ZephyrError
-from ..core.schema import TrainerStageConfig
+from ..core.recipe import Recipe
+from ..core.schema import ModelConfig, TrainerStageConfig
 from ..model import modeling
 from ..model.modeling import lora_config
 from ..model.scoring import AUTO_MODEL, MODEL_OPTIONS, Scorer, load_reward_model
@@ -51,11 +53,11 @@ class Reward(PreferenceStage):
     model_options = MODEL_OPTIONS
     overlong = "drop"  # RewardTrainer filters out pairs with a sequence longer than max_length
 
-    def check(self, cfg: dict) -> None:
-        trainer = cfg["stage"]["trainer"]
-        ds = cfg["dataset"]
-        has_test = bool(ds.get("test_split") or ds.get("test_fraction") or
-                        any(m.get("test_split") for m in ds.get("mixture") or [] if isinstance(m, dict)))
+    def check(self, recipe: Recipe[TrainerStageConfig]) -> None:
+        trainer = recipe.stage.trainer
+        ds = recipe.dataset
+        has_test = bool(ds.test_split or ds.test_fraction or
+                        any(m.get("test_split") for m in ds.mixture or [] if isinstance(m, dict)))
         if not has_test:
             log.warning("stage=reward without held-out pairs (dataset.test_split and dataset.test_fraction are "
                         "null): metrics.json will have no heldout_accuracy")
@@ -67,15 +69,15 @@ class Reward(PreferenceStage):
                               "set stage.trainer.eval_strategy=epoch (or steps), or dataset.test_split=null to "
                               "train without a held-out accuracy")
 
-    def load_model(self, name: str, cfg: dict, placement):
-        return load_reward_model(name, cfg["model"], placement)
+    def load_model(self, name: str, recipe: Recipe, placement):
+        return load_reward_model(name, recipe.model, placement)
 
-    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
+    def build_trainer(self, recipe, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import RewardTrainer
 
-        hw = cfg["hardware"]
+        hw = recipe.hardware
         # A reward model's LoRA is a sequence-classification task: peft then trains the new score head too.
-        peft_config = lora_config({**hw, "lora": {"task_type": "SEQ_CLS", **hw["lora"]}}) if hw.get("lora") else None
+        peft_config = lora_config(dataclasses.replace(hw, lora={"task_type": "SEQ_CLS", **hw.lora})) if hw.lora else None
         model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token that is not padding
         trainer = RewardTrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
                                 processing_class=tokenizer, peft_config=peft_config)
@@ -92,7 +94,7 @@ class Reward(PreferenceStage):
 
             placement = modeling.Placement(device=str(trainer.args.device.type), attn_implementation="sdpa",
                                            precision="bf16" if trainer.args.bf16 else "fp32")
-            model = load_reward_model(trainer.args.output_dir, {"dtype": "auto"}, placement).to(trainer.args.device)
+            model = load_reward_model(trainer.args.output_dir, ModelConfig(dtype="auto"), placement).to(trainer.args.device)
         scorer = Scorer(model, trainer.processing_class, batch_size=trainer.args.per_device_eval_batch_size,
                         max_length=trainer.args.max_length)
         figures = pair_accuracy(scorer, eval_dataset)
@@ -101,8 +103,8 @@ class Reward(PreferenceStage):
                  figures["heldout_margin"])
         return figures
 
-    def card_usage(self, cfg: dict) -> str:
-        where = cfg["run"]["output_dir"]
+    def card_usage(self, recipe: Recipe) -> str:
+        where = recipe.run.output_dir
         return f"""A reward model: one score per conversation (higher is better), read at its last token.
 
 ```python

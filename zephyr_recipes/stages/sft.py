@@ -20,10 +20,10 @@ class SFT(TrainerStage):
     rows = kinds.CHAT
     trl_config = "SFTConfig"
 
-    def build_trainer(self, cfg, model, tokenizer, train, eval_dataset, args, load_other):
+    def build_trainer(self, recipe, model, tokenizer, train, eval_dataset, args, load_other):
         from trl import SFTTrainer
 
-        peft_config = lora_config(cfg["hardware"])  # None: all weights train
+        peft_config = lora_config(recipe.hardware)  # None: all weights train
         return SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=eval_dataset,
                           processing_class=tokenizer, peft_config=peft_config), {}
 

@@ -7,6 +7,7 @@ checkpoint and stops; every rank saves (ZeRO-3 and FSDP gather the shards) and r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ from .. import data
 from ..core import filemodes, preempt, records, runfolder, segments
 from ..core.errors import ZephyrError
 from ..core.logs import launched_world, rank
+from ..core.recipe import Recipe, as_recipe
 from ..data.sources import check_split_exists
 from ..embedded.builtin import cache_home
 from ..model import chat_format, hardware, modeling
@@ -25,21 +27,23 @@ from ..model.trainer_fields import TrainsWithTRL
 log = logging.getLogger("zephyr_recipes")
 
 
-def without_unused_test_data(cfg: dict) -> dict:
-    """With eval_strategy 'no' (TRL's default) nothing is evaluated: neither load nor tokenize a test set."""
-    if str(cfg["stage"]["trainer"].get("eval_strategy", "no")) != "no":
-        return cfg
-    ds = cfg["dataset"]
-    if not ds.get("test_split") and not ds.get("test_fraction") and \
-            not any(m.get("test_split") for m in ds.get("mixture") or []):
-        return cfg
+def without_unused_test_data(recipe: Recipe | dict) -> Recipe:
+    """With eval_strategy 'no' (TRL's default) nothing is evaluated: neither load nor tokenize a test set.
+    ``recipe``: the run's typed recipe (a checked mapping is read as one)."""
+    recipe = as_recipe(recipe)
+    if str(recipe.stage.trainer.get("eval_strategy", "no")) != "no":
+        return recipe
+    ds = recipe.dataset
+    if not ds.test_split and not ds.test_fraction and not any(m.get("test_split") for m in ds.mixture or []):
+        return recipe
 
-    for src in [m for m in ds.get("mixture") or [] if m.get("test_split")] or \
-            ([ds] if ds.get("test_split") and not ds.get("mixture") else []):
+    for src in [m for m in ds.mixture or [] if m.get("test_split")] or \
+            ([dataclasses.asdict(ds)] if ds.test_split and not ds.mixture else []):
         check_split_exists(src, src["test_split"])
     log.info("no evaluation during training (eval_strategy: no): the test data is not loaded")
-    mixture = [{**m, "test_split": None} for m in ds.get("mixture") or []]
-    return {**cfg, "dataset": {**ds, "test_split": None, "test_fraction": None, "mixture": mixture}}
+    mixture = [{**m, "test_split": None} for m in ds.mixture or []]
+    return dataclasses.replace(recipe, dataset=dataclasses.replace(ds, test_split=None, test_fraction=None,
+                                                                   mixture=mixture))
 
 
 def short_run(args, rows: int) -> str | None:
@@ -86,22 +90,22 @@ def dashboard_command(trainer: dict) -> str:
             f"{trainer.get('project') or TRACKIO_PROJECT}")
 
 
-def trainer_args(stage: TrainsWithTRL, cfg: dict, placement, folder: Path):
+def trainer_args(stage: TrainsWithTRL, recipe: Recipe, placement, folder: Path):
     """TRL's config object of ``stage`` for this run: the recipe's trainer values and what the runner owns."""
     import dataclasses
 
     cls = stage.config_class()
     fields = {f.name for f in dataclasses.fields(cls)}
-    hw = cfg["hardware"]
-    trainer = dict(cfg["stage"]["trainer"])
-    if hw.get("per_device_batch_size"):
-        trainer["per_device_train_batch_size"] = hw.get("per_device_batch_size")
-        trainer["per_device_eval_batch_size"] = hw.get("per_device_batch_size")
-    if cfg["stage"].get("global_batch_size"):
-        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(cfg, stage, launched_world())
+    hw = recipe.hardware
+    trainer = dict(recipe.stage.trainer)
+    if hw.per_device_batch_size:
+        trainer["per_device_train_batch_size"] = hw.per_device_batch_size
+        trainer["per_device_eval_batch_size"] = hw.per_device_batch_size
+    if recipe.stage.global_batch_size:
+        trainer["gradient_accumulation_steps"] = hardware.gradient_accumulation(recipe, stage, launched_world())
     # FSDP checkpoints activations itself (fsdp_activation_checkpointing in the generated accelerate config);
     # the trainer's flag must then stay off.
-    ckpt = hw["gradient_checkpointing"] and hw.get("strategy") != "fsdp2"
+    ckpt = hw.gradient_checkpointing and hw.strategy != "fsdp2"
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever it has.
     ckpt_key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     if "trackio" in tracking(trainer):
@@ -109,17 +113,17 @@ def trainer_args(stage: TrainsWithTRL, cfg: dict, placement, folder: Path):
         os.environ.setdefault("TRACKIO_DIR", str(store))  # local: never a Space unless the recipe names one
         if "project" in fields:
             trainer.setdefault("project", TRACKIO_PROJECT)
-        trainer.setdefault("run_name", cfg["run"]["name"])
+        trainer.setdefault("run_name", recipe.run.name)
     return cls(output_dir=str(folder), bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
-               use_cpu=placement.device == "cpu", seed=cfg["run"]["seed"], **{ckpt_key: ckpt}, **trainer)
+               use_cpu=placement.device == "cpu", seed=recipe.run.seed, **{ckpt_key: ckpt}, **trainer)
 
 
-def check_world(cfg: dict, folder: Path) -> None:
+def check_world(recipe: Recipe, folder: Path) -> None:
     """A run folder frozen for N processes must be started by a launcher with N processes."""
-    want, got = hardware.world_size(cfg["hardware"]), launched_world()
+    want, got = hardware.world_size(recipe.hardware), launched_world()
     if want != got:
         raise ZephyrError(
-            f"{folder} was prepared for {want} processes (hardware {cfg['hardware']['name']}), "
+            f"{folder} was prepared for {want} processes (hardware {recipe.hardware.name}), "
             f"and this worker runs among {got}",
             f"start it with `accelerate launch --config_file {folder / hardware.ACCELERATE_CONFIG} "
             f"-m zephyr_recipes.runtime.worker {folder}`" if want > 1 else
@@ -190,46 +194,46 @@ class TrainingGuard:
             raise TrainingFailed(f"the training loss ended {last}: the weights are not usable", fix)
 
 
-def train(stage, cfg: dict, folder: Path, ctx) -> Path:
-    """Train ``stage`` as ``cfg`` says into ``folder``; every rank runs this."""
+def train(stage, recipe: Recipe, folder: Path, ctx) -> Path:
+    """Train ``stage`` as ``recipe`` says into ``folder``; every rank runs this."""
     resume_from, started = ctx.resume_from, ctx.started
     main_process = rank() == 0
     guard = preempt.callback().install()  # SIGTERM from here on: finish the step, checkpoint, stop
     try:
-        check_world(cfg, folder)
-        placement = modeling.resolve_placement(cfg["hardware"])
+        check_world(recipe, folder)
+        placement = modeling.resolve_placement(recipe.hardware)
         log.info("device: %s | precision: %s (weights %s%s) | attention: %s | hardware: %s",
                  placement.device, placement.precision, placement.weights,
                  ", 4-bit base" if placement.load_in_4bit else "", placement.attn_implementation,
-                 cfg["hardware"]["name"])
+                 recipe.hardware.name)
         tok_record: dict = {}
-        assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
-        tokenizer = modeling.load_tokenizer(cfg["model"], assistant_only=assistant_only, record=tok_record)
-        train, eval_dataset, data_info = data.load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
+        assistant_only = bool(recipe.stage.trainer.get("assistant_only_loss"))
+        tokenizer = modeling.load_tokenizer(recipe.model, assistant_only=assistant_only, record=tok_record)
+        train, eval_dataset, data_info = data.load_for_stage(without_unused_test_data(recipe), tokenizer, stage.rows)
         if len(train) == 0:
-            raise ZephyrError(f"no training rows are left in {cfg['dataset']['path']} after the row checks and filters",
+            raise ZephyrError(f"no training rows are left in {recipe.dataset.path} after the row checks and filters",
                               "see the data log above for why rows were dropped (dataset.max_prompt_tokens, empty "
                               "or malformed rows), or point dataset.path at other data")
         rows = chat_format.check_rows(tokenizer, train, stage.rows, assistant_only)
         chat_format.refuse(rows, tok_record["chat_template"]["name"])
         log.info("%s", chat_format.explain(rows))
-        args = trainer_args(stage, cfg, placement, folder)
+        args = trainer_args(stage, recipe, placement, folder)
         glob = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
         log.info("batch: %d per device x %d accumulation x %d processes = %d global batch (sequences per step)%s",
                  args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size, glob,
-                 " = stage.global_batch_size" if cfg["stage"].get("global_batch_size") == glob else "")
-        hardware.enable_fsdp_on_cpu(cfg["hardware"])
-        model = stage.load_model(cfg["model"]["name_or_path"], cfg, placement)
-        log.info("model: %s (%.2fM parameters)", cfg["model"]["name_or_path"],
+                 " = stage.global_batch_size" if recipe.stage.global_batch_size == glob else "")
+        hardware.enable_fsdp_on_cpu(recipe.hardware)
+        model = stage.load_model(recipe.model.name_or_path, recipe, placement)
+        log.info("model: %s (%.2fM parameters)", recipe.model.name_or_path,
                  sum(p.numel() for p in model.parameters()) / 1e6)
         tok_record["resized_embeddings"] = modeling.fit_embeddings(model, tokenizer)
 
         def load_other(name):  # the DPO reference: same placement, embeddings fitted to the same tokenizer
-            other = stage.load_model(name, cfg, placement)
+            other = stage.load_model(name, recipe, placement)
             modeling.fit_embeddings(other, tokenizer)
             return other
 
-        trainer, extra = stage.build_trainer(cfg, model, tokenizer, train, eval_dataset, args, load_other)
+        trainer, extra = stage.build_trainer(recipe, model, tokenizer, train, eval_dataset, args, load_other)
         short = short_run(args, len(train))
         if short and main_process:
             log.warning("%s", short)
@@ -237,13 +241,13 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         loss_guard = TrainingGuard()
         trainer.add_callback(loss_guard.callback)
         extra["tokenizer"] = tok_record
-        if "trackio" in tracking(cfg["stage"]["trainer"]):
+        if "trackio" in tracking(recipe.stage.trainer):
             extra["tracking"] = {"tracker": "trackio", "store": str(tracking_store()),
                                  "project": getattr(args, "project", None) or TRACKIO_PROJECT, "run": args.run_name,
                                  "dashboard": dashboard_command({"project": getattr(args, "project", None)})}
-        hw = cfg["hardware"]
-        extra["distributed"] = {"world_size": args.world_size, "strategy": hw.get("strategy", "none"),
-                                "launcher": hw.get("launcher", "inprocess"), "nodes": hw.get("num_nodes", 1),
+        hw = recipe.hardware
+        extra["distributed"] = {"world_size": args.world_size, "strategy": hw.strategy,
+                                "launcher": hw.launcher, "nodes": hw.num_nodes,
                                 "global_batch_size": glob}
         prov = records.provenance(ctx.argv, ctx.recipe, placement, data_info, extra)
         if main_process:
@@ -266,13 +270,13 @@ def train(stage, cfg: dict, folder: Path, ctx) -> Path:
         hardware.gather_for_save(trainer)
         trainer.save_model(str(folder))
         if trainer.is_world_process_zero():
-            _finish(stage, folder, cfg, trainer, eval_dataset, tokenizer, prov, started)
+            _finish(stage, folder, recipe, trainer, eval_dataset, tokenizer, prov, started)
     finally:
         guard.uninstall()
     return folder
 
 
-def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
+def _finish(stage, folder: Path, recipe: Recipe, trainer, eval_dataset, tokenizer, prov: dict, started: float) -> None:
     tokenizer.save_pretrained(str(folder))
     filemodes.open_to_umask(folder, "*.safetensors")  # safetensors writes 0600; the rest of the folder is 0666-umask
     history = trainer.state.log_history
@@ -284,8 +288,8 @@ def _finish(stage, folder: Path, cfg: dict, trainer, eval_dataset, tokenizer, pr
     metrics.update(stage.results(trainer, eval_dataset))
     metrics["train_wall_seconds"] = round(time.time() - started, 2)
     records.write_json(folder / "metrics.json", metrics)
-    curves = records.plot_curves(history, cfg["stage"]["name"], stage.curves, folder / "training_curves.png")
-    (folder / "README.md").write_text(records.model_card(cfg, prov, metrics, curves, stage.card_usage(cfg),
+    curves = records.plot_curves(history, recipe.stage.name, stage.curves, folder / "training_curves.png")
+    (folder / "README.md").write_text(records.model_card(recipe.config, prov, metrics, curves, stage.card_usage(recipe),
                                                         stage.trl_config))
     for ckpt in folder.glob("checkpoint-*"):
         shutil.rmtree(ckpt, ignore_errors=True)
