@@ -20,6 +20,8 @@ run. Reasons:
 
 from __future__ import annotations
 
+from typing import Any
+
 ROLES = ("system", "user", "assistant")
 # ShareGPT's names, applied after dataset.roles: conversations / from / value with human and gpt.
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
@@ -68,7 +70,7 @@ def messages_of(value, roles: dict) -> list[dict]:
     for m in value:
         if not isinstance(m, dict):
             raise Bad("not_a_conversation")
-        role = m.get("role", m.get("from"))
+        role: Any = m.get("role", m.get("from"))
         content = m.get("content", m.get("value"))
         role = roles.get(role, SHAREGPT_ROLES.get(role, role))
         out.append({"content": content, "role": role})
@@ -143,7 +145,7 @@ def _prompt_fits(tokenizer, prompt: list[dict], max_prompt_tokens: int | None, m
 
 def dpo_row(row: dict, cols: dict, roles: dict, tokenizer=None, max_prompt_tokens: int | None = None,
             max_length: int | None = None) -> dict:
-    out = {"prompt": [], "chosen": [], "rejected": [], "_reason": "", "_key": ""}
+    out: dict[str, Any] = {"prompt": [], "chosen": [], "rejected": [], "_reason": "", "_key": ""}
     try:
         chosen, rejected = row[cols["chosen"]], row[cols["rejected"]]
         prompt = row[cols["prompt"]] if "prompt" in cols else None

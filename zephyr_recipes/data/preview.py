@@ -10,7 +10,7 @@ import json
 import random
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.recipe import Recipe, as_recipe
 from . import load_for_stage
@@ -24,7 +24,9 @@ PLAIN = {TRAINED: ("[[", "]]"), MASKED: ("", ""), CUT: ("<<cut:", ">>")}
 
 
 def render(tokenizer, pairs, color: bool) -> str:
-    out, group, state = [], [], None
+    out: list[str] = []
+    group: list[int] = []
+    state: Any = None  # the label of the tokens in group (TRAINED, MASKED or CUT)
     for tok, s in pairs + [(None, None)]:
         if s != state and group:
             text = tokenizer.decode(group)
@@ -117,7 +119,9 @@ def preview(recipe: Recipe | dict, tokenizer, kind: RowKind, n: int = 3, sample:
     hit = "cache hit" if info["cache"]["hit"] else "prepared"
     w(f"{stage} data of {info['path']}: {len(train)} training rows ({hit})\n")
     w(f"legend: {legend}\n")
-    lengths, trained, labels = [], [], []
+    lengths: list[int] = []
+    trained: list[int] = []
+    labels: list[str] = []
     for i, row in enumerate(rows):
         seqs = kind.tokenize(tokenizer, row, trainer)
         labels.extend(label for label in seqs if label and label not in labels)
