@@ -31,3 +31,18 @@ def test_a_judge_of_another_type_is_its_own_variant():
     cfg = validate(*compose("tiny/aif", overrides)[:2])
     judge = aif.section(cfg).judge
     assert isinstance(judge, OpenAIJudge) and judge.base_url == "http://127.0.0.1:9/v1" and judge.model == "m"
+
+
+def test_a_recipe_reads_typed_and_its_sections_turn_back_into_the_checked_config():
+    """Below the command line a config is a typed Recipe; asdict of its sections is the mapping validate checked
+    (what config.yaml holds), and recipe.config is that mapping itself."""
+    from zephyr_recipes import stages
+    from zephyr_recipes.core.schema import HardwareConfig, ModelConfig
+
+    for name in ("tiny/sft", "tiny/dpo", "tiny/aif"):
+        cfg = validate(*compose(name, [])[:2])
+        stage = stages.get(cfg["stage"]["name"])
+        recipe = stage.recipe(cfg)
+        assert isinstance(recipe.model, ModelConfig) and isinstance(recipe.hardware, HardwareConfig)
+        assert isinstance(recipe.stage, stage.schema) and recipe.run.seed == cfg["run"]["seed"]
+        assert recipe.as_dict() == {k: cfg[k] for k in recipe.as_dict()} and recipe.config is cfg
