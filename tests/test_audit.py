@@ -203,7 +203,7 @@ def test_plan_shows_the_audits_extra_judge_calls(cli):
 def test_audit_action_and_a_robust_loss_are_one_sweep(tmp_path):
     """`-m tiny/zephyr aif.stage.audit.action=keep,drop dpo.stage.trainer.loss_type=[sigmoid,sft],[robust,sft]`:
     four points that all validate; dSFT is shared, AI feedback and what follows branch."""
-    from zephyr_recipes.commands import pipeline, sweep
+    from zephyr_recipes.runtime import pipeline, sweep
 
     fixed, swept = sweep.parse(["aif.stage.audit.enabled=true", "aif.stage.audit.action=keep,drop",
                                 "dpo.stage.trainer.loss_type=[sigmoid,sft],[robust,sft]",

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.core.catalog import RECIPES_DIR, list_options, list_recipes
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 
 
 @pytest.mark.parametrize("recipe", list_recipes())

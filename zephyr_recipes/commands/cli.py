@@ -173,9 +173,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compose(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict, str]:
-    from . import pipeline  # lazy: start-up
-    from .compose import compose  # lazy: start-up
-    from .validate import validate  # lazy: start-up
+    from ..runtime import pipeline  # lazy: start-up
+    from ..runtime.compose import compose  # lazy: start-up
+    from ..runtime.validate import validate  # lazy: start-up
 
     loaded = pipeline.load(recipe, overrides)
     if loaded:
@@ -198,7 +198,7 @@ def cmd_show(args) -> int:
 
     from ..core import greedy, trust  # lazy: start-up
     from ..core.safety import secret_routes  # lazy: start-up
-    from .pipeline import dump  # lazy: start-up
+    from ..runtime.pipeline import dump  # lazy: start-up
 
     cfg, _ = _compose(args.recipe, args.overrides, deep=False)
     code = trust.describe(cfg) + secret_routes(cfg)
@@ -220,7 +220,7 @@ def cmd_validate(args) -> int:
     from .. import stages  # lazy: start-up
     from ..core import greedy, trust  # lazy: start-up
     from ..core.safety import secret_routes  # lazy: start-up
-    from . import parity, preflight  # lazy: start-up
+    from ..runtime import parity, preflight  # lazy: start-up
 
     cfg, name = _compose(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
@@ -351,7 +351,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_cp(args) -> int:
-    from .compose import find_recipe  # lazy: start-up
+    from ..runtime.compose import find_recipe  # lazy: start-up
 
     src, _ = find_recipe(args.recipe)
     dest = Path(args.dest)
@@ -390,8 +390,8 @@ def cmd_preview(args) -> int:
 
 def cmd_plan(args) -> int:
     from .. import stages  # lazy: start-up
-    from . import plan  # lazy: start-up
-    from .timeplan import render_cost  # lazy: start-up
+    from ..runtime import plan  # lazy: start-up
+    from ..runtime.timeplan import render_cost  # lazy: start-up
 
     cfg, _ = _compose(args.recipe, args.overrides)
     if args.price is not None and not (math.isfinite(args.price) and args.price >= 0):
@@ -421,8 +421,8 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from ..core import trust  # lazy: start-up
     from ..core.logs import setup_logging  # lazy: start-up
-    from . import launch, pipeline  # lazy: start-up
-    from .compose import compose  # lazy: start-up
+    from ..runtime import launch, pipeline  # lazy: start-up
+    from ..runtime.compose import compose  # lazy: start-up
 
     setup_logging()
     trust.allow(args.trust_recipe_code)
@@ -432,7 +432,7 @@ def cmd_run(args) -> int:
         raise ZephyrError("--dry-run of a sweep (-m) is not supported: it would run every point",
                           "dry-run one point of the sweep: the same command without -m and with one value per key")
     if args.multirun:
-        from . import sweep  # lazy: start-up
+        from ..runtime import sweep  # lazy: start-up
 
         out = sweep.run(args.recipe, args.overrides, args.from_stage, args.only, argv[:3])
         print((out / "sweep.md").read_text().split("\n![", 1)[0].rstrip() + "\n")
@@ -457,7 +457,7 @@ def cmd_run(args) -> int:
     raw, name, path = compose(args.recipe, args.overrides)
     if args.from_stage or args.only:
         raise ZephyrError("--from and --only apply to pipeline recipes", f"{name} is a single stage; drop the flag")
-    from .validate import validate  # lazy: start-up
+    from ..runtime.validate import validate  # lazy: start-up
 
     folder = launch.execute(validate(raw, name), name, argv)
     if folder is None:  # submitted to the scheduler
@@ -467,7 +467,7 @@ def cmd_run(args) -> int:
 
 
 def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
-    from . import launch, pipeline  # lazy: start-up
+    from ..runtime import launch, pipeline  # lazy: start-up
 
     loaded = pipeline.load(recipe, overrides)
     if loaded:
@@ -481,8 +481,8 @@ def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
             print(f"== stage {st['name']}\n{launch.render_dry_run(result)}")
         print(f"dry run of pipeline {name}: {len(planned)} stage(s) checked; files in {out}")
         return 0
-    from .compose import compose  # lazy: start-up
-    from .validate import validate  # lazy: start-up
+    from ..runtime.compose import compose  # lazy: start-up
+    from ..runtime.validate import validate  # lazy: start-up
 
     raw, name, _ = compose(recipe, overrides)
     print(launch.render_dry_run(launch.dry_run(validate(raw, name), name, argv)))
@@ -491,7 +491,7 @@ def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
 
 def cmd_rehearse(args) -> int:
     from ..core.logs import setup_logging  # lazy: start-up
-    from . import rehearse  # lazy: start-up
+    from ..runtime import rehearse  # lazy: start-up
 
     setup_logging()
     if args.steps < 1:
@@ -522,8 +522,8 @@ def _stop_on_sigterm() -> None:
 
 def cmd_report(args) -> int:
     from ..evaluation import browse  # lazy: start-up
-    from . import ablation, page  # lazy: start-up
-    from .report import report  # lazy: start-up
+    from ..reports import ablation, page  # lazy: start-up
+    from ..reports.report import report  # lazy: start-up
 
     folders = [Path(r) for r in args.runs]
     aifs = [f for f in folders if browse.is_aif_folder(f)]
@@ -560,7 +560,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from . import chat  # lazy: start-up
+    from ..runtime import chat  # lazy: start-up
 
     return chat.run(args.model, args.prompt, args.max_new_tokens, args.temperature, args.system,
                     args.chat_template, args.device)

@@ -226,7 +226,7 @@ def check(raw: dict, per_stage: dict | None = None) -> dict:
     if report is not None:
         if not isinstance(report, dict) or set(report) - {"claims"}:
             raise ZephyrError("`pipeline.report` takes one key, claims", "write report: {claims: [...]}, or drop it")
-        from .ablation import check_claims  # lazy: start-up (numpy and every benchmark, for pipelines with a report)
+        from ..reports.ablation import check_claims  # lazy: start-up (numpy, every benchmark: pipelines with a report)
 
         check_claims(report.get("claims"))
     out = {"description": spec.get("description", ""), "output_dir": str(spec["output_dir"]),
@@ -524,7 +524,7 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
                                    "finished": runfolder.now()}
         runfolder.write_atomic(status_path, json.dumps(status, indent=2) + "\n")
     if "report" in spec and not only:
-        from . import ablation  # lazy: start-up (numpy and every benchmark, for pipelines with a report)
+        from ..reports import ablation  # lazy: start-up (numpy and every benchmark, for pipelines with a report)
 
         try:
             ablation.report([out], out / "report")

@@ -24,8 +24,8 @@ from ..core import preempt, runfolder, trust
 from ..core.errors import ZephyrError
 from ..model import hardware
 from ..model.modeling import resolve_placement
-from ..runtime import worker
-from . import plan, preflight, readcheck, reuse, runcheck
+from ..reports import readcheck
+from . import plan, preflight, reuse, runcheck, worker
 
 SBATCH = "launch.sbatch"
 ARRAY_LIMIT = "array_limit"  # hardware.slurm key: how many points of a swept job array run at once
