@@ -246,9 +246,9 @@ def test_every_shipped_recipe_passes_the_check(recipe, tmp_path, monkeypatch):
     """As tests/test_walk.py walks them: each stage of a pipeline with the tokenizers its earlier stages save; what
     cannot be opened here (a hub model offline, a run folder not made) is listed as not checked, never a mismatch."""
     monkeypatch.chdir(tmp_path)
-    from zephyr_recipes.runtime import pipeline
+    from zephyr_recipes.runtime import pipeline, pipespec
 
-    loaded = pipeline.load(recipe, [])
+    loaded = pipespec.load(recipe, [])
     if loaded:
         configs = [cfg for _, _, cfg in pipeline.stage_configs(loaded[0], loaded[2].parent)]
     else:

@@ -107,7 +107,7 @@ def test_from_needs_a_pipeline_stage(cli, tmp_path):
 def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
     """Lists of mappings, strings with spaces, quotes and brackets, numbers and nulls are written in Hydra's
     override grammar, so the stage receives them exactly as the pipeline file gives them."""
-    from zephyr_recipes.runtime import pipeline
+    from zephyr_recipes.runtime import pipeline, pipespec
 
     generators = [{"name": "it's (teacher)", "type": "function", "function": "zephyr_recipes.embedded.tasks:teacher"},
                   {"name": "sft, hot", "type": "transformers", "model": "builtin://tiny-mistral",
@@ -116,7 +116,7 @@ def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
     path.write_text(yaml.safe_dump({"pipeline": {"output_dir": str(tmp_path / "out"), "stages": [
         {"name": "aif", "recipe": "tiny/aif", "overrides": {"stage.generators": generators,
                                                             "recipe.description": "a [b] {c}, 'd'"}}]}}))
-    spec, _, recipe_file = pipeline.load(str(path), [])
+    spec, _, recipe_file = pipespec.load(str(path), [])
     (_, _, cfg), = pipeline.stage_configs(spec, recipe_file.parent)
     assert cfg["stage"]["generators"][0]["name"] == "it's (teacher)"
     assert cfg["stage"]["generators"][1]["sampling"] == {"temperature": 1.0, "top_p": None}
