@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -104,7 +105,10 @@ def _stages(folder: Path) -> tuple[list[Path], list[dict]]:
 
 def collect(folders: list[Path]) -> tuple[list[str], dict, list[dict], list[str]]:
     """(row names in order, {name: [scores per seed]}, claims, seed labels)."""
-    names, per_run, claims, labels = [], {}, None, []
+    names: list[str] = []
+    per_run: dict[str, list[dict]] = {}
+    claims: list[dict] | None = None
+    labels: list[str] = []
     for folder in folders:
         folder = Path(folder)
         evals, own_claims = _stages(folder)
@@ -153,10 +157,11 @@ def evaluate_claims(claims: list[dict], per_run: dict, labels: list[str]) -> lis
         if missing is not None:
             out.append({**claim, "text": text, "verdict": None, "detail": f"no row named {missing!r}"})
             continue
+        theirs: list  # one scores dict (or a number) per seed
         if rec is not None:
             theirs = [_blend(o, v, float(rec["share"]), metric) for o, v in zip(per_run[rec["of"]], per_run[rec["over"]])]
         else:
-            theirs = per_run[other] if isinstance(other, str) else [float(other)] * len(labels)
+            theirs = per_run[other] if isinstance(other, str) else [float(cast(float, other))] * len(labels)
         got = compare(per_run[claim["run"]], theirs, metric, strict, labels)
         got["held"] = sum(1 for s in got["per_seed"] if s.get("verdict") == "holds")
         out.append({**claim, "text": text, **got})
@@ -229,7 +234,7 @@ def _columns(baselines: dict) -> list[tuple]:
     the seeds), a benchmark's turns where it has several, and what a comparison was against."""
     cols: list[tuple] = []
     for bench, m in ablation_metrics():
-        cols.append((short(m.ablation_label),
+        cols.append((short(m),
                      lambda name, runs, m=m: cell([value_of(s, m.key) for s in runs], m.ablation_digits)))
         for turn in range(1, bench.turns + 1 if bench.turns > 1 else 1):
             cols.append((f"turn {turn}", lambda name, runs, b=bench, m=m, k=f"turn_{turn}":
@@ -260,7 +265,7 @@ def _radar(names: list[str], per_run: dict, out: Path) -> str:
         keys = {k for s in per_run[name] for k in ((s.get(bench.name) or {}).get("categories") or {})}
         cats[name] = {k: mean_sd([((s.get(bench.name) or {}).get("categories") or {}).get(k)
                                   for s in per_run[name]])[0] for k in keys}
-    title = f"{short(m.ablation_label)} by task"
+    title = f"{short(m)} by task"
     return f"\n![{title}](radar.png)\n" if plots.radar(cats, out / "radar.png", title) else ""
 
 

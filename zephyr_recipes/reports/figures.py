@@ -52,9 +52,14 @@ def metric(key: str) -> Metric:
     return benchmarks.metric(key)[1]
 
 
-def short(label: str) -> str:
-    """An ablation label without its scale: "MT-Bench-style grade (1-10)" -> "MT-Bench-style grade"."""
-    return re.sub(r" \([^)]*\)$", "", label)
+def label(m: Metric) -> str:
+    """The metric's label in the ablation: "MT-Bench-style grade (1-10)"."""
+    return m.ablation_label or m.label
+
+
+def short(m: Metric) -> str:
+    """The metric's ablation label without its scale: "MT-Bench-style grade (1-10)" -> "MT-Bench-style grade"."""
+    return re.sub(r" \([^)]*\)$", "", label(m))
 
 
 def number(value, m: Metric) -> str:
@@ -92,7 +97,7 @@ def item_scores(scores: dict, metric: str) -> dict | None:
 
 
 
-def compare(mine: list[dict], theirs: list, metric: str, strict: bool, labels: list[str]) -> dict:
+def compare(mine: list, theirs: list, metric: str, strict: bool, labels: list[str]) -> dict:
     """One comparison, seed by seed and pooled: the headline figures, the mean difference (mine - theirs) with its
     95% interval and verdict. ``mine`` and ``theirs`` hold one scores dict per seed; ``theirs`` may be numbers."""
     seeds = []
@@ -103,13 +108,13 @@ def compare(mine: list[dict], theirs: list, metric: str, strict: bool, labels: l
         seeds.append({"seed": labels[i], "value": a, "bound": None if b is None else float(b)})
     diffs = intervals.paired([item_scores(s, metric) for s in mine],
                              [t if not isinstance(t, dict) else item_scores(t, metric) for t in theirs])
-    unit = benchmarks.metric(metric)[0].items
+    unit: str | None = benchmarks.metric(metric)[0].items
     if diffs is None:  # no per-item judgments (answers from elsewhere, or an older run): seeds only
         got = [s for s in seeds if s["value"] is not None and s["bound"] is not None]
         if not got:
             return {"verdict": None, "detail": "no figures", "per_seed": seeds}
         diffs = np.array([[s["value"] - s["bound"]] for s in got])
-        unit = None
+        unit = None  # seeds only
     out = {"per_seed": seeds, "items": diffs.shape[1], "unit": unit, "seeds": diffs.shape[0]}
     if diffs.shape[0] == 1 and diffs.shape[1] == 1:
         d = float(diffs[0, 0])

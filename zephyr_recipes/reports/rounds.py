@@ -13,6 +13,7 @@ import yaml
 from ..core import runfolder
 from ..evaluation import intervals
 from .figures import compare, grade, mean_sd, short, value_of, win
+from .figures import label as metric_label
 
 
 # ------------------------------------------------------------------------------------------------ rounds
@@ -25,7 +26,7 @@ def _round_stages(folder: Path) -> tuple[dict, list[dict]] | None:
     where = {st["name"]: Path(st.get("folder") or folder / st["name"]) for st in spec.get("stages") or []}
     per = []
     for r in range(1, int(rounds["count"]) + 1):
-        got = {"round": r}
+        got: dict = {"round": r}
         for block in rounds["stages"]:
             f = where.get(f"{block}-r{r}")
             if f is None:
@@ -129,7 +130,7 @@ def _round_comparisons(scored: dict, seeds: list[str], count: int) -> list[dict]
         mine = [scored[label][1][r - 1] if r <= len(scored[label][1]) else None for label in seeds]
         if not seeds or any(m is None for m in mine):
             continue
-        got = {"round": r}
+        got: dict = {"round": r}
         starts = [scored[label][0] for label in seeds]
         if all(starts):
             got["vs_dsft"] = compare(mine, starts, grade()[1].key, True, seeds)
@@ -191,7 +192,7 @@ def _grades(found: list, count: int) -> tuple[list[str], dict, dict, dict]:
 def _comparison_table(comparisons: list[dict], seeds: list[str]) -> list[str]:
     """Each round against dSFT and against round 1, with the verdicts and the summary sentence."""
     bench, m = grade()
-    text = ["", f"Each round against dSFT and against round 1 ({short(m.ablation_label)}): the mean difference over "
+    text = ["", f"Each round against dSFT and against round 1 ({short(m)}): the mean difference over "
             f"{len(seeds)} seed(s) with its {intervals.LEVEL:.0%} interval (a paired bootstrap over the held-out "
             f"{bench.items}" + (", crossed with the seeds" if len(seeds) > 1 else "") + ") and the verdict on "
             "\"beats\": **holds** when the interval is above 0, **not shown** when it straddles 0, **fails** "
@@ -243,7 +244,7 @@ def _statements(seeds: list[str], data: dict, comparisons: list[dict]) -> list[s
 def _facts_table(data: dict) -> list[str]:
     """Per seed and round: the grade, the win rate, the AI feedback's pairs and ties, DPO's fit."""
     (_, g), (_, w) = grade(), win()
-    text = ["", f"Per round: the round's model's {short(g.ablation_label)} and win rate against dSFT; its AI "
+    text = ["", f"Per round: the round's model's {short(g)} and win rate against dSFT; its AI "
             "feedback's pairs, prompts whose answers were all rated alike, and the judge's mean rating of the "
             "policy's own answers; DPO's final loss and reward accuracy.", "",
             "| seed | round | grade | win % | pairs | prompts all tied | policy's rating | DPO loss | reward acc. |",
@@ -271,7 +272,7 @@ def _plot(series: dict, count: int, out: Path) -> str:
         ax.plot(xs, [ys[x] for x in xs], marker="o", label=label)
     ax.set_xticks(range(count + 1))
     ax.set_xticklabels(["dSFT"] + [f"round {r}" for r in range(1, count + 1)])
-    ax.set_ylabel(grade()[1].ablation_label)
+    ax.set_ylabel(metric_label(grade()[1]))
     ax.set_title("Grade by round", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -167,10 +167,11 @@ def parse_sweep(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[s
     except HydraException as exc:
         raise ZephyrError(f"cannot read the sweep: {str(exc).strip().splitlines()[0]}",
                           "write sweeps as key=a,b,c or key=range(1,4) or key=choice(a,b)") from None
-    fixed, swept = [], []
+    fixed: list[str] = []
+    swept: list[tuple[str, list[str]]] = []
     for o in parsed:
         if not o.is_sweep_override():
-            fixed.append(o.input_line)
+            fixed.append(str(o.input_line))
             continue
         try:
             values = list(o.sweep_string_iterator())

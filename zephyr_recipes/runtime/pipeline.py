@@ -35,7 +35,8 @@ def relocate(value, output_dir: str, folders: dict):
         text = value
         for name, folder in folders.items():
             here = str(Path(output_dir) / name)
-            text = re.sub(re.escape(here) + r"(?=/|$)", lambda _m, f=str(folder): f, text)
+            moved = str(folder)
+            text = re.sub(re.escape(here) + r"(?=/|$)", lambda _m: moved, text)  # noqa: B023 - used at once
         return Verbatim(text) if isinstance(value, Verbatim) else text
     if isinstance(value, list):
         return [relocate(v, output_dir, folders) for v in value]

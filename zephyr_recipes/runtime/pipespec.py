@@ -81,9 +81,10 @@ def load(recipe: str, overrides: list[str]) -> tuple[dict, str, Path] | None:
         return None
     body = raw["pipeline"] if isinstance(raw["pipeline"], dict) else {}
     names = {st.get("name") for st in body.get("stages") or [] if isinstance(st, dict)}
-    rounds = body.get("rounds") if isinstance(body.get("rounds"), dict) else {}
+    rounds = body["rounds"] if isinstance(body.get("rounds"), dict) else {}
     block = {st.get("name") for st in rounds.get("stages") or [] if isinstance(st, dict)}
-    own, per_stage = [], {}
+    own: list[str] = []
+    per_stage: dict[str, dict] = {}
     for o in overrides:
         head, _, rest = o.partition(".")
         if (head in names or head in block or _round_name(head, block)) and "=" in rest:

@@ -83,7 +83,7 @@ def _missing_run_folder(path, depth: int = 0) -> tuple[str, str, str | None] | N
     earlier = _missing_run_folder(name, depth + 1)
     if earlier:
         return producer[0], earlier[1], template or earlier[2]
-    return producer[0], name if _is_hub(name) else "mistralai/Mistral-7B-v0.1", template
+    return producer[0], str(name) if _is_hub(name) else "mistralai/Mistral-7B-v0.1", template
 
 
 def _safe(name: str) -> str:
@@ -153,7 +153,7 @@ class Rehearsal:
         if kind == "openai" and gen.get("serve"):
             model = gen.get("model") if gen.get("model") and not _is_hub(gen.get("model")) else \
                 served_model(gen["serve"]) or gen.get("model")
-            model = self.model(model) if _is_hub(model) else model
+            model = self.model(str(model)) if _is_hub(model) else model
             self.note(f"{where}: served `{gen['serve']}` -> transformers on {model}")
             return {**keep, "type": "transformers", "model": model, "batch_size": 8}
         if kind == "openai":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 from ..data import kinds
 from ..embedded import builtin, tasks
@@ -53,9 +54,10 @@ def build_model(folder: Path, real: dict, own_template: str | None, recipe_templ
         if hasattr(config, "sliding_window"):
             config.sliding_window = None
         torch.manual_seed(0)
-        arch = (config.architectures or [None])[0] if getattr(config, "architectures", None) else None
+        archs = getattr(config, "architectures", None)
+        arch: str | None = archs[0] if archs else None
         cls = getattr(transformers, arch) if arch and hasattr(transformers, arch) else transformers.AutoModelForCausalLM
-        model = cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
+        model: Any = cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
         model.save_pretrained(str(tmp))
         (tmp / "README.md").write_text(f"# rehearsal stand-in\n\nA tiny random {kind} model with the embedded "
                                        "tokenizer, standing in for a hub model in `zephyr-recipes rehearse`.\n")
@@ -82,7 +84,7 @@ def write_data(folder: Path, splits: list[str], kind, columns: dict) -> None:
     kind = kind or kinds.PROMPTS
     (folder / "data").mkdir(parents=True, exist_ok=True)
     for i, split in enumerate(splits):
-        rows = []
+        rows: list[dict] = []
         for t in task_rows(ROWS if i == 0 else 8, seed=11 + i):
             wrong = t.answer[::-1] if len(t.answer) > 1 else t.answer + "?"
             row = kind.example(t.instruction, t.answer, wrong, len(rows))

@@ -300,7 +300,8 @@ def plan_pipeline(specs: list[tuple[dict, Path]], shared_dir: Path) -> tuple[dic
     A stage is shared when its validated config, with the point's folder taken out, is the same in every point
     and refers to no stage that branches.
     """
-    shared, branched = {}, []
+    shared: dict[str, Path] = {}
+    branched: list[str] = []
     names = [st["name"] for st in specs[0][0]["stages"]]
     for i, name in enumerate(names):
         moved = {**shared, name: shared_dir / name}
@@ -357,13 +358,17 @@ def _refuse_pipeline_clobber(specs: list, names: list[str], shared: dict, from_s
 
 
 def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
-    base = pipespec.load(recipe, fixed + grid[0]["overrides"])[0]["output_dir"]
+    first = pipespec.load(recipe, fixed + grid[0]["overrides"])
+    assert first is not None  # run() found a pipeline
+    base = first[0]["output_dir"]
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
     errors, specs, everything = {}, [], {}
     for point in grid:
         try:
-            spec, _, path = pipespec.load(recipe, fixed + point["overrides"] +
-                                             [pipespec.override("pipeline.output_dir", str(sweep_dir / point["name"]))])
+            loaded = pipespec.load(recipe, fixed + point["overrides"] +
+                                   [pipespec.override("pipeline.output_dir", str(sweep_dir / point["name"]))])
+            assert loaded is not None  # every point is the same pipeline recipe
+            spec, _, path = loaded
             configs = pipeline.stage_configs(spec, path.parent)  # every stage validates before anything runs
             pipeline.check_references(spec, configs)
         except ZephyrError as exc:

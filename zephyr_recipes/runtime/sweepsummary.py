@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from .. import benchmarks
 from ..core import runfolder
@@ -13,7 +14,7 @@ from ..core import runfolder
 # ---------------------------------------------------------------------------------------------- summary
 def _point_metrics(header: dict, entry: dict) -> dict:
     """What a point produced: final train loss and eval figures of its own (not shared) stages."""
-    out = {}
+    out: dict[str, Any] = {}
     folder = Path(entry.get("folder") or "")
     if header["kind"] == "stage":
         stages = {"": folder}
@@ -132,7 +133,7 @@ def _plot(rows: list[dict], labels: list[str], columns: list[str], path: Path) -
     shown = columns[:6]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
     for ax, col in zip(axes[0], shown):
-        groups = {}
+        groups: dict[str, list[dict]] = {}
         for r in rows:
             key = ", ".join(f"{o}={r['values'][o]}" for o in others)
             groups.setdefault(key, []).append(r)
