@@ -319,7 +319,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     (launcher=slurm): prepare the folder and its scripts and return it, for a sweep's job array to submit.
     ``again``: run a stage that redoes only what changed (AI feedback) even when its folder is finished with this
     config and code (a pipeline whose earlier stage ran again). ``code_checked``: the pipeline ran
-    commands/runcheck.py for every stage already.
+    runtime/runcheck.py for every stage already.
     """
 
     hw = cfg["hardware"]
