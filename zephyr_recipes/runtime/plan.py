@@ -306,12 +306,3 @@ def render(cfg: dict, est: dict, sentence: str, source: str) -> str:
     return "\n".join(lines)
 
 
-def advice(cfg: dict) -> str:
-    hw = cfg["hardware"]
-    if hw["strategy"] in ("none", "ddp") and not hw["lora"]:
-        return ("shard the model: hardware=8gpu-zero3 (or 8gpu-fsdp2, 8gpu-zero3-offload), or train adapters: "
-                "hardware=qlora-24gb; or lower hardware.per_device_batch_size / turn on hardware.gradient_checkpointing")
-    return ("lower hardware.per_device_batch_size (the global batch is kept through accumulation), turn on "
-            "hardware.gradient_checkpointing, or use hardware.offload=true")
-
-

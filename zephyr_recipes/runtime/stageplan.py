@@ -11,8 +11,17 @@ from ..core.errors import ZephyrError
 from ..data.sizes import PROMPT_TOKENS
 from ..stages.base import Stage, TrainerStage
 from . import timeplan
-from .plan import GB, OVERHEAD_GB, TIGHT, Shape, _count, advice, config_of, estimate, model_config, render, verdict
+from .plan import GB, OVERHEAD_GB, TIGHT, Shape, _count, config_of, estimate, model_config, render, verdict
 from .timeplan import Work
+
+
+def advice(cfg: dict) -> str:
+    hw = cfg["hardware"]
+    if hw["strategy"] in ("none", "ddp") and not hw["lora"]:
+        return ("shard the model: hardware=8gpu-zero3 (or 8gpu-fsdp2, 8gpu-zero3-offload), or train adapters: "
+                "hardware=qlora-24gb; or lower hardware.per_device_batch_size / turn on hardware.gradient_checkpointing")
+    return ("lower hardware.per_device_batch_size (the global batch is kept through accumulation), turn on "
+            "hardware.gradient_checkpointing, or use hardware.offload=true")
 
 
 def inference_gb(shape: Shape, batch: int, tokens: int, hw: dict) -> float:
