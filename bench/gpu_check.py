@@ -99,9 +99,9 @@ def _reset_peak() -> None:
 
 def _plan_gb(recipe: str, overrides: list[str]) -> dict:
     from zephyr_recipes import stages
-    from zephyr_recipes.commands import plan
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.runtime import plan
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
 
     raw, name, _ = compose(recipe, overrides)
     cfg = validate(raw, name)
@@ -111,7 +111,7 @@ def _plan_gb(recipe: str, overrides: list[str]) -> dict:
 
 def _compare(measured: dict, planned: dict) -> dict:
     # The plan's total includes OVERHEAD_GB for the CUDA context, which torch's counters do not see.
-    from zephyr_recipes.commands.plan import OVERHEAD_GB
+    from zephyr_recipes.runtime.plan import OVERHEAD_GB
 
     seen = measured["max_reserved_gb"] + OVERHEAD_GB
     return {**measured, **planned, "measured_with_context_gb": seen, "plan_over_measured": planned["plan_gb"] / seen}

@@ -63,10 +63,10 @@ def measure_here(shape: str, ckpt: bool, steps: int = 2) -> dict:
     from transformers import AutoModelForCausalLM, MistralConfig
 
     from zephyr_recipes import data, stages
-    from zephyr_recipes.commands import plan
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
     from zephyr_recipes.model import modeling
+    from zephyr_recipes.runtime import plan
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
     from zephyr_recipes.stages.training import trainer_args, without_unused_test_data
 
     logging.getLogger("zephyr_recipes").setLevel(logging.WARNING)

@@ -80,8 +80,8 @@ def _env() -> dict:
 
 
 def _compose(recipe: str, overrides: list[str]) -> dict:
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
 
     raw, name, _ = compose(recipe, overrides)
     return validate(raw, name)

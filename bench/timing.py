@@ -9,7 +9,7 @@ Mistral-shaped model of the given size. The step time is the median wall time of
 first two warm up). The same process times a dense fp32 matmul (1024 x 1024, the same threads) to give this
 CPU's achievable FLOP/s: the "peak" the plan's formula divides by.
 
-The plan's model is `zephyr_recipes.commands.timeplan`: (6P + 12Lhs) FLOPs per trained token, hours = FLOPs / (peak x
+The plan's model is `zephyr_recipes.runtime.timeplan`: (6P + 12Lhs) FLOPs per trained token, hours = FLOPs / (peak x
 MFU). The MFU is fitted on the largest shape (from the tokens its steps really trained) and every shape is
 predicted with it from the plan's own token count of the run (what `zephyr-recipes plan` prints): predicted /
 measured says how far the plan's tokens and FLOP count carry from one shape to another.
@@ -55,11 +55,11 @@ def measure_here(shape: str) -> dict:
     from transformers import AutoModelForCausalLM, MistralConfig, TrainerCallback
 
     from zephyr_recipes import data, stages
-    from zephyr_recipes.commands import plan, timeplan
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
     from zephyr_recipes.embedded import builtin
     from zephyr_recipes.model import modeling
+    from zephyr_recipes.runtime import plan, timeplan
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
     from zephyr_recipes.stages.training import trainer_args, without_unused_test_data
 
     logging.getLogger("zephyr_recipes").setLevel(logging.WARNING)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from zephyr_recipes.commands import ablation
 from zephyr_recipes.embedded import builtin, judge, tasks
+from zephyr_recipes.reports import ablation
 
 CLAIMS = [{"run": "dSFT + dDPO", "metric": "mt_bench", "above": "dSFT"},
           {"run": "dSFT + dDPO", "metric": "alpaca_eval", "above": 50},

@@ -374,7 +374,7 @@ def test_chat_with_a_prompt_far_past_the_context_is_refused_at_once(cli, work):
 
 
 def test_chat_with_a_prompt_longer_than_the_context_is_a_clear_error(cli, work):
-    from zephyr_recipes.commands import chat
+    from zephyr_recipes.runtime import chat
 
     pipe = chat.load("builtin://tiny-mistral", "zephyr")
     limit = pipe.model.config.max_position_embeddings
@@ -383,7 +383,7 @@ def test_chat_with_a_prompt_longer_than_the_context_is_a_clear_error(cli, work):
 
 
 def test_chat_cuts_a_reply_that_would_overflow_the_context_and_says_so(cli, work, caplog):
-    from zephyr_recipes.commands import chat
+    from zephyr_recipes.runtime import chat
 
     pipe = chat.load("builtin://tiny-mistral", "zephyr")
     limit = pipe.model.config.max_position_embeddings

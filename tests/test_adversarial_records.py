@@ -157,13 +157,13 @@ def test_a_damaged_record_in_a_complete_data_folder_is_named_at_validate(cli, wo
 
 
 def test_a_whole_parquet_file_passes_the_check(tmp_path):
-    from zephyr_recipes.commands import readcheck
+    from zephyr_recipes.reports import readcheck
 
     readcheck.check(complete_folder(tmp_path / "aif", {"data/train_prefs.parquet": parquet_bytes()}))
 
 
 def test_an_unfinished_folder_is_not_checked_as_complete(tmp_path):
-    from zephyr_recipes.commands import readcheck
+    from zephyr_recipes.reports import readcheck
 
     folder = complete_folder(tmp_path / "aif", {"metrics.json": b"{"})
     write(folder / "run.json", '{"status": "running"}')

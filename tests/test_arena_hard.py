@@ -201,7 +201,7 @@ def test_published_alpaca_eval_2_rows_match_alpaca_evals_leaderboard():
 
     import alpaca_eval
 
-    from zephyr_recipes.commands.report import PUBLISHED
+    from zephyr_recipes.reports.report import PUBLISHED
 
     board = Path(alpaca_eval.__file__).parent / "leaderboards" / "data_AlpacaEval_2" / \
         "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
@@ -428,8 +428,8 @@ def test_wrong_answer_file_stops_the_run_before_any_answer_is_generated(tmp_path
 
 
 def test_new_sections_appear_in_the_resolved_config_only_when_chosen():
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
 
     cfg, name, _ = compose("tiny/eval-heldout")
     stage = validate(cfg, name)["stage"]

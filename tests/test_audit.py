@@ -203,7 +203,7 @@ def test_plan_shows_the_audits_extra_judge_calls(cli):
 def test_audit_action_and_a_robust_loss_are_one_sweep(tmp_path):
     """`-m tiny/zephyr aif.stage.audit.action=keep,drop dpo.stage.trainer.loss_type=[sigmoid,sft],[robust,sft]`:
     four points that all validate; dSFT is shared, AI feedback and what follows branch."""
-    from zephyr_recipes.commands import pipeline, sweep
+    from zephyr_recipes.runtime import pipeline, pipespec, sweep
 
     fixed, swept = sweep.parse(["aif.stage.audit.enabled=true", "aif.stage.audit.action=keep,drop",
                                 "dpo.stage.trainer.loss_type=[sigmoid,sft],[robust,sft]",
@@ -212,8 +212,8 @@ def test_audit_action_and_a_robust_loss_are_one_sweep(tmp_path):
     assert len(grid) == 4
     specs = []
     for point in grid:
-        spec, _, path = pipeline.load("tiny/zephyr", fixed + point["overrides"] +
-                                      [pipeline._override("pipeline.output_dir", str(tmp_path / point["name"]))])
+        spec, _, path = pipespec.load("tiny/zephyr", fixed + point["overrides"] +
+                                      [pipespec.override("pipeline.output_dir", str(tmp_path / point["name"]))])
         configs = {st["name"]: cfg for st, _, cfg in pipeline.stage_configs(spec, path.parent)}
         assert configs["aif"]["stage"]["audit"]["action"] in ("keep", "drop")
         assert configs["dpo"]["stage"]["trainer"]["loss_type"] in (["sigmoid", "sft"], ["robust", "sft"])

@@ -50,9 +50,9 @@ def test_validate_shows_the_template_choice_and_a_marked_row(cli, byo):
 def test_sft_trains_exactly_the_assistant_tokens_of_a_marker_less_chatml_model(cli, byo, tmp_path):
     """The collated batch the trainer steps on holds labels on the answers and their <|im_end|> only."""
     from zephyr_recipes import data, stages
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
     from zephyr_recipes.model import modeling
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
     from zephyr_recipes.stages.training import trainer_args
 
     cfg = validate(compose("tiny/sft", _sft(byo, tmp_path / "probe")[1:])[0], "tiny/sft")

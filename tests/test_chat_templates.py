@@ -199,9 +199,9 @@ REAL_MODELS = ["smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-i
 @pytest.mark.parametrize("option", REAL_MODELS)
 def test_every_real_model_option_composes_validates_and_has_a_memory_plan(option):
     from zephyr_recipes import stages
-    from zephyr_recipes.commands import plan
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.runtime import plan
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
 
     cfg = validate(compose("smollm2-360m/sft", [f"model={option}"])[0], "x")
     assert "/" in cfg["model"]["name_or_path"]  # a hub id: the real loading code, offline-safe in validate

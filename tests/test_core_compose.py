@@ -6,16 +6,16 @@ import pytest
 import yaml
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.core.catalog import RECIPES_DIR, list_options, list_recipes
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_every_shipped_recipe_composes_and_validates(recipe, cli):
-    from zephyr_recipes.commands.cli import _compose
+    from zephyr_recipes.commands.recipe import compose_any
 
-    cfg, _ = _compose(recipe, [])
+    cfg, _ = compose_any(recipe, [])
     configs = [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]
     for c in configs:
         assert c["stage"]["name"] in stages.names()

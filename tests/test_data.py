@@ -17,11 +17,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 from tests.benchmark_files import ALPACA_INSTRUCTIONS, DATA  # noqa: E402
 from zephyr_recipes import stages  # noqa: E402
 from zephyr_recipes.commands import cli  # noqa: E402
-from zephyr_recipes.commands.validate import validate  # noqa: E402
 from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
 from zephyr_recipes.data import load_for_stage  # noqa: E402
 from zephyr_recipes.data.binarize import SCHEMA, Tally, binarize, binarize_dataset  # noqa: E402
 from zephyr_recipes.model import modeling  # noqa: E402
+from zephyr_recipes.runtime.validate import validate  # noqa: E402
 
 TINY_MODEL = {"name_or_path": "builtin://tiny-mistral", "chat_template": "zephyr"}
 

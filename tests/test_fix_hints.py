@@ -166,7 +166,7 @@ def exists(module: str, key: str) -> bool:
 def test_the_collector_finds_the_hints_it_should():
     """The collector reads what it claims to: keys of fix literals, f-strings, local names and same-module calls."""
     found = {(m, k) for m, _, k in collect()}
-    assert ("zephyr_recipes/commands/plan.py", "hardware.gradient_checkpointing") in found  # advice(cfg)'s return
+    assert ("zephyr_recipes/runtime/stageplan.py", "hardware.gradient_checkpointing") in found  # advice(cfg)'s return
     assert ("zephyr_recipes/stages/dpo.py", "stage.trainer.beta") in found
     assert any(k == "dataset.max_prompt_tokens" for _, k in found)
     assert not any(k.endswith((".json", ".safetensors")) for _, k in found)

@@ -20,13 +20,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "zephyr-recipes-tests"))
 
 from zephyr_recipes import stages  # noqa: E402
-from zephyr_recipes.commands import launch  # noqa: E402
 from zephyr_recipes.commands.cli import main  # noqa: E402
-from zephyr_recipes.commands.compose import compose, find_recipe  # noqa: E402
-from zephyr_recipes.commands.validate import validate  # noqa: E402
 from zephyr_recipes.core.catalog import list_options, list_recipes  # noqa: E402
 from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
 from zephyr_recipes.model import hardware  # noqa: E402
+from zephyr_recipes.runtime import launch  # noqa: E402
+from zephyr_recipes.runtime.compose import compose, find_recipe  # noqa: E402
+from zephyr_recipes.runtime.validate import validate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = list_options()["hardware"]

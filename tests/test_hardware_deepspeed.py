@@ -18,11 +18,11 @@ os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "
 pytest.importorskip("deepspeed", reason="the dev extra installs deepspeed (pip install -e '.[dev]')")
 
 from zephyr_recipes import stages  # noqa: E402
-from zephyr_recipes.commands import launch, plan  # noqa: E402
-from zephyr_recipes.commands.compose import compose  # noqa: E402
-from zephyr_recipes.commands.validate import validate  # noqa: E402
 from zephyr_recipes.model import hardware  # noqa: E402
 from zephyr_recipes.model.modeling import Placement  # noqa: E402
+from zephyr_recipes.runtime import launch, plan  # noqa: E402
+from zephyr_recipes.runtime.compose import compose  # noqa: E402
+from zephyr_recipes.runtime.validate import validate  # noqa: E402
 from zephyr_recipes.stages.training import trainer_args  # noqa: E402
 
 ZERO = [("8gpu-zero3", []), ("8gpu-zero3-offload", []), ("2x8gpu-zero3", []),

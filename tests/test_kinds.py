@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.data import kinds
 from zephyr_recipes.data import load_for_stage as load_rows
 from zephyr_recipes.model import modeling
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 from zephyr_recipes.stages.kto import KTO
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.data.binarize import BinarizeRule
 from zephyr_recipes.feedback.specs import FunctionGenerator, OpenAIJudge, TransformersGenerator
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 from zephyr_recipes.stages import aif
 
 

@@ -22,10 +22,10 @@ print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if m.st
 """
 
 # What a DPO recipe has no use for: the benchmarks (their registry and interface included), what they are scored
-# with, the judges and generators, and the report and ablation commands.
+# with, the judges and generators, and the reports (report, ablation and the HTML page).
 UNUSED = ("zephyr_recipes.benchmarks", "zephyr_recipes.evaluation", "zephyr_recipes.feedback",
-          "zephyr_recipes.commands.ablation", "zephyr_recipes.commands.report", "zephyr_recipes.stages.eval",
-          "zephyr_recipes.stages.aif")
+          "zephyr_recipes.reports.ablation", "zephyr_recipes.reports.report", "zephyr_recipes.reports.page",
+          "zephyr_recipes.stages.eval", "zephyr_recipes.stages.aif")
 
 
 def imported(*args: str, home: Path) -> set[str]:
@@ -67,7 +67,7 @@ def test_a_dpo_run_imports_no_benchmark(tmp_path):
 def test_the_report_still_reads_every_benchmark(tmp_path):
     """The tables built on first use hold what the import-time ones held."""
     from zephyr_recipes import benchmarks
-    from zephyr_recipes.commands import ablation, report
+    from zephyr_recipes.reports import ablation, report
 
     assert ablation.METRICS == ablation.metrics_table() and "mt_bench" in ablation.metrics_table()
     assert report.PUBLISHED is report.published()

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.data import kinds
 from zephyr_recipes.model import trainer_fields
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 
 
 def test_orpos_config_class_is_trls_experimental_one_and_its_fields_are_described_from_it(tmp_path, monkeypatch):

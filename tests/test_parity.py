@@ -2,7 +2,7 @@
 
 A fixture is a real recipe composed with overrides, over a model folder made like a run folder (the embedded
 tokenizer saved with the template it was trained with, its config and generation config), checked by
-``commands.parity`` exactly as ``validate`` checks it (tokenizers only)."""
+``runtime.parity`` exactly as ``validate`` checks it (tokenizers only)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands import parity
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.core.catalog import list_recipes
 from zephyr_recipes.model import modeling
 from zephyr_recipes.model.chat_format import template_text
+from zephyr_recipes.runtime import parity
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 
 ZEPHYR = template_text("zephyr")
 NO_GENERATION_PROMPT = ZEPHYR.replace("{%- if add_generation_prompt -%}\n{{ '<|assistant|>\\n' }}\n{%- endif -%}", "")
@@ -246,9 +246,9 @@ def test_every_shipped_recipe_passes_the_check(recipe, tmp_path, monkeypatch):
     """As tests/test_walk.py walks them: each stage of a pipeline with the tokenizers its earlier stages save; what
     cannot be opened here (a hub model offline, a run folder not made) is listed as not checked, never a mismatch."""
     monkeypatch.chdir(tmp_path)
-    from zephyr_recipes.commands import pipeline
+    from zephyr_recipes.runtime import pipeline, pipespec
 
-    loaded = pipeline.load(recipe, [])
+    loaded = pipespec.load(recipe, [])
     if loaded:
         configs = [cfg for _, _, cfg in pipeline.stage_configs(loaded[0], loaded[2].parent)]
     else:

@@ -107,7 +107,7 @@ def test_from_needs_a_pipeline_stage(cli, tmp_path):
 def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
     """Lists of mappings, strings with spaces, quotes and brackets, numbers and nulls are written in Hydra's
     override grammar, so the stage receives them exactly as the pipeline file gives them."""
-    from zephyr_recipes.commands import pipeline
+    from zephyr_recipes.runtime import pipeline, pipespec
 
     generators = [{"name": "it's (teacher)", "type": "function", "function": "zephyr_recipes.embedded.tasks:teacher"},
                   {"name": "sft, hot", "type": "transformers", "model": "builtin://tiny-mistral",
@@ -116,7 +116,7 @@ def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
     path.write_text(yaml.safe_dump({"pipeline": {"output_dir": str(tmp_path / "out"), "stages": [
         {"name": "aif", "recipe": "tiny/aif", "overrides": {"stage.generators": generators,
                                                             "recipe.description": "a [b] {c}, 'd'"}}]}}))
-    spec, _, recipe_file = pipeline.load(str(path), [])
+    spec, _, recipe_file = pipespec.load(str(path), [])
     (_, _, cfg), = pipeline.stage_configs(spec, recipe_file.parent)
     assert cfg["stage"]["generators"][0]["name"] == "it's (teacher)"
     assert cfg["stage"]["generators"][1]["sampling"] == {"temperature": 1.0, "top_p": None}
@@ -187,7 +187,7 @@ def test_rounds_wire_each_round_to_the_last_and_report_by_round(tmp_path, cli):
     assert len(first) == len(second) == 12 and not first & second
     # The report: grade by round beside dSFT, and whether round 2 beat round 1, said either way.
     report = (out / "report" / "report.md").read_text() if (out / "report").exists() else None
-    from zephyr_recipes.commands import ablation
+    from zephyr_recipes.reports import ablation
 
     md = ablation.report([out], tmp_path / "report")
     grades = [json.loads((out / s / "scores.json").read_text())["mt_bench"]["score"]

@@ -14,11 +14,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(Path(tempfile.gettempdir()) / "zephyr-recipes-tests"))
 
 from zephyr_recipes import stages  # noqa: E402
-from zephyr_recipes.commands import plan  # noqa: E402
 from zephyr_recipes.commands.cli import main  # noqa: E402
-from zephyr_recipes.commands.compose import compose  # noqa: E402
-from zephyr_recipes.commands.validate import validate  # noqa: E402
 from zephyr_recipes.core.errors import ZephyrError  # noqa: E402
+from zephyr_recipes.runtime import plan  # noqa: E402
+from zephyr_recipes.runtime.compose import compose  # noqa: E402
+from zephyr_recipes.runtime.validate import validate  # noqa: E402
 
 # Mistral-7B-v0.1's config.json as published on the hub (the fields the plan reads, and a few more).
 MISTRAL_CONFIG = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_size": 4096,

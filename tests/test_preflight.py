@@ -63,10 +63,10 @@ def test_a_missing_local_model_is_refused_at_run_start_and_named_at_validate(cli
 
 
 def test_the_disk_must_hold_the_weights_and_checkpoints(monkeypatch):
-    from zephyr_recipes.commands import preflight
-    from zephyr_recipes.commands.compose import compose
-    from zephyr_recipes.commands.validate import validate
     from zephyr_recipes.core.errors import ZephyrError
+    from zephyr_recipes.runtime import preflight
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
 
     cfg = validate(*compose("zephyr-7b-beta/sft", ["stage.trainer.save_strategy=steps"])[:2])
     kept = cfg["stage"]["trainer"].get("save_total_limit") or 2

@@ -1,4 +1,4 @@
-"""The pre-flight of what a run will run later (commands/runcheck.py): a judge module that cannot be imported, a
+"""The pre-flight of what a run will run later (runtime/runcheck.py): a judge module that cannot be imported, a
 judge that cannot parse its own reply and a generator without a chat template each fail in seconds, before any
 answer is generated, and the fix each error gives, applied as written, lets the run proceed."""
 

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.data import kinds
 from zephyr_recipes.model import trainer_fields
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 

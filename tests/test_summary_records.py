@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from zephyr_recipes.commands.report import function_judge_note
 from zephyr_recipes.data.binarize import Tally, binarize, binarize_tally
 from zephyr_recipes.embedded import tasks
+from zephyr_recipes.reports.report import function_judge_note
 
 
 def _completion(name: str, rating: int) -> dict:

@@ -62,7 +62,7 @@ def test_sweep_over_an_unknown_key_fails_once_before_anything_runs(tmp_path, cli
 
 
 def test_sweep_names_points_from_hydra_grammar():
-    from zephyr_recipes.commands import sweep
+    from zephyr_recipes.runtime import sweep
 
     fixed, swept = sweep.parse(["run.seed=3", "stage.trainer.beta=0.01,0.1", "stage.trainer.learning_rate=range(1,3)",
                                 "+stage.trainer.max_steps=choice(5,7)"])

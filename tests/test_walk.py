@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from zephyr_recipes import stages
-from zephyr_recipes.commands.compose import compose
 from zephyr_recipes.core.catalog import list_recipes
+from zephyr_recipes.runtime.compose import compose
 
 RECIPES = list_recipes()
 PIPELINES = [r for r in RECIPES if "pipeline" in (yaml.safe_load(
@@ -107,13 +107,13 @@ def test_plan_of_the_flagship_pipeline_gives_hours_and_cost_per_stage_and_in_tot
 
 def test_training_hours_follow_the_flop_count():
     """6 P T (+ attention) FLOPs at the stated MFU on the profile's GPUs: halving the GPUs doubles the hours."""
-    from zephyr_recipes.commands import plan
-    from zephyr_recipes.commands.compose import compose as comp
-    from zephyr_recipes.commands.validate import validate
+    from zephyr_recipes.runtime import stageplan
+    from zephyr_recipes.runtime.compose import compose as comp
+    from zephyr_recipes.runtime.validate import validate
 
     def hours(*overrides):
         raw, name, _ = comp("zephyr-7b-beta/sft", list(overrides))
-        return plan.stage_plan(validate(raw, name), stages.get("sft"), count_data=False).work
+        return stageplan.stage_plan(validate(raw, name), stages.get("sft"), count_data=False).work
 
     eight, one = hours("hardware=8gpu-zero3"), hours("hardware=1gpu")
     assert eight.flops == pytest.approx(one.flops)

@@ -12,9 +12,9 @@ import deepspeed
 import torch
 from transformers import MistralConfig, MistralForCausalLM
 
-from zephyr_recipes.commands.compose import compose
-from zephyr_recipes.commands.validate import validate
 from zephyr_recipes.model import hardware
+from zephyr_recipes.runtime.compose import compose
+from zephyr_recipes.runtime.validate import validate
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ class AlpacaEval(Benchmark):
     name = "alpaca_eval"
     title = "AlpacaEval"
     size = 805  # the published set's prompts
+    items = "instructions"
     default = True
     schema = AlpacaEvalConfig
     help = "AlpacaEval 1: win rate against text-davinci-003."
@@ -67,7 +68,7 @@ class AlpacaEval(Benchmark):
     # and the leaderboard's win rate leaves it out. Two identical outputs are a draw without asking (_preprocess).
     unparsable = Unparsable(rule="asked once (alpaca_eval); no preference: left out of the win rate")
     metrics = (Metric("alpaca_eval", "AlpacaEval win %", ("win_rate",), ("standard_error",), "se",
-                      ablation_label="AlpacaEval-style win %"),
+                      ablation_label="AlpacaEval-style win %", ablation_digits=1),
                Metric("alpaca_eval_avg_length", "AlpacaEval avg length", ("avg_length",), digits=0,
                       higher_is_better=False, headline=False))
     references = (

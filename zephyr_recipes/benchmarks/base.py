@@ -40,6 +40,7 @@ class Metric:
     digits: int = 2
     headline: bool = True  # kept in run.json's summary (and offered to sweeps)
     ablation_label: Optional[str] = None  # shown in the ablation report (Table 3) under this label
+    ablation_digits: int = 2  # its decimals in the ablation report
     caveat: Optional[tuple] = None  # where the result says the figure is not comparable (a text, shown beside it)
 
     def value(self, result: dict | None):
@@ -142,7 +143,12 @@ class Benchmark:
     own_model: ClassVar[bool] = False  # loads the model under test its own way (the shared generator leaves first)
     size: ClassVar[int] = 0  # prompts in the published set (the plan's request counts)
     turns: ClassVar[int] = 1  # answers per prompt (MT-Bench: 2 turns)
+    items: ClassVar[str] = "prompts"  # what reports call its held-out prompts ("questions", "instructions")
     unparsable: ClassVar[Unparsable] = ASK_ONCE  # what happens to a judge reply without a verdict (its published rule)
+
+    def baselines(self, result: dict | None) -> list[str]:
+        """The models a result was compared against (a ``compare`` benchmark's baseline); none by default."""
+        return list((result or {}).get("baseline") or []) if self.asks == "compare" else []
 
     def on_unparsable(self, sec: dict) -> Unparsable:
         """The benchmark's rule for a judge reply its reader cannot read (asked again, continued, or dropped); the

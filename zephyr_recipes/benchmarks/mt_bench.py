@@ -48,6 +48,7 @@ class MTBench(Benchmark):
     name = "mt_bench"
     title = "MT-Bench"
     size = 80  # the published set's prompts
+    items = "questions"
     turns = 2
     default = True
     schema = MTBenchConfig

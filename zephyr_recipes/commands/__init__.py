@@ -1,2 +1,3 @@
-"""The command line and orchestration: each command, composing and validating recipes, the memory and time
-plans, the pre-flight, launching a run folder, pipelines, sweeps, rehearsals and the report (ARCHITECTURE.md)."""
+"""The command line only: :mod:`.cli` (``main``, the console script), :mod:`.parser` (every command's arguments)
+and the thin ``cmd_*`` handlers in :mod:`.recipe`, :mod:`.run` and :mod:`.results`, which call into
+:mod:`zephyr_recipes.runtime` and :mod:`zephyr_recipes.reports` (ARCHITECTURE.md)."""

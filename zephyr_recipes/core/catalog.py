@@ -2,7 +2,7 @@
 
 The options (``conf/<group>/<name>.yaml``) and recipes (``recipes/<family>/<name>.yaml``) sit beside the package
 in a source checkout and inside it (``_conf``, ``_recipes``) in an installed wheel. Composing them is the front
-end's (:mod:`zephyr_recipes.commands.compose`); knowing where they are and which recipe writes which default run
+end's (:mod:`zephyr_recipes.runtime.compose`); knowing where they are and which recipe writes which default run
 folder is everyone's, so it lives here, below every layer that asks.
 """
 

@@ -1,7 +1,7 @@
 """The runner's own configuration sections, documented once next to their defaults.
 
 Trainer arguments are *not* described here: ``stage.trainer`` passes straight to TRL's config class for
-the stage and is validated by introspecting that class (see :mod:`zephyr_recipes.commands.validate`).
+the stage and is validated by introspecting that class (see :mod:`zephyr_recipes.runtime.validate`).
 """
 
 from __future__ import annotations

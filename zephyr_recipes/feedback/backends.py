@@ -142,7 +142,7 @@ def in_flight(work: Callable[[int], object], count: int, concurrency: int) -> Re
 
 
 # How a local generator turns a conversation into prompt tokens and its output tokens back into text; the token-parity
-# check (commands/parity.py) calls these same functions.
+# check (runtime/parity.py) calls these same functions.
 # How a local generator renders prompts and reads answers (model/prompting.py; the token-parity check uses the same).
 from ..model.prompting import DECODE, ENCODE, answer_text, generator_tokenizer, prompt_texts  # noqa: E402,F401
 

@@ -1,7 +1,7 @@
 """Hardware profiles: checks that need no GPU, the global batch arithmetic, and the accelerate / DeepSpeed /
 FSDP configuration a profile generates.
 
-Nothing here launches anything (see :mod:`zephyr_recipes.commands.launch`) or looks at the current machine: a
+Nothing here launches anything (see :mod:`zephyr_recipes.runtime.launch`) or looks at the current machine: a
 profile for 16 GPUs validates on a laptop. The configs are accelerate's and DeepSpeed's own formats, written
 into the run folder so that a run can be re-launched by hand with exactly what the runner used.
 """

@@ -1,7 +1,7 @@
 """How a local generator turns a conversation into a prompt and its new tokens into an answer.
 
 The AI-feedback and evaluation backends (feedback/backends.py) generate with these, and the token-parity check
-(commands/parity.py) compares their tokens with what training sees, so both use the same code without the parity
+(runtime/parity.py) compares their tokens with what training sees, so both use the same code without the parity
 check importing the feedback package.
 """
 

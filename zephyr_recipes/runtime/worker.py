@@ -3,7 +3,7 @@
     python -m zephyr_recipes.runtime.worker runs/tiny-sft
 
 The front end (``zephyr-recipes``) writes ``<run folder>/config.yaml`` and calls :func:`run` in process; for
-several processes it runs this same module under ``accelerate launch`` (see :mod:`zephyr_recipes.commands.launch`).
+several processes it runs this same module under ``accelerate launch`` (see :mod:`zephyr_recipes.runtime.launch`).
 Every rank trains; only rank 0 writes run-folder files (train.log, provenance, metrics, card, run.json).
 """
 

@@ -91,7 +91,7 @@ class Stage:
 
     def judge_probes(self, recipe: Recipe) -> list[tuple[str, dict, str, str]]:
         """The judges the run asks, for the pre-flight that puts one constructed item through each before the run
-        (commands/runcheck.py): (where in the config, judge spec, what it asks: rate | grade | compare, title)."""
+        (runtime/runcheck.py): (where in the config, judge spec, what it asks: rate | grade | compare, title)."""
         return []
 
     def run(self, recipe: Recipe, folder: Path, ctx: RunContext) -> Path:

@@ -154,3 +154,39 @@ def _hydra_fix(message: str) -> str:
     if "Could not override" in message or "Key '" in message:
         return "to add a key that the recipe lacks, prefix it with '+' (+stage.trainer.max_steps=10)"
     return "check the override syntax: key=value, +key=value, ~key, group=option"
+
+
+def parse_sweep(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """A sweep's overrides (``-m``): (plain overrides, [(key, values)] of the swept ones), read by Hydra's override
+    parser (comma lists, ``range()``, ``choice()``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ZephyrError(f"cannot read the sweep: {str(exc).strip().splitlines()[0]}",
+                          "write sweeps as key=a,b,c or key=range(1,4) or key=choice(a,b)") from None
+    fixed: list[str] = []
+    swept: list[tuple[str, list[str]]] = []
+    for o in parsed:
+        if not o.is_sweep_override():
+            fixed.append(str(o.input_line))
+            continue
+        try:
+            values = list(o.sweep_string_iterator())
+        except Exception as exc:  # interval() and other sweeps that need an optimiser
+            raise ZephyrError(f"{o.input_line}: {exc}", "list the values, or use range() or choice()") from None
+        if not values:
+            raise ZephyrError(f"{o.input_line}: the sweep has no values (an empty range or list), so there is no "
+                              "point to run", "give at least one value, e.g. key=range(1,4) or key=a,b")
+        if o.get_key_element().startswith("~"):
+            raise ZephyrError(f"{o.input_line}: a deletion cannot be swept", "sweep key=a,b instead")
+        swept.append((o.get_key_element(), values))
+    if not swept:
+        raise ZephyrError("-m runs a sweep, but no override sweeps anything",
+                          "give a key several values: stage.trainer.beta=0.01,0.1 (or drop -m)")
+    keys = [k for k, _ in swept]
+    if len(set(k.lstrip("+") for k in keys)) < len(keys):
+        raise ZephyrError("a key is swept twice", "give each key one list of values")
+    return fixed, swept

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.errors import ZephyrError
 from ..model.modeling import check_weight_files
-from . import readcheck
+from ..reports import readcheck
 
 log = logging.getLogger("zephyr_recipes")
 WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")

@@ -18,11 +18,11 @@ import logging
 import re
 from pathlib import Path
 
-from .. import benchmarks
 from ..core import preempt, runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError
-from . import launch, pipeline
-from .compose import compose
+from . import launch, pipeline, pipespec
+from .compose import compose, parse_sweep
+from .sweepsummary import summarize
 from .validate import validate
 
 log = logging.getLogger("zephyr_recipes")
@@ -31,37 +31,9 @@ SHARED = "shared"
 
 # ----------------------------------------------------------------------------------------------- grammar
 def parse(overrides: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
-    """(plain overrides, [(key, values)] of the swept ones), read by Hydra's override parser."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as exc:
-        raise ZephyrError(f"cannot read the sweep: {str(exc).strip().splitlines()[0]}",
-                          "write sweeps as key=a,b,c or key=range(1,4) or key=choice(a,b)") from None
-    fixed, swept = [], []
-    for o in parsed:
-        if not o.is_sweep_override():
-            fixed.append(o.input_line)
-            continue
-        try:
-            values = list(o.sweep_string_iterator())
-        except Exception as exc:  # interval() and other sweeps that need an optimiser
-            raise ZephyrError(f"{o.input_line}: {exc}", "list the values, or use range() or choice()") from None
-        if not values:
-            raise ZephyrError(f"{o.input_line}: the sweep has no values (an empty range or list), so there is no "
-                              "point to run", "give at least one value, e.g. key=range(1,4) or key=a,b")
-        if o.get_key_element().startswith("~"):
-            raise ZephyrError(f"{o.input_line}: a deletion cannot be swept", "sweep key=a,b instead")
-        swept.append((o.get_key_element(), values))
-    if not swept:
-        raise ZephyrError("-m runs a sweep, but no override sweeps anything",
-                          "give a key several values: stage.trainer.beta=0.01,0.1 (or drop -m)")
-    keys = [k for k, _ in swept]
-    if len(set(k.lstrip("+") for k in keys)) < len(keys):
-        raise ZephyrError("a key is swept twice", "give each key one list of values")
-    return fixed, swept
+    """(plain overrides, [(key, values)] of the swept ones), read by Hydra's override parser
+    (:func:`.compose.parse_sweep`)."""
+    return parse_sweep(overrides)
 
 
 def _labels(keys: list[str]) -> list[str]:
@@ -100,7 +72,7 @@ def run(recipe: str, overrides: list[str], from_stage: str | None = None, only: 
         argv: list[str] | None = None) -> Path:
     fixed, swept = parse(overrides)
     grid = points(swept)
-    first = pipeline.load(recipe, fixed + grid[0]["overrides"])
+    first = pipespec.load(recipe, fixed + grid[0]["overrides"])
     if first is not None:
         return _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv)
     if from_stage or only:
@@ -328,7 +300,8 @@ def plan_pipeline(specs: list[tuple[dict, Path]], shared_dir: Path) -> tuple[dic
     A stage is shared when its validated config, with the point's folder taken out, is the same in every point
     and refers to no stage that branches.
     """
-    shared, branched = {}, []
+    shared: dict[str, Path] = {}
+    branched: list[str] = []
     names = [st["name"] for st in specs[0][0]["stages"]]
     for i, name in enumerate(names):
         moved = {**shared, name: shared_dir / name}
@@ -345,14 +318,57 @@ def plan_pipeline(specs: list[tuple[dict, Path]], shared_dir: Path) -> tuple[dic
     return shared, branched
 
 
+def _check_flags(names: list[str], shared: dict, first_branch: str, from_stage: str | None,
+                 only: str | None) -> str:
+    """--from and --only name stages of the pipeline, and --from none after the first that branches (returned)."""
+    for flag, stage in (("--from", from_stage), ("--only", only)):
+        if stage is not None and stage not in names:
+            raise ZephyrError(f"{flag} {stage}: the pipeline has no stage of that name", f"its stages: {', '.join(names)}")
+    if from_stage and names.index(from_stage) > names.index(first_branch):
+        raise ZephyrError(
+            f"--from {from_stage} comes after {first_branch!r}, where the sweep's points start to differ: with --from "
+            f"the points' {first_branch} would not run again, so the swept values would not take effect",
+            f"use --from {first_branch} (or an earlier stage), or drop --from: finished points are skipped anyway")
+    if from_stage:
+        again = [n for n in names[names.index(from_stage):] if n in shared]
+        log.info("sweep: --from %s: %s; every point's %s and later stages run again, finished or not", from_stage,
+                 f"the shared {', '.join(again)} run again once" if again else "no shared stage runs again",
+                 first_branch)
+    return first_branch
+
+
+def _refuse_pipeline_clobber(specs: list, names: list[str], shared: dict, from_stage: str | None,
+                             only: str | None) -> None:
+    """Refuse before anything runs, like a single run: a point's stage folder holding another config's finished run."""
+    for _point, spec, _ in specs:
+        for st in spec["stages"]:
+            if st["name"] in shared or (only and st["name"] != only):
+                continue
+            if from_stage and names.index(st["name"]) >= names.index(from_stage):
+                continue  # --from runs these again on purpose
+            folder = pipeline.stage_folder(spec, st["name"])
+            if runfolder.is_complete(folder):
+                _, cfg = pipeline.stage_config(spec, st, Path(specs[0][2]).parent, shared)
+                changed = runfolder.config_diff(yamlsafe.read(folder / runfolder.CONFIG, "run folder config"), cfg)
+                if changed:
+                    raise ZephyrError(f"the sweep would overwrite {folder}, a finished run of a different config "
+                                      f"(changed: {', '.join(changed[:3])})",
+                                      f"re-run from that stage with --from {st['name']}, or sweep into another "
+                                      "pipeline.output_dir; nothing was run")
+
+
 def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
-    base = pipeline.load(recipe, fixed + grid[0]["overrides"])[0]["output_dir"]
+    first = pipespec.load(recipe, fixed + grid[0]["overrides"])
+    assert first is not None  # run() found a pipeline
+    base = first[0]["output_dir"]
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
     errors, specs, everything = {}, [], {}
     for point in grid:
         try:
-            spec, _, path = pipeline.load(recipe, fixed + point["overrides"] +
-                                             [pipeline._override("pipeline.output_dir", str(sweep_dir / point["name"]))])
+            loaded = pipespec.load(recipe, fixed + point["overrides"] +
+                                   [pipespec.override("pipeline.output_dir", str(sweep_dir / point["name"]))])
+            assert loaded is not None  # every point is the same pipeline recipe
+            spec, _, path = loaded
             configs = pipeline.stage_configs(spec, path.parent)  # every stage validates before anything runs
             pipeline.check_references(spec, configs)
         except ZephyrError as exc:
@@ -375,35 +391,8 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
     if not branched:
         raise ZephyrError("the swept values change no stage of the pipeline",
                           "sweep a stage's key (dpo.stage.trainer.beta=...) or pipeline.seed")
-    for flag, stage in (("--from", from_stage), ("--only", only)):
-        if stage is not None and stage not in names:
-            raise ZephyrError(f"{flag} {stage}: the pipeline has no stage of that name", f"its stages: {', '.join(names)}")
-    first_branch = branched[0]
-    if from_stage and names.index(from_stage) > names.index(first_branch):
-        raise ZephyrError(
-            f"--from {from_stage} comes after {first_branch!r}, where the sweep's points start to differ: with --from "
-            f"the points' {first_branch} would not run again, so the swept values would not take effect",
-            f"use --from {first_branch} (or an earlier stage), or drop --from: finished points are skipped anyway")
-    if from_stage:
-        again = [n for n in names[names.index(from_stage):] if n in shared]
-        log.info("sweep: --from %s: %s; every point's %s and later stages run again, finished or not", from_stage,
-                 f"the shared {', '.join(again)} run again once" if again else "no shared stage runs again",
-                 first_branch)
-    for _point, spec, _ in specs:  # refuse before anything runs, like a single run
-        for st in spec["stages"]:
-            if st["name"] in shared or (only and st["name"] != only):
-                continue
-            if from_stage and names.index(st["name"]) >= names.index(from_stage):
-                continue  # --from runs these again on purpose
-            folder = pipeline.stage_folder(spec, st["name"])
-            if runfolder.is_complete(folder):
-                _, cfg = pipeline.stage_config(spec, st, Path(specs[0][2]).parent, shared)
-                changed = runfolder.config_diff(yamlsafe.read(folder / runfolder.CONFIG, "run folder config"), cfg)
-                if changed:
-                    raise ZephyrError(f"the sweep would overwrite {folder}, a finished run of a different config "
-                                      f"(changed: {', '.join(changed[:3])})",
-                                      f"re-run from that stage with --from {st['name']}, or sweep into another "
-                                      "pipeline.output_dir; nothing was run")
+    first_branch = _check_flags(names, shared, branched[0], from_stage, only)
+    _refuse_pipeline_clobber(specs, names, shared, from_stage, only)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     header = {"recipe": recipe, "overrides": fixed, "swept": [{"key": k, "values": v} for k, v in swept],
               "kind": "pipeline", "shared": {k: str(v) for k, v in shared.items()}, "branched": branched}
@@ -439,146 +428,3 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
     return sweep_dir
 
 
-# ---------------------------------------------------------------------------------------------- summary
-def _point_metrics(header: dict, entry: dict) -> dict:
-    """What a point produced: final train loss and eval figures of its own (not shared) stages."""
-    out = {}
-    folder = Path(entry.get("folder") or "")
-    if header["kind"] == "stage":
-        stages = {"": folder}
-    else:
-        stages = {name: folder / name for name in header.get("branched") or []}
-    for name, f in stages.items():
-        prefix = f"{name} " if name else ""
-        status = runfolder.read_status(f) or {}
-        metrics = status.get("metrics") or {}
-        tail = _tail_loss(f)
-        if isinstance(metrics.get("eval_loss"), (int, float)):
-            out.setdefault("headline", f"{prefix}eval_loss")
-        elif tail is not None:
-            out.setdefault("headline", f"{prefix}{TAIL_LABEL}")
-        if tail is not None:
-            out[f"{prefix}{TAIL_LABEL}"] = tail
-        for k, v in sorted(metrics.items()):
-            if k.startswith("eval_") and isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second")):
-                out[f"{prefix}{k}"] = v
-        if (f / "scores.json").is_file():
-            scores = json.loads((f / "scores.json").read_text())
-
-            for bench, metric in benchmarks.metrics(headline_only=True):  # every headline figure the run has
-                value = metric.value(scores.get(bench.name))
-                if isinstance(value, (int, float)):
-                    out[f"{prefix}{metric.label}"] = value
-        if (f / "summary.json").is_file() and status.get("status") == "complete":
-            pairs = (json.loads((f / "summary.json").read_text()).get("pairs") or {}).get("train_prefs")
-            if pairs is not None:
-                out[f"{prefix}pairs"] = pairs
-    return out
-
-
-TAIL_LABEL = "train loss (last 10%)"
-
-
-def _tail_loss(folder: Path) -> float | None:
-    """The mean of the last 10% (at least one) of the logged training losses: the last one alone was computed
-    before the last update, and is one batch's."""
-    try:
-        history = json.loads((folder / "log_history.json").read_text())
-    except (OSError, ValueError):
-        return None
-    losses = [h["loss"] for h in history if isinstance(h.get("loss"), (int, float))]
-    if not losses:
-        return None
-    k = max(1, -(-len(losses) // 10))
-    return sum(losses[-k:]) / k
-
-
-def _number(text: str):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def summarize(sweep_dir: Path, header: dict, grid: list[dict], results: dict) -> str:
-    """Write sweep.json, sweep.md and sweep.png; returns the markdown."""
-    labels = list(grid[0]["values"])
-    rows = []
-    for point in grid:
-        entry = results.get(point["name"], {"values": point["values"], "status": "not run"})
-        metrics = _point_metrics(header, entry) if entry.get("folder") else {}
-        headline = metrics.pop("headline", None)
-        rows.append({"name": point["name"], **entry, "metrics": metrics, "headline": headline})
-    columns = []
-    for r in rows:
-        columns += [c for c in r["metrics"] if c not in columns]
-    text = [f"# Sweep of {header['recipe']}", "",
-            f"{len(grid)} points: " + "; ".join(f"`{s['key']}` over {', '.join(s['values'])}" for s in header["swept"])
-            + (f". Fixed overrides: {' '.join(header['overrides'])}" if header["overrides"] else "") + "."]
-    if header["kind"] == "pipeline":
-        text += ["", f"Stages shared by every point (run once): {', '.join(header['shared']) or 'none'}. "
-                     f"Stages run per point: {', '.join(header['branched'])}."]
-    headlines = sorted({r["headline"] for r in rows if r.get("headline")})
-    if headlines:
-        text += ["", f"Headline figure: {' / '.join(f'`{h}`' for h in headlines)} - the final evaluation loss on the "
-                     "test split where there is one (eval_loss), else the mean of the last 10% of the logged training "
-                     "losses (the last logged loss alone was computed before the last update)."]
-    text += ["", "| " + " | ".join(labels + ["status"] + columns + ["folder"]) + " |",
-             "|" + " --- |" * (len(labels) + len(columns) + 2)]
-    for r in rows:
-        cells = [r["values"][lab] for lab in labels] + [r["status"]]
-        cells += [("–" if c not in r["metrics"] else f"{r['metrics'][c]:.4g}") for c in columns]
-        cells.append(f"`{r.get('folder', '–')}`")
-        text.append("| " + " | ".join(str(c) for c in cells) + " |")
-    failed = [r for r in rows if r["status"] == "failed"]
-    if failed:
-        text += ["", "Failed points:", ""] + [f"- {r['name']}: {r.get('error', '?')}" for r in failed]
-    md = "\n".join(text) + "\n"
-    if columns and _plot(rows, labels, columns, sweep_dir / "sweep.png"):
-        md += "\n![sweep](sweep.png)\n"
-    runfolder.write_atomic(sweep_dir / "sweep.md", md)
-    runfolder.write_atomic(sweep_dir / "sweep.json", json.dumps(
-        {**header, "points": [{k: v for k, v in r.items()} for r in rows]}, indent=2, default=str) + "\n")
-    return md
-
-
-def _plot(rows: list[dict], labels: list[str], columns: list[str], path: Path) -> bool:
-    """One panel per figure against the first swept value; one line per value of the other swept keys."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x_label, others = labels[0], labels[1:]
-    xs_num = [_number(r["values"][x_label]) for r in rows]
-    numeric = all(x is not None for x in xs_num)
-    order = sorted({r["values"][x_label] for r in rows}, key=lambda v: _number(v) if numeric else v)
-    shown = columns[:6]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
-    for ax, col in zip(axes[0], shown):
-        groups = {}
-        for r in rows:
-            key = ", ".join(f"{o}={r['values'][o]}" for o in others)
-            groups.setdefault(key, []).append(r)
-        for key, group in groups.items():
-            pts = sorted(((_number(r["values"][x_label]) if numeric else order.index(r["values"][x_label]),
-                           r["metrics"][col]) for r in group if col in r["metrics"]))
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=key or None)
-        if numeric and min(xs_num) > 0 and max(xs_num) / min(xs_num) >= 20:
-            ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(range(len(order)))
-            ax.set_xticklabels(order, rotation=20, fontsize=8)
-        failed = [r for r in rows if r["status"] == "failed"]
-        for r in failed:
-            x = _number(r["values"][x_label]) if numeric else order.index(r["values"][x_label])
-            ax.axvline(x, color="#c0392b", linestyle=":", linewidth=1)
-        ax.set_xlabel(x_label)
-        ax.set_title(col, fontsize=10)
-        if others and len(groups) > 1:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True

@@ -8,7 +8,7 @@ lock, before the folder is prepared:
 - a stage that redoes only what changed (``Stage.revisable``: AI feedback): a changed config or code is recorded in
   ``revisions.jsonl`` (the old config and code kept there), and the stage runs again, reusing what still matches;
 - another stage, finished with the same config but other code: refused, naming the code that changed (a pipeline
-  runs it again itself, replacing it: see commands/pipeline.py).
+  runs it again itself, replacing it: see runtime/pipeline.py).
 """
 
 from __future__ import annotations

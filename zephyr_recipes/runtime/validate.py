@@ -20,7 +20,7 @@ from ..data import check_config as check_dataset
 from ..embedded import builtin
 from ..model import hardware, trainer_fields
 from ..model.modeling import check_weight_files, is_local_path
-from . import readcheck
+from ..reports import readcheck
 from .inputs import check_run
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)

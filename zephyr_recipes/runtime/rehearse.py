@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import random
 import re
 import sys
 import time
@@ -39,26 +38,22 @@ from ..core.errors import ZephyrError
 from ..core.schema import HardwareConfig, defaults_of
 from ..data import kinds
 from ..data.kinds import RowKind
-from ..embedded import builtin, tasks
+from ..embedded import builtin
 from ..feedback import judge_registry
 from ..feedback.specs import served_model
-from ..model import chat_format
-from . import launch, pipeline, plan
+from . import dryrun, launch, pipeline, pipespec, plan
 from .compose import compose
+from .standins import NEW_TOKENS, ROWS, build_model, eval_files, write_data
 from .validate import validate
 
 log = logging.getLogger("zephyr_recipes")
 
 STEPS = 2  # optimizer steps per training stage
-ROWS = 32  # training rows of a stand-in dataset (test splits: 8)
-NEW_TOKENS = 16  # generation budget of every answer and judge reply
 # The template each well-known hub model's tokenizer carries, as the shipped template that renders like it.
 OWN_TEMPLATES = {"alignment-handbook/zephyr-7b-sft-full": "zephyr", "HuggingFaceH4/zephyr-7b-beta": "zephyr",
                  "HuggingFaceH4/mistral-7b-sft-beta": "zephyr", "mistralai/Mistral-7B-Instruct-v0.2": "mistral-instruct",
                  "meta-llama/Llama-2-7b-chat-hf": "zephyr", "meta-llama/Llama-3.2-1B-Instruct": "llama-3.2",
                  "Qwen/Qwen2.5-0.5B-Instruct": "chatml", "Qwen/Qwen2.5-1.5B-Instruct": "chatml"}
-TEMPLATE_EOS = {"chatml": "<|im_end|>", "smollm2": "<|im_end|>", "llama-3.2": "<|eot_id|>", "llama-3": "<|eot_id|>",
-                "gemma": "<end_of_turn>"}
 
 
 def _is_hub(name) -> bool:
@@ -88,7 +83,7 @@ def _missing_run_folder(path, depth: int = 0) -> tuple[str, str, str | None] | N
     earlier = _missing_run_folder(name, depth + 1)
     if earlier:
         return producer[0], earlier[1], template or earlier[2]
-    return producer[0], name if _is_hub(name) else "mistralai/Mistral-7B-v0.1", template
+    return producer[0], str(name) if _is_hub(name) else "mistralai/Mistral-7B-v0.1", template
 
 
 def _safe(name: str) -> str:
@@ -121,7 +116,7 @@ class Rehearsal:
             real, source = {"model_type": "mistral"}, "unknown shape: Mistral family assumed"
         own = own or OWN_TEMPLATES.get(name) or ("smollm2" if "SmolLM2" in name and "Instruct" in name else None)
         try:
-            _build_model(folder, real, own, template)
+            build_model(folder, real, own, template)
         except ZephyrError:
             raise
         except Exception as exc:  # noqa: BLE001 - transformers' own message names the field
@@ -142,7 +137,7 @@ class Rehearsal:
         splits = [s for s in (ds.get("train_split") or ds.get("split") or "train", ds.get("test_split")) if s]
         folder = self.root / "stand-ins" / "data" / _safe(f"{path}-{'-'.join(splits)}")
         if not (folder / "data").is_dir():
-            _write_data(folder, splits, rows_kind, ds.get("columns") or {})
+            write_data(folder, splits, rows_kind, ds.get("columns") or {})
         ds["path"] = str(folder)
         self.note(f"dataset {path} -> {folder} ({ROWS} rows of {(rows_kind or kinds.PROMPTS).name} in splits "
                   f"{', '.join(splits)})")
@@ -158,7 +153,7 @@ class Rehearsal:
         if kind == "openai" and gen.get("serve"):
             model = gen.get("model") if gen.get("model") and not _is_hub(gen.get("model")) else \
                 served_model(gen["serve"]) or gen.get("model")
-            model = self.model(model) if _is_hub(model) else model
+            model = self.model(str(model)) if _is_hub(model) else model
             self.note(f"{where}: served `{gen['serve']}` -> transformers on {model}")
             return {**keep, "type": "transformers", "model": model, "batch_size": 8}
         if kind == "openai":
@@ -249,7 +244,7 @@ class Rehearsal:
         section = cfg["stage"]
         lexical = "zephyr_recipes.embedded.lexical_judge"
         section["judge"] = self.judge(section.get("judge"), "stage.judge", lexical)
-        files = _eval_files(self.root / "stand-ins" / "eval")
+        files = eval_files(self.root / "stand-ins" / "eval")
         for name in section["benchmarks"]:
             sec = section.get(name)
             if not isinstance(sec, dict):
@@ -286,126 +281,6 @@ def _remote(spec) -> bool:
     return isinstance(spec, str) and (spec.startswith(("http://", "https://", "hf://")) or _is_hub(spec))
 
 
-# --------------------------------------------------------------------------------------------- builders
-def _build_model(folder: Path, real: dict, own_template: str | None, recipe_template: str | None = None) -> None:
-    """A 2-layer random model of ``real``'s family with the embedded tokenizer, written atomically."""
-    import shutil
-    import tempfile
-
-    import torch
-    import transformers
-    from transformers import AutoConfig, PreTrainedTokenizerFast
-
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(builtin.resolve("builtin://tiny-mistral"))
-        ender = TEMPLATE_EOS.get(own_template or recipe_template or "")
-        if ender:  # the family's end-of-turn token is one special token, as in its real tokenizer
-            tokenizer.add_special_tokens({"additional_special_tokens": [ender]})
-        if own_template:
-            tokenizer.chat_template = chat_format.template_text(own_template)
-            if ender:
-                tokenizer.eos_token = ender
-        tokenizer.model_max_length = int(real.get("max_position_embeddings") or 4096)
-        tokenizer.save_pretrained(str(tmp))
-        kind = real.get("model_type") or "mistral"
-        small = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-                 "max_position_embeddings": int(real.get("max_position_embeddings") or 4096),
-                 "tie_word_embeddings": bool(real.get("tie_word_embeddings", False)),
-                 "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": None}
-        try:
-            config = AutoConfig.for_model(kind, **small)
-        except ValueError:
-            kind, config = "mistral", AutoConfig.for_model("mistral", **small)
-        if hasattr(config, "sliding_window"):
-            config.sliding_window = None
-        torch.manual_seed(0)
-        arch = (config.architectures or [None])[0] if getattr(config, "architectures", None) else None
-        cls = getattr(transformers, arch) if arch and hasattr(transformers, arch) else transformers.AutoModelForCausalLM
-        model = cls.from_config(config) if cls is transformers.AutoModelForCausalLM else cls(config)
-        model.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(f"# rehearsal stand-in\n\nA tiny random {kind} model with the embedded "
-                                       "tokenizer, standing in for a hub model in `zephyr-recipes rehearse`.\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _task_rows(n: int, seed: int) -> list:
-    rng = random.Random(seed)
-    kinds = tuple(tasks.TASKS)
-    return [tasks.TASKS[kinds[i % len(kinds)]](rng) for i in range(n)]
-
-
-def _write_data(folder: Path, splits: list[str], kind, columns: dict) -> None:
-    """Parquet splits in the schema of the rows the stage reads (its row kind's stand-in rows, or prompts), with
-    the recipe's column names."""
-    import datasets
-
-    kind = kind or kinds.PROMPTS
-    (folder / "data").mkdir(parents=True, exist_ok=True)
-    for i, split in enumerate(splits):
-        rows = []
-        for t in _task_rows(ROWS if i == 0 else 8, seed=11 + i):
-            wrong = t.answer[::-1] if len(t.answer) > 1 else t.answer + "?"
-            row = kind.example(t.instruction, t.answer, wrong, len(rows))
-            row["prompt_id"] = f"{i}-{len(rows)}"
-            for ours, theirs in columns.items():  # the recipe's own column names (prompt: instruction ...)
-                if ours in row and theirs not in row:
-                    row[theirs] = row[ours]
-            rows.append(row)
-        datasets.Dataset.from_list(rows).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
-
-
-def _eval_files(folder: Path) -> dict:
-    """Stand-in benchmark files in each benchmark's public format (a few held-out embedded tasks)."""
-    import yaml
-
-    done = folder / ".complete"
-    mt = "builtin://tiny-zephyr-eval/question.jsonl"
-    alpaca = "builtin://tiny-zephyr-eval/alpaca_eval.json"
-    files = {"root": str(folder),
-             "mt_bench": {"questions": mt, "reference_answers": None,
-                          "judge_prompts": str(folder / "judge_prompts.jsonl")},
-             "alpaca_eval": {"instructions": alpaca, "prompt": str(folder / "alpaca_judge.txt")},
-             "alpaca_eval_2": {"instructions": alpaca, "prompt": str(folder / "alpaca_judge.txt")},
-             "arena_hard": {"questions": str(folder / "question.jsonl"),
-                            "baselines": {"*": str(folder / "baseline.jsonl")},
-                            "system_prompts": {"*": "You are a judge. Compare the two answers."},
-                            "judge_settings": str(folder / "settings.yaml")}}
-    if done.exists():
-        return files
-    folder.mkdir(parents=True, exist_ok=True)
-    builtin.resolve(mt)
-    prompt = ("[Instruction]\n{question}\n\n[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's "
-              "Answer]\nRate it as [[rating]].")
-    judge_prompts = [{"name": n, "type": "single", "system_prompt": "You are a judge.", "prompt_template": prompt,
-                      "description": "rehearsal stand-in", "category": "general", "output_format": "[[rating]]"}
-                     for n in ("single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn")]
-    (folder / "judge_prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in judge_prompts))
-    (folder / "alpaca_judge.txt").write_text("Which output is better for {instruction}? m: {output_1} M: "
-                                             "{output_2}\n")
-    tasks = _task_rows(12, seed=21)
-    (folder / "question.jsonl").write_text("".join(
-        json.dumps({"uid": f"rehearsal-{i}", "category": "arena-hard-v0.1", "prompt": t.instruction}) + "\n"
-        for i, t in enumerate(tasks)))
-    (folder / "baseline.jsonl").write_text("".join(json.dumps(
-        {"uid": f"rehearsal-{i}", "model": "teacher", "messages": [
-            {"role": "user", "content": t.instruction}, {"role": "assistant", "content": {"answer": t.answer}}]})
-        + "\n" for i, t in enumerate(tasks)))
-    (folder / "settings.yaml").write_text(yaml.safe_dump({
-        "judge_model": "stand-in", "bench_name": "arena-hard-v0.1", "temperature": 0.0, "max_tokens": NEW_TOKENS,
-        "regex_patterns": [r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"],
-        "prompt_template": "<|User Prompt|>\n{QUESTION}\n\n<|A|>\n{ANSWER_A}\n\n<|B|>\n{ANSWER_B}"}))
-    done.write_text("ok\n")
-    return files
-
-
 # ----------------------------------------------------------------------------------------------- driver
 def parity_lines(cfg: dict, produced: dict, where: str) -> list[str]:
     """The token-parity check of a rehearsed stage (its stand-ins carry the real templates); printed, and a
@@ -431,8 +306,8 @@ def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int =
     reh = Rehearsal(out.resolve(), steps)
     argv = argv or ["zephyr-recipes", "rehearse", recipe, *overrides]
     started, outcome, error = time.time(), "complete", None
-    loaded = pipeline.load(recipe, [*overrides, f"pipeline.output_dir={out / 'pipeline'}"]) \
-        if pipeline.load(recipe, overrides) else None
+    loaded = pipespec.load(recipe, [*overrides, f"pipeline.output_dir={out / 'pipeline'}"]) \
+        if pipespec.load(recipe, overrides) else None
     known: dict = {}
     tokens: dict = {}  # the token-parity check of each stage, before it loads any weights
     try:
@@ -440,7 +315,7 @@ def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int =
             spec, name, path = loaded
 
             def transform(st: dict, rname: str, cfg: dict) -> dict:
-                launch.dry_run(cfg, rname, argv, out / "launchers" / st["name"], known)
+                dryrun.dry_run(cfg, rname, argv, out / "launchers" / st["name"], known)
                 staged = reh.stage_config(cfg, st["name"])
                 reh.parity[st["name"]] = parity_lines(staged, tokens, st["name"])
                 return staged
@@ -449,7 +324,7 @@ def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int =
         else:
             raw, name, _ = compose(recipe, [*overrides, f"run.output_dir={out / 'run'}"])
             cfg = validate(raw, name)
-            launch.dry_run(cfg, name, argv, out / "launchers" / "run", known)
+            dryrun.dry_run(cfg, name, argv, out / "launchers" / "run", known)
             staged = validate(reh.stage_config(cfg, "run"), name)
             reh.parity["run"] = parity_lines(staged, tokens, "run")
             launch.execute(staged, name, argv)

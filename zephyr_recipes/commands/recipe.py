@@ -1,0 +1,234 @@
+"""The commands that read a recipe without running it: ``show``, ``validate``, ``list``, ``cp`` and ``preview``."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from ..core.errors import ZephyrError
+
+
+def compose_any(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict, str]:
+    from ..runtime import pipeline, pipespec  # lazy: start-up
+    from ..runtime.compose import compose  # lazy: start-up
+    from ..runtime.validate import validate  # lazy: start-up
+
+    loaded = pipespec.load(recipe, overrides)
+    if loaded:
+        spec, name, path = loaded
+        planned = pipeline.stage_configs(spec, path.parent, deep=deep)
+        pipeline.check_references(spec, planned)
+        stages = [{"name": st["name"], "recipe": rname, "config": cfg} for st, rname, cfg in planned]
+        return {"pipeline": {**spec, "stages": stages}}, name
+    raw, name, path = compose(recipe, overrides)
+    return validate(raw, name, deep=deep), name
+
+
+
+def single_stage(cfg: dict, recipe: str, command: str) -> None:
+    if "pipeline" in cfg:
+        raise ZephyrError(f"{recipe} is a pipeline recipe, and `{command}` takes a single stage",
+                          f"name one of its stages' recipes (e.g. zephyr-recipes {command} tiny/sft)")
+
+
+
+def cmd_show(args) -> int:
+
+    from ..core import greedy, trust  # lazy: start-up
+    from ..core.safety import secret_routes  # lazy: start-up
+    from ..runtime.pipespec import dump  # lazy: start-up
+
+    cfg, _ = compose_any(args.recipe, args.overrides, deep=False)
+    code = trust.describe(cfg) + secret_routes(cfg)
+    if code:
+        sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
+                         + "".join(f"#   {line}\n" for line in code))
+    sys.stdout.write("".join(f"# warning: {line}\n" for line in greedy.warnings(cfg)))
+    if args.explain and "pipeline" not in cfg:
+        from .. import stages  # lazy: start-up
+        from ..core.schema import explained  # lazy: start-up
+
+        sys.stdout.write(explained(cfg, stages.get(cfg["stage"]["name"]).schema))
+        return 0
+    sys.stdout.write(dump(cfg))
+    return 0
+
+
+
+def cmd_validate(args) -> int:
+    from .. import stages  # lazy: start-up
+    from ..core import greedy, trust  # lazy: start-up
+    from ..core.safety import secret_routes  # lazy: start-up
+    from ..runtime import parity, preflight  # lazy: start-up
+
+    cfg, name = compose_any(args.recipe, args.overrides)
+    code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
+    code += [f"warning: {line}" for line in greedy.warnings(cfg)]
+    network = not args.no_preflight
+    if "pipeline" in cfg:
+        produced: set[str] = set()
+        checked = []
+        tokens: dict = {}  # the token-parity check: run folder -> the tokenizer its stage saves there
+        for st in cfg["pipeline"]["stages"]:
+            c = st["config"]
+            checked += [f"{st['name']}: {line}" for line in
+                        parity.run_check(c, stages.get(c["stage"]["name"]), tokens, f"stage {st['name']}")]
+            try:
+                checked += [f"pre-flight: {st['name']}: {line}"
+                            for line in preflight.run(c, stages.get(c["stage"]["name"]), network=network,
+                                                              produced=produced, strict=False)]
+            except ZephyrError as exc:
+                raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
+            produced.add(str(c["run"]["output_dir"]))
+        print("\n".join(code + checked + [f"ok: {name} stage {st['name']}: {st['config']['stage']['name']} of "
+                                          f"{st['config']['model']['name_or_path']} -> "
+                                          f"{st['config']['run']['output_dir']}" for st in cfg["pipeline"]["stages"]]))
+        return 0
+    if code:
+        print("\n".join(code))
+    stage = stages.get(cfg["stage"]["name"])
+    if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
+        _check_template(cfg, stage.rows, args.rows)
+    print("\n".join(parity.run_check(cfg, stage)))
+    for line in preflight.run(cfg, stage, network=network, strict=False):
+        print(f"pre-flight: {line}")
+    if not network:
+        print("pre-flight: keys, endpoints and local paths not checked (--no-preflight)")
+    # Last, once every check above has passed.
+    print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
+          f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
+    return 0
+
+
+
+def _unavailable_here(path: str, locate) -> bool:
+    """A hub dataset (offline) or a local path that does not exist on this machine (a recipe from elsewhere)."""
+    try:
+        return locate(path)[0] == "hub"
+    except ZephyrError:
+        return True
+
+
+
+def _check_template(cfg: dict, rows_kind, limit: int) -> None:
+    """Render real rows (of ``rows_kind``, the stage's :class:`~zephyr_recipes.data.kinds.RowKind`) of the recipe's
+    data through the chat template the run will use, and show one."""
+    from ..core.logs import setup_logging  # lazy: start-up
+    from ..data import load_for_stage  # lazy: start-up
+    from ..data.preview import render  # lazy: start-up
+    from ..data.sources import locate  # lazy: start-up
+    from ..model import chat_format, modeling  # lazy: start-up
+    from ..stages.training import without_unused_test_data  # lazy: start-up
+
+    setup_logging()
+    if cfg["model"].get("trust_remote_code"):
+        print("chat template: not checked here (model.trust_remote_code: validate runs no code of the model's own); "
+              "the run checks it, after --trust-recipe-code")
+        return
+    try:
+        tokenizer = modeling.open_tokenizer(cfg["model"])
+    except ZephyrError as exc:
+        print(f"chat template: not checked here ({exc.problem}); the run checks it before loading weights")
+        return
+    record: dict = {}
+    assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
+    modeling.prepare_tokenizer(tokenizer, cfg["model"], assistant_only, record)
+    t = record["chat_template"]
+    print(f"chat template: {t['name']} ({t['source']}); pad token {record['pad_token']['pad_token']!r}")
+    try:
+        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, rows_kind)
+    except ZephyrError as exc:
+        paths = [m.get("path") for m in cfg["dataset"].get("mixture") or []] or [cfg["dataset"]["path"]]
+        if not any(p and _unavailable_here(p, locate) for p in paths):
+            raise  # local data that is there and that the run could not read either
+        print(f"rows: not checked here ({exc.problem}); the run checks them before loading weights")
+        return
+    rows = chat_format.check_rows(tokenizer, train, rows_kind, assistant_only, limit=limit)
+    chat_format.refuse(rows, t["name"])
+    print(chat_format.explain(rows))
+    if len(train):
+        row = train[0]
+        pairs = next(iter(rows_kind.tokenize(tokenizer, row, cfg["stage"]["trainer"]).values()))
+        color = sys.stdout.isatty()
+        legend = "trained text in green" if color else "[[trained]] text, the rest masked"
+        print(f"first row as the trainer sees it ({legend}):\n{render(tokenizer, pairs, color)}")
+
+
+
+def _inputs(cfg: dict) -> str:
+    from .. import stages  # lazy: start-up
+
+    return (stage := stages.get(cfg["stage"]["name"])).reads(stage.recipe(cfg))
+
+
+
+def cmd_list(args) -> int:
+    import yaml
+
+    from ..core.catalog import RECIPES_DIR, list_options, list_recipes  # lazy: start-up
+
+    print("recipes:")
+    for name in list_recipes():
+        try:
+            doc = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()) or {}
+            info = doc.get("recipe") or doc.get("pipeline") or {}
+        except Exception:
+            info = {}
+        print(f"  {name:<28} {info.get('description', '')}")
+    print("\nconfig groups (pick one with group=option):")
+    for group, options in list_options().items():
+        print(f"  {group:<10} {', '.join(options)}")
+    from .. import benchmarks, stages  # lazy: start-up
+
+    def origin(registry, name: str) -> str:
+        where = registry.origin(name)
+        return "" if where == "built in" else f" (from {where})"
+
+    print("\nstages (stage.name; `zephyr-recipes show RECIPE` prints every key of a stage with its default):")
+    for name in stages.names():
+        print(f"  {name:<10} {stages.get(name).summary}{origin(stages.REGISTRY, name)}")
+    print("\nbenchmarks (stage.benchmarks of an eval recipe, e.g. tiny/eval):")
+    for name in benchmarks.names():
+        print(f"  {name:<14} {benchmarks.get(name).title}{origin(benchmarks.REGISTRY, name)}")
+    return 0
+
+
+
+def cmd_cp(args) -> int:
+    from ..runtime.compose import find_recipe  # lazy: start-up
+
+    src, _ = find_recipe(args.recipe)
+    dest = Path(args.dest)
+    if dest.exists():
+        raise ZephyrError(f"{dest} already exists", "choose another destination; nothing was overwritten")
+    shutil.copyfile(src, dest)
+    print(f"copied {src.name} to {dest}; run it with `zephyr-recipes {dest}`")
+    return 0
+
+
+
+def cmd_preview(args) -> int:
+    from .. import stages  # lazy: start-up
+    from ..core.logs import setup_logging  # lazy: start-up
+    from ..data.preview import preview  # lazy: start-up
+    from ..model import modeling  # lazy: start-up
+
+    setup_logging()
+    cfg, _ = compose_any(args.recipe, args.overrides)
+    single_stage(cfg, args.recipe, "preview")
+    from ..core import trust  # lazy: start-up
+
+    trust.allow(args.trust_recipe_code)
+    trust.check({"model": cfg["model"]})  # the tokenizer may be the model's own code
+    if args.examples < 0 or args.sample < 1:
+        raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
+    tokenizer = modeling.load_tokenizer(cfg["model"])
+    color = {"auto": None, "always": True, "never": False}[args.color]
+    rows = stages.get(cfg["stage"]["name"]).rows
+    if rows is None:
+        raise ZephyrError(f"stage {cfg['stage']['name']} reads no dataset, so there are no rows to preview",
+                          "preview a recipe of a stage that trains (sft, dpo, reward)")
+    preview(cfg, tokenizer, rows, n=args.examples, sample=args.sample, color=color,
+            out_dir=args.out or f"{cfg['run']['output_dir'].rstrip('/')}-preview")
+    return 0
