@@ -12,6 +12,7 @@ which judge it holds. A reply that cannot be parsed is asked again up to ``max_r
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import inspect
 import json
@@ -246,7 +247,7 @@ _SLIGHT = {1.0: "[[A>B]]", 0.5: "[[A=B]]", 0.0: "[[B>A]]"}  # a comparison as an
 
 @dataclass
 class Verdict:
-    value: object  # ratings dict, grade, preference for the first answer, or a verdict label
+    value: Any  # ratings dict, grade, preference for the first answer, or a verdict label
     raw: str = ""
     weighted: bool = False  # a preference weighed from token log-probabilities, not a discrete choice
     shown: dict | None = None  # listwise: the order the answers were shown in, per request (name -> item indices)
@@ -289,7 +290,7 @@ class Judge:
     judge showed them in)."""
 
     type: str = "judge"  # the judge type's name: the recipe's `type:`
-    Settings: ClassVar[type] = JudgeSpec  # its typed settings (a JudgeSpec subclass, each field with its help)
+    Settings: ClassVar[builtins.type[JudgeSpec]] = JudgeSpec  # its typed settings (a JudgeSpec subclass, each field with its help)
     KINDS: ClassVar[frozenset] = frozenset()  # what it can judge: rate, grade (one answer), compare, verdict (two) ...
     BENCHMARKS: ClassVar[Optional[frozenset]] = None  # the benchmarks (titles) it may judge; None: any it can
     READS_PROMPTS: ClassVar[bool] = False
@@ -304,6 +305,10 @@ class Judge:
 
     def rate_lists(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
         raise ZephyrError(f"a judge of type {self.type} does not rate answers together", "rate them one by one")
+
+    def compare_many(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """The preference for each item's first answer: a judge with compare in its ``KINDS`` defines it."""
+        raise NotImplementedError(f"judge type {self.type} does not say how it compares (compare_many)")
 
     @classmethod
     def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
@@ -538,10 +543,7 @@ class ModelJudge(Judge):
         self.max_retries = max_retries
         self.sampling = {"temperature": 0.0, "max_new_tokens": 512, **(sampling or {})}
         self.type = judge_type
-
-    @property
-    def offers_logprobs(self) -> bool:
-        return isinstance(self.backend, EndpointBackend)
+        self.offers_logprobs = isinstance(backend, EndpointBackend)
 
     @classmethod
     def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
@@ -633,15 +635,18 @@ class ModelJudge(Judge):
         return self._prompted("grade", items)
 
     def compare_many(self, items: list[Item]):
-        if items and self.offers_logprobs and all(it.labels is not None and it.prompt is not None for it in items):
-            return self._weighed(items)
+        if items and self.offers_logprobs:
+            weighed = [(it.prompt, it.labels) for it in items if it.labels is not None and it.prompt is not None]
+            if len(weighed) == len(items):
+                return self._weighed(items, weighed)
         return self._prompted("compare", items)
 
     def verdict_many(self, items: list[Item]):
         return self._prompted("verdict", items)
 
-    def _weighed(self, items: list[Item]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
-        """One request per item asking for the first token's top log-probabilities: the preference is the first
+    def _weighed(self, items: list[Item],
+                 asks: list[tuple[str | list[dict], tuple]]) -> Iterator[tuple[int, Verdict | JudgeFailure]]:
+        """One request per item (``asks``: its prompt and labels) asking for the first token's top log-probabilities: the preference is the first
         label's share of the two labels' probability. A reply without them is read by the item's parser (a
         discrete choice); one with neither is asked again (at temperature 1), then given up as a failure."""
         endpoint, concurrency = self.backend.endpoint, self.backend.concurrency
@@ -651,27 +656,27 @@ class ModelJudge(Judge):
         sampling.pop("do_sample", None)
         sampling.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
 
-        def one(i: int):
-            item, last = items[i], JudgeFailure("no reply")
-            asks = item.unparsable.asks if item.unparsable else self.max_retries + 1
-            for attempt in range(asks):
+        def one(i: int) -> Verdict | JudgeFailure:
+            (item, (prompt, labels)), last = (items[i], asks[i]), JudgeFailure("no reply")
+            tries = item.unparsable.asks if item.unparsable else self.max_retries + 1
+            for attempt in range(tries):
                 extra = {} if attempt == 0 else {"temperature": 1.0}
                 try:
-                    payload = endpoint.complete(self._conversation(item.prompt), **{**sampling, **extra})
+                    payload = endpoint.complete(self._conversation(prompt), **{**sampling, **extra})
                 except EndpointError as exc:
                     last = JudgeFailure(f"judge request failed: {exc}")
                     continue
-                p, text = label_probability(payload, item.labels)
+                p, text = label_probability(payload, labels)
                 if p is not None:
-                    return i, Verdict(p, text, weighted=True)
+                    return Verdict(p, text, weighted=True)
                 try:
-                    return i, Verdict((item.parse or parse_preference)(text), text)
+                    return Verdict((item.parse or parse_preference)(text), text)
                 except JudgeFailure as failure:
                     last = failure
-            return i, last
+            return last
 
-        for _i, result in in_flight(one, len(items), concurrency):
-            yield result
+        for i, result in in_flight(one, len(items), concurrency):  # one() turns a request's error into a failure
+            yield i, JudgeFailure(f"judge request failed: {result}") if isinstance(result, EndpointError) else result
 
 
 class TransformersModelJudge(ModelJudge):
