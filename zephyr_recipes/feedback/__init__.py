@@ -9,7 +9,8 @@
                     :mod:`.reward_judge`.
 - :mod:`.store`     append-only JSONL records so that no model or judge is ever asked twice.
 - :mod:`.listwise`  the groups in which a listwise judge rates a prompt's answers together.
-- :mod:`.ultrafeedback`  UltraFeedback's own annotation protocol (judge protocol: ultrafeedback), registered here.
+- :mod:`.ultrafeedback`  UltraFeedback's own annotation protocol (judge protocol: ultrafeedback), registered here;
+                    its published requests and readers are :mod:`.ultrafeedback_protocol`.
 """
 
 from . import ultrafeedback  # noqa: F401  (registers protocol ultrafeedback for every judge spec)
