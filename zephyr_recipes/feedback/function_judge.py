@@ -39,6 +39,8 @@ class FunctionJudge(Judge):
              where: str = "stage.judge") -> "FunctionJudge":
         return cls(spec["module"])
 
+    # Judge.listwise is a plain False on the class (read there by callers); a function judge knows only once its
+    # module is loaded, hence a property over the attribute.
     @property
     def listwise(self) -> bool:  # type: ignore[override]
         try:
