@@ -231,6 +231,25 @@ def test_fewer_than_four_texts_cut_the_templates_and_the_reading():
         instruction="Q?", text_1="a", text_2="b", text_3="c", text_4="d")
 
 
+
+def test_the_packaged_prompt_files_are_the_published_strings():
+    """Each file of feedback/ultrafeedback_templates/ is the upstream string it stands for, byte for byte (an editor
+    that strips a trailing space or adds a final newline would change what the judge is asked)."""
+    upstream = {name: value for name, value in _templates().items() if isinstance(value, str) and name[0] != "_"}
+    for script, prefix in (("annotate_critique.py.txt", "critique"), ("fix_overall_score_issue.py.txt", "rescore")):
+        namespace: dict = {}
+        source = (UPSTREAM / script).read_text()
+        exec(re.search(r"^system_prompt = .*$", source, re.M).group(0), namespace)
+        exec(re.search(r'^feedback_prompt = \\\n"""[\s\S]*?"""', source, re.M).group(0), namespace)
+        upstream.update({f"{prefix}_system_prompt": namespace["system_prompt"],
+                         f"{prefix}_feedback_prompt": namespace["feedback_prompt"]})
+    folder = Path(uf.__file__).parent / "ultrafeedback_templates"
+    assert sorted(p.stem for p in folder.glob("*.txt")) == sorted(upstream) and len(upstream) == 11
+    for name, value in upstream.items():
+        assert (folder / f"{name}.txt").read_bytes() == value.encode("utf-8"), name
+        assert getattr(uf.T, name) == value, name
+
+
 # --------------------------------------------------------------------------------- critique and the fix
 CRITIQUES = ["The answer is vague.\nOverall Score: 7", "Good.\nOverall Score: 8/10", "Fine.\nOverall Score: 7.5.",
              "  Nice, but short.\nOverall Score: 10\n"]

@@ -77,10 +77,7 @@ class AlpacaEval(Benchmark):
                   "text-davinci-003 leaderboard baseline (803 judged)",
                   "Zephyr paper (arXiv 2310.16944); " + LEADERBOARD + ": 90.5978 ± 1.0287"),
     )
-
-    @property
-    def answer_format(self) -> str:
-        return ALPACA_FORMAT
+    answer_format = ALPACA_FORMAT
 
     def read_answers(self, path: str):
         return read_alpaca(path)

@@ -72,10 +72,7 @@ class ArenaHard(Benchmark):
     optional = True
     metrics = (Metric("arena_hard", "Arena-Hard %", ("score",), ("ci",), "ci", digits=1),)
     references = ()  # Zephyr-7B-beta has no published Arena-Hard figure
-
-    @property
-    def answer_format(self) -> str:
-        return ANSWER_FORMAT
+    answer_format = ANSWER_FORMAT
 
     def read_answers(self, path: str):
         return parse_answers(path)

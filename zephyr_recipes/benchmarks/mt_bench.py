@@ -65,10 +65,7 @@ class MTBench(Benchmark):
                   Reference("ablation: dDPO without dSFT", {"mt_bench": 4.76}, PUBLISHED_PROTOCOL,
                             "Zephyr paper, Table 3"),
                   Reference("ablation: dSFT + dDPO", {"mt_bench": 7.00}, PUBLISHED_PROTOCOL, "Zephyr paper, Table 3"))
-
-    @property
-    def answer_format(self) -> str:
-        return FASTCHAT_FORMAT
+    answer_format = FASTCHAT_FORMAT
 
     def read_answers(self, path: str):
         return read_fastchat(path)

@@ -168,7 +168,7 @@ def build_tiny_ultrafeedback(folder: Path) -> None:
 
 def training_instructions() -> set[str]:
     """Every user turn of every split of the embedded training sets (what held-out prompts must avoid)."""
-    seen = set()
+    seen: set[str] = set()
     for splits in (_ultrachat_splits(), _ultrafeedback_splits()):
         for rows in splits.values():
             for row in rows:
@@ -178,7 +178,8 @@ def training_instructions() -> set[str]:
 
 def held_out_tasks(rng: random.Random, n: int, avoid: set[str]) -> list[tasks.Task]:
     """``n`` tasks, kinds in turn, whose instructions are in neither ``avoid`` nor each other."""
-    kinds, out = tuple(tasks.TASKS), []
+    kinds = tuple(tasks.TASKS)
+    out: list[tasks.Task] = []
     while len(out) < n:
         task = tasks.TASKS[kinds[len(out) % len(kinds)]](rng)
         if task.instruction not in avoid:

@@ -11,7 +11,7 @@ from . import tasks
 
 
 def _rows(rng: random.Random, n: int, prefix: str) -> list[dict]:
-    rows = []
+    rows: list[dict] = []
     while len(rows) < n:
         task = tasks.sample(rng)
         other = tasks.sample(rng).answer

@@ -88,7 +88,7 @@ def judge_all(judge, rows: list[dict], outputs: Store, judgments: Store, prompt:
 
 
 # ------------------------------------------------------------------------------------------- scoring
-def annotations(rows: list[dict], produced: dict[str, str], judgments: list[dict], model_id: str,
+def annotation_records(rows: list[dict], produced: dict[str, str], judgments: list[dict], model_id: str,
                 annotator: str = ANNOTATOR) -> list[dict]:
     """One annotation per judged instruction in alpaca_eval's format: output_1 the baseline's, output_2 the
     model's, preference in [1, 2] (2: the model's output is better), ``index`` the instruction's position in
@@ -184,7 +184,7 @@ def scores(rows: list[dict], produced: dict[str, str], judgments: list[dict], mo
     """Win rate and standard error (alpaca_eval's arithmetic); the LC win rate from alpaca_eval's GLM when
     ``df_gamed`` is given (else None, with ``lc_note`` saying why); ``approximate`` marks an LC from the zero
     difficulty table, whose standard error is not reported."""
-    annotated = annotations(rows, produced, judgments, model_id)
+    annotated = annotation_records(rows, produced, judgments, model_id)
     (folder / "annotations.json").write_text(json.dumps(annotated, indent=1, ensure_ascii=False) + "\n")
     out = win_rate([a["preference"] - 1.0 for a in annotated])
     out.update(length_controlled_winrate=None, lc_standard_error=None)

@@ -26,6 +26,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Callable, TypedDict
 
 from tqdm.auto import tqdm
 
@@ -58,7 +59,16 @@ VERSIONS = {
         "judge_settings": f"{REPO}/config/arena-hard-v2.0.yaml",
     },
 }
-PROTOCOLS = {
+class ArenaProtocol(TypedDict):
+    """How one version of the benchmark reads replies and scores them."""
+
+    verdict_rule: str  # how a reply is read: parse_verdict's rule (the year of the benchmark's code)
+    interval: int  # the width of the bootstrapped interval, in percent
+    per_category: bool  # scored per category, as the mean of resampled outcomes (else one Bradley-Terry fit)
+    pair_drop: bool  # a prompt with a game without a verdict is dropped
+
+
+PROTOCOLS: dict[str, ArenaProtocol] = {
     "v0.1": {"verdict_rule": "2024", "interval": 95, "per_category": False, "pair_drop": False},
     "v2.0": {"verdict_rule": "2025", "interval": 90, "per_category": True, "pair_drop": True},
 }
@@ -266,8 +276,8 @@ def bradley_terry(games: list[tuple[int, int, float]], players: int, anchor: int
         if np.max(np.abs(step)) < 1e-10:
             break
     ratings = [0.0] * players
-    for p, i in col.items():
-        ratings[p] = float(theta[i])
+    for player, i in col.items():
+        ratings[player] = float(theta[i])
     return ratings
 
 
@@ -275,6 +285,11 @@ def win_rate(outcomes: list[float]) -> float | None:
     """The model's Bradley-Terry win rate (%) against the baseline from its battle outcomes."""
     if not outcomes:
         return None
+    return _fitted_win_rate(outcomes)
+
+
+def _fitted_win_rate(outcomes: list[float]) -> float:
+    """The Bradley-Terry win rate (%) of a non-empty list of outcomes."""
     baseline, model = bradley_terry([(1, 0, w) for w in outcomes], 2, anchor=0)
     return 100.0 / (1.0 + math.exp(-(model - baseline)))
 
@@ -289,7 +304,7 @@ def score(outcomes: list[float], rounds: int = 100, seed: int = 0, interval: int
         return {"score": None, key: None, "battles": 0}
     rng = random.Random(seed)
     n = len(outcomes)
-    fit = (lambda xs: 100.0 * sum(xs) / len(xs)) if mean else win_rate
+    fit: Callable[[list[float]], float] = (lambda xs: 100.0 * sum(xs) / len(xs)) if mean else _fitted_win_rate
     samples = sorted(fit([outcomes[rng.randrange(n)] for _ in range(n)]) for _ in range(rounds))
     if mean:
         point = sum(samples) / len(samples)

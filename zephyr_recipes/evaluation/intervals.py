@@ -101,14 +101,16 @@ def verdict(low: float, high: float, strict: bool) -> str:
 def paired(mine: list[dict | None], theirs: list[dict | float | None]) -> np.ndarray | None:
     """The seeds x items matrix of differences: per seed, ``mine`` (items of the run) minus ``theirs`` (items of the
     other row, or a number), on the items every seed of both rows has. None when a seed lacks items."""
-    if any(m is None for m in mine) or any(t is None for t in theirs):
+    seeds = [m for m in mine if m is not None]
+    others = [t for t in theirs if t is not None]
+    if len(seeds) < len(mine) or len(others) < len(theirs):
         return None
-    keys = set.intersection(*[set(m) for m in mine], *[set(t) for t in theirs if isinstance(t, dict)])
-    if not keys:
+    common = set.intersection(*[set(m) for m in seeds], *[set(t) for t in others if isinstance(t, dict)])
+    if not common:
         return None
-    keys = sorted(keys)
+    keys = sorted(common)
     return np.array([[m[k] - (t[k] if isinstance(t, dict) else float(t)) for k in keys]
-                     for m, t in zip(mine, theirs)])
+                     for m, t in zip(seeds, others)])
 
 
 def fmt(value: float, digits: int) -> str:

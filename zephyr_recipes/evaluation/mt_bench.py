@@ -164,7 +164,7 @@ def answer_records(questions: list[Question], store: Store, model_id: str) -> li
         turns = [answer_of(store, q, t) for t in range(1, len(q.turns) + 1)]
         if any(t is None for t in turns):
             continue
-        stamp = max(store.get(_key(q, t))["tstamp"] for t in range(1, len(turns) + 1))
+        stamp = max(store.records[_key(q, t)]["tstamp"] for t in range(1, len(turns) + 1))
         digest = hashlib.sha1(f"{model_id}\0{q.id}\0{turns}".encode()).hexdigest()[:22]
         rows.append({"question_id": q.id, "answer_id": digest, "model_id": model_id,
                      "choices": [{"index": 0, "turns": turns}], "tstamp": stamp})
@@ -195,7 +195,7 @@ def judge_prompt(prompts: dict, q: Question, answers: list[str], turn: int, refe
         values = {"question": q.turns[0], "answer": answers[0]}
     else:
         values = {"question_1": q.turns[0], "question_2": q.turns[1], "answer_1": answers[0], "answer_2": answers[1]}
-    if math:
+    if math and reference is not None:
         values.update({f"ref_answer_{i + 1}": r for i, r in enumerate(reference[:2])})
     messages = [{"role": "system", "content": spec["system_prompt"]}] if spec.get("system_prompt") else []
     messages.append({"role": "user", "content": fill(spec["prompt_template"], **values)})
@@ -204,12 +204,13 @@ def judge_prompt(prompts: dict, q: Question, answers: list[str], turn: int, refe
 
 def judge_all(judge, questions: list[Question], answers: Store, judgments: Store, prompts: dict | None,
               references: dict) -> None:
-    todo = []
+    todo: list[tuple[Question, int, list[str]]] = []  # (question, turn, the answers up to that turn)
     for q in questions:
         got = [answer_of(answers, q, t) for t in range(1, len(q.turns) + 1)]
         for turn in range(1, len(q.turns) + 1):
-            if got[turn - 1] is not None and (turn == 1 or got[0] is not None) and _key(q, turn) not in judgments:
-                todo.append((q, turn, got))
+            so_far = [a for a in got[:turn] if a is not None]
+            if len(so_far) == turn and _key(q, turn) not in judgments:
+                todo.append((q, turn, so_far))
     if not todo:
         return
     missing_refs = sorted({q.id for q, _, _ in todo if q.category in NEED_REFERENCE
@@ -218,13 +219,13 @@ def judge_all(judge, questions: list[Question], answers: Store, judgments: Store
         log.warning("MT-Bench: no reference answer for %d math/reasoning/coding question(s) (%s); they are "
                     "graded without one", len(missing_refs), ", ".join(map(str, missing_refs[:5])))
     names, items = [], []
-    for q, turn, got in todo:
+    for q, turn, shown in todo:
         ref = references.get(q.id) or q.reference
         name, prompt = judge.type, None  # the judge prompts are loaded only for judges that read them
         if prompts is not None:
-            name, prompt = judge_prompt(prompts, q, got, turn, ref if q.category in NEED_REFERENCE else None)
+            name, prompt = judge_prompt(prompts, q, shown, turn, ref if q.category in NEED_REFERENCE else None)
         names.append(name)
-        items.append(Item(conversation(q, got, turn), (got[turn - 1],),
+        items.append(Item(conversation(q, shown, turn), (shown[turn - 1],),
                           reference=ref[turn - 1] if ref and len(ref) >= turn else None, prompt=prompt,
                           parse=parse_grade))
     verdicts = judge.ask("grade", items, "MT-Bench")

@@ -30,26 +30,37 @@ the measure, its value and its interval when the judge is worse than the bar.
 from __future__ import annotations
 
 import hashlib
-import math
-import random
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal, Optional
-
-import numpy as np
+from typing import Optional
 
 from ..core.errors import ZephyrError
 from ..core.schema import option
-from ..data.binarize import completion_score, prompt_id
+from ..data.binarize import prompt_id
+from .audit_measures import (
+    CHECKS,
+    PairView,
+    is_flagged,
+    measure,
+    mode_of,
+    rating_score,
+    ultrafeedback_contradictions,
+)
+from .audit_stats import kappa, length_coefficient, precision_recall, share, wilson
 from .judge_registry import judge_load
 from .judges import Item, JudgeFailure, make_judge
 from .serve import serving
 from .specs import JudgeSpec
 from .store import Store
 
-Z95 = 1.959963984540054
-RESAMPLES = 1000
+# The measures (.audit_measures) and statistics (.audit_stats) that callers import from here.
+__all__ = [
+    "ACTIONS", "API_SAMPLE", "BARS", "CHECKS", "AuditConfig", "PairView", "apply", "bars", "card_lines", "check",
+    "embedded_truth", "is_paid_api", "judge_name", "kappa", "length_coefficient", "loads", "measure",
+    "pair_views", "precision_recall", "prompt_id", "run_audit", "sample_size", "sampled", "second_scores", "share",
+    "ultrafeedback_contradictions", "wilson",
+]
+
 ACTIONS = ("keep", "drop", "flip")
-CHECKS = ("retest", "order", "judges")
 API_SAMPLE = 200  # prompts audited by default when the judge is a paid API
 
 
@@ -151,297 +162,6 @@ def loads(audit: AuditConfig, judge: dict, prompts: int, answers_per_prompt: flo
     return out
 
 
-# ---------------------------------------------------------------------------------------------- intervals
-def wilson(k: int, n: int) -> tuple[float | None, float | None, float | None]:
-    """(share, low, high): the share k/n with its 95% Wilson score interval."""
-    if n <= 0:
-        return None, None, None
-    p = k / n
-    den = 1 + Z95 ** 2 / n
-    centre = (p + Z95 ** 2 / (2 * n)) / den
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / den
-    return p, max(0.0, centre - half), min(1.0, centre + half)
-
-
-def share(k: int, n: int) -> dict:
-    p, low, high = wilson(k, n)
-    return {"value": _r(p), "interval": [_r(low), _r(high)], "n": n, "count": k}
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 4)
-
-
-def bootstrap(stat: Callable[[np.ndarray], float], rows: np.ndarray, seed: int) -> dict:
-    """A statistic of the rows with its 95% percentile interval over seeded resamples of the rows."""
-    value = stat(rows)
-    if len(rows) < 2 or value is None or not math.isfinite(value):
-        return {"value": _r(value), "interval": [None, None], "n": int(len(rows))}
-    rng = np.random.default_rng(seed)
-    got = []
-    for _ in range(RESAMPLES):
-        v = stat(rows[rng.integers(0, len(rows), len(rows))])
-        if v is not None and math.isfinite(v):
-            got.append(v)
-    low, high = (np.quantile(got, [0.025, 0.975]) if got else (None, None))
-    return {"value": _r(value), "interval": [_r(low), _r(high)], "n": int(len(rows))}
-
-
-def kappa(labels: np.ndarray) -> float:
-    """Cohen's kappa of two raters' labels (columns 0 and 1), any number of categories."""
-    if len(labels) == 0:
-        return float("nan")
-    a, b = labels[:, 0], labels[:, 1]
-    po = float(np.mean(a == b))
-    cats = np.union1d(a, b)
-    pe = float(sum(np.mean(a == c) * np.mean(b == c) for c in cats))
-    return 1.0 if pe >= 1 else (po - pe) / (1 - pe)
-
-
-def length_coefficient(rows: np.ndarray) -> float:
-    """The slope of a logistic regression of y (column 0: the first answer is chosen) on x (column 1: the tanh of
-    the standardised length difference, first minus second), with an intercept, by Newton's method; AlpacaEval's
-    length control fits the same term. Positive: the judge favours the longer answer."""
-    y, x = rows[:, 0], rows[:, 1]
-    if len(rows) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
-        return float("nan")
-    X = np.column_stack([np.ones_like(x), x])
-    w = np.zeros(2)
-    for _ in range(50):
-        p = 1 / (1 + np.exp(-X @ w))
-        g = X.T @ (y - p) - 1e-3 * w  # a whisper of ridge keeps a separable sample finite
-        h = (X * (p * (1 - p))[:, None]).T @ X + 1e-3 * np.eye(2)
-        step = np.linalg.solve(h, g)
-        w += step
-        if np.max(np.abs(step)) < 1e-8:
-            break
-    return float(w[1])
-
-
-# ---------------------------------------------------------------------------------------- UltraFeedback bug
-def ultrafeedback_contradictions(rows: list[dict]) -> dict | None:
-    """On rows in openbmb/UltraFeedback's schema: completions whose critique-based overall_score is 10 while their
-    fine-grained ratings average 4 or less (the signature of the bug the upstream fix repaired: 2 or less flipped to
-    1, 2-4 re-annotated). None when the rows are not in that schema."""
-    checked = flagged = flip = 0
-    examples: list[dict] = []
-    for i, row in enumerate(rows):
-        comps = row.get("completions") if isinstance(row, dict) else None
-        if not isinstance(comps, list):
-            continue
-        for j, comp in enumerate(comps):
-            if not isinstance(comp, dict) or "overall_score" not in comp or not comp.get("annotations"):
-                continue
-            fine = completion_score(comp)
-            try:
-                overall = float(comp["overall_score"])
-            except (TypeError, ValueError):
-                continue
-            if fine is None:
-                continue
-            checked += 1
-            if overall == 10 and fine <= 4:
-                flagged += 1
-                flip += fine <= 2
-                if len(examples) < 20:
-                    examples.append({"row": i, "completion": j, "overall_score": overall,
-                                     "fine_grained_score": round(fine, 3), "fix": "flip" if fine <= 2 else "re-annotate"})
-    if not checked:
-        return None
-    return {**share(flagged, checked), "unit": "completions", "to_flip": flip, "examples": examples}
-
-
-# ------------------------------------------------------------------------------------------------ measures
-@dataclass
-class PairView:
-    """One binarized pair as the audit reads it."""
-
-    pid: str
-    split: str
-    chosen: str
-    rejected: str
-    chosen_model: str
-    rejected_model: str
-    chosen_key: Optional[str]  # the completion's key in completions.jsonl
-    rejected_key: Optional[str]
-
-
-def _score(rating: dict | None) -> float | None:
-    if not rating or "annotations" not in rating:
-        return None
-    return completion_score({"annotations": rating["annotations"]})
-
-
-def _orient(seed: int, pid: str) -> bool:
-    """A seeded coin per pair: True shows the chosen answer as A (so kappa and the regression see both labels)."""
-    return random.Random(f"orient:{seed}:{pid}").random() < 0.5
-
-
-def direction(first: float | None, second: float | None) -> Optional[int]:
-    """1 when the first scores higher, -1 lower, 0 tied, None when either is unrated."""
-    if first is None or second is None:
-        return None
-    return (first > second) - (first < second)
-
-
-def measure(pairs: list[PairView], ratings: dict, second: dict[str, dict[str, float | None]], judge: dict,
-            generators: list[str], audited: set[str], seed: int, mode: Literal["pointwise", "listwise"],
-            order: dict[str, Optional[int]] | None = None,
-            flag_on: list | None = None) -> tuple[dict, dict, dict]:
-    """The measures and each pair's flags.
-
-    ``ratings``: completions.jsonl-style rating records by key (``<completion key>:r0`` / ``:r1``); ``second``:
-    second judge name -> {completion key: score}; ``order``: prompt id -> the direction of the pair when asked in
-    another order (1 held, -1 swapped; listwise judges). Returns (measures, {pair's prompt id: [checks that
-    reverse it]}, {pair's prompt id: how many checks ran on it})."""
-    flag_on = list(CHECKS) if flag_on is None else flag_on
-    mine = [p for p in pairs if p.pid in audited]
-    flags: dict[str, list[str]] = {p.pid: [] for p in pairs}
-    ran: dict[str, int] = {p.pid: 0 for p in pairs}  # how many checks looked at each pair
-    out: dict = {"pairs_audited": len(mine), "pairs": len(pairs)}
-
-    if mode == "listwise" and order is None:
-        order = listwise_order(mine, ratings)
-    # Order consistency.
-    if mode == "pointwise":
-        out["order"] = {"applicable": False, "why": "a pointwise judge rates each answer alone: there is no order "
-                                                    "to change"}
-    else:
-        got = [(p, (order or {}).get(p.pid)) for p in mine]
-        got = [(p, d) for p, d in got if d is not None]
-        held = sum(d == 1 for _, d in got)
-        firsts = [f for f in (first_shown(p, ratings) for p in mine) if f is not None]
-        out["order"] = {"applicable": True, "consistency": share(held, len(got)),
-                        "swapped": share(sum(d == -1 for _, d in got), len(got)),
-                        "first_position_wins": share(sum(firsts), len(firsts))}
-        for p, d in got:
-            if "order" in flag_on:
-                ran[p.pid] += 1
-                if d != 1:
-                    flags[p.pid].append("order")
-
-    # Test-retest, pairs and answers (a listwise judge's second rating is in another order: measured above).
-    dirs, answers = [], []
-    for p in (mine if mode == "pointwise" else []):
-        d = direction(_score(ratings.get(f"{p.chosen_key}:r1")), _score(ratings.get(f"{p.rejected_key}:r1")))
-        if d is not None:
-            dirs.append(d)
-            if "retest" in flag_on:
-                ran[p.pid] += 1
-                if d < 0:
-                    flags[p.pid].append("retest")
-    for key, rec in ratings.items():
-        if key.endswith(":r1") and prompt_id_of(key) in audited:
-            a, b = _score(ratings.get(key[:-1] + "0")), _score(rec)
-            if a is not None and b is not None:
-                answers.append((a, b))
-    if mode == "listwise":
-        out["retest"] = {"applicable": False, "why": "a listwise judge's second rating is asked in another seeded "
-                                                     "order: order consistency measures test-retest and order together"}
-    else:
-        out["retest"] = {"pair_direction": share(sum(d == 1 for d in dirs), len(dirs)),
-                         "pairs_swapped": share(sum(d == -1 for d in dirs), len(dirs)),
-                         "answers_exact": share(sum(a == b for a, b in answers), len(answers)),
-                         "answers_mean_abs_diff": _r(float(np.mean([abs(a - b) for a, b in answers]))) if answers
-                         else None}
-
-    # Second judges.
-    out["judges"] = {}
-    for name, scores in second.items():
-        labels, agree, n, ties = [], 0, 0, 0
-        for p in mine:
-            d = direction(scores.get(p.chosen_key or ""), scores.get(p.rejected_key or ""))
-            if d is None:
-                continue
-            n += 1
-            agree += d == 1
-            ties += d == 0
-            a_is_chosen = _orient(seed, p.pid)
-            labels.append((1 if a_is_chosen else -1, d if a_is_chosen else -d))
-            if "judges" in flag_on:
-                ran[p.pid] += 1
-                if d < 0:
-                    flags[p.pid].append(f"judge:{name}")
-        out["judges"][name] = {"agreement": share(agree, n), "ties": ties,
-                               "kappa": bootstrap(kappa, np.array(labels, dtype=float).reshape(-1, 2), seed)}
-
-    # Length bias.
-    longer, n_len, reg = 0, 0, []
-    lens = [(len(p.chosen), len(p.rejected)) for p in mine]
-    diffs = np.array([c - r for c, r in lens], dtype=float)
-    sd = float(np.std(diffs)) or 1.0
-    ref_name = next(iter(second), None)
-    ref_longer = ref_n = 0
-    for p, (c, r) in zip(mine, lens):
-        if c != r:
-            n_len += 1
-            longer += c > r
-            if ref_name is not None:
-                d = direction(second[ref_name].get(p.chosen_key or ""), second[ref_name].get(p.rejected_key or ""))
-                if d:
-                    ref_n += 1
-                    ref_longer += (c > r) == (d > 0)
-        a_is_chosen = _orient(seed, p.pid)
-        delta = (c - r) if a_is_chosen else (r - c)
-        reg.append((1.0 if a_is_chosen else 0.0, math.tanh(delta / sd)))
-    out["length"] = {
-        "longer_chosen": share(longer, n_len),
-        "expected": (share(ref_longer, ref_n) | {"from": f"judge {ref_name}'s ratings"}) if ref_name is not None
-        else {"value": 0.5, "interval": [0.5, 0.5], "from": "no second judge: lengths independent of the ratings"},
-        "coefficient": bootstrap(length_coefficient, np.array(reg, dtype=float).reshape(-1, 2), seed),
-    }
-
-    # Self-preference.
-    own = judge_model(judge)
-    mine_gens = [g for g in generators if own and (g == own or own.endswith("/" + g) or g.endswith("/" + own))]
-    if not mine_gens:
-        out["self_preference"] = {"applicable": False, "why": f"no generator is the judge's model ({own or '?'})"}
-    else:
-        out["self_preference"] = {"applicable": True}
-        for g in mine_gens:
-            games = [p for p in mine if (p.chosen_model == g) != (p.rejected_model == g)]
-            wins = sum(p.chosen_model == g for p in games)
-            out["self_preference"][g] = {"win_share": share(wins, len(games))}
-    return out, flags, ran
-
-
-def is_flagged(rule: str, reversed_by: list[str], ran: int) -> bool:
-    """A pair is flagged when any check reverses it (``any``) or more than half of those that ran (``majority``)."""
-    if not reversed_by:
-        return False
-    return rule == "any" or len(reversed_by) > ran / 2
-
-
-def listwise_order(pairs: list[PairView], ratings: dict) -> dict[str, Optional[int]]:
-    """A listwise judge's pairs asked again in another seeded order (its second round, which AI feedback groups
-    and orders afresh): the direction of each pair there."""
-    return {p.pid: direction(_score(ratings.get(f"{p.chosen_key}:r1")), _score(ratings.get(f"{p.rejected_key}:r1")))
-            for p in pairs}
-
-
-def first_shown(p: PairView, ratings: dict) -> Optional[bool]:
-    """In the first rating, whether the chosen answer was shown before the rejected one (None when they were not
-    rated side by side)."""
-    group = (ratings.get(f"{p.chosen_key}:r0") or {}).get("group") or {}
-    shown = next(iter((group.get("shown") or {}).values()), None)
-    if not shown or p.chosen_key not in shown or p.rejected_key not in shown:
-        return None
-    return shown.index(p.chosen_key) < shown.index(p.rejected_key)
-
-
-def mode_of(ratings: dict) -> Literal["pointwise", "listwise"]:
-    """listwise when the judge rated answers in groups (their records carry the group)."""
-    return "listwise" if any("group" in r for r in ratings.values()) else "pointwise"
-
-
-def prompt_id_of(key: str) -> str:
-    return key.split(":", 1)[0]
-
-
-def judge_model(judge: dict) -> str | None:
-    return judge.get("model") or judge.get("module") or judge.get("function")
-
-
 def judge_name(spec: dict, i: int) -> str:
     return str(spec.get("model") or spec.get("module") or f"judge{i}").rstrip("/").split("/")[-1] or f"judge{i}"
 
@@ -495,15 +215,6 @@ def apply(action: str, pairs: list[dict], flags: dict[str, list[str]]) -> tuple[
             out.append({**pair, "chosen": pair["rejected"], "rejected": pair["chosen"], "messages": pair["rejected"],
                         "score_chosen": pair["score_rejected"], "score_rejected": pair["score_chosen"]})
     return out, counts
-
-
-def precision_recall(flagged: list[bool], truth: list[bool]) -> dict:
-    """The flags scored against the truth (pairs known to be the wrong way round): precision (the share of flagged
-    pairs that are wrong), recall (the share of wrong pairs flagged), and the prevalence (a flag at random has
-    precision equal to it), each with its 95% Wilson interval."""
-    tp = sum(f and t for f, t in zip(flagged, truth))
-    return {"precision": share(tp, sum(flagged)), "recall": share(tp, sum(truth)),
-            "prevalence": share(sum(truth), len(truth)), "flagged": sum(flagged), "pairs": len(truth)}
 
 
 def card_lines(audit: dict | None) -> list[str]:
@@ -626,7 +337,7 @@ def second_scores(specs: list[JudgeSpec], views: list[PairView], audited: set[st
                             store.add({"key": f"{name}:{key}", "failure": str(verdict)})
                         else:
                             store.add({"key": f"{name}:{key}", "annotations": verdict.value})
-            out[name] = {k.split(":", 1)[1]: _score(rec) for k, rec in store.records.items()
+            out[name] = {k.split(":", 1)[1]: rating_score(rec) for k, rec in store.records.items()
                          if k.startswith(f"{name}:")}
     finally:
         store.close()

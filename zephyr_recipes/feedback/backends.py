@@ -7,9 +7,10 @@ to disk the moment it arrives.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from ..core import fingerprint
 from ..core.errors import ZephyrError
@@ -20,6 +21,7 @@ from .specs import BACKEND_OPTIONS, complete
 log = logging.getLogger("zephyr_recipes")
 
 Result = Iterator[tuple[int, "list[str] | Exception"]]
+T = TypeVar("T")
 
 
 def load_callable(spec: str) -> Callable:
@@ -91,7 +93,7 @@ class EndpointBackend:
         yield from in_flight(one, len(conversations), self.concurrency)
 
 
-def in_flight(work: Callable[[int], object], count: int, concurrency: int) -> Result:
+def in_flight(work: Callable[[int], T], count: int, concurrency: int) -> Iterator[tuple[int, T | EndpointError]]:
     """``work(i)`` for i in range(count), at most ``concurrency`` at a time, yielding ``(i, result)`` as each
     finishes (an EndpointError is yielded as the result; a ZephyrError stops everything).
 
@@ -209,7 +211,8 @@ def make_backend(spec: dict, hardware: dict | None = None, where: str = "model_c
     if kind not in BACKEND_OPTIONS:
         raise ZephyrError(f"unknown backend type {kind!r}", f"use type: {', '.join(BACKEND_OPTIONS)}")
     options = BACKEND_OPTIONS[kind]
-    spec = complete({k: v for k, v in spec.items() if k in options.__dataclass_fields__}, options, f"{kind} backend")
+    names = {f.name for f in dataclasses.fields(options)}
+    spec = complete({k: v for k, v in spec.items() if k in names}, options, f"{kind} backend")
     if kind == "function":
         return FunctionBackend(spec["function"])
     if kind == "openai":

@@ -104,7 +104,10 @@ def _reply(raw: bytes) -> dict:
 
 
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
+    value = exc.headers.get("Retry-After")
+    if value is None:
+        return None
     try:
-        return min(60.0, float(exc.headers.get("Retry-After")))
-    except (TypeError, ValueError):
+        return min(60.0, float(value))
+    except ValueError:
         return None

@@ -1,7 +1,7 @@
 """The judge types: one registry, asked where a judge type's name enters (validation of a ``judge:`` section, the
 stages that make a judge, the plan, the pre-flight, the cards).
 
-A judge type is one :class:`~zephyr_recipes.feedback.judges.Judge` subclass in one module, which declares
+A judge type is one :class:`~zephyr_recipes.feedback.judge_base.Judge` subclass in one module, which declares
 
 - ``type``: its name, the ``type:`` a recipe writes;
 - ``Settings``: its typed settings, a :class:`~zephyr_recipes.feedback.specs.JudgeSpec` subclass whose fields carry
@@ -35,17 +35,17 @@ from .specs import JUDGE_MAKERS, JUDGE_PROTOCOLS, PLAIN_PROTOCOL, JudgeSpec, com
 from .specs import check_protocol as check_settings
 
 if TYPE_CHECKING:
-    from .judges import Judge
+    from .judge_base import Judge
 
 GROUP = "zephyr_recipes.judges"  # the entry point group of installed judge types
 
 # One line per judge type of this package: its class, imported when the registry is first asked.
 BUILTIN = (
-    "zephyr_recipes.feedback.judges:FunctionJudge",
-    "zephyr_recipes.feedback.judges:TransformersModelJudge",
-    "zephyr_recipes.feedback.judges:OpenAIModelJudge",
-    "zephyr_recipes.feedback.judges:VLLMModelJudge",
-    "zephyr_recipes.feedback.judges:RewardModelJudge",
+    "zephyr_recipes.feedback.function_judge:FunctionJudge",
+    "zephyr_recipes.feedback.model_judge:TransformersModelJudge",
+    "zephyr_recipes.feedback.model_judge:OpenAIModelJudge",
+    "zephyr_recipes.feedback.model_judge:VLLMModelJudge",
+    "zephyr_recipes.feedback.reward_judge:RewardModelJudge",
 )
 
 TYPES: dict[str, type["Judge"]] = {}  # judge type -> its Judge class
@@ -73,7 +73,7 @@ def register_judge(judge: Any, schema: Optional[type] = None, make: Optional[Cal
 
 
 def _wrapped(name: str, schema: Optional[type], make: Optional[Callable]) -> type:
-    Judge = _import("zephyr_recipes.feedback.judges:Judge")  # noqa: N806 - the base class (judges imports this module)
+    Judge = _import("zephyr_recipes.feedback.judge_base:Judge")  # noqa: N806 - the base class (it imports this module)
     owner = make if isinstance(make, type) else getattr(make, "__self__", None)
     base = owner if isinstance(owner, type) and issubclass(owner, Judge) else Judge
     maker = make

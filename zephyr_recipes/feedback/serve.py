@@ -31,7 +31,10 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from ..core.errors import ZephyrError
 from .vllm import as_openai
@@ -74,7 +77,7 @@ class Server:
         self.log_path = Path(log_path)
         self.timeout = float(timeout if timeout is not None else spec.get("serve_timeout", DEFAULT_TIMEOUT_S))
         self.proc: subprocess.Popen | None = None
-        self._previous_term = None
+        self._previous_term: Callable[[int, FrameType | None], Any] | int | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> dict:
@@ -97,7 +100,7 @@ class Server:
         self._watchdog = _watch(self.proc.pid)
         self._catch_sigterm()
         try:
-            models = self._wait_ready()
+            models = self._wait_ready(self.proc)
         except BaseException:
             self.stop()
             raise
@@ -111,11 +114,11 @@ class Server:
         log.info("server ready at %s (model %s, pid %d)", self.base_url, spec["model"], self.proc.pid)
         return spec
 
-    def _wait_ready(self) -> list[str]:
+    def _wait_ready(self, proc: subprocess.Popen) -> list[str]:
         deadline = time.monotonic() + self.timeout
         url = self.base_url + "/models"
         while True:
-            code = self.proc.poll()
+            code = proc.poll()
             if code is not None:
                 raise ZephyrError(f"the server `{self.command}` exited with code {code} before it answered "
                                   f"{url}; its last log lines:\n{self.tail()}",
@@ -124,7 +127,7 @@ class Server:
                 with urllib.request.urlopen(url, timeout=5) as response:
                     payload = json.loads(response.read().decode() or "{}")
                 data = payload.get("data") if isinstance(payload, dict) else None
-                return [m.get("id") for m in data or [] if isinstance(m, dict) and m.get("id")]
+                return [m["id"] for m in data or [] if isinstance(m, dict) and m.get("id")]
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TextIO
 
 
 def answered(rec: dict, result, field: str) -> dict:
@@ -34,7 +35,7 @@ class Store:
                         self.torn += line.strip() != b""
                         continue  # a line torn by a kill
                     self.records[record["key"]] = record
-        self._fh = None
+        self._fh: TextIO | None = None
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
