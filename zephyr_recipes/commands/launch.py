@@ -343,7 +343,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
         if done is not None:
             readcheck.check(done)  # reused only when its records are whole
             return done
-        folder, resume_from = runfolder.prepare(cfg, revise=stage.revisable)
+        folder, resume_from = runfolder.prepare(stage.recipe(cfg), revise=stage.revisable)
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
                              launch={"command": argv, "recipe": name, "launcher": hw["launcher"]}, code=code)
         if hw["launcher"] == "inprocess":
@@ -446,7 +446,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
             notes.append(f"not on this machine: {exc.problem}")
     with runfolder.locked(folder, argv):
         state = "new"
-        if runfolder.finished_alike(cfg) is not None:
+        if runfolder.finished_alike(stage.recipe(cfg)) is not None:
             state = "finished already (the run would do nothing)"
         elif folder.exists() and any(folder.iterdir()):
             status = runfolder.read_status(folder)
