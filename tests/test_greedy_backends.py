@@ -49,7 +49,9 @@ def test_a_pipeline_whose_evaluations_use_different_backends_is_warned():
 
 
 def test_the_ai_feedback_card_carries_the_warning():
+    from zephyr_recipes.core.recipe import recipe_of
     from zephyr_recipes.core.records import dataset_card
+    from zephyr_recipes.stages.aif import AIFStageConfig
 
     cfg = {"run": {"name": "x", "output_dir": "runs/x"}, "dataset": {"path": "p", "train_split": "train"},
            "stage": {"name": "aif", "sampling": {}, "judge": {"type": "function", "module": "m"}, "generators": [
@@ -58,10 +60,10 @@ def test_the_ai_feedback_card_carries_the_warning():
     summary = {"prompts": 1, "completions": 2, "pairs": {"train_prefs": 1, "test_prefs": 0},
                "binarize": {"rejected": "random", "score": "mean"}, "mean_score_by_generator": {"a": 3.0, "b": 4.0},
                "judge_failures": 0, "generation_failures": 0, "self_agreement": None}
-    card = dataset_card(cfg, {"command": "zephyr-recipes tiny/aif"}, summary)
+    card = dataset_card(recipe_of(cfg, AIFStageConfig), {"command": "zephyr-recipes tiny/aif"}, summary)
     assert "- Warning: generators answer through vLLM (b) and transformers (a (greedy))" in card
     cfg["stage"]["generators"][1]["type"] = "transformers"
-    assert "Warning" not in dataset_card(cfg, {"command": "zephyr-recipes tiny/aif"}, summary)
+    assert "Warning" not in dataset_card(recipe_of(cfg, AIFStageConfig), {"command": "zephyr-recipes tiny/aif"}, summary)
 
 
 def test_chat_help_shows_every_options_default(cli, capsys):

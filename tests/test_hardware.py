@@ -301,7 +301,7 @@ def test_worker_refuses_a_multi_process_folder_without_its_launcher(tmp_path):
     from zephyr_recipes.core import runfolder
 
     cfg = cfg_for("tiny/sft", "hardware=cpu-2proc", f"+run.output_dir={tmp_path / 'run'}")
-    folder, _ = runfolder.prepare(cfg)
+    folder, _ = runfolder.prepare(stage_of(cfg).recipe(cfg))
     proc = subprocess.run([sys.executable, "-m", "zephyr_recipes.runtime.worker", str(folder)], env=env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -28,7 +28,10 @@ def _greedy(sampling: dict) -> bool:
 
 
 def aif_warning(cfg: dict) -> str | None:
-    """The warning for an AI-feedback config whose generators answer through both backends, one of them greedy."""
+    """The warning for an AI-feedback config whose generators answer through both backends, one of them greedy.
+
+    ``cfg``: any stage's config mapping (a pipeline's stages are read one by one); the AI-feedback stage's schema
+    lies above this layer, so its section is read as the mapping it was checked as."""
     stage = cfg.get("stage") or {}
     if stage.get("name") != "aif":
         return None

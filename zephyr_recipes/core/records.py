@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 
 from . import greedy
+from .recipe import Recipe
+from .schema import TrainerStageConfig
 
 PACKAGES = ("zephyr-recipes", "torch", "transformers", "trl", "datasets", "accelerate", "hydra-core",
             "omegaconf", "tokenizers", "flash-attn", "peft", "deepspeed")
@@ -108,24 +110,26 @@ def _tracking_line(prov: dict) -> str:
             f"dashboard: `{t['dashboard']}`\n")
 
 
-def model_card(cfg: dict, prov: dict, metrics: dict, curves: list[str], usage: str, config_class: str) -> str:
-    stage, model, ds = cfg["stage"], cfg["model"], cfg["dataset"]
-    trainer = yaml.safe_dump(stage["trainer"], sort_keys=True).strip()
+def model_card(recipe: Recipe[TrainerStageConfig], prov: dict, metrics: dict, curves: list[str], usage: str,
+               config_class: str) -> str:
+    """README of a trained run folder: what was trained on what, how to use it, its trainer arguments and figures."""
+    stage, model, ds = recipe.stage, recipe.model, recipe.dataset
+    trainer = yaml.safe_dump(stage.trainer, sort_keys=True).strip()
     final = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                       for k, v in metrics.items())
     ref = f"\nReference model: `{prov['reference_model']}`\n" if prov.get("reference_model") else ""
     return f"""---
 library_name: transformers
-tags: [zephyr-recipes, {stage['name']}, trl]
-base_model: {model['name_or_path']}
-datasets: [{ds['path']}]
+tags: [zephyr-recipes, {stage.name}, trl]
+base_model: {model.name_or_path}
+datasets: [{ds.path}]
 ---
 
-# {cfg['run']['name']}
+# {recipe.run.name}
 
-{stage['name'].upper()} of `{model['name_or_path']}` on `{ds['path']}` (split `{ds['train_split']}`), trained with
+{stage.name.upper()} of `{model.name_or_path}` on `{ds.path}` (split `{ds.train_split}`), trained with
 [zephyr-recipes](https://pypi.org/project/zephyr-recipes/) recipe `{prov['recipe']}` on TRL {prov['versions'].get('trl', '?')}.
-{cfg['recipe'].get('description') or ''}
+{recipe.recipe.description or ''}
 {ref}
 ## Use
 
@@ -205,22 +209,26 @@ def _critique_line(summary: dict) -> str:
             f"{c['overall_score_fix']}")
 
 
-def dataset_card(cfg: dict, prov: dict, summary: dict) -> str:
-    """README of an AI feedback run folder: what answered, what judged, what came out."""
-    stage = cfg["stage"]
-    gens = "\n".join(f"| {g.get('name', '?')} | {g['type']} | {g.get('model') or g.get('function')} | "
-                     f"{summary['mean_score_by_generator'].get(g.get('name'), float('nan')):.2f} |"
-                     for g in stage["generators"])
-    judge = stage["judge"]
-    warned = "".join(f"- Warning: {w}\n" for w in greedy.warnings(cfg))
+def dataset_card(recipe: Recipe, prov: dict, summary: dict) -> str:
+    """README of an AI feedback run folder: what answered, what judged, what came out.
+
+    ``recipe.stage`` is the AI-feedback stage's section (its generators and judge, each of the variant its type picks:
+    a function generator has a ``function`` where the others have a ``model``)."""
+    stage = recipe.stage
+    gens = "\n".join(f"| {g.name} | {g.type} | {getattr(g, 'model', None) or getattr(g, 'function', None)} | "
+                     f"{summary['mean_score_by_generator'].get(g.name, float('nan')):.2f} |"
+                     for g in stage.generators)
+    judge = stage.judge
+    judged = getattr(judge, "module", None) or getattr(judge, "model", None)
+    warned = "".join(f"- Warning: {w}\n" for w in greedy.warnings(recipe.config))
     return f"""---
 tags: [zephyr-recipes, aif, preference]
 ---
 
-# {cfg['run']['name']}
+# {recipe.run.name}
 
-AI feedback on {summary['prompts']} prompts from `{cfg['dataset']['path']}` (split `{cfg['dataset']['train_split']}`):
-{summary['completions']} completions, rated by a {judge['type']} judge (`{judge.get('module') or judge.get('model')}`),
+AI feedback on {summary['prompts']} prompts from `{recipe.dataset.path}` (split `{recipe.dataset.train_split}`):
+{summary['completions']} completions, rated by a {judge.type} judge (`{judged}`),
 binarized into {summary['pairs']['train_prefs']} training and {summary['pairs']['test_prefs']} test pairs
 (rejected: {summary['binarize']['rejected']}, score: {summary['binarize']['score']}).
 
@@ -229,7 +237,7 @@ binarized into {summary['pairs']['train_prefs']} training and {summary['pairs'][
 {gens}
 
 - `data/`: pairs in the ultrafeedback_binarized schema (splits train_prefs, test_prefs); train on them with
-  `zephyr-recipes tiny/dpo dataset.path={cfg['run']['output_dir']}`
+  `zephyr-recipes tiny/dpo dataset.path={recipe.run.output_dir}`
 - `raw/`: rated completions in the openbmb/UltraFeedback schema
 - `completions.jsonl`, `ratings.jsonl`: every answer and rating as it arrived; `summary.json`: the figures
 - Judge protocol: {(summary.get('judge_protocol') or {}).get('text', 'not recorded')}{_critique_line(summary)}

@@ -19,12 +19,14 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+from typing import cast
 
 import yaml
 
 from . import lockguard, yamlsafe
 from .errors import ZephyrError
 from .fingerprint import changed as code_changed
+from .recipe import Recipe
 from .records import redact
 
 STATUS = "run.json"
@@ -153,15 +155,16 @@ def _frozen_config(folder: Path) -> dict:
     return frozen if isinstance(frozen, dict) else {}
 
 
-def prepare(cfg: dict, revise: bool = False) -> tuple[Path, Path | None]:
-    """Create or reopen the run folder for cfg; returns (folder, checkpoint to resume from or None).
+def prepare(recipe: Recipe, revise: bool = False) -> tuple[Path, Path | None]:
+    """Create or reopen the run folder of a recipe; returns (folder, checkpoint to resume from or None).
 
     Refuses, touching nothing, when the folder holds a finished run (unless run.overwrite), a run of a
     different config, or something that is not a run folder. ``revise`` (a stage that redoes only what changed):
     a finished or unfinished run of another config is kept and its config replaced (the caller recorded it).
+    The folder's config.yaml is the checked mapping, ``recipe.config``, and it is what a re-run is compared with.
     """
-    run = cfg["run"]
-    folder = Path(run["output_dir"]).expanduser()
+    run, cfg = recipe.run, recipe.config
+    folder = Path(cast(str, run.output_dir)).expanduser()  # validation sets every run's folder
     resume_from = None
     if folder.exists() and not folder.is_dir():
         raise ZephyrError(f"run.output_dir {folder} is a file, not a folder",
@@ -170,22 +173,22 @@ def prepare(cfg: dict, revise: bool = False) -> tuple[Path, Path | None]:
         status = read_status(folder)
         if status is None:
             raise ZephyrError(f"{folder} exists and is not a run folder", "choose another run.name or run.output_dir")
-        if status.get("status") == "complete" and revise and not run["overwrite"]:
+        if status.get("status") == "complete" and revise and not run.overwrite:
             pass  # kept: the stage reuses what still matches
         elif status.get("status") == "complete":
-            if not run["overwrite"]:
+            if not run.overwrite:
                 raise ZephyrError(f"{folder} holds a finished run (completed {status.get('finished', '?')})",
                                   "pass run.overwrite=true to replace it, or run.name=<new name> to keep both")
             remove_run_folder(folder)
         else:
-            frozen = {} if run["overwrite"] else _frozen_config(folder)
+            frozen = {} if run.overwrite else _frozen_config(folder)
             changed = config_diff(frozen, cfg)
-            if changed and not run["overwrite"] and not revise:
+            if changed and not run.overwrite and not revise:
                 raise ZephyrError(
                     f"{folder} holds an unfinished run of a different config (changed: {', '.join(changed[:5])})",
                     "re-run with the same settings to resume it, run.overwrite=true to start over, "
                     "or run.name=<new name>")
-            if run["overwrite"] or not run["resume"]:
+            if run.overwrite or not run.resume:
                 remove_run_folder(folder)
             else:
                 resume_from = last_checkpoint(folder)
@@ -219,12 +222,12 @@ def unwritable(folder: Path, exc: OSError) -> ZephyrError:
     return ZephyrError(f"cannot write {where}: {exc.strerror or exc}", "give another run.output_dir")
 
 
-def finished_alike(cfg: dict, code: dict | None = None) -> Path | None:
-    """The run folder of cfg when it holds a finished run of the same config (so there is nothing to do), and of
-    the same code: ``code`` ({label: fingerprint}, core/fingerprint.py) equal to what the folder recorded (a folder
-    finished before fingerprints were recorded counts as the same)."""
-    folder = Path(cfg["run"]["output_dir"]).expanduser()
-    if cfg["run"]["overwrite"] or not is_complete(folder) or not (folder / CONFIG).is_file():
+def finished_alike(recipe: Recipe, code: dict | None = None) -> Path | None:
+    """The run folder of a recipe when it holds a finished run of the same config (``recipe.config``, so there is
+    nothing to do), and of the same code: ``code`` ({label: fingerprint}, core/fingerprint.py) equal to what the
+    folder recorded (a folder finished before fingerprints were recorded counts as the same)."""
+    folder = Path(cast(str, recipe.run.output_dir)).expanduser()  # validation sets every run's folder
+    if recipe.run.overwrite or not is_complete(folder) or not (folder / CONFIG).is_file():
         return None
     if code is not None and code_changed((read_status(folder) or {}).get("code"), code):
         return None
@@ -232,7 +235,7 @@ def finished_alike(cfg: dict, code: dict | None = None) -> Path | None:
         frozen = yamlsafe.load((folder / CONFIG).read_text(), folder / CONFIG)
     except (yaml.YAMLError, UnicodeDecodeError, OSError, ZephyrError):
         return None  # prepare says what is wrong with it
-    return None if config_diff(frozen if isinstance(frozen, dict) else {}, cfg) else folder
+    return None if config_diff(frozen if isinstance(frozen, dict) else {}, recipe.config) else folder
 
 
 def lock_path(folder: Path) -> Path:

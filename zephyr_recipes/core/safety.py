@@ -127,7 +127,10 @@ def _own_folder(path: str, recipe_file) -> bool:
 
 def guard_destructive(cfg: dict, overrides, recipe_name: str, recipe_file=None) -> None:
     """A recipe's own run.overwrite is ignored, and its run folder must lie in the working directory (or be the
-    folder a frozen config.yaml lies in) unless the command line names it. Changes ``cfg`` in place."""
+    folder a frozen config.yaml lies in) unless the command line names it. Changes ``cfg`` in place.
+
+    ``cfg`` is the composed mapping before validation (a single stage's or a pipeline's), not a checked recipe:
+    validation reads the run.overwrite this sets."""
     given = command_line_keys(overrides)
     if "pipeline" in cfg and isinstance(cfg["pipeline"], dict):
         out = cfg["pipeline"].get("output_dir")

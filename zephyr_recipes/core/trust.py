@@ -70,7 +70,8 @@ def _task_folder(path: str) -> str:
 
 def items(cfg, where: str = "") -> Iterator[tuple[str, str, bool]]:
     """(dotted path, what runs, own) for every piece of code a resolved config (or pipeline) can run; ``own``:
-    code of this package, which needs no trust."""
+    code of this package, which needs no trust. It walks any mapping (a config, a pipeline, a sweep's configs by
+    point, a lone section), so it reads keys, not a typed recipe."""
     if isinstance(cfg, dict):
         if isinstance(cfg.get("type"), str):  # a generator or judge: its Python function or module of functions
             for key in ("function", "module"):

@@ -113,7 +113,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
             notes.append(f"not on this machine: {exc.problem}")
     with runfolder.locked(folder, argv):
         state = "new"
-        if runfolder.finished_alike(cfg) is not None:
+        if runfolder.finished_alike(stage.recipe(cfg)) is not None:
             state = "finished already (the run would do nothing)"
         elif folder.exists() and any(folder.iterdir()):
             status = runfolder.read_status(folder)

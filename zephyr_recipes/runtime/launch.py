@@ -343,7 +343,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
         if done is not None:
             readcheck.check(done)  # reused only when its records are whole
             return done
-        folder, resume_from = runfolder.prepare(cfg, revise=stage.revisable)
+        folder, resume_from = runfolder.prepare(stage.recipe(cfg), revise=stage.revisable)
         runfolder.set_status(folder, (runfolder.read_status(folder) or {}).get("status", "running"),
                              launch={"command": argv, "recipe": name, "launcher": hw["launcher"]}, code=code)
         if hw["launcher"] == "inprocess":

@@ -46,7 +46,7 @@ def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False, rea
     else None after refusing a finished run whose code changed, calling ``ready()`` (the pre-flight of what the run
     runs) and recording a revision: a run refused by its pre-flight leaves no revision behind."""
     folder = Path(cfg["run"]["output_dir"]).expanduser()
-    done = runfolder.finished_alike(cfg, code)
+    done = runfolder.finished_alike(stage.recipe(cfg), code)
     if done is not None and not (again and stage.revisable):
         recorded = (runfolder.read_status(done) or {}).get("code")
         if recorded is None:  # finished before fingerprints were recorded: taken as made by this code

@@ -300,7 +300,7 @@ class AIF(TaskStage):
         return int(prompts * (1 - recipe.stage.test_fraction)), 2 * (PROMPT_TOKENS + answer)
 
     def card(self, recipe: AIFRecipe, prov: dict, result: dict) -> str:
-        return dataset_card(recipe.config, prov, result) + "\n".join(judge_audit.card_lines(result.get("audit"))) + "\n"
+        return dataset_card(recipe, prov, result) + "\n".join(judge_audit.card_lines(result.get("audit"))) + "\n"
 
     def headline(self, result: dict) -> dict:
         return result["pairs"]

@@ -289,7 +289,7 @@ def _finish(stage, folder: Path, recipe: Recipe, trainer, eval_dataset, tokenize
     metrics["train_wall_seconds"] = round(time.time() - started, 2)
     records.write_json(folder / "metrics.json", metrics)
     curves = records.plot_curves(history, recipe.stage.name, stage.curves, folder / "training_curves.png")
-    (folder / "README.md").write_text(records.model_card(recipe.config, prov, metrics, curves, stage.card_usage(recipe),
+    (folder / "README.md").write_text(records.model_card(recipe, prov, metrics, curves, stage.card_usage(recipe),
                                                         stage.trl_config))
     for ckpt in folder.glob("checkpoint-*"):
         shutil.rmtree(ckpt, ignore_errors=True)
