@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Optional
 
 from ..core.errors import ZephyrError
-from . import judge_registry
 from .backends import make_backend
 from .replies import JudgeFailure, parse_verdict
 from .specs import JudgeSpec
@@ -39,6 +38,15 @@ class Unparsable:
 
 
 ASK_ONCE = Unparsable()
+
+
+def _no_types(kind: str, benchmark: str | None = None) -> list[str]:
+    return []
+
+
+# The judge types that can do a kind (for a benchmark), for the refusal's fix. The judge registry, which knows every
+# type, puts its own answer here when it is imported (it imports this module; this one does not import it).
+able_types: Callable[[str, str | None], list[str]] = _no_types
 
 
 WHAT = {"rate": "rate an answer on the feedback aspects", "grade": "grade an answer 1-10",
@@ -146,10 +154,10 @@ class Judge:
 
     @classmethod
     def refusal(cls, kind: str, benchmark: str, judge_type: str | None = None) -> ZephyrError:
-        able = judge_registry.able(kind, benchmark)
+        able = able_types(kind, benchmark)
         types = ", ".join(able[:-1]) + f" or {able[-1]}" if len(able) > 1 else "".join(able)
         return ZephyrError(f"a judge of type {judge_type or cls.type} cannot {WHAT.get(kind, kind)}, which "
-                           f"{benchmark} needs", f"give {benchmark} a judge of type {types}")
+                           f"{benchmark} needs", f"give {benchmark} a judge of type {types or 'that can'}")
 
     def ask(self, kind: str, items: list[Item], benchmark: str,
             unparsable: Optional[Unparsable] = None) -> Iterator[tuple[int, Verdict | JudgeFailure]]:

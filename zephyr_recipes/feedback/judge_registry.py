@@ -26,16 +26,15 @@ and one registry line. A type of this package is a line in :data:`BUILTIN`. A ty
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..core import trust
 from ..core.errors import ZephyrError
 from ..core.registry import Registry
+from . import judge_base
+from .judge_base import Judge
 from .specs import JUDGE_MAKERS, JUDGE_PROTOCOLS, PLAIN_PROTOCOL, JudgeSpec, complete
 from .specs import check_protocol as check_settings
-
-if TYPE_CHECKING:
-    from .judge_base import Judge
 
 GROUP = "zephyr_recipes.judges"  # the entry point group of installed judge types
 
@@ -48,7 +47,7 @@ BUILTIN = (
     "zephyr_recipes.feedback.reward_judge:RewardModelJudge",
 )
 
-TYPES: dict[str, type["Judge"]] = {}  # judge type -> its Judge class
+TYPES: dict[str, type[Judge]] = {}  # judge type -> its Judge class
 _loaded = {"builtin": False}
 
 # The judge types of installed packages: entry points in the group zephyr_recipes.judges, each naming the class
@@ -56,7 +55,7 @@ _loaded = {"builtin": False}
 INSTALLED: Registry = Registry("judge type", GROUP, "JUDGE")
 
 
-def register_judge(judge: Any, schema: Optional[type] = None, make: Optional[Callable] = None) -> type["Judge"]:
+def register_judge(judge: Any, schema: Optional[type] = None, make: Optional[Callable] = None) -> type[Judge]:
     """Add a judge type: ``register_judge(JudgeClass)``, the class declaring ``type``, ``Settings``, ``KINDS`` and
     ``make``. The older form ``register_judge(name, schema, make)`` (``make(spec, hardware)`` returning a judge)
     is kept: it is wrapped in a class that declares the same. Returns the class."""
@@ -73,7 +72,6 @@ def register_judge(judge: Any, schema: Optional[type] = None, make: Optional[Cal
 
 
 def _wrapped(name: str, schema: Optional[type], make: Optional[Callable]) -> type:
-    Judge = _import("zephyr_recipes.feedback.judge_base:Judge")  # noqa: N806 - the base class (it imports this module)
     owner = make if isinstance(make, type) else getattr(make, "__self__", None)
     base = owner if isinstance(owner, type) and issubclass(owner, Judge) else Judge
     maker = make
@@ -97,7 +95,7 @@ def _load_builtin() -> None:
         register_judge(_import(ref))
 
 
-def _installed(name: str) -> Optional[type["Judge"]]:
+def _installed(name: str) -> Optional[type[Judge]]:
     """An installed package's judge type called ``name`` (None: none is), registered on first use. Entry points are
     read through the registry every seam shares (core/registry.py): a package in the working directory is ignored,
     and a name not found is looked for once more (a package installed since the last look)."""
@@ -125,7 +123,7 @@ def is_code(name: Any) -> bool:
     return isinstance(name, str) and ":" in name
 
 
-def judge_class(name: Any, where: str = "judge") -> type["Judge"]:
+def judge_class(name: Any, where: str = "judge") -> type[Judge]:
     """The class of a judge type: this package's, an installed one, one registered at run time, or one the recipe
     names as ``package.module:Class`` (imported only when the command line trusts the recipe's code)."""
     _load_builtin()
@@ -263,3 +261,6 @@ def probed(spec: dict) -> bool:
 def rehearsal(spec: dict, is_hub: Callable[[Any], bool]) -> bool:
     """Whether a rehearsal replaces this judge by the embedded judge program (it calls out, or loads a hub model)."""
     return bool(judge_class(spec.get("type")).calls_out(spec, is_hub))
+
+
+judge_base.able_types = able  # the refusal of a judge asked what its type cannot do names the types that can

@@ -11,7 +11,6 @@ import gc
 import logging
 from collections import Counter, defaultdict
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -27,13 +26,11 @@ from ..feedback.judges import Item, JudgeFailure
 from ..feedback.serve import serving
 from ..feedback.specs import GeneratorSpec, JudgeSpec
 from ..feedback.store import Store
-
-if TYPE_CHECKING:
-    from .aif import AIFStageConfig
+from .aif_config import AIFStageConfig
 
 log = logging.getLogger("zephyr_recipes")
 
-AIFRecipe = Recipe["AIFStageConfig"]
+AIFRecipe = Recipe[AIFStageConfig]
 
 
 def judge_of(stage: AIFStageConfig) -> JudgeSpec:
