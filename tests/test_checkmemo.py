@@ -1,0 +1,74 @@
+"""validate remembers its slow checks (chat template on real rows, token parity) while nothing they read changed."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REMEMBERED = "remembered:"
+
+
+def _validate(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`zephyr-recipes validate` in a fresh process; its last stderr line says whether transformers was imported."""
+    env = {**os.environ, "ZEPHYR_RECIPES_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    probe = ("import sys; from zephyr_recipes.commands.cli import main; rc = main(sys.argv[1:]); "
+             "print('transformers imported:', 'transformers' in sys.modules, file=sys.stderr); raise SystemExit(rc)")
+    return subprocess.run([sys.executable, "-c", probe, "validate", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _checks(out: str) -> list[str]:
+    """The lines of the slow checks: everything but the remembered-note."""
+    return [line for line in out.splitlines() if not line.startswith(REMEMBERED)]
+
+
+def test_a_second_validate_of_the_same_recipe_and_files_reprints_the_checks_without_loading_them(tmp_path):
+    home = tmp_path / "home"
+    first = _validate(home, tmp_path, "tiny/sft", "--no-preflight")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "transformers imported: True" in first.stderr and REMEMBERED not in first.stdout
+    assert "chat template:" in first.stdout and "token parity" in first.stdout.lower()
+    second = _validate(home, tmp_path, "tiny/sft", "--no-preflight")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "transformers imported: False" in second.stderr  # neither tokenizer nor data were loaded
+    assert REMEMBERED in second.stdout and "--recheck" in second.stdout
+    assert _checks(second.stdout) == _checks(first.stdout)
+    # --recheck runs the checks again (and prints what they print, not the memory)
+    again = _validate(home, tmp_path, "tiny/sft", "--no-preflight", "--recheck")
+    assert again.returncode == 0 and "transformers imported: True" in again.stderr
+    assert REMEMBERED not in again.stdout and _checks(again.stdout) == _checks(first.stdout)
+
+
+def test_an_override_or_an_edited_data_file_is_checked_again(tmp_path):
+    home = tmp_path / "home"
+    data = tmp_path / "chats.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": str(2 * i)}]} for i in range(40)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["tiny/sft", f"dataset.path={data}", "dataset.train_split=train", "--no-preflight"]
+    assert _validate(home, tmp_path, *args).returncode == 0
+    assert REMEMBERED in _validate(home, tmp_path, *args).stdout
+    # another value of any key is another check
+    other = _validate(home, tmp_path, *args, "dataset.max_train_samples=8")
+    assert other.returncode == 0 and REMEMBERED not in other.stdout
+    # the same config over an edited file is another check: the file is read again
+    data.write_text(data.read_text().replace("What is 0 plus 0?", "What is zero plus zero?"))
+    edited = _validate(home, tmp_path, *args)
+    assert edited.returncode == 0 and REMEMBERED not in edited.stdout, edited.stdout + edited.stderr[-1500:]
+
+
+@pytest.mark.parametrize("value", ["HuggingFaceH4/ultrachat_200k", "someone/model-on-the-hub"])
+def test_nothing_on_the_hub_is_remembered(tmp_path, value):
+    from zephyr_recipes.runtime import checkmemo
+
+    cfg = {"model": {"name_or_path": "builtin://tiny-mistral"}, "dataset": {"path": "builtin://tiny-ultrachat"}}
+    os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(tmp_path))
+    assert checkmemo.key(cfg) is not None
+    for section, key in (("dataset", "path"), ("model", "name_or_path")):
+        hub = json.loads(json.dumps(cfg))
+        hub[section][key] = value
+        assert checkmemo.key(hub) is None, f"{section}.{key}={value} must not be remembered"
