@@ -11,7 +11,9 @@ from pathlib import Path
 import yaml
 
 from ..core import runfolder
+from ..core.recipe import recipe_of
 from ..evaluation import intervals
+from ..stages.aif import AIFStageConfig
 from .figures import compare, grade, mean_sd, short, value_of, win
 from .figures import label as metric_label
 
@@ -64,7 +66,7 @@ def _round_facts(r: dict) -> dict:
         skipped = (summary.get("binarize") or {}).get("skipped") or {}
         out["tied"] = skipped.get("all_tied", 0)  # prompts whose answers were all rated alike: no pair
         cfg = yaml.safe_load((r["aif"] / runfolder.CONFIG).read_text())
-        own = [g.get("name") for g in cfg["stage"]["generators"] if g.get("type") == "transformers"]
+        own = [g.name for g in recipe_of(cfg, AIFStageConfig).stage.generators if g.type == "transformers"]
         rated = [v for k, v in (summary.get("mean_score_by_generator") or {}).items() if k in own]
         out["policy_rating"] = statistics.fmean(rated) if rated else None
     if r.get("dpo") and runfolder.is_complete(r["dpo"]):

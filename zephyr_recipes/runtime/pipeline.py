@@ -15,12 +15,14 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import cast
 
 import yaml
 
 from .. import stages
 from ..core import runfolder, trust
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
 from . import launch, preflight, reuse, runcheck
 from .compose import compose
 from .pipespec import Verbatim, dump, override
@@ -176,14 +178,23 @@ def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None
     return None
 
 
-def _will_skip(cfg: dict, folders: list[Path]) -> bool:
+def _stage_recipe(cfg: dict) -> tuple[stages.Stage, Recipe]:
+    """A checked stage config's stage and its typed recipe (typed once per contents, so asking again is cheap)."""
+    stage = stages.get(cfg["stage"]["name"])
+    return stage, stage.recipe(cfg)
+
+
+def _folder(recipe: Recipe) -> Path:
+    return Path(cast(str, recipe.run.output_dir))  # validation sets every run's folder
+
+
+def _will_skip(stage: stages.Stage, recipe: Recipe, folders: list[Path]) -> bool:
     """Whether a stage is finished with this config and code, so that the pipeline skips it unless a stage it reads
     runs again (its pre-flight of modules, tokenizers and judges then waits until it has to run)."""
-    folder = Path(cfg["run"]["output_dir"])
-    if not runfolder.is_complete(folder):
+    if not runfolder.is_complete(_folder(recipe)):
         return False
     try:
-        return reuse.why_again(cfg, stages.get(cfg["stage"]["name"]), [], folders) is None
+        return reuse.why_again(recipe.config, stage, [], folders) is None
     except ZephyrError:
         return False
 
@@ -194,18 +205,19 @@ def _preflight(planned: list, forced: bool) -> tuple[set[str], set[str]]:
     stages whose modules, tokenizers and judges were checked here)."""
     produced: set[str] = set()
     checked: set[str] = set()
-    folders_all = [Path(c["run"]["output_dir"]) for _, _, c in planned]
+    folders_all = [_folder(_stage_recipe(c)[1]) for _, _, c in planned]
     for st, _, cfg in planned:
+        stage, recipe = _stage_recipe(cfg)
         try:
-            preflight.run(cfg, stages.get(cfg["stage"]["name"]), network=True, produced=produced)
-            if not forced and _will_skip(cfg, folders_all):
+            preflight.run(cfg, stage, network=True, produced=produced)
+            if not forced and _will_skip(stage, recipe, folders_all):
                 pass  # finished with this config and code: checked again only if it has to run after all
             else:
-                runcheck.run(cfg, stages.get(cfg["stage"]["name"]), produced)  # modules, tokenizers, judges
+                runcheck.run(cfg, stage, produced)  # modules, tokenizers, judges
                 checked.add(st["name"])
         except ZephyrError as exc:
             raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
-        produced.add(str(Path(cfg["run"]["output_dir"])))
+        produced.add(str(_folder(recipe)))
     return produced, checked
 
 
@@ -229,21 +241,22 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     produced, checked = _preflight(planned, bool(from_stage or only))
     out = Path(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    written = {**spec, "stages": [{**st, "folder": str(Path(cfg["run"]["output_dir"]))} for st, _, cfg in planned]}
+    folders_all = [_folder(_stage_recipe(cfg)[1]) for _, _, cfg in planned]
+    written = {**spec, "stages": [{**st, "folder": str(f)} for (st, _, _), f in zip(planned, folders_all)]}
     runfolder.write_atomic(out / "pipeline.yaml", dump({"pipeline": written}))
     status_path = out / "pipeline.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {"stages": {}}
     status["seed"] = spec["seed"]
     forced = set(names[names.index(from_stage):]) if from_stage else ({only} if only else set())
     ran: list[Path] = []  # folders of the stages that ran in this invocation: a stage reading one runs again
-    for st, name, cfg in planned:
-        stage, folder = st["name"], Path(cfg["run"]["output_dir"])
+    for (st, name, cfg), folder in zip(planned, folders_all):
+        stage = st["name"]
         if only and stage != only:
             continue
+        runs, recipe = _stage_recipe(cfg)
         again = stage in forced
         if stage not in forced and runfolder.is_complete(folder):
-            why = reuse.why_again(cfg, stages.get(cfg["stage"]["name"]), ran,
-                                  [Path(c["run"]["output_dir"]) for _, _, c in planned])
+            why = reuse.why_again(cfg, runs, ran, folders_all)
             if why is None:
                 log.info("pipeline: %s finished already (%s), skipped", stage, folder)
                 continue
@@ -259,11 +272,11 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
         if from_stage and stage not in forced and not runfolder.is_complete(folder):
             raise ZephyrError(f"stage {stage!r} comes before --from {from_stage} and has not finished",
                               "run the whole pipeline (without --from) first")
-        if again and not stages.get(cfg["stage"]["name"]).revisable:
+        if again and not runs.revisable:
             cfg["run"]["overwrite"] = True  # a revisable stage (AI feedback) keeps its folder and redoes what changed
         log.info("pipeline: running %s (%s) -> %s", stage, name, folder)
         started = time.time()
-        if cfg["hardware"].get("launcher") == "slurm":
+        if recipe.hardware.launcher == "slurm":
             raise ZephyrError(f"pipeline stage {stage!r} uses a Slurm profile; a pipeline waits for each stage",
                               "run the pipeline itself inside a Slurm allocation with an accelerate profile, "
                               "or launch the stage recipes one by one")

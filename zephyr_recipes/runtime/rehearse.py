@@ -35,6 +35,7 @@ from .. import stages
 from ..core import runfolder
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
 from ..core.schema import HardwareConfig, defaults_of
 from ..data import kinds
 from ..data.kinds import RowKind
@@ -128,19 +129,19 @@ class Rehearsal:
         return str(folder)
 
     # ------------------------------------------------------------------------------------------- data
-    def dataset(self, ds: dict, rows_kind: RowKind | None) -> None:
-        """Point ds (a dataset section or a mixture entry) at a stand-in with the same splits and columns."""
-        path = ds.get("path")
+    def dataset(self, path, train: str, test: str | None, columns: dict, rows_kind: RowKind | None) -> str | None:
+        """The stand-in folder, with the same splits and columns, of dataset ``path`` (of the dataset section or a
+        mixture entry) when it is a hub dataset or another recipe's run folder that is not here; else None."""
         missing = _missing_run_folder(path)
         if not _is_hub(path) and not missing:
-            return
-        splits = [s for s in (ds.get("train_split") or ds.get("split") or "train", ds.get("test_split")) if s]
+            return None
+        splits = [s for s in (train, test) if s]
         folder = self.root / "stand-ins" / "data" / _safe(f"{path}-{'-'.join(splits)}")
         if not (folder / "data").is_dir():
-            write_data(folder, splits, rows_kind, ds.get("columns") or {})
-        ds["path"] = str(folder)
+            write_data(folder, splits, rows_kind, columns)
         self.note(f"dataset {path} -> {folder} ({ROWS} rows of {(rows_kind or kinds.PROMPTS).name} in splits "
                   f"{', '.join(splits)})")
+        return str(folder)
 
     # ------------------------------------------------------------------------------------------- specs
     def generator(self, gen: dict, where: str) -> dict:
@@ -188,65 +189,81 @@ class Rehearsal:
 
     # ------------------------------------------------------------------------------------------- a stage
     def stage_config(self, cfg: dict, stage_name: str) -> dict:
-        """The rehearsal's version of one validated stage config."""
+        """The rehearsal's version of one validated stage config: a copy of the mapping with the stand-ins written
+        in (read from its typed recipe)."""
 
         self._stage = stage_name
-        cfg = copy.deepcopy(cfg)
         stage = stages.get(cfg["stage"]["name"])
-        hw = cfg["hardware"]
-        cpu = {**defaults_of(HardwareConfig), "name": "cpu", "device": "cpu", "precision": "fp32",
-               "gradient_checkpointing": hw["gradient_checkpointing"], "lora": hw["lora"]}
-        if hw["name"] != "cpu" or hw["device"] != "cpu":
-            self.note(f"hardware {hw['name']} -> cpu (its launcher files are written and checked in launchers/)")
-        cfg["hardware"] = cpu
-        model = cfg["model"]
-        missing = _missing_run_folder(model["name_or_path"])
-        if missing and stage.reads_model(stage.recipe(cfg)):  # a run folder of another recipe, not made here
-            self.note(f"model {model['name_or_path']} (the run folder of {missing[0]}, not here) -> a stand-in of "
-                      f"{missing[1]} carrying the template that recipe trains with ({missing[2] or 'its own'})")
-            model["name_or_path"] = self.model(missing[1], model.get("chat_template"), own=missing[2],
-                                               key=f"{missing[0]}-output")
-        if _is_hub(model["name_or_path"]):
-            model["name_or_path"] = self.model(model["name_or_path"], model.get("chat_template"))
-        if _is_hub(model.get("tokenizer_name_or_path")):
-            model["tokenizer_name_or_path"] = model["name_or_path"]
+        recipe = stage.recipe(cfg)
+        staged = copy.deepcopy(cfg)  # what is written: the same mapping, its heavy parts swapped
+        hw = recipe.hardware
+        if hw.name != "cpu" or hw.device != "cpu":
+            self.note(f"hardware {hw.name} -> cpu (its launcher files are written and checked in launchers/)")
+        staged["hardware"] = {**defaults_of(HardwareConfig), "name": "cpu", "device": "cpu", "precision": "fp32",
+                              "gradient_checkpointing": hw.gradient_checkpointing, "lora": copy.deepcopy(hw.lora)}
+        staged["model"] = {**staged["model"], **self._model(recipe, stage.reads_model(recipe))}
         if stage.rows is not None:
-            ds = cfg["dataset"]
-            for entry in ds.get("mixture") or []:
-                self.dataset(entry, stage.rows)
-            self.dataset(ds, stage.rows)
-        section = cfg["stage"]
+            data = staged["dataset"]
+            for entry in data.get("mixture") or []:  # mixture entries are free-form mappings
+                folder = self.dataset(entry.get("path"), entry.get("train_split") or entry.get("split") or "train",
+                                      entry.get("test_split"), entry.get("columns") or {}, stage.rows)
+                if folder:
+                    entry["path"] = folder
+            ds = recipe.dataset
+            folder = self.dataset(ds.path, ds.train_split or "train", ds.test_split, ds.columns or {}, stage.rows)
+            if folder:
+                data["path"] = folder
+        st, written = recipe.stage, staged["stage"]
         if isinstance(stage, stages.TrainerStage):
-            trainer = section["trainer"]
-            if trainer.get("max_steps") != self.steps:
-                trainer["max_steps"] = self.steps
+            if st.trainer.get("max_steps") != self.steps:
+                written["trainer"] = {**written["trainer"], "max_steps": self.steps}
                 self.note(f"stage.trainer.max_steps -> {self.steps}")
-            if _is_hub(section.get("ref_model")):
-                section["ref_model"] = self.model(section["ref_model"])
-        for i, gen in enumerate(section.get("generators") or []):
-            section["generators"][i] = self.generator(gen, f"generator {gen.get('name') or i}")
-        if "generators" in section:
-            self._cap_prompts(cfg)
-            section["judge"] = self.judge(section.get("judge"), "judge", "zephyr_recipes.embedded.standin_judge")
-            section["sampling"] = {**section.get("sampling", {}), "max_new_tokens": NEW_TOKENS}
-        if "benchmarks" in section:
-            self._benchmarks(cfg)
-        return cfg
+            ref_model = getattr(st, "ref_model", None)
+            if ref_model is not None and _is_hub(ref_model):
+                written["ref_model"] = self.model(ref_model)
+        if hasattr(st, "generators"):
+            written["generators"] = [self.generator(gen, f"generator {gen.get('name') or i}")
+                                     for i, gen in enumerate(written["generators"] or [])]
+            self._cap_prompts(recipe, staged["dataset"])
+            written["judge"] = self.judge(written.get("judge"), "judge", "zephyr_recipes.embedded.standin_judge")
+            written["sampling"] = {**getattr(st, "sampling", {}), "max_new_tokens": NEW_TOKENS}
+        if hasattr(st, "benchmarks"):
+            self._benchmarks(st.benchmarks, written)
+        return staged
 
-    def _cap_prompts(self, cfg: dict) -> None:
-        ds = cfg["dataset"]
-        n = 8 if not cfg["stage"].get("prompt_offset") else ds["max_train_samples"]
-        if ds["max_train_samples"] != n:
-            ds["max_train_samples"] = n
+    def _model(self, recipe: Recipe, reads_model: bool) -> dict:
+        """The model section's keys that change: hub models (and run folders of other recipes that are not here,
+        for a stage that loads the model) become their stand-ins."""
+        model = recipe.model
+        name = model.name_or_path
+        missing = _missing_run_folder(name)
+        if missing and reads_model:  # a run folder of another recipe, not made here
+            self.note(f"model {name} (the run folder of {missing[0]}, not here) -> a stand-in of "
+                      f"{missing[1]} carrying the template that recipe trains with ({missing[2] or 'its own'})")
+            name = self.model(missing[1], model.chat_template, own=missing[2], key=f"{missing[0]}-output")
+        if _is_hub(name):
+            name = self.model(name, model.chat_template)
+        out = {"name_or_path": name}
+        if _is_hub(model.tokenizer_name_or_path):
+            out["tokenizer_name_or_path"] = name
+        return out
+
+    def _cap_prompts(self, recipe: Recipe, data: dict) -> None:
+        """At most 8 prompts (``data``: the dataset section written), unless the stage starts at an offset."""
+        limit = recipe.dataset.max_train_samples
+        n = 8 if not getattr(recipe.stage, "prompt_offset", None) else limit
+        if limit != n:
+            data["max_train_samples"] = n
             self.note(f"dataset.max_train_samples -> {n} prompts")
 
-    def _benchmarks(self, cfg: dict) -> None:
-        section = cfg["stage"]
+    def _benchmarks(self, names: list[str], written: dict) -> None:
+        """Stand-in judges and files for the chosen benchmarks (``written``: the stage section, rewritten in
+        place; a benchmark's own section is a mapping of its keys here)."""
         lexical = "zephyr_recipes.embedded.lexical_judge"
-        section["judge"] = self.judge(section.get("judge"), "stage.judge", lexical)
+        written["judge"] = self.judge(written.get("judge"), "stage.judge", lexical)
         files = eval_files(self.root / "stand-ins" / "eval")
-        for name in section["benchmarks"]:
-            sec = section.get(name)
+        for name in names:
+            sec = written.get(name)
             if not isinstance(sec, dict):
                 continue
             if "judge" in sec:

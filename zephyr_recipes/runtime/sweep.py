@@ -17,9 +17,13 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import cast
 
+from .. import stages
 from ..core import preempt, runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
+from ..core.schema import RunConfig
 from . import launch, pipeline, pipespec
 from .compose import compose, parse_sweep
 from .sweepsummary import summarize
@@ -85,6 +89,15 @@ def _validate(recipe: str, overrides: list[str]) -> tuple[dict, str]:
     return validate(raw, name), name
 
 
+def _recipe(cfg: dict) -> Recipe:
+    """A point's checked config as its stage's typed recipe (typed once per contents: read it again after a change)."""
+    return stages.get(cfg["stage"]["name"]).recipe(cfg)
+
+
+def _folder(run: RunConfig) -> Path:
+    return Path(cast(str, run.output_dir))  # validation sets every run's folder
+
+
 def _all_or_some(grid: list[dict], errors: dict) -> None:
     """A problem every point shares (an unknown key, a bad value of a key not swept) is reported once."""
     if errors and len(errors) == len(grid):
@@ -99,8 +112,9 @@ def _refuse_clobber(planned: list[tuple[dict, dict]]) -> None:
     """Refuse before anything runs when a point's folder holds another config's run, or not a run at all."""
     bad = []
     for _point, cfg in planned:
-        folder = Path(cfg["run"]["output_dir"])
-        if not folder.exists() or not any(folder.iterdir()) or cfg["run"].get("overwrite"):
+        run_cfg = _recipe(cfg).run
+        folder = _folder(run_cfg)
+        if not folder.exists() or not any(folder.iterdir()) or run_cfg.overwrite:
             continue
         status = runfolder.read_status(folder)
         if status is None:
@@ -127,7 +141,7 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
         except ZephyrError as exc:
             errors[point["name"]] = exc
             continue
-        base = base or cfg["run"]["output_dir"]
+        base = base or _recipe(cfg).run.output_dir
         point["recipe"] = name
         planned.append((point, cfg))
     _all_or_some(grid, errors)
@@ -141,25 +155,27 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
     results = {p["name"]: {"values": p["values"], "status": "failed", "error": f"{errors[p['name']]}"}
                for p in grid if p["name"] in errors}
     for point, cfg in planned:  # every point in its own folder under the sweep folder
+        run_name = _recipe(cfg).run.name
         cfg["run"]["output_dir"] = str(sweep_dir / point["name"])
-        cfg["run"]["name"] = f"{cfg['run']['name']}-{point['name']}"
+        cfg["run"]["name"] = f"{run_name}-{point['name']}"
     _refuse_clobber(planned)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     header = {"recipe": recipe, "overrides": fixed, "swept": [{"key": k, "values": v} for k, v in swept],
               "kind": "stage"}
     log.info("sweep: %d points of %s in %s", len(grid), recipe, sweep_dir)
-    if planned and all(cfg["hardware"]["launcher"] == "slurm" for _, cfg in planned):
+    if planned and all(_recipe(cfg).hardware.launcher == "slurm" for _, cfg in planned):
         _submit_array(recipe, fixed, swept, planned, sweep_dir, header, grid, results, argv)
         return sweep_dir
     for i, (point, cfg) in enumerate(planned, 1):
-        folder = Path(cfg["run"]["output_dir"])
+        run_cfg = _recipe(cfg).run
+        folder = _folder(run_cfg)
         entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
         state = (runfolder.read_status(folder) or {}).get("status")
-        if state == "complete" and not cfg["run"].get("overwrite"):
+        if state == "complete" and not run_cfg.overwrite:
             log.info("sweep: point %d/%d %s finished already, skipped", i, len(planned), point["name"])
             results[point["name"]] = {**entry, "status": "complete", "skipped": True}
             continue
-        if state in ("queued", "prepared") and not cfg["run"].get("overwrite"):  # a scheduler job, not resubmitted
+        if state in ("queued", "prepared") and not run_cfg.overwrite:  # a scheduler job, not resubmitted
             log.info("sweep: point %d/%d %s is %s on the scheduler, not submitted again", i, len(planned),
                      point["name"], state)
             results[point["name"]] = {**entry, "status": "submitted",
@@ -202,13 +218,14 @@ def _submit_array(recipe, fixed, swept, planned, sweep_dir: Path, header, grid, 
 
     todo = []
     for i, (point, cfg) in enumerate(planned, 1):
-        folder = Path(cfg["run"]["output_dir"])
+        run_cfg = _recipe(cfg).run
+        folder = _folder(run_cfg)
         entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
         state = (runfolder.read_status(folder) or {}).get("status")
-        if state == "complete" and not cfg["run"].get("overwrite"):
+        if state == "complete" and not run_cfg.overwrite:
             results[point["name"]] = {**entry, "status": "complete", "skipped": True}
             continue
-        if state in ("queued", "prepared") and not cfg["run"].get("overwrite"):
+        if state in ("queued", "prepared") and not run_cfg.overwrite:
             log.info("sweep: point %d/%d %s is %s on the scheduler, not submitted again", i, len(planned),
                      point["name"], state)
             results[point["name"]] = {**entry, "status": "submitted",
@@ -224,8 +241,9 @@ def _submit_array(recipe, fixed, swept, planned, sweep_dir: Path, header, grid, 
         raise ZephyrError("the swept points need different Slurm allocations (the sweep changes a hardware key), "
                           "and one job array has one allocation per task",
                           "sweep hardware keys in separate sweeps, or keep the profile fixed")
-    limit = (todo[0][1]["hardware"]["slurm"] or {}).get(launch.ARRAY_LIMIT)
-    name = f"{todo[0][1]['run']['name'].rsplit('-', 1)[0]}-sweep"
+    first = _recipe(todo[0][1])
+    limit = (first.hardware.slurm or {}).get(launch.ARRAY_LIMIT)
+    name = f"{cast(str, first.run.name).rsplit('-', 1)[0]}-sweep"
     folders = " ".join(shlex.quote(str(f)) for _, _, _, f in todo)
     script = ["#!/bin/bash", f"# Generated by zephyr-recipes: {len(todo)} points of the sweep in {sweep_dir.resolve()}, "
               "one array task each.", f"#SBATCH --job-name={name}",
