@@ -7,12 +7,14 @@ import json
 import shlex
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import yaml
 
 from .. import stages
 from ..core import runfolder, trust
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
 from ..model import hardware
 from ..model.modeling import resolve_placement
 from . import preflight, stageplan
@@ -26,9 +28,9 @@ LAUNCHER_FILES = (hardware.ACCELERATE_CONFIG, hardware.DEEPSPEED_CONFIG, SBATCH,
 
 
 
-def dry_run_folder(cfg: dict) -> Path:
+def dry_run_folder(recipe: Recipe) -> Path:
     """Where a dry run writes what the run would: beside the run folder, never inside it."""
-    folder = Path(cfg["run"]["output_dir"]).expanduser()
+    folder = Path(cast(str, recipe.run.output_dir)).expanduser()  # validation sets every run's folder
     return folder.with_name(folder.name + DRY_RUN_SUFFIX)
 
 
@@ -77,10 +79,12 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     (models and data) from stage to stage, for the plan.
     """
 
-    hw = cfg["hardware"]
     stage = stages.get(cfg["stage"]["name"])
-    folder = Path(cfg["run"]["output_dir"]).expanduser().resolve()
-    out = Path(out or dry_run_folder(cfg)).resolve()
+    recipe = stage.recipe(cfg)
+    hw = recipe.hardware
+    output_dir = cast(str, recipe.run.output_dir)  # validation sets every run's folder
+    folder = Path(output_dir).expanduser().resolve()
+    out = Path(out or dry_run_folder(recipe)).resolve()
     notes: list[str] = []
     needs = trust.foreign(cfg)
     if needs and not trust.trusted():
@@ -101,19 +105,19 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     except ZephyrError as exc:
         sp = stageplan.StagePlan(f"plan: not made here ({exc.problem})", "unknown")
     if sp.trained:
-        known["folders"][str(cfg["run"]["output_dir"])] = sp.trained
+        known["folders"][output_dir] = sp.trained
     if sp.writes:
         known["data"][str(folder)] = sp.writes
-    if sp.kind == "no" and not hw["ignore_memory_plan"]:
+    if sp.kind == "no" and not hw.ignore_memory_plan:
         notes.append("the run would refuse: the memory plan says it does not fit (see the plan)")
-    if hw["launcher"] != "slurm":
+    if hw.launcher != "slurm":
         try:
             resolve_placement(hw)
         except ZephyrError as exc:
             notes.append(f"not on this machine: {exc.problem}")
     with runfolder.locked(folder, argv):
         state = "new"
-        if runfolder.finished_alike(stage.recipe(cfg)) is not None:
+        if runfolder.finished_alike(recipe) is not None:
             state = "finished already (the run would do nothing)"
         elif folder.exists() and any(folder.iterdir()):
             status = runfolder.read_status(folder)
@@ -122,27 +126,27 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
                 state = "not a run folder"
             else:
                 state = f"holds a run ({status.get('status')}); " + (
-                    "run.overwrite=true: the run would replace it" if cfg["run"]["overwrite"]
+                    "run.overwrite=true: the run would replace it" if recipe.run.overwrite
                     else "the run would resume it if its config matches")
     out.mkdir(parents=True, exist_ok=True)
     for stale in LAUNCHER_FILES:  # an earlier dry run's files for another profile must not be checked as this one's
         (out / stale).unlink(missing_ok=True)
-    runfolder.write_atomic(out / runfolder.CONFIG, yaml.safe_dump(cfg, sort_keys=False))
+    runfolder.write_atomic(out / runfolder.CONFIG, yaml.safe_dump(recipe.config, sort_keys=False))
     runfolder.write_atomic(out / "plan.txt", sp.text + "\n")
-    if hw["launcher"] == "inprocess":
+    if hw.launcher == "inprocess":
         command = " ".join(shlex.quote(a) for a in argv) + f"  (in this process: worker on {folder})"
     else:
-        acc = write_configs(cfg, out)
-        if hw["launcher"] == "accelerate":
+        acc = write_configs(recipe, out)
+        if hw.launcher == "accelerate":
             command = show(accelerate_command(folder, folder / hardware.ACCELERATE_CONFIG))
         else:
-            script, node = sbatch_script(cfg, folder)
+            script, node = sbatch_script(recipe, folder)
             runfolder.write_atomic(out / SBATCH, script)
             runfolder.write_atomic(out / NODE_SCRIPT, node)
             command = f"sbatch {shlex.quote(str(folder / SBATCH))}"
         del acc
     checked = check_launcher_files(out) + [f"pre-flight: {line}" for line in checked_outside]
-    summary = {"recipe": name, "run_folder": str(folder), "run_folder_state": state, "launcher": hw["launcher"],
+    summary = {"recipe": name, "run_folder": str(folder), "run_folder_state": state, "launcher": hw.launcher,
                "command": command, "checked": checked, "notes": notes, "files": str(out), "plan": sp.text,
                "memory": dry_run_memory(sp), "tokens": sp.work.tokens if sp.work is not None else None}
     runfolder.write_atomic(out / "dry-run.json", json.dumps(summary, indent=2) + "\n")

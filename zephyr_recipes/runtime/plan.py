@@ -37,8 +37,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import stages
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe, section_of
+from ..core.schema import HardwareConfig, ModelConfig
 from ..embedded import builtin
 from ..model import hardware
 from ..model.modeling import is_local_path
@@ -138,8 +141,9 @@ def _upstream_model(folder: Path) -> str | None:
         return None
 
 
-def model_config(cfg: dict, path: str | None = None, folders: dict | None = None) -> tuple[dict, str]:
-    """(config dict, where it came from) for the recipe's model, without loading weights."""
+def model_config(cfg: Recipe | dict, path: str | None = None, folders: dict | None = None) -> tuple[dict, str]:
+    """(config dict, where it came from) for the recipe's model (``cfg``: the typed recipe, or a checked config), or
+    of the config.json at ``path`` (--model-config), without loading weights."""
     if path:
         p = Path(path).expanduser()
         p = p / "config.json" if p.is_dir() else p
@@ -147,13 +151,14 @@ def model_config(cfg: dict, path: str | None = None, folders: dict | None = None
             raise ZephyrError(f"--model-config {path} is not a config.json or a folder holding one",
                               "give the path of the model's config.json")
         return json.loads(p.read_text()), str(p)
-    return config_of(cfg["model"]["name_or_path"], cfg["model"], folders)
+    model = (cfg if isinstance(cfg, Recipe) else stages.get(cfg["stage"]["name"]).recipe(cfg)).model
+    return config_of(model.name_or_path, model, folders)
 
 
-def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = None) -> tuple[dict, str]:
+def config_of(name: str, model_cfg: ModelConfig | dict | None = None, folders: dict | None = None) -> tuple[dict, str]:
     """(config dict, where it came from) of a model named in a recipe: the shipped table, a local or run folder
-    (``folders``: run folders a pipeline will write, with the config of what it trains there), or AutoConfig."""
-    model_cfg = model_cfg or {}
+    (``folders``: run folders a pipeline will write, with the config of what it trains there), or AutoConfig.
+    ``model_cfg``: the model section, or a generator's ``model_config`` (its revision is read)."""
     if name in KNOWN:
         return dict(KNOWN[name]), f"shipped table ({name})"
     for planned, (config, source) in (folders or {}).items():
@@ -173,15 +178,16 @@ def config_of(name: str, model_cfg: dict | None = None, folders: dict | None = N
         from transformers import AutoConfig
 
         # The shape only, never the repository's code: a custom architecture is planned from --model-config.
-        c = AutoConfig.from_pretrained(name, revision=model_cfg.get("revision", "main"), trust_remote_code=False)
+        revision = section_of(ModelConfig, model_cfg).revision or "main"
+        c = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=False)
         return c.to_dict(), f"AutoConfig ({name})"
     except Exception:
         raise ZephyrError(f"cannot read the config of {name!r} (offline, or not cached) and it is not in the shipped table",
                           "pass --model-config path/to/config.json (a few kB from the model's hub page)") from None
 
 
-def _trainer_value(cfg: dict, stage: TrainerStage, key: str):
-    trainer = cfg["stage"]["trainer"]
+def _trainer_value(recipe: Recipe, stage: TrainerStage, key: str):
+    trainer = recipe.stage.trainer
     if key in trainer:
         return trainer[key]
     return default(stage, key)
@@ -196,36 +202,37 @@ def _training_stage(stage: Stage) -> TrainerStage:
 
 def estimate(cfg: dict, stage: Stage, shape: Shape) -> dict:
     """Per-device memory in GB by component, the total, and the facts it used, for ``stage`` (a trainer stage)
-    as ``cfg`` runs it."""
-    hw = cfg["hardware"]
+    as ``cfg`` (a checked config) runs it."""
+    recipe = stage.recipe(cfg)
+    hw = recipe.hardware
     P = shape.params
     world = hardware.world_size(hw)
-    strategy = hw["strategy"]
+    strategy = hw.strategy
     shards = world if strategy in ("zero3", "fsdp2") else 1
-    fp32 = hw["precision"] == "fp32"
+    fp32 = hw.precision == "fp32"
     act_bytes = 4 if fp32 else 2
     trains = _training_stage(stage)
-    b = hardware.per_device_batch(cfg, trains)
-    s = int(_trainer_value(cfg, trains, "max_length") or 1024)
+    b = hardware.per_device_batch(recipe, trains)
+    s = int(_trainer_value(recipe, trains, "max_length") or 1024)
     rows = trains.sequences_per_row * b
     parts: dict[str, float] = {}
     notes: list[str] = []
     layer_16bit = shape.layer_params * 2
 
-    if hw["lora"]:
-        base_bytes = 0.5625 if hw["load_in_4bit"] else (4 if fp32 else 2)
+    if hw.lora:
+        base_bytes = 0.5625 if hw.load_in_4bit else (4 if fp32 else 2)
         parts["weights (frozen base)"] = P * base_bytes / shards
-        adapters = shape.lora_params(hw["lora"])
+        adapters = shape.lora_params(hw.lora)
         parts["LoRA adapters, gradients, AdamW"] = adapters * 16
-        notes.append(f"LoRA: {adapters / 1e6:.1f}M trainable parameters (r={hw['lora'].get('r', 8)})")
+        notes.append(f"LoRA: {adapters / 1e6:.1f}M trainable parameters (r={hw.lora.get('r', 8)})")
     elif strategy == "zero2":
         parts["weights (bf16)"] = P * 2
         parts["gradients (sharded)"] = P * 2 / world
         parts["fp32 master weights + AdamW (sharded)"] = P * 12 / world
     elif strategy in ("zero3", "fsdp2"):
-        if hw["offload"]:
+        if hw.offload:
             parts["weights, gradients, optimizer"] = 0.0
-            notes.append(f"offload: about {P * 16 / hw['num_nodes'] / GB:.0f} GB of CPU RAM per node")
+            notes.append(f"offload: about {P * 16 / hw.num_nodes / GB:.0f} GB of CPU RAM per node")
         else:
             w = 2 if strategy == "zero3" else 4  # FSDP2 keeps fp32 sharded parameters under mixed precision
             parts[f"weights ({'bf16' if w == 2 else 'fp32'}, sharded)"] = P * w / world
@@ -238,14 +245,14 @@ def estimate(cfg: dict, stage: Stage, shape: Shape) -> dict:
         parts["gradients (fp32)"] = P * 4
         parts["AdamW states (2 x fp32)"] = P * 8
 
-    copies, note = trains.frozen_copies(trains.recipe(cfg))
+    copies, note = trains.frozen_copies(recipe)
     if copies:
         parts[f"{trains.name.upper()} reference model (16-bit, frozen)"] = copies * P * 2 / shards
     if note:
         notes.append(note)
 
     h, L = shape.hidden, shape.layers
-    if hw["gradient_checkpointing"]:
+    if hw.gradient_checkpointing:
         parts["activations (checkpointed)"] = (L * 2 * s * rows * h + 34 * s * rows * h) * act_bytes / 2
     else:
         parts["activations"] = L * 34 * s * rows * h * act_bytes / 2
@@ -254,15 +261,15 @@ def estimate(cfg: dict, stage: Stage, shape: Shape) -> dict:
     else:  # a score head (reward model): no vocabulary-sized logits; the untied LM head is counted, a slight excess
         notes.append(f"{trains.auto_model}: no vocabulary logits")
     parts = {k: v / GB for k, v in parts.items()}
-    parts["CUDA context and workspace"] = OVERHEAD_GB if hw["device"] != "cpu" else 0.0
+    parts["CUDA context and workspace"] = OVERHEAD_GB if hw.device != "cpu" else 0.0
     total = sum(parts.values())
     return {"parts": parts, "total_gb": total, "params": P, "world_size": world, "per_device_batch": b,
             "sequence_length": s, "rows_per_step": rows, "notes": notes}
 
 
-def verdict(cfg: dict, est: dict) -> tuple[str, str]:
-    """('fits' | 'tight' | 'no' | 'unknown', sentence)."""
-    mem = cfg["hardware"]["gpu_memory_gb"]
+def verdict(hw: HardwareConfig, est: dict) -> tuple[str, str]:
+    """('fits' | 'tight' | 'no' | 'unknown', sentence) of the estimate ``est`` on the devices of profile ``hw``."""
+    mem = hw.gpu_memory_gb
     total = est["total_gb"]
     if not mem:
         return "unknown", f"about {total:.1f} GB per process; the profile names no device memory (hardware.gpu_memory_gb)"
@@ -276,9 +283,10 @@ def verdict(cfg: dict, est: dict) -> tuple[str, str]:
 def plan(cfg: dict, stage: Stage, model_config_path: str | None = None) -> tuple[dict, str, str, str]:
     """The memory plan of ``stage`` (a trainer stage) as ``cfg`` runs it: (estimate, verdict, sentence, where the
     model's config came from)."""
-    config, source = model_config(cfg, model_config_path)
+    recipe = stage.recipe(cfg)
+    config, source = model_config(recipe, model_config_path)
     est = estimate(cfg, stage, Shape.from_config(config))
-    kind, sentence = verdict(cfg, est)
+    kind, sentence = verdict(recipe.hardware, est)
     return est, kind, sentence, source
 
 
@@ -286,17 +294,19 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
 
 
-def render(cfg: dict, est: dict, sentence: str, source: str) -> str:
-    hw = cfg["hardware"]
+def render(recipe: Recipe, est: dict, sentence: str, source: str) -> str:
+    """The memory plan ``est`` of ``recipe`` as text; ``sentence``: its verdict, ``source``: where the model's config
+    came from."""
+    hw = recipe.hardware
     pairs = f" (chosen + rejected: {est['rows_per_step']} rows)" if est["rows_per_step"] > est["per_device_batch"] else ""
-    lines = [f"memory plan: {cfg['stage']['name']} of {cfg['model']['name_or_path']} on hardware {hw['name']} "
-             f"({hw['num_nodes']} node(s) x {hw['num_processes']} process(es), strategy {hw['strategy']}"
-             f"{', offload' if hw['offload'] else ''}{', 4-bit base' if hw['load_in_4bit'] else ''}"
-             f"{', LoRA' if hw['lora'] else ''}, precision {hw['precision']})",
+    lines = [f"memory plan: {recipe.stage.name} of {recipe.model.name_or_path} on hardware {hw.name} "
+             f"({hw.num_nodes} node(s) x {hw.num_processes} process(es), strategy {hw.strategy}"
+             f"{', offload' if hw.offload else ''}{', 4-bit base' if hw.load_in_4bit else ''}"
+             f"{', LoRA' if hw.lora else ''}, precision {hw.precision})",
              f"  model: {_count(est['params'])} parameters (config: {source})",
              f"  per device: batch {est['per_device_batch']} x sequence {est['sequence_length']}"
              f"{pairs}, "
-             f"gradient checkpointing {'on' if hw['gradient_checkpointing'] else 'off'}"]
+             f"gradient checkpointing {'on' if hw.gradient_checkpointing else 'off'}"]
     width = max(len(k) for k in est["parts"])
     for k, v in est["parts"].items():
         lines.append(f"    {k:<{width}}  {v:8.2f} GB")

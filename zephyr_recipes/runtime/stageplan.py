@@ -5,33 +5,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from .. import stages
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
+from ..core.schema import HardwareConfig
 from ..data.sizes import PROMPT_TOKENS
-from ..stages.base import Stage, TrainerStage
+from ..stages.base import Stage, TaskStage, TrainerStage
 from . import timeplan
 from .plan import GB, OVERHEAD_GB, TIGHT, Shape, _count, config_of, estimate, model_config, render, verdict
 from .timeplan import Work
 
 
-def advice(cfg: dict) -> str:
-    hw = cfg["hardware"]
-    if hw["strategy"] in ("none", "ddp") and not hw["lora"]:
+def advice(hw: HardwareConfig) -> str:
+    if hw.strategy in ("none", "ddp") and not hw.lora:
         return ("shard the model: hardware=8gpu-zero3 (or 8gpu-fsdp2, 8gpu-zero3-offload), or train adapters: "
                 "hardware=qlora-24gb; or lower hardware.per_device_batch_size / turn on hardware.gradient_checkpointing")
     return ("lower hardware.per_device_batch_size (the global batch is kept through accumulation), turn on "
             "hardware.gradient_checkpointing, or use hardware.offload=true")
 
 
-def inference_gb(shape: Shape, batch: int, tokens: int, hw: dict) -> float:
+def inference_gb(shape: Shape, batch: int, tokens: int, hw: HardwareConfig) -> float:
     """Per-device memory of a model that generates: 16-bit weights (fp32 on the CPU), the KV cache of a batch,
     the last position's logits in fp32, and the CUDA context."""
-    width = 4 if hw["device"] == "cpu" or hw["precision"] == "fp32" else 2
+    width = 4 if hw.device == "cpu" or hw.precision == "fp32" else 2
     head = shape.hidden // shape.heads
     kv = 2 * shape.layers * shape.kv_heads * head * tokens * batch * width
     logits = batch * shape.vocab * 4
-    overhead = OVERHEAD_GB * GB if hw["device"] != "cpu" else 0.0
+    overhead = OVERHEAD_GB * GB if hw.device != "cpu" else 0.0
     return (shape.params * width + kv + logits + overhead) / GB
 
 
@@ -49,10 +51,10 @@ class StagePlan:
 
 
 
-def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> StagePlan:
-    hw = cfg["hardware"]
-    loads = stage.loads(stage.recipe(cfg))
-    lines = [f"plan: {stage.name} on hardware {hw['name']} ({hw['device']}, one process; models load one at a time)"]
+def _task_plan(recipe: Recipe, stage: TaskStage, folders: dict | None, gpu: str | None) -> StagePlan:
+    hw = recipe.hardware
+    loads = stage.loads(recipe)
+    lines = [f"plan: {stage.name} on hardware {hw.name} ({hw.device}, one process; models load one at a time)"]
     shapes: dict = {}
     sizes: dict = {}
     kind = "unknown"
@@ -78,7 +80,7 @@ def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> Stage
     if any(load["how"] == "served" for load in loads):
         lines.append("  served models (`serve:`) run in their own process: their memory is the server's (vLLM takes "
                      "90% of a GPU by default)")
-    mem = hw["gpu_memory_gb"]
+    mem = hw.gpu_memory_gb
     if peak and mem:
         kind = "no" if peak > mem else "tight" if peak > TIGHT * mem else "fits"
         word = {"no": "does NOT fit", "tight": "fits tightly", "fits": "fits"}[kind]
@@ -88,26 +90,27 @@ def _task_plan(cfg: dict, stage, folders: dict | None, gpu: str | None) -> Stage
                          "use a profile with more memory")
     elif peak:
         lines.append(f"  the largest local model needs about {peak:.1f} GB; the profile names no device memory")
-    work = timeplan.generation_work(cfg, stage, loads, shapes, gpu)
+    work = timeplan.generation_work(hw, stage, loads, shapes, gpu)
     lines += [f"  {line}" for line in work.lines]
-    return StagePlan("\n".join(lines), kind, work, writes=stage.writes_rows(stage.recipe(cfg), loads))
+    return StagePlan("\n".join(lines), kind, work, writes=stage.writes_rows(recipe, loads))
 
 
 
 def stage_plan(cfg: dict, stage: Stage, model_config_path: str | None = None, folders: dict | None = None,
                gpu: str | None = None, mfu: float | None = None, tokens_per_row: float | None = None,
                count_data: bool = True, data: dict | None = None) -> StagePlan:
-    """Memory, tokens, FLOPs and hours of one stage config (any stage)."""
+    """Memory, tokens, FLOPs and hours of one stage config (any stage; ``cfg``: a checked config)."""
+    recipe = stage.recipe(cfg)
     if not isinstance(stage, TrainerStage):
-        return _task_plan(cfg, stage, folders, gpu)
-    config, source = model_config(cfg, model_config_path, folders)
+        return _task_plan(recipe, cast(TaskStage, stage), folders, gpu)  # every other stage is a task stage
+    config, source = model_config(recipe, model_config_path, folders)
     shape = Shape.from_config(config)
     est = estimate(cfg, stage, shape)
-    kind, sentence = verdict(cfg, est)
+    kind, sentence = verdict(recipe.hardware, est)
     work = timeplan.training_work(cfg, stage, shape, tokens_per_row, mfu, gpu, count_data, data)
-    text = render(cfg, est, sentence, source) + "".join(f"\n  {line}" for line in work.lines)
+    text = render(recipe, est, sentence, source) + "".join(f"\n  {line}" for line in work.lines)
     if kind == "no":
-        text += f"\n  fix: {advice(cfg)}"
+        text += f"\n  fix: {advice(recipe.hardware)}"
     return StagePlan(text, kind, work, trained=(config, source), memory=est)
 
 
@@ -121,14 +124,16 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
     parts, works, refused = [], [], False
     for st, recipe, cfg in planned:
         try:
-            sp = stage_plan(cfg, stages.get(cfg["stage"]["name"]), folders=folders, data=data, **options)
+            stage = stages.get(cfg["stage"]["name"])
+            sp = stage_plan(cfg, stage, folders=folders, data=data, **options)
         except ZephyrError as exc:
             parts.append(f"== stage {st['name']} ({recipe}): not planned: {exc.problem}")
             continue
+        output_dir = cast(str, stage.recipe(cfg).run.output_dir)  # validation sets every run's folder
         if sp.trained:
-            folders[str(cfg["run"]["output_dir"])] = sp.trained
+            folders[output_dir] = sp.trained
         if sp.writes:
-            data[str(Path(cfg["run"]["output_dir"]).resolve())] = sp.writes
+            data[str(Path(output_dir).resolve())] = sp.writes
         refused |= sp.kind == "no"
         if sp.work is not None:
             works.append(sp.work)
@@ -143,9 +148,10 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
 
 
 def check_before_launch(cfg: dict, stage: Stage) -> None:
-    """Run by `zephyr-recipes run` on GPU profiles: refuse a run the plan says will not fit."""
-    hw = cfg["hardware"]
-    if hw["device"] == "cpu" or not hw["gpu_memory_gb"]:
+    """Run by `zephyr-recipes run` on GPU profiles: refuse a run the plan says will not fit (``cfg``: a checked
+    config)."""
+    hw = stage.recipe(cfg).hardware
+    if hw.device == "cpu" or not hw.gpu_memory_gb:
         return
     try:
         sp = stage_plan(cfg, stage, count_data=False)
@@ -157,8 +163,8 @@ def check_before_launch(cfg: dict, stage: Stage) -> None:
     import sys
 
     print(sp.text, file=sys.stderr)
-    if sp.kind == "no" and not hw["ignore_memory_plan"]:
-        fix = advice(cfg) if isinstance(stage, TrainerStage) else \
+    if sp.kind == "no" and not hw.ignore_memory_plan:
+        fix = advice(hw) if isinstance(stage, TrainerStage) else \
             "lower the generators' or judge's batch_size, or serve the model (serve: ...) on a larger GPU"
         raise ZephyrError("the memory plan says this run will not fit (above)",
                           fix + "; or hardware.ignore_memory_plan=true to launch anyway")

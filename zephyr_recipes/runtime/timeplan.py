@@ -24,9 +24,13 @@ time against measured, for the tiny model and two larger shapes (README, "Time p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..core.errors import ZephyrError, did_you_mean
+from ..core.recipe import Recipe
+from ..core.schema import HardwareConfig
 from ..data import load_for_stage, tokencount
 from ..data.sizes import DATASETS, PROMPT_TOKENS
 from ..data.tokencount import TokenCount
@@ -72,8 +76,8 @@ class Work:
         return None if self.gpu_seconds is None else self.gpu_seconds / 3600
 
 
-def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
-    name = override or hw.get("gpu")
+def gpu_of(hw: HardwareConfig, override: str | None = None) -> tuple[float, float] | None:
+    name = override or hw.gpu
     if not name:
         return None
     if name not in GPUS:
@@ -82,35 +86,37 @@ def gpu_of(hw: dict, override: str | None = None) -> tuple[float, float] | None:
     return GPUS[name]
 
 
-def _data_on_machine(cfg: dict, stage, tokens_per_row: float | None = None) -> tuple[int, TokenCount | None] | None:
+def _data_on_machine(recipe: Recipe, stage, tokens_per_row: float | None = None) -> tuple[int, TokenCount | None] | None:
     """(training rows, their tokens as the trainer counts them) from the data and tokenizer on this machine, or None
     when either is not here. With ``tokens_per_row`` given only the rows are counted."""
 
     try:
         # A plan (and a dry run, which plans) runs no code of the model's: a tokenizer that needs it is not counted.
-        model = {**cfg["model"], "trust_remote_code": False}
-        tokenizer = modeling.load_tokenizer(model, bool(cfg["stage"]["trainer"].get("assistant_only_loss")))
-        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, stage.rows)
+        model = dataclasses.replace(recipe.model, trust_remote_code=False)
+        tokenizer = modeling.load_tokenizer(model, bool(recipe.stage.trainer.get("assistant_only_loss")))
+        train, _, _ = load_for_stage(without_unused_test_data(recipe), tokenizer, stage.rows)
     except ZephyrError:
         return None
     if not len(train):
         return None
     if tokens_per_row:
         return len(train), None
-    return len(train), tokencount.count(train, tokenizer, stage.rows, cfg["stage"]["trainer"], cfg["run"]["seed"],
+    return len(train), tokencount.count(train, tokenizer, stage.rows, recipe.stage.trainer, recipe.run.seed,
                                     stage.overlong)
 
 
 def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, mfu: float | None = None,
                   gpu: str | None = None, count_data: bool = True, data: dict | None = None) -> Work:
-    """Tokens, FLOPs and hours of a training stage; see the module docstring for the model."""
-    hw, trainer = cfg["hardware"], cfg["stage"]["trainer"]
+    """Tokens, FLOPs and hours of a training stage as ``cfg`` (a checked config) runs it; see the module docstring
+    for the model."""
+    recipe = stage.recipe(cfg)
+    hw, trainer = recipe.hardware, recipe.stage.trainer
     work = Work(stage=stage.name, gpus=hardware.world_size(hw))
-    ds = cfg["dataset"]
-    split = ds.get("train_split") or "train"
-    here = _data_on_machine(cfg, stage, tokens_per_row) if count_data else None
+    ds = recipe.dataset
+    split = ds.train_split or "train"
+    here = _data_on_machine(recipe, stage, tokens_per_row) if count_data else None
     seq = int(trainer.get("max_length") or 1024)
-    limit = int(ds["max_train_samples"]) if ds.get("max_train_samples") else None
+    limit = int(ds.max_train_samples) if ds.max_train_samples else None
     rows: float | None
     per_row: float | None
     source: str | None
@@ -120,28 +126,26 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
         rows, per_row, batch_row = counted.kept_rows, counted.tokens_per_row, counted.tokens_per_batch_row
         source = f"{counted.describe()}, from the data on this machine"
     else:
-        from pathlib import Path
-
         known = None
         if here:  # the data is here, its tokens per row given
             rows, where = here[0], f"{here[0]:,} rows on this machine"
         else:
-            known = DATASETS.get(ds.get("path") or "")
-            written = (data or {}).get(str(Path(ds.get("path") or "-").resolve()))
+            known = DATASETS.get(ds.path or "")
+            written = (data or {}).get(str(Path(ds.path or "-").resolve()))
             if written:  # data an earlier stage of the pipeline writes
                 known = ({split: written[0]}, written[1] / stage.sequences_per_row)
             rows = known[0].get(split) if known else None
             origin = "as an earlier stage writes it (estimated)" if written else "from the dataset card of"
             if rows and limit:
                 rows = min(rows, limit)
-            where = f"{rows:,} rows {origin} {ds['path']}[{split}]" if rows else ""
+            where = f"{rows:,} rows {origin} {ds.path}[{split}]" if rows else ""
             if not rows and limit:  # not here and not in the table: the row count the recipe caps it at
                 rows, where = limit, f"{limit:,} rows (dataset.max_train_samples)"
         per_row = tokens_per_row or (known[1] * stage.sequences_per_row if known else None)
         if not rows or not per_row:
             missing = ([] if rows else ["the row count through dataset.max_train_samples"]) + \
                 ([] if per_row else ["--tokens-per-row"])
-            work.lines.append(f"tokens: unknown ({ds.get('path')} is not on this machine and not in the table); "
+            work.lines.append(f"tokens: unknown ({ds.path} is not on this machine and not in the table); "
                               f"give {' and '.join(missing)}")
             return work
         source = f"{where}, {'given' if tokens_per_row else 'typical (estimated)'} {per_row:,.0f} tokens per row"
@@ -154,13 +158,14 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
     tokens = rows * per_row * epochs
     steps = trainer.get("max_steps")
     if isinstance(steps, int) and steps > 0:
-        batch = hardware.per_device_batch(cfg, stage) * hardware.world_size(hw) * hardware.gradient_accumulation(cfg, stage)
+        batch = (hardware.per_device_batch(recipe, stage) * hardware.world_size(hw)
+                 * hardware.gradient_accumulation(recipe, stage))
         per_step = batch * (batch_row or per_row)
         tokens = min(tokens, steps * per_step) if tokens else steps * per_step
     P, L, h = shape.params, shape.layers, shape.hidden
     ctx = min(seq, max(per_row / stage.sequences_per_row, 1))
     trained = 6 * P + 12 * L * h * ctx
-    frozen, _ = stage.frozen_copies(stage.recipe(cfg))
+    frozen, _ = stage.frozen_copies(recipe)
     work.flops = tokens * (trained + frozen * (2 * P + 4 * L * h * ctx))
     rate = mfu if mfu is not None else stage.mfu
     work.tokens = tokens
@@ -172,14 +177,13 @@ def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, 
         work.lines.append("time: hardware.gpu is not set (the profile names no GPU model): no hours")
         return work
     work.gpu_seconds = work.flops / (work.gpus * peak[0] * rate)
-    work.lines.append(f"time: {work.wall_hours:,.2f} h on {work.gpus} x {gpu or hw['gpu']} at {rate:.0%} MFU "
+    work.lines.append(f"time: {work.wall_hours:,.2f} h on {work.gpus} x {gpu or hw.gpu} at {rate:.0%} MFU "
                       f"({stage.mfu_source if mfu is None else 'given with --mfu'}) = {work.gpu_hours:,.1f} GPU-hours")
     return work
 
 
-def generation_work(cfg: dict, stage, loads: list[dict], shapes: dict, gpu: str | None = None) -> Work:
-    """Local generation (decode-bound) and API requests of a task stage (AI feedback, evaluation)."""
-    hw = cfg["hardware"]
+def generation_work(hw: HardwareConfig, stage, loads: list[dict], shapes: dict, gpu: str | None = None) -> Work:
+    """Local generation (decode-bound) and API requests of a task stage (AI feedback, evaluation) on profile ``hw``."""
     work = Work(stage=stage.name, gpus=1)
     peak = gpu_of(hw, gpu)
     seconds = 0.0
@@ -213,7 +217,7 @@ def generation_work(cfg: dict, stage, loads: list[dict], shapes: dict, gpu: str 
                           f"batch {batch}{served} = {t / 3600:,.2f} h")
     if peak is not None:
         work.gpu_seconds = seconds
-        work.lines.append(f"time: {seconds / 3600:,.2f} h of generation on one {gpu or hw['gpu']} (decode-bound: "
+        work.lines.append(f"time: {seconds / 3600:,.2f} h of generation on one {gpu or hw.gpu} (decode-bound: "
                           f"{GENERATION_EFFICIENCY:.0%} of its memory bandwidth, prompts of ~{PROMPT_TOKENS} tokens)")
     return work
 
