@@ -5,8 +5,13 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.errors import ZephyrError
+
+if TYPE_CHECKING:
+    from ..core.recipe import Recipe
+    from ..core.schema import TrainerStageConfig
 
 
 def compose_any(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict, str]:
@@ -70,34 +75,37 @@ def cmd_validate(args) -> int:
         produced: set[str] = set()
         checked = []
         tokens: dict = {}  # the token-parity check: run folder -> the tokenizer its stage saves there
+        oks = []  # printed last, once every stage passed
         for st in cfg["pipeline"]["stages"]:
             c = st["config"]
+            stage = stages.get(c["stage"]["name"])
+            recipe = stage.recipe(c)
             checked += [f"{st['name']}: {line}" for line in
-                        parity.run_check(c, stages.get(c["stage"]["name"]), tokens, f"stage {st['name']}")]
+                        parity.run_check(c, stage, tokens, f"stage {st['name']}")]
             try:
                 checked += [f"pre-flight: {st['name']}: {line}"
-                            for line in preflight.run(c, stages.get(c["stage"]["name"]), network=network,
-                                                              produced=produced, strict=False)]
+                            for line in preflight.run(c, stage, network=network, produced=produced, strict=False)]
             except ZephyrError as exc:
                 raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
-            produced.add(str(c["run"]["output_dir"]))
-        print("\n".join(code + checked + [f"ok: {name} stage {st['name']}: {st['config']['stage']['name']} of "
-                                          f"{st['config']['model']['name_or_path']} -> "
-                                          f"{st['config']['run']['output_dir']}" for st in cfg["pipeline"]["stages"]]))
+            produced.add(str(recipe.run.output_dir))
+            oks.append(f"ok: {name} stage {st['name']}: {recipe.stage.name} of {recipe.model.name_or_path} -> "
+                       f"{recipe.run.output_dir}")
+        print("\n".join(code + checked + oks))
         return 0
     if code:
         print("\n".join(code))
     stage = stages.get(cfg["stage"]["name"])
+    recipe = stage.recipe(cfg)
     if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
-        _check_template(cfg, stage.rows, args.rows)
+        _check_template(recipe, stage.rows, args.rows)
     print("\n".join(parity.run_check(cfg, stage)))
     for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:
         print("pre-flight: keys, endpoints and local paths not checked (--no-preflight)")
     # Last, once every check above has passed.
-    print(f"ok: {name} ({cfg['stage']['name']} of {cfg['model']['name_or_path']} on {_inputs(cfg)}, "
-          f"hardware {cfg['hardware']['name']}) -> {cfg['run']['output_dir']}")
+    print(f"ok: {name} ({recipe.stage.name} of {recipe.model.name_or_path} on {stage.reads(recipe)}, "
+          f"hardware {recipe.hardware.name}) -> {recipe.run.output_dir}")
     return 0
 
 
@@ -111,7 +119,7 @@ def _unavailable_here(path: str, locate) -> bool:
 
 
 
-def _check_template(cfg: dict, rows_kind, limit: int) -> None:
+def _check_template(recipe: Recipe[TrainerStageConfig], rows_kind, limit: int) -> None:
     """Render real rows (of ``rows_kind``, the stage's :class:`~zephyr_recipes.data.kinds.RowKind`) of the recipe's
     data through the chat template the run will use, and show one."""
     from ..core.logs import setup_logging  # lazy: start-up
@@ -122,24 +130,24 @@ def _check_template(cfg: dict, rows_kind, limit: int) -> None:
     from ..stages.training import without_unused_test_data  # lazy: start-up
 
     setup_logging()
-    if cfg["model"].get("trust_remote_code"):
+    if recipe.model.trust_remote_code:
         print("chat template: not checked here (model.trust_remote_code: validate runs no code of the model's own); "
               "the run checks it, after --trust-recipe-code")
         return
     try:
-        tokenizer = modeling.open_tokenizer(cfg["model"])
+        tokenizer = modeling.open_tokenizer(recipe.model)
     except ZephyrError as exc:
         print(f"chat template: not checked here ({exc.problem}); the run checks it before loading weights")
         return
     record: dict = {}
-    assistant_only = bool(cfg["stage"]["trainer"].get("assistant_only_loss"))
-    modeling.prepare_tokenizer(tokenizer, cfg["model"], assistant_only, record)
+    assistant_only = bool(recipe.stage.trainer.get("assistant_only_loss"))
+    modeling.prepare_tokenizer(tokenizer, recipe.model, assistant_only, record)
     t = record["chat_template"]
     print(f"chat template: {t['name']} ({t['source']}); pad token {record['pad_token']['pad_token']!r}")
     try:
-        train, _, _ = load_for_stage(without_unused_test_data(cfg), tokenizer, rows_kind)
+        train, _, _ = load_for_stage(without_unused_test_data(recipe), tokenizer, rows_kind)
     except ZephyrError as exc:
-        paths = [m.get("path") for m in cfg["dataset"].get("mixture") or []] or [cfg["dataset"]["path"]]
+        paths = [m.get("path") for m in recipe.dataset.mixture or []] or [recipe.dataset.path]
         if not any(p and _unavailable_here(p, locate) for p in paths):
             raise  # local data that is there and that the run could not read either
         print(f"rows: not checked here ({exc.problem}); the run checks them before loading weights")
@@ -149,17 +157,10 @@ def _check_template(cfg: dict, rows_kind, limit: int) -> None:
     print(chat_format.explain(rows))
     if len(train):
         row = train[0]
-        pairs = next(iter(rows_kind.tokenize(tokenizer, row, cfg["stage"]["trainer"]).values()))
+        pairs = next(iter(rows_kind.tokenize(tokenizer, row, recipe.stage.trainer).values()))
         color = sys.stdout.isatty()
         legend = "trained text in green" if color else "[[trained]] text, the rest masked"
         print(f"first row as the trainer sees it ({legend}):\n{render(tokenizer, pairs, color)}")
-
-
-
-def _inputs(cfg: dict) -> str:
-    from .. import stages  # lazy: start-up
-
-    return (stage := stages.get(cfg["stage"]["name"])).reads(stage.recipe(cfg))
 
 
 
@@ -220,15 +221,18 @@ def cmd_preview(args) -> int:
     from ..core import trust  # lazy: start-up
 
     trust.allow(args.trust_recipe_code)
-    trust.check({"model": cfg["model"]})  # the tokenizer may be the model's own code
+    stage = stages.get(cfg["stage"]["name"])
+    recipe = stage.recipe(cfg)
+    # The tokenizer may be the model's own code; trust reads config mappings (it also reads raw pipelines).
+    trust.check({"model": recipe.config["model"]})
     if args.examples < 0 or args.sample < 1:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
-    tokenizer = modeling.load_tokenizer(cfg["model"])
+    tokenizer = modeling.load_tokenizer(recipe.model)
     color = {"auto": None, "always": True, "never": False}[args.color]
-    rows = stages.get(cfg["stage"]["name"]).rows
+    rows = stage.rows
     if rows is None:
-        raise ZephyrError(f"stage {cfg['stage']['name']} reads no dataset, so there are no rows to preview",
+        raise ZephyrError(f"stage {recipe.stage.name} reads no dataset, so there are no rows to preview",
                           "preview a recipe of a stage that trains (sft, dpo, reward)")
-    preview(cfg, tokenizer, rows, n=args.examples, sample=args.sample, color=color,
-            out_dir=args.out or f"{cfg['run']['output_dir'].rstrip('/')}-preview")
+    preview(recipe, tokenizer, rows, n=args.examples, sample=args.sample, color=color,
+            out_dir=args.out or f"{str(recipe.run.output_dir).rstrip('/')}-preview")
     return 0

@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from ..core.errors import ZephyrError, unknown_key
+from ..core.recipe import section_of
+from ..core.schema import ModelConfig
 from ..embedded import builtin
 from ..model import modeling
 
@@ -100,7 +102,10 @@ def headline(results: dict, task: dict) -> tuple[str | None, float | None]:
     return None, None
 
 
-def run(section: dict, model_cfg: dict, placement, folder: Path) -> dict:
+def run(section: dict, model_cfg: ModelConfig | dict, placement, folder: Path) -> dict:
+    """Run the tasks of ``section`` (the lm_eval benchmark's own section, a mapping as each benchmark reads its
+    own) on the model of ``model_cfg`` (the model section)."""
+    model = section_of(ModelConfig, model_cfg)
     lm_eval, TaskManager = _lm_eval()
     tasks = normalise_tasks(section["tasks"])
     if not tasks:
@@ -119,11 +124,11 @@ def run(section: dict, model_cfg: dict, placement, folder: Path) -> dict:
     # lm_eval's full task index takes half a minute to build: only read it when a task needs it.
     defaults = any(not t["yaml"] and not t["data_files"] for t in tasks)
     manager = TaskManager(include_path=[str(p) for p in sorted(include)], include_defaults=defaults)
-    source = modeling.resolve_source(model_cfg["name_or_path"], "model")
+    source = modeling.resolve_source(model.name_or_path, "model")
     args = {"pretrained": source, "dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[placement.weights],
-            "trust_remote_code": model_cfg["trust_remote_code"]}
-    if model_cfg.get("revision"):
-        args["revision"] = model_cfg["revision"]
+            "trust_remote_code": model.trust_remote_code}
+    if model.revision:
+        args["revision"] = model.revision
     from lm_eval.api.registry import get_model
 
     lm = get_model("hf").create_from_arg_obj(args, {"batch_size": section["batch_size"], "device": placement.device})

@@ -26,10 +26,13 @@ gives back the generated tokens. A mismatch names the two places, the first diff
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe, section_of
+from ..core.schema import ModelConfig, TrainerStageConfig
 from ..model import prompting
 from .paritycompare import (
     PROBES,
@@ -56,22 +59,22 @@ class Tokenizers:
         self.produced = dict(produced or {})
         self.cache: dict[str, Any] = {}
 
-    def raw(self, model: str, model_cfg: Optional[dict] = None):
-        """The model's tokenizer as saved (a copy)."""
+    def raw(self, model: str, model_cfg: Optional[ModelConfig] = None):
+        """The model's tokenizer as saved (a copy); ``model_cfg``: the model section it is opened with (its
+        revision, its tokenizer's source), or None for the defaults."""
         import copy
 
-        from ..core.schema import ModelConfig, defaults_of  # lazy: start-up (only the places the recipe has)
         from ..model import modeling  # lazy: start-up (only the places the recipe has)
 
         if key(model) in self.produced:
             return copy.deepcopy(self.produced[key(model)])
         if model not in self.cache:
-            cfg = {**defaults_of(ModelConfig), **(model_cfg or {}), "name_or_path": model, "chat_template": None,
-                   "tokenizer_name_or_path": (model_cfg or {}).get("tokenizer_name_or_path")}
-            self.cache[model] = modeling.open_tokenizer(cfg)
+            base = model_cfg if model_cfg is not None else section_of(ModelConfig, None)
+            self.cache[model] = modeling.open_tokenizer(dataclasses.replace(base, name_or_path=model,
+                                                                            chat_template=None))
         return copy.deepcopy(self.cache[model])
 
-    def own(self, model: str, model_cfg: Optional[dict] = None):
+    def own(self, model: str, model_cfg: Optional[ModelConfig] = None):
         """The model's tokenizer with its own saved template and a pad token (None when it has no template)."""
         from ..model import chat_format  # lazy: start-up (only the places the recipe has)
 
@@ -128,17 +131,17 @@ def _renders(tokenizer, messages) -> bool:
         return False
 
 
-def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> Any:
+def check_training(report: Report, recipe: Recipe[TrainerStageConfig], kind, tokenizers: Tokenizers) -> Any:
     """The trained tokens of a training stage against chat and generation from the run folder it writes, DPO's
     prompt, and the model's own format; returns the tokenizer the run will save (for later stages)."""
     from ..model import modeling  # lazy: start-up (only the places the recipe has)
     from . import chat  # lazy: start-up (only the places the recipe has)
 
-    stage, trainer = cfg["stage"]["name"], cfg["stage"]["trainer"]
+    stage, trainer = recipe.stage.name, recipe.stage.trainer
     assistant_only = bool(trainer.get("assistant_only_loss"))
-    model = str(cfg["model"]["name_or_path"])
-    base = tokenizers.raw(model) if key(model) in tokenizers.produced else modeling.open_tokenizer(cfg["model"])
-    tok = modeling.prepare_tokenizer(base, cfg["model"], assistant_only)
+    model = str(recipe.model.name_or_path)
+    base = tokenizers.raw(model) if key(model) in tokenizers.produced else modeling.open_tokenizer(recipe.model)
+    tok = modeling.prepare_tokenizer(base, recipe.model, assistant_only)
     stops = stop_ids(tok, _source(model))
     if trainer.get("eos_token"):  # TRL's SFT makes it the EOS of the saved tokenizer and of generation_config
         eos = tok.convert_tokens_to_ids(str(trainer["eos_token"]))
@@ -152,7 +155,7 @@ def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> A
     continues = kind.name != "chat" or is_run_folder(model, tokenizers.produced)
     if continues:
         try:
-            own = tokenizers.own(model, cfg["model"])
+            own = tokenizers.own(model, recipe.model)
         except ZephyrError as exc:
             report.skipped.append(f"{model}'s own format ({exc.problem})")
     for probe_name, probe in PROBES:
@@ -206,22 +209,23 @@ def check_training(report: Report, cfg: dict, kind, tokenizers: Tokenizers) -> A
     return tok
 
 
-def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
+def _generation_places(recipe: Recipe, tokenizers: Tokenizers) -> list[tuple]:
     """(place, model, tokenizer the place renders with or an error text, note) of each generator and the evaluated
-    model."""
+    model. The generator specs are read as the mappings the stage section holds (what the backends take)."""
     out: list[tuple] = []
-    stage = cfg["stage"]
+    evaluates = hasattr(recipe.stage, "benchmarks")  # the eval stage's section
     specs: list[tuple[str, dict]] = []
-    for i, gen in enumerate(stage.get("generators") or []):
-        specs.append((f"aif generator {gen.get('name') or f'generator{i}'}", gen))
-    if "benchmarks" in stage:
+    if hasattr(recipe.stage, "generators"):  # the AI-feedback stage's section
+        for i, gen in enumerate(recipe.config["stage"].get("generators") or []):
+            specs.append((f"aif generator {gen.get('name') or f'generator{i}'}", gen))
+    if evaluates:
         from ..stages import eval as eval_stage  # lazy: start-up (only the places the recipe has)
 
-        if eval_stage.needs_model(stage):
-            model = cfg["model"]
-            spec = {**stage["vllm"], "type": "vllm", "model": model["name_or_path"]} if stage.get("vllm") is not None \
-                else {"type": "transformers", "model": model["name_or_path"], "model_config": model}
-            specs.append((f"eval answers ({', '.join(b for b in stage['benchmarks'] if b != 'lm_eval')})", spec))
+        if eval_stage.needs_model(recipe):
+            name, vllm = recipe.model.name_or_path, recipe.stage.vllm
+            spec = {**vllm, "type": "vllm", "model": name} if vllm is not None \
+                else {"type": "transformers", "model": name, "model_config": dataclasses.asdict(recipe.model)}
+            specs.append((f"eval answers ({', '.join(b for b in recipe.stage.benchmarks if b != 'lm_eval')})", spec))
     for place, spec in specs:
         kind, model = spec.get("type"), str(spec.get("model") or "")
         place = f"{place} ({kind})"
@@ -231,7 +235,7 @@ def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
                 if key(model) in tokenizers.produced and not mcfg.get("chat_template"):
                     tok = tokenizers.own(model)
                 else:
-                    tok, _, _ = prompting.generator_tokenizer(model, mcfg, cfg.get("hardware"))
+                    tok, _, _ = prompting.generator_tokenizer(model, mcfg, recipe.hardware)
                 out.append((place, model, tok, None, _generator_prompt))
             elif kind == "vllm":
                 from ..feedback import vllm  # lazy: start-up (only the places the recipe has)
@@ -249,10 +253,10 @@ def _generation_places(cfg: dict, tokenizers: Tokenizers) -> list[tuple]:
                             _generator_prompt))
         except ZephyrError as exc:
             out.append((place, model, None, exc.problem, _generator_prompt))
-    if "benchmarks" in stage:  # chat with the evaluated model
+    if evaluates:  # chat with the evaluated model
         from . import chat  # lazy: start-up (only the places the recipe has)
 
-        model = str(cfg["model"]["name_or_path"])
+        model = str(recipe.model.name_or_path)
         try:
             tok = tokenizers.own(model) if key(model) in tokenizers.produced else chat.chat_tokenizer(model)[1]
             out.append(("chat", model, tok, None, chat.prompt_ids))
@@ -265,12 +269,12 @@ def _generator_prompt(tokenizer, messages: list[dict]) -> list[int]:
     return _ids(tokenizer(prompting.prompt_texts(tokenizer, [messages]), **prompting.ENCODE))
 
 
-def check_generation(report: Report, cfg: dict, tokenizers: Tokenizers) -> None:
+def check_generation(report: Report, recipe: Recipe, tokenizers: Tokenizers) -> None:
     """Each generator's and the evaluated model's prompt tokens against the trained tokens of the model they
     prompt (its own format), and the on-policy round trip of its answer."""
     from ..data import kinds  # lazy: start-up (only the places the recipe has)
 
-    for place, model, tok, note, render in _generation_places(cfg, tokenizers):
+    for place, model, tok, note, render in _generation_places(recipe, tokenizers):
         if tok is None:
             report.skipped.append(f"{place}: {note}")
             continue
@@ -332,19 +336,20 @@ def check(cfg: dict, stage, produced: Optional[dict] = None) -> tuple[Report, An
     """The parity report of one stage's config; ``produced``: run folder -> the tokenizer an earlier pipeline stage
     saves there. Returns (report, the tokenizer this stage saves, or None)."""
     report, tokenizers = Report(), Tokenizers(produced)
+    recipe = stage.recipe(cfg)
     saved = None
-    if cfg["model"].get("trust_remote_code"):
+    if recipe.model.trust_remote_code:
         report.skipped.append("model.trust_remote_code: validate runs no code of the model's own")
         return report, None
     kind = getattr(stage, "rows", None)
-    if kind is not None and "trainer" in cfg["stage"]:
+    if kind is not None and isinstance(recipe.stage, TrainerStageConfig):
         from ..data import kinds  # lazy: start-up (only the places the recipe has)
 
         try:
-            saved = check_training(report, cfg, kinds.get(kind), tokenizers)
+            saved = check_training(report, recipe, kinds.get(kind), tokenizers)
         except ZephyrError as exc:
-            report.skipped.append(f"{cfg['stage']['name']} trained tokens ({exc.problem})")
-    check_generation(report, cfg, tokenizers)
+            report.skipped.append(f"{recipe.stage.name} trained tokens ({exc.problem})")
+    check_generation(report, recipe, tokenizers)
     return report, saved
 
 
@@ -357,5 +362,5 @@ def run_check(cfg: dict, stage, produced: Optional[dict] = None, where: str = ""
             m.probe = f"{where}, {m.probe}"
     report.refuse()
     if saved is not None and produced is not None:
-        produced[key(str(cfg["run"]["output_dir"]))] = saved
+        produced[key(str(stage.recipe(cfg).run.output_dir))] = saved
     return report.lines()

@@ -18,9 +18,11 @@ import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TypeGuard
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe, as_recipe
 from ..model.modeling import is_local_path as local
 from ..stages.base import Stage, TrainerStage
 from . import plan
@@ -54,7 +56,8 @@ def _host(url: str) -> str:
 
 
 def _used(cfg: dict, stage: Stage | None) -> dict:
-    """The stage section without the settings this config does not use (``Stage.idle``)."""
+    """The stage section without the settings this config does not use (``Stage.idle``): the mapping the config
+    holds, walked for the generator and judge specs it names wherever they sit."""
     section = cfg.get("stage") or {}
     idle = stage.idle(stage.recipe(cfg)) if stage is not None else []
     if not idle:
@@ -127,18 +130,18 @@ def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S, stage: Stage | None =
 
 def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
     """(where, path) of the local model and data paths a config of ``stage`` reads."""
-    def is_local_path(value) -> bool:
+    def is_local_path(value) -> TypeGuard[str]:
         return isinstance(value, str) and bool(value) and local(value)
 
     found = []
-    model = cfg.get("model") or {}
-    reads = stage.reads_model(stage.recipe(cfg))
-    for key in ("name_or_path", "tokenizer_name_or_path"):
-        if reads and is_local_path(model.get(key)):
-            found.append((f"model.{key}", model[key]))
-    ds = cfg.get("dataset") or {}
-    for i, entry in enumerate([ds, *(ds.get("mixture") or [])]):
-        path = entry.get("path")
+    recipe = stage.recipe(cfg)
+    reads = stage.reads_model(recipe)
+    for key, value in (("name_or_path", recipe.model.name_or_path),
+                       ("tokenizer_name_or_path", recipe.model.tokenizer_name_or_path)):
+        if reads and is_local_path(value):
+            found.append((f"model.{key}", value))
+    ds = recipe.dataset
+    for i, path in enumerate([ds.path, *(entry.get("path") for entry in ds.mixture or [])]):
         if isinstance(path, str) and path.startswith(("./", "../", "/", "~")):
             found.append(("dataset.path" if i == 0 else f"dataset.mixture[{i - 1}].path", path))
 
@@ -155,7 +158,7 @@ def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
             for i, v in enumerate(obj):
                 walk(v, f"{where}[{i}]")
     walk(_used(cfg, stage), "stage")
-    ref = (cfg.get("stage") or {}).get("ref_model")
+    ref = getattr(recipe.stage, "ref_model", None)  # the DPO stages' reference model
     if is_local_path(ref):
         found.append(("stage.ref_model", ref))
     return found
@@ -181,11 +184,12 @@ def check_paths(cfg: dict, stage: Stage, produced: set[str] | None = None, stric
     return lines
 
 
-def saved_bytes(cfg: dict, params: int) -> int:
-    """Bytes the run writes: the final weights, and the checkpoints it keeps (weights + AdamW + gradients' states)."""
-    trainer = (cfg.get("stage") or {}).get("trainer") or {}
-    width = 2 if cfg["hardware"]["precision"] in ("bf16", "fp16") or cfg["model"].get("dtype") in (
-        "bfloat16", "float16") else 4
+def saved_bytes(cfg: Recipe | dict, params: int) -> int:
+    """Bytes the run writes: the final weights, and the checkpoints it keeps (weights + AdamW + gradients' states).
+    ``cfg``: a training stage's typed recipe (a checked mapping is read as one)."""
+    recipe = as_recipe(cfg)
+    trainer = recipe.stage.trainer or {}
+    width = 2 if recipe.hardware.precision in ("bf16", "fp16") or recipe.model.dtype in ("bfloat16", "float16") else 4
     final = params * width
     if str(trainer.get("save_strategy", "steps")) == "no":
         return final
@@ -193,12 +197,14 @@ def saved_bytes(cfg: dict, params: int) -> int:
     return final + int(kept) * params * (width + 8)
 
 
-def check_disk(cfg: dict, params: int | None) -> list[str]:
+def check_disk(cfg: Recipe | dict, params: int | None) -> list[str]:
+    """The free disk under the run folder against :func:`saved_bytes` (``cfg``: as there)."""
     if not params:
         return []
-    folder = Path(cfg["run"]["output_dir"]).expanduser().resolve()
+    recipe = as_recipe(cfg)
+    folder = Path(str(recipe.run.output_dir)).expanduser().resolve()
     existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("/"))
-    need = saved_bytes(cfg, params)
+    need = saved_bytes(recipe, params)
     free = shutil.disk_usage(existing).free
     if need > free:
         raise ZephyrError(f"the run will write about {need / 1e9:.1f} GB (weights and checkpoints) under {existing}, "
@@ -222,5 +228,5 @@ def run(cfg: dict, stage: Stage, network: bool = True, produced: set[str] | None
             params = plan.Shape.from_config(config).params
         except ZephyrError:
             params = None
-        lines += check_disk(cfg, params)
+        lines += check_disk(stage.recipe(cfg), params)
     return lines

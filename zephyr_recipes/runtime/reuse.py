@@ -45,8 +45,9 @@ def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False, rea
     """The folder when it holds this run finished (nothing to do; ``again``: run a revisable stage all the same),
     else None after refusing a finished run whose code changed, calling ``ready()`` (the pre-flight of what the run
     runs) and recording a revision: a run refused by its pre-flight leaves no revision behind."""
-    folder = Path(cfg["run"]["output_dir"]).expanduser()
-    done = runfolder.finished_alike(stage.recipe(cfg), code)
+    recipe = stage.recipe(cfg)
+    folder = Path(str(recipe.run.output_dir)).expanduser()
+    done = runfolder.finished_alike(recipe, code)
     if done is not None and not (again and stage.revisable):
         recorded = (runfolder.read_status(done) or {}).get("code")
         if recorded is None:  # finished before fingerprints were recorded: taken as made by this code
@@ -54,7 +55,7 @@ def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False, rea
         log.info("%s already holds a finished run of this config and code (completed %s): nothing to do "
                  "(run.overwrite=true runs it again)", done, (runfolder.read_status(done) or {}).get("finished", "?"))
         return done
-    if cfg["run"]["overwrite"] or not runfolder.is_run_folder(folder):
+    if recipe.run.overwrite or not runfolder.is_run_folder(folder):
         if ready is not None:
             ready()
         return None
@@ -92,7 +93,7 @@ def why_again(cfg: dict, stage: Stage, ran: list[Path], others: tuple[Path, ...]
     ``ran``, or since it started: one of ``others`` finished after it), its code changed, or (a revisable stage)
     its config changed. A changed config of another stage is refused, as before fingerprints: the pipeline says to
     re-run it with --from."""
-    folder = Path(cfg["run"]["output_dir"])
+    folder = Path(str(stage.recipe(cfg).run.output_dir))
     status = runfolder.read_status(folder) or {}
     frozen = _frozen(folder)
     changed = runfolder.config_diff(frozen, cfg)

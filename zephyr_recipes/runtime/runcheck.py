@@ -18,6 +18,7 @@ Models and folders an earlier stage of the same pipeline writes do not exist yet
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -157,7 +158,8 @@ def probe_item():
 def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> list[str]:
     """Put one constructed item through each judge the stage declares; a reply that does not parse fails here."""
     lines = []
-    for where, spec, asks, title in stage.judge_probes(stage.recipe(cfg)):
+    recipe = stage.recipe(cfg)
+    for where, spec, asks, title in stage.judge_probes(recipe):
         from ..feedback import judge_registry  # lazy: start-up (only a stage with a judge)
         from ..feedback.judges import Item, JudgeFailure, make_judge  # lazy: start-up (only a stage with a judge)
 
@@ -170,7 +172,7 @@ def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> l
         if isinstance(spec.get("model"), str) and _produced(spec["model"], produced):
             lines.append(f"{where}: {spec['model']} is written by an earlier stage; not asked before it exists")
             continue
-        judge = make_judge(spec, cfg.get("hardware"), checked=True)  # a spec of the validated config
+        judge = make_judge(spec, dataclasses.asdict(recipe.hardware), checked=True)  # a spec of the validated config
         verdict = None
         try:
             if asks == "rate" and judge.listwise:  # rates a prompt's answers together: asked with two side by side

@@ -15,7 +15,16 @@ from typing import Any
 from .. import stages
 from ..core.catalog import CONF_DIR
 from ..core.errors import ZephyrError, did_you_mean
-from ..core.schema import REMOVED_KEYS, RUNNER_OWNED, SECTIONS, accepts, check_section, describe_kinds
+from ..core.recipe import Recipe
+from ..core.schema import (
+    REMOVED_KEYS,
+    RUNNER_OWNED,
+    SECTIONS,
+    TrainerStageConfig,
+    accepts,
+    check_section,
+    describe_kinds,
+)
 from ..data import check_config as check_dataset
 from ..embedded import builtin
 from ..model import hardware, trainer_fields
@@ -88,44 +97,46 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
         cfg = {**cfg, "dataset": {**(cfg.get("dataset") or {}), "path": "none"}}
     out = {name: check_section(name, cfg.get(name), stage.schema if name == "stage" else cls)
            for name, cls in SECTIONS.items()}
+    recipe = stage.recipe(out)  # the checked sections, read typed from here on
     trainer = stage if isinstance(stage, stages.TrainerStage) else None
     trains = trainer is not None
     if trains:
-        check_trainer(stage, out["stage"]["trainer"])
-        _check_training_values(out["stage"])
+        check_trainer(stage, recipe.stage.trainer)
+        _check_training_values(recipe.stage)
     secrets = find_secrets(out)
     if secrets:
         raise ZephyrError(f"`{secrets[0]}` holds a secret; secrets never go into recipes or run folders",
                           "remove it and set the HF_TOKEN (or the service's) environment variable instead")
-    if not (stage.rows and stage.rows.limits_prompts) and out["dataset"]["max_prompt_tokens"] is not None:
+    if not (stage.rows and stage.rows.limits_prompts) and recipe.dataset.max_prompt_tokens is not None:
         raise ZephyrError(f"`dataset.max_prompt_tokens` drops long prompts of preference and unpaired rows and does "
                           f"not apply to {stage.name}",
                           "remove dataset.max_prompt_tokens, or use stage.trainer.max_length to truncate")
     if stage.rows is not None:
         check_dataset(out["dataset"], stage.rows)
-    hw = out["hardware"]
-    if hw["device"] == "cpu" and hw["precision"] == "fp16":
+    hw = recipe.hardware
+    if hw.device == "cpu" and hw.precision == "fp16":
         raise ZephyrError("hardware.precision=fp16 needs a CUDA GPU, but hardware.device=cpu",
                           "use hardware.precision=fp32 (or bf16) on the CPU, or hardware=1gpu")
-    if hw["device"] == "cpu" and hw["attn_implementation"] == "flash_attention_2":
+    if hw.device == "cpu" and hw.attn_implementation == "flash_attention_2":
         raise ZephyrError("hardware.attn_implementation=flash_attention_2 needs a CUDA GPU, but hardware.device=cpu",
                           "use hardware.attn_implementation=auto (sdpa on the CPU)")
-    if stage.one_process and (hw["launcher"] != "inprocess" or hw["num_processes"] > 1 or hw["num_nodes"] > 1):
-        raise ZephyrError(f"the {stage.name} stage runs in one process, and hardware profile {hw['name']!r} launches "
+    if stage.one_process and (hw.launcher != "inprocess" or hw.num_processes > 1 or hw.num_nodes > 1):
+        raise ZephyrError(f"the {stage.name} stage runs in one process, and hardware profile {hw.name!r} launches "
                           "several", "use hardware=1gpu (or cpu); to generate on many GPUs, serve the model with "
                           "vLLM or TGI and name it as an openai generator or judge")
 
     hardware.check(out, trainer)
-    stage.check(stage.recipe(out))
-    run = out["run"]
-    run["name"] = run["name"] or recipe_name.replace("/", "-")
-    run["output_dir"] = run["output_dir"] or f"runs/{run['name']}"
+    stage.check(recipe)
+    # The run's name and folder are filled in the mapping validation returns (and config.yaml holds).
+    name = recipe.run.name or recipe_name.replace("/", "-")
+    run = {**out["run"], "name": name, "output_dir": recipe.run.output_dir or f"runs/{name}"}
+    out["run"] = run
     check_run(run)  # seed range, a name a folder can have, an output_dir that is no file
     if deep:
-        _check_weight_files(out, trains)
+        _check_weight_files(recipe, trains)
     if trainer is not None and deep:
-        _check_positions(out)
-        trainer_fields.check_accepts(trainer, out["stage"]["trainer"])
+        _check_positions(recipe)
+        trainer_fields.check_accepts(trainer, recipe.stage.trainer)
     return out
 
 
@@ -134,9 +145,10 @@ def _names_a_model(obj: dict) -> bool:
     return isinstance(obj.get("type"), str) and isinstance(obj.get("model"), str)
 
 
-def _check_weight_files(cfg: dict, trains: bool) -> None:
+def _check_weight_files(recipe: Recipe, trains: bool) -> None:
     """An empty or cut-short weight file of a local model is named before any weights load (``trains``: the stage
-    trains cfg's model)."""
+    trains the recipe's model). The stage section is walked as the checked mapping: a generator or judge spec that
+    names a model may sit anywhere in it (a benchmark's judge, a list of generators)."""
     from pathlib import Path
 
     def local_models(obj, where):
@@ -152,12 +164,12 @@ def _check_weight_files(cfg: dict, trains: bool) -> None:
             for v in obj:
                 yield from local_models(v, where)
 
-    names = [cfg["model"]["name_or_path"]] if trains else []
-    for name in names + list(local_models(cfg["stage"], "stage")):
+    names = [recipe.model.name_or_path] if trains else []
+    for name in names + list(local_models(recipe.config["stage"], "stage")):
         if is_local_path(name) and Path(name).expanduser().is_dir():
             readcheck.check(Path(name).expanduser())  # a finished run folder's records are whole
             check_weight_files(str(Path(name).expanduser()), name)
-    data = cfg["dataset"].get("path")
+    data = recipe.dataset.path
     if isinstance(data, str) and is_local_path(data) and Path(data).expanduser().is_dir():
         readcheck.check(Path(data).expanduser())  # e.g. an AI-feedback run folder's pairs
 
@@ -176,14 +188,14 @@ def _stage_default(stage: str, key: str):
 POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
-def _check_positions(cfg: dict) -> None:
+def _check_positions(recipe: Recipe[TrainerStageConfig]) -> None:
     """A max_length the model has no positions for trains on positions it never learned (or fails hours in)."""
     import json
     from pathlib import Path
 
 
-    max_length = cfg["stage"]["trainer"].get("max_length")
-    name = cfg["model"]["name_or_path"]
+    max_length = recipe.stage.trainer.get("max_length")
+    name = recipe.model.name_or_path
     if not isinstance(max_length, int) or isinstance(max_length, bool):
         return
     try:
@@ -198,12 +210,12 @@ def _check_positions(cfg: dict) -> None:
         return  # the run reports a folder without a readable config.json
     limit = next((config[k] for k in POSITION_KEYS if isinstance(config.get(k), int)), None)
     if limit is not None and max_length > limit:
-        if max_length == _stage_default(cfg["stage"]["name"], "max_length"):
+        if max_length == _stage_default(recipe.stage.name, "max_length"):
             import logging
 
             logging.getLogger("zephyr_recipes").warning(
                 "stage.trainer.max_length=%d (the %s stage's default) is above the %d positions of model %s: a "
-                "longer row would fail; set stage.trainer.max_length=%d to be sure", max_length, cfg["stage"]["name"],
+                "longer row would fail; set stage.trainer.max_length=%d to be sure", max_length, recipe.stage.name,
                 limit, name, limit)
             return
         raise ZephyrError(f"stage.trainer.max_length={max_length} is above the {limit} positions of model {name} "
@@ -216,9 +228,9 @@ def _number(trainer: dict, key: str, default):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
-def _check_training_values(stage: dict) -> None:
+def _check_training_values(stage: TrainerStageConfig) -> None:
     """Values TRL and transformers accept but that train nothing, or train wrongly, without a word."""
-    trainer = stage["trainer"]
+    trainer = stage.trainer
     epochs, steps = _number(trainer, "num_train_epochs", 3.0), _number(trainer, "max_steps", -1)
     if steps <= 0 and epochs <= 0:
         raise ZephyrError(f"stage.trainer.num_train_epochs={epochs} and max_steps={steps}: the run would make no "

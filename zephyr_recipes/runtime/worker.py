@@ -39,13 +39,14 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
                           "re-run the command that made the folder with run.overwrite=true")
     setup_logging(folder)
     stage = stage or stages.get(cfg["stage"]["name"])
+    typed = stage.recipe(cfg)
     try:
-        return stage.run(stage.recipe(cfg), folder, RunContext(argv or sys.argv, recipe, resume_from))
+        return stage.run(typed, folder, RunContext(argv or sys.argv, recipe, resume_from))
     except BaseException as exc:
         if rank() == 0 and not isinstance(exc, preempt.Preempted):
             # A launched run keeps its folder (launch files, scheduler log); an in-process one that wrote
             # nothing yet leaves none.
-            _mark_failed(folder, exc, keep=cfg["hardware"].get("launcher", "inprocess") != "inprocess"
+            _mark_failed(folder, exc, keep=typed.hardware.launcher != "inprocess"
                          or isinstance(exc, TrainingFailed))
         raise
 

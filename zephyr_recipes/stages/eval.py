@@ -9,10 +9,12 @@ twice. The run folder holds one folder per benchmark (its stores and its answers
 ``scores.json`` (every figure), ``radar.png`` and ``README.md``. A benchmark that could not be scored ends the stage
 ``failed``, with the reason, after scores.json and the card are written.
 
-This module names no benchmark: the stage's schema, checks, card and summary come from the registry. The stage
-section is read as the mapping the config holds (``recipe.config["stage"]``): its benchmark sections are present
-only for the benchmarks chosen (so older runs' frozen configs still match), and each benchmark reads its own
-section as a mapping.
+This module names no benchmark: the stage's schema, checks, card and summary come from the registry. The stage's
+own keys are read typed (``recipe.stage.benchmarks``, ``recipe.stage.vllm``, ``recipe.stage.canary``); the
+benchmark sections and the judge specs are read from the mapping the config holds (``recipe.config["stage"]``):
+a benchmark section is present only for the benchmarks chosen (so older runs' frozen configs still match; validation
+drops the others from that mapping), each benchmark reads its own section as a mapping, and a judge spec goes to the
+judge registry as the mapping it was checked as.
 """
 
 from __future__ import annotations
@@ -77,32 +79,35 @@ def _stage_schema() -> type:
 EvalStageConfig = _stage_schema()
 
 
-def chosen(stage: dict) -> list:
-    """The chosen benchmarks, in the registry's order (the order they run in)."""
-    return [b for b in benchmarks.all_benchmarks() if b.name in stage["benchmarks"]]
+def chosen(stage: Any) -> list:
+    """The benchmarks the typed stage section (an ``EvalStageConfig``) chooses, in the registry's order (the order
+    they run in)."""
+    return [b for b in benchmarks.all_benchmarks() if b.name in stage.benchmarks]
 
 
 def check_config(recipe: Recipe) -> None:
-    """Complete each chosen benchmark's section and refuse what cannot run."""
-    stage = _section(recipe)
-    unknown = [b for b in stage["benchmarks"] if b not in BENCHMARKS]
-    if unknown or not stage["benchmarks"]:
-        raise ZephyrError(f"stage.benchmarks={stage['benchmarks']!r}", f"choose from: {', '.join(BENCHMARKS)}")
-    if (stage.get("canary") or {}).get("annotations") is None:  # absent unless set, as vllm below
+    """Complete each chosen benchmark's section and refuse what cannot run. The config's stage mapping is completed
+    in place: what is unset or not chosen leaves it."""
+    stage, names = _section(recipe), recipe.stage.benchmarks
+    unknown = [b for b in names if b not in BENCHMARKS]
+    if unknown or not names:
+        raise ZephyrError(f"stage.benchmarks={names!r}", f"choose from: {', '.join(BENCHMARKS)}")
+    if recipe.stage.canary.annotations is None:  # absent unless set, as vllm below
         stage.pop("canary", None)
     else:
-        judge_canary.check(stage["canary"])
-    if stage.get("vllm") is None:  # absent unless set: older runs' frozen configs still match
+        judge_canary.check(dataclasses.asdict(recipe.stage.canary))
+    vllm = recipe.stage.vllm
+    if vllm is None:  # absent unless set: older runs' frozen configs still match
         stage.pop("vllm", None)
-    elif not isinstance(stage["vllm"], dict):
-        raise ZephyrError(f"stage.vllm={stage['vllm']!r}", "give vLLM's options ({max_model_len: 2048}), {} for "
+    elif not isinstance(vllm, dict):
+        raise ZephyrError(f"stage.vllm={vllm!r}", "give vLLM's options ({max_model_len: 2048}), {} for "
                           "its defaults, or null to answer in this process")
     else:
-        complete({**stage["vllm"], "type": "vllm", "model": recipe.model.name_or_path}, VLLMGenerator, "stage.vllm")
+        complete({**vllm, "type": "vllm", "model": recipe.model.name_or_path}, VLLMGenerator, "stage.vllm")
     for bench in benchmarks.all_benchmarks():  # absent unless chosen: older runs' frozen configs still match
-        if bench.optional and bench.name not in stage["benchmarks"]:
+        if bench.optional and bench.name not in names:
             stage.pop(bench.name, None)
-    for bench in chosen(stage):
+    for bench in chosen(recipe.stage):
         sec = stage[bench.name]
         bench.check(sec, stage)
         if bench.asks:
@@ -116,7 +121,8 @@ def check_config(recipe: Recipe) -> None:
 
 
 def _section(recipe: Recipe) -> dict:
-    """The stage section as the config holds it (benchmark sections only for the chosen benchmarks)."""
+    """The stage section as the config holds it (benchmark sections only for the chosen benchmarks): what the
+    benchmarks and the judge specs are read from."""
     return recipe.config["stage"]
 
 
@@ -128,7 +134,8 @@ def _check_judge_ready(judge: dict) -> None:
 
 
 def judge_spec(stage: dict, name: str) -> dict:
-    """A benchmark's own judge (stage.<benchmark>.judge), else the stage's."""
+    """A benchmark's own judge (stage.<benchmark>.judge), else the stage's; ``stage``: the stage mapping (a judge
+    spec goes to the judge registry as the mapping it was checked as)."""
     return (stage.get(name) or {}).get("judge") or stage["judge"]
 
 
@@ -156,31 +163,33 @@ def _judge(recipe: Recipe, bench, max_new_tokens: int, temperature: float = 0.0,
 
 def _backend(recipe: Recipe, served=None):
     """The model under test: in this process (transformers), or served by vLLM (stage.vllm)."""
-    model, stage = recipe.model, _section(recipe)
-    if stage.get("vllm") is not None and served is not None:
-        return make_backend(served({**stage["vllm"], "type": "vllm", "model": model.name_or_path}, "model"))
+    model, vllm = recipe.model, recipe.stage.vllm
+    if vllm is not None and served is not None:
+        return make_backend(served({**vllm, "type": "vllm", "model": model.name_or_path}, "model"))
     return TransformersBackend(model.name_or_path, dataclasses.asdict(model), dataclasses.asdict(recipe.hardware),
-                               stage["batch_size"])
+                               recipe.stage.batch_size)
 
 
-def uses_stage_judge(stage: dict) -> bool:
+def uses_stage_judge(recipe: Recipe) -> bool:
     """Whether a chosen judged benchmark falls back on stage.judge (none: it is unused, and not checked)."""
-    return any(b.asks and not (stage.get(b.name) or {}).get("judge") for b in chosen(stage))
+    stage = _section(recipe)
+    return any(b.asks and not (stage.get(b.name) or {}).get("judge") for b in chosen(recipe.stage))
 
 
-def idle_specs(stage: dict) -> list[str]:
+def idle_specs(recipe: Recipe) -> list[str]:
     """The judge settings under ``stage`` this config does not use: stage.judge when every chosen benchmark names
     its own, and the judges of benchmarks not chosen (their keys stay in the config, their endpoints are not
     asked)."""
-    idle = [] if uses_stage_judge(stage) else ["judge"]
-    names = {b.name for b in chosen(stage)}
+    idle = [] if uses_stage_judge(recipe) else ["judge"]
+    names = {b.name for b in chosen(recipe.stage)}
     idle += [f"{b.name}.judge" for b in benchmarks.all_benchmarks() if b.name not in names]
     return idle
 
 
-def needs_model(stage: dict) -> bool:
+def needs_model(recipe: Recipe) -> bool:
     """Whether the model under test is needed: not when every judged benchmark scores an answers file."""
-    return any(b.uses_model(stage[b.name]) for b in chosen(stage))
+    stage = _section(recipe)
+    return any(b.uses_model(stage[b.name]) for b in chosen(recipe.stage))
 
 
 def _judge_summary(spec: dict) -> dict:
@@ -190,14 +199,14 @@ def _judge_summary(spec: dict) -> dict:
 def run(recipe: Recipe, folder: Path) -> dict:
     """Run the chosen benchmarks; returns the scores (also written to scores.json)."""
     stage = _section(recipe)
-    model_id = cast(str, stage["model_id"] or recipe.run.name)  # validation names every run
-    for bench in chosen(stage):
+    model_id = cast(str, recipe.stage.model_id or recipe.run.name)  # validation names every run
+    for bench in chosen(recipe.stage):
         if bench.asks:
             _check_judge_ready(judge_spec(stage, bench.name))
-    for bench in chosen(stage):  # answer files in the wrong format stop the run before any model answers
+    for bench in chosen(recipe.stage):  # answer files in the wrong format stop the run before any model answers
         if bench.asks and stage[bench.name].get("answers"):
             bench.read_answers(stage[bench.name]["answers"])
-    if needs_model(stage):
+    if needs_model(recipe):
         modeling.resolve_source(recipe.model.name_or_path, "model")  # a missing run folder fails here
     from transformers import set_seed
 
@@ -227,16 +236,17 @@ def run(recipe: Recipe, folder: Path) -> dict:
 
 def _run_benchmarks(recipe: Recipe, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
     result: dict = {"model_id": model_id}
-    if needs_model(stage):  # else every answer came from a file: model.name_or_path was not used
+    if needs_model(recipe):  # else every answer came from a file: model.name_or_path was not used
         result["model"] = recipe.model.name_or_path
-    if uses_stage_judge(stage):  # else every judged benchmark has its own (shown in its section)
+    if uses_stage_judge(recipe):  # else every judged benchmark has its own (shown in its section)
         result["judge"] = _judge_summary(stage["judge"] or {})
-    judged = [b for b in chosen(stage) if b.asks]
-    if stage.get("canary") and judged:  # the judge re-judges published verdicts before it scores anything
-        result["canary"] = judge_canary.run(ctx.make_judge(judged[0], 1024), stage["canary"],
+    judged = [b for b in chosen(recipe.stage) if b.asks]
+    canary = recipe.stage.canary  # set (validation drops an unset one from the config) when it names annotations
+    if canary.annotations is not None and judged:  # the judge re-judges published verdicts before it scores anything
+        result["canary"] = judge_canary.run(ctx.make_judge(judged[0], 1024), dataclasses.asdict(canary),
                                             " ".join(str(v) for v in
                                                      _judge_summary(judge_spec(stage, judged[0].name)).values()))
-    for bench in chosen(stage):
+    for bench in chosen(recipe.stage):
         if bench.own_model:  # a benchmark that loads the model its own way: the generator leaves memory first
             loaded.clear()
             gc.collect()
@@ -244,13 +254,13 @@ def _run_benchmarks(recipe: Recipe, folder: Path, stage: dict, model_id: str, ct
         if bench.asks:
             result[bench.name]["judge"] = _judge_summary(judge_spec(stage, bench.name))
             result[bench.name]["unparsable"] = bench.on_unparsable(stage[bench.name]).rule
-    imported = {b.name: result[b.name]["answers_from"]["file"] for b in chosen(stage)
+    imported = {b.name: result[b.name]["answers_from"]["file"] for b in chosen(recipe.stage)
                 if isinstance(result.get(b.name), dict) and (result[b.name].get("answers_from") or {}).get("file")}
     if imported and "model" not in result:
         result["answers_from"] = imported
     loaded.clear()
     gc.collect()
-    graded = [b for b in chosen(stage) if b.asks == "grade" and (result[b.name] or {}).get("categories")]
+    graded = [b for b in chosen(recipe.stage) if b.asks == "grade" and (result[b.name] or {}).get("categories")]
     if graded:  # the radar of grades by category
         plots.radar({model_id: result[graded[0].name]["categories"]}, folder / "radar.png")
     return result
@@ -275,20 +285,20 @@ class Eval(TaskStage):
         return {"model": recipe.model.name_or_path}
 
     def idle(self, recipe: Recipe) -> list[str]:
-        return idle_specs(_section(recipe))
+        return idle_specs(recipe)
 
     def reads_model(self, recipe: Recipe) -> bool:
         """Not when every benchmark scores answers another tool produced."""
-        return needs_model(_section(recipe))
+        return needs_model(recipe)
 
     def loads(self, recipe: Recipe) -> list[dict]:
         """For the plan: the model under test answering each chosen benchmark, and each benchmark's judge."""
         stage, out = _section(recipe), []
         name = recipe.model.name_or_path
-        model = {"type": "transformers", "model": name, "batch_size": stage["batch_size"]}
-        if stage.get("vllm") is not None:
-            model = {**stage["vllm"], "type": "vllm", "model": name}
-        for bench in chosen(stage):
+        model = {"type": "transformers", "model": name, "batch_size": recipe.stage.batch_size}
+        if recipe.stage.vllm is not None:
+            model = {**recipe.stage.vllm, "type": "vllm", "model": name}
+        for bench in chosen(recipe.stage):
             answers, new, judged, budget = bench.workload(stage[bench.name])
             if answers:
                 out.append(load_of(f"{bench.name} answers", model, answers, new))
@@ -313,7 +323,7 @@ class Eval(TaskStage):
 
     def unfinished(self, recipe: Recipe, result: dict) -> Optional[str]:
         """Why the run is not complete: the benchmarks that could not be scored."""
-        reasons = [bench.unscored(result[bench.name] or {}) for bench in chosen(_section(recipe))]
+        reasons = [bench.unscored(result[bench.name] or {}) for bench in chosen(recipe.stage)]
         reasons = [r for r in reasons if r]
         return "; ".join(reasons) if reasons else None
 
