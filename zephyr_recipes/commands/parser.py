@@ -73,6 +73,9 @@ def _add_run_show_validate(sub) -> None:
             s.add_argument("--no-preflight", action="store_true",
                            help="check the recipe only: not the API keys, endpoints and local paths it names (a "
                                 "recipe meant for another machine)")
+            s.add_argument("--recheck", action="store_true",
+                           help="check the chat template, the rows and the token parity again even when a check of "
+                                "the same config, code and local files passed before (validate remembers those)")
         if name == "run":
             s.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="pipelines: run this stage and every later one again")

@@ -65,7 +65,7 @@ def cmd_validate(args) -> int:
     from .. import stages  # lazy: start-up
     from ..core import greedy, trust  # lazy: start-up
     from ..core.safety import secret_routes  # lazy: start-up
-    from ..runtime import parity, preflight  # lazy: start-up
+    from ..runtime import checkmemo, parity, preflight  # lazy: start-up
 
     cfg, name = compose_any(args.recipe, args.overrides)
     code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
@@ -96,9 +96,19 @@ def cmd_validate(args) -> int:
         print("\n".join(code))
     stage = stages.get(cfg["stage"]["name"])
     recipe = stage.recipe(cfg)
-    if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
-        _check_template(recipe, stage.rows, args.rows)
-    print("\n".join(parity.run_check(cfg, stage)))
+    # The slow checks (a tokenizer and the data loaded) are remembered while nothing they read changes.
+    memo_key = checkmemo.key(cfg, args.rows, sys.stdout.isatty())
+    memo = None if args.recheck else checkmemo.recall(memo_key)
+    if memo is not None:
+        print(f"remembered: the checks below passed at {memo['at']} with this config, code and files "
+              "(validate --recheck checks them again)")
+        sys.stdout.write(memo["output"])
+    else:
+        with checkmemo.recording() as printed:
+            if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
+                _check_template(recipe, stage.rows, args.rows)
+            print("\n".join(parity.run_check(cfg, stage)))
+        checkmemo.remember(memo_key, printed.copy.getvalue())
     for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:
