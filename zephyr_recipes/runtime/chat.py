@@ -21,17 +21,9 @@ def load(model: str, chat_template: str | None = None, device: str | None = None
 
 def chat_tokenizer(model: str, chat_template: str | None = None):
     """(the model's local source, the tokenizer chat talks through, with its template and pad token); no weights."""
-    from pathlib import Path
-
     from transformers import AutoTokenizer
 
-    path = Path(model).expanduser()
-    if path.is_file():
-        raise ZephyrError(f"{model} is a file, and chat needs a model: a run folder, a saved model's folder, a hub "
-                          "id or builtin://tiny-mistral", "give the folder that holds config.json and the weights")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ZephyrError(f"{model} is a folder without config.json, so it holds no model (an unfinished run?)",
-                          "give a finished run folder or a saved model's folder")
+    chatcheck.check_place(model)
     source = modeling.resolve_source(model, "model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)

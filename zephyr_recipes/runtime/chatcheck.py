@@ -24,11 +24,24 @@ def check_values(max_new_tokens: int, temperature: float) -> None:
                           "--temperature 0 for greedy decoding, or e.g. --temperature 0.7")
 
 
-def check_model(model: str) -> None:
-    """A local model folder holds weights, and they are whole; a finished run folder's records are whole."""
+def check_place(model: str) -> None:
+    """A local path names a folder that holds a model (config.json), not a file or an empty or unfinished folder."""
     path = Path(model).expanduser()
-    if not path.is_dir() or not (path / "config.json").is_file():
-        return  # a hub id, builtin://..., or a folder load() explains
+    if path.is_file():
+        raise ZephyrError(f"{model} is a file, and chat needs a model: a run folder, a saved model's folder, a hub "
+                          "id or builtin://tiny-mistral", "give the folder that holds config.json and the weights")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ZephyrError(f"{model} is a folder without config.json, so it holds no model (an unfinished run?)",
+                          "give a finished run folder or a saved model's folder")
+
+
+def check_model(model: str) -> None:
+    """Before transformers is imported: a local path is a model's folder, it holds weights, and they are whole; a
+    finished run folder's records are whole."""
+    check_place(model)
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return  # a hub id or builtin://...
     if not any(p for pattern in WEIGHTS for p in path.glob(pattern)):
         raise ZephyrError(f"{model} holds config.json but no weight file (model.safetensors or pytorch_model.bin)",
                           "give a finished run folder or a saved model's folder (copy the weights too)")
