@@ -214,7 +214,9 @@ list: setup
 
 # Tests marked slow (several processes, kill and resume, whole pipelines, the benchmark) run in test-slow;
 # .ci/run runs both sets.
-PYTEST := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
+# One torch thread per test process, as for the tiny pipelines above (TINY_THREADS): two test processes of torch's
+# default two threads each made `make test` wait on itself on the 2-core machine.
+PYTEST := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(TINY_THREADS) $(PY) -m pytest -q
 # The fast tests on TEST_JOBS processes (pytest-xdist; TEST_JOBS=0 runs them in this one).
 # The browser test is left out here (it needs Chromium from the OS packages): make test-browser runs it.
 TEST_JOBS ?= 2
