@@ -15,12 +15,14 @@ if TYPE_CHECKING:
 
 
 def compose_any(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict, str]:
-    from ..runtime import pipeline, pipespec  # lazy: start-up
+    from ..runtime import pipespec  # lazy: start-up
     from ..runtime.compose import compose  # lazy: start-up
     from ..runtime.validate import validate  # lazy: start-up
 
     loaded = pipespec.load(recipe, overrides)
     if loaded:
+        from ..runtime import pipeline  # lazy: start-up (a pipeline's stages; a single recipe needs none of it)
+
         spec, name, path = loaded
         planned = pipeline.stage_configs(spec, path.parent, deep=deep)
         pipeline.check_references(spec, planned)
@@ -39,7 +41,6 @@ def single_stage(cfg: dict, recipe: str, command: str) -> None:
 
 
 def cmd_show(args) -> int:
-
     from ..core import greedy, trust  # lazy: start-up
     from ..core.safety import secret_routes  # lazy: start-up
     from ..runtime.pipespec import dump  # lazy: start-up
