@@ -78,7 +78,6 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     own tools and returns what the run would launch. ``known`` carries what earlier pipeline stages will write
     (models and data) from stage to stage, for the plan.
     """
-
     stage = stages.get(cfg["stage"]["name"])
     recipe = stage.recipe(cfg)
     hw = recipe.hardware
@@ -115,19 +114,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
             resolve_placement(hw)
         except ZephyrError as exc:
             notes.append(f"not on this machine: {exc.problem}")
-    with runfolder.locked(folder, argv):
-        state = "new"
-        if runfolder.finished_alike(recipe) is not None:
-            state = "finished already (the run would do nothing)"
-        elif folder.exists() and any(folder.iterdir()):
-            status = runfolder.read_status(folder)
-            if status is None:
-                notes.append(f"the run would refuse: {folder} exists and is not a run folder")
-                state = "not a run folder"
-            else:
-                state = f"holds a run ({status.get('status')}); " + (
-                    "run.overwrite=true: the run would replace it" if recipe.run.overwrite
-                    else "the run would resume it if its config matches")
+    state = _folder_state(recipe, folder, argv, notes)
     out.mkdir(parents=True, exist_ok=True)
     for stale in LAUNCHER_FILES:  # an earlier dry run's files for another profile must not be checked as this one's
         (out / stale).unlink(missing_ok=True)
@@ -152,6 +139,23 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     runfolder.write_atomic(out / "dry-run.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
+
+
+def _folder_state(recipe: Recipe, folder: Path, argv: list[str], notes: list[str]) -> str:
+    """What the run would find in its folder (under the folder's lock, as the run takes it); a refusal goes to
+    ``notes``."""
+    with runfolder.locked(folder, argv):
+        if runfolder.finished_alike(recipe) is not None:
+            return "finished already (the run would do nothing)"
+        if not (folder.exists() and any(folder.iterdir())):
+            return "new"
+        status = runfolder.read_status(folder)
+        if status is None:
+            notes.append(f"the run would refuse: {folder} exists and is not a run folder")
+            return "not a run folder"
+        return f"holds a run ({status.get('status')}); " + (
+            "run.overwrite=true: the run would replace it" if recipe.run.overwrite
+            else "the run would resume it if its config matches")
 
 
 def dry_run_memory(sp: stageplan.StagePlan) -> dict:

@@ -98,6 +98,25 @@ def _folder(run: RunConfig) -> Path:
     return Path(cast(str, run.output_dir))  # validation sets every run's folder
 
 
+def _settled(i: int, n: int, point: dict, cfg: dict, results: dict) -> tuple[dict, Path, bool]:
+    """(the point's entry, its folder, whether it needs nothing now): a finished point is skipped and a point its
+    scheduler holds is not submitted again (both recorded in ``results``), unless run.overwrite."""
+    run_cfg = _recipe(cfg).run
+    folder = _folder(run_cfg)
+    entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
+    state = (runfolder.read_status(folder) or {}).get("status")
+    if state == "complete" and not run_cfg.overwrite:
+        log.info("sweep: point %d/%d %s finished already, skipped", i, n, point["name"])
+        results[point["name"]] = {**entry, "status": "complete", "skipped": True}
+        return entry, folder, True
+    if state in ("queued", "prepared") and not run_cfg.overwrite:  # a scheduler job, not resubmitted
+        log.info("sweep: point %d/%d %s is %s on the scheduler, not submitted again", i, n, point["name"], state)
+        results[point["name"]] = {**entry, "status": "submitted",
+                                  "job": (runfolder.read_status(folder) or {}).get("slurm_job")}
+        return entry, folder, True
+    return entry, folder, False
+
+
 def _all_or_some(grid: list[dict], errors: dict) -> None:
     """A problem every point shares (an unknown key, a bad value of a key not swept) is reported once."""
     if errors and len(errors) == len(grid):
@@ -167,19 +186,8 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
         _submit_array(recipe, fixed, swept, planned, sweep_dir, header, grid, results, argv)
         return sweep_dir
     for i, (point, cfg) in enumerate(planned, 1):
-        run_cfg = _recipe(cfg).run
-        folder = _folder(run_cfg)
-        entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
-        state = (runfolder.read_status(folder) or {}).get("status")
-        if state == "complete" and not run_cfg.overwrite:
-            log.info("sweep: point %d/%d %s finished already, skipped", i, len(planned), point["name"])
-            results[point["name"]] = {**entry, "status": "complete", "skipped": True}
-            continue
-        if state in ("queued", "prepared") and not run_cfg.overwrite:  # a scheduler job, not resubmitted
-            log.info("sweep: point %d/%d %s is %s on the scheduler, not submitted again", i, len(planned),
-                     point["name"], state)
-            results[point["name"]] = {**entry, "status": "submitted",
-                                      "job": (runfolder.read_status(folder) or {}).get("slurm_job")}
+        entry, folder, settled = _settled(i, len(planned), point, cfg, results)
+        if settled:
             continue
         log.info("sweep: point %d/%d %s", i, len(planned), point["name"])
         try:
@@ -218,18 +226,8 @@ def _submit_array(recipe, fixed, swept, planned, sweep_dir: Path, header, grid, 
 
     todo = []
     for i, (point, cfg) in enumerate(planned, 1):
-        run_cfg = _recipe(cfg).run
-        folder = _folder(run_cfg)
-        entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
-        state = (runfolder.read_status(folder) or {}).get("status")
-        if state == "complete" and not run_cfg.overwrite:
-            results[point["name"]] = {**entry, "status": "complete", "skipped": True}
-            continue
-        if state in ("queued", "prepared") and not run_cfg.overwrite:
-            log.info("sweep: point %d/%d %s is %s on the scheduler, not submitted again", i, len(planned),
-                     point["name"], state)
-            results[point["name"]] = {**entry, "status": "submitted",
-                                      "job": (runfolder.read_status(folder) or {}).get("slurm_job")}
+        entry, folder, settled = _settled(i, len(planned), point, cfg, results)
+        if settled:
             continue
         launch.execute(cfg, point["recipe"], [*(argv or []), *point["overrides"]], submit=False)
         todo.append((point, cfg, entry, folder.resolve()))
