@@ -64,13 +64,17 @@ def test_an_override_or_an_edited_data_file_is_checked_again(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["HuggingFaceH4/ultrachat_200k", "someone/model-on-the-hub"])
-def test_nothing_on_the_hub_is_remembered(tmp_path, value):
+def test_nothing_on_the_hub_is_remembered(value, cli):
+    from zephyr_recipes import stages
     from zephyr_recipes.runtime import checkmemo
+    from zephyr_recipes.runtime.compose import compose
+    from zephyr_recipes.runtime.validate import validate
 
-    cfg = {"model": {"name_or_path": "builtin://tiny-mistral"}, "dataset": {"path": "builtin://tiny-ultrachat"}}
-    os.environ.setdefault("ZEPHYR_RECIPES_HOME", str(tmp_path))
-    assert checkmemo.key(cfg) is not None
-    for section, key in (("dataset", "path"), ("model", "name_or_path")):
-        hub = json.loads(json.dumps(cfg))
-        hub[section][key] = value
-        assert checkmemo.key(hub) is None, f"{section}.{key}={value} must not be remembered"
+    def key(*overrides):
+        cfg = validate(compose("tiny/sft", list(overrides))[0], "tiny/sft", deep=False)
+        return checkmemo.key(stages.of(cfg).recipe(cfg))
+
+    assert key() is not None and key() == key()
+    assert key("stage.trainer.learning_rate=1e-4") not in (None, key())
+    for override in (f"dataset.path={value}", f"model.name_or_path={value}", f"model.tokenizer_name_or_path={value}"):
+        assert key(override) is None, f"{override} must not be remembered"

@@ -55,7 +55,7 @@ def cmd_show(args) -> int:
         from .. import stages  # lazy: start-up
         from ..core.schema import explained  # lazy: start-up
 
-        sys.stdout.write(explained(cfg, stages.get(cfg["stage"]["name"]).schema))
+        sys.stdout.write(explained(cfg, stages.of(cfg).schema))
         return 0
     sys.stdout.write(dump(cfg))
     return 0
@@ -79,7 +79,7 @@ def cmd_validate(args) -> int:
         oks = []  # printed last, once every stage passed
         for st in cfg["pipeline"]["stages"]:
             c = st["config"]
-            stage = stages.get(c["stage"]["name"])
+            stage = stages.of(c)
             recipe = stage.recipe(c)
             checked += [f"{st['name']}: {line}" for line in
                         parity.run_check(c, stage, tokens, f"stage {st['name']}")]
@@ -95,10 +95,10 @@ def cmd_validate(args) -> int:
         return 0
     if code:
         print("\n".join(code))
-    stage = stages.get(cfg["stage"]["name"])
+    stage = stages.of(cfg)
     recipe = stage.recipe(cfg)
     # The slow checks (a tokenizer and the data loaded) are remembered while nothing they read changes.
-    memo_key = checkmemo.key(cfg, args.rows, sys.stdout.isatty())
+    memo_key = checkmemo.key(recipe, args.rows, sys.stdout.isatty())
     memo = None if args.recheck else checkmemo.recall(memo_key)
     if memo is not None:
         print(f"remembered: the checks below passed at {memo['at']} with this config, code and files "
@@ -232,7 +232,7 @@ def cmd_preview(args) -> int:
     from ..core import trust  # lazy: start-up
 
     trust.allow(args.trust_recipe_code)
-    stage = stages.get(cfg["stage"]["name"])
+    stage = stages.of(cfg)
     recipe = stage.recipe(cfg)
     # The tokenizer may be the model's own code; trust reads config mappings (it also reads raw pipelines).
     trust.check({"model": recipe.config["model"]})

@@ -34,7 +34,7 @@ def cmd_plan(args) -> int:
         text, refused = stageplan.pipeline_plan(planned, args.price, **options)
         print(text)
         return 1 if refused else 0
-    sp = stageplan.stage_plan(cfg, stages.get(cfg["stage"]["name"]), args.model_config, **options)
+    sp = stageplan.stage_plan(cfg, stages.of(cfg), args.model_config, **options)
     print(sp.text)
     cost = render_cost([sp.work], args.price) if sp.work is not None and args.price is not None else []
     for line in cost:

@@ -285,21 +285,22 @@ def critique_key(answer: str, judge: str) -> str:
     return f"{answer}:{judge}:critique"
 
 
-def critique_step(cfg: dict, prompts: list[str], critiques: Store, answers: list[dict], rating_of: dict,
-                  jid: str) -> dict | None:
+def critique_step(score: str, judge_spec: dict, hardware: dict, prompts: list[str], critiques: Store,
+                  answers: list[dict], rating_of: dict, jid: str) -> dict | None:
     """With ``binarize.score: overall``: annotate_critique.py's critique of every answer, then
     fix_overall_score_issue.py's rule on each overall_score of 10, all written to ``critiques`` as they arrive
     (``{key: <answer>:<judge>:critique, answer, judge, critique, overall_score, raw}``, and
     ``fix: {fine-grained_score, action, before}`` once the fix looked at it); a resumed run asks nothing twice.
     ``answers``: the answers of the config's generators; ``rating_of``: answer key -> its first rating by the judge
-    ``jid``. Returns the counts for the summary."""
-    if cfg["stage"]["binarize"]["score"] != "overall":
+    ``jid``. ``score``: the stage's binarize.score; ``judge_spec``, ``hardware``: the stage's judge and the
+    hardware section, as the checked mappings a judge is made from. Returns the counts for the summary."""
+    if score != "overall":
         return None
     by_pid = {prompt_id(p): p for p in prompts}
     key = {r["key"]: critique_key(r["key"], jid) for r in answers}
     todo = [r for r in answers if _unasked(critiques.get(key[r["key"]]))]
-    with serving(cfg["stage"]["judge"], critiques.path.parent, "judge") as spec:
-        judge = make_judge(spec, cfg["hardware"], checked=True)  # the stage's judge, checked at validation
+    with serving(judge_spec, critiques.path.parent, "judge") as spec:
+        judge = make_judge(spec, hardware, checked=True)  # the stage's judge, checked at validation
         if not isinstance(judge, UltraFeedbackJudge):
             raise ZephyrError("binarize.score overall needs critiques, and the judge does not write them",
                               "set stage.judge.protocol=ultrafeedback, or stage.binarize.score=mean")

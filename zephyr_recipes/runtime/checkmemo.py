@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from ..core.recipe import Recipe
 from ..embedded import builtin
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -59,21 +60,21 @@ def _files(value: str) -> Optional[list]:
     return out
 
 
-def _inputs(cfg: dict) -> Optional[dict]:
+def _inputs(recipe: Recipe) -> Optional[dict]:
     """Every file the slow checks read, by the config key that names it; None when one of them is on the hub."""
-    model, data = cfg.get("model") or {}, cfg.get("dataset") or {}
+    model, data = recipe.model, recipe.dataset
     named: dict[str, Any] = {
-        "model.name_or_path": model.get("name_or_path"),
-        "model.tokenizer_name_or_path": model.get("tokenizer_name_or_path"),
-        "dataset.path": data.get("path"),
+        "model.name_or_path": model.name_or_path,
+        "model.tokenizer_name_or_path": model.tokenizer_name_or_path,
+        "dataset.path": data.path,
     }
-    template = model.get("chat_template")
-    if isinstance(template, str) and (template.endswith(".jinja") or "/" in template):
+    template = model.chat_template
+    if template and (template.endswith(".jinja") or "/" in template):
         named["model.chat_template"] = template
-    for i, source in enumerate(data.get("mixture") or []):
-        if isinstance(source, dict):
+    for i, source in enumerate(data.mixture):
+        if isinstance(source, dict):  # a mixture's sources are free-form mappings
             named[f"dataset.mixture[{i}].path"] = source.get("path")
-    for i, path in enumerate(data.get("decontaminate") or []):
+    for i, path in enumerate(data.decontaminate):
         named[f"dataset.decontaminate[{i}]"] = path
     out = {}
     for key, value in named.items():
@@ -102,13 +103,13 @@ def _code() -> str:
     return digest.hexdigest()
 
 
-def key(cfg: dict, *extra: Any) -> Optional[str]:
-    """The memory's name for these checks of ``cfg`` (``extra``: what else changes their output), or None when the
-    checks read something on the hub."""
-    inputs = _inputs(cfg)
+def key(recipe: Recipe, *extra: Any) -> Optional[str]:
+    """The memory's name for these checks of ``recipe`` (``extra``: what else changes their output), or None when
+    the checks read something on the hub."""
+    inputs = _inputs(recipe)
     if inputs is None:
         return None
-    blob = json.dumps({"config": cfg, "inputs": inputs, "code": _code(), "extra": list(extra)}, sort_keys=True,
+    blob = json.dumps({"config": recipe.config, "inputs": inputs, "code": _code(), "extra": list(extra)}, sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 

@@ -78,7 +78,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     own tools and returns what the run would launch. ``known`` carries what earlier pipeline stages will write
     (models and data) from stage to stage, for the plan.
     """
-    stage = stages.get(cfg["stage"]["name"])
+    stage = stages.of(cfg)
     recipe = stage.recipe(cfg)
     hw = recipe.hardware
     output_dir = cast(str, recipe.run.output_dir)  # validation sets every run's folder

@@ -38,7 +38,7 @@ NODE_SCRIPT = "launch_node.sh"
 
 def _recipe(cfg: Recipe | dict) -> Recipe:
     """``cfg`` as a typed recipe: itself, or a checked config read by its stage."""
-    return cfg if isinstance(cfg, Recipe) else stages.get(cfg["stage"]["name"]).recipe(cfg)
+    return cfg if isinstance(cfg, Recipe) else stages.of(cfg).recipe(cfg)
 
 
 def write_configs(cfg: Recipe | dict, folder: Path) -> Path:
@@ -332,7 +332,7 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     runtime/runcheck.py for every stage already.
     """
 
-    stage = stages.get(cfg["stage"]["name"])  # the front end's one look-up: the checks below receive the stage
+    stage = stages.of(cfg)  # the front end's one look-up: the checks below receive the stage
     recipe = stage.recipe(cfg)
     hw = recipe.hardware
     # Checks that read the config only, first (the plan reads shapes, never a model's code): a run that cannot fit

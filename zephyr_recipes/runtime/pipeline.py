@@ -180,7 +180,7 @@ def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None
 
 def _stage_recipe(cfg: dict) -> tuple[stages.Stage, Recipe]:
     """A checked stage config's stage and its typed recipe (typed once per contents, so asking again is cheap)."""
-    stage = stages.get(cfg["stage"]["name"])
+    stage = stages.of(cfg)
     return stage, stage.recipe(cfg)
 
 

@@ -151,7 +151,7 @@ def model_config(cfg: Recipe | dict, path: str | None = None, folders: dict | No
             raise ZephyrError(f"--model-config {path} is not a config.json or a folder holding one",
                               "give the path of the model's config.json")
         return json.loads(p.read_text()), str(p)
-    model = (cfg if isinstance(cfg, Recipe) else stages.get(cfg["stage"]["name"]).recipe(cfg)).model
+    model = (cfg if isinstance(cfg, Recipe) else stages.of(cfg).recipe(cfg)).model
     return config_of(model.name_or_path, model, folders)
 
 

@@ -193,7 +193,7 @@ class Rehearsal:
         in (read from its typed recipe)."""
 
         self._stage = stage_name
-        stage = stages.get(cfg["stage"]["name"])
+        stage = stages.of(cfg)
         recipe = stage.recipe(cfg)
         staged = copy.deepcopy(cfg)  # what is written: the same mapping, its heavy parts swapped
         hw = recipe.hardware
@@ -304,7 +304,7 @@ def parity_lines(cfg: dict, produced: dict, where: str) -> list[str]:
     ZephyrError on a mismatch."""
     from . import parity  # lazy: start-up
 
-    lines = parity.run_check(cfg, stages.get(cfg["stage"]["name"]), produced, f"stage {where}")
+    lines = parity.run_check(cfg, stages.of(cfg), produced, f"stage {where}")
     for line in lines:
         print(f"{where}: {line}", file=sys.stderr)
     return lines

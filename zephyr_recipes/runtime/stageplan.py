@@ -124,7 +124,7 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
     parts, works, refused = [], [], False
     for st, recipe, cfg in planned:
         try:
-            stage = stages.get(cfg["stage"]["name"])
+            stage = stages.of(cfg)
             sp = stage_plan(cfg, stage, folders=folders, data=data, **options)
         except ZephyrError as exc:
             parts.append(f"== stage {st['name']} ({recipe}): not planned: {exc.problem}")

@@ -91,7 +91,7 @@ def _validate(recipe: str, overrides: list[str]) -> tuple[dict, str]:
 
 def _recipe(cfg: dict) -> Recipe:
     """A point's checked config as its stage's typed recipe (typed once per contents: read it again after a change)."""
-    return stages.get(cfg["stage"]["name"]).recipe(cfg)
+    return stages.of(cfg).recipe(cfg)
 
 
 def _folder(run: RunConfig) -> Path:

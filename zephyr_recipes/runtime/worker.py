@@ -38,7 +38,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
         raise ZephyrError(f"{folder / runfolder.CONFIG} is not a run's config (no stage section)",
                           "re-run the command that made the folder with run.overwrite=true")
     setup_logging(folder)
-    stage = stage or stages.get(cfg["stage"]["name"])
+    stage = stage or stages.of(cfg)
     typed = stage.recipe(cfg)
     try:
         return stage.run(typed, folder, RunContext(argv or sys.argv, recipe, resume_from))

@@ -37,3 +37,9 @@ def names() -> list[str]:
 def get(name) -> Stage:
     """The stage called ``name``, or an error listing the stages."""
     return REGISTRY.get(name)
+
+
+def of(cfg: dict) -> Stage:
+    """The stage a checked config (or a frozen config.yaml) names: the one look-up of the stage's name, which says
+    whose schema types the rest (``of(cfg).recipe(cfg)``)."""
+    return REGISTRY.get(cfg["stage"]["name"])

@@ -150,7 +150,9 @@ def run(recipe: AIFRecipe, folder: Path) -> dict:
     try:
         generate_all(recipe, prompts, book)
         judge_all(recipe, prompts, book)
-        critiqued = ultrafeedback.critique_step(recipe.config, prompts, critiques, *current_ratings(recipe, prompts, book))
+        critiqued = ultrafeedback.critique_step(recipe.stage.binarize.score, asdict(judge_of(recipe.stage)),
+                                                asdict(recipe.hardware), prompts, critiques,
+                                                *current_ratings(recipe, prompts, book))
     finally:
         completions.close()
         ratings.close()
