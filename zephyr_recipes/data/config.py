@@ -39,7 +39,9 @@ def check_config(ds: DatasetConfig | dict, rows: RowKind | None) -> None:
                           "or list sources under dataset.mixture")
     if ds.format not in FORMATS:
         raise ZephyrError(f"dataset.format={ds.format!r} is not a format", f"use one of {', '.join(FORMATS)}")
-    _check_columns("dataset.columns", ds.columns)
+    # the mapping's keys: the shared ones, and any of the stage's row kind (a plugin's kind brings its own)
+    keys = tuple(dict.fromkeys(COLUMN_KEYS + (rows.source_keys if rows is not None else ())))
+    _check_columns("dataset.columns", ds.columns, keys)
     _check_roles("dataset.roles", ds.roles)
     for i, src in enumerate(ds.mixture or []):
         where = f"dataset.mixture[{i}]"
@@ -60,7 +62,7 @@ def check_config(ds: DatasetConfig | dict, rows: RowKind | None) -> None:
                 raise ZephyrError(f"`{where}.{key}` must be a string", f"{key}: {SOURCE_KEYS[key]}")
         if src.get("format", "auto") not in FORMATS:
             raise ZephyrError(f"`{where}.format` is {src['format']!r}", f"use one of {', '.join(FORMATS)}")
-        _check_columns(f"{where}.columns", src.get("columns", {}))
+        _check_columns(f"{where}.columns", src.get("columns", {}), keys)
         _check_roles(f"{where}.roles", src.get("roles", {}))
     tf = ds.test_fraction
     if tf is not None and (isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 < tf < 1):
@@ -79,12 +81,12 @@ def check_config(ds: DatasetConfig | dict, rows: RowKind | None) -> None:
                               "e.g. dataset.decontaminate=[data/mt_bench/question.jsonl]")
 
 
-def _check_columns(where: str, columns) -> None:
+def _check_columns(where: str, columns, keys: tuple[str, ...]) -> None:
     if not isinstance(columns, dict):
         raise ZephyrError(f"`{where}` must be a mapping", "e.g. columns: {messages: conversations}")
     for key, value in columns.items():
-        if key not in COLUMN_KEYS:
-            raise unknown_key(where, key, COLUMN_KEYS)
+        if key not in keys:
+            raise unknown_key(where, key, keys)
         if not isinstance(value, str):
             raise ZephyrError(f"`{where}.{key}` must name a column of the dataset", f"e.g. {key}: {key}")
 

@@ -45,6 +45,17 @@ class RowKind:
     packs: ClassVar[bool] = False  # rows may be packed (trainer.packing): the preview measures it
     limits_prompts: ClassVar[bool] = False  # dataset.max_prompt_tokens applies (the check drops long prompts)
     converts_from: ClassVar[tuple[str, ...]] = ()  # kinds whose sources are converted into this one on load
+    # The reasons of its row check that checks.REASONS lacks, with what each says of a row ("has a score that is
+    # not a number"): added to checks.EXPLAIN when the class is made, for the message of dataset.strict.
+    reasons: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for reason, says in cls.reasons.items():
+            if checks.EXPLAIN.setdefault(reason, says) != says:
+                raise ZephyrError(f"row kind {cls.__name__} explains the reason {reason!r} otherwise than "
+                                  f"checks.EXPLAIN ({checks.EXPLAIN[reason]!r})",
+                                  "give the kind's reason a name of its own")
 
     def __repr__(self) -> str:
         return f"<row kind {self.name} v{self.version}>"
