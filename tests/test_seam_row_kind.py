@@ -185,6 +185,10 @@ def test_the_kind_is_found_by_its_entry_point(plugin):
     assert proc.stdout.split() == ["<row", "kind", "graded", "v3>", "package", "zr-graded-plugin", "True"]
     proc = run("-m", "zephyr_recipes", "list")
     assert proc.returncode == 0 and "graded_sft" in proc.stdout and "zr-graded-plugin" in proc.stdout, proc.stderr
+    kinds_listed = proc.stdout.split("\nrow kinds")[1]
+    assert "graded" in kinds_listed and "(from package zr-graded-plugin)" in kinds_listed
+    chat = next(line for line in kinds_listed.splitlines() if line.strip().startswith("chat "))
+    assert "(from " not in chat  # a built-in kind says no package
 
 
 def test_validate_and_preview_read_the_kinds_rows(plugin):

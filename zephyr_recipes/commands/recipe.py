@@ -203,6 +203,12 @@ def cmd_list(args) -> int:
     print("\nbenchmarks (stage.benchmarks of an eval recipe, e.g. tiny/eval):")
     for name in benchmarks.names():
         print(f"  {name:<14} {benchmarks.get(name).title}{origin(benchmarks.REGISTRY, name)}")
+    from ..data import kinds  # lazy: start-up
+
+    print("\nrow kinds (what one prepared row of a stage's data is; docs/row-kinds.md):")
+    for name in kinds.KINDS.names():
+        kind = kinds.get(name)
+        print(f"  {name:<10} {', '.join(kind.columns)}: {kind.summary}{origin(kinds.KINDS, name)}")
     return 0
 
 
