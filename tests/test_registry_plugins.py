@@ -90,7 +90,7 @@ class Vowels(Benchmark):
         return False
 
     def run(self, ctx):
-        return {"vowels": sum(c in "aeiouy" for c in ctx.section(self)["word"])}
+        return {"vowels": sum(c in "aeiouy" for c in ctx.section(self).word)}
 
     def protocol(self, sec, result):
         return "counts vowels"

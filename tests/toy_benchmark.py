@@ -25,7 +25,7 @@ class Toy(Benchmark):
         return False
 
     def run(self, ctx):
-        return {"letters": len(ctx.section(self)["word"])}
+        return {"letters": len(ctx.section(self).word)}
 
     def protocol(self, sec, result):
         return "counts letters"

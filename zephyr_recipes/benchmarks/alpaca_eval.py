@@ -82,30 +82,30 @@ class AlpacaEval(Benchmark):
     def read_answers(self, path: str):
         return read_alpaca(path)
 
-    def load(self, sec: dict) -> list[dict]:
-        return alpaca.load_instructions(sec["instructions"], sec["max_samples"], sec["seed"])
+    def load(self, sec: AlpacaEvalConfig) -> list[dict]:
+        return alpaca.load_instructions(sec.instructions, sec.max_samples, sec.seed)
 
-    def answers(self, ctx: Context, sec: dict, rows: list[dict], outputs) -> Optional[dict]:
+    def answers(self, ctx: Context, sec: AlpacaEvalConfig, rows: list[dict], outputs) -> Optional[dict]:
         """The answers file's outputs, or the model's (generated); returns where imported ones came from."""
-        if sec["answers"]:
-            return precomputed.alpaca_outputs(sec["answers"], rows, outputs, self.answer_format)
-        alpaca.generate(ctx.backend(), rows, outputs, sec["sampling"])
+        if sec.answers:
+            return precomputed.alpaca_outputs(sec.answers, rows, outputs, self.answer_format)
+        alpaca.generate(ctx.backend(), rows, outputs, sec.sampling)
         return None
 
     def run(self, ctx: Context) -> dict:
-        sec = ctx.section(self)
+        sec: AlpacaEvalConfig = ctx.section(self)
         rows = self.load(sec)
-        prompt = read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval judge prompt") \
+        prompt = read_text(alpaca_lc.package_file(sec.prompt), "AlpacaEval judge prompt") \
             if ctx.reads_prompts(self) else None
-        log.info("AlpacaEval: %d instructions from %s", len(rows), sec["instructions"])
+        log.info("AlpacaEval: %d instructions from %s", len(rows), sec.instructions)
         out = ctx.folder / self.name
         outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
         try:
             imported = self.answers(ctx, sec, rows, outputs)
             produced = alpaca.model_outputs(rows, outputs, ctx.model_id)
             alpaca.write_outputs(out / "model_outputs.json", produced)
-            judge = ctx.make_judge(self, sec["judge_max_new_tokens"], sec["judge_temperature"])
-            alpaca.judge_all(judge, rows, outputs, judgments, prompt, sec["both_orders"], order_seed=sec["order_seed"])
+            judge = ctx.make_judge(self, sec.judge_max_new_tokens, sec.judge_temperature)
+            alpaca.judge_all(judge, rows, outputs, judgments, prompt, sec.both_orders, order_seed=sec.order_seed)
             release(judge)
         finally:
             outputs.close()
@@ -113,7 +113,7 @@ class AlpacaEval(Benchmark):
         wanted = {alpaca.instruction_id(r["instruction"]) for r in rows}
         mine = [j for j in judgments.records.values() if j["instruction_id"] in wanted]
         result = alpaca.scores(rows, produced, mine)
-        result.update(orders="both" if sec["both_orders"] else "one", first_failure=first_failure(mine))
+        result.update(orders="both" if sec.both_orders else "one", first_failure=first_failure(mine))
         if imported:
             result["answers_from"] = imported
         log.info("AlpacaEval: win rate %s ± %s (avg length %s; %d judge failures)", result["win_rate"],
@@ -131,7 +131,7 @@ class AlpacaEval(Benchmark):
         return f"{orders}, {result.get('n_total')} of {result.get('instructions')} instructions, baseline " \
                f"{', '.join(result.get('baseline') or []) or '?'}"
 
-    def card(self, sec: dict, result: dict) -> list[str]:
+    def card(self, sec: AlpacaEvalConfig, result: dict) -> list[str]:
         r = result
         orders = "both orders judged and averaged, not the published protocol" if r.get("orders") == "both" else \
             "one judgment per pair in alpaca_eval's seeded order"

@@ -21,6 +21,7 @@ from ..evaluation.alpaca_lc import GLMS
 from ..evaluation.sources import read_text
 from ..feedback.store import Store
 from .alpaca_eval import ALPACA_EVAL_CONFIGS, AlpacaEval, AlpacaEvalConfig
+from .alpaca_eval import BENCHMARK as ALPACA_EVAL_1
 from .base import Context, Metric, Reference, first_failure, release
 
 log = logging.getLogger("zephyr_recipes")
@@ -84,10 +85,11 @@ class AlpacaEval2(AlpacaEval):
         """The model's AlpacaEval 1 answers serve AlpacaEval 2.0 too (same instructions, same sampling): only the
         baseline and the judge differ, as on alpaca_eval's leaderboards."""
 
-        stage = ctx.cfg["stage"]
-        first, second = stage.get(AlpacaEval.name), stage[self.name]
-        if not ctx.chosen(AlpacaEval.name) or first["answers"] or second["answers"] \
-                or first["sampling"] != second["sampling"]:
+        if not ctx.chosen(AlpacaEval.name):
+            return
+        first: AlpacaEvalConfig = ctx.section(ALPACA_EVAL_1)
+        second: AlpacaEval2Config = ctx.section(self)
+        if first.answers or second.answers or first.sampling != second.sampling:
             return
         earlier = Store(ctx.folder / AlpacaEval.name / "outputs.jsonl")  # read only
         for r in rows:
@@ -96,24 +98,24 @@ class AlpacaEval2(AlpacaEval):
                 outputs.add({**rec, "source": f"{AlpacaEval.name}/outputs.jsonl"})
 
     def run(self, ctx: Context) -> dict:
-        sec = ctx.section(self)
+        sec: AlpacaEval2Config = ctx.section(self)
         rows = self.load(sec)
-        prompt = read_text(alpaca_lc.package_file(sec["prompt"]), "AlpacaEval 2.0 judge prompt") \
+        prompt = read_text(alpaca_lc.package_file(sec.prompt), "AlpacaEval 2.0 judge prompt") \
             if ctx.reads_prompts(self) else None
         out = ctx.folder / self.name
-        df_gamed, lc_note = alpaca_lc.resolve_df_gamed(sec["df_gamed"], sec["glm"], rows, out)
+        df_gamed, lc_note = alpaca_lc.resolve_df_gamed(sec.df_gamed, sec.glm, rows, out)
         if df_gamed:
             alpaca_lc._require_package()  # before any answer is generated
-        log.info("AlpacaEval 2.0: %d instructions from %s", len(rows), sec["instructions"])
+        log.info("AlpacaEval 2.0: %d instructions from %s", len(rows), sec.instructions)
         outputs, judgments = Store(out / "outputs.jsonl"), Store(out / "judgments.jsonl")
         try:
             self._reuse_alpaca_eval_answers(ctx, rows, outputs)
             imported = self.answers(ctx, sec, rows, outputs)
             produced = alpaca.model_outputs(rows, outputs, ctx.model_id)
             alpaca.write_outputs(out / "model_outputs.json", produced)
-            judge = ctx.make_judge(self, sec["judge_max_new_tokens"], sec["judge_temperature"])
-            alpaca_lc.judge_all(judge, rows, outputs, judgments, prompt, sec["both_orders"], sec["logprobs"],
-                                sec["order_seed"])
+            judge = ctx.make_judge(self, sec.judge_max_new_tokens, sec.judge_temperature)
+            alpaca_lc.judge_all(judge, rows, outputs, judgments, prompt, sec.both_orders, sec.logprobs,
+                                sec.order_seed)
             release(judge)
         finally:
             outputs.close()
@@ -121,10 +123,10 @@ class AlpacaEval2(AlpacaEval):
         wanted = {alpaca.instruction_id(r["instruction"]) for r in rows}
         by_iid = {alpaca.instruction_id(o["instruction"]): o["output"] for o in produced}
         mine = [j for j in judgments.records.values() if j["instruction_id"] in wanted]
-        approximate = sec["glm"] == "length_controlled_minimal"
-        result = alpaca_lc.scores(rows, by_iid, mine, ctx.model_id, sec["glm"], df_gamed, out, lc_note, approximate,
-                                  None if approximate else alpaca_lc.df_gamed_source(sec["df_gamed"], df_gamed))
-        result.update(orders="both" if sec["both_orders"] else "one", first_failure=first_failure(mine))
+        approximate = sec.glm == "length_controlled_minimal"
+        result = alpaca_lc.scores(rows, by_iid, mine, ctx.model_id, sec.glm, df_gamed, out, lc_note, approximate,
+                                  None if approximate else alpaca_lc.df_gamed_source(sec.df_gamed, df_gamed))
+        result.update(orders="both" if sec.both_orders else "one", first_failure=first_failure(mine))
         if imported:
             result["answers_from"] = imported
         log.info("AlpacaEval 2.0: LC win rate %s ± %s, win rate %s ± %s (%s preferences, GLM %s; %d judge failures)",
@@ -136,7 +138,7 @@ class AlpacaEval2(AlpacaEval):
         lc = result.get("lc_note") or f"GLM {result.get('glm')}"
         return f"{super().protocol(sec, result)}; {result.get('preferences') or 'no'} preferences; LC: {lc}"
 
-    def card(self, sec: dict, result: dict) -> list[str]:
+    def card(self, sec: AlpacaEvalConfig, result: dict) -> list[str]:
         r = result
         lc = self.metrics[0].format({k: v for k, v in r.items() if k != "lc_caveat"})  # the note follows
         orders = "both orders judged and averaged, not the published protocol" if r.get("orders") == "both" else \

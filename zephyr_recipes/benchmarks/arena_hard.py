@@ -9,7 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from ..core.errors import ZephyrError
 from ..core.schema import option
@@ -57,13 +57,13 @@ class ArenaHard(Benchmark):
     title = "Arena-Hard"
     sizes = {"v0.1": 500, "v2.0": 750}  # the published sets' prompts
 
-    def prompt_count(self, sec: dict) -> int:
-        return self.sizes.get(str(sec.get("version")), 500)
+    def prompt_count(self, sec: ArenaHardConfig) -> int:
+        return self.sizes.get(str(sec.version), 500)
 
-    def on_unparsable(self, sec: dict) -> Unparsable:
-        return CONTINUE_2024 if str(sec.get("version")) == "v0.1" else ASK_ONCE_2025
+    def on_unparsable(self, sec: ArenaHardConfig) -> Unparsable:
+        return CONTINUE_2024 if str(sec.version) == "v0.1" else ASK_ONCE_2025
 
-    def workload(self, sec: dict) -> tuple[int, int, int, int]:
+    def workload(self, sec: ArenaHardConfig) -> tuple[int, int, int, int]:
         answers, new, judged, budget = super().workload(sec)
         return answers, new, judged * 2, budget  # every prompt is judged in both orders (two games)
     schema = ArenaHardConfig
@@ -78,7 +78,8 @@ class ArenaHard(Benchmark):
         return parse_answers(path)
 
     def check(self, sec: dict, stage: dict) -> None:
-        """The version's public files fill what the recipe leaves null (v0.1 or v2.0)."""
+        """The version's public files fill what the recipe leaves null (v0.1 or v2.0), in the config's mapping (what
+        config.yaml holds and :meth:`run` reads typed)."""
         version = str(sec["version"])
         if version not in VERSIONS:
             raise ZephyrError(f"stage.arena_hard.version={sec['version']!r}", f"choose from: {', '.join(VERSIONS)}")
@@ -98,10 +99,11 @@ class ArenaHard(Benchmark):
                               "give positive whole numbers (the benchmark's: 3 and 100)")
 
     def run(self, ctx: Context) -> dict:
-        sec = ctx.section(self)
-        protocol = arena_hard.PROTOCOLS[sec["version"]]
-        questions = arena_hard.load_questions(sec["questions"], sec["max_questions"], sec["seed"])
-        settings = arena_hard.load_settings(sec["judge_settings"])
+        sec: ArenaHardConfig = ctx.section(self)
+        protocol = arena_hard.PROTOCOLS[sec.version]
+        # check filled what the recipe left null from the version's public files
+        questions = arena_hard.load_questions(cast(str, sec.questions), sec.max_questions, sec.seed)
+        settings = arena_hard.load_settings(cast(str, sec.judge_settings))
         categories = sorted({q["category"] for q in questions})
 
         def for_category(mapping: dict, category: str, what: str):
@@ -117,7 +119,7 @@ class ArenaHard(Benchmark):
         files: dict[str, tuple] = {}
         baselines, missing = {}, []
         for q in questions:
-            spec = for_category(sec["baselines"], q["category"], "baselines")
+            spec = for_category(sec.baselines, q["category"], "baselines")
             if spec not in files:
                 files[spec] = arena_hard.parse_answers(spec)
             name, answers = files[spec]
@@ -131,35 +133,35 @@ class ArenaHard(Benchmark):
                         ", ".join(missing[:5]), " ..." if len(missing) > 5 else "")
         system_prompts = {}
         if ctx.reads_prompts(self):
-            system_prompts = {c: arena_hard.read_prompt(for_category(sec["system_prompts"], c, "system_prompts"),
+            system_prompts = {c: arena_hard.read_prompt(for_category(sec.system_prompts, c, "system_prompts"),
                                                         "Arena-Hard judge system prompt") for c in categories}
-        log.info("Arena-Hard %s: %d prompts from %s", sec["version"], len(questions), sec["questions"])
+        log.info("Arena-Hard %s: %d prompts from %s", sec.version, len(questions), sec.questions)
         out = ctx.folder / self.name
         if missing:
             out.mkdir(parents=True, exist_ok=True)
             (out / "missing_baseline.txt").write_text("".join(f"{uid}\n" for uid in missing))
         imported = None
         with stores(out) as (answers, judgments):
-            if sec["answers"]:
-                imported = precomputed.arena_hard_answers(sec["answers"], questions, answers, self.answer_format)
+            if sec.answers:
+                imported = precomputed.arena_hard_answers(sec.answers, questions, answers, self.answer_format)
             else:
                 arena_hard.generate(ctx.backend(), [q for q in questions if q["uid"] in baselines], answers,
-                                    sec["sampling"])
+                                    sec.sampling)
             rows = arena_hard.answer_records(questions, answers, ctx.model_id)
             (out / "model_answer").mkdir(parents=True, exist_ok=True)
             (out / "model_answer" / f"{ctx.model_id.replace('/', '_')}.jsonl").write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
             temperature = settings.get("temperature")  # the benchmark's judge temperature, unless the spec sets one
-            judge = ctx.make_judge(self, sec["judge_max_new_tokens"] or int(settings.get("max_tokens") or 4096),
+            judge = ctx.make_judge(self, sec.judge_max_new_tokens or int(settings.get("max_tokens") or 4096),
                                    0.0 if temperature is None else float(temperature))
             arena_hard.judge_all(judge, questions, answers, baselines, judgments, settings, system_prompts,
                                  protocol["verdict_rule"])
             release(judge)
         ids = {q["uid"] for q in questions}
         mine = [j for j in judgments.records.values() if j["uid"] in ids]
-        result = arena_hard.scores(questions, mine, missing, sec["strong_weight"], sec["bootstrap_rounds"],
-                                   sec["seed"], sec["version"])
-        result.update(version=sec["version"], answered=len(rows), first_failure=first_failure(mine))
+        result = arena_hard.scores(questions, mine, missing, sec.strong_weight, sec.bootstrap_rounds,
+                                   sec.seed, sec.version)
+        result.update(version=sec.version, answered=len(rows), first_failure=first_failure(mine))
         if imported:
             result["answers_from"] = imported
         log.info("Arena-Hard: %s (%s%% CI %s; %d battles, %d judge failures, %d prompts without a baseline answer)",
@@ -181,7 +183,7 @@ class ArenaHard(Benchmark):
         return f"Arena-Hard {result.get('version')}: both orders, verdict rule {result.get('verdict_rule')}, {how}, " \
                f"{result.get('questions')} prompt(s)"
 
-    def card(self, sec: dict, result: dict) -> list[str]:
+    def card(self, sec: ArenaHardConfig, result: dict) -> list[str]:
         ah = result
         ci = ah.get("ci") or [None, None]
         lines = [f"## Arena-Hard-Auto {ah.get('version', '')}\n",

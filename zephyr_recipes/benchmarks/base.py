@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
 
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe, section_of
 from ..feedback.judges import ASK_ONCE, Unparsable
 from ..feedback.store import Store
 
@@ -68,6 +69,11 @@ class Metric:
         return text
 
 
+def _key(sec: Any, name: str) -> Any:
+    """A key of a section whose schema may not declare it (the base class serves every benchmark's schema)."""
+    return getattr(sec, name, None)
+
+
 def _dig(result, path):
     for key in path or ():
         if not isinstance(result, dict):
@@ -108,10 +114,10 @@ def _put(d: dict, path: tuple, value) -> None:
 
 @dataclass
 class Context:
-    """What the eval stage hands a benchmark's ``run``: the frozen config, the run folder, the model under test
-    (loaded when first asked for), its name in answer files, and the benchmark's judge."""
+    """What the eval stage hands a benchmark's ``run``: the frozen config as a typed :class:`Recipe`, the run folder,
+    the model under test (loaded when first asked for), its name in answer files, and the benchmark's judge."""
 
-    cfg: dict
+    recipe: Recipe
     folder: Path
     model_id: str
     backend: Callable[[], Any]
@@ -119,11 +125,24 @@ class Context:
     reads_prompts: Callable[[Any], bool]  # (benchmark) -> whether its judge reads judge prompts
     extra: dict = field(default_factory=dict)
 
-    def section(self, benchmark: "Benchmark") -> dict:
-        return self.cfg["stage"][benchmark.name]
+    @property
+    def cfg(self) -> dict:
+        """The checked config mapping (config.yaml's contents)."""
+        return self.recipe.config
+
+    def section(self, benchmark: "Benchmark") -> Any:
+        """The benchmark's own section, checked and completed, as an instance of its ``schema``
+        (``dataclasses.asdict`` gives the mapping back)."""
+        return typed_section(benchmark, self.recipe.config["stage"][benchmark.name])
 
     def chosen(self, name: str) -> bool:
-        return name in self.cfg["stage"]["benchmarks"]
+        return name in self.recipe.stage.benchmarks
+
+
+def typed_section(benchmark: "Benchmark", values: Any) -> Any:
+    """A benchmark's section as an instance of its ``schema``: ``values`` itself when it is one, else the checked
+    mapping typed (keys it leaves out take their defaults)."""
+    return section_of(benchmark.schema, values)
 
 
 class Benchmark:
@@ -150,29 +169,32 @@ class Benchmark:
         """The models a result was compared against (a ``compare`` benchmark's baseline); none by default."""
         return list((result or {}).get("baseline") or []) if self.asks == "compare" else []
 
-    def on_unparsable(self, sec: dict) -> Unparsable:
+    def on_unparsable(self, sec: Any) -> Unparsable:
         """The benchmark's rule for a judge reply its reader cannot read (asked again, continued, or dropped); the
         stage hands it to the judge, whose own re-asks do not apply."""
         return self.unparsable
 
-    def workload(self, sec: dict) -> tuple[int, int, int, int]:
-        """For the plan: (answers the model writes, tokens per answer, judge requests, tokens per judge reply)."""
+    def workload(self, sec: Any) -> tuple[int, int, int, int]:
+        """For the plan: (answers the model writes, tokens per answer, judge requests, tokens per judge reply).
+        ``sec``: the typed section; the keys a benchmark's schema may or may not declare are read where it has
+        them."""
         full = self.prompt_count(sec)
-        n = min(full, sec.get("max_questions") or sec.get("max_samples") or full)
-        new = int(sec.get("max_new_tokens") or (sec.get("sampling") or {}).get("max_new_tokens") or 1024)
+        n = min(full, _key(sec, "max_questions") or _key(sec, "max_samples") or full)
+        new = int(_key(sec, "max_new_tokens") or (_key(sec, "sampling") or {}).get("max_new_tokens") or 1024)
         answers = n * self.turns if self.uses_model(sec) else 0
-        judged = n * self.turns * (2 if sec.get("both_orders") else 1) if self.asks else 0
-        return answers, new, judged, int(sec.get("judge_max_new_tokens") or 1024)
+        judged = n * self.turns * (2 if _key(sec, "both_orders") else 1) if self.asks else 0
+        return answers, new, judged, int(_key(sec, "judge_max_new_tokens") or 1024)
 
-    def prompt_count(self, sec: dict) -> int:
+    def prompt_count(self, sec: Any) -> int:
         return self.size
 
-    def uses_model(self, sec: dict) -> bool:
+    def uses_model(self, sec: Any) -> bool:
         """Whether it needs the model under test: not when an answers file holds the answers."""
-        return not sec.get("answers")
+        return not _key(sec, "answers")
 
     def check(self, sec: dict, stage: dict) -> None:
-        """Complete and check the section before anything loads (the schema checked keys and types)."""
+        """Complete and check the section before anything loads (the schema checked keys and types): ``sec`` is the
+        config's mapping, completed in place (what config.yaml then holds), and ``stage`` the stage's mapping."""
 
     def read_answers(self, path: str) -> tuple[Optional[str], dict]:
         """(model name, prompt key -> answer) from a precomputed answers file; refuses another format."""
@@ -182,7 +204,8 @@ class Benchmark:
         raise NotImplementedError
 
     def protocol(self, sec: dict, result: dict) -> str:
-        """How this run's figures were made, in a few words for the report beside the published protocols."""
+        """How this run's figures were made, in a few words for the report beside the published protocols; ``sec``:
+        the section as the run's config.yaml holds it (a mapping; an older run's may lack keys)."""
         return ""
 
     def browse(self, runs: list[tuple[str, Path]]) -> Optional[list[dict]]:
@@ -191,8 +214,8 @@ class Benchmark:
         nothing to browse (a benchmark without per-prompt answers)."""
         return None
 
-    def card(self, sec: dict, result: dict) -> list[str]:
-        """The run card's section: markdown lines."""
+    def card(self, sec: Any, result: dict) -> list[str]:
+        """The run card's section: markdown lines; ``sec``: the typed section."""
         return [f"## {self.title}\n"] + [f"- {m.label}: **{m.format(result)}**" for m in self.metrics] + [""]
 
     def notes(self, result: dict) -> list[str]:

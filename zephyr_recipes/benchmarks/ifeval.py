@@ -61,19 +61,19 @@ class IFEval(Benchmark):
         return None, ifeval.read_responses(path)
 
     def run(self, ctx: Context) -> dict:
-        sec = ctx.section(self)
-        prompts = ifeval.load_prompts(sec["prompts"], sec["max_questions"], sec["seed"])
+        sec: IFEvalConfig = ctx.section(self)
+        prompts = ifeval.load_prompts(sec.prompts, sec.max_questions, sec.seed)
         log.info("IFEval: %d prompts", len(prompts))
         out = ctx.folder / self.name
         store = Store(out / "answers.jsonl")
         imported = None
         try:
-            if sec["answers"]:
-                imported = self._import(sec["answers"], prompts, store)
+            if sec.answers:
+                imported = self._import(sec.answers, prompts, store)
             else:
                 todo = [p for p in prompts if str(p["key"]) not in store]
                 convs = [[{"role": "user", "content": p["prompt"]}] for p in todo]
-                sampling = {"temperature": 0.0, "max_new_tokens": sec["max_new_tokens"]}
+                sampling = {"temperature": 0.0, "max_new_tokens": sec.max_new_tokens}
                 for j, res in (ctx.backend().generate(convs, 1, sampling) if todo else ()):
                     p = todo[j]
                     store.add(answered({"key": str(p["key"]), "tstamp": time.time()}, res, "answer"))
@@ -87,7 +87,7 @@ class IFEval(Benchmark):
             for s in scored))
         (out / "scored.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scored))
         result = ifeval.summary(scored)
-        result.update(asked=len(prompts), sampled=bool(sec["max_questions"]), max_new_tokens=sec["max_new_tokens"],
+        result.update(asked=len(prompts), sampled=bool(sec.max_questions), max_new_tokens=sec.max_new_tokens,
                       checkers=ifeval.CHECKERS)
         if imported:
             result["answers_from"] = imported
@@ -116,7 +116,7 @@ class IFEval(Benchmark):
         sample = f" (seeded sample, seed {sec.get('seed')})" if result.get("sampled") else ""
         return f"lm-eval's IFEval checkers; {how}; {result.get('prompts')} of {self.size} prompts{sample}"
 
-    def card(self, sec: dict, result: dict) -> list[str]:
+    def card(self, sec: IFEvalConfig, result: dict) -> list[str]:
         lines = [f"## {self.title}\n",
                  f"{result.get('prompts')} prompts ({result.get('instructions')} instructions); "
                  + ("answers read from `" + result["answers_from"]["file"] + "`" if result.get("answers_from") else

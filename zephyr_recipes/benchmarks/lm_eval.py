@@ -3,26 +3,12 @@ leaderboard's few-shot counts and metrics. No judge: the tasks declare their own
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
-
-from ..core.schema import option
 from ..evaluation import harness
-from ..evaluation.harness import normalise_tasks
+from ..evaluation.harness import LmEvalConfig, normalise_tasks
 from ..model import modeling
 from .base import Benchmark, Context, Metric, Reference
 
 TASKS = (("arc_challenge", "ARC"), ("hellaswag", "HellaSwag"), ("mmlu", "MMLU"), ("truthfulqa_mc2", "TruthfulQA"))
-
-
-@dataclass
-class LmEvalConfig:
-    tasks: list = option([{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
-                          {"name": "mmlu", "num_fewshot": 5}, {"name": "truthfulqa_mc2", "num_fewshot": 0}],
-                         "Tasks as [{name, num_fewshot, metric?, data_files? | yaml?}] (the Open LLM Leaderboard v1's).")
-    batch_size: Any = option("auto", "lm-evaluation-harness's batch size.")
-    limit: Optional[int] = option(None, "Examples per task; null for all.")
-    seed: int = option(1234, "lm-evaluation-harness's seed.")
 
 
 class LmEval(Benchmark):
@@ -35,7 +21,7 @@ class LmEval(Benchmark):
     failures_key = None
     own_model = True
 
-    def uses_model(self, sec: dict) -> bool:
+    def uses_model(self, sec: LmEvalConfig) -> bool:
         return True
     metrics = tuple(Metric(task, label, (task, "value")) for task, label in TASKS)
     references = (Reference("Zephyr-7B-beta", {"arc_challenge": 62.03, "hellaswag": 84.52, "mmlu": 61.44,
@@ -48,8 +34,8 @@ class LmEval(Benchmark):
         normalise_tasks(sec["tasks"])
 
     def run(self, ctx: Context) -> dict:
-        placement = modeling.resolve_placement(ctx.cfg["hardware"])
-        return harness.run(ctx.section(self), ctx.cfg["model"], placement, ctx.folder)
+        placement = modeling.resolve_placement(ctx.recipe.hardware)
+        return harness.run(ctx.section(self), ctx.recipe.model, placement, ctx.folder)
 
     def headline(self, result: dict) -> dict:
         """Every task's figure (not only the leaderboard's four)."""
@@ -60,7 +46,7 @@ class LmEval(Benchmark):
         limit = f", {sec.get('limit')} examples per task" if sec.get("limit") else ""
         return f"lm-evaluation-harness: {tasks}{limit}"
 
-    def card(self, sec: dict, result: dict) -> list[str]:
+    def card(self, sec: LmEvalConfig, result: dict) -> list[str]:
         labels = dict(TASKS)
         lines = [f"## {self.title}\n", "| task | shots | metric | value |", "| --- | --- | --- | --- |"]
         lines += [f"| {labels.get(t, t)} | {v['num_fewshot']} | {v['metric']} | {v['value']} |"

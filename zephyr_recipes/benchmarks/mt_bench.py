@@ -71,28 +71,28 @@ class MTBench(Benchmark):
         return read_fastchat(path)
 
     def run(self, ctx: Context) -> dict:
-        sec = ctx.section(self)
-        questions = mt_bench.load_questions(sec["questions"], sec["max_questions"], sec["seed"])
-        prompts = mt_bench.load_judge_prompts(sec["judge_prompts"]) if ctx.reads_prompts(self) else None
-        references = mt_bench.load_references(sec["reference_answers"])
-        log.info("MT-Bench: %d questions from %s", len(questions), sec["questions"])
+        sec: MTBenchConfig = ctx.section(self)
+        questions = mt_bench.load_questions(sec.questions, sec.max_questions, sec.seed)
+        prompts = mt_bench.load_judge_prompts(sec.judge_prompts) if ctx.reads_prompts(self) else None
+        references = mt_bench.load_references(sec.reference_answers)
+        log.info("MT-Bench: %d questions from %s", len(questions), sec.questions)
         out = ctx.folder / self.name
         imported = None
         with stores(out) as (answers, judgments):
-            if sec["answers"]:
-                imported = precomputed.fastchat_answers(sec["answers"], questions, answers, self.answer_format)
+            if sec.answers:
+                imported = precomputed.fastchat_answers(sec.answers, questions, answers, self.answer_format)
             else:
-                mt_bench.generate(ctx.backend(), questions, answers, sec["max_new_tokens"], sec["temperatures"])
+                mt_bench.generate(ctx.backend(), questions, answers, sec.max_new_tokens, sec.temperatures)
             rows = mt_bench.answer_records(questions, answers, ctx.model_id)
             (out / "model_answer.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            judge = ctx.make_judge(self, sec["judge_max_new_tokens"])
+            judge = ctx.make_judge(self, sec.judge_max_new_tokens)
             mt_bench.judge_all(judge, questions, answers, judgments, prompts, references)
             release(judge)
         ids = {str(q.id) for q in questions}
         mine = [j for j in judgments.records.values() if str(j["question_id"]) in ids]
         result = mt_bench.scores(mine)
         result.update(questions=len(questions), answered=len(rows), first_failure=first_failure(mine),
-                      sampled=bool(sec["max_questions"]))
+                      sampled=bool(sec.max_questions))
         if imported:
             result["answers_from"] = imported
         log.info("MT-Bench: %s (turn 1 %s, turn 2 %s; %d judge failures)", result["score"], result["turn_1"],
@@ -109,14 +109,14 @@ class MTBench(Benchmark):
         return f"FastChat llm_judge single-answer grading 1-10, {n} question(s)" + \
             (f" (seeded sample over categories, seed {sec.get('seed')})" if result.get("sampled") else "")
 
-    def card(self, sec: dict, result: dict) -> list[str]:
+    def card(self, sec: MTBenchConfig, result: dict) -> list[str]:
         cats = " | ".join(f"{c}: {v:.2f}" for c, v in (result.get("categories") or {}).items() if v is not None)
         return ["## MT-Bench\n",
                 f"- score **{result['score']}** (turn 1 {result['turn_1']}, turn 2 {result['turn_2']}) over "
                 f"{result['judged']} judged answers to {result['questions']} questions; judge failures: "
                 f"{result['failures']}",
                 f"- by category: {cats or '–'}",
-                f"- questions: `{sec['questions']}`; answers in FastChat's format: `mt_bench/model_answer.jsonl`; "
+                f"- questions: `{sec.questions}`; answers in FastChat's format: `mt_bench/model_answer.jsonl`; "
                 "judgments: `mt_bench/judgments.jsonl`\n",
                 "![MT-Bench by category](radar.png)\n"]
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import yaml
 
 from ..core.errors import ZephyrError, unknown_key
 from ..core.recipe import section_of
-from ..core.schema import ModelConfig
+from ..core.schema import ModelConfig, option
 from ..embedded import builtin
 from ..model import modeling
 
@@ -25,6 +27,18 @@ log = logging.getLogger("zephyr_recipes")
 LEADERBOARD = {"arc_challenge": ("acc_norm", 25), "hellaswag": ("acc_norm", 10), "mmlu": ("acc", 5),
                "truthfulqa_mc2": ("acc", 0)}
 TASK_KEYS = {"name", "num_fewshot", "metric", "data_files", "yaml"}
+
+
+@dataclass
+class LmEvalConfig:
+    """The lm_eval benchmark's section (``stage.lm_eval``)."""
+
+    tasks: list = option([{"name": "arc_challenge", "num_fewshot": 25}, {"name": "hellaswag", "num_fewshot": 10},
+                          {"name": "mmlu", "num_fewshot": 5}, {"name": "truthfulqa_mc2", "num_fewshot": 0}],
+                         "Tasks as [{name, num_fewshot, metric?, data_files? | yaml?}] (the Open LLM Leaderboard v1's).")
+    batch_size: Any = option("auto", "lm-evaluation-harness's batch size.")
+    limit: Optional[int] = option(None, "Examples per task; null for all.")
+    seed: int = option(1234, "lm-evaluation-harness's seed.")
 
 
 def normalise_tasks(tasks: list) -> list[dict]:
@@ -102,12 +116,12 @@ def headline(results: dict, task: dict) -> tuple[str | None, float | None]:
     return None, None
 
 
-def run(section: dict, model_cfg: ModelConfig | dict, placement, folder: Path) -> dict:
-    """Run the tasks of ``section`` (the lm_eval benchmark's own section, a mapping as each benchmark reads its
-    own) on the model of ``model_cfg`` (the model section)."""
+def run(section: LmEvalConfig, model_cfg: ModelConfig | dict, placement, folder: Path) -> dict:
+    """Run the tasks of ``section`` (the lm_eval benchmark's own section, typed) on the model of ``model_cfg`` (the
+    model section)."""
     model = section_of(ModelConfig, model_cfg)
     lm_eval, TaskManager = _lm_eval()
-    tasks = normalise_tasks(section["tasks"])
+    tasks = normalise_tasks(section.tasks)
     if not tasks:
         return {}
     task_dir = folder / "lm_eval" / "tasks"
@@ -131,15 +145,15 @@ def run(section: dict, model_cfg: ModelConfig | dict, placement, folder: Path) -
         args["revision"] = model.revision
     from lm_eval.api.registry import get_model
 
-    lm = get_model("hf").create_from_arg_obj(args, {"batch_size": section["batch_size"], "device": placement.device})
+    lm = get_model("hf").create_from_arg_obj(args, {"batch_size": section.batch_size, "device": placement.device})
     results, raw = {}, {}
     for shots in sorted({t["num_fewshot"] for t in tasks}):
         group = [t for t in tasks if t["num_fewshot"] == shots]
         log.info("lm_eval: %s (%d-shot)", ", ".join(t["name"] for t in group), shots)
         out = lm_eval.simple_evaluate(model=lm, tasks=[t["name"] for t in group], num_fewshot=shots,
-                                      limit=section["limit"], task_manager=manager, log_samples=False,
-                                      random_seed=section["seed"], numpy_random_seed=section["seed"],
-                                      torch_random_seed=section["seed"], fewshot_random_seed=section["seed"])
+                                      limit=section.limit, task_manager=manager, log_samples=False,
+                                      random_seed=section.seed, numpy_random_seed=section.seed,
+                                      torch_random_seed=section.seed, fewshot_random_seed=section.seed)
         if out is None:
             continue
         raw[str(shots)] = {k: out.get(k) for k in ("results", "groups", "n-shot", "versions", "n-samples")}

@@ -10,11 +10,12 @@ twice. The run folder holds one folder per benchmark (its stores and its answers
 ``failed``, with the reason, after scores.json and the card are written.
 
 This module names no benchmark: the stage's schema, checks, card and summary come from the registry. The stage's
-own keys are read typed (``recipe.stage.benchmarks``, ``recipe.stage.vllm``, ``recipe.stage.canary``); the
-benchmark sections and the judge specs are read from the mapping the config holds (``recipe.config["stage"]``):
-a benchmark section is present only for the benchmarks chosen (so older runs' frozen configs still match; validation
-drops the others from that mapping), each benchmark reads its own section as a mapping, and a judge spec goes to the
-judge registry as the mapping it was checked as.
+own keys are read typed (``recipe.stage.benchmarks``, ``recipe.stage.vllm``, ``recipe.stage.canary``), and so is
+each benchmark's section once checked (``benchmarks.typed_section``; a benchmark's ``run`` reads
+``ctx.section(self)``): it is typed from the mapping the config holds (``recipe.config["stage"]``), which validation
+completes in place (a benchmark's ``check`` fills in what the recipe leaves null) and which holds a benchmark section
+only for the benchmarks chosen (so older runs' frozen configs still match). A judge spec goes to the judge registry
+as the mapping it was checked as.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def _section(recipe: Recipe) -> dict:
     return recipe.config["stage"]
 
 
+def _bench_section(recipe: Recipe, bench) -> Any:
+    """A chosen benchmark's checked section, typed by its schema."""
+    return benchmarks.typed_section(bench, _section(recipe)[bench.name])
+
+
 def _check_judge_ready(judge: dict) -> None:
     env = judge.get("api_key_env")  # a key any judge type declares (openai's, or a registered type's)
     if env and not os.environ.get(env):
@@ -157,7 +163,7 @@ def _judge(recipe: Recipe, bench, max_new_tokens: int, temperature: float = 0.0,
     judge = make_judge(spec, dataclasses.asdict(recipe.hardware),
                        sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
                        where=where, checked=True)  # checked at validation, as part of the stage section
-    judge.unparsable = bench.on_unparsable(stage[bench.name])  # the benchmark's rule, not the client's
+    judge.unparsable = bench.on_unparsable(_bench_section(recipe, bench))  # the benchmark's rule, not the client's
     return judge
 
 
@@ -188,8 +194,7 @@ def idle_specs(recipe: Recipe) -> list[str]:
 
 def needs_model(recipe: Recipe) -> bool:
     """Whether the model under test is needed: not when every judged benchmark scores an answers file."""
-    stage = _section(recipe)
-    return any(b.uses_model(stage[b.name]) for b in chosen(recipe.stage))
+    return any(b.uses_model(_bench_section(recipe, b)) for b in chosen(recipe.stage))
 
 
 def _judge_summary(spec: dict) -> dict:
@@ -204,8 +209,9 @@ def run(recipe: Recipe, folder: Path) -> dict:
         if bench.asks:
             _check_judge_ready(judge_spec(stage, bench.name))
     for bench in chosen(recipe.stage):  # answer files in the wrong format stop the run before any model answers
-        if bench.asks and stage[bench.name].get("answers"):
-            bench.read_answers(stage[bench.name]["answers"])
+        answers = getattr(_bench_section(recipe, bench), "answers", None)  # a benchmark without the key reads none
+        if bench.asks and answers:
+            bench.read_answers(answers)
     if needs_model(recipe):
         modeling.resolve_source(recipe.model.name_or_path, "model")  # a missing run folder fails here
     from transformers import set_seed
@@ -226,7 +232,7 @@ def run(recipe: Recipe, folder: Path) -> dict:
             loaded["b"] = _backend(recipe, served)
         return loaded["b"]
 
-    ctx = benchmarks.Context(recipe.config, folder, model_id, backend,
+    ctx = benchmarks.Context(recipe, folder, model_id, backend,
                              make_judge=lambda bench, tokens, temperature=0.0: _judge(recipe, bench, tokens,
                                                                                       temperature, served),
                              reads_prompts=lambda bench: _reads_prompts(recipe, bench))
@@ -253,7 +259,7 @@ def _run_benchmarks(recipe: Recipe, folder: Path, stage: dict, model_id: str, ct
         result[bench.name] = bench.run(ctx)
         if bench.asks:
             result[bench.name]["judge"] = _judge_summary(judge_spec(stage, bench.name))
-            result[bench.name]["unparsable"] = bench.on_unparsable(stage[bench.name]).rule
+            result[bench.name]["unparsable"] = bench.on_unparsable(_bench_section(recipe, bench)).rule
     imported = {b.name: result[b.name]["answers_from"]["file"] for b in chosen(recipe.stage)
                 if isinstance(result.get(b.name), dict) and (result[b.name].get("answers_from") or {}).get("file")}
     if imported and "model" not in result:
@@ -299,7 +305,7 @@ class Eval(TaskStage):
         if recipe.stage.vllm is not None:
             model = {**recipe.stage.vllm, "type": "vllm", "model": name}
         for bench in chosen(recipe.stage):
-            answers, new, judged, budget = bench.workload(stage[bench.name])
+            answers, new, judged, budget = bench.workload(_bench_section(recipe, bench))
             if answers:
                 out.append(load_of(f"{bench.name} answers", model, answers, new))
             if judged:
