@@ -44,23 +44,28 @@ def test_a_second_validate_of_the_same_recipe_and_files_reprints_the_checks_with
     assert REMEMBERED not in again.stdout and _checks(again.stdout) == _checks(first.stdout)
 
 
-def test_an_override_or_an_edited_data_file_is_checked_again(tmp_path):
-    home = tmp_path / "home"
+def test_an_override_or_an_edited_data_file_is_checked_again(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("ZEPHYR_RECIPES_HOME", str(tmp_path / "home"))  # a memory of this test's own
     data = tmp_path / "chats.jsonl"
     rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
                           {"role": "assistant", "content": str(2 * i)}]} for i in range(40)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = ["tiny/sft", f"dataset.path={data}", "dataset.train_split=train", "dataset.test_split=null",
+    args = ["validate", "tiny/sft", f"dataset.path={data}", "dataset.train_split=train", "dataset.test_split=null",
             "--no-preflight"]
-    assert _validate(home, tmp_path, *args).returncode == 0
-    assert REMEMBERED in _validate(home, tmp_path, *args).stdout
+
+    def validate(*extra):
+        code, out, err = cli(*args, *extra)
+        assert code == 0, out + err
+        return out
+
+    assert REMEMBERED not in validate()
+    assert REMEMBERED in validate()
     # another value of any key is another check
-    other = _validate(home, tmp_path, *args, "dataset.max_train_samples=8")
-    assert other.returncode == 0 and REMEMBERED not in other.stdout
+    assert REMEMBERED not in validate("dataset.max_train_samples=8")
     # the same config over an edited file is another check: the file is read again
     data.write_text(data.read_text().replace("What is 0 plus 0?", "What is zero plus zero?"))
-    edited = _validate(home, tmp_path, *args)
-    assert edited.returncode == 0 and REMEMBERED not in edited.stdout, edited.stdout + edited.stderr[-1500:]
+    assert REMEMBERED not in validate()
+    assert REMEMBERED in validate()
 
 
 @pytest.mark.parametrize("value", ["HuggingFaceH4/ultrachat_200k", "someone/model-on-the-hub"])
