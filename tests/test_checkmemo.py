@@ -37,6 +37,7 @@ def test_a_second_validate_of_the_same_recipe_and_files_reprints_the_checks_with
     assert second.returncode == 0, second.stderr[-2000:]
     assert "transformers imported: False" in second.stderr  # neither tokenizer nor data were loaded
     assert REMEMBERED in second.stdout and "--recheck" in second.stdout
+    assert "[zephyr] data:" in first.stderr and "[zephyr] data:" in second.stderr  # its log lines come back too
     assert _checks(second.stdout) == _checks(first.stdout)
     # --recheck runs the checks again (and prints what they print, not the memory)
     again = _validate(home, tmp_path, "tiny/sft", "--no-preflight", "--recheck")

@@ -65,6 +65,7 @@ def cmd_show(args) -> int:
 def cmd_validate(args) -> int:
     from .. import stages  # lazy: start-up
     from ..core import greedy, trust  # lazy: start-up
+    from ..core.logs import setup_logging  # lazy: start-up
     from ..core.safety import secret_routes  # lazy: start-up
     from ..runtime import checkmemo, parity, preflight  # lazy: start-up
 
@@ -101,15 +102,16 @@ def cmd_validate(args) -> int:
     memo_key = checkmemo.key(recipe, args.rows, sys.stdout.isatty())
     memo = None if args.recheck else checkmemo.recall(memo_key)
     if memo is not None:
+        setup_logging()
         print(f"remembered: the checks below passed at {memo['at']} with this config, code and files "
               "(validate --recheck checks them again)")
-        sys.stdout.write(memo["output"])
+        checkmemo.replay(memo)
     else:
         with checkmemo.recording() as printed:
             if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
                 _check_template(recipe, stage.rows, args.rows)
             print("\n".join(parity.run_check(cfg, stage)))
-        checkmemo.remember(memo_key, printed.copy.getvalue())
+        checkmemo.remember(memo_key, printed.copy.getvalue(), printed.logged)
     for line in preflight.run(cfg, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from ..core.recipe import Recipe
 from ..embedded import builtin
 
 PACKAGE = Path(__file__).resolve().parent.parent
+log = logging.getLogger("zephyr_recipes")
 LIBRARIES = ("transformers", "tokenizers", "datasets", "trl", "jinja2", "pyarrow")
 KEEP = 300  # memories kept, newest first
 
@@ -115,7 +117,7 @@ def key(recipe: Recipe, *extra: Any) -> Optional[str]:
 
 
 def recall(name: Optional[str]) -> Optional[dict]:
-    """The memory ``name`` ({"output", "at"}), or None (none, or unreadable: the checks run again)."""
+    """The memory ``name`` ({"output", "log", "at"}), or None (none, or unreadable: the checks run again)."""
     if name is None:
         return None
     try:
@@ -125,15 +127,16 @@ def recall(name: Optional[str]) -> Optional[dict]:
     return memo if isinstance(memo, dict) and isinstance(memo.get("output"), str) else None
 
 
-def remember(name: Optional[str], output: str) -> None:
-    """Keep what a passed check printed; a home that cannot be written only means the next check runs again."""
+def remember(name: Optional[str], output: str, logged: list[str]) -> None:
+    """Keep what a passed check printed and logged; a home that cannot be written only means the next check runs
+    again."""
     if name is None:
         return
     folder = home()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"output": output, "at": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        tmp.write_text(json.dumps({"output": output, "log": logged, "at": time.strftime("%Y-%m-%d %H:%M:%S")}))
         os.replace(tmp, folder / f"{name}.json")
         memos = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in memos[KEEP:]:
@@ -147,6 +150,7 @@ class _Tee(io.TextIOBase):
 
     def __init__(self, real) -> None:
         self.real, self.copy = real, io.StringIO()
+        self.logged: list[str] = []  # the runner's log lines (stderr) of the same checks: rows dropped, templates
 
     def write(self, text: str) -> int:
         self.copy.write(text)
@@ -159,9 +163,31 @@ class _Tee(io.TextIOBase):
         return self.real.isatty()
 
 
+class _Kept(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
+
+
 @contextmanager
 def recording() -> Iterator[_Tee]:
-    """Everything printed inside, printed as usual and kept (``.copy.getvalue()``) for :func:`remember`."""
+    """Everything printed inside, printed as usual and kept (``.copy.getvalue()``), and the runner's log lines
+    (``.logged``), for :func:`remember`."""
     tee = _Tee(sys.stdout)
-    with redirect_stdout(tee):  # type: ignore[type-var]  # a text stream, as print needs
-        yield tee
+    kept = _Kept(tee.logged)
+    log.addHandler(kept)
+    try:
+        with redirect_stdout(tee):  # type: ignore[type-var]  # a text stream, as print needs
+            yield tee
+    finally:
+        log.removeHandler(kept)
+
+
+def replay(memo: dict) -> None:
+    """Print what the remembered check printed, and log again what it logged."""
+    for line in memo.get("log") or []:
+        log.info("%s", line)
+    sys.stdout.write(memo["output"])
