@@ -120,3 +120,20 @@ def test_help_explains_overrides(cli, capsys):
 def test_validate_says_what_the_stage_reads(cli, args, says):
     code, out, err = cli("validate", *args)
     assert code == 0 and says in out, out + err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["validate", "tiny/sft", "--rows", "-3"], "argument --rows: -3 is below 1"),
+    (["validate", "tiny/sft", "--rows", "0"], "argument --rows: 0 is below 1"),
+    (["preview", "tiny/sft", "--sample", "0"], "argument --sample: 0 is below 1"),
+    (["preview", "tiny/sft", "-n", "-1"], "argument -n/--examples: -1 is below 0"),
+    (["rehearse", "tiny/sft", "--steps", "two"], "argument --steps: 'two' is not a whole number"),
+])
+def test_a_count_below_its_least_is_a_usage_error(args, says, capsys):
+    """A check of no rows ("rendered 0 rows ... all render") or a rehearsal of no steps would pass having done
+    nothing: counts are refused where they are parsed."""
+    from zephyr_recipes.commands.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2 and says in capsys.readouterr().err

@@ -36,6 +36,19 @@ examples:
 
 
 
+def _at_least(minimum: int):
+    """An argparse type: a whole number of at least ``minimum`` (a count of rows or steps), else a usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+    return parse
+
+
 def build() -> argparse.ArgumentParser:
     """The parser of every command (``zephyr-recipes --help``)."""
     p = argparse.ArgumentParser(
@@ -68,7 +81,7 @@ def _add_run_show_validate(sub) -> None:
             s.add_argument("--explain", action="store_true",
                            help="write each key's help (from its schema) as a comment above it")
         if name == "validate":
-            s.add_argument("--rows", type=int, default=200, metavar="N",
+            s.add_argument("--rows", type=_at_least(1), default=200, metavar="N",
                            help="render the first N rows of the data through the chat template (default 200)")
             s.add_argument("--no-preflight", action="store_true",
                            help="check the recipe only: not the API keys, endpoints and local paths it names (a "
@@ -101,8 +114,8 @@ def _add_preview(sub) -> None:
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     pv.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
     pv.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
-    pv.add_argument("-n", "--examples", type=int, default=3, help="rows to print (default 3)")
-    pv.add_argument("--sample", type=int, default=2000, help="rows to measure for the statistics (default 2000)")
+    pv.add_argument("-n", "--examples", type=_at_least(0), default=3, help="rows to print (default 3)")
+    pv.add_argument("--sample", type=_at_least(1), default=2000, help="rows to measure for the statistics (default 2000)")
     pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
     pv.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                     help="highlight with terminal colours; without, trained text is [[bracketed]]")
@@ -146,7 +159,7 @@ def _add_rehearse(sub) -> None:
     rh.add_argument("recipe", help="shipped recipe or pipeline (zephyr-7b-beta/zephyr) or a recipe YAML file")
     rh.add_argument("overrides", nargs="*", help="Hydra overrides, as for run")
     rh.add_argument("--out", default=None, help="rehearsal folder (default runs/rehearsal/<recipe>)")
-    rh.add_argument("--steps", type=int, default=2, help="optimizer steps per training stage (default 2)")
+    rh.add_argument("--steps", type=_at_least(1), default=2, help="optimizer steps per training stage (default 2)")
 
 
 def _add_list_and_cp(sub) -> None:
