@@ -21,3 +21,22 @@ def browser_paths() -> tuple[str | None, str | None]:
     driver = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver") or \
         next((p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if os.path.exists(p)), None)
     return browser, driver
+
+
+def install_distribution(site, package: str, modules: dict[str, str], entry_points: str, version: str = "0.1"):
+    """Write a throwaway distribution into ``site`` as an installer would: the package ``package`` with ``modules``
+    (file name -> source) and its dist-info (METADATA, ``entry_points`` as entry_points.txt, an empty RECORD).
+    Put ``site`` on the path (PYTHONPATH of a subprocess) and the package is installed, without pip or a download."""
+    import textwrap
+    from pathlib import Path
+
+    pkg = Path(site) / package
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for name, source in modules.items():
+        (pkg / name).write_text(source)
+    info = Path(site) / f"{package}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package.replace('_', '-')}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    (info / "RECORD").write_text("")

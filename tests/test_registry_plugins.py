@@ -11,11 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import install_distribution
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.core.registry import Registry
 
@@ -116,22 +116,13 @@ stage:
 
 def install(site: Path) -> None:
     """Write the distribution zr-letters-plugin 0.1 into ``site`` as an installer would."""
-    pkg = site / "zr_letters_plugin"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "letters.py").write_text(STAGE)
-    (pkg / "vowels.py").write_text(BENCHMARK)
-    info = site / "zr_letters_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zr-letters-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+    install_distribution(site, "zr_letters_plugin", {"letters.py": STAGE, "vowels.py": BENCHMARK}, """\
         [zephyr_recipes.stages]
         letters = zr_letters_plugin.letters
 
         [zephyr_recipes.benchmarks]
         vowels = zr_letters_plugin.vowels:BENCHMARK
-        """))
-    (info / "RECORD").write_text("")
+        """)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import install_distribution
 from tests.test_registry_plugins import ROOT
 from zephyr_recipes.core.errors import ZephyrError
 from zephyr_recipes.data import kinds
@@ -141,22 +141,13 @@ def rows(bad: bool = False) -> list[dict]:
 
 def install(site: Path) -> None:
     """Write the distribution zr-graded-plugin 0.1 into ``site`` as an installer would."""
-    pkg = site / "zr_graded_plugin"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "graded.py").write_text(KIND)
-    (pkg / "stage.py").write_text(STAGE)
-    info = site / "zr_graded_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zr-graded-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+    install_distribution(site, "zr_graded_plugin", {"graded.py": KIND, "stage.py": STAGE}, """\
         [zephyr_recipes.row_kinds]
         graded = zr_graded_plugin.graded
 
         [zephyr_recipes.stages]
         graded_sft = zr_graded_plugin.stage
-        """))
-    (info / "RECORD").write_text("")
+        """)
 
 
 @pytest.fixture(scope="module")
