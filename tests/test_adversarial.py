@@ -454,7 +454,8 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
-@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
+@pytest.mark.slow  # a run killed and resumed, both signals (make test-slow)
+@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signals_stop_api_generation_within_seconds_keeping_answers(work, sig, rc):
     endpoint, state = slow_endpoint()
     try:

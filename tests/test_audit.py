@@ -200,6 +200,7 @@ def test_plan_shows_the_audits_extra_judge_calls(cli):
     assert code == 0 and "audit" not in text
 
 
+@pytest.mark.slow  # four whole pipelines composed and validated (about 7 s): make test-slow
 def test_audit_action_and_a_robust_loss_are_one_sweep(tmp_path):
     """`-m tiny/zephyr aif.stage.audit.action=keep,drop dpo.stage.trainer.loss_type=[sigmoid,sft],[robust,sft]`:
     four points that all validate; dSFT is shared, AI feedback and what follows branch."""

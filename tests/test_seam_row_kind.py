@@ -182,6 +182,7 @@ def test_the_kind_is_found_by_its_entry_point(plugin):
     assert "(from " not in chat  # a built-in kind says no package
 
 
+@pytest.mark.slow  # two subprocesses that load the data and a tokenizer (about 13 s): make test-slow
 def test_validate_and_preview_read_the_kinds_rows(plugin):
     run, tmp = plugin
     proc = run("-m", "zephyr_recipes", "validate", "graded.yaml", "--no-preflight")
