@@ -21,7 +21,7 @@ from typing import cast
 import yaml
 
 from .. import stages
-from ..core import preempt, runfolder, trust
+from ..core import preempt, records, runfolder, trust
 from ..core.errors import ZephyrError
 from ..core.recipe import Recipe
 from ..model import hardware
@@ -210,6 +210,12 @@ def run_accelerate(recipe: Recipe, folder: Path) -> int:
         problem = problem.removeprefix("ZephyrError: ")
         if not problem and noise.error is not None:  # the process that failed was not the one that records it
             problem, fix = noise.error
+        if status.get("status") not in ("failed", "complete"):
+            # Rank 0 was stopped before it could record the failure (another rank failed first and the launcher
+            # ended the rest): the folder must not go on saying "running".
+            said = f"{problem}\n  fix: {fix}" if problem and fix else problem
+            runfolder.set_status(folder, "failed", error=records.redact(
+                said or f"accelerate launch exit code {rc}: a process of the run failed")[:2000])
         if problem:
             raise ZephyrError(f"the run failed (accelerate launch exit code {rc}): {problem}",
                               fix or "see the error printed above; re-run the same command to resume")
