@@ -1,4 +1,4 @@
-"""What a finished run folder holds besides weights: provenance, metrics, training curves, a model card."""
+"""What a finished run folder holds besides weights: provenance, metrics, a model card (the curves: ``curves``)."""
 
 from __future__ import annotations
 
@@ -72,34 +72,6 @@ def provenance(argv: list[str], recipe: str, placement, data_info: dict, extra: 
         "data": data_info,
         **extra,
     }
-
-
-def plot_curves(log_history: list[dict], stage: str, metrics: tuple[str, ...], path: Path) -> list[str]:
-    """Write a PNG of the training curves of ``metrics`` (and eval_loss when logged); returns the names drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    wanted = list(metrics)
-    if any("eval_loss" in h for h in log_history):
-        wanted.append("eval_loss")
-    series = {k: [(h["step"], h[k]) for h in log_history if k in h] for k in wanted}
-    series = {k: v for k, v in series.items() if v}
-    if not series:
-        return []
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
-    for ax, (name, points) in zip(axes[0], series.items()):
-        steps, values = zip(*points)
-        ax.plot(steps, values, marker="o", markersize=2.5, linewidth=1.2)
-        ax.set_title(name)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{stage} training curves")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return list(series)
 
 
 def _tracking_line(prov: dict) -> str:

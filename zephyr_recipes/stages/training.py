@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import data
 from ..core import filemodes, preempt, records, runfolder, segments
+from ..core.curves import plot_curves
 from ..core.errors import ZephyrError
 from ..core.logs import launched_world, rank
 from ..core.recipe import Recipe, as_recipe
@@ -288,7 +289,7 @@ def _finish(stage, folder: Path, recipe: Recipe, trainer, eval_dataset, tokenize
     metrics.update(stage.results(trainer, eval_dataset))
     metrics["train_wall_seconds"] = round(time.time() - started, 2)
     records.write_json(folder / "metrics.json", metrics)
-    curves = records.plot_curves(history, recipe.stage.name, stage.curves, folder / "training_curves.png")
+    curves = plot_curves(history, recipe.stage.name, stage.curves, folder / "training_curves.png")
     (folder / "README.md").write_text(records.model_card(recipe, prov, metrics, curves, stage.card_usage(recipe),
                                                         stage.trl_config))
     for ckpt in folder.glob("checkpoint-*"):
