@@ -49,6 +49,19 @@ def _at_least(minimum: int):
     return parse
 
 
+RECIPE_HELP = "shipped recipe name (tiny/sft) or path to a recipe YAML file"
+OVERRIDES_HELP = "Hydra overrides: key=value, group=option, +key=value, ~key"
+
+
+def _recipe_command(sub, name: str, recipe_help: str = RECIPE_HELP, overrides_help: str = OVERRIDES_HELP,
+                    **parser_args) -> argparse.ArgumentParser:
+    """A subcommand that takes a recipe and its overrides (run, show, validate, preview, plan, rehearse)."""
+    parser = sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **parser_args)
+    parser.add_argument("recipe", help=recipe_help)
+    parser.add_argument("overrides", nargs="*", help=overrides_help)
+    return parser
+
+
 def build() -> argparse.ArgumentParser:
     """The parser of every command (``zephyr-recipes --help``)."""
     p = argparse.ArgumentParser(
@@ -73,10 +86,7 @@ def _add_run_show_validate(sub) -> None:
                        ("show", "print the fully resolved config of a recipe without running it"),
                        ("validate", "check a recipe (keys against TRL, types, values; the chat template on real rows of its "
                                      "data) without loading weights")):
-        s = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        s.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
-        s.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+        s = _recipe_command(sub, name, help=text, description=text, epilog=EPILOG)
         if name == "show":
             s.add_argument("--explain", action="store_true",
                            help="write each key's help (from its schema) as a comment above it")
@@ -107,13 +117,11 @@ def _add_run_show_validate(sub) -> None:
 
 def _add_preview(sub) -> None:
     """The `preview` subcommand."""
-    pv = sub.add_parser("preview", help="show training rows as the trainer sees them and their token lengths",
-                        description="Show N rows as the trainer sees them (trained tokens highlighted against "
-                                    "masked ones) and token-length statistics with a histogram PNG. "
-                                    "Loads the tokenizer only, never the weights.",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pv.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
-    pv.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pv = _recipe_command(sub, "preview", help="show training rows as the trainer sees them and their token lengths",
+                         description="Show N rows as the trainer sees them (trained tokens highlighted against "
+                                     "masked ones) and token-length statistics with a histogram PNG. "
+                                     "Loads the tokenizer only, never the weights.",
+                         epilog=EPILOG)
     pv.add_argument("-n", "--examples", type=_at_least(0), default=3, help="rows to print (default 3)")
     pv.add_argument("--sample", type=_at_least(1), default=2000, help="rows to measure for the statistics (default 2000)")
     pv.add_argument("--out", default=None, help="folder for lengths.png and preview.json (default <run folder>-preview)")
@@ -125,14 +133,11 @@ def _add_preview(sub) -> None:
 
 def _add_plan(sub) -> None:
     """The `plan` subcommand."""
-    pl = sub.add_parser("plan", help="estimate memory, tokens, FLOPs, hours and cost of a recipe or pipeline on its "
-                                     "hardware profile (no GPU needed)",
-                        description="estimate per-device memory of a recipe (or every stage of a pipeline) on its "
-                                    "hardware profile from the model config alone, and its tokens, FLOPs, hours at a "
-                                    "stated MFU and cost at --price; exits 1 when it will not fit", epilog=EPILOG,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    pl.add_argument("recipe", help="shipped recipe name (tiny/sft) or path to a recipe YAML file")
-    pl.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value, ~key")
+    pl = _recipe_command(sub, "plan", help="estimate memory, tokens, FLOPs, hours and cost of a recipe or pipeline on its "
+                                      "hardware profile (no GPU needed)",
+                         description="estimate per-device memory of a recipe (or every stage of a pipeline) on its "
+                                     "hardware profile from the model config alone, and its tokens, FLOPs, hours at a "
+                                     "stated MFU and cost at --price; exits 1 when it will not fit", epilog=EPILOG)
     pl.add_argument("--model-config", metavar="PATH",
                     help="config.json (or a folder holding one) to take the model's shape from")
     pl.add_argument("--price", type=float, metavar="PER_GPU_HOUR",
@@ -147,17 +152,17 @@ def _add_plan(sub) -> None:
 
 def _add_rehearse(sub) -> None:
     """The `rehearse` subcommand."""
-    rh = sub.add_parser("rehearse", help="run a recipe or pipeline for real on the CPU with small stand-ins for its "
-                                         "models, data, judges and hardware (minutes)",
-                        description="Run a recipe or pipeline end to end on the CPU with every stage, key, split, "
-                                    "column, chat template, benchmark and hand-off of the real one; only the heavy "
-                                    "parts are swapped (hub models -> tiny random models of the same family, hub "
-                                    "datasets -> a few rows in the same schema, API judges and generators -> offline "
-                                    "programs, a few optimizer steps, the profile -> cpu with its launcher files still "
-                                    "written and checked). What was swapped is printed and kept in REHEARSAL.md.",
-                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    rh.add_argument("recipe", help="shipped recipe or pipeline (zephyr-7b-beta/zephyr) or a recipe YAML file")
-    rh.add_argument("overrides", nargs="*", help="Hydra overrides, as for run")
+    rh = _recipe_command(sub, "rehearse", help="run a recipe or pipeline for real on the CPU with small stand-ins for its "
+                                          "models, data, judges and hardware (minutes)",
+                         description="Run a recipe or pipeline end to end on the CPU with every stage, key, split, "
+                                     "column, chat template, benchmark and hand-off of the real one; only the heavy "
+                                     "parts are swapped (hub models -> tiny random models of the same family, hub "
+                                     "datasets -> a few rows in the same schema, API judges and generators -> offline "
+                                     "programs, a few optimizer steps, the profile -> cpu with its launcher files still "
+                                     "written and checked). What was swapped is printed and kept in REHEARSAL.md.",
+                         epilog=EPILOG,
+                         recipe_help="shipped recipe or pipeline (zephyr-7b-beta/zephyr) or a recipe YAML file",
+                         overrides_help="Hydra overrides, as for run")
     rh.add_argument("--out", default=None, help="rehearsal folder (default runs/rehearsal/<recipe>)")
     rh.add_argument("--steps", type=_at_least(1), default=2, help="optimizer steps per training stage (default 2)")
 
