@@ -186,6 +186,20 @@ def test_validate_and_a_run_of_the_plugins_benchmark(plugin):
     assert proc.returncode == 0 and "| Vowels |" in proc.stdout, proc.stderr
 
 
+@pytest.mark.slow  # installs a plugin and rehearses an eval recipe with it (make test-slow)
+def test_a_rehearsal_runs_the_plugins_benchmark_with_the_default_stand_in(plugin):
+    """The plugin says nothing about rehearsals: its section is kept (nothing of it is remote), the judge is still
+    the rehearsal's, and its figure is the recipe's own."""
+    cli, tmp = plugin
+    proc = cli("rehearse", "tiny/eval", "stage.benchmarks=[vowels]", "stage.vowels.word=aurelia", "--out", "reh")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp / "reh" / "rehearsal.json").read_text())
+    assert record["outcome"] == "complete"
+    assert not [line for lines in record["swapped"].values() for line in lines if "stage." in line]
+    status = json.loads((tmp / "reh" / "run" / "run.json").read_text())
+    assert status["status"] == "complete" and status["summary"] == {"vowels_count": 5}
+
+
 def test_without_the_package_the_names_are_unknown(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ZEPHYR_RECIPES_HOME": str(tmp_path)}
     (tmp_path / "letters.yaml").write_text(RECIPE.format(word="zephyr"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..core.errors import ZephyrError, did_you_mean
 from ..core.registry import Registry
-from .base import Benchmark, Context, Metric, Reference, typed_section  # noqa: F401 - the interface, re-exported
+from .base import Benchmark, Context, Metric, Reference, Standins, typed_section  # noqa: F401 - the interface, re-exported
 
 MODULES = {
     "mt_bench": "zephyr_recipes.benchmarks.mt_bench",

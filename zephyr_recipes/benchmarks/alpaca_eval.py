@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..core.schema import option
+from ..embedded import builtin
 from ..evaluation import alpaca, alpaca_lc, precomputed
 from ..evaluation.precomputed import ALPACA_FORMAT, read_alpaca
 from ..evaluation.sources import read_text
 from ..feedback.judges import Unparsable
 from ..feedback.specs import JudgeSpec
 from ..feedback.store import Store
-from .base import Benchmark, Context, Metric, Reference, first_failure, release
+from .base import Benchmark, Context, Metric, Reference, Standins, first_failure, release
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -81,6 +82,15 @@ class AlpacaEval(Benchmark):
 
     def read_answers(self, path: str):
         return read_alpaca(path)
+
+    def standin_files(self, standins: Standins) -> dict:
+        """The embedded held-out instructions with the teacher's outputs (alpaca_eval's model_outputs format) and a
+        judge prompt with alpaca_eval's placeholders."""
+        instructions = "builtin://tiny-zephyr-eval/alpaca_eval.json"
+        builtin.resolve(instructions)
+        return {"instructions": instructions,
+                "prompt": standins.write("alpaca_judge.txt",
+                                         "Which output is better for {instruction}? m: {output_1} M: {output_2}\n")}
 
     def load(self, sec: AlpacaEvalConfig) -> list[dict]:
         return alpaca.load_instructions(sec.instructions, sec.max_samples, sec.seed)

@@ -22,7 +22,7 @@ from ..evaluation.sources import read_text
 from ..feedback.store import Store
 from .alpaca_eval import ALPACA_EVAL_CONFIGS, AlpacaEval, AlpacaEvalConfig
 from .alpaca_eval import BENCHMARK as ALPACA_EVAL_1
-from .base import Context, Metric, Reference, first_failure, release
+from .base import Context, Metric, Reference, Standins, first_failure, release
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -80,6 +80,15 @@ class AlpacaEval2(AlpacaEval):
         if importlib.util.find_spec("alpaca_eval") is None:
             raise ZephyrError("stage.benchmarks has alpaca_eval_2, whose LC win rate is computed by the alpaca-eval "
                               "package, which is not installed", "pip install 'zephyr-recipes[eval]'")
+
+    def standin(self, sec: dict, standins: Standins) -> list[str]:
+        """AlpacaEval's stand-in files, and no ``df_gamed`` from the hub: the GLM with zero difficulties."""
+        swapped = standins.swap(sec, self.standin_files(standins))
+        standins.shrink(sec)
+        if sec.get("df_gamed") and standins.remote(sec["df_gamed"]):
+            sec["df_gamed"], sec["glm"] = None, "length_controlled_minimal"
+            swapped.append("df_gamed (none: glm length_controlled_minimal)")
+        return standins.swapped(self, swapped)
 
     def _reuse_alpaca_eval_answers(self, ctx: Context, rows: list[dict], outputs) -> None:
         """The model's AlpacaEval 1 answers serve AlpacaEval 2.0 too (same instructions, same sampling): only the

@@ -13,11 +13,12 @@ from typing import Any, Optional, cast
 
 from ..core.errors import ZephyrError
 from ..core.schema import option
+from ..embedded import tasks
 from ..evaluation import arena_hard, precomputed
 from ..evaluation.arena_hard import ANSWER_FORMAT, VERSIONS, parse_answers
 from ..feedback.judges import Unparsable
 from ..feedback.specs import JudgeSpec
-from .base import Benchmark, Context, Metric, first_failure, release, stores
+from .base import Benchmark, Context, Metric, Standins, first_failure, release, stores
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -97,6 +98,26 @@ class ArenaHard(Benchmark):
         if not isinstance(weight, int) or weight < 1 or not isinstance(rounds, int) or rounds < 1:
             raise ZephyrError(f"stage.arena_hard.strong_weight={weight!r}, bootstrap_rounds={rounds!r}",
                               "give positive whole numbers (the benchmark's: 3 and 100)")
+
+    def standin_files(self, standins: Standins) -> dict:
+        """A dozen embedded tasks as question.jsonl, the teacher's answers as the baseline's model_answer file, a
+        one-line judge system prompt, and judge settings in the config/arena-hard-v*.yaml format."""
+        import yaml
+
+        rows = tasks.in_turn(12, seed=21)
+        questions = "".join(json.dumps({"uid": f"rehearsal-{i}", "category": "arena-hard-v0.1",
+                                        "prompt": t.instruction}) + "\n" for i, t in enumerate(rows))
+        baseline = "".join(json.dumps({"uid": f"rehearsal-{i}", "model": "teacher", "messages": [
+            {"role": "user", "content": t.instruction}, {"role": "assistant", "content": {"answer": t.answer}}]})
+            + "\n" for i, t in enumerate(rows))
+        settings = yaml.safe_dump({
+            "judge_model": "stand-in", "bench_name": "arena-hard-v0.1", "temperature": 0.0,
+            "max_tokens": standins.new_tokens, "regex_patterns": [r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"],
+            "prompt_template": "<|User Prompt|>\n{QUESTION}\n\n<|A|>\n{ANSWER_A}\n\n<|B|>\n{ANSWER_B}"})
+        return {"questions": standins.write("question.jsonl", questions),
+                "baselines": {"*": standins.write("baseline.jsonl", baseline)},
+                "system_prompts": {"*": "You are a judge. Compare the two answers."},
+                "judge_settings": standins.write("settings.yaml", settings)}
 
     def run(self, ctx: Context) -> dict:
         sec: ArenaHardConfig = ctx.section(self)

@@ -247,6 +247,21 @@ class Benchmark:
             return f"{self.title}: no score, all {n} judgment(s) failed (first: {why})"
         return f"{self.title}: no score (nothing was judged)"
 
+    def standin(self, sec: dict, standins: "Standins") -> list[str]:
+        """A rehearsal's version of the benchmark (``zephyr-recipes rehearse``): ``sec``, the section's mapping in the
+        stage config the rehearsal writes, rewritten in place so that it runs on the CPU in seconds; returns the
+        lines the rehearsal prints and records. By default the keys of :meth:`standin_files` whose value is not
+        here (a URL, a hub id; a local path or a builtin:// set is kept) take the stand-in's, and the sizes shrink
+        (:meth:`Standins.shrink`). The judges are the rehearsal's, not the benchmark's."""
+        swapped = standins.swap(sec, self.standin_files(standins))
+        standins.shrink(sec)
+        return standins.swapped(self, swapped)
+
+    def standin_files(self, standins: "Standins") -> dict:
+        """Key of the section -> its rehearsal stand-in, a few embedded tasks written into ``standins.folder`` in the
+        benchmark's public format (``standins.write``). None by default: the section's own sources are used."""
+        return {}
+
 
 @contextlib.contextmanager
 def stores(out: Path):
@@ -270,3 +285,49 @@ def first_failure(judgments: list[dict]) -> Optional[str]:
         if "failure" in j:
             return str(j["failure"])[:200]
     return None
+
+
+@dataclass(frozen=True)
+class Standins:
+    """What a rehearsal hands :meth:`Benchmark.standin`: the folder the stand-in files go in (one for every
+    benchmark of the rehearsal, so two benchmarks reading the same format share a file), whether a value names
+    something not here (a URL, a hub id), and the token budget of every answer."""
+
+    folder: Path
+    remote: Callable[[Any], bool]
+    new_tokens: int = 16
+
+    def write(self, name: str, text: str) -> str:
+        """``folder/name`` with ``text`` (written once, atomically); its path."""
+        path = self.folder / name
+        if not path.is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+        return str(path)
+
+    def swap(self, sec: dict, files: dict) -> list[str]:
+        """Each key of ``files`` the section has, set to its stand-in unless it names a local file; the keys set."""
+        swapped = []
+        for key, value in files.items():
+            if key in sec and sec[key] != value and not (isinstance(sec[key], str) and not self.remote(sec[key])):
+                sec[key] = value
+                swapped.append(key)
+        return swapped
+
+    def shrink(self, sec: dict) -> None:
+        """The sizes every benchmark's section may have, made small: 4 questions, 10 samples (AlpacaEval's LC GLM
+        fits in 5 folds), ``new_tokens`` per answer."""
+        if "max_questions" in sec:
+            sec["max_questions"] = 4
+        if "max_samples" in sec:
+            sec["max_samples"] = 10
+        if "max_new_tokens" in sec:
+            sec["max_new_tokens"] = self.new_tokens
+        if "sampling" in sec:
+            sec["sampling"] = {**sec["sampling"], "max_new_tokens": self.new_tokens}
+
+    def swapped(self, benchmark: Benchmark, keys: list[str]) -> list[str]:
+        """The line that says which of the benchmark's keys now name stand-in files (none when none does)."""
+        return [f"stage.{benchmark.name}: {', '.join(keys)} -> stand-in files in {self.folder}"] if keys else []

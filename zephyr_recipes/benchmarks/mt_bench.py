@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..core.schema import option
+from ..embedded import builtin
 from ..evaluation import mt_bench, precomputed
 from ..evaluation.precomputed import FASTCHAT_FORMAT, read_fastchat
 from ..feedback.judges import Unparsable
 from ..feedback.specs import JudgeSpec
-from .base import Benchmark, Context, Metric, Reference, first_failure, release, stores
+from .base import Benchmark, Context, Metric, Reference, Standins, first_failure, release, stores
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -98,6 +99,20 @@ class MTBench(Benchmark):
         log.info("MT-Bench: %s (turn 1 %s, turn 2 %s; %d judge failures)", result["score"], result["turn_1"],
                  result["turn_2"], result["failures"])
         return result
+
+    def standin_files(self, standins: Standins) -> dict:
+        """The embedded held-out questions (FastChat's question.jsonl format), no reference answers, and judge prompts
+        in FastChat's judge_prompts.jsonl format, one for each prompt it picks."""
+        questions = "builtin://tiny-zephyr-eval/question.jsonl"
+        builtin.resolve(questions)
+        prompt = ("[Instruction]\n{question}\n\n[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's "
+                  "Answer]\nRate it as [[rating]].")
+        judge_prompts = [{"name": n, "type": "single", "system_prompt": "You are a judge.", "prompt_template": prompt,
+                          "description": "rehearsal stand-in", "category": "general", "output_format": "[[rating]]"}
+                         for n in ("single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn")]
+        return {"questions": questions, "reference_answers": None,
+                "judge_prompts": standins.write("judge_prompts.jsonl",
+                                                "".join(json.dumps(p) + "\n" for p in judge_prompts))}
 
     def browse(self, runs):
         from ..evaluation import browse  # lazy: the report page's, not an eval run's

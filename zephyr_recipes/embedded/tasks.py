@@ -100,6 +100,13 @@ def sample(rng: random.Random, kinds: tuple[str, ...] | None = None) -> Task:
     return TASKS[rng.choice(kinds)](rng)
 
 
+def in_turn(n: int, seed: int) -> list[Task]:
+    """``n`` tasks of a seeded stream, the kinds taken in turn (the rows of a rehearsal's stand-in data and files)."""
+    rng = random.Random(seed)
+    kinds = tuple(TASKS)
+    return [TASKS[kinds[i % len(kinds)]](rng) for i in range(n)]
+
+
 # ------------------------------------------------------------------------------------------ checking
 PATTERNS = {
     "reverse": "Reverse the words: ",

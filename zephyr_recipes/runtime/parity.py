@@ -219,13 +219,15 @@ def _generation_places(recipe: Recipe, tokenizers: Tokenizers) -> list[tuple]:
         for i, gen in enumerate(recipe.config["stage"].get("generators") or []):
             specs.append((f"aif generator {gen.get('name') or f'generator{i}'}", gen))
     if evaluates:
+        from .. import benchmarks  # lazy: start-up (only the places the recipe has)
         from ..stages import eval as eval_stage  # lazy: start-up (only the places the recipe has)
 
         if eval_stage.needs_model(recipe):
             name, vllm = recipe.model.name_or_path, recipe.stage.vllm
             spec = {**vllm, "type": "vllm", "model": name} if vllm is not None \
                 else {"type": "transformers", "model": name, "model_config": dataclasses.asdict(recipe.model)}
-            specs.append((f"eval answers ({', '.join(b for b in recipe.stage.benchmarks if b != 'lm_eval')})", spec))
+            shared = [b for b in recipe.stage.benchmarks if not benchmarks.get(b).own_model]  # the generator answers
+            specs.append((f"eval answers ({', '.join(shared)})", spec))
     for place, spec in specs:
         kind, model = spec.get("type"), str(spec.get("model") or "")
         place = f"{place} ({kind})"

@@ -13,8 +13,9 @@ folder (``rehearsal.json``, ``REHEARSAL.md``):
   stand-in of the model they serve, API judges the embedded judge programs (an AI-feedback judge asked with a
   ``protocol`` keeps it: the program's ``chat(messages)`` plays the chat model, so the protocol's own requests,
   parsing and critiques run);
-- a benchmark's public files become a few questions in the same formats; lm-eval tasks run ARC-schema stand-in
-  questions (the harness, its few-shot path and the scoring are real);
+- a benchmark's public files become a few questions in the same formats, and its sizes shrink (each benchmark
+  says how: ``Benchmark.standin``); lm-eval tasks run ARC-schema stand-in questions (the harness, its few-shot
+  path and the scoring are real);
 - training stops after a few optimizer steps, and the hardware profile runs as ``cpu``; the real profile's
   launcher files (accelerate, DeepSpeed, sbatch) are still written and parsed, beside the stage, as a dry run.
 
@@ -31,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import stages
+from .. import benchmarks, stages
 from ..core import runfolder
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
@@ -44,7 +45,7 @@ from ..feedback import judge_registry
 from ..feedback.specs import served_model
 from . import dryrun, launch, pipeline, pipespec, plan
 from .compose import compose
-from .standins import NEW_TOKENS, ROWS, build_model, eval_files, write_data
+from .standins import NEW_TOKENS, ROWS, build_model, write_data
 from .validate import validate
 
 log = logging.getLogger("zephyr_recipes")
@@ -258,40 +259,19 @@ class Rehearsal:
 
     def _benchmarks(self, names: list[str], written: dict) -> None:
         """Stand-in judges and files for the chosen benchmarks (``written``: the stage section, rewritten in
-        place; a benchmark's own section is a mapping of its keys here)."""
+        place; a benchmark's own section is a mapping of its keys here, which the benchmark rewrites:
+        :meth:`~zephyr_recipes.benchmarks.Benchmark.standin`)."""
         lexical = "zephyr_recipes.embedded.lexical_judge"
         written["judge"] = self.judge(written.get("judge"), "stage.judge", lexical)
-        files = eval_files(self.root / "stand-ins" / "eval")
+        standins = benchmarks.Standins(self.root / "stand-ins" / "eval", _remote, NEW_TOKENS)
         for name in names:
             sec = written.get(name)
             if not isinstance(sec, dict):
                 continue
             if "judge" in sec:
                 sec["judge"] = self.judge(sec["judge"], f"stage.{name}.judge", lexical)
-            swapped = []
-            for key, value in files.get(name, {}).items():
-                if key in sec and sec[key] != value and not (isinstance(sec[key], str) and not _remote(sec[key])):
-                    sec[key] = value
-                    swapped.append(key)
-            if "max_questions" in sec:
-                sec["max_questions"] = 4
-            if "max_samples" in sec:  # the LC GLM's 5-fold fit needs more than 5 instructions
-                sec["max_samples"] = 10
-            if "max_new_tokens" in sec:
-                sec["max_new_tokens"] = NEW_TOKENS
-            if "sampling" in sec:
-                sec["sampling"] = {**sec["sampling"], "max_new_tokens": NEW_TOKENS}
-            if name == "alpaca_eval_2" and sec.get("df_gamed") and _remote(sec["df_gamed"]):
-                sec["df_gamed"], sec["glm"] = None, "length_controlled_minimal"
-                swapped.append("df_gamed (none: glm length_controlled_minimal)")
-            if name == "lm_eval":
-                tasks = [t if isinstance(t, str) else t.get("name") for t in sec["tasks"]]
-                sec["tasks"] = [{"name": "arc_challenge", "num_fewshot": 2, "data_files": "builtin://tiny-arc"}]
-                sec["limit"], sec["batch_size"] = 8, 8
-                self.note(f"stage.lm_eval.tasks {', '.join(map(str, tasks))} -> arc_challenge on ARC-schema "
-                          "stand-in questions (builtin://tiny-arc), 8 of them")
-            if swapped:
-                self.note(f"stage.{name}: {', '.join(swapped)} -> stand-in files in {files['root']}")
+            for line in benchmarks.get(name).standin(sec, standins):
+                self.note(line)
 
 
 def _remote(spec) -> bool:

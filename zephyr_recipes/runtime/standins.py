@@ -1,10 +1,9 @@
-"""What a rehearsal builds in place of the heavy parts: tiny random models of the real model's family, a few rows
-of data in the real schema, and stand-in benchmark files in each benchmark's public format."""
+"""What a rehearsal builds in place of the heavy parts: tiny random models of the real model's family and a few rows
+of data in the real schema. A benchmark's stand-in files, in its public format, are the benchmark's own
+(``Benchmark.standin``)."""
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +68,6 @@ def build_model(folder: Path, real: dict, own_template: str | None, recipe_templ
 
 
 
-def task_rows(n: int, seed: int) -> list:
-    rng = random.Random(seed)
-    kinds = tuple(tasks.TASKS)
-    return [tasks.TASKS[kinds[i % len(kinds)]](rng) for i in range(n)]
-
-
-
 def write_data(folder: Path, splits: list[str], kind, columns: dict) -> None:
     """Parquet splits in the schema of the rows the stage reads (its row kind's stand-in rows, or prompts), with
     the recipe's column names."""
@@ -85,7 +77,7 @@ def write_data(folder: Path, splits: list[str], kind, columns: dict) -> None:
     (folder / "data").mkdir(parents=True, exist_ok=True)
     for i, split in enumerate(splits):
         rows: list[dict] = []
-        for t in task_rows(ROWS if i == 0 else 8, seed=11 + i):
+        for t in tasks.in_turn(ROWS if i == 0 else 8, seed=11 + i):
             wrong = t.answer[::-1] if len(t.answer) > 1 else t.answer + "?"
             row = kind.example(t.instruction, t.answer, wrong, len(rows))
             row["prompt_id"] = f"{i}-{len(rows)}"
@@ -94,48 +86,3 @@ def write_data(folder: Path, splits: list[str], kind, columns: dict) -> None:
                     row[theirs] = row[ours]
             rows.append(row)
         datasets.Dataset.from_list(rows).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
-
-
-
-def eval_files(folder: Path) -> dict:
-    """Stand-in benchmark files in each benchmark's public format (a few held-out embedded tasks)."""
-    import yaml
-
-    done = folder / ".complete"
-    mt = "builtin://tiny-zephyr-eval/question.jsonl"
-    alpaca = "builtin://tiny-zephyr-eval/alpaca_eval.json"
-    files = {"root": str(folder),
-             "mt_bench": {"questions": mt, "reference_answers": None,
-                          "judge_prompts": str(folder / "judge_prompts.jsonl")},
-             "alpaca_eval": {"instructions": alpaca, "prompt": str(folder / "alpaca_judge.txt")},
-             "alpaca_eval_2": {"instructions": alpaca, "prompt": str(folder / "alpaca_judge.txt")},
-             "arena_hard": {"questions": str(folder / "question.jsonl"),
-                            "baselines": {"*": str(folder / "baseline.jsonl")},
-                            "system_prompts": {"*": "You are a judge. Compare the two answers."},
-                            "judge_settings": str(folder / "settings.yaml")}}
-    if done.exists():
-        return files
-    folder.mkdir(parents=True, exist_ok=True)
-    builtin.resolve(mt)
-    prompt = ("[Instruction]\n{question}\n\n[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's "
-              "Answer]\nRate it as [[rating]].")
-    judge_prompts = [{"name": n, "type": "single", "system_prompt": "You are a judge.", "prompt_template": prompt,
-                      "description": "rehearsal stand-in", "category": "general", "output_format": "[[rating]]"}
-                     for n in ("single-v1", "single-math-v1", "single-v1-multi-turn", "single-math-v1-multi-turn")]
-    (folder / "judge_prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in judge_prompts))
-    (folder / "alpaca_judge.txt").write_text("Which output is better for {instruction}? m: {output_1} M: "
-                                             "{output_2}\n")
-    tasks = task_rows(12, seed=21)
-    (folder / "question.jsonl").write_text("".join(
-        json.dumps({"uid": f"rehearsal-{i}", "category": "arena-hard-v0.1", "prompt": t.instruction}) + "\n"
-        for i, t in enumerate(tasks)))
-    (folder / "baseline.jsonl").write_text("".join(json.dumps(
-        {"uid": f"rehearsal-{i}", "model": "teacher", "messages": [
-            {"role": "user", "content": t.instruction}, {"role": "assistant", "content": {"answer": t.answer}}]})
-        + "\n" for i, t in enumerate(tasks)))
-    (folder / "settings.yaml").write_text(yaml.safe_dump({
-        "judge_model": "stand-in", "bench_name": "arena-hard-v0.1", "temperature": 0.0, "max_tokens": NEW_TOKENS,
-        "regex_patterns": [r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"],
-        "prompt_template": "<|User Prompt|>\n{QUESTION}\n\n<|A|>\n{ANSWER_A}\n\n<|B|>\n{ANSWER_B}"}))
-    done.write_text("ok\n")
-    return files
