@@ -755,3 +755,14 @@ def test_values_a_test_split_that_does_not_exist_is_refused_with_evaluation_off(
     settled(work, zr(work, command, "tiny/sft", "dataset.test_split=nosuchsplit", "run.output_dir=runs/ts"), 2,
             "no split 'nosuchsplit'", "train_sft", "test_split=null")
     assert not (work / "runs" / "ts").exists()
+
+
+def test_task_files_in_lm_evals_format_need_trust_in_any_section():
+    """The gate knows lm-eval's task-file format, not the benchmark's name: a plugin benchmark (or a section under
+    another name) that takes `tasks: [{yaml: ...}]` is gated the same way."""
+    from zephyr_recipes.core import trust
+
+    for section in ("lm_eval", "my_harness"):
+        cfg = {"stage": {"name": "eval", section: {"tasks": [{"name": "t", "yaml": "/tmp/tasks/t.yaml"}]}}}
+        assert [w for w, _ in trust.foreign(cfg)] == [f"stage.{section}.tasks[0].yaml"]
+    assert trust.foreign({"stage": {"name": "eval", "lm_eval": {"tasks": ["arc_challenge", {"name": "t"}]}}}) == []

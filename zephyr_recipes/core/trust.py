@@ -93,7 +93,8 @@ def items(cfg, where: str = "") -> Iterator[tuple[str, str, bool]]:
             files = _auto_map_files(model) if isinstance(model, str) else []
             yield (f"{where}.model_config.trust_remote_code", f"the Python files of model {model}"
                    + (f" ({', '.join(files)})" if files else ""), False)
-        if where.endswith("lm_eval") and isinstance(cfg.get("tasks"), list):
+        # Task files in lm-eval's format (a benchmark's `tasks: [{yaml: ...}]`, wherever it sits): they can run code.
+        if isinstance(cfg.get("tasks"), list):
             for i, task in enumerate(cfg["tasks"]):
                 if isinstance(task, dict) and isinstance(task.get("yaml"), str):
                     yield (f"{where}.tasks[{i}].yaml", f"every lm-eval task file in {_task_folder(task['yaml'])} "
