@@ -332,11 +332,10 @@ def round_trip(report: Report, place: str, probe_name: str, probe: list[dict], p
 
 
 # ------------------------------------------------------------------------------------------- entry points
-def check(cfg: dict, stage, produced: Optional[dict] = None) -> tuple[Report, Any]:
-    """The parity report of one stage's config; ``produced``: run folder -> the tokenizer an earlier pipeline stage
+def check(recipe: Recipe, stage, produced: Optional[dict] = None) -> tuple[Report, Any]:
+    """The parity report of one stage's recipe; ``produced``: run folder -> the tokenizer an earlier pipeline stage
     saves there. Returns (report, the tokenizer this stage saves, or None)."""
     report, tokenizers = Report(), Tokenizers(produced)
-    recipe = stage.recipe(cfg)
     saved = None
     if recipe.model.trust_remote_code:
         report.skipped.append("model.trust_remote_code: validate runs no code of the model's own")
@@ -353,14 +352,14 @@ def check(cfg: dict, stage, produced: Optional[dict] = None) -> tuple[Report, An
     return report, saved
 
 
-def run_check(cfg: dict, stage, produced: Optional[dict] = None, where: str = "") -> list[str]:
+def run_check(recipe: Recipe, stage, produced: Optional[dict] = None, where: str = "") -> list[str]:
     """The check's lines for one stage (``validate``, ``rehearse``); a ZephyrError on the first mismatch. A stage
     that trains adds the tokenizer it saves to ``produced`` under its output folder, for the stages after it."""
-    report, saved = check(cfg, stage, produced)
+    report, saved = check(recipe, stage, produced)
     if where:
         for m in report.mismatches:
             m.probe = f"{where}, {m.probe}"
     report.refuse()
     if saved is not None and produced is not None:
-        produced[key(str(stage.recipe(cfg).run.output_dir))] = saved
+        produced[key(str(recipe.run.output_dir))] = saved
     return report.lines()
