@@ -211,13 +211,14 @@ def check_training(report: Report, recipe: Recipe[TrainerStageConfig], kind, tok
 
 def _generation_places(recipe: Recipe, tokenizers: Tokenizers) -> list[tuple]:
     """(place, model, tokenizer the place renders with or an error text, note) of each generator and the evaluated
-    model. The generator specs are read as the mappings the stage section holds (what the backends take)."""
+    model. The generator specs are read as the mappings they were checked as (``dataclasses.asdict`` of the typed
+    specs: what the backends take)."""
     out: list[tuple] = []
     evaluates = hasattr(recipe.stage, "benchmarks")  # the eval stage's section
     specs: list[tuple[str, dict]] = []
     if hasattr(recipe.stage, "generators"):  # the AI-feedback stage's section
-        for i, gen in enumerate(recipe.config["stage"].get("generators") or []):
-            specs.append((f"aif generator {gen.get('name') or f'generator{i}'}", gen))
+        for i, gen in enumerate(recipe.stage.generators or []):
+            specs.append((f"aif generator {gen.name or f'generator{i}'}", dataclasses.asdict(gen)))
     if evaluates:
         from ..stages import eval as eval_stage  # lazy: start-up (only the places the recipe has)
 
