@@ -105,7 +105,7 @@ def _plan_gb(recipe: str, overrides: list[str]) -> dict:
 
     raw, name, _ = compose(recipe, overrides)
     cfg = validate(raw, name)
-    est, kind, sentence, source = plan.plan(cfg, stages.get(cfg["stage"]["name"]))
+    est, kind, sentence, source = plan.plan(cfg, stages.of(cfg))
     return {"plan_gb": est["total_gb"], "plan_parts_gb": est["parts"], "plan_verdict": sentence}
 
 

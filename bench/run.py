@@ -79,7 +79,7 @@ def _env() -> dict:
     return env
 
 
-def _compose(recipe: str, overrides: list[str]) -> dict:
+def _compose(recipe: str, overrides: list[str]):
     from zephyr_recipes.runtime.compose import compose
     from zephyr_recipes.runtime.validate import validate
 
@@ -116,14 +116,14 @@ class _StepClock:
 
 
 # ------------------------------------------------------------------------------- 1. runner overhead
-def _trainer_kwargs(cfg: dict) -> dict:
-    """The keyword arguments the worker passes to SFTConfig (besides output_dir), from a resolved config."""
+def _trainer_kwargs(cfg) -> dict:
+    """The keyword arguments the worker passes to SFTConfig (besides output_dir), from a validated recipe."""
     from zephyr_recipes import stages
     from zephyr_recipes.model import trainer_fields
 
-    fields = trainer_fields.fields(stages.get(cfg["stage"]["name"]))
+    fields = trainer_fields.fields(stages.of(cfg))
     ckpt = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
-    return {"bf16": False, "fp16": False, ckpt: cfg["hardware"]["gradient_checkpointing"], **cfg["stage"]["trainer"]}
+    return {"bf16": False, "fp16": False, ckpt: cfg.hardware.gradient_checkpointing, **cfg.stage.trainer}
 
 
 def bench_overhead(reps: int = 3, max_steps: int = 5, warmup: bool = True, work: Path | None = None) -> dict:
@@ -137,13 +137,13 @@ def bench_overhead(reps: int = 3, max_steps: int = 5, warmup: bool = True, work:
     cfg = _compose("tiny/sft", overrides)
     args_file = work / "trainer_args.json"
     args_file.write_text(json.dumps(_trainer_kwargs(cfg)))
-    model_dir, data_dir = builtin.resolve(cfg["model"]["name_or_path"]), builtin.resolve(cfg["dataset"]["path"])
+    model_dir, data_dir = builtin.resolve(cfg.model.name_or_path), builtin.resolve(cfg.dataset.path)
     commands = {
         "runner": lambda out: ["-m", "zephyr_recipes", "run", "tiny/sft", *overrides, f"run.output_dir={out}"],
         "plain_trl": lambda out: [str(ROOT / "bench" / "plain_trl_sft.py"), "--model", model_dir, "--data", data_dir,
-                                  "--split", cfg["dataset"]["train_split"], "--template",
-                                  str(TEMPLATES / f"{cfg['model']['chat_template']}.jinja"),
-                                  "--args", str(args_file), "--seed", str(cfg["run"]["seed"]), "--out", out],
+                                  "--split", cfg.dataset.train_split, "--template",
+                                  str(TEMPLATES / f"{cfg.model.chat_template}.jinja"),
+                                  "--args", str(args_file), "--seed", str(cfg.run.seed), "--out", out],
     }
 
     def once(kind: str, i: int) -> dict:
@@ -325,7 +325,7 @@ def bench_sft_throughput(reps: int = 3, rows: int = 2000, steps: int = 8, batch:
     _quiet()
     work = Path(work or tempfile.mkdtemp(prefix="bench-sft-"))
     recipe = _compose("tiny/sft", [])
-    trainer_cfg = dict(recipe["stage"]["trainer"])
+    trainer_cfg = dict(recipe.stage.trainer)
     if batch:
         trainer_cfg["per_device_train_batch_size"] = batch
     max_length = trainer_cfg["max_length"]
@@ -447,12 +447,12 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             "dataset.path=builtin://tiny-ultrafeedback", f"dataset.max_train_samples={rows}",
             "dataset.test_split=null", "stage.trainer.save_strategy=no", "+stage.trainer.disable_tqdm=true"]
     samples = {pre: {"step": [], "setup": [], "total": [], "steps": 0} for pre in (False, True)}
-    shipped = _compose("tiny/dpo", [])["stage"]["trainer"].get("precompute_ref_log_probs", False)
+    shipped = _compose("tiny/dpo", []).stage.trainer.get("precompute_ref_log_probs", False)
     for i in range(reps):
         for pre in ((False, True) if i % 2 == 0 else (True, False)):
             cfg = _compose("tiny/dpo", base + [f"+stage.trainer.precompute_ref_log_probs={str(pre).lower()}"])
-            placement = modeling.resolve_placement(cfg["hardware"])
-            tok = modeling.load_tokenizer(cfg["model"])
+            placement = modeling.resolve_placement(cfg.hardware)
+            tok = modeling.load_tokenizer(cfg.model)
             train, _, info = data.load_for_stage(cfg, tok, dpo.rows)
             folder = info["cache"]["folder"]
             for f in glob.glob(os.path.join(folder, "train", "cache-*.arrow")):  # no cached tokenization/precompute
@@ -460,11 +460,11 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             train, _, info = data.load_for_stage(cfg, tok, dpo.rows)
             out = work / f"dpo-{pre}-{i}"
             t0 = time.perf_counter()
-            args = trainer_args(dpo, dpo.recipe(cfg), placement, out)
-            model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
+            args = trainer_args(dpo, cfg, placement, out)
+            model = modeling.load_model(cfg.model.name_or_path, cfg.model, placement)
             clock = _StepClock.make()
-            trainer, _ = dpo.build_trainer(dpo.recipe(cfg), model, tok, train, None, args,
-                                           lambda n, spec=cfg["model"], where=placement:
+            trainer, _ = dpo.build_trainer(cfg, model, tok, train, None, args,
+                                           lambda n, spec=cfg.model, where=placement:
                                            modeling.load_model(n, spec, where))
             trainer.add_callback(clock)
             t1 = time.perf_counter()
@@ -477,7 +477,7 @@ def bench_dpo(reps: int = 3, rows: int = 256, work: Path | None = None) -> dict:
             s["total"].append(t2 - t0)
             s["steps"] = len(clock.times)
             shutil.rmtree(out, ignore_errors=True)
-    epochs = _compose("tiny/dpo", [])["stage"]["trainer"]["num_train_epochs"]
+    epochs = _compose("tiny/dpo", []).stage.trainer["num_train_epochs"]
     res = {"rows": rows, "steps": samples[False]["steps"], "epochs": epochs, "shipped_precompute": shipped}
     for pre, name in ((False, "reference_model"), (True, "precomputed")):
         res[name] = {k: summary(samples[pre][k]) for k in ("step", "setup", "total")}
@@ -586,7 +586,7 @@ def _data_child(path: str, home: str) -> None:
     from zephyr_recipes.model import modeling
 
     cfg = _compose("tiny/sft", [f"dataset.path={path}", "dataset.test_split=null"])
-    tok = modeling.load_tokenizer(cfg["model"])
+    tok = modeling.load_tokenizer(cfg.model)
     os.environ["ZEPHYR_RECIPES_HOME"] = home  # the data cache goes here; the tokenizer came from the usual home
     t0 = time.perf_counter()
     train, _, info = data.load_for_stage(cfg, tok, stages.get("sft").rows)

@@ -68,11 +68,11 @@ def measure_here(shape: str) -> dict:
     out = Path(tempfile.mkdtemp(prefix="zr-timing-"))
     raw, name, _ = compose("tiny/sft", recipe_overrides(False, STEPS) + [f"+run.output_dir={out}"])
     cfg = validate(raw, name)
-    placement = modeling.resolve_placement(cfg["hardware"])
-    tokenizer = modeling.load_tokenizer(cfg["model"])
+    placement = modeling.resolve_placement(cfg.hardware)
+    tokenizer = modeling.load_tokenizer(cfg.model)
     sft = stages.get("sft")
     train, _, _ = data.load_for_stage(without_unused_test_data(cfg), tokenizer, sft.rows)
-    args = trainer_args(sft, sft.recipe(cfg), placement, out)
+    args = trainer_args(sft, cfg, placement, out)
     torch.manual_seed(0)
     if shape == "tiny":
         config_dict = json.loads((Path(builtin.resolve("builtin://tiny-mistral")) / "config.json").read_text())
@@ -82,7 +82,7 @@ def measure_here(shape: str) -> dict:
         config_dict = model_config(shape)
         config = MistralConfig(**{k: v for k, v in config_dict.items() if k != "model_type"})
         model = AutoModelForCausalLM.from_config(config, attn_implementation=placement.attn_implementation)
-    trainer, _ = sft.build_trainer(sft.recipe(cfg), model, tokenizer, train, None, args, None)
+    trainer, _ = sft.build_trainer(cfg, model, tokenizer, train, None, args, None)
     stamps: list[float] = []
     tokens: list[int] = []
 
@@ -104,7 +104,7 @@ def measure_here(shape: str) -> dict:
     steps = [b - a for a, b in zip([start] + stamps, stamps)][2:]
     shape_ = plan.Shape.from_config(config_dict)
     per_step = statistics.median(tokens[2:]) if len(tokens) > 2 else statistics.median(tokens)
-    ctx = cfg["stage"]["trainer"]["max_length"]
+    ctx = cfg.stage.trainer["max_length"]
     per_token = 6 * shape_.params + 12 * shape_.layers * shape_.hidden * ctx
     # The plan's own token count of this run (max_steps steps), as `zephyr-recipes plan` prints it.
     planned = timeplan.training_work(cfg, sft, shape_).tokens or 0.0

@@ -432,10 +432,10 @@ def test_new_sections_appear_in_the_resolved_config_only_when_chosen():
     from zephyr_recipes.runtime.validate import validate
 
     cfg, name, _ = compose("tiny/eval-heldout")
-    stage = validate(cfg, name)["stage"]
+    stage = validate(cfg, name).config["stage"]
     assert "alpaca_eval_2" not in stage and "arena_hard" not in stage  # the configs of earlier runs still match
     cfg, name, _ = compose("tiny/eval")
-    stage = validate(cfg, name)["stage"]
+    stage = validate(cfg, name).config["stage"]
     assert stage["arena_hard"]["strong_weight"] == 3 and stage["alpaca_eval_2"]["glm"] == "length_controlled_minimal"
     assert stage["alpaca_eval_2"]["instructions"] == stage["alpaca_eval"]["instructions"]
 

@@ -216,8 +216,8 @@ def test_audit_action_and_a_robust_loss_are_one_sweep(tmp_path):
         spec, _, path = pipespec.load("tiny/zephyr", fixed + point["overrides"] +
                                       [pipespec.override("pipeline.output_dir", str(tmp_path / point["name"]))])
         configs = {st["name"]: cfg for st, _, cfg in pipeline.stage_configs(spec, path.parent)}
-        assert configs["aif"]["stage"]["audit"]["action"] in ("keep", "drop")
-        assert configs["dpo"]["stage"]["trainer"]["loss_type"] in (["sigmoid", "sft"], ["robust", "sft"])
+        assert configs["aif"].stage.audit.action in ("keep", "drop")
+        assert configs["dpo"].stage.trainer["loss_type"] in (["sigmoid", "sft"], ["robust", "sft"])
         specs.append((spec, path))
     shared, branched = sweep.plan_pipeline(specs, tmp_path / "shared")
     assert "sft" in shared and "aif" in branched and "dpo" in branched

@@ -57,15 +57,15 @@ def test_sft_trains_exactly_the_assistant_tokens_of_a_marker_less_chatml_model(c
 
     cfg = validate(compose("tiny/sft", _sft(byo, tmp_path / "probe")[1:])[0], "tiny/sft")
     record: dict = {}
-    tok = modeling.load_tokenizer(cfg["model"], assistant_only=True, record=record)
+    tok = modeling.load_tokenizer(cfg.model, assistant_only=True, record=record)
     assert record["chat_template"]["source"] == "shipped-twin" and record["chat_template"]["name"] == "chatml"
     sft = stages.get("sft")
     train, _, _ = data.load_for_stage(cfg, tok, sft.rows)
-    placement = modeling.resolve_placement(cfg["hardware"])
-    model = modeling.load_model(cfg["model"]["name_or_path"], cfg["model"], placement)
+    placement = modeling.resolve_placement(cfg.hardware)
+    model = modeling.load_model(cfg.model.name_or_path, cfg.model, placement)
     (tmp_path / "probe").mkdir()
-    args = trainer_args(sft, sft.recipe(cfg), placement, tmp_path / "probe")
-    trainer, _ = sft.build_trainer(sft.recipe(cfg), model, tok, train, None, args, None)
+    args = trainer_args(sft, cfg, placement, tmp_path / "probe")
+    trainer, _ = sft.build_trainer(cfg, model, tok, train, None, args, None)
     batch = next(iter(trainer.get_train_dataloader()))
     by_prompt = {json.loads(line)["prompt"]: json.loads(line)["messages"] for line in byo["sft"].read_text().splitlines()}
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):

@@ -204,8 +204,8 @@ def test_every_real_model_option_composes_validates_and_has_a_memory_plan(option
     from zephyr_recipes.runtime.validate import validate
 
     cfg = validate(compose("smollm2-360m/sft", [f"model={option}"])[0], "x")
-    assert "/" in cfg["model"]["name_or_path"]  # a hub id: the real loading code, offline-safe in validate
-    spec = cfg["model"]["chat_template"]
+    assert "/" in cfg.model.name_or_path  # a hub id: the real loading code, offline-safe in validate
+    spec = cfg.model.chat_template
     assert spec is None or spec in chat_format.shipped_names()
     est, kind, _, source = plan.plan(cfg, stages.get("sft"))
     assert "shipped table" in source and est["total_gb"] > 1

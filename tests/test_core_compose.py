@@ -13,33 +13,33 @@ from zephyr_recipes.runtime.validate import validate
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_every_shipped_recipe_composes_and_validates(recipe, cli):
-    from zephyr_recipes.commands.recipe import compose_any
+    from zephyr_recipes.commands.recipe import compose_any, is_pipeline
 
     cfg, _ = compose_any(recipe, [])
-    configs = [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]
+    configs = [st["config"] for st in cfg["pipeline"]["stages"]] if is_pipeline(cfg) else [cfg]
     for c in configs:
-        assert c["stage"]["name"] in stages.names()
-        assert c["run"]["output_dir"]
-        assert c["model"]["name_or_path"]
+        assert c.stage.name in stages.names()
+        assert c.run.output_dir
+        assert c.model.name_or_path
     code, out, err = cli("validate", recipe, "--no-preflight")  # no API keys or runs on this machine
     assert code == 0 and out.splitlines()[-1].startswith("ok: "), err
 
 
 def test_zephyr_7b_beta_hyperparameters_match_the_paper():
     sft = validate(*compose("zephyr-7b-beta/sft")[:2])
-    t = sft["stage"]["trainer"]
-    assert sft["model"]["name_or_path"] == "mistralai/Mistral-7B-v0.1"
-    assert (sft["dataset"]["path"], sft["dataset"]["train_split"]) == ("HuggingFaceH4/ultrachat_200k", "train_sft")
+    t = sft.stage.trainer
+    assert sft.model.name_or_path == "mistralai/Mistral-7B-v0.1"
+    assert (sft.dataset.path, sft.dataset.train_split) == ("HuggingFaceH4/ultrachat_200k", "train_sft")
     assert (t["learning_rate"], t["lr_scheduler_type"], t["warmup_steps"], t["num_train_epochs"]) == (2e-5, "cosine", 0.1, 1)
-    assert t["max_length"] == 2048 and t["packing"] is True and sft["hardware"]["precision"] == "bf16"
-    assert sft["model"]["chat_template"] == "zephyr"
+    assert t["max_length"] == 2048 and t["packing"] is True and sft.hardware.precision == "bf16"
+    assert sft.model.chat_template == "zephyr"
     dpo = validate(*compose("zephyr-7b-beta/dpo")[:2])
-    t = dpo["stage"]["trainer"]
-    assert dpo["model"]["name_or_path"] == "alignment-handbook/zephyr-7b-sft-full"
-    assert (dpo["dataset"]["path"], dpo["dataset"]["train_split"]) == (
+    t = dpo.stage.trainer
+    assert dpo.model.name_or_path == "alignment-handbook/zephyr-7b-sft-full"
+    assert (dpo.dataset.path, dpo.dataset.train_split) == (
         "HuggingFaceH4/ultrafeedback_binarized", "train_prefs")
     assert (t["beta"], t["learning_rate"], t["lr_scheduler_type"], t["warmup_steps"]) == (0.01, 5e-7, "cosine", 0.1)
-    assert t["max_length"] == 1024 and dpo["dataset"]["max_prompt_tokens"] == 512
+    assert t["max_length"] == 1024 and dpo.dataset.max_prompt_tokens == 512
 
 
 def test_overrides_change_keys_groups_and_add_keys():
@@ -47,12 +47,12 @@ def test_overrides_change_keys_groups_and_add_keys():
                                                   "+stage.trainer.max_steps=7", "~stage.trainer.packing",
                                                   "stage.trainer.save_total_limit=3"])
     cfg = validate(raw, name)
-    assert cfg["stage"]["trainer"]["learning_rate"] == 1e-5
-    assert cfg["stage"]["trainer"]["max_steps"] == 7
-    assert cfg["stage"]["trainer"]["save_total_limit"] == 3
-    assert "packing" not in cfg["stage"]["trainer"]
-    assert cfg["hardware"]["name"] == "cpu" and cfg["hardware"]["device"] == "cpu"
-    assert cfg["model"]["name_or_path"] == "mistralai/Mistral-7B-v0.1"  # the rest of the recipe stays
+    assert cfg.stage.trainer["learning_rate"] == 1e-5
+    assert cfg.stage.trainer["max_steps"] == 7
+    assert cfg.stage.trainer["save_total_limit"] == 3
+    assert "packing" not in cfg.stage.trainer
+    assert cfg.hardware.name == "cpu" and cfg.hardware.device == "cpu"
+    assert cfg.model.name_or_path == "mistralai/Mistral-7B-v0.1"  # the rest of the recipe stays
 
 
 def test_recipe_from_any_path(tmp_path):
@@ -62,8 +62,10 @@ def test_recipe_from_any_path(tmp_path):
     raw, name, path = compose(str(mine), ["run.name=theirs"])
     cfg = validate(raw, name)
     assert path == mine.resolve()
-    assert cfg["stage"]["trainer"]["learning_rate"] == 1e-4
-    assert cfg["run"]["name"] == "theirs" and cfg["run"]["output_dir"] == "runs/theirs"
+    assert cfg.stage.trainer["learning_rate"] == 1e-4
+    assert cfg.run.name == "theirs" and cfg.run.output_dir == "runs/theirs"
+    # The mapping config.yaml is written from holds the run's name and folder too.
+    assert (cfg.config["run"]["name"], cfg.config["run"]["output_dir"]) == ("theirs", "runs/theirs")
 
 
 def test_show_prints_the_resolved_config(cli):

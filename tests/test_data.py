@@ -28,7 +28,7 @@ TINY_MODEL = {"name_or_path": "builtin://tiny-mistral", "chat_template": "zephyr
 
 @pytest.fixture(scope="module")
 def tok(home):
-    return modeling.load_tokenizer(validate(_raw("sft", {"path": "x"}))["model"])
+    return modeling.load_tokenizer(validate(_raw("sft", {"path": "x"})).model)
 
 
 def _raw(stage: str, dataset: dict, trainer: dict | None = None, seed: int = 0, model: dict | None = None) -> dict:
@@ -36,7 +36,7 @@ def _raw(stage: str, dataset: dict, trainer: dict | None = None, seed: int = 0, 
             "run": {"seed": seed}, "stage": {"name": stage, "trainer": {"max_length": 128, **(trainer or {})}}}
 
 
-def cfg(stage: str, dataset: dict, **kw) -> dict:
+def cfg(stage: str, dataset: dict, **kw):
     return validate(_raw(stage, dataset, **kw), "test/data")
 
 
@@ -358,7 +358,7 @@ def test_cache_hit_and_invalidation(tmp_path, tok, home):
     template = tmp_path / "t.jinja"
     template.write_text(modeling.template_text("zephyr").replace("<|user|>", "<|human|>"))
     model = {"chat_template": str(template)}
-    tok2 = modeling.load_tokenizer(cfg("dpo", base, model=model)["model"])
+    tok2 = modeling.load_tokenizer(cfg("dpo", base, model=model).model)
     _, _, tmpl = load("dpo", base, tok2, model=model)
     assert not tmpl["cache"]["hit"] and tmpl["cache"]["key"] != first["cache"]["key"]
     # the data changes: a new row invalidates
@@ -374,8 +374,8 @@ def test_trl_tokenization_is_cached_next_to_the_prepared_rows(tmp_path, tok):
 
     path = write_jsonl(tmp_path / "uc.jsonl", ultrachat_rows(30))
     c = cfg("sft", {"path": path})
-    placement = resolve_placement(c["hardware"])
-    model = load_model(c["model"]["name_or_path"], c["model"], placement)
+    placement = resolve_placement(c.hardware)
+    model = load_model(c.model.name_or_path, c.model, placement)
     args = SFTConfig(output_dir=str(tmp_path / "out"), max_length=128, report_to="none", use_cpu=True)
 
     def trl_cache_files(tokenizer):

@@ -34,13 +34,13 @@ MULTI = [p for p in PROFILES if p not in ("cpu", "auto", "1gpu", "qlora-24gb")]
 FAST = ["+stage.trainer.max_steps=2", "+dataset.max_train_samples=64"]
 
 
-def cfg_for(recipe: str, *overrides: str) -> dict:
+def cfg_for(recipe: str, *overrides: str):
     raw, name, _ = compose(recipe, list(overrides))
     return validate(raw, name)
 
 
-def stage_of(cfg: dict):
-    return stages.get(cfg["stage"]["name"])
+def stage_of(cfg):
+    return stages.get(cfg.stage.name)
 
 
 def env() -> dict:
@@ -62,18 +62,18 @@ SINGLE_STAGE = [r for r in list_recipes() if "pipeline" not in (yaml.safe_load(f
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("recipe", SINGLE_STAGE)
 def test_every_profile_composes_with_every_recipe(recipe, profile):
-    if cfg_for(recipe)["stage"]["name"] in ("aif", "eval") and profile in MULTI:
+    if cfg_for(recipe).stage.name in ("aif", "eval") and profile in MULTI:
         with pytest.raises(ZephyrError, match="stage runs in one process"):
             cfg_for(recipe, f"hardware={profile}")
         return
     cfg = cfg_for(recipe, f"hardware={profile}")
-    hw = cfg["hardware"]
-    assert hw["name"] == profile
+    hw = cfg.hardware
+    assert hw.name == profile
     # The global batch of a recipe that states one is kept exactly on every profile.
-    if cfg["stage"].get("global_batch_size"):
+    if getattr(cfg.stage, "global_batch_size", None):
         stage = stage_of(cfg)
         acc = hardware.gradient_accumulation(cfg, stage)
-        assert hardware.per_device_batch(cfg, stage) * acc * hardware.world_size(hw) == cfg["stage"]["global_batch_size"]
+        assert hardware.per_device_batch(cfg, stage) * acc * hardware.world_size(hw) == cfg.stage.global_batch_size
 
 
 def test_validate_command_passes_for_gpu_profile_on_a_cpu_machine(capsys):
@@ -144,7 +144,7 @@ def test_generated_configs_are_what_accelerate_accepts(profile, tmp_path, monkey
     from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
 
     cfg = cfg_for("zephyr-7b-beta/sft", f"hardware={profile}")
-    hw = cfg["hardware"]
+    hw = cfg.config["hardware"]
     acc = launch.write_configs(cfg, tmp_path)
     loaded = load_config_from_file(str(acc))  # accelerate's own loader: refuses unknown keys
     assert isinstance(loaded, ClusterConfig)
@@ -301,7 +301,7 @@ def test_worker_refuses_a_multi_process_folder_without_its_launcher(tmp_path):
     from zephyr_recipes.core import runfolder
 
     cfg = cfg_for("tiny/sft", "hardware=cpu-2proc", f"+run.output_dir={tmp_path / 'run'}")
-    folder, _ = runfolder.prepare(stage_of(cfg).recipe(cfg))
+    folder, _ = runfolder.prepare(cfg)
     proc = subprocess.run([sys.executable, "-m", "zephyr_recipes.runtime.worker", str(folder)], env=env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
@@ -344,6 +344,6 @@ def test_trainer_keys_owned_by_the_profile_are_refused():
 def test_weights_precision_follows_who_keeps_fp32_masters(profile, weights):
     from zephyr_recipes.model.modeling import weights_precision
 
-    hw = cfg_for("zephyr-7b-beta/sft", f"hardware={profile}")["hardware"]
+    hw = cfg_for("zephyr-7b-beta/sft", f"hardware={profile}").hardware
     precision = "fp32" if profile == "cpu" else "bf16"
     assert weights_precision(hw, precision) == weights

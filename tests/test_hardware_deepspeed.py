@@ -49,15 +49,15 @@ def test_generated_deepspeed_config_is_accepted_by_deepspeed(recipe, profile, ex
 
     raw, name, _ = compose(recipe, [f"hardware={profile}", *extra])
     cfg = validate(raw, name)
-    hw = cfg["hardware"]
+    hw = cfg.config["hardware"]
     world = hardware.world_size(hw)
     launch.write_configs(cfg, tmp_path)
     import transformers.training_args as ta
 
     monkeypatch.setattr(ta, "is_torch_bf16_gpu_available", lambda *a, **k: True)  # as on the profile's GPUs
     monkeypatch.setenv("WORLD_SIZE", str(world))  # as the launcher sets it for each process
-    stage = stages.get(cfg["stage"]["name"])
-    args = trainer_args(stage, stage.recipe(cfg), Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
+    stage = stages.get(cfg.stage.name)
+    args = trainer_args(stage, cfg, Placement(device="cuda", attn_implementation="sdpa", precision="bf16"),
                                tmp_path)
     # What the trainer does with the file: fill "auto" from the arguments, then from the model and step count.
     filled = HfTrainerDeepSpeedConfig(str(tmp_path / hardware.DEEPSPEED_CONFIG))
@@ -76,7 +76,7 @@ def test_generated_deepspeed_config_is_accepted_by_deepspeed(recipe, profile, ex
     assert parsed.train_micro_batch_size_per_gpu == args.per_device_train_batch_size == hardware.per_device_batch(cfg, stage)
     assert parsed.gradient_accumulation_steps == args.gradient_accumulation_steps == \
         hardware.gradient_accumulation(cfg, stage, world)
-    assert parsed.train_batch_size == cfg["stage"]["global_batch_size"]
+    assert parsed.train_batch_size == cfg.stage.global_batch_size
     assert parsed.zero_enabled and parsed.zero_optimization_stage == int(hw["strategy"][-1])
     assert parsed.bfloat16_config.enabled and not parsed.float16_config.enabled
     assert parsed.gradient_clipping == args.max_grad_norm
@@ -91,7 +91,7 @@ def test_deepspeed_parser_refuses_an_inconsistent_batch(monkeypatch):
     import deepspeed.runtime.config as ds_config
 
     cfg = validate(*compose("zephyr-7b-beta/sft", ["hardware=8gpu-zero3"])[:2])
-    ds = hardware.deepspeed_config(cfg["hardware"])
+    ds = hardware.deepspeed_config(cfg.hardware)
     ds.update(train_batch_size=100, train_micro_batch_size_per_gpu=16, gradient_accumulation_steps=1,
               gradient_clipping=1.0, bf16={"enabled": True}, fp16={"enabled": False})
     ds["zero_optimization"].update(reduce_bucket_size=1, stage3_prefetch_bucket_size=1,

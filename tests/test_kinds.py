@@ -20,19 +20,19 @@ from zephyr_recipes.runtime.validate import validate
 from zephyr_recipes.stages.kto import KTO
 
 
-def load_for_stage(cfg: dict, tokenizer):
+def load_for_stage(cfg, tokenizer):
     """The rows of cfg's stage, its row kind handed down as the run does."""
-    return load_rows(cfg, tokenizer, stages.get(cfg["stage"]["name"]).rows)
+    return load_rows(cfg, tokenizer, stages.get(cfg.stage.name).rows)
 
 TINY = ["model.name_or_path=builtin://tiny-mistral", "model.chat_template=zephyr", "--no-preflight"]
 
 
 @pytest.fixture(scope="module")
 def tok(home):
-    return modeling.load_tokenizer(cfg("sft", {"path": "x"})["model"])
+    return modeling.load_tokenizer(cfg("sft", {"path": "x"}).model)
 
 
-def cfg(stage: str, dataset: dict, trainer: dict | None = None) -> dict:
+def cfg(stage: str, dataset: dict, trainer: dict | None = None):
     raw = {"model": {"name_or_path": "builtin://tiny-mistral", "chat_template": "zephyr"}, "dataset": dataset,
            "hardware": {"device": "cpu"}, "run": {"seed": 0},
            "stage": {"name": stage, "trainer": {"max_length": 128, "per_device_train_batch_size": 4, **(trainer or {})}}}

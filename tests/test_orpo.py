@@ -39,7 +39,7 @@ def test_list_show_validate_and_plan_pick_orpo_up(cli):
     code, out, err = cli("show", "tiny/orpo")
     assert code == 0 and "name: orpo" in out and "beta: 0.1" in out, err
     cfg = validate(*compose("tiny/orpo")[:2])
-    assert cfg["stage"]["name"] == "orpo" and cfg["stage"]["trainer"]["max_length"] == 256
+    assert cfg.stage.name == "orpo" and cfg.stage.trainer["max_length"] == 256
     with pytest.raises(ZephyrError, match="ORPOConfig") as err_info:  # keys are checked against ORPO's class
         validate(*compose("tiny/orpo", ["stage.trainer.precompute_ref_log_probs=true"])[:2])
     assert "precompute_ref_log_probs" in str(err_info.value)

@@ -70,7 +70,7 @@ def _check(recipe: str, *overrides: str, probes=None):
     if probes is not None:
         parity.PROBES = probes
     try:
-        report, _ = parity.check(cfg, stages.get(cfg["stage"]["name"]))
+        report, _ = parity.check(cfg, stages.of(cfg))
     finally:
         parity.PROBES = saved
     return report
@@ -256,5 +256,5 @@ def test_every_shipped_recipe_passes_the_check(recipe, tmp_path, monkeypatch):
         configs = [validate(raw, name)]
     produced: dict = {}
     for cfg in configs:
-        lines = parity.run_check(cfg, stages.get(cfg["stage"]["name"]), produced)
+        lines = parity.run_check(cfg, stages.of(cfg), produced)
         assert not any("MISMATCH" in line for line in lines), lines

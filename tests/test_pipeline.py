@@ -117,10 +117,10 @@ def test_stage_overrides_of_any_shape_reach_the_stage(tmp_path):
         {"name": "aif", "recipe": "tiny/aif", "overrides": {"stage.generators": generators,
                                                             "recipe.description": "a [b] {c}, 'd'"}}]}}))
     spec, _, recipe_file = pipespec.load(str(path), [])
-    (_, _, cfg), = pipeline.stage_configs(spec, recipe_file.parent)
-    assert cfg["stage"]["generators"][0]["name"] == "it's (teacher)"
-    assert cfg["stage"]["generators"][1]["sampling"] == {"temperature": 1.0, "top_p": None}
-    assert cfg["recipe"]["description"] == "a [b] {c}, 'd'"
+    (_, _, recipe), = pipeline.stage_configs(spec, recipe_file.parent)
+    assert recipe.stage.generators[0].name == "it's (teacher)"
+    assert recipe.config["stage"]["generators"][1]["sampling"] == {"temperature": 1.0, "top_p": None}
+    assert recipe.recipe.description == "a [b] {c}, 'd'"
 
 
 def test_a_report_that_cannot_be_made_does_not_fail_finished_stages(tmp_path, cli):

@@ -31,7 +31,7 @@ MISTRAL_CONFIG = {"architectures": ["MistralForCausalLM"], "model_type": "mistra
 def run_plan(recipe: str, *overrides: str, model_config: str | None = None):
     raw, name, _ = compose(recipe, list(overrides))
     cfg = validate(raw, name)
-    est, kind, sentence, source = plan.plan(cfg, stages.get(cfg["stage"]["name"]), model_config)
+    est, kind, sentence, source = plan.plan(cfg, stages.get(cfg.stage.name), model_config)
     return cfg, est, kind
 
 

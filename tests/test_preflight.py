@@ -69,7 +69,7 @@ def test_the_disk_must_hold_the_weights_and_checkpoints(monkeypatch):
     from zephyr_recipes.runtime.validate import validate
 
     cfg = validate(*compose("zephyr-7b-beta/sft", ["stage.trainer.save_strategy=steps"])[:2])
-    kept = cfg["stage"]["trainer"].get("save_total_limit") or 2
+    kept = cfg.stage.trainer.get("save_total_limit") or 2
     need = preflight.saved_bytes(cfg, int(7.24e9))
     assert need == pytest.approx(7.24e9 * 2 + kept * 7.24e9 * 10, rel=1e-6)  # bf16 weights + checkpoints with AdamW
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: type("U", (), {"free": int(need) - 1})())

@@ -203,7 +203,7 @@ def test_validate_and_preview_read_the_kinds_rows(plugin):
             "kind = stages.get('graded_sft').rows\n"
             "type(kind).version = int(sys.argv[1])\n"
             "cfg = validate(compose('graded.yaml', [])[0], 'graded')\n"
-            "train, _, info = load_for_stage(cfg, modeling.load_tokenizer(cfg['model']), kind)\n"
+            "train, _, info = load_for_stage(cfg, modeling.load_tokenizer(cfg.model), kind)\n"
             "print(json.dumps({**info['cache'], 'dropped': info['sources'][0]['dropped'],\n"
             "                  'columns': train.column_names, 'score': train[1]['score']}))\n")
     proc = run("-c", load, "3")

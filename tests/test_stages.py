@@ -63,12 +63,12 @@ def test_defaults_are_stated_once_and_interpolations_still_reach_them():
     # conf/stage/aif.yaml names the stage only; the schema's default reaches the resolved config
     assert yaml.safe_load((ROOT / "conf" / "stage" / "aif.yaml").read_text()) == {"name": "aif"}
     aif = validate(*compose("tiny/aif")[:2])
-    assert aif["stage"]["binarize"] == {"rejected": "random", "score": "mean", "ties": "drop"}
+    assert aif.config["stage"]["binarize"] == {"rejected": "random", "score": "mean", "ties": "drop"}
     # tiny/eval points AlpacaEval 2.0's instructions at ${stage.alpaca_eval.instructions}, a schema default
     ev = validate(*compose("tiny/eval")[:2])
-    assert ev["stage"]["alpaca_eval_2"]["instructions"] == ev["stage"]["alpaca_eval"]["instructions"]
+    assert ev.config["stage"]["alpaca_eval_2"]["instructions"] == ev.config["stage"]["alpaca_eval"]["instructions"]
     # the AlpacaEval 1 leaderboard's baseline: output_1 of its annotations
-    assert ev["stage"]["alpaca_eval"]["instructions"].endswith("alpaca_eval_gpt4/annotations.json")
+    assert ev.stage.alpaca_eval.instructions.endswith("alpaca_eval_gpt4/annotations.json")
 
 
 def test_trl_fields_are_described_once_per_version_and_a_broken_description_is_made_again(tmp_path, monkeypatch):

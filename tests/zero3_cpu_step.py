@@ -19,7 +19,7 @@ from zephyr_recipes.runtime.validate import validate
 
 def main() -> None:
     cfg = validate(*compose("zephyr-7b-beta/sft", ["hardware=8gpu-zero3"])[:2])
-    ds = hardware.deepspeed_config(cfg["hardware"])
+    ds = hardware.deepspeed_config(cfg.hardware)
     hidden = 64
     ds.update(train_micro_batch_size_per_gpu=2, gradient_accumulation_steps=1, train_batch_size=4,
               gradient_clipping=1.0, bf16={"enabled": False}, fp16={"enabled": False})

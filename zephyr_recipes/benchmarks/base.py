@@ -133,7 +133,7 @@ class Context:
     def section(self, benchmark: "Benchmark") -> Any:
         """The benchmark's own section, checked and completed, as an instance of its ``schema``
         (``dataclasses.asdict`` gives the mapping back)."""
-        return typed_section(benchmark, self.recipe.config["stage"][benchmark.name])
+        return typed_section(benchmark, getattr(self.recipe.stage, benchmark.name))  # the eval stage's field
 
     def chosen(self, name: str) -> bool:
         return name in self.recipe.stage.benchmarks

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..core.errors import ZephyrError
 
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
     from ..core.schema import TrainerStageConfig
 
 
-def compose_any(recipe: str, overrides: list[str], deep: bool = True) -> tuple[dict, str]:
+def compose_any(recipe: str, overrides: list[str], deep: bool = True) -> tuple[Recipe | dict, str]:
+    """(the checked recipe, its name) of a single stage; of a pipeline, ``{"pipeline": spec}`` whose stages each
+    hold their checked recipe under ``config`` (:func:`as_mapping` gives the mappings)."""
     from ..runtime import pipespec  # lazy: start-up
     from ..runtime.compose import compose  # lazy: start-up
     from ..runtime.validate import validate  # lazy: start-up
@@ -26,17 +29,35 @@ def compose_any(recipe: str, overrides: list[str], deep: bool = True) -> tuple[d
         spec, name, path = loaded
         planned = pipeline.stage_configs(spec, path.parent, deep=deep)
         pipeline.check_references(spec, planned)
-        stages = [{"name": st["name"], "recipe": rname, "config": cfg} for st, rname, cfg in planned]
+        stages = [{"name": st["name"], "recipe": rname, "config": checked} for st, rname, checked in planned]
         return {"pipeline": {**spec, "stages": stages}}, name
     raw, name, path = compose(recipe, overrides)
     return validate(raw, name, deep=deep), name
 
 
 
-def single_stage(cfg: dict, recipe: str, command: str) -> None:
-    if "pipeline" in cfg:
+def is_pipeline(cfg: Recipe | dict) -> bool:
+    """Whether :func:`compose_any` composed a pipeline (a mapping) rather than a single stage (a recipe)."""
+    return isinstance(cfg, dict)
+
+
+
+def as_mapping(cfg: Recipe | dict) -> dict:
+    """What :func:`compose_any` returned as plain mappings (the checked configs, as config.yaml holds them): what is
+    shown, and what the trust gate, the secret routes and the warnings read (they also read raw pipelines)."""
+    if not is_pipeline(cfg):
+        return cast("Recipe", cfg).config
+    spec = cast(dict, cfg)["pipeline"]
+    return {"pipeline": {**spec, "stages": [{**st, "config": st["config"].config} for st in spec["stages"]]}}
+
+
+
+def single_stage(cfg: Recipe | dict, recipe: str, command: str) -> Recipe:
+    """The single stage's recipe, or an error when ``cfg`` is a pipeline."""
+    if is_pipeline(cfg):
         raise ZephyrError(f"{recipe} is a pipeline recipe, and `{command}` takes a single stage",
                           f"name one of its stages' recipes (e.g. zephyr-recipes {command} tiny/sft)")
+    return cast("Recipe", cfg)
 
 
 
@@ -46,18 +67,19 @@ def cmd_show(args) -> int:
     from ..runtime.pipespec import dump  # lazy: start-up
 
     cfg, _ = compose_any(args.recipe, args.overrides, deep=False)
-    code = trust.describe(cfg) + secret_routes(cfg)
+    shown = as_mapping(cfg)
+    code = trust.describe(shown) + secret_routes(shown)
     if code:
         sys.stdout.write("# code this recipe runs, and where its secrets go:\n"
                          + "".join(f"#   {line}\n" for line in code))
-    sys.stdout.write("".join(f"# warning: {line}\n" for line in greedy.warnings(cfg)))
-    if args.explain and "pipeline" not in cfg:
+    sys.stdout.write("".join(f"# warning: {line}\n" for line in greedy.warnings(shown)))
+    if args.explain and not is_pipeline(cfg):
         from .. import stages  # lazy: start-up
         from ..core.schema import explained  # lazy: start-up
 
-        sys.stdout.write(explained(cfg, stages.of(cfg).schema))
+        sys.stdout.write(explained(shown, stages.of(cfg).schema))
         return 0
-    sys.stdout.write(dump(cfg))
+    sys.stdout.write(dump(shown))
     return 0
 
 
@@ -70,23 +92,23 @@ def cmd_validate(args) -> int:
     from ..runtime import checkmemo, parity, preflight  # lazy: start-up
 
     cfg, name = compose_any(args.recipe, args.overrides)
-    code = [f"code: {line}" for line in trust.describe(cfg)] + secret_routes(cfg)
-    code += [f"warning: {line}" for line in greedy.warnings(cfg)]
+    shown = as_mapping(cfg)
+    code = [f"code: {line}" for line in trust.describe(shown)] + secret_routes(shown)
+    code += [f"warning: {line}" for line in greedy.warnings(shown)]
     network = not args.no_preflight
-    if "pipeline" in cfg:
+    if is_pipeline(cfg):
         produced: set[str] = set()
         checked = []
         tokens: dict = {}  # the token-parity check: run folder -> the tokenizer its stage saves there
         oks = []  # printed last, once every stage passed
-        for st in cfg["pipeline"]["stages"]:
-            c = st["config"]
-            stage = stages.of(c)
-            recipe = stage.recipe(c)
+        for st in cast(dict, cfg)["pipeline"]["stages"]:
+            recipe = st["config"]
+            stage = stages.of(recipe)
             checked += [f"{st['name']}: {line}" for line in
-                        parity.run_check(c, stage, tokens, f"stage {st['name']}")]
+                        parity.run_check(recipe, stage, tokens, f"stage {st['name']}")]
             try:
-                checked += [f"pre-flight: {st['name']}: {line}"
-                            for line in preflight.run(c, stage, network=network, produced=produced, strict=False)]
+                checked += [f"pre-flight: {st['name']}: {line}" for line in
+                            preflight.run(recipe, stage, network=network, produced=produced, strict=False)]
             except ZephyrError as exc:
                 raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
             produced.add(str(recipe.run.output_dir))
@@ -96,8 +118,8 @@ def cmd_validate(args) -> int:
         return 0
     if code:
         print("\n".join(code))
-    stage = stages.of(cfg)
-    recipe = stage.recipe(cfg)
+    recipe = cast("Recipe", cfg)
+    stage = stages.of(recipe)
     # The slow checks (a tokenizer and the data loaded) are remembered while nothing they read changes.
     memo_key = checkmemo.key(recipe, args.rows, sys.stdout.isatty())
     memo = None if args.recheck else checkmemo.recall(memo_key)
@@ -110,9 +132,9 @@ def cmd_validate(args) -> int:
         with checkmemo.recording() as printed:
             if isinstance(stage, stages.TrainerStage) and stage.rows is not None:
                 _check_template(recipe, stage.rows, args.rows)
-            print("\n".join(parity.run_check(cfg, stage)))
+            print("\n".join(parity.run_check(recipe, stage)))
         checkmemo.remember(memo_key, printed.copy.getvalue(), printed.logged)
-    for line in preflight.run(cfg, stage, network=network, strict=False):
+    for line in preflight.run(recipe, stage, network=network, strict=False):
         print(f"pre-flight: {line}")
     if not network:
         print("pre-flight: keys, endpoints and local paths not checked (--no-preflight)")
@@ -236,14 +258,13 @@ def cmd_preview(args) -> int:
 
     setup_logging()
     cfg, _ = compose_any(args.recipe, args.overrides)
-    single_stage(cfg, args.recipe, "preview")
+    recipe = single_stage(cfg, args.recipe, "preview")
     from ..core import trust  # lazy: start-up
 
     trust.allow(args.trust_recipe_code)
-    stage = stages.of(cfg)
-    recipe = stage.recipe(cfg)
+    stage = stages.of(recipe)
     # The tokenizer may be the model's own code; trust reads config mappings (it also reads raw pipelines).
-    trust.check({"model": recipe.config["model"]})
+    trust.check({"model": dataclasses.asdict(recipe.model)})
     if args.examples < 0 or args.sample < 1:
         raise ZephyrError("-n must be 0 or more and --sample at least 1", "e.g. -n 3 --sample 2000")
     tokenizer = modeling.load_tokenizer(recipe.model)

@@ -7,9 +7,13 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from ..core.errors import ZephyrError
-from .recipe import compose_any
+from .recipe import compose_any, is_pipeline
+
+if TYPE_CHECKING:
+    from ..core.recipe import Recipe
 
 
 def cmd_plan(args) -> int:
@@ -24,17 +28,17 @@ def cmd_plan(args) -> int:
     if args.mfu is not None and not 0 < args.mfu <= 1:  # NaN fails this too
         raise ZephyrError(f"--mfu {args.mfu} is not a share between 0 and 1", "e.g. --mfu 0.35")
     # A plan reads the model's shape, never its code (a custom architecture: pass --model-config).
-    for c in [st["config"] for st in cfg["pipeline"]["stages"]] if "pipeline" in cfg else [cfg]:
-        c["model"] = {**c["model"], "trust_remote_code": False}
     options = {"gpu": args.gpu, "mfu": args.mfu, "tokens_per_row": args.tokens_per_row}
-    if "pipeline" in cfg:
+    if is_pipeline(cfg):
         if args.model_config:
             raise ZephyrError("--model-config applies to a single stage", "plan the stage's recipe with it")
-        planned = [(st, st["recipe"], st["config"]) for st in cfg["pipeline"]["stages"]]
+        planned = [(st, st["recipe"], st["config"].replaced("model", trust_remote_code=False))
+                   for st in cast(dict, cfg)["pipeline"]["stages"]]
         text, refused = stageplan.pipeline_plan(planned, args.price, **options)
         print(text)
         return 1 if refused else 0
-    sp = stageplan.stage_plan(cfg, stages.of(cfg), args.model_config, **options)
+    recipe = cast("Recipe", cfg).replaced("model", trust_remote_code=False)
+    sp = stageplan.stage_plan(recipe, stages.of(recipe), args.model_config, **options)
     print(sp.text)
     cost = render_cost([sp.work], args.price) if sp.work is not None and args.price is not None else []
     for line in cost:
@@ -102,8 +106,8 @@ def _dry_run(recipe: str, overrides: list[str], argv: list[str]) -> int:
         out = Path(spec["output_dir"])
         out = out.with_name(out.name + dryrun.DRY_RUN_SUFFIX)
         known: dict = {}
-        for st, rname, cfg in planned:
-            result = dryrun.dry_run(cfg, rname, argv, out / st["name"], known)
+        for st, rname, checked in planned:
+            result = dryrun.dry_run(checked, rname, argv, out / st["name"], known)
             print(f"== stage {st['name']}\n{dryrun.render_dry_run(result)}")
         print(f"dry run of pipeline {name}: {len(planned)} stage(s) checked; files in {out}")
         return 0

@@ -48,6 +48,13 @@ class Recipe(Generic[S]):
         """The typed sections as plain mappings (``dataclasses.asdict``), for code that reads mappings."""
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTION_NAMES}
 
+    def replaced(self, section: str, **values: Any) -> Recipe[S]:
+        """This recipe with ``values`` set in one section, in its typed section and in the mapping files are written
+        from alike (a sweep point's folder and name, a pipeline stage run again over its folder)."""
+        config = {**self.config, section: {**(self.config.get(section) or {}), **values}}
+        typed_section = dataclasses.replace(getattr(self, section), **values)
+        return dataclasses.replace(self, config=config, **{section: typed_section})
+
 
 def recipe_of(cfg: dict, stage_schema: type[S]) -> Recipe[S]:
     """A checked, resolved config (what validation returns and config.yaml holds) as a :class:`Recipe`, its stage
@@ -56,6 +63,12 @@ def recipe_of(cfg: dict, stage_schema: type[S]) -> Recipe[S]:
                   model=_typed_once(ModelConfig, cfg.get("model")), dataset=_typed_once(DatasetConfig, cfg.get("dataset")),
                   stage=_typed_once(stage_schema, cfg.get("stage")),
                   hardware=_typed_once(HardwareConfig, cfg.get("hardware")), config=cfg)
+
+
+def is_config(cfg: Any) -> bool:
+    """Whether ``cfg`` (a config.yaml read back) has the shape of a run's config, a mapping with a stage section:
+    what a stage's name is looked up in and its recipe made from."""
+    return isinstance(cfg, dict) and isinstance(cfg.get("stage"), dict)
 
 
 # The sections typed in this process, newest last: (schema, a copy of the mapping, its typed section). The front end

@@ -69,7 +69,7 @@ def check_launcher_files(folder: Path) -> list[str]:
 
 
 
-def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, known: dict | None = None) -> dict:
+def dry_run(recipe: Recipe, name: str, argv: list[str], out: Path | None = None, known: dict | None = None) -> dict:
     """Everything `run` does before loading weights, with nothing started and the run folder untouched.
 
     Checks trust (reported, not refused: nothing runs), the plan, this machine's devices, the run folder (its lock,
@@ -78,19 +78,18 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     own tools and returns what the run would launch. ``known`` carries what earlier pipeline stages will write
     (models and data) from stage to stage, for the plan.
     """
-    stage = stages.of(cfg)
-    recipe = stage.recipe(cfg)
+    stage = stages.of(recipe)
     hw = recipe.hardware
     output_dir = cast(str, recipe.run.output_dir)  # validation sets every run's folder
     folder = Path(output_dir).expanduser().resolve()
     out = Path(out or dry_run_folder(recipe)).resolve()
     notes: list[str] = []
-    needs = trust.foreign(cfg)
+    needs = trust.foreign(recipe.config)
     if needs and not trust.trusted():
         notes.append("the run needs --trust-recipe-code for: " + "; ".join(f"{w} = {n}" for w, n in needs))
 
     try:
-        checked_outside = preflight.run(cfg, stage, network=True, produced=(known or {}).get("produced", set()),
+        checked_outside = preflight.run(recipe, stage, network=True, produced=(known or {}).get("produced", set()),
                                         strict=False)
     except ZephyrError as exc:
         checked_outside = []
@@ -100,7 +99,7 @@ def dry_run(cfg: dict, name: str, argv: list[str], out: Path | None = None, know
     known.setdefault("folders", {})
     known.setdefault("data", {})
     try:
-        sp = stageplan.stage_plan(cfg, stage, folders=known["folders"], data=known["data"])
+        sp = stageplan.stage_plan(recipe, stage, folders=known["folders"], data=known["data"])
     except ZephyrError as exc:
         sp = stageplan.StagePlan(f"plan: not made here ({exc.problem})", "unknown")
     if sp.trained:

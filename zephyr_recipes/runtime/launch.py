@@ -36,15 +36,9 @@ PREEMPT_EXIT = preempt.EXIT_CODE
 NODE_SCRIPT = "launch_node.sh"
 
 
-def _recipe(cfg: Recipe | dict) -> Recipe:
-    """``cfg`` as a typed recipe: itself, or a checked config read by its stage."""
-    return cfg if isinstance(cfg, Recipe) else stages.of(cfg).recipe(cfg)
-
-
-def write_configs(cfg: Recipe | dict, folder: Path) -> Path:
-    """Write accelerate.yaml (and deepspeed.json for ZeRO) into the run folder; returns the accelerate file.
-    ``cfg``: the typed recipe, or a checked config."""
-    hw = _recipe(cfg).hardware
+def write_configs(recipe: Recipe, folder: Path) -> Path:
+    """Write accelerate.yaml (and deepspeed.json for ZeRO) into the run folder; returns the accelerate file."""
+    hw = recipe.hardware
     folder = folder.resolve()
     ds_file = None
     if hw.strategy in ("zero2", "zero3"):
@@ -225,9 +219,8 @@ def run_accelerate(recipe: Recipe, folder: Path) -> int:
     return rc
 
 
-def sbatch_script(cfg: Recipe | dict, folder: Path) -> tuple[str, str]:
-    """(sbatch script, per-node script) for launcher=slurm. ``cfg``: the typed recipe, or a checked config."""
-    recipe = _recipe(cfg)
+def sbatch_script(recipe: Recipe, folder: Path) -> tuple[str, str]:
+    """(sbatch script, per-node script) for launcher=slurm."""
     hw = recipe.hardware
     folder = folder.resolve()
     acc = folder / hardware.ACCELERATE_CONFIG
@@ -325,9 +318,10 @@ def run_slurm(recipe: Recipe, folder: Path, submit_job: bool = True) -> int:
     return 0
 
 
-def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = None,
+def execute(recipe: Recipe, name: str, argv: list[str], produced: set[str] | None = None,
             submit: bool = True, again: bool = False, code_checked: bool = False) -> Path | None:
-    """Check, freeze and start one validated stage config on its launcher.
+    """Check, freeze and start one validated stage recipe on its launcher (``recipe.config`` is what
+    config.yaml holds).
 
     Returns the finished run folder, or None when the run was handed to the scheduler. Every check that can
     refuse (trust, the pre-flight of keys, endpoints, paths and disk, the memory plan, this machine's devices) runs
@@ -338,25 +332,24 @@ def execute(cfg: dict, name: str, argv: list[str], produced: set[str] | None = N
     runtime/runcheck.py for every stage already.
     """
 
-    stage = stages.of(cfg)  # the front end's one look-up: the checks below receive the stage
-    recipe = stage.recipe(cfg)
+    stage = stages.of(recipe)  # the front end's one look-up: the checks below receive the stage
     hw = recipe.hardware
     # Checks that read the config only, first (the plan reads shapes, never a model's code): a run that cannot fit
     # is refused on any machine, and one that needs devices this machine lacks says which. Then trust, then what
     # lies outside the process.
-    stageplan.check_before_launch(cfg, stage)
+    stageplan.check_before_launch(recipe, stage)
     if hw.launcher != "slurm":
         resolve_placement(hw)  # this machine runs the processes: refuse before making a folder when it can't
-    trust.check(cfg)
-    for line in preflight.run(cfg, stage, network=True, produced=produced):  # keys, endpoints, paths, disk
+    trust.check(recipe.config)  # trust reads mappings (it also reads raw pipelines and sweeps)
+    for line in preflight.run(recipe, stage, network=True, produced=produced):  # keys, endpoints, paths, disk
         worker.log.info("pre-flight: %s", line)
-    code = reuse.code_of(cfg, stage)  # the code it runs by reference: part of the run's identity
+    code = reuse.code_of(recipe, stage)  # the code it runs by reference: part of the run's identity
     with runfolder.locked(Path(cast(str, recipe.run.output_dir)), argv):  # validation sets every run's folder
         def ready() -> None:  # what the run will run later (modules, tokenizers, the judge), before it starts
-            for line in [] if code_checked else runcheck.run(cfg, stage, produced):
+            for line in [] if code_checked else runcheck.run(recipe, stage, produced):
                 worker.log.info("pre-flight: %s", line)
 
-        done = reuse.before_prepare(cfg, stage, code, again, ready)
+        done = reuse.before_prepare(recipe, stage, code, again, ready)
         if done is not None:
             readcheck.check(done)  # reused only when its records are whole
             return done

@@ -211,13 +211,14 @@ def check_training(report: Report, recipe: Recipe[TrainerStageConfig], kind, tok
 
 def _generation_places(recipe: Recipe, tokenizers: Tokenizers) -> list[tuple]:
     """(place, model, tokenizer the place renders with or an error text, note) of each generator and the evaluated
-    model. The generator specs are read as the mappings the stage section holds (what the backends take)."""
+    model. The generator specs are read as the mappings they were checked as (``dataclasses.asdict`` of the typed
+    specs: what the backends take)."""
     out: list[tuple] = []
     evaluates = hasattr(recipe.stage, "benchmarks")  # the eval stage's section
     specs: list[tuple[str, dict]] = []
     if hasattr(recipe.stage, "generators"):  # the AI-feedback stage's section
-        for i, gen in enumerate(recipe.config["stage"].get("generators") or []):
-            specs.append((f"aif generator {gen.get('name') or f'generator{i}'}", gen))
+        for i, gen in enumerate(recipe.stage.generators or []):
+            specs.append((f"aif generator {gen.name or f'generator{i}'}", dataclasses.asdict(gen)))
     if evaluates:
         from .. import benchmarks  # lazy: start-up (only the places the recipe has)
         from ..stages import eval as eval_stage  # lazy: start-up (only the places the recipe has)
@@ -334,11 +335,10 @@ def round_trip(report: Report, place: str, probe_name: str, probe: list[dict], p
 
 
 # ------------------------------------------------------------------------------------------- entry points
-def check(cfg: dict, stage, produced: Optional[dict] = None) -> tuple[Report, Any]:
-    """The parity report of one stage's config; ``produced``: run folder -> the tokenizer an earlier pipeline stage
+def check(recipe: Recipe, stage, produced: Optional[dict] = None) -> tuple[Report, Any]:
+    """The parity report of one stage's recipe; ``produced``: run folder -> the tokenizer an earlier pipeline stage
     saves there. Returns (report, the tokenizer this stage saves, or None)."""
     report, tokenizers = Report(), Tokenizers(produced)
-    recipe = stage.recipe(cfg)
     saved = None
     if recipe.model.trust_remote_code:
         report.skipped.append("model.trust_remote_code: validate runs no code of the model's own")
@@ -355,14 +355,14 @@ def check(cfg: dict, stage, produced: Optional[dict] = None) -> tuple[Report, An
     return report, saved
 
 
-def run_check(cfg: dict, stage, produced: Optional[dict] = None, where: str = "") -> list[str]:
+def run_check(recipe: Recipe, stage, produced: Optional[dict] = None, where: str = "") -> list[str]:
     """The check's lines for one stage (``validate``, ``rehearse``); a ZephyrError on the first mismatch. A stage
     that trains adds the tokenizer it saves to ``produced`` under its output folder, for the stages after it."""
-    report, saved = check(cfg, stage, produced)
+    report, saved = check(recipe, stage, produced)
     if where:
         for m in report.mismatches:
             m.probe = f"{where}, {m.probe}"
     report.refuse()
     if saved is not None and produced is not None:
-        produced[key(str(stage.recipe(cfg).run.output_dir))] = saved
+        produced[key(str(recipe.run.output_dir))] = saved
     return report.lines()

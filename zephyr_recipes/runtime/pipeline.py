@@ -52,8 +52,8 @@ def stage_folder(spec: dict, name: str, folders: dict | None = None) -> Path:
 
 
 def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
-                 deep: bool = True) -> tuple[str, dict]:
-    """(recipe name, validated config) of one pipeline stage (``deep``: see :func:`validate.validate`)."""
+                 deep: bool = True) -> tuple[str, Recipe]:
+    """(recipe name, validated recipe) of one pipeline stage (``deep``: see :func:`validate.validate`)."""
 
     folders = folders or {}
     recipe = st["recipe"]
@@ -77,15 +77,15 @@ def stage_config(spec: dict, st: dict, base: Path, folders: dict | None = None,
             if not stages.get((raw.get("stage") or {}).get("name", "sft")).one_process:
                 overrides = [override(k, v) for k, v in st["every"].items()] + overrides
         raw, name, _ = compose(recipe, overrides)
-        cfg = validate(raw, name, deep=deep)
+        recipe = validate(raw, name, deep=deep)
     except ZephyrError as exc:
         raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
-    return name, cfg
+    return name, recipe
 
 
 def stage_configs(spec: dict, base: Path, folders: dict | None = None,
-                  deep: bool = True) -> list[tuple[dict, str, dict]]:
-    """(stage entry, recipe name, validated config) for every stage, composed before anything runs.
+                  deep: bool = True) -> list[tuple[dict, str, Recipe]]:
+    """(stage entry, recipe name, validated recipe) for every stage, composed before anything runs.
 
     ``folders`` moves stages out of the pipeline folder (a sweep's shared stages); references to them follow.
     """
@@ -109,8 +109,8 @@ def check_references(spec: dict, planned: list) -> None:
             for i, v in enumerate(value):
                 yield from strings(v, f"{where}[{i}]")
 
-    for i, (st, _, cfg) in enumerate(planned):
-        for where, text in strings(cfg, ""):
+    for i, (st, _, recipe) in enumerate(planned):
+        for where, text in strings(recipe.config, ""):
             norm = os.path.normpath(text) if "/" in text else ""
             if not norm.startswith(out + os.sep):
                 continue
@@ -178,12 +178,6 @@ def _reuse(spec: dict, stage: str, cfg: dict, folder: Path, folders: dict | None
     return None
 
 
-def _stage_recipe(cfg: dict) -> tuple[stages.Stage, Recipe]:
-    """A checked stage config's stage and its typed recipe (typed once per contents, so asking again is cheap)."""
-    stage = stages.of(cfg)
-    return stage, stage.recipe(cfg)
-
-
 def _folder(recipe: Recipe) -> Path:
     return Path(cast(str, recipe.run.output_dir))  # validation sets every run's folder
 
@@ -194,7 +188,7 @@ def _will_skip(stage: stages.Stage, recipe: Recipe, folders: list[Path]) -> bool
     if not runfolder.is_complete(_folder(recipe)):
         return False
     try:
-        return reuse.why_again(recipe.config, stage, [], folders) is None
+        return reuse.why_again(recipe, stage, [], folders) is None
     except ZephyrError:
         return False
 
@@ -205,15 +199,15 @@ def _preflight(planned: list, forced: bool) -> tuple[set[str], set[str]]:
     stages whose modules, tokenizers and judges were checked here)."""
     produced: set[str] = set()
     checked: set[str] = set()
-    folders_all = [_folder(_stage_recipe(c)[1]) for _, _, c in planned]
-    for st, _, cfg in planned:
-        stage, recipe = _stage_recipe(cfg)
+    folders_all = [_folder(recipe) for _, _, recipe in planned]
+    for st, _, recipe in planned:
+        stage = stages.of(recipe)
         try:
-            preflight.run(cfg, stage, network=True, produced=produced)
+            preflight.run(recipe, stage, network=True, produced=produced)
             if not forced and _will_skip(stage, recipe, folders_all):
                 pass  # finished with this config and code: checked again only if it has to run after all
             else:
-                runcheck.run(cfg, stage, produced)  # modules, tokenizers, judges
+                runcheck.run(recipe, stage, produced)  # modules, tokenizers, judges
                 checked.add(st["name"])
         except ZephyrError as exc:
             raise ZephyrError(f"pipeline stage {st['name']!r}: {exc.problem}", exc.fix) from None
@@ -223,8 +217,8 @@ def _preflight(planned: list, forced: bool) -> tuple[set[str], set[str]]:
 
 def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str | None = None,
         argv: list[str] | None = None, folders: dict | None = None, transform=None) -> Path:
-    """Run the stages in order (``transform(stage entry, recipe, config) -> config``, when given, replaces each
-    stage's config before anything runs: a rehearsal's stand-ins)."""
+    """Run the stages in order (``transform(stage entry, recipe name, validated recipe) -> config``, when given,
+    replaces each stage's config before anything runs, validated again: a rehearsal's stand-ins)."""
     names = [st["name"] for st in spec["stages"]]
     for flag, value in (("--from", from_stage), ("--only", only)):
         if value is not None and value not in names:
@@ -236,12 +230,12 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     planned = stage_configs(spec, recipe_file.parent, folders)
     check_references(spec, planned)
     if transform is not None:
-        planned = [(st, name, validate(transform(st, name, cfg), name)) for st, name, cfg in planned]
-    trust.check({st["name"]: cfg for st, _, cfg in planned})  # before any stage runs
+        planned = [(st, name, validate(transform(st, name, recipe), name)) for st, name, recipe in planned]
+    trust.check({st["name"]: recipe.config for st, _, recipe in planned})  # before any stage runs (mappings)
     produced, checked = _preflight(planned, bool(from_stage or only))
     out = Path(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    folders_all = [_folder(_stage_recipe(cfg)[1]) for _, _, cfg in planned]
+    folders_all = [_folder(recipe) for _, _, recipe in planned]
     written = {**spec, "stages": [{**st, "folder": str(f)} for (st, _, _), f in zip(planned, folders_all)]}
     runfolder.write_atomic(out / "pipeline.yaml", dump({"pipeline": written}))
     status_path = out / "pipeline.json"
@@ -249,21 +243,21 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
     status["seed"] = spec["seed"]
     forced = set(names[names.index(from_stage):]) if from_stage else ({only} if only else set())
     ran: list[Path] = []  # folders of the stages that ran in this invocation: a stage reading one runs again
-    for (st, name, cfg), folder in zip(planned, folders_all):
+    for (st, name, recipe), folder in zip(planned, folders_all):
         stage = st["name"]
         if only and stage != only:
             continue
-        runs, recipe = _stage_recipe(cfg)
+        runs = stages.of(recipe)
         again = stage in forced
         if stage not in forced and runfolder.is_complete(folder):
-            why = reuse.why_again(cfg, runs, ran, folders_all)
+            why = reuse.why_again(recipe, runs, ran, folders_all)
             if why is None:
                 log.info("pipeline: %s finished already (%s), skipped", stage, folder)
                 continue
             log.info("pipeline: %s runs again: %s", stage, why)
             again = True
         if stage not in forced and spec.get("reuse"):
-            src = _reuse(spec, stage, cfg, folder, folders)
+            src = _reuse(spec, stage, recipe.config, folder, folders)
             if src is not None:
                 log.info("pipeline: %s is the finished %s (same config), copied", stage, src)
                 status["stages"][stage] = {"folder": str(folder), "reused_from": str(src), "finished": runfolder.now()}
@@ -273,14 +267,14 @@ def run(spec: dict, recipe_file: Path, from_stage: str | None = None, only: str 
             raise ZephyrError(f"stage {stage!r} comes before --from {from_stage} and has not finished",
                               "run the whole pipeline (without --from) first")
         if again and not runs.revisable:
-            cfg["run"]["overwrite"] = True  # a revisable stage (AI feedback) keeps its folder and redoes what changed
+            recipe = recipe.replaced("run", overwrite=True)  # a revisable stage (AI feedback) keeps its folder
         log.info("pipeline: running %s (%s) -> %s", stage, name, folder)
         started = time.time()
         if recipe.hardware.launcher == "slurm":
             raise ZephyrError(f"pipeline stage {stage!r} uses a Slurm profile; a pipeline waits for each stage",
                               "run the pipeline itself inside a Slurm allocation with an accelerate profile, "
                               "or launch the stage recipes one by one")
-        launch.execute(cfg, name, argv or [], produced, again=again, code_checked=stage in checked)
+        launch.execute(recipe, name, argv or [], produced, again=again, code_checked=stage in checked)
         ran.append(folder)
         status["stages"][stage] = {"folder": str(folder), "seconds": round(time.time() - started, 2),
                                    "finished": runfolder.now()}

@@ -37,7 +37,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import stages
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
 from ..core.recipe import Recipe, section_of
@@ -141,9 +140,9 @@ def _upstream_model(folder: Path) -> str | None:
         return None
 
 
-def model_config(cfg: Recipe | dict, path: str | None = None, folders: dict | None = None) -> tuple[dict, str]:
-    """(config dict, where it came from) for the recipe's model (``cfg``: the typed recipe, or a checked config), or
-    of the config.json at ``path`` (--model-config), without loading weights."""
+def model_config(recipe: Recipe, path: str | None = None, folders: dict | None = None) -> tuple[dict, str]:
+    """(config dict, where it came from) for the recipe's model, or of the config.json at ``path``
+    (--model-config), without loading weights."""
     if path:
         p = Path(path).expanduser()
         p = p / "config.json" if p.is_dir() else p
@@ -151,7 +150,7 @@ def model_config(cfg: Recipe | dict, path: str | None = None, folders: dict | No
             raise ZephyrError(f"--model-config {path} is not a config.json or a folder holding one",
                               "give the path of the model's config.json")
         return json.loads(p.read_text()), str(p)
-    model = (cfg if isinstance(cfg, Recipe) else stages.of(cfg).recipe(cfg)).model
+    model = recipe.model
     return config_of(model.name_or_path, model, folders)
 
 
@@ -200,10 +199,9 @@ def _training_stage(stage: Stage) -> TrainerStage:
     return stage
 
 
-def estimate(cfg: dict, stage: Stage, shape: Shape) -> dict:
+def estimate(recipe: Recipe, stage: Stage, shape: Shape) -> dict:
     """Per-device memory in GB by component, the total, and the facts it used, for ``stage`` (a trainer stage)
-    as ``cfg`` (a checked config) runs it."""
-    recipe = stage.recipe(cfg)
+    as ``recipe`` runs it."""
     hw = recipe.hardware
     P = shape.params
     world = hardware.world_size(hw)
@@ -280,12 +278,11 @@ def verdict(hw: HardwareConfig, est: dict) -> tuple[str, str]:
     return "fits", f"fits: about {total:.1f} GB of {mem:g} GB per device"
 
 
-def plan(cfg: dict, stage: Stage, model_config_path: str | None = None) -> tuple[dict, str, str, str]:
-    """The memory plan of ``stage`` (a trainer stage) as ``cfg`` runs it: (estimate, verdict, sentence, where the
+def plan(recipe: Recipe, stage: Stage, model_config_path: str | None = None) -> tuple[dict, str, str, str]:
+    """The memory plan of ``stage`` (a trainer stage) as ``recipe`` runs it: (estimate, verdict, sentence, where the
     model's config came from)."""
-    recipe = stage.recipe(cfg)
     config, source = model_config(recipe, model_config_path)
-    est = estimate(cfg, stage, Shape.from_config(config))
+    est = estimate(recipe, stage, Shape.from_config(config))
     kind, sentence = verdict(recipe.hardware, est)
     return est, kind, sentence, source
 

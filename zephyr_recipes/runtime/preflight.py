@@ -22,30 +22,24 @@ from typing import TypeGuard
 
 from ..core.catalog import producing_recipe
 from ..core.errors import ZephyrError
-from ..core.recipe import Recipe, as_recipe
+from ..core.recipe import Recipe
+from ..core.schema import TrainerStageConfig
 from ..model.modeling import is_local_path as local
 from ..stages.base import Stage, TrainerStage
-from . import plan
+from . import plan, stagespecs
 
 TIMEOUT_S = 5.0
 
 
-def endpoints(obj, where: str = "stage") -> list[tuple[str, dict]]:
-    """(where, spec) of every OpenAI-compatible generator or judge in a stage section that is not started by the
-    run itself (``serve:``)."""
-    found = []
-    if isinstance(obj, dict):
-        if isinstance(obj.get("type"), str) and obj.get("base_url"):
-            from ..feedback.specs import calls_endpoint  # lazy: start-up (only a generator or judge with an address)
+def endpoints(recipe: Recipe, stage: Stage | None = None) -> list[tuple[str, dict]]:
+    """(where, spec) of every OpenAI-compatible generator or judge in the recipe's stage section that is not started
+    by the run itself (``serve:``); with ``stage``, of the settings the config uses."""
+    found = [(where, spec) for where, spec in stagespecs.specs(recipe, stage) if spec.get("base_url")]
+    if not found:
+        return []
+    from ..feedback.specs import calls_endpoint  # lazy: start-up (only a generator or judge with an address)
 
-            if calls_endpoint(obj):
-                found.append((where, obj))
-        for k, v in obj.items():
-            found += endpoints(v, f"{where}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            found += endpoints(v, f"{where}[{i}]")
-    return found
+    return [(where, spec) for where, spec in found if calls_endpoint(spec)]
 
 
 def _host(url: str) -> str:
@@ -55,29 +49,9 @@ def _host(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
-def _used(cfg: dict, stage: Stage | None) -> dict:
-    """The stage section without the settings this config does not use (``Stage.idle``): the mapping the config
-    holds, walked for the generator and judge specs it names wherever they sit."""
-    section = cfg.get("stage") or {}
-    idle = stage.idle(stage.recipe(cfg)) if stage is not None else []
-    if not idle:
-        return section
-    import copy
-
-    section = copy.deepcopy(section)
-    for path in idle:
-        *head, last = path.split(".")
-        node = section
-        for key in head:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return section
-
-
-def check_keys(cfg: dict, stage: Stage | None = None) -> list[str]:
+def check_keys(recipe: Recipe, stage: Stage | None = None) -> list[str]:
     lines, missing = [], []
-    for where, spec in endpoints(_used(cfg, stage)):
+    for where, spec in endpoints(recipe, stage):
         env = spec.get("api_key_env")
         if env and not os.environ.get(env):
             missing.append((where, env, spec["base_url"]))
@@ -92,9 +66,9 @@ def check_keys(cfg: dict, stage: Stage | None = None) -> list[str]:
     return lines
 
 
-def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S, stage: Stage | None = None) -> list[str]:
+def check_endpoints(recipe: Recipe, timeout: float = TIMEOUT_S, stage: Stage | None = None) -> list[str]:
     lines, seen = [], set()
-    for where, spec in endpoints(_used(cfg, stage)):
+    for where, spec in endpoints(recipe, stage):
         key = (spec["base_url"].rstrip("/"), spec.get("api_key_env"))
         if key in seen:
             continue
@@ -128,13 +102,12 @@ def check_endpoints(cfg: dict, timeout: float = TIMEOUT_S, stage: Stage | None =
     return lines
 
 
-def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
-    """(where, path) of the local model and data paths a config of ``stage`` reads."""
+def local_paths(recipe: Recipe, stage: Stage) -> list[tuple[str, str]]:
+    """(where, path) of the local model and data paths a recipe of ``stage`` reads."""
     def is_local_path(value) -> TypeGuard[str]:
         return isinstance(value, str) and bool(value) and local(value)
 
     found = []
-    recipe = stage.recipe(cfg)
     reads = stage.reads_model(recipe)
     for key, value in (("name_or_path", recipe.model.name_or_path),
                        ("tokenizer_name_or_path", recipe.model.tokenizer_name_or_path)):
@@ -144,31 +117,19 @@ def local_paths(cfg: dict, stage: Stage) -> list[tuple[str, str]]:
     for i, path in enumerate([ds.path, *(entry.get("path") for entry in ds.mixture or [])]):
         if isinstance(path, str) and path.startswith(("./", "../", "/", "~")):
             found.append(("dataset.path" if i == 0 else f"dataset.mixture[{i - 1}].path", path))
-
-    def walk(obj, where):
-        if isinstance(obj, dict):
-            if isinstance(obj.get("type"), str) and is_local_path(obj.get("model")):
-                from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
-
-                if model_location(obj):
-                    found.append((f"{where}.model", obj["model"]))
-            for k, v in obj.items():
-                walk(v, f"{where}.{k}")
-        elif isinstance(obj, list):
-            for i, v in enumerate(obj):
-                walk(v, f"{where}[{i}]")
-    walk(_used(cfg, stage), "stage")
+    found += [(f"{where}.model", spec["model"]) for where, spec in stagespecs.with_model(recipe, stage)
+              if is_local_path(spec["model"])]
     ref = getattr(recipe.stage, "ref_model", None)  # the DPO stages' reference model
     if is_local_path(ref):
         found.append(("stage.ref_model", ref))
     return found
 
 
-def check_paths(cfg: dict, stage: Stage, produced: set[str] | None = None, strict: bool = True) -> list[str]:
+def check_paths(recipe: Recipe, stage: Stage, produced: set[str] | None = None, strict: bool = True) -> list[str]:
     """Missing local paths are refused (``strict``) or listed; paths under ``produced`` (folders an earlier
     pipeline stage writes) are skipped."""
     lines = []
-    for where, path in local_paths(cfg, stage):
+    for where, path in local_paths(recipe, stage):
         p = Path(path).expanduser()
         if p.exists() or any(p.resolve() == Path(q).resolve() or Path(q).resolve() in p.resolve().parents
                              for q in produced or ()):
@@ -184,10 +145,9 @@ def check_paths(cfg: dict, stage: Stage, produced: set[str] | None = None, stric
     return lines
 
 
-def saved_bytes(cfg: Recipe | dict, params: int) -> int:
-    """Bytes the run writes: the final weights, and the checkpoints it keeps (weights + AdamW + gradients' states).
-    ``cfg``: a training stage's typed recipe (a checked mapping is read as one)."""
-    recipe = as_recipe(cfg)
+def saved_bytes(recipe: Recipe[TrainerStageConfig], params: int) -> int:
+    """Bytes the run of a training stage's ``recipe`` writes: the final weights, and the checkpoints it keeps
+    (weights + AdamW + gradients' states)."""
     trainer = recipe.stage.trainer or {}
     width = 2 if recipe.hardware.precision in ("bf16", "fp16") or recipe.model.dtype in ("bfloat16", "float16") else 4
     final = params * width
@@ -197,11 +157,10 @@ def saved_bytes(cfg: Recipe | dict, params: int) -> int:
     return final + int(kept) * params * (width + 8)
 
 
-def check_disk(cfg: Recipe | dict, params: int | None) -> list[str]:
-    """The free disk under the run folder against :func:`saved_bytes` (``cfg``: as there)."""
+def check_disk(recipe: Recipe[TrainerStageConfig], params: int | None) -> list[str]:
+    """The free disk under the run folder against :func:`saved_bytes`."""
     if not params:
         return []
-    recipe = as_recipe(cfg)
     folder = Path(str(recipe.run.output_dir)).expanduser().resolve()
     existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("/"))
     need = saved_bytes(recipe, params)
@@ -214,19 +173,20 @@ def check_disk(cfg: Recipe | dict, params: int | None) -> list[str]:
     return [f"disk: about {need / 1e9:.2f} GB to write, {free / 1e9:.0f} GB free under {existing}"]
 
 
-def run(cfg: dict, stage: Stage, network: bool = True, produced: set[str] | None = None,
+def run(recipe: Recipe, stage: Stage, network: bool = True, produced: set[str] | None = None,
         strict: bool = True) -> list[str]:
-    """Every pre-flight check of one config of ``stage``; raises ZephyrError on the first that fails.
+    """Every pre-flight check of one recipe of ``stage``; raises ZephyrError on the first that fails.
     ``network=False`` (validate --no-preflight) leaves out what lies outside this machine's run: keys, endpoints and
     local paths."""
     lines = []
     if network:
-        lines += check_keys(cfg, stage) + check_endpoints(cfg, stage=stage) + check_paths(cfg, stage, produced, strict)
+        lines += (check_keys(recipe, stage) + check_endpoints(recipe, stage=stage)
+                  + check_paths(recipe, stage, produced, strict))
     if isinstance(stage, TrainerStage):
         try:
-            config, _ = plan.model_config(cfg)
+            config, _ = plan.model_config(recipe)
             params = plan.Shape.from_config(config).params
         except ZephyrError:
             params = None
-        lines += check_disk(stage.recipe(cfg), params)
+        lines += check_disk(recipe, params)
     return lines

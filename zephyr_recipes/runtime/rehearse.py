@@ -279,12 +279,12 @@ def _remote(spec) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- driver
-def parity_lines(cfg: dict, produced: dict, where: str) -> list[str]:
+def parity_lines(recipe: Recipe, produced: dict, where: str) -> list[str]:
     """The token-parity check of a rehearsed stage (its stand-ins carry the real templates); printed, and a
     ZephyrError on a mismatch."""
     from . import parity  # lazy: start-up
 
-    lines = parity.run_check(cfg, stages.of(cfg), produced, f"stage {where}")
+    lines = parity.run_check(recipe, stages.of(recipe), produced, f"stage {where}")
     for line in lines:
         print(f"{where}: {line}", file=sys.stderr)
     return lines
@@ -311,18 +311,18 @@ def run(recipe: str, overrides: list[str], out: Path | None = None, steps: int =
         if loaded:
             spec, name, path = loaded
 
-            def transform(st: dict, rname: str, cfg: dict) -> dict:
-                dryrun.dry_run(cfg, rname, argv, out / "launchers" / st["name"], known)
-                staged = reh.stage_config(cfg, st["name"])
-                reh.parity[st["name"]] = parity_lines(staged, tokens, st["name"])
+            def transform(st: dict, rname: str, checked: Recipe) -> dict:
+                dryrun.dry_run(checked, rname, argv, out / "launchers" / st["name"], known)
+                staged = reh.stage_config(checked.config, st["name"])  # validated again by the pipeline
+                reh.parity[st["name"]] = parity_lines(stages.of(staged).recipe(staged), tokens, st["name"])
                 return staged
 
             pipeline.run(spec, path, argv=argv, transform=transform)
         else:
             raw, name, _ = compose(recipe, [*overrides, f"run.output_dir={out / 'run'}"])
-            cfg = validate(raw, name)
-            dryrun.dry_run(cfg, name, argv, out / "launchers" / "run", known)
-            staged = validate(reh.stage_config(cfg, "run"), name)
+            checked = validate(raw, name)
+            dryrun.dry_run(checked, name, argv, out / "launchers" / "run", known)
+            staged = validate(reh.stage_config(checked.config, "run"), name)
             reh.parity["run"] = parity_lines(staged, tokens, "run")
             launch.execute(staged, name, argv)
     except ZephyrError as exc:

@@ -22,15 +22,16 @@ import yaml
 
 from ..core import fingerprint, revisions, runfolder
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe
 from ..stages.base import Stage
 
 log = logging.getLogger("zephyr_recipes")
 
 
-def code_of(cfg: dict, stage: Stage) -> dict:
-    """{label: fingerprint} of the code the run of cfg runs by reference (after the trust gate: finding a module
-    imports its parent packages)."""
-    return fingerprint.of_refs(stage.code_refs(stage.recipe(cfg)))
+def code_of(recipe: Recipe, stage: Stage) -> dict:
+    """{label: fingerprint} of the code the run of ``recipe`` runs by reference (after the trust gate: finding a
+    module imports its parent packages)."""
+    return fingerprint.of_refs(stage.code_refs(recipe))
 
 
 def _frozen(folder: Path) -> dict:
@@ -41,11 +42,10 @@ def _frozen(folder: Path) -> dict:
     return frozen if isinstance(frozen, dict) else {}
 
 
-def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False, ready=None) -> Path | None:
+def before_prepare(recipe: Recipe, stage: Stage, code: dict, again: bool = False, ready=None) -> Path | None:
     """The folder when it holds this run finished (nothing to do; ``again``: run a revisable stage all the same),
     else None after refusing a finished run whose code changed, calling ``ready()`` (the pre-flight of what the run
     runs) and recording a revision: a run refused by its pre-flight leaves no revision behind."""
-    recipe = stage.recipe(cfg)
     folder = Path(str(recipe.run.output_dir)).expanduser()
     done = runfolder.finished_alike(recipe, code)
     if done is not None and not (again and stage.revisable):
@@ -61,7 +61,7 @@ def before_prepare(cfg: dict, stage: Stage, code: dict, again: bool = False, rea
         return None
     status = runfolder.read_status(folder) or {}
     frozen = _frozen(folder)
-    changed = runfolder.config_diff(frozen, cfg) if frozen else []
+    changed = runfolder.config_diff(frozen, recipe.config) if frozen else []
     code_changed = fingerprint.changed(status.get("code"), code)
     if status.get("status") == "complete" and code_changed and not changed and not stage.revisable:
         raise ZephyrError(f"{folder} holds a finished run of this config made with other code: "
@@ -88,20 +88,20 @@ def reads_folder(cfg: dict, folder: Path) -> bool:
     return any(re.search(re.escape(n) + r"(?=/|\"|$)", text) for n in names)
 
 
-def why_again(cfg: dict, stage: Stage, ran: list[Path], others: tuple[Path, ...] | list[Path] = ()) -> str | None:
+def why_again(recipe: Recipe, stage: Stage, ran: list[Path], others: tuple[Path, ...] | list[Path] = ()) -> str | None:
     """Why a finished pipeline stage must run again (None: skip it): a stage it reads ran again (in this invocation,
     ``ran``, or since it started: one of ``others`` finished after it), its code changed, or (a revisable stage)
     its config changed. A changed config of another stage is refused, as before fingerprints: the pipeline says to
     re-run it with --from."""
-    folder = Path(str(stage.recipe(cfg).run.output_dir))
+    folder = Path(str(recipe.run.output_dir))
     status = runfolder.read_status(folder) or {}
     frozen = _frozen(folder)
-    changed = runfolder.config_diff(frozen, cfg)
-    code = code_of(cfg, stage)
+    changed = runfolder.config_diff(frozen, recipe.config)
+    code = code_of(recipe, stage)
     code_changed = fingerprint.changed(status.get("code"), code)
-    upstream = [f for f in ran if reads_folder(cfg, f)]
+    upstream = [f for f in ran if reads_folder(recipe.config, f)]
     started = str(status.get("started") or "")
-    upstream += [f for f in others if f not in upstream and f != folder and reads_folder(cfg, f)
+    upstream += [f for f in others if f not in upstream and f != folder and reads_folder(recipe.config, f)
                  and str((runfolder.read_status(f) or {}).get("finished") or "") > started]
     if upstream:
         return f"it reads {', '.join(map(str, upstream))}, which ran again"

@@ -25,8 +25,11 @@ import re
 from pathlib import Path
 
 from ..core.errors import ZephyrError
+from ..core.recipe import Recipe, section_of
+from ..core.schema import ModelConfig
 from ..embedded import tasks
 from ..stages.base import Stage, code_refs_in
+from . import stagespecs
 
 log = logging.getLogger("zephyr_recipes")
 _checked_tokenizers: dict[tuple, None] = {}  # (model, template) already loaded in this process
@@ -37,20 +40,20 @@ def _override_path(where: str) -> str:
     return re.sub(r"\[(\d+)\]", r".\1", where)
 
 
-def import_modules(cfg: dict) -> list[str]:
-    """Import every function module the config names; the error names the key that names it."""
+def import_modules(recipe: Recipe) -> list[str]:
+    """Import every function module the recipe's stage section names; the error names the key that names it."""
     import importlib
 
     from ..core import fingerprint  # lazy: start-up
 
     lines, seen = [], set()
-    for ref in code_refs_in({"stage": cfg.get("stage") or {}}):
+    for ref in code_refs_in({"stage": stagespecs.section(recipe)}):
         if ref.module is None or ref.module in seen:
             continue
         seen.add(ref.module)
         from ..feedback.backends import import_fix, load_callable  # lazy: start-up (only a recipe naming a module)
 
-        name = (cfg_value(cfg, ref.where) or ref.module) if ref.where.endswith(".function") else ref.module
+        name = (cfg_value(recipe.config, ref.where) or ref.module) if ref.where.endswith(".function") else ref.module
         try:
             if ":" in str(name):
                 load_callable(str(name))
@@ -80,40 +83,26 @@ def cfg_value(cfg: dict, where: str):
     return node
 
 
-def specs_with_templates(obj, where: str = "stage") -> list[tuple[str, dict]]:
-    found = []
-    if isinstance(obj, dict):
-        if isinstance(obj.get("type"), str) and isinstance(obj.get("model"), str):
-            from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
-
-            if model_location(obj):  # a model loaded here or served by the runner: its tokenizer answers
-                found.append((where, obj))
-        for key, value in obj.items():
-            found += specs_with_templates(value, f"{where}.{key}")
-    elif isinstance(obj, list):
-        for i, value in enumerate(obj):
-            found += specs_with_templates(value, f"{where}[{i}]")
-    return found
-
-
 def _produced(model: str, produced: set[str] | None) -> bool:
     p = Path(model).expanduser()
     return not p.exists() and any(p.resolve() == Path(q).resolve() or Path(q).resolve() in p.resolve().parents
                                   for q in produced or ())
 
 
-def check_templates(cfg: dict, produced: set[str] | None = None) -> list[str]:
+def check_templates(recipe: Recipe, produced: set[str] | None = None) -> list[str]:
     """Load each local generator's and judge's tokenizer and check that it has a chat template to answer with."""
     from ..model import chat_format, modeling  # lazy: start-up
 
     lines = []
-    for where, spec in specs_with_templates(cfg.get("stage") or {}):
+    for where, spec in stagespecs.with_model(recipe):  # a model loaded here or served by the runner
         model = spec["model"]
         if _produced(model, produced):
             lines.append(f"{where}: {model} is written by an earlier stage; its tokenizer is checked when it runs")
             continue
         model_cfg = dict(spec.get("model_config") or {})
-        key = (model, str(model_cfg.get("chat_template")), str(model_cfg.get("revision")))
+        # The generator's model section, typed as modeling.standalone types it: one tokenizer per template and revision.
+        asked = section_of(ModelConfig, {"chat_template": None, **model_cfg, "name_or_path": model})
+        key = (model, str(asked.chat_template), str(asked.revision))
         if key in _checked_tokenizers:
             continue
         path = _override_path(where)
@@ -155,10 +144,9 @@ def probe_item():
     return Item([{"role": "user", "content": task.instruction}], (task.answer,))
 
 
-def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> list[str]:
+def check_judges(recipe: Recipe, stage: Stage, produced: set[str] | None = None) -> list[str]:
     """Put one constructed item through each judge the stage declares; a reply that does not parse fails here."""
     lines = []
-    recipe = stage.recipe(cfg)
     for where, spec, asks, title in stage.judge_probes(recipe):
         from ..feedback import judge_registry  # lazy: start-up (only a stage with a judge)
         from ..feedback.judges import Item, JudgeFailure, make_judge  # lazy: start-up (only a stage with a judge)
@@ -198,7 +186,7 @@ def check_judges(cfg: dict, stage: Stage, produced: set[str] | None = None) -> l
     return lines
 
 
-def run(cfg: dict, stage: Stage, produced: set[str] | None = None) -> list[str]:
+def run(recipe: Recipe, stage: Stage, produced: set[str] | None = None) -> list[str]:
     """Every check of what the run will run later (after the trust gate); raises ZephyrError on the first that
     fails."""
-    return import_modules(cfg) + check_templates(cfg, produced) + check_judges(cfg, stage, produced)
+    return import_modules(recipe) + check_templates(recipe, produced) + check_judges(recipe, stage, produced)

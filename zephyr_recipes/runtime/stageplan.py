@@ -96,18 +96,17 @@ def _task_plan(recipe: Recipe, stage: TaskStage, folders: dict | None, gpu: str 
 
 
 
-def stage_plan(cfg: dict, stage: Stage, model_config_path: str | None = None, folders: dict | None = None,
+def stage_plan(recipe: Recipe, stage: Stage, model_config_path: str | None = None, folders: dict | None = None,
                gpu: str | None = None, mfu: float | None = None, tokens_per_row: float | None = None,
                count_data: bool = True, data: dict | None = None) -> StagePlan:
-    """Memory, tokens, FLOPs and hours of one stage config (any stage; ``cfg``: a checked config)."""
-    recipe = stage.recipe(cfg)
+    """Memory, tokens, FLOPs and hours of one stage's recipe (any stage)."""
     if not isinstance(stage, TrainerStage):
         return _task_plan(recipe, cast(TaskStage, stage), folders, gpu)  # every other stage is a task stage
     config, source = model_config(recipe, model_config_path, folders)
     shape = Shape.from_config(config)
-    est = estimate(cfg, stage, shape)
+    est = estimate(recipe, stage, shape)
     kind, sentence = verdict(recipe.hardware, est)
-    work = timeplan.training_work(cfg, stage, shape, tokens_per_row, mfu, gpu, count_data, data)
+    work = timeplan.training_work(recipe, stage, shape, tokens_per_row, mfu, gpu, count_data, data)
     text = render(recipe, est, sentence, source) + "".join(f"\n  {line}" for line in work.lines)
     if kind == "no":
         text += f"\n  fix: {advice(recipe.hardware)}"
@@ -122,14 +121,14 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
     folders: dict = {}
     data: dict = {}
     parts, works, refused = [], [], False
-    for st, recipe, cfg in planned:
+    for st, name, recipe in planned:
         try:
-            stage = stages.of(cfg)
-            sp = stage_plan(cfg, stage, folders=folders, data=data, **options)
+            stage = stages.of(recipe)
+            sp = stage_plan(recipe, stage, folders=folders, data=data, **options)
         except ZephyrError as exc:
-            parts.append(f"== stage {st['name']} ({recipe}): not planned: {exc.problem}")
+            parts.append(f"== stage {st['name']} ({name}): not planned: {exc.problem}")
             continue
-        output_dir = cast(str, stage.recipe(cfg).run.output_dir)  # validation sets every run's folder
+        output_dir = cast(str, recipe.run.output_dir)  # validation sets every run's folder
         if sp.trained:
             folders[output_dir] = sp.trained
         if sp.writes:
@@ -140,21 +139,21 @@ def pipeline_plan(planned: list, price: float | None = None, **options) -> tuple
         cost = ""
         if price is not None and sp.work is not None and sp.work.gpu_hours is not None:
             cost = f"\n  cost: {sp.work.gpu_hours * price:,.2f} ({sp.work.gpu_hours:,.1f} GPU-hours at {price:g})"
-        parts.append(f"== stage {st['name']} ({recipe})\n{sp.text}{cost}")
+        parts.append(f"== stage {st['name']} ({name})\n{sp.text}{cost}")
     total = timeplan.render_cost(works, price)
     if total:
         parts.append("== total\n" + "\n".join(f"  {line}" for line in total))
     return "\n".join(parts), refused
 
 
-def check_before_launch(cfg: dict, stage: Stage) -> None:
+def check_before_launch(recipe: Recipe, stage: Stage) -> None:
     """Run by `zephyr-recipes run` on GPU profiles: refuse a run the plan says will not fit (``cfg``: a checked
     config)."""
-    hw = stage.recipe(cfg).hardware
+    hw = recipe.hardware
     if hw.device == "cpu" or not hw.gpu_memory_gb:
         return
     try:
-        sp = stage_plan(cfg, stage, count_data=False)
+        sp = stage_plan(recipe, stage, count_data=False)
     except ZephyrError as exc:
         import logging
 

@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 from typing import cast
 
-from .. import stages
 from ..core import preempt, runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError
 from ..core.recipe import Recipe
@@ -84,24 +83,19 @@ def run(recipe: str, overrides: list[str], from_stage: str | None = None, only: 
     return _run_stages(recipe, fixed, swept, grid, argv)
 
 
-def _validate(recipe: str, overrides: list[str]) -> tuple[dict, str]:
+def _validate(recipe: str, overrides: list[str]) -> tuple[Recipe, str]:
     raw, name, _ = compose(recipe, overrides)
     return validate(raw, name), name
-
-
-def _recipe(cfg: dict) -> Recipe:
-    """A point's checked config as its stage's typed recipe (typed once per contents: read it again after a change)."""
-    return stages.of(cfg).recipe(cfg)
 
 
 def _folder(run: RunConfig) -> Path:
     return Path(cast(str, run.output_dir))  # validation sets every run's folder
 
 
-def _settled(i: int, n: int, point: dict, cfg: dict, results: dict) -> tuple[dict, Path, bool]:
+def _settled(i: int, n: int, point: dict, recipe: Recipe, results: dict) -> tuple[dict, Path, bool]:
     """(the point's entry, its folder, whether it needs nothing now): a finished point is skipped and a point its
     scheduler holds is not submitted again (both recorded in ``results``), unless run.overwrite."""
-    run_cfg = _recipe(cfg).run
+    run_cfg = recipe.run
     folder = _folder(run_cfg)
     entry = {"values": point["values"], "folder": str(folder), "overrides": point["overrides"]}
     state = (runfolder.read_status(folder) or {}).get("status")
@@ -127,11 +121,11 @@ def _all_or_some(grid: list[dict], errors: dict) -> None:
         raise ZephyrError(f"no point of the sweep is valid; {first}: {errors[first].problem}", errors[first].fix)
 
 
-def _refuse_clobber(planned: list[tuple[dict, dict]]) -> None:
+def _refuse_clobber(planned: list[tuple[dict, Recipe]]) -> None:
     """Refuse before anything runs when a point's folder holds another config's run, or not a run at all."""
     bad = []
-    for _point, cfg in planned:
-        run_cfg = _recipe(cfg).run
+    for _point, recipe in planned:
+        run_cfg = recipe.run
         folder = _folder(run_cfg)
         if not folder.exists() or not any(folder.iterdir()) or run_cfg.overwrite:
             continue
@@ -141,7 +135,7 @@ def _refuse_clobber(planned: list[tuple[dict, dict]]) -> None:
             continue
         frozen = yamlsafe.read(folder / runfolder.CONFIG, "run folder config") \
             if (folder / runfolder.CONFIG).exists() else {}
-        changed = runfolder.config_diff(frozen, cfg)
+        changed = runfolder.config_diff(frozen, recipe.config)
         if changed:
             state = "a finished" if status.get("status") == "complete" else "an unfinished"
             bad.append(f"{folder} holds {state} run of a different config (changed: {', '.join(changed[:3])})")
@@ -156,42 +150,41 @@ def _run_stages(recipe, fixed, swept, grid, argv) -> Path:
     base = None
     for point in grid:
         try:
-            cfg, name = _validate(recipe, fixed + point["overrides"])
+            checked, name = _validate(recipe, fixed + point["overrides"])
         except ZephyrError as exc:
             errors[point["name"]] = exc
             continue
-        base = base or _recipe(cfg).run.output_dir
+        base = base or checked.run.output_dir
         point["recipe"] = name
-        planned.append((point, cfg))
+        planned.append((point, checked))
     _all_or_some(grid, errors)
     if errors:  # every point is checked before the first trains: a bad value is refused, not found hours in
         bad = next(iter(errors))
         raise ZephyrError(f"sweep point {bad}: {errors[bad].problem}",
                           f"{errors[bad].fix or 'fix that value'}; nothing was run (every point is checked first)")
 
-    trust.check({p["name"]: cfg for p, cfg in planned})  # code of any point, before the first runs
+    trust.check({p["name"]: checked.config for p, checked in planned})  # code of any point, before the first runs
     sweep_dir = Path(str(base).rstrip("/") + "-sweep")
     results = {p["name"]: {"values": p["values"], "status": "failed", "error": f"{errors[p['name']]}"}
                for p in grid if p["name"] in errors}
-    for point, cfg in planned:  # every point in its own folder under the sweep folder
-        run_name = _recipe(cfg).run.name
-        cfg["run"]["output_dir"] = str(sweep_dir / point["name"])
-        cfg["run"]["name"] = f"{run_name}-{point['name']}"
+    # Every point in its own folder under the sweep folder.
+    planned = [(point, checked.replaced("run", output_dir=str(sweep_dir / point["name"]),
+                                        name=f"{checked.run.name}-{point['name']}")) for point, checked in planned]
     _refuse_clobber(planned)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     header = {"recipe": recipe, "overrides": fixed, "swept": [{"key": k, "values": v} for k, v in swept],
               "kind": "stage"}
     log.info("sweep: %d points of %s in %s", len(grid), recipe, sweep_dir)
-    if planned and all(_recipe(cfg).hardware.launcher == "slurm" for _, cfg in planned):
+    if planned and all(checked.hardware.launcher == "slurm" for _, checked in planned):
         _submit_array(recipe, fixed, swept, planned, sweep_dir, header, grid, results, argv)
         return sweep_dir
-    for i, (point, cfg) in enumerate(planned, 1):
-        entry, folder, settled = _settled(i, len(planned), point, cfg, results)
+    for i, (point, checked) in enumerate(planned, 1):
+        entry, folder, settled = _settled(i, len(planned), point, checked, results)
         if settled:
             continue
         log.info("sweep: point %d/%d %s", i, len(planned), point["name"])
         try:
-            done = launch.execute(cfg, point["recipe"], [*(argv or []), *point["overrides"]])
+            done = launch.execute(checked, point["recipe"], [*(argv or []), *point["overrides"]])
             results[point["name"]] = {**entry, "status": "complete" if done else "submitted"}
             if not done:
                 results[point["name"]]["job"] = (runfolder.read_status(folder) or {}).get("slurm_job")
@@ -225,12 +218,12 @@ def _submit_array(recipe, fixed, swept, planned, sweep_dir: Path, header, grid, 
     import sys
 
     todo = []
-    for i, (point, cfg) in enumerate(planned, 1):
-        entry, folder, settled = _settled(i, len(planned), point, cfg, results)
+    for i, (point, checked) in enumerate(planned, 1):
+        entry, folder, settled = _settled(i, len(planned), point, checked, results)
         if settled:
             continue
-        launch.execute(cfg, point["recipe"], [*(argv or []), *point["overrides"]], submit=False)
-        todo.append((point, cfg, entry, folder.resolve()))
+        launch.execute(checked, point["recipe"], [*(argv or []), *point["overrides"]], submit=False)
+        todo.append((point, checked, entry, folder.resolve()))
     if not todo:
         summarize(sweep_dir, header, grid, results)
         return
@@ -239,7 +232,7 @@ def _submit_array(recipe, fixed, swept, planned, sweep_dir: Path, header, grid, 
         raise ZephyrError("the swept points need different Slurm allocations (the sweep changes a hardware key), "
                           "and one job array has one allocation per task",
                           "sweep hardware keys in separate sweeps, or keep the profile fixed")
-    first = _recipe(todo[0][1])
+    first = todo[0][1]
     limit = (first.hardware.slurm or {}).get(launch.ARRAY_LIMIT)
     name = f"{cast(str, first.run.name).rsplit('-', 1)[0]}-sweep"
     folders = " ".join(shlex.quote(str(f)) for _, _, _, f in todo)
@@ -323,9 +316,10 @@ def plan_pipeline(specs: list[tuple[dict, Path]], shared_dir: Path) -> tuple[dic
         moved = {**shared, name: shared_dir / name}
         seen = []
         for spec, path in specs:
-            _, cfg = pipeline.stage_config(spec, spec["stages"][i], path.parent, moved)
-            place = {k: v for k, v in cfg["run"].items() if k not in ("output_dir", "name")}
-            seen.append(_marker({**cfg, "run": place}, str(Path(spec["output_dir"]))))
+            _, checked = pipeline.stage_config(spec, spec["stages"][i], path.parent, moved)
+            # Compared with its own folder and name taken out (None in every point).
+            unplaced = checked.replaced("run", output_dir=None, name=None).config
+            seen.append(_marker(unplaced, str(Path(spec["output_dir"]))))
         same = all(runfolder.config_diff(seen[0], s) == [] for s in seen[1:])
         if same and "<point>" not in json.dumps(seen[0], default=str):
             shared[name] = shared_dir / name
@@ -364,8 +358,9 @@ def _refuse_pipeline_clobber(specs: list, names: list[str], shared: dict, from_s
                 continue  # --from runs these again on purpose
             folder = pipeline.stage_folder(spec, st["name"])
             if runfolder.is_complete(folder):
-                _, cfg = pipeline.stage_config(spec, st, Path(specs[0][2]).parent, shared)
-                changed = runfolder.config_diff(yamlsafe.read(folder / runfolder.CONFIG, "run folder config"), cfg)
+                _, checked = pipeline.stage_config(spec, st, Path(specs[0][2]).parent, shared)
+                changed = runfolder.config_diff(yamlsafe.read(folder / runfolder.CONFIG, "run folder config"),
+                                                checked.config)
                 if changed:
                     raise ZephyrError(f"the sweep would overwrite {folder}, a finished run of a different config "
                                       f"(changed: {', '.join(changed[:3])})",
@@ -391,7 +386,7 @@ def _run_pipeline(recipe, fixed, swept, grid, from_stage, only, argv) -> Path:
             errors[point["name"]] = exc
             continue
         specs.append((point, spec, path))
-        everything[point["name"]] = {st["name"]: cfg for st, _, cfg in configs}
+        everything[point["name"]] = {st["name"]: checked.config for st, _, checked in configs}
     _all_or_some(grid, errors)
     if errors:  # a pipeline point that does not compose is a mistake in the sweep, not a result
         bad = next(iter(errors))

@@ -105,11 +105,10 @@ def _data_on_machine(recipe: Recipe, stage, tokens_per_row: float | None = None)
                                     stage.overlong)
 
 
-def training_work(cfg: dict, stage, shape, tokens_per_row: float | None = None, mfu: float | None = None,
+def training_work(recipe: Recipe, stage, shape, tokens_per_row: float | None = None, mfu: float | None = None,
                   gpu: str | None = None, count_data: bool = True, data: dict | None = None) -> Work:
-    """Tokens, FLOPs and hours of a training stage as ``cfg`` (a checked config) runs it; see the module docstring
+    """Tokens, FLOPs and hours of a training stage as ``recipe`` runs it; see the module docstring
     for the model."""
-    recipe = stage.recipe(cfg)
     hw, trainer = recipe.hardware, recipe.stage.trainer
     work = Work(stage=stage.name, gpus=hardware.world_size(hw))
     ds = recipe.dataset

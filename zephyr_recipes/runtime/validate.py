@@ -30,6 +30,7 @@ from ..embedded import builtin
 from ..model import hardware, trainer_fields
 from ..model.modeling import check_weight_files, is_local_path
 from ..reports import readcheck
+from . import stagespecs
 from .inputs import check_run
 
 SECRET_KEY = re.compile(r"(^|_)(token|hf_token|hub_token|access_token|auth_token)$|api_?key|secret|password", re.I)
@@ -76,8 +77,9 @@ def find_secrets(obj: Any, path: str = "") -> list[str]:
     return found
 
 
-def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
-    """Return the config with every section complete, or raise ZephyrError naming the first problem.
+def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> Recipe:
+    """Return the checked config as its stage's typed :class:`Recipe` (``recipe.config``: the mapping with every
+    section complete, what config.yaml holds), or raise ZephyrError naming the first problem.
 
     ``deep`` also lets TRL's config class judge stage.trainer's values (it imports TRL, seconds); `show` skips it.
     """
@@ -137,35 +139,17 @@ def validate(cfg: dict, recipe_name: str = "recipe", deep: bool = True) -> dict:
     if trainer is not None and deep:
         _check_positions(recipe)
         trainer_fields.check_accepts(trainer, recipe.stage.trainer)
-    return out
-
-
-def _names_a_model(obj: dict) -> bool:
-    """Whether a section may be a generator or judge spec naming a model (its type says where the model loads)."""
-    return isinstance(obj.get("type"), str) and isinstance(obj.get("model"), str)
+    return stage.recipe(out)  # typed again: the run section now holds the run's name and folder
 
 
 def _check_weight_files(recipe: Recipe, trains: bool) -> None:
     """An empty or cut-short weight file of a local model is named before any weights load (``trains``: the stage
-    trains the recipe's model). The stage section is walked as the checked mapping: a generator or judge spec that
-    names a model may sit anywhere in it (a benchmark's judge, a list of generators)."""
+    trains the recipe's model, else only the generator and judge specs of its stage section, wherever they sit)."""
     from pathlib import Path
 
-    def local_models(obj, where):
-        if isinstance(obj, dict):
-            if _names_a_model(obj):
-                from ..feedback.specs import model_location  # lazy: start-up (only a generator or judge with a model)
-
-                if model_location(obj) == "here":
-                    yield obj["model"]
-            for k, v in obj.items():
-                yield from local_models(v, k)
-        elif isinstance(obj, list):
-            for v in obj:
-                yield from local_models(v, where)
-
     names = [recipe.model.name_or_path] if trains else []
-    for name in names + list(local_models(recipe.config["stage"], "stage")):
+    names += [spec["model"] for _, spec in stagespecs.with_model(recipe, where="here")]
+    for name in names:
         if is_local_path(name) and Path(name).expanduser().is_dir():
             readcheck.check(Path(name).expanduser())  # a finished run folder's records are whole
             check_weight_files(str(Path(name).expanduser()), name)

@@ -20,6 +20,7 @@ from .. import stages
 from ..core import preempt, records, runfolder, trust, yamlsafe
 from ..core.errors import ZephyrError
 from ..core.logs import rank, setup_logging
+from ..core.recipe import is_config
 from ..stages.base import RunContext, Stage
 from ..stages.training import TrainingFailed
 
@@ -34,7 +35,7 @@ def run(folder: Path | str, resume_from: Path | None = None, argv: list[str] | N
     worker process looks the config's stage up itself."""
     folder = Path(folder)
     cfg = yamlsafe.read(folder / runfolder.CONFIG, "run folder config")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("stage"), dict):
+    if not is_config(cfg):
         raise ZephyrError(f"{folder / runfolder.CONFIG} is not a run's config (no stage section)",
                           "re-run the command that made the folder with run.overwrite=true")
     setup_logging(folder)

@@ -9,6 +9,7 @@ listing or showing recipes does not import torch. An installed package adds a st
 from __future__ import annotations
 
 from ..core.errors import did_you_mean
+from ..core.recipe import Recipe
 from ..core.registry import Registry
 from .base import RunContext, Stage, TaskStage, TrainerStage  # noqa: F401 - the interface, re-exported
 
@@ -39,7 +40,9 @@ def get(name) -> Stage:
     return REGISTRY.get(name)
 
 
-def of(cfg: dict) -> Stage:
+def of(cfg: dict | Recipe) -> Stage:
     """The stage a checked config (or a frozen config.yaml) names: the one look-up of the stage's name, which says
-    whose schema types the rest (``of(cfg).recipe(cfg)``)."""
+    whose schema types the rest (``of(cfg).recipe(cfg)``); of a typed recipe, the stage its section names."""
+    if isinstance(cfg, Recipe):
+        return REGISTRY.get(cfg.stage.name)
     return REGISTRY.get(cfg["stage"]["name"])

@@ -88,8 +88,8 @@ def chosen(stage: Any) -> list:
 
 def check_config(recipe: Recipe) -> None:
     """Complete each chosen benchmark's section and refuse what cannot run. The config's stage mapping is completed
-    in place: what is unset or not chosen leaves it."""
-    stage, names = _section(recipe), recipe.stage.benchmarks
+    in place (validation types it again after): what is unset or not chosen leaves it."""
+    stage, names = recipe.config["stage"], recipe.stage.benchmarks
     unknown = [b for b in names if b not in BENCHMARKS]
     if unknown or not names:
         raise ZephyrError(f"stage.benchmarks={names!r}", f"choose from: {', '.join(BENCHMARKS)}")
@@ -112,24 +112,19 @@ def check_config(recipe: Recipe) -> None:
         sec = stage[bench.name]
         bench.check(sec, stage)
         if bench.asks:
-            if not judge_spec(stage, bench.name):
+            spec = judge_spec(recipe, bench)
+            if not spec:
                 raise ZephyrError("the eval stage has no judge", "set stage.judge (type: function, transformers or openai)")
-            check_judge(judge_spec(stage, bench.name)["type"], bench.asks, bench.title)  # what it asks, it can do
+            check_judge(spec["type"], bench.asks, bench.title)  # what it asks, it can do
         for key in ("max_samples", "max_questions"):
             value = sec.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ZephyrError(f"stage.{bench.name}.{key}={value!r}", "give a positive number, or null for all")
 
 
-def _section(recipe: Recipe) -> dict:
-    """The stage section as the config holds it (benchmark sections only for the chosen benchmarks): what the
-    benchmarks and the judge specs are read from."""
-    return recipe.config["stage"]
-
-
 def _bench_section(recipe: Recipe, bench) -> Any:
-    """A chosen benchmark's checked section, typed by its schema."""
-    return benchmarks.typed_section(bench, _section(recipe)[bench.name])
+    """A chosen benchmark's checked section, typed by its schema (the stage section's field of its name)."""
+    return benchmarks.typed_section(bench, getattr(recipe.stage, bench.name))
 
 
 def _check_judge_ready(judge: dict) -> None:
@@ -139,15 +134,26 @@ def _check_judge_ready(judge: dict) -> None:
                           f"export {env}=... before the run (keys are read from the environment only)")
 
 
-def judge_spec(stage: dict, name: str) -> dict:
-    """A benchmark's own judge (stage.<benchmark>.judge), else the stage's; ``stage``: the stage mapping (a judge
-    spec goes to the judge registry as the mapping it was checked as)."""
-    return (stage.get(name) or {}).get("judge") or stage["judge"]
+def _own_judge(recipe: Recipe, bench) -> Any:
+    """A chosen benchmark's own judge (stage.<benchmark>.judge, typed), or None."""
+    return getattr(_bench_section(recipe, bench), "judge", None)
+
+
+def judge_spec(recipe: Recipe, bench) -> dict | None:
+    """A benchmark's own judge (stage.<benchmark>.judge), else the stage's, or None: the spec as the mapping it was
+    checked as (``dataclasses.asdict`` of the typed spec), which the judge registry takes."""
+    spec = _own_judge(recipe, bench) or recipe.stage.judge
+    return dataclasses.asdict(spec) if spec is not None else None
+
+
+def _stage_judge(recipe: Recipe) -> dict:
+    """stage.judge as the mapping it was checked as, or {} when unset."""
+    return dataclasses.asdict(recipe.stage.judge) if recipe.stage.judge is not None else {}
 
 
 def _reads_prompts(recipe: Recipe, bench) -> bool:
     """Whether the benchmark's judge reads its judge prompts (checked first: its type can do what it asks)."""
-    kind = judge_spec(_section(recipe), bench.name)["type"]
+    kind = cast(dict, judge_spec(recipe, bench))["type"]  # a judged benchmark has one (checked at validation)
     check_judge(kind, bench.asks, bench.title)
     return reads_prompts(kind)
 
@@ -155,11 +161,10 @@ def _reads_prompts(recipe: Recipe, bench) -> bool:
 def _judge(recipe: Recipe, bench, max_new_tokens: int, temperature: float = 0.0, served=None):
     """The benchmark's judge, made with its token budget and temperature (the spec's own sampling wins);
     ``served(spec, name)`` starts a judge the runner serves (type: vllm) for the rest of the stage."""
-    stage = _section(recipe)
-    spec = judge_spec(stage, bench.name)
+    spec = cast(dict, judge_spec(recipe, bench))  # a judged benchmark has one (checked at validation)
     if served is not None and judge_registry.served(spec):
         spec = served(spec, f"judge-{bench.name}")
-    where = f"stage.{bench.name}.judge" if (stage.get(bench.name) or {}).get("judge") else "stage.judge"
+    where = f"stage.{bench.name}.judge" if _own_judge(recipe, bench) is not None else "stage.judge"
     judge = make_judge(spec, dataclasses.asdict(recipe.hardware),
                        sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
                        where=where, checked=True)  # checked at validation, as part of the stage section
@@ -178,8 +183,7 @@ def _backend(recipe: Recipe, served=None):
 
 def uses_stage_judge(recipe: Recipe) -> bool:
     """Whether a chosen judged benchmark falls back on stage.judge (none: it is unused, and not checked)."""
-    stage = _section(recipe)
-    return any(b.asks and not (stage.get(b.name) or {}).get("judge") for b in chosen(recipe.stage))
+    return any(b.asks and _own_judge(recipe, b) is None for b in chosen(recipe.stage))
 
 
 def idle_specs(recipe: Recipe) -> list[str]:
@@ -203,11 +207,10 @@ def _judge_summary(spec: dict) -> dict:
 
 def run(recipe: Recipe, folder: Path) -> dict:
     """Run the chosen benchmarks; returns the scores (also written to scores.json)."""
-    stage = _section(recipe)
     model_id = cast(str, recipe.stage.model_id or recipe.run.name)  # validation names every run
     for bench in chosen(recipe.stage):
         if bench.asks:
-            _check_judge_ready(judge_spec(stage, bench.name))
+            _check_judge_ready(cast(dict, judge_spec(recipe, bench)))
     for bench in chosen(recipe.stage):  # answer files in the wrong format stop the run before any model answers
         answers = getattr(_bench_section(recipe, bench), "answers", None)  # a benchmark without the key reads none
         if bench.asks and answers:
@@ -237,28 +240,29 @@ def run(recipe: Recipe, folder: Path) -> dict:
                                                                                       temperature, served),
                              reads_prompts=lambda bench: _reads_prompts(recipe, bench))
     with servers:
-        return _run_benchmarks(recipe, folder, stage, model_id, ctx, loaded)
+        return _run_benchmarks(recipe, folder, model_id, ctx, loaded)
 
 
-def _run_benchmarks(recipe: Recipe, folder: Path, stage: dict, model_id: str, ctx, loaded: dict) -> dict:
+def _run_benchmarks(recipe: Recipe, folder: Path, model_id: str, ctx, loaded: dict) -> dict:
     result: dict = {"model_id": model_id}
     if needs_model(recipe):  # else every answer came from a file: model.name_or_path was not used
         result["model"] = recipe.model.name_or_path
     if uses_stage_judge(recipe):  # else every judged benchmark has its own (shown in its section)
-        result["judge"] = _judge_summary(stage["judge"] or {})
+        result["judge"] = _judge_summary(_stage_judge(recipe))
     judged = [b for b in chosen(recipe.stage) if b.asks]
     canary = recipe.stage.canary  # set (validation drops an unset one from the config) when it names annotations
     if canary.annotations is not None and judged:  # the judge re-judges published verdicts before it scores anything
         result["canary"] = judge_canary.run(ctx.make_judge(judged[0], 1024), dataclasses.asdict(canary),
                                             " ".join(str(v) for v in
-                                                     _judge_summary(judge_spec(stage, judged[0].name)).values()))
+                                                     _judge_summary(cast(dict, judge_spec(recipe, judged[0])))
+                                                     .values()))
     for bench in chosen(recipe.stage):
         if bench.own_model:  # a benchmark that loads the model its own way: the generator leaves memory first
             loaded.clear()
             gc.collect()
         result[bench.name] = bench.run(ctx)
         if bench.asks:
-            result[bench.name]["judge"] = _judge_summary(judge_spec(stage, bench.name))
+            result[bench.name]["judge"] = _judge_summary(cast(dict, judge_spec(recipe, bench)))
             result[bench.name]["unparsable"] = bench.on_unparsable(_bench_section(recipe, bench)).rule
     imported = {b.name: result[b.name]["answers_from"]["file"] for b in chosen(recipe.stage)
                 if isinstance(result.get(b.name), dict) and (result[b.name].get("answers_from") or {}).get("file")}
@@ -299,7 +303,7 @@ class Eval(TaskStage):
 
     def loads(self, recipe: Recipe) -> list[dict]:
         """For the plan: the model under test answering each chosen benchmark, and each benchmark's judge."""
-        stage, out = _section(recipe), []
+        out: list[dict] = []
         name = recipe.model.name_or_path
         model = {"type": "transformers", "model": name, "batch_size": recipe.stage.batch_size}
         if recipe.stage.vllm is not None:
@@ -309,7 +313,7 @@ class Eval(TaskStage):
             if answers:
                 out.append(load_of(f"{bench.name} answers", model, answers, new))
             if judged:
-                out.append(judge_registry.judge_load(f"{bench.name} judge", judge_spec(stage, bench.name), judged,
+                out.append(judge_registry.judge_load(f"{bench.name} judge", cast(dict, judge_spec(recipe, bench)), judged,
                                                      budget))
         return out
 

@@ -14,7 +14,6 @@ def _judge_text(judge: dict) -> str:
 
 
 def eval_card(recipe: Recipe, prov: dict, scores: dict) -> str:
-    stage = recipe.config["stage"]  # the chosen benchmarks' checked sections (only theirs), typed below
     ran = [b for b in benchmarks.all_benchmarks() if scores.get(b.name) is not None]
     imported = {b.name: scores[b.name].get("answers_from") for b in ran if isinstance(scores[b.name], dict)
                 and scores[b.name].get("answers_from")}
@@ -38,7 +37,7 @@ def eval_card(recipe: Recipe, prov: dict, scores: dict) -> str:
                      "with runs judged by the same function, never with published GPT-4-judged numbers.")
         lines.append(text + "\n")
     for b in ran:
-        lines += b.card(benchmarks.typed_section(b, stage.get(b.name)), scores[b.name])
+        lines += b.card(benchmarks.typed_section(b, getattr(recipe.stage, b.name)), scores[b.name])
         src = imported.get(b.name)
         if src:
             lines.append(f"Answers read from `{src['file']}` (model {src.get('model') or '?'}; "
