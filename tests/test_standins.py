@@ -25,7 +25,7 @@ def stage(tmp_path_factory) -> dict:
     """The stage section of the paper's evaluation recipe, validated: every built-in benchmark, remote files."""
     out = tmp_path_factory.mktemp("eval")
     raw, name, _ = compose("zephyr-7b-beta/eval", [f"run.output_dir={out}"])
-    return validate(raw, name)["stage"]
+    return validate(raw, name).config["stage"]
 
 
 def _standin(stage: dict, name: str, folder) -> tuple[dict, list[str]]:
