@@ -477,3 +477,14 @@ def test_a_symlinked_folder_that_is_not_a_run_is_never_replaced(cli, work):
     refused(cli, work, ["run", "tiny/sft", "run.output_dir=link", "run.overwrite=true"], "not a run folder",
             lock_ok=True)
     assert (mine / "thesis.tex").read_text() == "years of work\n"
+
+
+def test_an_unquoted_value_with_special_characters_says_how_to_quote_it(cli, work):
+    refused(cli, work, ["validate", "tiny/sft", "stage.trainer.eos_token=<|im_end|>"], "cannot compose",
+            "goes in quotes", "\"stage.trainer.eos_token='<|im_end|>'\"")
+
+
+def test_chat_with_a_misspelt_run_folder_says_the_folder_is_missing(cli, work):
+    (work / "runs" / "tiny-sft").mkdir(parents=True)
+    (work / "runs" / "tiny-sft" / "config.json").write_text("{}")  # a folder that exists beside the misspelt one
+    refused(cli, work, ["chat", "runs/tiny-stf", "hi"], "there is no folder runs/tiny-stf", "ls runs")

@@ -133,6 +133,23 @@ def test_3_eos_stripped_from_the_training_targets(tmp_path):
     report = _check("tiny/sft", f"model.chat_template={_write(tmp_path, 'noeos', NO_EOS)}")
     m = _caught(report, ("sft trained tokens", "generation's stop tokens"))
     assert "does not learn to stop" in m.problem
+    assert "stage.trainer.eos_token=" in m.fix
+
+
+def test_3b_a_turn_end_that_is_not_the_eos_is_named_in_the_fix_and_the_fix_works(tmp_path):
+    """A base model whose EOS is </s>, trained on ChatML (each turn closed by <|im_end|>, a special token of its
+    tokenizer): the fix names the override with that token, quoted for Hydra and the shell, and it passes."""
+    from transformers import AutoTokenizer
+
+    folder = Path(_folder(tmp_path, template_text("chatml")))
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.save_pretrained(str(folder))
+    model = (f"model.name_or_path={folder}", "model.chat_template=chatml")
+    m = _caught(_check("tiny/sft", *model), ("sft trained tokens", "generation's stop tokens"))
+    assert "\"stage.trainer.eos_token='<|im_end|>'\"" in m.fix
+    followed = _check("tiny/sft", *model, "stage.trainer.eos_token='<|im_end|>'")
+    assert not [x for x in followed.mismatches if x.places[1].startswith("generation's stop tokens")]
 
 
 def test_4_a_system_prompt_dropped_by_the_evaluation_template(tmp_path):

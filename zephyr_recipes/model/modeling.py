@@ -164,6 +164,15 @@ def _hub_error(name: str, exc: Exception, what: str) -> ZephyrError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     fix = ("HF_HUB_OFFLINE is set: download it once with the hub available, or use a local folder"
            if offline else "check the id and revision, your network, and HF_TOKEN for gated models")
+    path = Path(name).expanduser()
+    if "/" in name and not path.exists() and path.parent.is_dir():
+        # runs/my-sft: read as a hub id because no such folder exists, though its parent folder does (a typo, or a
+        # run not made yet): say so first.
+        producer = producing_recipe(path)
+        made = f"run {producer[1]} first, or " if producer else ""
+        return ZephyrError(f"cannot load {what} {name!r}: there is no folder {name} (though {path.parent} exists), "
+                           f"and as a hub id: {str(exc).strip().splitlines()[0]}",
+                           f"{made}check the folder's name (ls {path.parent}); for a hub model: {fix}")
     return ZephyrError(f"cannot load {what} {name!r}: {str(exc).strip().splitlines()[0]}", fix)
 
 

@@ -153,6 +153,10 @@ def _hydra_fix(message: str) -> str:
         return "available options: " + "; ".join(f"{g}: {', '.join(o)}" for g, o in opts.items())
     if "Could not override" in message or "Key '" in message:
         return "to add a key that the recipe lacks, prefix it with '+' (+stage.trainer.max_steps=10)"
+    if "LexerNoViableAlt" in message or "mismatched input" in message or "token recognition error" in message:
+        return ("check the override syntax: key=value, +key=value, ~key, group=option; a value with characters "
+                "such as < > | [ ] { } , = or spaces goes in quotes inside the override, and the override in the "
+                "shell's own quotes: \"stage.trainer.eos_token='<|im_end|>'\"")
     return "check the override syntax: key=value, +key=value, ~key, group=option"
 
 

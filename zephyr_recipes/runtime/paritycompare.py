@@ -152,6 +152,16 @@ def stop_ids(tokenizer, model: Optional[str]) -> set[int]:
 
 
 
+def _eos_override(tokenizer, answer: list[tuple[int, str]]) -> str:
+    """The override that makes the answer's closing special token (the template's end of turn) the EOS, quoted for
+    Hydra and the shell; a placeholder when the answer ends on no special token."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    last = next((t for t, _ in reversed(answer) if t in special), None)
+    if last is None:
+        return "stage.trainer.eos_token='<the template's end-of-turn token>'"
+    return f"\"stage.trainer.eos_token='{tokenizer.convert_ids_to_tokens(last)}'\""
+
+
 def answer_ends(report: Report, pairs: list[tuple[int, str]], start: int, stops: set[int], place: str,
                 probe: str, tokenizer, assistant_only: bool) -> Optional[list[int]]:
     """The trained answer (tokens from ``start``) up to and including the first stop token; a mismatch when it
@@ -167,8 +177,8 @@ def answer_ends(report: Report, pairs: list[tuple[int, str]], start: int, stops:
             f"at ({', '.join(_tok(tokenizer, s) for s in sorted(stops))}): the model does not learn to stop",
             "use a template that closes each assistant turn with the EOS (or a token the model's "
             "generation_config.json lists as eos_token_id), or make the turn's end token the EOS when training: "
-            "stage.trainer.eos_token='<the template's end-of-turn token>' (TRL's SFT writes it into the saved "
-            "tokenizer and generation_config)"))
+            f"{_eos_override(tokenizer, answer)} (TRL's SFT writes it into the saved tokenizer and "
+            "generation_config)"))
         return None
     if assistant_only and answer[at][1] != TRAINED:
         report.mismatches.append(Mismatch(
