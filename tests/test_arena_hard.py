@@ -301,6 +301,8 @@ def test_scoring_answer_files_in_the_three_formats_without_a_model(tmp_path, cli
     assert arena.count("game 1 (baseline is A, model is B): [[") == 9 and "game 2 (model is A" in arena
     ae2_section = page.split('id="b-alpaca_eval_2"', 1)[1].split("</section>", 1)[0]
     assert ae2_section.count('<details class="q"') == 30
+    # each instruction with the baseline's answer, read through the run's own (typed) section of config.yaml
+    assert ae2_section.count("<strong>baseline (") == 30, ae2_section.count("<strong>baseline (")
     mt_section = page.split('id="b-mt_bench"', 1)[1].split("</section>", 1)[0]
     assert mt_section.count('<details class="q"') == 3 and mt_section.count("/10</div>") == 4  # one unanswered
 

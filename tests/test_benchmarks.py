@@ -107,6 +107,25 @@ def test_replay_in_both_orders_is_labelled_not_the_published_protocol(tmp_path, 
     assert "NOT the published protocol" in report and "| Zephyr-7B-beta (published) | GPT-4 | 90.60 ± 1.03" in report
 
 
+def test_the_reports_protocol_column_reads_each_runs_own_typed_section(tmp_path):
+    """The protocol column says what the run's config.yaml held (an order seed of 3), and an older run's config
+    without the key, or none readable, gives the section's default."""
+    from zephyr_recipes.reports import report
+
+    result = {"win_rate": 50.0, "standard_error": 1.0, "n_total": 10, "instructions": 10, "baseline": ["b"]}
+    configs = {"seeded": "stage: {name: eval, alpaca_eval: {order_seed: 3}}\n", "older": "stage: {name: eval}\n",
+               "broken": "stage: [unclosed\n"}
+    runs = []
+    for name, text in configs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(text)
+        runs.append({"folder": str(tmp_path / name), "alpaca_eval": result})
+    lines = report.beside_published(runs, list(configs)).splitlines()
+    row = {name: next(line for line in lines if line.startswith(f"| {name} |")) for name in configs}
+    assert "alpaca_eval's seeded order (seed 3)" in row["seeded"]
+    assert "(seed 0)" in row["older"] and "(seed 0)" in row["broken"]
+
+
 def test_alpaca_eval_2_replay_on_the_published_answer_files(tmp_path, cli, monkeypatch):
     """The published baseline file, falcon-7b-instruct's published answers and its published annotations: all 805,
     giving the published figures, with ../shared/data beside the checkout; else the first 40 of each (tests/data)

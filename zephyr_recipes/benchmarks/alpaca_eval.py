@@ -135,9 +135,9 @@ class AlpacaEval(Benchmark):
 
         return browse.alpaca(runs, self)
 
-    def protocol(self, sec: dict, result: dict) -> str:
+    def protocol(self, sec: AlpacaEvalConfig, result: dict) -> str:
         orders = "both orders averaged (NOT the published protocol)" if result.get("orders") == "both" else \
-            f"one judgment per pair in alpaca_eval's seeded order (seed {sec.get('order_seed', 0)})"
+            f"one judgment per pair in alpaca_eval's seeded order (seed {sec.order_seed})"
         return f"{orders}, {result.get('n_total')} of {result.get('instructions')} instructions, baseline " \
                f"{', '.join(result.get('baseline') or []) or '?'}"
 

@@ -143,7 +143,7 @@ class AlpacaEval2(AlpacaEval):
                  result.get("standard_error"), result["preferences"], result["glm"], result["failures"])
         return result
 
-    def protocol(self, sec: dict, result: dict) -> str:
+    def protocol(self, sec: AlpacaEvalConfig, result: dict) -> str:
         lc = result.get("lc_note") or f"GLM {result.get('glm')}"
         return f"{super().protocol(sec, result)}; {result.get('preferences') or 'no'} preferences; LC: {lc}"
 

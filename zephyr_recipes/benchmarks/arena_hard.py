@@ -193,9 +193,9 @@ class ArenaHard(Benchmark):
     def browse(self, runs):
         from ..evaluation import browse  # lazy: the report page's, not an eval run's
 
-        return browse.arena_hard(runs, self.name)
+        return browse.arena_hard(runs, self)
 
-    def protocol(self, sec: dict, result: dict) -> str:
+    def protocol(self, sec: ArenaHardConfig, result: dict) -> str:
         if result.get("version") == "v2.0":
             how = f"per category, mean battle outcome, {result.get('interval')}% interval; headline " \
                   f"{result.get('score_category')}"

@@ -203,9 +203,10 @@ class Benchmark:
     def run(self, ctx: Context) -> dict:
         raise NotImplementedError
 
-    def protocol(self, sec: dict, result: dict) -> str:
+    def protocol(self, sec: Any, result: dict) -> str:
         """How this run's figures were made, in a few words for the report beside the published protocols; ``sec``:
-        the section as the run's config.yaml holds it (a mapping; an older run's may lack keys)."""
+        the section of the run's config.yaml as an instance of ``schema`` (keys an older run's lacks at their
+        defaults)."""
         return ""
 
     def browse(self, runs: list[tuple[str, Path]]) -> Optional[list[dict]]:

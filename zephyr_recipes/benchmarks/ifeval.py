@@ -108,12 +108,12 @@ class IFEval(Benchmark):
         return {"file": str(path), "missing": len(prompts) - found}
 
     def browse(self, runs):
-        return ifeval.browse(runs, self.name)
+        return ifeval.browse(runs, self)
 
-    def protocol(self, sec: dict, result: dict) -> str:
+    def protocol(self, sec: IFEvalConfig, result: dict) -> str:
         how = "answers read from a file" if result.get("answers_from") else \
             f"greedy, up to {result.get('max_new_tokens')} new tokens, the model's chat template"
-        sample = f" (seeded sample, seed {sec.get('seed')})" if result.get("sampled") else ""
+        sample = f" (seeded sample, seed {sec.seed})" if result.get("sampled") else ""
         return f"lm-eval's IFEval checkers; {how}; {result.get('prompts')} of {self.size} prompts{sample}"
 
     def card(self, sec: IFEvalConfig, result: dict) -> list[str]:

@@ -51,9 +51,9 @@ class LmEval(Benchmark):
         """Every task's figure (not only the leaderboard's four)."""
         return {task: v.get("value") for task, v in (result or {}).items() if isinstance(v, dict)}
 
-    def protocol(self, sec: dict, result: dict) -> str:
+    def protocol(self, sec: LmEvalConfig, result: dict) -> str:
         tasks = ", ".join(f"{t} {v.get('num_fewshot')}-shot {v.get('metric')}" for t, v in (result or {}).items())
-        limit = f", {sec.get('limit')} examples per task" if sec.get("limit") else ""
+        limit = f", {sec.limit} examples per task" if sec.limit else ""
         return f"lm-evaluation-harness: {tasks}{limit}"
 
     def card(self, sec: LmEvalConfig, result: dict) -> list[str]:

@@ -117,12 +117,12 @@ class MTBench(Benchmark):
     def browse(self, runs):
         from ..evaluation import browse  # lazy: the report page's, not an eval run's
 
-        return browse.mt_bench(runs, self.name)
+        return browse.mt_bench(runs, self)
 
-    def protocol(self, sec: dict, result: dict) -> str:
+    def protocol(self, sec: MTBenchConfig, result: dict) -> str:
         n = result.get("questions")
         return f"FastChat llm_judge single-answer grading 1-10, {n} question(s)" + \
-            (f" (seeded sample over categories, seed {sec.get('seed')})" if result.get("sampled") else "")
+            (f" (seeded sample over categories, seed {sec.seed})" if result.get("sampled") else "")
 
     def card(self, sec: MTBenchConfig, result: dict) -> list[str]:
         cats = " | ".join(f"{c}: {v:.2f}" for c, v in (result.get("categories") or {}).items() if v is not None)

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from ..core import runfolder
+from ..core.recipe import section_of
 
 log = logging.getLogger("zephyr_recipes")
 
@@ -39,13 +40,16 @@ def records(path: Path) -> dict[str, dict]:
     return Store(path).records if Path(path).is_file() else {}
 
 
-def stage_section(folder: Path, name: str) -> dict:
-    """The frozen config's ``stage.<name>`` section of a run folder; {} when unreadable."""
+def stage_section(folder: Path, bench):
+    """The frozen config's section of benchmark ``bench`` in a run folder, as an instance of the benchmark's schema
+    (keys an older run's config lacks, or an unreadable one, at their defaults)."""
     try:
-        cfg = yaml.safe_load((Path(folder) / runfolder.CONFIG).read_text()) or {}
+        cfg = yaml.safe_load((Path(folder) / runfolder.CONFIG).read_text())
     except (OSError, yaml.YAMLError):
-        return {}
-    return (cfg.get("stage") or {}).get(name) or {}
+        cfg = None
+    stage = cfg.get("stage") if isinstance(cfg, dict) else None
+    sec = stage.get(bench.name) if isinstance(stage, dict) else None
+    return section_of(bench.schema, sec if isinstance(sec, dict) else {})
 
 
 def _try(what: str, fn, *args):
@@ -77,27 +81,27 @@ def _finish(items: dict[str, dict], order: list[str]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------- MT-Bench
-def _judged_runs(runs: list[tuple[str, Path]], name: str, answers_file: str):
-    """(model, folder, its answers by key, its judgments by key, its benchmark section) of each run that answered or
-    judged benchmark ``name``."""
+def _judged_runs(runs: list[tuple[str, Path]], bench, answers_file: str):
+    """(model, folder, its answers by key, its judgments by key, its typed benchmark section) of each run that
+    answered or judged benchmark ``bench``."""
     for model, folder in runs:
-        sub = Path(folder) / name
+        sub = Path(folder) / bench.name
         answers, judgments = records(sub / answers_file), records(sub / "judgments.jsonl")
         if answers or judgments:
-            yield model, folder, answers, judgments, stage_section(folder, name)
+            yield model, folder, answers, judgments, stage_section(folder, bench)
 
 
-def mt_bench(runs: list[tuple[str, Path]], name: str = "mt_bench") -> list[dict]:
+def mt_bench(runs: list[tuple[str, Path]], bench) -> list[dict]:
     """Both turns of every question: the question, each model's answers with its grade and the judge's text, and the
     reference answer (math, reasoning, coding) where the run had one."""
     from . import mt_bench as mt  # lazy: only the sections a page shows
 
     items: dict[str, dict] = {}
     order: list[str] = []
-    for model, folder, answers, judgments, sec in _judged_runs(runs, name, "answers.jsonl"):
-        questions = _try(f"{folder}: MT-Bench questions", mt.load_questions, sec.get("questions"),
-                         sec.get("max_questions"), sec.get("seed") or 0) or []
-        refs = _try(f"{folder}: MT-Bench reference answers", mt.load_references, sec.get("reference_answers")) or {}
+    for model, folder, answers, judgments, sec in _judged_runs(runs, bench, "answers.jsonl"):
+        questions = _try(f"{folder}: MT-Bench questions", mt.load_questions, sec.questions, sec.max_questions,
+                         sec.seed) or []
+        refs = _try(f"{folder}: MT-Bench reference answers", mt.load_references, sec.reference_answers) or {}
         for q in questions:
             key = str(q.id)
             if key not in items:
@@ -147,11 +151,10 @@ def alpaca(runs: list[tuple[str, Path]], bench) -> list[dict]:
     raw reply. ``bench`` is the AlpacaEval 1 or 2.0 benchmark (same stores)."""
     from .alpaca import instruction_id  # lazy: only the sections a page shows
 
-    name = bench.name
     items: dict[str, dict] = {}
     order: list[str] = []
-    for model, folder, outputs, judgments, sec in _judged_runs(runs, name, "outputs.jsonl"):
-        rows = _try(f"{folder}: {bench.title} instructions", bench.load, sec) if sec.get("instructions") else None
+    for model, folder, outputs, judgments, sec in _judged_runs(runs, bench, "outputs.jsonl"):
+        rows = _try(f"{folder}: {bench.title} instructions", bench.load, sec) if sec.instructions else None
         for r in rows or []:
             iid = instruction_id(r["instruction"])
             if iid not in items:
@@ -191,18 +194,18 @@ def alpaca(runs: list[tuple[str, Path]], bench) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------- Arena-Hard
-def arena_hard(runs: list[tuple[str, Path]], name: str = "arena_hard") -> list[dict]:
+def arena_hard(runs: list[tuple[str, Path]], bench) -> list[dict]:
     """Every prompt: the baseline's answer, each model's with the judge's verdict in both games (game 1: the
     baseline is assistant A; game 2: the model is) and the judge's text."""
     from . import arena_hard as ah  # lazy: only the sections a page shows
 
     items: dict[str, dict] = {}
     order: list[str] = []
-    for model, folder, answers, judgments, sec in _judged_runs(runs, name, "answers.jsonl"):
-        questions = _try(f"{folder}: Arena-Hard questions", ah.load_questions, sec.get("questions"),
-                         sec.get("max_questions"), sec.get("seed") or 0) or []
+    for model, folder, answers, judgments, sec in _judged_runs(runs, bench, "answers.jsonl"):
+        questions = _try(f"{folder}: Arena-Hard questions", ah.load_questions, sec.questions, sec.max_questions,
+                         sec.seed) or []
         baselines: dict[str, tuple[str, str]] = {}
-        specs = sec.get("baselines")
+        specs = sec.baselines
         for spec in sorted(set(specs.values() if isinstance(specs, dict) else [specs] if specs else [])):
             got = _try(f"{folder}: Arena-Hard baseline answers {spec}", ah.parse_answers, spec)
             if got:

@@ -225,7 +225,7 @@ def summary(scored: list[dict], resamples: int = RESAMPLES) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- the report page
-def browse(runs: list[tuple[str, Path]], name: str = "ifeval") -> list[dict]:
+def browse(runs: list[tuple[str, Path]], bench) -> list[dict]:
     """Every prompt with each run's answer and which of its instructions passed (strict, loose), for report.html
     (items as :mod:`zephyr_recipes.evaluation.browse` describes them; ``score`` is the share passed, strict)."""
     from . import browse as pages  # lazy: start-up (the report page only)
@@ -233,13 +233,12 @@ def browse(runs: list[tuple[str, Path]], name: str = "ifeval") -> list[dict]:
     items: dict[str, dict] = {}
     order: list[str] = []
     for model, folder in runs:
-        sub = Path(folder) / name
+        sub = Path(folder) / bench.name
         scored_file = sub / "scored.jsonl"
         if not scored_file.is_file():
             continue
-        sec = pages.stage_section(folder, name)
-        prompts = pages._try(f"{folder}: IFEval prompts", load_prompts, sec.get("prompts"), sec.get("max_questions"),
-                             sec.get("seed") or 0) or []
+        sec = pages.stage_section(folder, bench)
+        prompts = pages._try(f"{folder}: IFEval prompts", load_prompts, sec.prompts, sec.max_questions, sec.seed) or []
         answers = pages.records(sub / "answers.jsonl")
         for p in prompts:
             key = str(p["key"])

@@ -63,12 +63,16 @@ def load_run(folder: Path) -> dict:
     return scores
 
 
-def _sections(folder: Path) -> dict:
-    """The run's stage section (each benchmark's settings), for the protocol column; {} when unreadable."""
+def _section(bench, folder: Path):
+    """The benchmark's section of the run's config.yaml, typed for the protocol column (keys an older run's config
+    lacks, or an unreadable one, at their defaults)."""
     try:
-        return (yaml.safe_load((Path(folder) / runfolder.CONFIG).read_text()) or {}).get("stage") or {}
+        held = yaml.safe_load((Path(folder) / runfolder.CONFIG).read_text())
     except (OSError, yaml.YAMLError):
-        return {}
+        held = None
+    stage = held.get("stage") if isinstance(held, dict) else None
+    sec = stage.get(bench.name) if isinstance(stage, dict) else None
+    return benchmarks.typed_section(bench, sec if isinstance(sec, dict) else {})
 
 
 def _judge_of(scores: dict, bench) -> str:
@@ -102,7 +106,7 @@ def beside_published(runs: list[dict], names: list[str]) -> str:
             result = s.get(bench.name)
             if not result:
                 continue
-            sec = _sections(Path(s["folder"])).get(bench.name) or {}
+            sec = _section(bench, Path(s["folder"]))
             lines.append("| " + " | ".join([name, _judge_of(s, bench)] + [m.format(result) for m in bench.metrics]
                                            + [bench.protocol(sec, result) or "–"]) + " |")
         for ref in refs:
