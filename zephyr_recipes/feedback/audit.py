@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from ..core.errors import ZephyrError
-from ..core.schema import option
+from ..core.schema import HardwareConfig, option
 from ..data.binarize import prompt_id
 from .audit_measures import (
     CHECKS,
@@ -308,7 +308,7 @@ def pair_views(pairs: dict[str, list[dict]], completions: dict[str, dict]) -> li
 
 
 def second_scores(specs: list[JudgeSpec], views: list[PairView], audited: set[str], prompts: dict[str, str],
-                  folder, hardware: dict | None) -> dict[str, dict[str, float | None]]:
+                  folder, hardware: HardwareConfig | dict | None) -> dict[str, dict[str, float | None]]:
     """Each second judge's score of every audited pair's two answers, recorded in audit_ratings.jsonl as they
     arrive (a rerun asks nothing twice)."""
 
@@ -346,7 +346,7 @@ def second_scores(specs: list[JudgeSpec], views: list[PairView], audited: set[st
 
 def run_audit(audit: AuditConfig, judge: dict, generators: list[str], pairs: dict[str, list[dict]],
               completions: dict[str, dict], ratings: dict[str, dict], prompts: list[str], audited: set[str],
-              folder, hardware: dict | None, seed: int, input_rows: list[dict] | None = None,
+              folder, hardware: HardwareConfig | dict | None, seed: int, input_rows: list[dict] | None = None,
               order: dict[str, Optional[int]] | None = None) -> tuple[dict[str, list[dict]], dict]:
     """Measure, write audit.json, hold the judge to the bars, act on the flagged pairs. Returns the pairs to write
     and the summary's audit entry."""

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, TypeVar
 
 from ..core import fingerprint
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig
 from ..model import modeling
 from .http import Endpoint, EndpointError
 from .specs import BACKEND_OPTIONS, complete
@@ -152,7 +153,7 @@ from ..model.prompting import DECODE, ENCODE, answer_text, generator_tokenizer, 
 class TransformersBackend:
     """A local causal LM. Prompts are sorted by length and generated in left-padded batches."""
 
-    def __init__(self, model: str, model_cfg: dict | None = None, hardware: dict | None = None,
+    def __init__(self, model: str, model_cfg: dict | None = None, hardware: HardwareConfig | dict | None = None,
                  batch_size: int | str = "auto", where: str = "model"):
         # where: the recipe's key of model_cfg (named by a missing chat template's fix)
         self.tokenizer, self.placement, cfg = generator_tokenizer(model, model_cfg, hardware, where)
@@ -204,7 +205,7 @@ class TransformersBackend:
             s += len(idx)
 
 
-def make_backend(spec: dict, hardware: dict | None = None, where: str = "model_config"):
+def make_backend(spec: dict, hardware: HardwareConfig | dict | None = None, where: str = "model_config"):
     """The backend a generator or judge spec names, with every default of its type filled in. ``where``: the
     recipe's key of the spec's model_config (stage.generators.0.model_config), named by the fix of an error."""
     kind = spec.get("type")

@@ -8,6 +8,7 @@ import math
 from typing import Iterator
 
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig
 from .backends import load_callable, make_backend
 from .judge_base import WHAT, Item, Judge, Verdict
 from .replies import JudgeFailure, parse_verdict
@@ -30,12 +31,12 @@ class FunctionJudge(Judge):
         self.module = module
 
     @classmethod
-    def chat_backend(cls, spec: dict, hardware: dict | None = None):
+    def chat_backend(cls, spec: dict, hardware: HardwareConfig | dict | None = None):
         """Asked with a protocol, the module's ``chat(messages) -> str`` plays the chat model (a stand-in)."""
         return make_backend({"type": "function", "function": f"{spec['module']}:chat"})
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+    def make(cls, spec: dict, hardware: HardwareConfig | dict | None = None, sampling: dict | None = None,
              where: str = "stage.judge") -> "FunctionJudge":
         return cls(spec["module"])
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Optional
 
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig
 from .backends import make_backend
 from .replies import JudgeFailure, parse_verdict
 from .specs import JudgeSpec
@@ -121,7 +122,7 @@ class Judge:
         raise NotImplementedError(f"judge type {self.type} does not say how it compares (compare_many)")
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+    def make(cls, spec: dict, hardware: HardwareConfig | dict | None = None, sampling: dict | None = None,
              where: str = "stage.judge") -> "Judge":
         """The judge of a checked spec (every key of ``Settings`` present). ``sampling``: the caller's settings
         (a benchmark's token budget and temperature), under the spec's own; ``where``: the spec's key in the recipe,
@@ -141,7 +142,7 @@ class Judge:
         return False
 
     @classmethod
-    def chat_backend(cls, spec: dict, hardware: dict | None = None):
+    def chat_backend(cls, spec: dict, hardware: HardwareConfig | dict | None = None):
         """The chat model a protocol asks (``CHAT`` types; ``protocol: ultrafeedback``): the backend the spec names."""
         return make_backend(spec, hardware)
 

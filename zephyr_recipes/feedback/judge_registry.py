@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 from ..core import trust
 from ..core.errors import ZephyrError
 from ..core.registry import Registry
+from ..core.schema import HardwareConfig
 from . import judge_base
 from .judge_base import Judge
 from .specs import JUDGE_MAKERS, JUDGE_PROTOCOLS, PLAIN_PROTOCOL, JudgeSpec, complete
@@ -76,7 +77,7 @@ def _wrapped(name: str, schema: Optional[type], make: Optional[Callable]) -> typ
     base = owner if isinstance(owner, type) and issubclass(owner, Judge) else Judge
     maker = make
 
-    def build(cls, spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None,
+    def build(cls, spec: dict, hardware: HardwareConfig | dict | None = None, sampling: Optional[dict] = None,
               where: str = "stage.judge"):
         return maker(spec, hardware)  # type: ignore[misc]
 
@@ -205,7 +206,7 @@ def reads_prompts(judge_type: str) -> bool:
     return bool(judge_class(judge_type).READS_PROMPTS)
 
 
-def make_judge(spec: dict, hardware: Optional[dict] = None, sampling: Optional[dict] = None,
+def make_judge(spec: dict, hardware: HardwareConfig | dict | None = None, sampling: Optional[dict] = None,
                where: str = "stage.judge", checked: bool = False):
     """The judge a spec names. ``sampling``: the caller's settings (a benchmark's token budget, its judge
     temperature, greedy), under the spec's own sampling; ``where``: the spec's key in the recipe, for the fix of an

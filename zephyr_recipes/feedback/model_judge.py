@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig
 from ..data.binarize import ASPECTS
 from .backends import EndpointBackend, in_flight, make_backend
 from .http import EndpointError
@@ -52,7 +53,7 @@ class ModelJudge(Judge):
         self.offers_logprobs = isinstance(backend, EndpointBackend)
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+    def make(cls, spec: dict, hardware: HardwareConfig | dict | None = None, sampling: dict | None = None,
              where: str = "stage.judge") -> "ModelJudge":
         prompt = spec["prompt"] or ULTRAFEEDBACK_PROMPT
         if prompt.endswith((".txt", ".jinja", ".md")) and Path(prompt).expanduser().is_file():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator, Optional
 
+from ..core.schema import HardwareConfig
 from ..data.binarize import ASPECTS
 from ..model import modeling
 from ..model.scoring import Scorer, load_reward_model
@@ -29,7 +30,7 @@ class RewardModelJudge(Judge):
     READS_PROMPTS = False
 
     @classmethod
-    def make(cls, spec: dict, hardware: dict | None = None, sampling: dict | None = None,
+    def make(cls, spec: dict, hardware: HardwareConfig | dict | None = None, sampling: dict | None = None,
              where: str = "stage.judge") -> "RewardModelJudge":
         return cls.from_spec(spec, hardware)
 
@@ -37,7 +38,7 @@ class RewardModelJudge(Judge):
     def load(cls, role: str, spec: dict, requests: int, new_tokens: int) -> dict:
         return load_of(role, spec, requests, new_tokens)  # a local model, scored in batches
 
-    def __init__(self, model: str, hardware: dict | None = None, model_config: dict | None = None,
+    def __init__(self, model: str, hardware: HardwareConfig | dict | None = None, model_config: dict | None = None,
                  batch_size: Any = "auto", max_length: Optional[int] = None, aspects=None,
                  system: Optional[str] = None):
         cfg, self.placement = modeling.standalone(model, model_config, hardware, "judge")
@@ -54,7 +55,7 @@ class RewardModelJudge(Judge):
         self.name = model
 
     @classmethod
-    def from_spec(cls, spec: dict, hardware: dict | None = None) -> "RewardModelJudge":
+    def from_spec(cls, spec: dict, hardware: HardwareConfig | dict | None = None) -> "RewardModelJudge":
         """The judge of a checked ``{type: reward_model, model, ...}`` spec."""
         return cls(spec["model"], hardware, spec["model_config"], spec["batch_size"], spec["max_length"],
                    spec["aspects"], spec["system"])

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from ..core.errors import ZephyrError
+from ..core.schema import HardwareConfig
 from ..data.binarize import prompt_id
 from . import ultrafeedback_templates as T
 from .backends import EndpointBackend
@@ -233,7 +234,7 @@ def describe_protocol(overrides: dict, attempts: int = PARSE_ATTEMPTS) -> dict:
             "text": text}
 
 
-def make(spec: dict, hardware: dict | None = None, sampling: dict | None = None) -> UltraFeedbackJudge:
+def make(spec: dict, hardware: HardwareConfig | dict | None = None, sampling: dict | None = None) -> UltraFeedbackJudge:
     """The judge of a checked spec with ``protocol: ultrafeedback``: a function judge's module plays the chat model
     with its ``chat(messages) -> str`` (a stand-in), any other type is the backend it names."""
     backend = judge_class(spec["type"]).chat_backend(spec, hardware)  # what the type asks as its chat model
@@ -285,7 +286,7 @@ def critique_key(answer: str, judge: str) -> str:
     return f"{answer}:{judge}:critique"
 
 
-def critique_step(score: str, judge_spec: dict, hardware: dict, prompts: list[str], critiques: Store,
+def critique_step(score: str, judge_spec: dict, hardware: HardwareConfig | dict | None, prompts: list[str], critiques: Store,
                   answers: list[dict], rating_of: dict, jid: str) -> dict | None:
     """With ``binarize.score: overall``: annotate_critique.py's critique of every answer, then
     fix_overall_score_issue.py's rule on each overall_score of 10, all written to ``critiques`` as they arrive

@@ -18,7 +18,6 @@ Models and folders an earlier stage of the same pipeline writes do not exist yet
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import re
@@ -160,7 +159,7 @@ def check_judges(recipe: Recipe, stage: Stage, produced: set[str] | None = None)
         if isinstance(spec.get("model"), str) and _produced(spec["model"], produced):
             lines.append(f"{where}: {spec['model']} is written by an earlier stage; not asked before it exists")
             continue
-        judge = make_judge(spec, dataclasses.asdict(recipe.hardware), checked=True)  # a spec of the validated config
+        judge = make_judge(spec, recipe.hardware, checked=True)  # a spec of the validated config
         verdict = None
         try:
             if asks == "rate" and judge.listwise:  # rates a prompt's answers together: asked with two side by side

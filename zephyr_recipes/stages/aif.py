@@ -151,7 +151,7 @@ def run(recipe: AIFRecipe, folder: Path) -> dict:
         generate_all(recipe, prompts, book)
         judge_all(recipe, prompts, book)
         critiqued = ultrafeedback.critique_step(recipe.stage.binarize.score, asdict(judge_of(recipe.stage)),
-                                                asdict(recipe.hardware), prompts, critiques,
+                                                recipe.hardware, prompts, critiques,
                                                 *current_ratings(recipe, prompts, book))
     finally:
         completions.close()
@@ -181,7 +181,7 @@ def run(recipe: AIFRecipe, folder: Path) -> dict:
         answers, rated = audit_views(recipe, prompts, book)
         pairs, audit = judge_audit.run_audit(
             stage.audit, asdict(judge_of(stage)), [generator_name(g, i) for i, g in enumerate(stage.generators)],
-            pairs, answers, rated, prompts, audited(recipe, prompts), folder, asdict(recipe.hardware), seed,
+            pairs, answers, rated, prompts, audited(recipe, prompts), folder, recipe.hardware, seed,
             input_rows(recipe))
     if not pairs["train_prefs"]:
         raise ZephyrError("AI feedback produced no preference pairs (every prompt was skipped: "

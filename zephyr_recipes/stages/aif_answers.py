@@ -78,7 +78,7 @@ def generate_all(recipe: AIFRecipe, prompts: list[str], book: ledger.Ledger) -> 
 def _generate_one(recipe: AIFRecipe, spec: dict, gen: ledger.Generator, todo: list[str], book: ledger.Ledger,
                   failures: Counter) -> None:
     index = [generator_name(g, i) for i, g in enumerate(recipe.stage.generators)].index(gen.name)
-    backend = make_backend(spec, asdict(recipe.hardware), f"stage.generators.{index}.model_config")
+    backend = make_backend(spec, recipe.hardware, f"stage.generators.{index}.model_config")
     convs = [[{"role": "user", "content": p}] for p in todo]
     with tqdm(total=len(todo), desc=f"generating ({gen.name})", unit="prompt") as bar:
         for j, result in backend.generate(convs, gen.k, gen.sampling):
@@ -149,7 +149,7 @@ def _not_rated(rating: dict | None) -> bool:
 
 
 def _judge_items(recipe: AIFRecipe, spec: dict, jid: str, by_pid: dict, todo: list, book: ledger.Ledger) -> None:
-    judge = make_judge(spec, asdict(recipe.hardware), checked=True)  # checked at validation (check_config)
+    judge = make_judge(spec, recipe.hardware, checked=True)  # checked at validation (check_config)
     if judge.listwise:
         return _judge_groups(recipe, judge, jid, by_pid, todo, book)
     items = [Item([{"role": "user", "content": by_pid[rec["prompt_id"]]}], (rec["response"],)) for rec, _, _ in todo]

@@ -165,7 +165,7 @@ def _judge(recipe: Recipe, bench, max_new_tokens: int, temperature: float = 0.0,
     if served is not None and judge_registry.served(spec):
         spec = served(spec, f"judge-{bench.name}")
     where = f"stage.{bench.name}.judge" if _own_judge(recipe, bench) is not None else "stage.judge"
-    judge = make_judge(spec, dataclasses.asdict(recipe.hardware),
+    judge = make_judge(spec, recipe.hardware,
                        sampling={"temperature": temperature, "max_new_tokens": max_new_tokens},
                        where=where, checked=True)  # checked at validation, as part of the stage section
     judge.unparsable = bench.on_unparsable(_bench_section(recipe, bench))  # the benchmark's rule, not the client's
@@ -177,7 +177,7 @@ def _backend(recipe: Recipe, served=None):
     model, vllm = recipe.model, recipe.stage.vllm
     if vllm is not None and served is not None:
         return make_backend(served({**vllm, "type": "vllm", "model": model.name_or_path}, "model"))
-    return TransformersBackend(model.name_or_path, dataclasses.asdict(model), dataclasses.asdict(recipe.hardware),
+    return TransformersBackend(model.name_or_path, dataclasses.asdict(model), recipe.hardware,
                                recipe.stage.batch_size)
 
 
