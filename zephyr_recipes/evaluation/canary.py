@@ -44,14 +44,14 @@ class CanaryConfig:
                                        "the leaderboard's.")
 
 
-def check(canary: dict, where: str = "stage.canary") -> None:
-    if canary.get("annotations") is None:
+def check(canary: CanaryConfig, where: str = "stage.canary") -> None:
+    if canary.annotations is None:
         return
-    if int(canary["sample"]) < 1:
-        raise ZephyrError(f"{where}.sample is {canary['sample']}", "re-judge 1 or more published judgments, e.g. 50")
-    if not 0 <= float(canary["min_agreement"]) <= 1:
-        raise ZephyrError(f"{where}.min_agreement is {canary['min_agreement']}", "use a share from 0 to 1, e.g. 0.8")
-    path = Path(str(canary["annotations"])).expanduser()
+    if int(canary.sample) < 1:
+        raise ZephyrError(f"{where}.sample is {canary.sample}", "re-judge 1 or more published judgments, e.g. 50")
+    if not 0 <= float(canary.min_agreement) <= 1:
+        raise ZephyrError(f"{where}.min_agreement is {canary.min_agreement}", "use a share from 0 to 1, e.g. 0.8")
+    path = Path(str(canary.annotations)).expanduser()
     if not path.is_file():
         raise ZephyrError(f"{where}.annotations: {path} does not exist",
                           "name an AlpacaEval annotations.json (alpaca_eval's results/<model>/<annotator>/)")
@@ -82,11 +82,11 @@ def load(path: str) -> list[dict]:
     return out
 
 
-def run(judge, canary: dict, judge_name: str) -> dict:
+def run(judge, canary: CanaryConfig, judge_name: str) -> dict:
     """Re-judge the sample with ``judge`` (a feedback Judge that compares); the canary's report."""
-    rows = load(str(canary["annotations"]))
-    rng = random.Random(canary["seed"])
-    picked = rng.sample(rows, min(int(canary["sample"]), len(rows)))
+    rows = load(str(canary.annotations))
+    rng = random.Random(canary.seed)
+    picked = rng.sample(rows, min(int(canary.sample), len(rows)))
     model_first = [rng.random() < 0.5 for _ in picked]
     items = [Item([{"role": "user", "content": r["instruction"]}],
                   (r["model"], r["baseline"]) if first else (r["baseline"], r["model"]))
@@ -110,9 +110,9 @@ def run(judge, canary: dict, judge_name: str) -> dict:
     labels = np.array([[float(m), float(p)] for m, p in decided]).reshape(-1, 2)
     got = share(agree, len(decided))
     k = round(kappa(labels), 4) if decided else float("nan")
-    bar = float(canary["min_agreement"])
+    bar = float(canary.min_agreement)
     comparable = got["value"] is not None and got["value"] >= bar and agree > majority
-    return {"annotations": str(canary["annotations"]), "annotator": picked[0].get("annotator") if picked else None,
+    return {"annotations": str(canary.annotations), "annotator": picked[0].get("annotator") if picked else None,
             "generator": picked[0].get("generator") if picked else None, "judge": judge_name,
             "asked": len(items), "undecided": len(items) - len(decided) - failures, "failures": failures,
             "agreement": got, "kappa": k if math.isfinite(k) else None,

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from ..core.errors import ZephyrError
-from ..core.schema import HardwareConfig
+from ..core.schema import DatasetConfig, HardwareConfig
 from ..data.binarize import prompt_id
 from . import ultrafeedback_templates as T
 from .backends import EndpointBackend
@@ -127,7 +127,7 @@ class UltraFeedbackJudge(ModelJudge):
         return out
 
     @staticmethod
-    def world_knowledge(dataset: dict, prompts: Iterable[str]) -> dict[str, object]:
+    def world_knowledge(dataset: DatasetConfig, prompts: Iterable[str]) -> dict[str, object]:
         """prompt id -> the world knowledge of the first dataset row with that prompt (see :func:`world_knowledge`),
         read from the columns ``dataset.columns`` maps source, correct_answers and incorrect_answers to (these
         names by default); a dataset without a source column gets the default sentence for every prompt."""

@@ -11,6 +11,7 @@ import random
 import re
 from typing import Iterable, Optional
 
+from ..core.schema import DatasetConfig
 from ..data.binarize import prompt_id
 from . import ultrafeedback_templates as T
 
@@ -65,7 +66,7 @@ def world_knowledge(source: object, correct_answers: object = None, incorrect_an
     return DEFAULT_KNOWLEDGE
 
 
-def reference_columns(dataset: dict, prompts: Iterable[str]) -> dict[str, dict]:
+def reference_columns(dataset: DatasetConfig, prompts: Iterable[str]) -> dict[str, dict]:
     """prompt id -> ``{source, correct_answers, incorrect_answers}`` of the first dataset row with that prompt, from
     the columns ``dataset.columns`` maps them to (these names by default); a column the dataset lacks is left out
     (every prompt gets a dict, empty when the dataset has none of them). What the world knowledge is made from, and
@@ -74,8 +75,8 @@ def reference_columns(dataset: dict, prompts: Iterable[str]) -> dict[str, dict]:
 
     wanted = {prompt_id(p) for p in prompts}
     out: dict[str, dict] = {pid: {} for pid in wanted}
-    ds = load_split(dataset, dataset["train_split"])
-    names = {c: (dataset.get("columns") or {}).get(c, c) for c in ("prompt", *COLUMNS)}
+    ds = load_split(dataset, dataset.train_split)
+    names = {c: (dataset.columns or {}).get(c, c) for c in ("prompt", *COLUMNS)}
     prompt_col = names["prompt"] if names["prompt"] in ds.column_names else next(
         (c for c in ("prompt", "instruction") if c in ds.column_names), None)
     have = [c for c in COLUMNS if names[c] in ds.column_names]

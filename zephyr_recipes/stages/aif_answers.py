@@ -181,7 +181,7 @@ def _judge_groups(recipe: AIFRecipe, judge, jid: str, by_pid: dict, todo: list, 
     groups = [g for (pid, r), keys in todo_of.items()
               for g in listwise.groups(pid, keys, answers[pid], seed, r)]
     context = getattr(judge, "world_knowledge", None)  # a judge that reads the dataset's reference columns
-    knowledge = context(asdict(recipe.dataset), list(by_pid.values())) if context else {}
+    knowledge = context(recipe.dataset, list(by_pid.values())) if context else {}
     records = book.completions.records
     items = [Item([{"role": "user", "content": by_pid[g.prompt_id]}],
                   tuple(records[k]["response"] for k in g.shown), knowledge.get(g.prompt_id),
@@ -251,7 +251,7 @@ def assemble(recipe: AIFRecipe, prompts: list[str], book: ledger.Ledger,
     gens, judge, jid = identities(recipe)
     together = ledger.rates_together(judge)
     current = book.current(gens, prompts)
-    reference = ultrafeedback.reference_columns(asdict(recipe.dataset), prompts)  # source, correct/incorrect answers
+    reference = ultrafeedback.reference_columns(recipe.dataset, prompts)  # source, correct/incorrect answers
     rows, scores, used = [], defaultdict(list), []
     for p in prompts:
         recs = current[prompt_id(p)]

@@ -96,7 +96,7 @@ def check_config(recipe: Recipe) -> None:
     if recipe.stage.canary.annotations is None:  # absent unless set, as vllm below
         stage.pop("canary", None)
     else:
-        judge_canary.check(dataclasses.asdict(recipe.stage.canary))
+        judge_canary.check(recipe.stage.canary)
     vllm = recipe.stage.vllm
     if vllm is None:  # absent unless set: older runs' frozen configs still match
         stage.pop("vllm", None)
@@ -252,7 +252,7 @@ def _run_benchmarks(recipe: Recipe, folder: Path, model_id: str, ctx, loaded: di
     judged = [b for b in chosen(recipe.stage) if b.asks]
     canary = recipe.stage.canary  # set (validation drops an unset one from the config) when it names annotations
     if canary.annotations is not None and judged:  # the judge re-judges published verdicts before it scores anything
-        result["canary"] = judge_canary.run(ctx.make_judge(judged[0], 1024), dataclasses.asdict(canary),
+        result["canary"] = judge_canary.run(ctx.make_judge(judged[0], 1024), canary,
                                             " ".join(str(v) for v in
                                                      _judge_summary(cast(dict, judge_spec(recipe, judged[0])))
                                                      .values()))
