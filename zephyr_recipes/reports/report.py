@@ -8,12 +8,11 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from .. import benchmarks
 from ..core import runfolder
 from ..core.errors import ZephyrError
 from ..evaluation import plots
+from ..evaluation.browse import stage_section
 from ..feedback.judge_registry import pipeline_check
 from . import readcheck
 
@@ -63,18 +62,6 @@ def load_run(folder: Path) -> dict:
     return scores
 
 
-def _section(bench, folder: Path):
-    """The benchmark's section of the run's config.yaml, typed for the protocol column (keys an older run's config
-    lacks, or an unreadable one, at their defaults)."""
-    try:
-        held = yaml.safe_load((Path(folder) / runfolder.CONFIG).read_text())
-    except (OSError, yaml.YAMLError):
-        held = None
-    stage = held.get("stage") if isinstance(held, dict) else None
-    sec = stage.get(bench.name) if isinstance(stage, dict) else None
-    return benchmarks.typed_section(bench, sec if isinstance(sec, dict) else {})
-
-
 def _judge_of(scores: dict, bench) -> str:
     judge = (scores.get(bench.name) or {}).get("judge") or scores.get("judge") or {}
     return judge.get("type") or "–" if bench.asks else "–"
@@ -106,7 +93,7 @@ def beside_published(runs: list[dict], names: list[str]) -> str:
             result = s.get(bench.name)
             if not result:
                 continue
-            sec = _section(bench, Path(s["folder"]))
+            sec = stage_section(Path(s["folder"]), bench)  # typed; an older run's lacking keys at defaults
             lines.append("| " + " | ".join([name, _judge_of(s, bench)] + [m.format(result) for m in bench.metrics]
                                            + [bench.protocol(sec, result) or "–"]) + " |")
         for ref in refs:
