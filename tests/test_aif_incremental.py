@@ -228,6 +228,7 @@ def test_a_judge_that_rates_answers_together_rates_the_group_again_when_a_genera
 
 
 @pytest.mark.parametrize("change", ["edit", "none"])
+@pytest.mark.slow  # whole pipelines, twice; make test's budget on a slower 2-core machine (make test-slow)
 def test_a_pipeline_reruns_a_stage_whose_code_changed_and_the_stages_reading_it(tmp_path, cli, change):
     """aif (a function generator of the user's) -> aif2 (prompts from aif's pairs): editing the generator's module
     runs aif again (its answers only) and aif2 after it; without an edit everything is skipped."""

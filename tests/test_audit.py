@@ -142,6 +142,7 @@ def test_audit_measures_flags_and_finds_the_mislabelled_pairs(tmp_path, cli):
                    for p in json.loads((tmp_path / "drop" / "audit.json").read_text())["pairs"])
 
 
+@pytest.mark.slow  # whole AI-feedback stages; make test's budget on a slower 2-core machine (make test-slow)
 def test_flip_swaps_flagged_pairs_and_a_bar_ends_the_stage_naming_the_measure(tmp_path, cli):
     recipe = _recipe(tmp_path, "zephyr_recipes.embedded.noisy.flip35_position", """  audit:
     enabled: true

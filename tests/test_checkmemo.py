@@ -27,6 +27,7 @@ def _checks(out: str) -> list[str]:
     return [line for line in out.splitlines() if not line.startswith((REMEMBERED, "[20"))]
 
 
+@pytest.mark.slow  # validates in fresh processes; make test's budget on a slower 2-core machine (make test-slow)
 def test_a_second_validate_of_the_same_recipe_and_files_reprints_the_checks_without_loading_them(tmp_path):
     home = tmp_path / "home"
     first = _validate(home, tmp_path, "tiny/sft", "--no-preflight")

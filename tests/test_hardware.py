@@ -59,8 +59,19 @@ def test_required_profiles_ship():
 SINGLE_STAGE = [r for r in list_recipes() if "pipeline" not in (yaml.safe_load(find_recipe(r)[0].read_text()) or {})]
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("recipe", SINGLE_STAGE)
+def _pairs():
+    """Every (recipe, profile): make test takes a quarter of the grid that still meets every recipe and every profile
+    (each recipe with about three profiles, each profile with about five recipes, a one-process stage with a
+    multi-process profile among them); make test-slow takes the rest."""
+    out = []
+    for i, recipe in enumerate(SINGLE_STAGE):
+        for j, profile in enumerate(PROFILES):
+            fast = (i + j) % 4 == 0
+            out.append(pytest.param(recipe, profile, marks=() if fast else pytest.mark.slow, id=f"{recipe}-{profile}"))
+    return out
+
+
+@pytest.mark.parametrize("recipe, profile", _pairs())
 def test_every_profile_composes_with_every_recipe(recipe, profile):
     if cfg_for(recipe).stage.name in ("aif", "eval") and profile in MULTI:
         with pytest.raises(ZephyrError, match="stage runs in one process"):
@@ -297,6 +308,7 @@ def test_slurm_path_runs_one_node_with_two_cpu_processes(tmp_path, capsys):
     assert "x 2 processes" in (out / "train.log").read_text()
 
 
+@pytest.mark.slow  # worker subprocesses; make test's budget on a slower 2-core machine (make test-slow)
 def test_worker_refuses_a_multi_process_folder_without_its_launcher(tmp_path):
     from zephyr_recipes.core import runfolder
 

@@ -49,6 +49,7 @@ DPO = ["tiny/dpo", "model.name_or_path=builtin://tiny-mistral", "model.chat_temp
 
 
 @pytest.mark.parametrize("command", ["show", "validate"])
+@pytest.mark.slow  # two fresh interpreters per case; make test's budget on a slower 2-core machine (make test-slow)
 def test_show_and_validate_of_a_dpo_recipe_import_no_benchmark(command, tmp_path):
     modules = imported(command, *DPO, home=tmp_path)
     assert "zephyr_recipes.stages.dpo" in modules  # the probe sees what the command imported

@@ -87,6 +87,7 @@ def test_server_that_dies_while_starting_is_reported_with_its_log(tmp_path, cli)
     assert gone(pidfile)
 
 
+@pytest.mark.slow  # waits out a time-out; make test's budget on a slower 2-core machine (make test-slow)
 def test_server_that_never_answers_times_out_and_is_stopped(tmp_path, cli):
     pidfile, port = tmp_path / "pids.json", free_port()
     data = _write_prompts(tmp_path / "prompts.jsonl")

@@ -87,6 +87,7 @@ def test_trl_fields_are_described_once_per_version_and_a_broken_description_is_m
         trainer_fields.describe.cache_clear()
 
 
+@pytest.mark.slow  # fresh interpreters; make test's budget on a slower 2-core machine (make test-slow)
 def test_show_imports_no_torch_and_trl_still_judges_trainer_values_in_validate(tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "ZEPHYR_RECIPES_HOME": str(tmp_path),
            "PATH": "/usr/bin:/bin"}

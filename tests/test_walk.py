@@ -32,13 +32,15 @@ def _stage_of(recipe: str) -> str:
 
 
 def _walk_cases():
-    for recipe in SINGLE:
-        own = [None]
+    """Every single-stage recipe on its own profile, then on each other profile it may take: make test takes one of
+    those others per recipe, in turn, so that every profile is walked; make test-slow takes the rest."""
+    for i, recipe in enumerate(SINGLE):
+        yield pytest.param(recipe, None, id=f"{recipe}@own")
         one = stages.get(_stage_of(recipe)).one_process
-        for profile in (ONE_PROCESS_PROFILES if one else TRAINING_PROFILES):
-            own.append(profile)
-        for profile in own:
-            yield pytest.param(recipe, profile, id=f"{recipe}@{profile or 'own'}")
+        others = ONE_PROCESS_PROFILES if one else TRAINING_PROFILES
+        for j, profile in enumerate(others):
+            marks = () if j == i % len(others) else pytest.mark.slow
+            yield pytest.param(recipe, profile, id=f"{recipe}@{profile}", marks=marks)
     for recipe in PIPELINES:  # each walks every stage: seconds each, in make test-slow
         yield pytest.param(recipe, None, id=f"{recipe}@own", marks=pytest.mark.slow)
 
